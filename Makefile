@@ -1,0 +1,25 @@
+# Two commands do all set-up on a fresh machine:  `make demo`  and  `make test`.
+# Both create .venv and install edgesmith with torch held at the 2.13.0 CPU build.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.edgesmith-installed
+
+.PHONY: demo test bench clean
+demo: $(STAMP)
+	$(BIN)/edgesmith demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/int8_speedup.py
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) edgesmith-out .pytest_cache

@@ -1,0 +1,32 @@
+"""Heavy dependencies load through one helper that turns ImportError into a hint."""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from edgesmith.errors import BackendUnavailable
+
+# package import name -> the pip extra (or requirement) that provides it
+_EXTRAS = {
+    "torch": "pip install torch==2.13.0  (core dependency; use constraints.txt)",
+    "onnx": "pip install edgesmith  (core dependency)",
+    "onnxruntime": "pip install edgesmith  (core dependency)",
+    "onnxscript": "pip install edgesmith  (core dependency, needed by the torch.export ONNX exporter)",
+    "safetensors": "pip install edgesmith  (core dependency)",
+    "sklearn": "pip install scikit-learn  (core dependency, provides the built-in digits data)",
+    "openvino": "pip install 'edgesmith[openvino]'",
+    "nncf": "pip install 'edgesmith[openvino]'",
+    "neural_compressor": "pip install 'edgesmith[inc]'",
+    "tensorrt": "pip install 'edgesmith[tensorrt]' (TensorRT wheels come from NVIDIA's index)",
+}
+
+
+def require(module: str) -> ModuleType:
+    """Import ``module`` or raise BackendUnavailable naming the extra to install."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        top = module.split(".")[0]
+        hint = _EXTRAS.get(top, f"pip install {top}")
+        raise BackendUnavailable(f"{top} is not installed or failed to import ({exc})", hint=hint) from exc

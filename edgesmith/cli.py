@@ -1,0 +1,439 @@
+"""edgesmith command line: parse flags, build a Recipe, call the pipeline, map errors to exit codes.
+
+No business logic lives here. torch, onnxruntime and openvino are not imported by ``--help``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import sys
+import time
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Callable, Iterator, Optional
+
+import typer
+
+from edgesmith.errors import EXIT_BAD_INPUT, EXIT_BUDGET_FAILED, EXIT_INTERNAL, EdgesmithError
+
+app = typer.Typer(
+    name="edgesmith",
+    help="Compress trained PyTorch models, export to ONNX, compile per target and validate against target profiles.\n\n"
+    "Exit codes: 0 all budgets pass, 1 a budget fails, 2 bad usage or input, 3 internal error.\n\n"
+    "Examples:\n\n"
+    "  edgesmith demo\n\n"
+    "  edgesmith run recipe.yaml\n\n"
+    "  edgesmith quantize edgesmith.zoo:resnet18 --target x86-avx512-vnni-ort --data calib.npz\n\n"
+    "  edgesmith bench model.onnx --threads 2 --batch 1",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+profiles_app = typer.Typer(help="List and show target profiles.", no_args_is_help=True)
+app.add_typer(profiles_app, name="profiles")
+
+
+def _err(text: str) -> None:
+    print(f"edgesmith: error: {text}", file=sys.stderr)
+
+
+def guarded(fn: Callable) -> Callable:
+    """One error policy: domain errors -> one line + hint + exit code; the rest -> exit 3."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except EdgesmithError as exc:
+            if os.environ.get("EDGESMITH_DEBUG"):
+                raise
+            _err(exc.one_line())
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            _err("interrupted; nothing was written to the output directory")
+            raise typer.Exit(130) from None
+        except Exception as exc:
+            if os.environ.get("EDGESMITH_DEBUG"):
+                raise
+            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+            _err(f"internal error: {type(exc).__name__}: {first} (set EDGESMITH_DEBUG=1 for the traceback)")
+            raise typer.Exit(EXIT_INTERNAL) from None
+
+    return wrapper
+
+
+class RichReporter:
+    """Spinner while a step runs, a tick with its duration when it ends (on stderr)."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+
+        self.console = Console(stderr=True)
+
+    @contextlib.contextmanager
+    def step(self, text: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        from rich.markup import escape
+
+        with self.console.status(f"{escape(text)} ..."):
+            yield
+        self.console.print(f"[green]✓[/] {escape(text)} [dim]({time.perf_counter() - t0:.1f}s)[/]")
+
+    def info(self, text: str) -> None:
+        self.console.print(text)
+
+
+# ---- shared options -------------------------------------------------------------------------
+
+class Calibration(str, Enum):
+    minmax = "minmax"
+    percentile = "percentile"
+    entropy = "entropy"
+
+
+class Mode(str, Enum):
+    static = "static"
+    dynamic = "dynamic"
+    fp16 = "fp16"
+
+
+OutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Output directory (default: the recipe's output_dir).")]
+TargetOpt = Annotated[Optional[list[str]], typer.Option("--target", "-t", help="Target profile name or .yaml file; repeatable.")]
+WeightsOpt = Annotated[Optional[str], typer.Option("--weights", "-w", help="safetensors or state-dict checkpoint for a factory model.")]
+InputOpt = Annotated[Optional[list[str]], typer.Option("--input-shape", "-i", help="NAME:DIMS[:DTYPE], e.g. input:batch,1,8,8 or ids:batch,128:int64; repeatable.")]
+DataOpt = Annotated[Optional[str], typer.Option("--data", "-d", help="Calibration data: digits, FILE.npz or package.module:function.")]
+EvalOpt = Annotated[Optional[str], typer.Option("--eval-data", help="Evaluation data (default: same source as --data, held-out split for digits).")]
+MetricOpt = Annotated[str, typer.Option("--metric", help="top1, fidelity, or package.module:function.")]
+TrustOpt = Annotated[bool, typer.Option("--trust-checkpoint", help="Allow full unpickling of a checkpoint (runs code from the file!).")]
+SaveOpt = Annotated[Optional[Path], typer.Option("--save-recipe", help="Write the recipe these flags build to this YAML file.")]
+DryOpt = Annotated[bool, typer.Option("--dry-run", help="Validate everything and print the plan; run nothing.")]
+
+
+def _parse_input(text: str) -> dict:
+    from edgesmith.errors import ConfigError
+
+    parts = text.split(":")
+    if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
+        raise ConfigError(f"--input-shape {text!r} is not NAME:DIMS[:DTYPE]", hint="e.g. --input-shape input:batch,3,224,224")
+    dims = [int(d) if d.strip().isdigit() else d.strip() for d in parts[1].replace("x", ",").split(",")]
+    spec = {"name": parts[0], "shape": dims}
+    if len(parts) == 3:
+        spec["dtype"] = parts[2]
+    return spec
+
+
+def build_recipe(model: str, *, weights: Optional[str] = None, inputs: Optional[list[str]] = None,
+                 data: Optional[str] = None, eval_data: Optional[str] = None, metric: str = "top1",
+                 passes: Optional[list[dict]] = None, targets: Optional[list[str]] = None,
+                 out: Optional[Path] = None, stop_after: str = "validate", trust: bool = False,
+                 name: str = "cli") -> Any:
+    """The same Recipe object a YAML file gives, built from flags."""
+    from edgesmith.recipe import parse_recipe
+
+    recipe: dict[str, Any] = {"name": name, "model": {"source": model, "trust_checkpoint": trust}, "metric": metric,
+                              "passes": passes or [], "stop_after": stop_after}
+    if weights:
+        recipe["model"]["weights"] = weights
+    if inputs:
+        recipe["inputs"] = [_parse_input(i) for i in inputs]
+    if data or eval_data:
+        calib_src = data or eval_data
+        recipe["data"] = {"calibration": {"source": calib_src}, "evaluation": {"source": eval_data or calib_src}}
+    if targets:
+        recipe["targets"] = targets
+    if out:
+        recipe["output_dir"] = str(out)
+    return parse_recipe(recipe, "flags")
+
+
+def _execute(recipe: Any, base_dir: Path, *, save_recipe: Optional[Path], dry_run: bool, trust: bool = False,
+             out: Optional[Path] = None, quiet: bool = False) -> None:
+    from edgesmith import pipeline
+    from edgesmith.report import print_verdicts
+
+    if save_recipe:
+        from edgesmith.outputs import atomic_write_text, check_writable
+
+        check_writable(save_recipe.parent)
+        atomic_write_text(save_recipe, recipe.to_yaml())
+        print(f"recipe written to {save_recipe}", file=sys.stderr)
+    result = pipeline.run(recipe, base_dir, out_dir=out, trust_checkpoint=trust, dry_run=dry_run, reporter=RichReporter())
+    if result.dry_run:
+        print("plan (dry run, nothing executed):")
+        for i, step in enumerate(result.plan, 1):
+            print(f"  {i}. {step}")
+        return
+    if result.manifest.get("targets") and recipe.stop_after == "validate":
+        print_verdicts(result.manifest, str(result.out_dir))
+    else:
+        print(f"done: {result.verdict}; outputs in {result.out_dir}")
+    if result.verdict == "fail":
+        raise typer.Exit(EXIT_BUDGET_FAILED)
+
+
+# ---- commands -------------------------------------------------------------------------------
+
+@app.command()
+@guarded
+def run(
+    recipe_path: Annotated[Path, typer.Argument(metavar="RECIPE", help="Recipe YAML file.")],
+    out: OutOpt = None,
+    trust_checkpoint: TrustOpt = False,
+    save_recipe: SaveOpt = None,
+    dry_run: DryOpt = False,
+) -> None:
+    """Run a recipe: model -> passes -> export -> compile -> validate -> report.
+
+    Example recipe:
+
+        name: digits-int8
+        model: {source: edgesmith.zoo:pretrained_digits_cnn}
+        inputs: [{name: input, shape: [batch, 1, 8, 8]}]
+        data:
+          calibration: {source: digits, split: train, samples: 256}
+          evaluation: {source: digits, split: test}
+        metric: top1
+        passes:
+          - {type: ptq_int8, calibration: entropy}
+        targets: [x86-avx512-vnni-ort]
+        output_dir: out/digits-int8
+
+    Example: edgesmith run recipe.yaml --out out/ --dry-run
+    """
+    from edgesmith.recipe import load_recipe
+
+    recipe = load_recipe(recipe_path)
+    _execute(recipe, recipe_path.parent.absolute(), save_recipe=save_recipe, dry_run=dry_run, trust=trust_checkpoint, out=out)
+
+
+@app.command()
+@guarded
+def quantize(
+    model: Annotated[str, typer.Argument(help="package.module:factory, model.pt2 or model.onnx")],
+    weights: WeightsOpt = None,
+    input_shape: InputOpt = None,
+    mode: Annotated[Mode, typer.Option(help="static (calibrated QDQ INT8), dynamic (INT8 weights) or fp16.")] = Mode.static,
+    calibration: Annotated[Calibration, typer.Option(help="Calibration method for static INT8.")] = Calibration.minmax,
+    samples: Annotated[Optional[int], typer.Option(min=1, help="Calibration samples (default: all of --data).")] = None,
+    per_channel: Annotated[Optional[bool], typer.Option("--per-channel/--per-tensor", help="Default: the target profile's choice.")] = None,
+    exclude: Annotated[Optional[list[str]], typer.Option("--exclude", help="Node name to keep in float; repeatable.")] = None,
+    data: DataOpt = "digits",
+    eval_data: EvalOpt = None,
+    metric: MetricOpt = "top1",
+    target: TargetOpt = None,
+    out: OutOpt = Path("edgesmith-out/quantize"),
+    trust_checkpoint: TrustOpt = False,
+    save_recipe: SaveOpt = None,
+    dry_run: DryOpt = False,
+) -> None:
+    """Quantize a model for a target and validate it against the target's budgets.
+
+    Examples:
+
+        edgesmith quantize edgesmith.zoo:pretrained_digits_cnn --calibration entropy
+
+        edgesmith quantize mypkg.models:net -w net.safetensors -i input:batch,3,224,224 -d calib.npz -t x86-avx512-vnni-ort
+    """
+    options: dict[str, Any] = {}
+    if mode == Mode.static:
+        options = {"calibration": calibration.value, **({"samples": samples} if samples else {})}
+        if per_channel is not None:
+            options["per_channel"] = per_channel
+    elif mode == Mode.dynamic and per_channel is not None:
+        options["per_channel"] = per_channel
+    if exclude:
+        options["exclude_nodes"] = exclude
+    pass_type = {"static": "ptq_int8", "dynamic": "dynamic_int8", "fp16": "fp16"}[mode.value]
+    recipe = build_recipe(model, weights=weights, inputs=input_shape, data=data, eval_data=eval_data, metric=metric,
+                          passes=[{"type": pass_type, **options}], targets=target, out=out, trust=trust_checkpoint, name="quantize")
+    _execute(recipe, Path.cwd(), save_recipe=save_recipe, dry_run=dry_run)
+
+
+@app.command()
+@guarded
+def export(
+    model: Annotated[str, typer.Argument(help="package.module:factory or model.pt2")],
+    weights: WeightsOpt = None,
+    input_shape: InputOpt = None,
+    opset: Annotated[int, typer.Option(help="ONNX opset.")] = 18,
+    data: DataOpt = None,
+    out: OutOpt = Path("edgesmith-out/export"),
+    trust_checkpoint: TrustOpt = False,
+    save_recipe: SaveOpt = None,
+    dry_run: DryOpt = False,
+) -> None:
+    """Export to ONNX (dynamic batch), check it, and check ONNX Runtime against torch.
+
+    Example: edgesmith export edgesmith.zoo:resnet18 -o out/resnet18
+    """
+    recipe = build_recipe(model, weights=weights, inputs=input_shape, data=data, out=out, stop_after="export",
+                          trust=trust_checkpoint, name="export")
+    recipe = recipe.model_copy(update={"export": recipe.export.model_copy(update={"opset": opset})})
+    _execute(recipe, Path.cwd(), save_recipe=save_recipe, dry_run=dry_run)
+
+
+@app.command(name="compile")
+@guarded
+def compile_(
+    model: Annotated[str, typer.Argument(help="model.onnx (or any model source)")],
+    target: TargetOpt = None,
+    input_shape: InputOpt = None,
+    out: OutOpt = Path("edgesmith-out/compile"),
+    save_recipe: SaveOpt = None,
+    dry_run: DryOpt = False,
+) -> None:
+    """Compile a model for each target's runtime (no validation).
+
+    Example: edgesmith compile out/model.int8.onnx -t x86-avx512-vnni-ort
+    """
+    recipe = build_recipe(model, inputs=input_shape, targets=target, out=out, stop_after="compile", name="compile")
+    recipe = recipe.model_copy(update={"data": recipe.data.model_copy(update={"calibration": None, "evaluation": None})})
+    _execute(recipe, Path.cwd(), save_recipe=save_recipe, dry_run=dry_run)
+
+
+@app.command()
+@guarded
+def validate(
+    model: Annotated[str, typer.Argument(help="model.onnx to validate (any model source works)")],
+    target: TargetOpt = None,
+    input_shape: InputOpt = None,
+    data: Annotated[Optional[str], typer.Option("--data", "-d", help="Evaluation data: digits, FILE.npz or package.module:function.")] = "digits",
+    metric: MetricOpt = "top1",
+    out: OutOpt = Path("edgesmith-out/validate"),
+    save_recipe: SaveOpt = None,
+    dry_run: DryOpt = False,
+) -> None:
+    """Validate a model against target profiles: accuracy, latency, size, memory.
+
+    Example: edgesmith validate model.onnx -t x86-avx512-vnni-ort -d eval.npz --metric fidelity
+    """
+    recipe = build_recipe(model, inputs=input_shape, eval_data=data, metric=metric, targets=target, out=out, name="validate")
+    recipe = recipe.model_copy(update={"data": recipe.data.model_copy(update={"calibration": None})})
+    _execute(recipe, Path.cwd(), save_recipe=save_recipe, dry_run=dry_run)
+
+
+@app.command()
+@guarded
+def bench(
+    model: Annotated[Path, typer.Argument(help="ONNX model (or compiled artifact) to benchmark")],
+    threads: Annotated[int, typer.Option(min=1, help="Intra-op threads.")] = 2,
+    batch: Annotated[list[int], typer.Option(help="Batch size; repeatable.")] = [1],  # noqa: B006 (typer reads it)
+    warmup: Annotated[int, typer.Option(min=0)] = 10,
+    iterations: Annotated[int, typer.Option(min=1)] = 100,
+    duration: Annotated[Optional[float], typer.Option(help="Seconds to run instead of a fixed count.")] = None,
+    input_shape: InputOpt = None,
+    optimization: Annotated[str, typer.Option(help="ORT graph optimisation: disable, basic, extended, all.")] = "all",
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Benchmark an ONNX model on ONNX Runtime (CPU): p50/p90/p99, mean, std, throughput, peak memory.
+
+    Example: edgesmith bench model.onnx --threads 2 --batch 1 --batch 8
+    """
+    import json
+
+    from edgesmith.errors import ConfigError
+    from edgesmith.model_io import onnx_input_specs
+    from edgesmith.recipe import InputSpec
+    from edgesmith.runtime import Artifact
+    from edgesmith.runtime.bench import benchmark, make_feeds
+    from edgesmith.runtime.onnxruntime import LEVELS
+
+    if optimization not in LEVELS:
+        raise ConfigError(f"unknown optimization level {optimization!r}", hint=f"use one of: {', '.join(LEVELS)}")
+    if not model.is_file():
+        from edgesmith.errors import InputError
+
+        raise InputError(f"model not found: {model}", hint="give the path of an .onnx file")
+    declared = onnx_input_specs(model)
+    specs = [InputSpec.model_validate(_parse_input(i)) for i in input_shape] if input_shape else [InputSpec.model_validate(s) for s in declared]
+    from edgesmith.pipeline import _check_against_onnx
+
+    _check_against_onnx(specs, declared)
+    rows = []
+    reporter = RichReporter()
+    for b in batch:
+        with reporter.step(f"benchmarking {model.name} batch {b}"):
+            stats = benchmark(Artifact(model, "onnxruntime", {"load_level": optimization}), make_feeds(specs, b),
+                              threads, warmup, iterations, duration)
+        rows.append(stats.as_dict())
+    if json_out:
+        print(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{model.name} on onnxruntime (CPU), {threads} threads")
+    cols = ["batch", "iterations", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "throughput_per_s", "peak_rss_mb"]
+    for c in cols + ["noise"]:
+        table.add_column(c)
+    for r in rows:
+        noise = "noisy (cv {:.0%})".format(r["cv"]) if r["cv"] > 0.1 else "ok"
+        table.add_row(*[f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in cols], noise)
+    Console().print(table)
+
+
+@app.command()
+@guarded
+def demo(
+    out: OutOpt = None,
+) -> None:
+    """Run the built-in demo: the bundled digits CNN -> INT8 -> x86 AVX-512 VNNI profile.
+
+    Example: edgesmith demo --out /tmp/demo
+    """
+    from edgesmith.recipe import load_recipe
+
+    recipe_path = Path(__file__).with_name("recipes") / "demo.yaml"
+    recipe = load_recipe(recipe_path)
+    print("edgesmith demo: digits CNN (trained on scikit-learn's handwritten digits) -> static INT8 -> x86-avx512-vnni-ort", file=sys.stderr)
+    _execute(recipe, Path.cwd(), save_recipe=None, dry_run=False, out=out or Path(recipe.output_dir))
+
+
+@app.command()
+@guarded
+def passes() -> None:
+    """List the compression passes and their options."""
+    import dataclasses
+
+    from edgesmith.compress import known_passes
+
+    for name, info in known_passes().items():
+        print(f"{name}  [{info.stage}]  {info.summary}")
+        for f in dataclasses.fields(info.config):
+            default = f.default if f.default is not dataclasses.MISSING else "required"
+            print(f"    {f.name} = {default!r}")
+
+
+@profiles_app.command("list")
+@guarded
+def profiles_list() -> None:
+    """List built-in target profiles."""
+    from edgesmith.profiles import builtin_names, load_profile
+
+    for name in builtin_names():
+        p = load_profile(name)
+        print(f"{name:24s} {p.backend:12s} {p.hardware.arch:8s} {'(estimated budgets) ' if p.estimated else ''}{p.description.strip()[:80]}")
+
+
+@profiles_app.command("show")
+@guarded
+def profiles_show(name: Annotated[str, typer.Argument(help="Built-in profile name or a profile .yaml file.")]) -> None:
+    """Show one profile as YAML.  Example: edgesmith profiles show x86-avx512-vnni-ort"""
+    import yaml
+
+    from edgesmith.profiles import load_profile
+
+    print(yaml.safe_dump(load_profile(name).model_dump(mode="json"), sort_keys=False), end="")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""``ptq_int8``: static post-training INT8 quantization to a QDQ ONNX model (ONNX Runtime quantizer).
+
+Activation/weight types, per-channel and reduce-range default to what the target profile says is
+fastest on that hardware (``profile.quantization``): on x86 with AVX-512 VNNI, uint8 activations
+with int8 per-channel weights ran 2.9x FP32 on ResNet-18 where ORT's own default (int8
+activations) ran 0.86x.
+
+Recipe::
+
+    passes:
+      - type: ptq_int8
+        calibration: entropy        # minmax | percentile | entropy
+        samples: 256
+        exclude_nodes: [/fc/Gemm]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from edgesmith.compress.registry import PassContext, PassInfo
+from edgesmith.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class PTQInt8Config:
+    calibration: Literal["minmax", "percentile", "entropy"] = "minmax"
+    samples: int | None = None  # None: all the calibration data the recipe provides
+    percentile: float = 99.999
+    activation_type: Literal["uint8", "int8"] | None = None  # None: from the target profile
+    weight_type: Literal["int8", "uint8"] | None = None
+    per_channel: bool | None = None
+    reduce_range: bool | None = None
+    symmetric_activations: bool = False
+    op_types: tuple[str, ...] = ()  # empty: every op type ORT can quantize
+    exclude_nodes: tuple[str, ...] = ()
+    exclude_op_types: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if self.samples is not None and self.samples < 1:
+            raise ValueError(f"samples must be >= 1, got {self.samples}")
+        if not 90.0 < self.percentile <= 100.0:
+            raise ValueError(f"percentile must be in (90, 100], got {self.percentile}")
+
+
+def resolve(cfg: PTQInt8Config, ctx: PassContext) -> dict:
+    """The settings actually used: recipe values where given, else the target profile's."""
+    q = ctx.profile.quantization if ctx.profile is not None else None
+    pick = lambda value, attr, fallback: value if value is not None else (getattr(q, attr) if q else fallback)  # noqa: E731
+    return {
+        "activation_type": pick(cfg.activation_type, "activation_type", "uint8"),
+        "weight_type": pick(cfg.weight_type, "weight_type", "int8"),
+        "per_channel": pick(cfg.per_channel, "per_channel", True),
+        "reduce_range": pick(cfg.reduce_range, "reduce_range", False),
+    }
+
+
+def apply(onnx_path: Path, cfg: PTQInt8Config, ctx: PassContext) -> Path:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    from edgesmith.compress.quantize._onnx_common import DatasetReader, float_compute_nodes, onnx_input_names, preprocess
+
+    if ctx.calibration is None:
+        raise ConfigError("ptq_int8 needs calibration data", hint="add `data: {calibration: {source: digits}}` or --data")
+    chosen = resolve(cfg, ctx)
+    qtype = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
+    method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile, "entropy": CalibrationMethod.Entropy}
+    extra = {"ActivationSymmetric": cfg.symmetric_activations, "WeightSymmetric": True}
+    if cfg.calibration == "percentile":
+        extra["CalibPercentile"] = cfg.percentile
+
+    pre = preprocess(onnx_path, ctx.work_dir / "ptq_int8.pre.onnx", ctx)
+    out = ctx.work_dir / "model.int8.onnx"
+    exclude = list(cfg.exclude_nodes)
+    if cfg.exclude_op_types:
+        import onnx
+
+        graph = onnx.load(str(pre), load_external_data=False).graph
+        exclude += [n.name for n in graph.node if n.op_type in cfg.exclude_op_types]
+    n_samples = min(cfg.samples or ctx.calibration.num_samples, ctx.calibration.num_samples)
+    reader = DatasetReader(ctx.calibration, onnx_input_names(pre), n_samples)
+    quantize_static(
+        str(pre),
+        str(out),
+        reader,
+        quant_format=QuantFormat.QDQ,
+        op_types_to_quantize=list(cfg.op_types) or None,
+        per_channel=chosen["per_channel"],
+        reduce_range=chosen["reduce_range"],
+        activation_type=qtype[chosen["activation_type"]],
+        weight_type=qtype[chosen["weight_type"]],
+        nodes_to_exclude=exclude,
+        calibrate_method=method[cfg.calibration],
+        extra_options=extra,
+    )
+    if cfg.exclude_op_types:
+        ctx.note(f"op types excluded by the recipe: {', '.join(cfg.exclude_op_types)}")
+    source = "recipe" if any(getattr(cfg, k) is not None for k in chosen) else f"profile {ctx.profile.name}" if ctx.profile else "defaults"
+    ctx.note(
+        f"ptq_int8: {cfg.calibration} calibration on {n_samples} samples; "
+        f"activations {chosen['activation_type']}, weights {chosen['weight_type']}"
+        f"{' per-channel' if chosen['per_channel'] else ' per-tensor'}, reduce_range={chosen['reduce_range']} (from {source})"
+    )
+    left = float_compute_nodes(out, "DequantizeLinear")
+    if left:
+        ctx.note(f"ptq_int8 kept {len(left)} compute node(s) in float: {', '.join(left[:8])}{' ...' if len(left) > 8 else ''}")
+    ctx.details["ptq_int8"] = {**chosen, "calibration": cfg.calibration, "float_nodes": left}
+    return out
+
+
+PASS = PassInfo(
+    name="ptq_int8",
+    stage="onnx",
+    config=PTQInt8Config,
+    apply=apply,
+    summary="static INT8 post-training quantization to QDQ ONNX (ORT quantizer), target-aware defaults",
+    precision="int8",
+)

@@ -1,0 +1,197 @@
+"""Load calibration/evaluation data into batches and check it before any work is done.
+
+Sources: ``digits`` (built in), a ``.npz`` file (one array per input name, or ``x``/``inputs``;
+labels under ``labels`` or ``y``), or ``package.module:function`` returning an iterable of batches
+(each an array, a ``{name: array}`` dict, or an ``(inputs, labels)`` pair).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from edgesmith.errors import ConfigError, InputError
+
+LABEL_KEYS = ("labels", "y", "label", "target", "targets")
+
+
+@dataclass
+class Batch:
+    inputs: dict[str, np.ndarray]
+    labels: np.ndarray | None = None
+
+    @property
+    def size(self) -> int:
+        return int(next(iter(self.inputs.values())).shape[0])
+
+
+@dataclass
+class Dataset:
+    """Batches held in memory (calibration and evaluation sets are small by nature)."""
+
+    name: str
+    batches: list[Batch]
+
+    @property
+    def num_samples(self) -> int:
+        return sum(b.size for b in self.batches)
+
+    @property
+    def has_labels(self) -> bool:
+        return bool(self.batches) and all(b.labels is not None for b in self.batches)
+
+    def take(self, n: int) -> "Dataset":
+        out, left = [], n
+        for b in self.batches:
+            if left <= 0:
+                break
+            if b.size <= left:
+                out.append(b)
+            else:
+                out.append(Batch({k: v[:left] for k, v in b.inputs.items()}, None if b.labels is None else b.labels[:left]))
+            left -= b.size
+        return Dataset(self.name, out)
+
+    def labels(self) -> np.ndarray | None:
+        return np.concatenate([b.labels for b in self.batches]) if self.has_labels else None
+
+    def first(self, n: int) -> dict[str, np.ndarray]:
+        """The first ``n`` samples of every input, as one feed."""
+        part = self.take(n).batches
+        return {k: np.concatenate([b.inputs[k] for b in part]) for k in part[0].inputs}
+
+
+def _split_batches(inputs: dict[str, np.ndarray], labels: np.ndarray | None, batch_size: int) -> list[Batch]:
+    n = len(next(iter(inputs.values())))
+    return [
+        Batch({k: v[i : i + batch_size] for k, v in inputs.items()}, None if labels is None else labels[i : i + batch_size])
+        for i in range(0, n, batch_size)
+    ]
+
+
+def _to_numpy(x: Any) -> np.ndarray:
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def _from_npz(path: Path, names: Sequence[str]) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    if not path.is_file():
+        raise InputError(f"data file not found: {path}", hint="give an existing .npz file, `digits`, or module:function")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except Exception as exc:
+        raise InputError(f"cannot read {path} as .npz ({type(exc).__name__}: {exc})", hint="write it with numpy.savez; object arrays are refused") from exc
+    labels = next((arrays.pop(k) for k in LABEL_KEYS if k in arrays), None)
+    if all(n in arrays for n in names):
+        return {n: arrays[n] for n in names}, labels
+    if len(names) == 1 and len(arrays) == 1:
+        return {names[0]: next(iter(arrays.values()))}, labels
+    for alias in ("x", "inputs", "input"):
+        if len(names) == 1 and alias in arrays:
+            return {names[0]: arrays[alias]}, labels
+    raise InputError(
+        f"{path} has arrays {sorted(arrays)}; the model's inputs are {list(names)}",
+        hint="name each array after a model input (np.savez(f, **{name: array}, labels=y))",
+    )
+
+
+def _from_callable(ref: str, names: Sequence[str]) -> list[Batch]:
+    from edgesmith.model_io import import_object
+
+    fn = import_object(ref, "data function")
+    batches: list[Batch] = []
+    for item in fn() if callable(fn) else fn:
+        labels = None
+        if isinstance(item, (tuple, list)) and len(item) == 2:
+            item, labels = item
+            labels = _to_numpy(labels)
+        if isinstance(item, dict):
+            inputs = {k: _to_numpy(v) for k, v in item.items()}
+        elif len(names) == 1:
+            inputs = {names[0]: _to_numpy(item)}
+        else:
+            raise InputError(f"{ref} yielded a bare array but the model has inputs {list(names)}", hint="yield {name: array} dicts")
+        batches.append(Batch(inputs, labels))
+    if not batches:
+        raise InputError(f"{ref} yielded no batches", hint="return a non-empty iterable of batches")
+    return batches
+
+
+def load_dataset(source: str, input_specs: Sequence[Any], *, role: str, split: str | None = None,
+                 samples: int | None = None, batch_size: int = 32, base_dir: Path | None = None) -> Dataset:
+    """Load and check one data set. ``input_specs`` are recipe InputSpec objects (name, shape, dtype)."""
+    names = [s.name for s in input_specs]
+    if source == "digits":
+        from edgesmith.data.digits import load_digits_split
+
+        if len(names) != 1:
+            raise ConfigError(f"the digits data feeds one input, the model has {names}", hint="use a .npz file or a data function")
+        x, y = load_digits_split(split or ("train" if role == "calibration" else "test"))
+        batches = _split_batches({names[0]: x}, y, batch_size)
+    elif source.endswith(".npz"):
+        path = Path(source)
+        if not path.is_absolute() and base_dir is not None:
+            path = base_dir / path
+        inputs, labels = _from_npz(path, names)
+        batches = _split_batches(inputs, labels, batch_size)
+    elif ":" in source:
+        batches = _from_callable(source, names)
+    else:
+        raise ConfigError(f"unknown data source {source!r}", hint="use `digits`, a path ending in .npz, or package.module:function")
+    ds = Dataset(f"{source}{f'[{split}]' if split else ''}", batches)
+    if samples is not None:
+        ds = ds.take(samples)
+    check_dataset(ds, input_specs, role)
+    return ds
+
+
+def check_dataset(ds: Dataset, input_specs: Sequence[Any], role: str) -> None:
+    """Shapes against the input spec, dtypes cast, and no NaN/Inf (counted and located)."""
+    for spec in input_specs:
+        want = list(spec.shape)
+        for i, b in enumerate(ds.batches):
+            if spec.name not in b.inputs:
+                raise InputError(f"{role} batch {i} lacks input {spec.name!r} (has {sorted(b.inputs)})", hint="name arrays after the model's inputs")
+            arr = b.inputs[spec.name]
+            fixed = [(d, w) for d, w in zip(arr.shape[1:], want[1:]) if isinstance(w, int) and w > 0]
+            if arr.ndim != len(want) or any(d != w for d, w in fixed):
+                raise InputError(
+                    f"{role} data for input {spec.name!r} has shape {list(arr.shape)}, the input spec says {want}",
+                    hint="reshape the data or fix `inputs:` in the recipe (the first dimension is the batch)",
+                )
+            if arr.dtype != np.dtype(spec.dtype):
+                b.inputs[spec.name] = arr.astype(spec.dtype)
+    _check_finite(ds, role)
+
+
+def _check_finite(ds: Dataset, role: str) -> None:
+    for name in ds.batches[0].inputs if ds.batches else []:
+        nan = inf = 0
+        first = None
+        offset = 0
+        for b in ds.batches:
+            arr = b.inputs[name]
+            if np.issubdtype(arr.dtype, np.floating):
+                bad = ~np.isfinite(arr)
+                if bad.any():
+                    nan += int(np.isnan(arr).sum())
+                    inf += int(np.isinf(arr).sum())
+                    if first is None:
+                        idx = np.unravel_index(int(np.argmax(bad)), arr.shape)
+                        first = (offset + int(idx[0]), list(int(i) for i in idx[1:]))
+            offset += b.size
+        if nan or inf:
+            raise InputError(
+                f"{role} data for input {name!r} contains {nan} NaN and {inf} Inf value(s); first at sample {first[0]}, position {first[1]}",
+                hint="clean or drop those samples; quantization ranges and metrics would be meaningless with them",
+            )
+
+
+def iter_feeds(ds: Dataset) -> Iterable[dict[str, np.ndarray]]:
+    for b in ds.batches:
+        yield b.inputs

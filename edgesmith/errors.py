@@ -1,0 +1,51 @@
+"""One error policy: every domain error carries a hint and maps to one exit code.
+
+Exit codes (documented in README, used by CI gates):
+  0 all budgets pass, 1 a budget fails, 2 bad usage or input, 3 internal error.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_BUDGET_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERNAL = 3
+
+
+class EdgesmithError(Exception):
+    """Base class. ``message`` says what went wrong, ``hint`` what to do about it."""
+
+    exit_code = EXIT_BAD_INPUT
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def one_line(self) -> str:
+        text = " ".join(self.message.split())
+        if self.hint:
+            text += f" (hint: {' '.join(self.hint.split())})"
+        return text
+
+
+class ConfigError(EdgesmithError):
+    """A recipe, profile, flag or pass option is invalid."""
+
+
+class InputError(EdgesmithError):
+    """A model, weights file or data set given by the user is unusable."""
+
+
+class ExportError(EdgesmithError):
+    """torch -> ONNX export failed or the exported model does not match torch."""
+
+
+class BackendUnavailable(EdgesmithError):
+    """An optional runtime or library is not installed or cannot run here."""
+
+
+class ProfileViolation(EdgesmithError):
+    """A validated artifact breaks one or more budgets of its target profile."""
+
+    exit_code = EXIT_BUDGET_FAILED

@@ -1,0 +1,166 @@
+"""Export a torch model (or torch.export program) to ONNX with a dynamic batch, then check it.
+
+The dynamo-based exporter (``torch.onnx.export(..., dynamo=True)``, opset 18 by default) is used;
+``exporter: torchscript`` selects the legacy tracer for models dynamo cannot capture. After
+export: ``onnx.checker``, shape inference, and a parity check of ONNX Runtime against torch on
+real inputs (stated tolerances; a failure says by how much).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from edgesmith.errors import ExportError, InputError
+
+EXAMPLE_BATCH = 2  # NOTE: not 1 — torch.export specialises size-1 dimensions to static
+
+
+def example_inputs(input_specs: Sequence[Any], batch: int = EXAMPLE_BATCH, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for spec in input_specs:
+        shape = [batch] + [d if isinstance(d, int) else 8 for d in spec.shape[1:]]
+        if spec.dtype.startswith("float"):
+            feeds[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
+        elif spec.dtype == "bool":
+            feeds[spec.name] = np.ones(shape, dtype=bool)
+        else:
+            feeds[spec.name] = rng.integers(0, 2, size=shape).astype(spec.dtype)
+    return feeds
+
+
+def probe_forward(module: Any, input_specs: Sequence[Any]) -> Any:
+    """Run the model once on inputs of the spec's shape; a mismatch becomes a clear InputError."""
+    import torch
+
+    feeds = example_inputs(input_specs)
+    args = tuple(torch.from_numpy(feeds[s.name]) for s in input_specs)
+    try:
+        with torch.no_grad():
+            return module(*args)
+    except Exception as exc:
+        shapes = ", ".join(f"{s.name}{list(s.shape)}" for s in input_specs)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(
+            f"input spec {shapes} does not fit the model: {type(exc).__name__}: {first[:200]}",
+            hint="fix `inputs:` in the recipe (or --input-shape) to the shape the model expects",
+        ) from exc
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    """The exporter logs progress and library warnings (e.g. torchvision ops it skips); keep them out of the CLI."""
+    import logging
+    import warnings
+
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, lvl in zip(loggers, levels):
+            lg.setLevel(lvl)
+
+
+def _output_names(sample_out: Any) -> list[str]:
+    if isinstance(sample_out, dict):
+        return [str(k) for k in sample_out]
+    if isinstance(sample_out, (tuple, list)):
+        return [f"output_{i}" for i in range(len(sample_out))]
+    return ["output"]
+
+
+def export_onnx(module: Any, input_specs: Sequence[Any], out_path: Path, *, opset: int = 18,
+                exporter: str = "dynamo", program: Any = None) -> Path:
+    """Write ``out_path``; returns it. ``program`` (a torch.export.ExportedProgram) is exported as is."""
+    import onnx
+    import torch
+
+    sample_out = probe_forward(module, input_specs)
+    feeds = example_inputs(input_specs)
+    args = tuple(torch.from_numpy(feeds[s.name]) for s in input_specs)
+    names = [s.name for s in input_specs]
+    outputs = _output_names(sample_out)
+    log = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(log), torch.no_grad(), _quiet_exporter():
+            if exporter == "torchscript":
+                axes = {s.name: {i: str(d) for i, d in enumerate(s.shape) if not isinstance(d, int)} for s in input_specs}
+                torch.onnx.export(module, args, str(out_path), input_names=names, output_names=outputs,
+                                  dynamic_axes=axes, opset_version=min(opset, 20), dynamo=False)
+            else:
+                dyn = None
+                if program is None:
+                    dims: dict[str, Any] = {}
+                    dyn = tuple(
+                        {i: dims.setdefault(str(d), torch.export.Dim(str(d).replace("-", "_"))) for i, d in enumerate(s.shape) if not isinstance(d, int)}
+                        for s in input_specs
+                    )
+                torch.onnx.export(program if program is not None else module, args, str(out_path), input_names=names,
+                                  output_names=outputs, dynamic_shapes=dyn, opset_version=opset, dynamo=True,
+                                  external_data=False, optimize=True)
+    except Exception as exc:
+        first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        other = "torchscript" if exporter == "dynamo" else "dynamo"
+        raise ExportError(f"torch -> ONNX export failed ({exporter} exporter): {first[:240]}",
+                          hint=f"try `export: {{exporter: {other}}}` in the recipe, or simplify the unsupported op") from exc
+    try:
+        onnx.checker.check_model(str(out_path), full_check=True)
+    except Exception as exc:
+        raise ExportError(f"exported ONNX fails onnx.checker: {str(exc).splitlines()[0][:240]}", hint="report the op; try another opset") from exc
+    return out_path
+
+
+@dataclass
+class ParityResult:
+    max_abs: float
+    max_rel: float
+    atol: float
+    rtol: float
+    samples: int
+    worst_output: str
+
+    @property
+    def ok(self) -> bool:
+        return self.max_abs <= self.atol or self.max_rel <= self.rtol
+
+    def describe(self) -> str:
+        return (f"max |torch - onnx| = {self.max_abs:.3g} (atol {self.atol:g}), max relative {self.max_rel:.3g} "
+                f"(rtol {self.rtol:g}) on {self.samples} samples, output {self.worst_output!r}")
+
+
+def check_parity(module: Any, onnx_path: Path, feeds: dict[str, np.ndarray], input_specs: Sequence[Any],
+                 atol: float, rtol: float) -> ParityResult:
+    """ONNX Runtime (no graph optimisation, exact kernels) against torch on the same real inputs."""
+    import onnxruntime as ort
+    import torch
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+    got = sess.run(None, feeds)
+    with torch.no_grad():
+        ref = module(*(torch.from_numpy(feeds[s.name]) for s in input_specs))
+    if isinstance(ref, dict):
+        ref = list(ref.values())
+    ref = [r.detach().numpy() for r in (ref if isinstance(ref, (tuple, list)) else [ref])]
+    worst = (0.0, 0.0, "")
+    for out, r, g in zip(sess.get_outputs(), ref, got):
+        if r.shape != g.shape:
+            raise ExportError(f"ONNX output {out.name!r} has shape {list(g.shape)}, torch gives {list(r.shape)}", hint="check dynamic dimensions in the input spec")
+        diff = np.abs(r.astype(np.float64) - g.astype(np.float64))
+        max_abs = float(diff.max()) if diff.size else 0.0
+        max_rel = float((diff / (np.abs(r).max() + 1e-12)).max()) if diff.size else 0.0
+        if max_abs >= worst[0]:
+            worst = (max_abs, max_rel, out.name)
+    return ParityResult(worst[0], worst[1], atol, rtol, len(next(iter(feeds.values()))), worst[2])

@@ -1,0 +1,180 @@
+"""Load what the user hands us: a factory (+ weights), a torch.export program, or an ONNX file.
+
+Security: checkpoints load with ``torch.load(weights_only=True)``; a file that needs full
+unpickling is refused unless the user passes ``--trust-checkpoint``. safetensors is preferred.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pickle
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from edgesmith.errors import ConfigError, InputError
+
+ModelKind = Literal["torch", "pt2", "onnx"]
+
+
+def model_kind(source: str) -> ModelKind:
+    if source.endswith(".onnx"):
+        return "onnx"
+    if source.endswith(".pt2"):
+        return "pt2"
+    if ":" in source and not source.startswith(("/", ".")):
+        return "torch"
+    raise ConfigError(
+        f"cannot tell what model {source!r} is",
+        hint="give package.module:factory, a torch.export program (.pt2) or an ONNX file (.onnx)",
+    )
+
+
+def import_object(ref: str, what: str) -> Any:
+    """``package.module:attr`` -> the object; the current directory is importable like `python -m`."""
+    module_name, _, attr = ref.partition(":")
+    if not module_name or not attr:
+        raise ConfigError(f"{what} {ref!r} is not of the form package.module:name", hint="e.g. edgesmith.zoo:digits_cnn")
+    if "" not in sys.path and "." not in sys.path:
+        sys.path.insert(0, "")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"cannot import {module_name!r} for {what} {ref!r}: {exc}", hint="check the module path, or run from the directory that holds it") from exc
+    obj = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise ConfigError(f"{module_name!r} has no attribute {part!r} ({what} {ref!r})", hint="check the name after the colon")
+        obj = getattr(obj, part)
+    return obj
+
+
+def _require_file(path: Path, what: str) -> None:
+    if not path.exists():
+        raise InputError(f"{what} not found: {path}", hint="check the path (relative paths resolve against the recipe's folder)")
+    if not path.is_file():
+        raise InputError(f"{what} is not a file: {path}", hint="give the path of a file")
+
+
+def load_state_dict(path: Path, trust_checkpoint: bool) -> dict:
+    """safetensors, or a torch checkpoint restricted to tensors unless explicitly trusted."""
+    import torch
+
+    _require_file(path, "weights file")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except Exception as exc:
+            raise InputError(f"cannot read safetensors file {path}: {exc}", hint="the file may be truncated; re-save it") from exc
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if not trust_checkpoint:
+            raise InputError(
+                f"checkpoint {path.name} needs full unpickling (it holds Python objects, not only tensors); refused because unpickling can run arbitrary code",
+                hint="re-save it as a state_dict or safetensors, or pass --trust-checkpoint if you trust its source",
+            ) from exc
+        obj = torch.load(str(path), map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise InputError(f"cannot read checkpoint {path}: {type(exc).__name__}: {str(exc).splitlines()[0]}", hint="the file may be truncated or not a torch checkpoint") from exc
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if isinstance(obj, torch.nn.Module):
+        obj = obj.state_dict()
+    if not isinstance(obj, dict):
+        raise InputError(f"checkpoint {path.name} holds a {type(obj).__name__}, not a state dict", hint="save model.state_dict()")
+    return obj
+
+
+@dataclass
+class LoadedModel:
+    kind: ModelKind
+    module: Any = None  # torch.nn.Module for torch and pt2 inputs
+    program: Any = None  # torch.export.ExportedProgram for pt2 inputs
+    onnx_path: Path | None = None
+    default_inputs: list | None = None  # input spec the factory or file declares
+
+
+def load_model(spec: Any, base_dir: Path, trust_checkpoint: bool = False) -> LoadedModel:
+    """``spec`` is the recipe's ModelSpec."""
+    kind = model_kind(spec.source)
+    if kind == "onnx":
+        path = resolve(spec.source, base_dir)
+        _require_file(path, "ONNX model")
+        return LoadedModel("onnx", onnx_path=path, default_inputs=onnx_input_specs(path))
+    if kind == "pt2":
+        import torch
+
+        path = resolve(spec.source, base_dir)
+        _require_file(path, "torch.export program")
+        try:
+            program = torch.export.load(str(path))
+        except Exception as exc:
+            raise InputError(f"cannot load torch.export program {path}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", hint="save it with torch.export.save(program, 'model.pt2')") from exc
+        return LoadedModel("pt2", module=program.module(), program=program, default_inputs=_pt2_input_specs(program))
+    factory = import_object(spec.source, "model factory")
+    if not callable(factory):
+        raise ConfigError(f"model factory {spec.source!r} is not callable", hint="point at a function or class that returns an nn.Module")
+    try:
+        module = factory(**spec.kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"model factory {spec.source!r} rejected its arguments: {exc}", hint="check `model.kwargs` in the recipe") from exc
+    import torch
+
+    if not isinstance(module, torch.nn.Module):
+        raise ConfigError(f"model factory {spec.source!r} returned {type(module).__name__}, not a torch.nn.Module", hint="return the model instance")
+    if spec.weights:
+        state = load_state_dict(resolve(spec.weights, base_dir), spec.trust_checkpoint or trust_checkpoint)
+        result = module.load_state_dict(state, strict=False)
+        if result.missing_keys or result.unexpected_keys:
+            raise InputError(
+                f"weights do not match the model: {len(result.missing_keys)} missing key(s) {result.missing_keys[:3]}, "
+                f"{len(result.unexpected_keys)} unexpected {result.unexpected_keys[:3]}",
+                hint="the checkpoint is for another architecture or factory arguments",
+            )
+    return LoadedModel("torch", module=module.eval(), default_inputs=getattr(factory, "input_spec", None))
+
+
+def resolve(path: str, base_dir: Path) -> Path:
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else base_dir / p
+
+
+_ONNX_DTYPES = {1: "float32", 10: "float16", 7: "int64", 6: "int32", 2: "uint8", 9: "bool"}
+
+
+def onnx_input_specs(path: Path) -> list[dict]:
+    """Input names/shapes/dtypes of an ONNX file; refuses files that are not valid ONNX."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+        onnx.checker.check_model(model)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{path} is not a valid ONNX model: {first[:200]}", hint="the file may be truncated or corrupt; re-export it") from exc
+    inits = {i.name for i in model.graph.initializer}
+    specs = []
+    for inp in model.graph.input:
+        if inp.name in inits:
+            continue
+        tt = inp.type.tensor_type
+        shape = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "dim") for d in tt.shape.dim]
+        specs.append({"name": inp.name, "shape": shape, "dtype": _ONNX_DTYPES.get(tt.elem_type, "float32")})
+    return specs
+
+
+def _pt2_input_specs(program: Any) -> list[dict] | None:
+    try:
+        specs = []
+        for node in program.graph.find_nodes(op="placeholder"):
+            if node.name in program.graph_signature.user_inputs:
+                val = node.meta.get("val")
+                shape = ["batch" if i == 0 and not str(d).isdigit() else (int(d) if str(d).isdigit() else str(d)) for i, d in enumerate(val.shape)]
+                specs.append({"name": node.name, "shape": shape, "dtype": str(val.dtype).removeprefix("torch.")})
+        return specs or None
+    except Exception:  # NOTE: best effort; the recipe's `inputs:` covers programs we cannot read
+        return None

@@ -1,0 +1,316 @@
+"""Run a Recipe: model -> torch passes -> export -> ONNX passes -> compile -> validate -> report.
+
+ONNX-level passes and compilation run once per target, because their defaults come from the
+target profile (e.g. uint8 activations where VNNI makes them fast).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from edgesmith.errors import ConfigError, ExportError
+from edgesmith.recipe import InputSpec, Recipe
+
+VERSIONED = ("edgesmith", "torch", "onnx", "onnxruntime", "onnxscript", "numpy", "scikit-learn", "pydantic", "typer", "openvino", "nncf", "neural-compressor")
+
+
+class Reporter:
+    """Progress hooks; the CLI swaps in a rich progress display."""
+
+    @contextlib.contextmanager
+    def step(self, text: str) -> Iterator[None]:
+        yield
+
+    def info(self, text: str) -> None:
+        pass
+
+
+@dataclass
+class RunResult:
+    out_dir: Path | None
+    manifest: dict[str, Any]
+    verdict: str
+    dry_run: bool = False
+    plan: list[str] = field(default_factory=list)
+
+
+def library_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for dist in VERSIONED:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            out[dist] = metadata.version(dist)
+    return out
+
+
+def _mb(path: Path) -> float:
+    return path.stat().st_size / 2**20
+
+
+def resolve_inputs(recipe: Recipe, loaded: Any) -> list[InputSpec]:
+    if recipe.inputs:
+        specs = list(recipe.inputs)
+        if loaded.kind == "onnx":
+            _check_against_onnx(specs, loaded.default_inputs)
+        return specs
+    if loaded.default_inputs:
+        return [InputSpec.model_validate(s) for s in loaded.default_inputs]
+    raise ConfigError("the recipe does not say the model's inputs", hint="add `inputs: [{name: input, shape: [batch, 3, 224, 224]}]` or --input-shape")
+
+
+def _check_against_onnx(specs: list[InputSpec], onnx_inputs: list[dict]) -> None:
+    from edgesmith.errors import InputError
+
+    by_name = {i["name"]: i for i in onnx_inputs}
+    for s in specs:
+        if s.name not in by_name:
+            raise InputError(f"input {s.name!r} is not an input of the ONNX model (it has {sorted(by_name)})", hint="use the ONNX model's input names")
+        want = by_name[s.name]["shape"]
+        fixed_mismatch = len(want) != len(s.shape) or any(isinstance(a, int) and isinstance(b, int) and a != b for a, b in zip(s.shape, want))
+        if fixed_mismatch:
+            raise InputError(f"input spec {s.name}{list(s.shape)} does not fit the ONNX model's {s.name}{want}", hint="fix `inputs:` (or --input-shape) to the model's shape")
+
+
+def plan(recipe: Recipe) -> list[str]:
+    """What a run would do, in order (``--dry-run``)."""
+    from edgesmith.compress import get_pass
+    from edgesmith.model_io import model_kind
+
+    kind = model_kind(recipe.model.source)
+    steps = [f"load {kind} model {recipe.model.source}" + (f" with weights {recipe.model.weights}" if recipe.model.weights else "")]
+    torch_passes = [p for p in recipe.passes if get_pass(p.type).stage == "torch"]
+    onnx_passes = [p for p in recipe.passes if get_pass(p.type).stage == "onnx"]
+    steps += [f"torch pass {p.type} {p.options or ''}".rstrip() for p in torch_passes]
+    if kind != "onnx":
+        steps.append(f"export to ONNX (opset {recipe.export.opset}, {recipe.export.exporter}) + parity check")
+    for t in recipe.targets:
+        steps += [f"[{t.profile}] onnx pass {p.type} {p.options or ''}".rstrip() for p in onnx_passes]
+        steps += [f"[{t.profile}] compile", f"[{t.profile}] validate against the profile's budgets"]
+    return steps
+
+
+def check_pass_order(recipe: Recipe, kind: str) -> None:
+    from edgesmith.compress import get_pass
+
+    seen_onnx = None
+    for p in recipe.passes:
+        stage = get_pass(p.type).stage
+        if stage == "torch" and kind == "onnx":
+            raise ConfigError(f"pass {p.type!r} works on torch models, but the model is an ONNX file", hint="start from the PyTorch model (package.module:factory or .pt2), or drop that pass")
+        if stage == "torch" and seen_onnx:
+            raise ConfigError(f"torch pass {p.type!r} comes after ONNX pass {seen_onnx!r}", hint="list torch-level passes before ONNX-level ones")
+        if stage == "onnx":
+            seen_onnx = p.type
+
+
+def run(recipe: Recipe, base_dir: Path, *, out_dir: Path | None = None, trust_checkpoint: bool = False,
+        dry_run: bool = False, reporter: Reporter | None = None) -> RunResult:
+    from edgesmith.model_io import model_kind
+    from edgesmith.outputs import StagedOutput, check_writable
+    from edgesmith.profiles import load_profile
+
+    rep = reporter or Reporter()
+    out = Path(out_dir or recipe.output_dir)
+    if not out.is_absolute() and out_dir is None:
+        out = base_dir / out
+    kind = model_kind(recipe.model.source)
+    check_pass_order(recipe, kind)
+    profiles = {t.profile: load_profile(t.profile, base_dir).with_overrides(t.budgets, t.threads, t.batch_sizes) for t in recipe.targets}
+    _check_precisions(recipe, profiles)
+    if dry_run:
+        return RunResult(None, {"recipe": recipe.model_dump(mode="json")}, "dry-run", dry_run=True, plan=plan(recipe))
+    check_writable(out)
+    started = time.time()
+    with StagedOutput(out) as staged:
+        manifest = _execute(recipe, base_dir, kind, profiles, staged, trust_checkpoint, rep)
+        manifest["duration_s"] = round(time.time() - started, 2)
+        from edgesmith.report import render_markdown
+
+        staged.path("report.md").write_text(render_markdown(manifest))
+        staged.commit(manifest)
+    return RunResult(out, manifest, manifest["verdict"])
+
+
+def _check_precisions(recipe: Recipe, profiles: dict[str, Any]) -> None:
+    from edgesmith.compress import get_pass
+
+    for name, prof in profiles.items():
+        for p in recipe.passes:
+            prec = get_pass(p.type).precision
+            if prec and prec not in prof.precisions:
+                raise ConfigError(f"pass {p.type!r} produces {prec}, which target {name!r} does not allow (allowed: {', '.join(prof.precisions)})",
+                                  hint="drop the pass or choose a target profile that lists that precision")
+
+
+def _load_data(recipe: Recipe, specs: list[InputSpec], base_dir: Path, needs_calibration: bool) -> tuple[Any, Any]:
+    from edgesmith.data import load_dataset
+
+    def load(src: Any, role: str) -> Any:
+        return load_dataset(src.source, specs, role=role, split=src.split, samples=src.samples, batch_size=src.batch_size, base_dir=base_dir)
+
+    calib = load(recipe.data.calibration, "calibration") if (needs_calibration and recipe.data.calibration) else None
+    if needs_calibration and calib is None:
+        raise ConfigError("a pass needs calibration data but the recipe has none", hint="add `data: {calibration: {source: digits}}` or --data")
+    evaluation = load(recipe.data.evaluation, "evaluation") if recipe.data.evaluation else None
+    return calib, evaluation
+
+
+def _execute(recipe: Recipe, base_dir: Path, kind: str, profiles: dict[str, Any], staged: Any,
+             trust_checkpoint: bool, rep: Reporter) -> dict[str, Any]:
+    from edgesmith.compress import PassContext, get_pass
+    from edgesmith.compress.registry import config_as_dict
+    from edgesmith.model_io import load_model, resolve
+    from edgesmith.outputs import sha256
+
+    manifest: dict[str, Any] = {
+        "recipe": {**recipe.model_dump(mode="json"), "passes": [p.as_yaml() for p in recipe.passes]},
+        "versions": library_versions(),
+        "host": {"machine": platform.machine(), "processor": platform.processor(), "python": sys.version.split()[0]},
+        "inputs": {}, "targets": {},
+    }
+    with rep.step(f"loading model {recipe.model.source}"):
+        loaded = load_model(recipe.model, base_dir, trust_checkpoint)
+        specs = resolve_inputs(recipe, loaded)
+    input_files = ([recipe.model.source] if kind in ("onnx", "pt2") else []) + ([recipe.model.weights] if recipe.model.weights else [])
+    for ref in input_files:
+        manifest["inputs"][ref] = sha256(resolve(ref, base_dir))
+    passes = [(p, get_pass(p.type), p.config()) for p in recipe.passes]
+    needs_calibration = any(info.name == "ptq_int8" for _, info, _ in passes)
+    with rep.step("loading and checking data"):
+        calib, evaluation = _load_data(recipe, specs, base_dir, needs_calibration)
+    manifest["data"] = {"calibration": calib and {"name": calib.name, "samples": calib.num_samples},
+                        "evaluation": evaluation and {"name": evaluation.name, "samples": evaluation.num_samples, "labels": evaluation.has_labels}}
+
+    # torch-level passes, then export
+    module = loaded.module
+    torch_notes: list[str] = []
+    for spec, info, cfg in passes:
+        if info.stage == "torch":
+            ctx = PassContext(work_dir=staged.work, input_specs=tuple(specs), calibration=calib)
+            with rep.step(f"torch pass {info.name}"):
+                module = info.apply(module, cfg, ctx)
+            torch_notes += ctx.notes
+    if kind == "onnx":
+        fp32_path = loaded.onnx_path
+        manifest["export"] = None
+    else:
+        fp32_path = staged.path("model.onnx")
+        from edgesmith.export import check_parity, export_onnx
+
+        program = loaded.program if (kind == "pt2" and module is loaded.module) else None
+        with rep.step(f"exporting to ONNX (opset {recipe.export.opset})"):
+            export_onnx(module, specs, fp32_path, opset=recipe.export.opset, exporter=recipe.export.exporter, program=program)
+        with rep.step("checking ONNX Runtime against torch"):
+            from edgesmith.export.onnx_export import example_inputs
+
+            feeds = (evaluation or calib).first(recipe.export.parity_samples) if (evaluation or calib) else example_inputs(specs, recipe.export.parity_samples)
+            parity = check_parity(module, fp32_path, feeds, specs, recipe.export.parity_atol, recipe.export.parity_rtol)
+        if not parity.ok:
+            raise ExportError(f"ONNX Runtime output differs from torch: {parity.describe()}",
+                              hint="raise export.parity_atol/parity_rtol if that is acceptable, or try `export: {exporter: torchscript}`")
+        manifest["export"] = {"path": "model.onnx", "opset": recipe.export.opset, "exporter": recipe.export.exporter,
+                              "mb": _mb(fp32_path), "parity": parity.describe(), "parity_max_abs": parity.max_abs}
+    if recipe.stop_after == "export":
+        manifest["verdict"] = "exported"
+        return manifest
+
+    for name, profile in profiles.items():
+        manifest["targets"][name] = _run_target(recipe, name, profile, passes, fp32_path, specs, calib, evaluation, staged, rep, torch_notes)
+    statuses = [t["verdict"] for t in manifest["targets"].values()]
+    manifest["verdict"] = "fail" if "fail" in statuses else ("pass" if statuses and all(s == "pass" for s in statuses) else (statuses[0] if statuses else "pass"))
+    manifest["pass_configs"] = {p.type: config_as_dict(cfg) for p, _, cfg in passes}
+    return manifest
+
+
+def _safe_dir(name: str) -> str:
+    # NOTE: a target may be a profile *path*; never let it steer where we write
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(name).stem) or "target"
+
+
+def _run_target(recipe: Recipe, name: str, profile: Any, passes: list, fp32_path: Path, specs: list, calib: Any,
+                evaluation: Any, staged: Any, rep: Reporter, torch_notes: list[str]) -> dict[str, Any]:
+    from edgesmith.compress import PassContext
+    from edgesmith.runtime import get_backend
+
+    tdir = _safe_dir(profile.name or name)
+    backend = get_backend(profile.backend)
+    ctx = PassContext(work_dir=staged.work / tdir, profile=profile, input_specs=tuple(specs), calibration=calib, notes=list(torch_notes))
+    ctx.work_dir.mkdir(parents=True, exist_ok=True)
+    current = fp32_path
+    for spec, info, cfg in passes:
+        if info.stage == "onnx":
+            with rep.step(f"[{name}] {info.name}"):
+                current = info.apply(current, cfg, ctx)
+    compressed = current
+    result: dict[str, Any] = {"profile": profile.model_dump(mode="json"), "estimated": profile.estimated, "notes": ctx.notes,
+                              "details": ctx.details, "artifacts": [], "verdict": "pass"}
+    if compressed != fp32_path:
+        dest = staged.path(f"{tdir}/{compressed.name}")
+        dest.write_bytes(compressed.read_bytes())
+        compressed = dest
+        result["artifacts"].append({"path": f"{tdir}/{dest.name}", "what": "compressed ONNX", "mb": _mb(dest)})
+    result["size"] = {"fp32_mb": _mb(fp32_path), "compressed_mb": _mb(compressed), "ratio": _mb(fp32_path) / max(_mb(compressed), 1e-9)}
+    if recipe.stop_after == "passes":
+        result["verdict"] = "compressed"
+        return result
+    with rep.step(f"[{name}] compiling for {profile.backend}"):
+        artifact = backend.compile(compressed, staged.path(f"{tdir}/model.{profile.backend}.onnx"), profile)
+        fp32_artifact = backend.compile(fp32_path, ctx.work_dir / f"fp32.{profile.backend}.onnx", profile)
+    result["artifacts"].append({"path": f"{tdir}/{artifact.path.name}", "what": f"compiled for {profile.backend} ({artifact.options})", "mb": _mb(artifact.path)})
+    if recipe.stop_after == "compile":
+        result["verdict"] = "compiled"
+        return result
+    metrics, reference, latency = _validate(recipe, profile, backend, artifact, fp32_artifact, specs, evaluation, calib, rep, name)
+    metrics["artifact_mb"] = _mb(artifact.path)
+    from edgesmith.validate import judge, overall
+
+    verdicts = judge(profile, metrics, reference)
+    result.update(metrics=metrics, reference_metrics=reference, latency=latency,
+                  verdicts=[v.as_dict() for v in verdicts], verdict=overall(verdicts))
+    return result
+
+
+def _validate(recipe: Recipe, profile: Any, backend: Any, artifact: Any, fp32_artifact: Any, specs: list,
+              evaluation: Any, calib: Any, rep: Reporter, name: str) -> tuple[dict, dict, dict]:
+    from edgesmith.model_io import import_object
+    from edgesmith.runtime.bench import benchmark, make_feeds
+    from edgesmith.validate import fidelity, run_dataset, task_metrics
+
+    metrics: dict[str, Any] = {}
+    reference: dict[str, Any] = {}
+    if evaluation is not None:
+        user_fn: Callable | None = None
+        if recipe.metric not in ("top1", "fidelity"):
+            user_fn = import_object(recipe.metric, "metric function")
+        with rep.step(f"[{name}] evaluating on {evaluation.num_samples} samples"):
+            ref_out = run_dataset(backend.load(fp32_artifact, profile.threads), evaluation)
+            cand_out = run_dataset(backend.load(artifact, profile.threads), evaluation)
+            labels = evaluation.labels()
+            reference.update(task_metrics(ref_out, labels, recipe.metric, user_fn))
+            metrics.update(task_metrics(cand_out, labels, recipe.metric, user_fn))
+            metrics.update(fidelity(ref_out, cand_out))
+            reference.update(cosine=1.0, sqnr_db=float("inf"))
+    real = (evaluation or calib).first(max(profile.batch_sizes)) if (evaluation or calib) else None
+    latency: dict[str, dict] = {"compressed": {}, "fp32": {}}
+    for batch in profile.batch_sizes:
+        feeds = make_feeds(specs, batch, real)
+        with rep.step(f"[{name}] benchmarking batch {batch} ({profile.threads} threads)"):
+            cand = benchmark(artifact, feeds, profile.threads, recipe.bench.warmup, recipe.bench.iterations, recipe.bench.duration_s)
+            base = benchmark(fp32_artifact, feeds, profile.threads, recipe.bench.warmup, recipe.bench.iterations, recipe.bench.duration_s)
+        latency["compressed"][batch] = cand.as_dict()
+        latency["fp32"][batch] = base.as_dict()
+        for src, dst in ((cand, metrics), (base, reference)):
+            for p in ("p50", "p90", "p95", "p99"):
+                dst[f"latency_{p}_ms@{batch}"] = getattr(src, f"{p}_ms")
+            dst[f"latency_mean_ms@{batch}"] = src.mean_ms
+        metrics[f"speedup_vs_fp32@{batch}"] = base.p50_ms / cand.p50_ms
+        reference[f"speedup_vs_fp32@{batch}"] = 1.0
+        if batch == profile.batch_sizes[0]:
+            metrics["peak_memory_mb"], reference["peak_memory_mb"] = cand.peak_rss_mb, base.peak_rss_mb
+    return metrics, reference, latency

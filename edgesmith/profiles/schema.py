@@ -1,0 +1,92 @@
+"""Target profiles: data about a device and the budgets an artifact must meet there.
+
+Goals have the shape of Olive's MetricGoal::
+
+    {metric: top1, goal: max-degradation, value: 0.5}      # at most 0.5 points below float
+    {metric: latency_p90_ms, goal: max, value: 15, batch: 1}
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from edgesmith.schema import Strict
+
+GoalKind = Literal["max-degradation", "max-relative-degradation", "min", "max"]
+Precision = Literal["fp32", "fp16", "int8"]
+
+# Metrics the evaluator computes itself; anything else must come from a user metric.
+LATENCY_METRICS = ("latency_p50_ms", "latency_p90_ms", "latency_p95_ms", "latency_p99_ms", "latency_mean_ms")
+BUILTIN_METRICS = ("top1", "cosine", "sqnr_db", "artifact_mb", "peak_memory_mb", "speedup_vs_fp32") + LATENCY_METRICS
+
+
+class Goal(Strict):
+    metric: str
+    goal: GoalKind
+    value: float
+    batch: int | None = Field(default=None, description="batch size a latency goal applies to (default: the first)")
+
+    @model_validator(mode="after")
+    def _check(self) -> "Goal":
+        if self.goal.endswith("degradation") and self.value < 0:
+            raise ValueError(f"a {self.goal} goal needs a value >= 0, got {self.value}")
+        if self.batch is not None and self.metric not in LATENCY_METRICS + ("speedup_vs_fp32",):
+            raise ValueError(f"'batch' only applies to latency metrics, not {self.metric!r}")
+        return self
+
+
+class Hardware(Strict):
+    arch: Literal["x86_64", "aarch64"]
+    isa: list[str] = []
+    cores: int | None = None
+    description: str = ""
+
+
+class QuantDefaults(Strict):
+    """How integer kernels are fastest on this target; passes use these unless a recipe overrides."""
+
+    activation_type: Literal["uint8", "int8"] = "uint8"
+    weight_type: Literal["int8", "uint8"] = "int8"
+    per_channel: bool = True
+    reduce_range: bool = False
+    rationale: str = ""
+
+
+class Profile(Strict):
+    name: str
+    description: str = ""
+    backend: Literal["onnxruntime", "openvino", "tensorrt"]
+    device: str = "cpu"
+    hardware: Hardware
+    threads: int = Field(default=2, ge=1)
+    batch_sizes: list[int] = [1]
+    precisions: list[Precision] = ["fp32", "int8"]
+    quantization: QuantDefaults = QuantDefaults()
+    budgets: list[Goal] = []
+    estimated: bool = Field(default=False, description="budgets are estimates, not measured on the device")
+    notes: str = ""
+
+    @model_validator(mode="after")
+    def _check(self) -> "Profile":
+        if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):
+            raise ValueError(f"batch_sizes must be positive integers, got {self.batch_sizes}")
+        for g in self.budgets:
+            if g.batch is not None and g.batch not in self.batch_sizes:
+                raise ValueError(f"budget {g.metric} names batch {g.batch}, not in batch_sizes {self.batch_sizes}")
+        return self
+
+    def with_overrides(self, budgets: list[Goal] | None, threads: int | None, batch_sizes: list[int] | None) -> "Profile":
+        """Recipe-level overrides: a budget for a metric replaces the profile's budgets for that metric."""
+        data = self.model_dump()
+        if budgets:
+            replaced = {(g.metric, g.batch) for g in budgets}
+            kept = [g.model_dump() for g in self.budgets if (g.metric, g.batch) not in replaced]
+            data["budgets"] = kept + [g.model_dump() for g in budgets]
+        if threads:
+            data["threads"] = threads
+        if batch_sizes:
+            data["batch_sizes"] = batch_sizes
+            data["budgets"] = [g for g in data["budgets"] if g["batch"] is None or g["batch"] in batch_sizes]
+        return Profile.model_validate(data)

@@ -1,0 +1,186 @@
+"""The Recipe: the one object every command builds, from YAML or from flags.
+
+Example (``edgesmith run recipe.yaml``)::
+
+    name: digits-int8
+    model:
+      source: edgesmith.zoo:digits_cnn          # or model.pt2, or model.onnx
+      weights: digits_cnn.safetensors           # safetensors or a state-dict checkpoint
+    inputs:
+      - {name: input, shape: [batch, 1, 8, 8], dtype: float32}
+    data:
+      calibration: {source: digits, split: train, samples: 256}
+      evaluation: {source: digits, split: test}
+    metric: top1                                # top1 | fidelity | package.module:function
+    passes:
+      - {type: ptq_int8, calibration: entropy}
+    targets: [x86-avx512-vnni-ort]
+    output_dir: out/digits-int8
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from edgesmith.errors import ConfigError
+from edgesmith.profiles.schema import Goal
+from edgesmith.schema import Strict, format_validation_error
+
+Dtype = Literal["float32", "float16", "int64", "int32", "uint8", "bool"]
+
+
+class InputSpec(Strict):
+    name: str
+    shape: list[int | str] = Field(description="first dimension is the batch; a name (e.g. 'batch') marks it dynamic")
+    dtype: Dtype = "float32"
+
+    @field_validator("shape")
+    @classmethod
+    def _shape(cls, v: list) -> list:
+        if not v:
+            raise ValueError("shape must have at least one dimension (the batch)")
+        if any(isinstance(d, int) and d < 1 for d in v):
+            raise ValueError(f"dimensions must be >= 1 or a name, got {v}")
+        return v
+
+
+class ModelSpec(Strict):
+    source: str = Field(description="package.module:factory, a .pt2 program, or an .onnx file")
+    weights: str | None = None
+    kwargs: dict[str, Any] = {}
+    trust_checkpoint: bool = False
+
+
+class DataSource(Strict):
+    source: str = "digits"
+    split: str | None = None
+    samples: int | None = Field(default=None, ge=1)
+    batch_size: int = Field(default=32, ge=1)
+
+
+class DataSpec(Strict):
+    calibration: DataSource | None = DataSource()
+    evaluation: DataSource | None = DataSource()
+
+
+class PassSpec(Strict):
+    """``{type: NAME, **options}``; options are validated by the pass's own config."""
+
+    type: str
+    options: dict[str, Any] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flatten(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            return {"type": data}
+        if isinstance(data, dict) and "options" not in data:
+            data = dict(data)
+            return {"type": data.pop("type", None), "options": data}
+        return data
+
+    @model_validator(mode="after")
+    def _validate_options(self) -> "PassSpec":
+        from edgesmith.compress import build_pass_config
+
+        try:
+            build_pass_config(self.type, self.options)
+        except ConfigError as exc:
+            raise ValueError(exc.one_line()) from None
+        return self
+
+    def config(self) -> Any:
+        from edgesmith.compress import build_pass_config
+
+        return build_pass_config(self.type, self.options)
+
+    def as_yaml(self) -> dict:
+        return {"type": self.type, **self.options}
+
+
+class TargetSpec(Strict):
+    profile: str
+    budgets: list[Goal] | None = None
+    threads: int | None = Field(default=None, ge=1)
+    batch_sizes: list[int] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, data: Any) -> Any:
+        return {"profile": data} if isinstance(data, str) else data
+
+
+class ExportSpec(Strict):
+    opset: int = Field(default=18, ge=13, le=23)
+    exporter: Literal["dynamo", "torchscript"] = "dynamo"
+    parity_samples: int = Field(default=32, ge=1)
+    parity_atol: float = Field(default=1e-4, gt=0)
+    parity_rtol: float = Field(default=1e-3, ge=0)
+
+
+class BenchSpec(Strict):
+    warmup: int = Field(default=10, ge=0)
+    iterations: int = Field(default=100, ge=1)
+    duration_s: float | None = Field(default=None, gt=0, description="if set, run for this long instead of a fixed count")
+
+
+class Recipe(Strict):
+    name: str = "edgesmith-run"
+    model: ModelSpec
+    inputs: list[InputSpec] | None = None
+    data: DataSpec = DataSpec()
+    metric: str = "top1"
+    passes: list[PassSpec] = []
+    targets: list[TargetSpec] = [TargetSpec(profile="x86-avx512-vnni-ort")]
+    export: ExportSpec = ExportSpec()
+    bench: BenchSpec = BenchSpec()
+    output_dir: str = "edgesmith-out"
+    stop_after: Literal["export", "passes", "compile", "validate"] = "validate"
+
+    @field_validator("metric")
+    @classmethod
+    def _metric(cls, v: str) -> str:
+        if v not in {"top1", "fidelity"} and ":" not in v:
+            raise ValueError(f"metric must be top1, fidelity or package.module:function, got {v!r}")
+        return v
+
+    @field_validator("targets")
+    @classmethod
+    def _targets(cls, v: list) -> list:
+        names = [t.profile for t in v]
+        if len(set(names)) != len(names):
+            raise ValueError(f"a target is listed twice: {names}")
+        return v
+
+    def to_yaml(self) -> str:
+        import yaml
+
+        data = self.model_dump(mode="json", exclude_defaults=False)
+        data["passes"] = [p.as_yaml() for p in self.passes]
+        return yaml.safe_dump(data, sort_keys=False)
+
+
+def parse_recipe(data: Any, what: str = "recipe") -> Recipe:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what} must be a YAML mapping, got {type(data).__name__}", hint="see the example in `edgesmith run --help`")
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as exc:
+        raise format_validation_error(exc, what) from exc
+
+
+def load_recipe(path: Path) -> Recipe:
+    import yaml
+
+    if not path.is_file():
+        raise ConfigError(f"recipe not found: {path}", hint="give the path of a recipe .yaml file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path.name} is not valid YAML: {' '.join(str(exc).split())[:200]}", hint="check indentation and quoting") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path.name} is not a text file", hint="give a YAML recipe") from exc
+    return parse_recipe(data, path.name)

@@ -1,0 +1,84 @@
+"""report.md and the console verdict table, both from the manifest."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        if v != v or v in (float("inf"), float("-inf")):
+            return str(v)
+        return f"{v:.4g}"
+    return str(v)
+
+
+def _metric_label(v: dict) -> str:
+    return v["metric"] + (f" (batch {v['batch']})" if v.get("batch") else "")
+
+
+def budget_text(v: dict) -> str:
+    b = f"{v['budget']:g}"
+    return {"max-degradation": f"drop <= {b} pt", "max-relative-degradation": f"drop <= {b}%",
+            "min": f">= {b}", "max": f"<= {b}"}[v["goal"]]
+
+
+def verdict_rows(target: dict) -> list[list[str]]:
+    rows = []
+    for v in target.get("verdicts", []):
+        status = v["status"].upper() + (" (estimate)" if v.get("estimate") and v["status"] != "n/a" else "")
+        detail = v.get("detail", "") if not v.get("detail", "").startswith((">=", "<=")) else ""
+        rows.append([_metric_label(v), _fmt(v["value"]), _fmt(v["reference"]), budget_text(v), status, detail])
+    return rows
+
+
+def render_markdown(manifest: dict) -> str:
+    lines = [f"# edgesmith run: {manifest['recipe']['name']}", ""]
+    lines += [f"- verdict: **{manifest['verdict'].upper()}**", f"- model: `{manifest['recipe']['model']['source']}`",
+              f"- passes: {', '.join(p['type'] for p in manifest['recipe']['passes']) or 'none'}",
+              f"- edgesmith {manifest['versions'].get('edgesmith')}, onnxruntime {manifest['versions'].get('onnxruntime')}, torch {manifest['versions'].get('torch')}", ""]
+    exp = manifest.get("export")
+    if exp:
+        lines += ["## Export", "", f"- `{exp['path']}` (opset {exp['opset']}, {exp['exporter']} exporter, {exp['mb']:.3f} MB)",
+                  f"- parity ONNX Runtime vs torch: {exp['parity']}", ""]
+    for name, t in manifest.get("targets", {}).items():
+        lines += [f"## Target `{name}` — {t['verdict'].upper()}", "", f"{t['profile']['description'].strip()}", ""]
+        if t.get("estimated"):
+            lines += ["> Budgets of this profile are **estimates**, not measured on the device.", ""]
+        lines += ["| metric | value | float reference | budget | verdict | detail |", "|---|---|---|---|---|---|"]
+        lines += ["| " + " | ".join(r) + " |" for r in verdict_rows(t)]
+        lines += ["", "### Artifacts", ""]
+        for a in t.get("artifacts", []):
+            lines.append(f"- `{a['path']}` — {a['what']}, {a['mb']:.3f} MB")
+        if t.get("size"):
+            s = t["size"]
+            lines.append(f"- size: float ONNX {s['fp32_mb']:.3f} MB → compressed ONNX {s['compressed_mb']:.3f} MB ({s['ratio']:.2f}× smaller)")
+        if t.get("latency"):
+            lines += ["", "### Latency (ms)", "", "| model | batch | p50 | p90 | p99 | mean | std | throughput/s | peak RSS MB |", "|---|---|---|---|---|---|---|---|---|"]
+            for which, per_batch in t["latency"].items():
+                for b, s in per_batch.items():
+                    lines.append(f"| {which} | {b} | {s['p50_ms']:.3f} | {s['p90_ms']:.3f} | {s['p99_ms']:.3f} | {s['mean_ms']:.3f} | {s['std_ms']:.3f} | {s['throughput_per_s']:.1f} | {s['peak_rss_mb']:.0f} |")
+        if t.get("notes"):
+            lines += ["", "### Notes", ""] + [f"- {n}" for n in t["notes"]]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def print_verdicts(manifest: dict, out_dir: str, console: Any = None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    for name, t in manifest.get("targets", {}).items():
+        from rich.markup import escape
+
+        table = Table(title=escape(f"{name}: {t['verdict'].upper()}"), title_justify="left")
+        for col in ("metric", "value", "float", "budget", "verdict", "detail"):
+            table.add_column(col, overflow="fold")
+        for row in verdict_rows(t):
+            style = {"PASS": "green", "FAIL": "bold red"}.get(row[4].split()[0], "yellow")
+            table.add_row(*(escape(c) for c in row[:4]), f"[{style}]{escape(row[4])}[/]", escape(row[5]))
+        console.print(table)
+    console.print(f"verdict: [bold]{manifest['verdict'].upper()}[/]  artifacts and report: {escape(out_dir)}")

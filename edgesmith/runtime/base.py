@@ -1,0 +1,35 @@
+"""The backend protocol: available / compile / load, and a Session that runs feeds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+
+@dataclass
+class Artifact:
+    """A compiled, target-specific model file plus what is needed to load it again."""
+
+    path: Path
+    backend: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+class Session(Protocol):
+    input_names: list[str]
+    output_names: list[str]
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]: ...
+
+
+class Backend(Protocol):
+    name: str
+
+    def available(self) -> bool: ...
+
+    def compile(self, onnx_path: Path, out_path: Path, profile: Any) -> Artifact: ...
+
+    def load(self, artifact: Artifact, threads: int) -> Session: ...

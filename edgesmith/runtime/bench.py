@@ -1,0 +1,104 @@
+"""Latency benchmarking: warm-up, fixed iterations or a duration, percentiles, peak memory.
+
+Each measurement runs in a fresh child process (``python -m edgesmith.runtime.bench_worker``)
+that imports only the runtime: peak memory is then the deployment's (not torch's), and runs of
+different artifacts do not share caches or thread pools.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgesmith.errors import EdgesmithError
+
+
+@dataclass
+class BenchStats:
+    batch: int
+    threads: int
+    iterations: int
+    warmup: int
+    mean_ms: float
+    std_ms: float
+    p50_ms: float
+    p90_ms: float
+    p95_ms: float
+    p99_ms: float
+    min_ms: float
+    throughput_per_s: float
+    peak_rss_mb: float
+    model_memory_mb: float  # peak RSS minus RSS before the model was loaded
+
+    @property
+    def cv(self) -> float:
+        return self.std_ms / self.mean_ms if self.mean_ms else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "cv": round(self.cv, 4)}
+
+
+def summarize(times_s: list[float], batch: int, threads: int, warmup: int) -> dict[str, float]:
+    ms = np.asarray(times_s) * 1e3
+    return {
+        "batch": batch, "threads": threads, "iterations": len(ms), "warmup": warmup,
+        "mean_ms": float(ms.mean()), "std_ms": float(ms.std(ddof=1)) if len(ms) > 1 else 0.0,
+        "p50_ms": float(np.percentile(ms, 50)), "p90_ms": float(np.percentile(ms, 90)),
+        "p95_ms": float(np.percentile(ms, 95)), "p99_ms": float(np.percentile(ms, 99)),
+        "min_ms": float(ms.min()), "throughput_per_s": float(batch / (ms.mean() / 1e3)),
+    }
+
+
+def time_session(session: Any, feeds: dict[str, np.ndarray], warmup: int, iterations: int,
+                 duration_s: float | None) -> list[float]:
+    for _ in range(warmup):
+        session.run(feeds)
+    times: list[float] = []
+    deadline = time.perf_counter() + duration_s if duration_s else None
+    while (len(times) < iterations) if deadline is None else (time.perf_counter() < deadline or len(times) < 2):
+        t0 = time.perf_counter()
+        session.run(feeds)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def make_feeds(input_specs: list[Any], batch: int, data: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """A batch of real samples where given (repeated to fill the batch), else seeded random data."""
+    from edgesmith.export.onnx_export import example_inputs
+
+    feeds = example_inputs(input_specs, batch=batch)
+    for name, arr in (data or {}).items():
+        if name in feeds and len(arr):
+            reps = -(-batch // len(arr))
+            feeds[name] = np.concatenate([arr] * reps)[:batch].astype(feeds[name].dtype)
+    return feeds
+
+
+def benchmark(artifact: Any, feeds: dict[str, np.ndarray], threads: int, warmup: int = 10,
+              iterations: int = 100, duration_s: float | None = None) -> BenchStats:
+    """Benchmark ``artifact`` (runtime.base.Artifact) in a child process; returns its statistics."""
+    batch = int(next(iter(feeds.values())).shape[0])
+    with tempfile.TemporaryDirectory(prefix="edgesmith-bench-") as tmp:
+        feeds_path = Path(tmp) / "feeds.npz"
+        np.savez(feeds_path, **feeds)
+        job = {
+            "backend": artifact.backend, "path": str(artifact.path), "options": artifact.options,
+            "feeds": str(feeds_path), "threads": threads, "warmup": warmup,
+            "iterations": iterations, "duration_s": duration_s, "batch": batch,
+        }
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+        proc = subprocess.run([sys.executable, "-m", "edgesmith.runtime.bench_worker"], input=json.dumps(job),
+                              capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise EdgesmithError(f"benchmark of {Path(artifact.path).name} failed: {tail[:240]}", hint="run `edgesmith bench` on the artifact alone to see the full error")
+    return BenchStats(**json.loads(proc.stdout.strip().splitlines()[-1]))

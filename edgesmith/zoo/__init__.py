@@ -1,0 +1,10 @@
+"""Reference architectures defined in the project (torchvision is not usable here).
+
+Factories are addressed as ``edgesmith.zoo:NAME`` in recipes and on the command line.
+"""
+
+from edgesmith.zoo.digits import digits_cnn, pretrained_digits_cnn
+from edgesmith.zoo.mobilenet import mobilenet_v2
+from edgesmith.zoo.resnet import resnet18
+
+__all__ = ["digits_cnn", "pretrained_digits_cnn", "resnet18", "mobilenet_v2"]

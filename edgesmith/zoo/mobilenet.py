@@ -1,0 +1,47 @@
+"""MobileNetV2 (Sandler et al. 2018): inverted residuals with depthwise convs, ReLU6, 224x224."""
+
+from __future__ import annotations
+
+
+def mobilenet_v2(num_classes: int = 1000, width_mult: float = 1.0, seed: int = 0):
+    """Random-weight MobileNetV2 with torchvision's layer configuration."""
+    import torch
+    import torch.nn as nn
+
+    from edgesmith.zoo.resnet import _randomise_bn
+
+    torch.manual_seed(seed)
+
+    def conv_bn(cin, cout, k, s, groups=1, act=True):
+        layers = [nn.Conv2d(cin, cout, k, s, k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)]
+        return layers + [nn.ReLU6(inplace=True)] if act else layers
+
+    class InvertedResidual(nn.Module):
+        def __init__(self, cin, cout, stride, expand):
+            super().__init__()
+            hidden = cin * expand
+            layers = conv_bn(cin, hidden, 1, 1) if expand != 1 else []
+            layers += conv_bn(hidden, hidden, 3, stride, groups=hidden) + conv_bn(hidden, cout, 1, 1, act=False)
+            self.block = nn.Sequential(*layers)
+            self.residual = stride == 1 and cin == cout
+
+        def forward(self, x):
+            return x + self.block(x) if self.residual else self.block(x)
+
+    def c(ch):
+        return max(8, int(ch * width_mult + 4) // 8 * 8)
+
+    settings = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
+    cin = c(32)
+    layers = conv_bn(3, cin, 3, 2)
+    for t, ch, n, s in settings:
+        for i in range(n):
+            layers.append(InvertedResidual(cin, c(ch), s if i == 0 else 1, t))
+            cin = c(ch)
+    layers += conv_bn(cin, 1280, 1, 1) + [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2), nn.Linear(1280, num_classes)]
+    model = nn.Sequential(*layers)
+    _randomise_bn(model)
+    return model.eval()
+
+
+mobilenet_v2.input_spec = [{"name": "input", "shape": ["batch", 3, 224, 224], "dtype": "float32"}]
