@@ -28,6 +28,9 @@ class EdgesmithError(Exception):
             text += f" (hint: {' '.join(self.hint.split())})"
         return text
 
+    def __str__(self) -> str:
+        return self.one_line()
+
 
 class ConfigError(EdgesmithError):
     """A recipe, profile, flag or pass option is invalid."""

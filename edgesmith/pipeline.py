@@ -158,6 +158,11 @@ def _load_data(recipe: Recipe, specs: list[InputSpec], base_dir: Path, needs_cal
     if needs_calibration and calib is None:
         raise ConfigError("a pass needs calibration data but the recipe has none", hint="add `data: {calibration: {source: digits}}` or --data")
     evaluation = load(recipe.data.evaluation, "evaluation") if recipe.data.evaluation else None
+    if evaluation is not None and recipe.metric == "top1" and not evaluation.has_labels:
+        from edgesmith.errors import InputError
+
+        raise InputError(f"metric top1 needs labels, and the evaluation data {evaluation.name} has none",
+                         hint="add labels (npz key `labels`), or use --metric fidelity to compare against the float model")
     return calib, evaluation
 
 
@@ -177,6 +182,10 @@ def _execute(recipe: Recipe, base_dir: Path, kind: str, profiles: dict[str, Any]
     with rep.step(f"loading model {recipe.model.source}"):
         loaded = load_model(recipe.model, base_dir, trust_checkpoint)
         specs = resolve_inputs(recipe, loaded)
+        if loaded.module is not None:
+            from edgesmith.export.onnx_export import probe_forward
+
+            probe_forward(loaded.module, specs)  # a spec that does not fit the model fails here, before data
     input_files = ([recipe.model.source] if kind in ("onnx", "pt2") else []) + ([recipe.model.weights] if recipe.model.weights else [])
     for ref in input_files:
         manifest["inputs"][ref] = sha256(resolve(ref, base_dir))

@@ -55,6 +55,25 @@ class Dataset:
             left -= b.size
         return Dataset(self.name, out)
 
+    def uniform_batches(self) -> tuple["Dataset", int]:
+        """Re-batch to one batch size (the first batch's); returns the set and how many samples were left out.
+
+        With fewer samples than one batch, everything goes in as batches of one.
+        """
+        if not self.batches:
+            return self, 0
+        size = self.batches[0].size
+        if all(b.size == size for b in self.batches):
+            return self, 0
+        inputs = {k: np.concatenate([b.inputs[k] for b in self.batches]) for k in self.batches[0].inputs}
+        labels = self.labels()
+        n = self.num_samples
+        if n < size:
+            size = 1
+        keep = n - n % size
+        trimmed = {k: v[:keep] for k, v in inputs.items()}
+        return Dataset(self.name, _split_batches(trimmed, None if labels is None else labels[:keep], size)), n - keep
+
     def labels(self) -> np.ndarray | None:
         return np.concatenate([b.labels for b in self.batches]) if self.has_labels else None
 

@@ -86,6 +86,10 @@ def export_onnx(module: Any, input_specs: Sequence[Any], out_path: Path, *, opse
     import onnx
     import torch
 
+    from edgesmith._lazy import require
+
+    if exporter == "dynamo":
+        require("onnxscript")  # the torch.export-based exporter needs it; say so instead of failing deep inside
     sample_out = probe_forward(module, input_specs)
     feeds = example_inputs(input_specs)
     args = tuple(torch.from_numpy(feeds[s.name]) for s in input_specs)

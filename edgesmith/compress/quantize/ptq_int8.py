@@ -80,7 +80,14 @@ def apply(onnx_path: Path, cfg: PTQInt8Config, ctx: PassContext) -> Path:
         graph = onnx.load(str(pre), load_external_data=False).graph
         exclude += [n.name for n in graph.node if n.op_type in cfg.exclude_op_types]
     n_samples = min(cfg.samples or ctx.calibration.num_samples, ctx.calibration.num_samples)
-    reader = DatasetReader(ctx.calibration, onnx_input_names(pre), n_samples)
+    calib = ctx.calibration.take(n_samples)
+    if cfg.calibration != "minmax":
+        # NOTE: ORT's histogram calibrators stack per-batch outputs and need equal batch sizes
+        calib, dropped = calib.uniform_batches()
+        if dropped:
+            ctx.note(f"ptq_int8: {cfg.calibration} calibration needs equal batch sizes; left out the last {dropped} sample(s)")
+        n_samples = calib.num_samples
+    reader = DatasetReader(calib, onnx_input_names(pre), n_samples)
     quantize_static(
         str(pre),
         str(out),

@@ -1,0 +1,71 @@
+"""Shared fixtures: the real console script, tiny models, and a digits model exported once."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def edgesmith_exe() -> str:
+    exe = Path(sys.executable).with_name("edgesmith")
+    return str(exe) if exe.exists() else shutil.which("edgesmith")
+
+
+class CliResult:
+    def __init__(self, proc: subprocess.CompletedProcess):
+        self.code = proc.returncode
+        self.stdout = proc.stdout
+        self.stderr = proc.stderr
+
+    @property
+    def error_lines(self) -> list[str]:
+        return [line for line in self.stderr.splitlines() if line.startswith("edgesmith: error:")]
+
+
+@pytest.fixture
+def cli(tmp_path):
+    """Run the installed ``edgesmith`` console script; returns exit code and output."""
+
+    def run(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: int = 300) -> CliResult:
+        proc = subprocess.run([edgesmith_exe(), *map(str, args)], capture_output=True, text=True, cwd=cwd or tmp_path,
+                              env={**os.environ, "COLUMNS": "200", **(env or {})}, timeout=timeout)
+        return CliResult(proc)
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def digits_onnx(tmp_path_factory) -> Path:
+    """The bundled digits CNN exported to ONNX once per session (through the pipeline)."""
+    from edgesmith import pipeline
+    from edgesmith.recipe import parse_recipe
+
+    out = tmp_path_factory.mktemp("digits-export")
+    recipe = parse_recipe({"model": {"source": "edgesmith.zoo:pretrained_digits_cnn"}, "stop_after": "export", "output_dir": str(out)})
+    pipeline.run(recipe, out)
+    return out / "model.onnx"
+
+
+@pytest.fixture(scope="session")
+def digits_test():
+    from edgesmith.data.digits import load_digits_split
+
+    return load_digits_split("test")
+
+
+def read_manifest(out: Path) -> dict:
+    return json.loads((out / "manifest.json").read_text())
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)

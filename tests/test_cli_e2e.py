@@ -1,0 +1,156 @@
+"""End to end through the installed console script, on real data."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import numpy as np
+import pytest
+
+from tests.conftest import read_manifest
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    import os
+    import subprocess
+
+    from tests.conftest import edgesmith_exe
+
+    out = tmp_path_factory.mktemp("demo") / "out"
+    proc = subprocess.run([edgesmith_exe(), "demo", "--out", str(out)], capture_output=True, text=True,
+                          env={**os.environ, "COLUMNS": "200"}, timeout=300)
+    return proc, out
+
+
+def test_demo_prints_the_verdict_table_and_writes_the_artifacts(demo_run):
+    proc, out = demo_run
+    manifest = read_manifest(out)
+    # exit code follows the verdict (0 pass, 1 a budget failed) — a latency budget may be noisy, so
+    # the test checks consistency rather than assuming the machine is quiet
+    assert proc.returncode == {"pass": 0, "fail": 1}[manifest["verdict"]], proc.stderr
+    assert "x86-avx512-vnni-ort:" in proc.stdout and "top1" in proc.stdout and "verdict:" in proc.stdout
+    for rel in ("model.onnx", "report.md", "manifest.json", "x86-avx512-vnni-ort/model.int8.onnx", "x86-avx512-vnni-ort/model.onnxruntime.onnx"):
+        assert (out / rel).is_file(), rel
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".edgesmith-staging-")]
+
+
+def test_int8_loses_at_most_half_a_point_on_digits(demo_run):
+    _, out = demo_run
+    target = read_manifest(out)["targets"]["x86-avx512-vnni-ort"]
+    assert target["reference_metrics"]["top1"] >= 98.0
+    assert target["reference_metrics"]["top1"] - target["metrics"]["top1"] <= 0.5
+    assert next(v for v in target["verdicts"] if v["metric"] == "top1")["status"] == "pass"
+
+
+def test_manifest_records_versions_hashes_and_verdicts(demo_run):
+    from edgesmith.outputs import sha256
+
+    _, out = demo_run
+    manifest = read_manifest(out)
+    assert {"edgesmith", "torch", "onnx", "onnxruntime", "numpy", "python"} <= set(manifest["versions"])
+    for rel, meta in manifest["outputs"].items():
+        assert sha256(out / rel) == meta["sha256"]
+    assert manifest["recipe"]["passes"] == [{"type": "ptq_int8", "calibration": "minmax"}]
+    verdicts = manifest["targets"]["x86-avx512-vnni-ort"]["verdicts"]
+    assert {v["metric"] for v in verdicts} >= {"top1", "cosine", "latency_p90_ms", "speedup_vs_fp32", "artifact_mb", "peak_memory_mb"}
+    report = (out / "report.md").read_text()
+    assert "| top1 |" in report and "QLinear" not in report  # report speaks in metrics, not internals
+
+
+def test_user_model_recipe_with_weights_npz_data_and_save_recipe(cli, tmp_path, digits_test):
+    """A user's own package, a weights_only checkpoint, .npz data and a user metric, via `run`."""
+    import torch
+
+    from edgesmith.data.digits import load_digits_split
+    from edgesmith.zoo import pretrained_digits_cnn
+
+    (tmp_path / "mynet.py").write_text(textwrap.dedent("""
+        import numpy as np
+        from edgesmith.zoo import digits_cnn
+
+        def build(width=32):
+            return digits_cnn(width=width)
+
+        def error_rate(outputs, labels):
+            return {"error_pct": float((outputs.argmax(1) != labels).mean() * 100)}
+    """))
+    torch.save(pretrained_digits_cnn().state_dict(), tmp_path / "net.pt")
+    xtr, ytr = load_digits_split("train")
+    np.savez(tmp_path / "calib.npz", input=xtr[:200])
+    np.savez(tmp_path / "eval.npz", input=digits_test[0], labels=digits_test[1])
+    (tmp_path / "recipe.yaml").write_text(textwrap.dedent("""
+        name: mynet-int8
+        model: {source: "mynet:build", weights: net.pt, kwargs: {width: 32}}
+        inputs: [{name: input, shape: [batch, 1, 8, 8]}]
+        data:
+          calibration: {source: calib.npz}
+          evaluation: {source: eval.npz}
+        metric: "mynet:error_rate"
+        passes: [{type: ptq_int8, calibration: percentile}]
+        targets:
+          - profile: x86-avx512-vnni-ort
+            batch_sizes: [1]
+            budgets:
+              - {metric: error_pct, goal: max, value: 5}
+              - {metric: speedup_vs_fp32, goal: min, value: 0.0, batch: 1}
+        bench: {warmup: 2, iterations: 20}
+        output_dir: out
+    """))
+    result = cli("run", "recipe.yaml", "--save-recipe", "saved.yaml", cwd=tmp_path)
+    assert result.code == 0, result.stderr
+    manifest = read_manifest(tmp_path / "out")
+    target = manifest["targets"]["x86-avx512-vnni-ort"]
+    assert target["metrics"]["error_pct"] < 2.0
+    assert next(v for v in target["verdicts"] if v["metric"] == "error_pct")["status"] == "pass"
+    assert list(manifest["inputs"]) == ["net.pt"]
+    # the saved recipe is the same recipe: a dry run of it plans the same steps
+    dry = cli("run", "saved.yaml", "--dry-run", cwd=tmp_path)
+    assert dry.code == 0 and "ptq_int8" in dry.stdout and "export to ONNX" in dry.stdout
+
+
+def test_budget_failure_exits_1(cli, tmp_path, digits_onnx):
+    import shutil
+
+    shutil.copy(digits_onnx, tmp_path / "m.onnx")
+    (tmp_path / "strict.yaml").write_text(textwrap.dedent("""
+        model: {source: m.onnx}
+        data: {calibration: {source: digits, samples: 64}, evaluation: {source: digits, split: test}}
+        passes: [{type: ptq_int8}]
+        targets:
+          - profile: x86-avx512-vnni-ort
+            batch_sizes: [1]
+            budgets: [{metric: cosine, goal: min, value: 1.01}]
+        bench: {warmup: 1, iterations: 5}
+        output_dir: out
+    """))
+    result = cli("run", "strict.yaml", cwd=tmp_path)
+    assert result.code == 1, result.stderr
+    assert "FAIL" in result.stdout
+    assert read_manifest(tmp_path / "out")["verdict"] == "fail"
+
+
+def test_bench_command_json(cli, digits_onnx):
+    result = cli("bench", digits_onnx, "--threads", "1", "--batch", "1", "--batch", "4", "--iterations", "20", "--json")
+    assert result.code == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert [r["batch"] for r in rows] == [1, 4] and all(r["p50_ms"] > 0 for r in rows)
+
+
+def test_profiles_and_passes_commands(cli):
+    listed = cli("profiles", "list")
+    assert listed.code == 0 and "x86-avx512-vnni-ort" in listed.stdout and "(estimated budgets)" in listed.stdout
+    shown = cli("profiles", "show", "x86-avx512-vnni-ort")
+    assert shown.code == 0 and "activation_type: uint8" in shown.stdout
+    assert cli("profiles", "show", "nope").code == 2
+    passes = cli("passes")
+    assert passes.code == 0 and "ptq_int8  [onnx]" in passes.stdout
+
+
+def test_export_and_compile_commands(cli, tmp_path):
+    exp = cli("export", "edgesmith.zoo:pretrained_digits_cnn", "--out", "exp", cwd=tmp_path)
+    assert exp.code == 0, exp.stderr
+    comp = cli("compile", "exp/model.onnx", "--out", "comp", cwd=tmp_path)
+    assert comp.code == 0, comp.stderr
+    assert (tmp_path / "comp" / "x86-avx512-vnni-ort" / "model.onnxruntime.onnx").is_file()

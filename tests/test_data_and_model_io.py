@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgesmith.data import load_dataset
+from edgesmith.errors import ConfigError, InputError
+from edgesmith.recipe import InputSpec
+
+SPEC = [InputSpec(name="input", shape=["batch", 1, 8, 8])]
+
+
+def test_digits_split_is_fixed_and_disjoint():
+    from edgesmith.data.digits import load_digits_split
+
+    xtr, ytr = load_digits_split("train")
+    xte, yte = load_digits_split("test")
+    assert xtr.shape == (1197, 1, 8, 8) and xte.shape == (600, 1, 8, 8)
+    assert xtr.dtype == np.float32 and 0.0 <= xtr.min() and xtr.max() <= 1.0
+    assert set(np.unique(yte)) == set(range(10))
+    assert not {x.tobytes() for x in xte[:50]} & {x.tobytes() for x in xtr}  # held out (spot check)
+    assert np.array_equal(load_digits_split("test")[1], yte)
+
+
+def test_npz_with_named_inputs_and_labels(tmp_path):
+    x = np.random.default_rng(0).random((70, 1, 8, 8)).astype(np.float64)
+    np.savez(tmp_path / "d.npz", input=x, labels=np.arange(70) % 10)
+    ds = load_dataset(str(tmp_path / "d.npz"), SPEC, role="evaluation", batch_size=32)
+    assert [b.size for b in ds.batches] == [32, 32, 6] and ds.has_labels
+    assert ds.batches[0].inputs["input"].dtype == np.float32  # cast to the spec's dtype
+    assert ds.take(40).num_samples == 40
+
+
+def test_npz_with_wrong_names_is_explained(tmp_path):
+    np.savez(tmp_path / "d.npz", a=np.zeros((2, 1, 8, 8)), b=np.zeros((2, 1, 8, 8)))
+    with pytest.raises(InputError, match=r"has arrays \['a', 'b'\]; the model's inputs are \['input'\]"):
+        load_dataset(str(tmp_path / "d.npz"), SPEC, role="calibration")
+
+
+def test_data_function_batches(tmp_path, monkeypatch):
+    (tmp_path / "mydata.py").write_text(
+        "import numpy as np\n"
+        "def batches():\n"
+        "    for i in range(3):\n"
+        "        yield np.full((4, 1, 8, 8), i, dtype=np.float32), np.full(4, i)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    ds = load_dataset("mydata:batches", SPEC, role="evaluation")
+    assert ds.num_samples == 12 and list(ds.labels()) == [0] * 4 + [1] * 4 + [2] * 4
+
+
+def test_inf_in_evaluation_data_is_located(tmp_path):
+    x = np.zeros((10, 1, 8, 8), dtype=np.float32)
+    x[7, 0, 2, 5] = -np.inf
+    np.savez(tmp_path / "d.npz", input=x)
+    with pytest.raises(InputError, match=r"evaluation data for input 'input' contains 0 NaN and 1 Inf value\(s\); first at sample 7, position \[0, 2, 5\]"):
+        load_dataset(str(tmp_path / "d.npz"), SPEC, role="evaluation", batch_size=4)
+
+
+def test_unknown_data_source():
+    with pytest.raises(ConfigError, match="unknown data source 'imagenet'"):
+        load_dataset("imagenet", SPEC, role="calibration")
+
+
+def test_weights_only_checkpoint_and_safetensors_load(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from edgesmith.model_io import load_model
+    from edgesmith.recipe import ModelSpec
+    from edgesmith.zoo import digits_cnn
+
+    ref = digits_cnn()
+    torch.save(ref.state_dict(), tmp_path / "w.pt")
+    save_file(ref.state_dict(), str(tmp_path / "w.safetensors"))
+    for name in ("w.pt", "w.safetensors"):
+        loaded = load_model(ModelSpec(source="edgesmith.zoo:digits_cnn", weights=name), tmp_path)
+        assert all(torch.equal(a, b) for a, b in zip(loaded.module.state_dict().values(), ref.state_dict().values()))
+
+
+def test_weights_for_another_architecture_are_refused(tmp_path):
+    import torch
+
+    from edgesmith.model_io import load_model
+    from edgesmith.recipe import ModelSpec
+
+    torch.save({"fc.weight": torch.zeros(2, 2)}, tmp_path / "other.pt")
+    with pytest.raises(InputError, match="weights do not match the model: .* missing key"):
+        load_model(ModelSpec(source="edgesmith.zoo:digits_cnn", weights="other.pt"), tmp_path)
+
+
+def test_uniform_batches_for_histogram_calibration():
+    x = np.zeros((70, 1, 8, 8), dtype=np.float32)
+    from edgesmith.data.sources import Dataset, _split_batches
+
+    ds = Dataset("x", _split_batches({"input": x}, None, 32))
+    uni, dropped = ds.uniform_batches()
+    assert [b.size for b in uni.batches] == [32, 32] and dropped == 6
+    small, dropped = ds.take(20).uniform_batches()
+    assert small.num_samples == 20 and dropped == 0

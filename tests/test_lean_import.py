@@ -1,0 +1,40 @@
+"""`import edgesmith` and `edgesmith --help` must not load torch, onnxruntime or openvino."""
+
+import subprocess
+import sys
+
+HEAVY = ("torch", "onnxruntime", "openvino", "tensorrt", "onnx", "sklearn", "nncf", "neural_compressor")
+
+PROBE = """
+import sys
+{body}
+heavy = sorted(m for m in sys.modules if m.split('.')[0] in {heavy!r})
+print('HEAVY:' + ','.join(heavy))
+"""
+
+
+def _loaded(body: str) -> str:
+    code = PROBE.format(body=body, heavy=HEAVY)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    return out.strip().splitlines()[-1].removeprefix("HEAVY:")
+
+
+def test_import_edgesmith_loads_no_heavy_library():
+    assert _loaded("import edgesmith, edgesmith.recipe, edgesmith.profiles, edgesmith.runtime") == ""
+
+
+def test_help_loads_no_heavy_library():
+    body = "from edgesmith.cli import app\ntry:\n    app(['--help'])\nexcept SystemExit:\n    pass"
+    assert _loaded(body) == ""
+
+
+def test_subcommand_help_and_pass_listing_load_no_heavy_library():
+    body = ("from edgesmith.cli import app\nfor a in (['run', '--help'], ['quantize', '--help'], ['passes']):\n"
+            "    try:\n        app(a)\n    except SystemExit:\n        pass")
+    assert _loaded(body) == ""
+
+
+def test_recipe_validation_loads_no_heavy_library():
+    body = ("from edgesmith.recipe import parse_recipe\n"
+            "parse_recipe({'model': {'source': 'edgesmith.zoo:digits_cnn'}, 'passes': [{'type': 'ptq_int8', 'calibration': 'entropy'}]})")
+    assert _loaded(body) == ""

@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgesmith.profiles import load_profile
+from edgesmith.validate import cosine, judge, overall, sqnr_db, top1
+
+
+def test_metrics_on_known_values():
+    ref = np.array([[1.0, 0.0], [0.0, 2.0]])
+    assert cosine(ref, ref) == pytest.approx(1.0)
+    assert cosine(ref, -ref) == pytest.approx(-1.0)
+    assert cosine(ref, np.array([[1.0, 1.0], [0.0, 5.0]])) == pytest.approx((1 / np.sqrt(2) + 1) / 2)
+    assert sqnr_db(ref, ref) == float("inf")
+    assert sqnr_db(ref, ref * 1.1) == pytest.approx(20.0)  # noise power = 1% of signal power
+    assert top1(np.array([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7]]), np.array([1, 0, 0])) == pytest.approx(200 / 3)
+
+
+def _metrics(top1_value, cos=0.999, p90=1.0, speedup=2.0):
+    m = {"top1": top1_value, "cosine": cos, "artifact_mb": 1.0, "peak_memory_mb": 100.0,
+         "latency_p90_ms@1": p90, "speedup_vs_fp32@1": speedup}
+    r = {"top1": 99.0, "cosine": 1.0, "latency_p90_ms@1": 2.0, "speedup_vs_fp32@1": 1.0, "peak_memory_mb": 100.0}
+    return m, r
+
+
+def test_judge_passes_within_budget_and_fails_beyond():
+    prof = load_profile("x86-avx512-vnni-ort")
+    ok = judge(prof, *_metrics(98.6))
+    assert overall(ok) == "pass" and all(v.status == "pass" for v in ok)
+    bad = judge(prof, *_metrics(98.4, speedup=0.9))
+    failed = {v.metric for v in bad if v.status == "fail"}
+    assert failed == {"top1", "speedup_vs_fp32"} and overall(bad) == "fail"
+    assert next(v for v in bad if v.metric == "top1").detail == "drop 0.6 pt"
+
+
+def test_relative_degradation_goal():
+    from edgesmith.profiles.schema import Goal
+
+    prof = load_profile("x86-avx512-vnni-ort").with_overrides([Goal(metric="top1", goal="max-relative-degradation", value=1.0)], None, None)
+    assert next(v for v in judge(prof, *_metrics(98.0)) if v.metric == "top1").status == "fail"  # 1.01% relative
+    assert next(v for v in judge(prof, *_metrics(98.1)) if v.metric == "top1").status == "pass"
+
+
+def test_latency_on_another_architecture_is_not_judged():
+    prof = load_profile("arm-cortex-a72-ort")
+    verdicts = judge(prof, *_metrics(98.9, p90=10_000.0))
+    lat = next(v for v in verdicts if v.metric == "latency_p90_ms")
+    assert lat.status == "n/a" and "target is aarch64" in lat.detail and lat.estimate
+    assert overall(verdicts) == "pass"
+
+
+def test_missing_metric_is_not_a_silent_pass():
+    prof = load_profile("x86-avx512-vnni-ort")
+    m, r = _metrics(99.0)
+    del m["top1"]
+    v = next(v for v in judge(prof, m, r) if v.metric == "top1")
+    assert v.status == "n/a" and "not measured" in v.detail
