@@ -288,7 +288,7 @@ def _run_target(recipe: Recipe, name: str, profile: Any, passes: list, fp32_path
 def _validate(recipe: Recipe, profile: Any, backend: Any, artifact: Any, fp32_artifact: Any, specs: list,
               evaluation: Any, calib: Any, rep: Reporter, name: str) -> tuple[dict, dict, dict]:
     from edgesmith.model_io import import_object
-    from edgesmith.runtime.bench import benchmark, make_feeds
+    from edgesmith.runtime.bench import benchmark_against, make_feeds
     from edgesmith.validate import fidelity, run_dataset, task_metrics
 
     metrics: dict[str, Any] = {}
@@ -310,8 +310,8 @@ def _validate(recipe: Recipe, profile: Any, backend: Any, artifact: Any, fp32_ar
     for batch in profile.batch_sizes:
         feeds = make_feeds(specs, batch, real)
         with rep.step(f"[{name}] benchmarking batch {batch} ({profile.threads} threads)"):
-            cand = benchmark(artifact, feeds, profile.threads, recipe.bench.warmup, recipe.bench.iterations, recipe.bench.duration_s)
-            base = benchmark(fp32_artifact, feeds, profile.threads, recipe.bench.warmup, recipe.bench.iterations, recipe.bench.duration_s)
+            cand, base = benchmark_against(artifact, fp32_artifact, feeds, profile.threads, recipe.bench.warmup,
+                                           recipe.bench.iterations, recipe.bench.duration_s)
         latency["compressed"][batch] = cand.as_dict()
         latency["fp32"][batch] = base.as_dict()
         for src, dst in ((cand, metrics), (base, reference)):

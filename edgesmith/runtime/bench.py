@@ -58,17 +58,27 @@ def summarize(times_s: list[float], batch: int, threads: int, warmup: int) -> di
     }
 
 
-def time_session(session: Any, feeds: dict[str, np.ndarray], warmup: int, iterations: int,
-                 duration_s: float | None) -> list[float]:
-    for _ in range(warmup):
-        session.run(feeds)
-    times: list[float] = []
+def time_interleaved(sessions: list[Any], feeds: dict[str, np.ndarray], warmup: int, iterations: int,
+                     duration_s: float | None, rounds: int = 1) -> list[list[float]]:
+    """Per-session run times. Rounds alternate between sessions; ``duration_s`` bounds the whole run."""
+    for s in sessions:
+        for _ in range(warmup):
+            s.run(feeds)
+    times: list[list[float]] = [[] for _ in sessions]
+    rounds = max(1, min(rounds, iterations))
+    per_round = -(-iterations // rounds)
     deadline = time.perf_counter() + duration_s if duration_s else None
-    while (len(times) < iterations) if deadline is None else (time.perf_counter() < deadline or len(times) < 2):
-        t0 = time.perf_counter()
-        session.run(feeds)
-        times.append(time.perf_counter() - t0)
-    return times
+    while True:
+        for i, s in enumerate(sessions):
+            for _ in range(per_round):
+                t0 = time.perf_counter()
+                s.run(feeds)
+                times[i].append(time.perf_counter() - t0)
+        if deadline is None and len(times[0]) >= iterations:
+            break
+        if deadline is not None and time.perf_counter() >= deadline and len(times[0]) >= 2:
+            break
+    return [t[:iterations] if deadline is None else t for t in times]
 
 
 def make_feeds(input_specs: list[Any], batch: int, data: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
@@ -83,22 +93,39 @@ def make_feeds(input_specs: list[Any], batch: int, data: dict[str, np.ndarray] |
     return feeds
 
 
-def benchmark(artifact: Any, feeds: dict[str, np.ndarray], threads: int, warmup: int = 10,
-              iterations: int = 100, duration_s: float | None = None) -> BenchStats:
-    """Benchmark ``artifact`` (runtime.base.Artifact) in a child process; returns its statistics."""
+def _run_worker(artifacts: list[Any], feeds: dict[str, np.ndarray], threads: int, warmup: int, iterations: int,
+                duration_s: float | None, rounds: int) -> list[dict]:
     batch = int(next(iter(feeds.values())).shape[0])
     with tempfile.TemporaryDirectory(prefix="edgesmith-bench-") as tmp:
         feeds_path = Path(tmp) / "feeds.npz"
         np.savez(feeds_path, **feeds)
         job = {
-            "backend": artifact.backend, "path": str(artifact.path), "options": artifact.options,
-            "feeds": str(feeds_path), "threads": threads, "warmup": warmup,
-            "iterations": iterations, "duration_s": duration_s, "batch": batch,
+            "artifacts": [{"backend": a.backend, "path": str(a.path), "options": a.options} for a in artifacts],
+            "feeds": str(feeds_path), "threads": threads, "warmup": warmup, "iterations": iterations,
+            "duration_s": duration_s, "batch": batch, "rounds": rounds,
         }
         env = dict(os.environ, OMP_NUM_THREADS=str(threads))
         proc = subprocess.run([sys.executable, "-m", "edgesmith.runtime.bench_worker"], input=json.dumps(job),
                               capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise EdgesmithError(f"benchmark of {Path(artifact.path).name} failed: {tail[:240]}", hint="run `edgesmith bench` on the artifact alone to see the full error")
-    return BenchStats(**json.loads(proc.stdout.strip().splitlines()[-1]))
+        names = ", ".join(Path(a.path).name for a in artifacts)
+        raise EdgesmithError(f"benchmark of {names} failed: {tail[:240]}", hint="run `edgesmith bench` on the artifact alone to see the full error")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def benchmark(artifact: Any, feeds: dict[str, np.ndarray], threads: int, warmup: int = 10,
+              iterations: int = 100, duration_s: float | None = None) -> BenchStats:
+    """Benchmark one artifact (runtime.base.Artifact) in a child process; returns its statistics."""
+    return BenchStats(**_run_worker([artifact], feeds, threads, warmup, iterations, duration_s, 1)[0])
+
+
+def benchmark_against(candidate: Any, baseline: Any, feeds: dict[str, np.ndarray], threads: int, warmup: int = 10,
+                      iterations: int = 100, duration_s: float | None = None, rounds: int = 10) -> tuple[BenchStats, BenchStats]:
+    """Latency of ``candidate`` and ``baseline`` timed interleaved in one child (a fair ratio on a
+    noisy machine); peak memory of each from its own child."""
+    cand, base = _run_worker([candidate, baseline], feeds, threads, warmup, iterations, duration_s, rounds)
+    for stats, art in ((cand, candidate), (base, baseline)):
+        alone = _run_worker([art], feeds, threads, 2, 5, None, 1)[0]
+        stats.update(peak_rss_mb=alone["peak_rss_mb"], model_memory_mb=alone["model_memory_mb"])
+    return BenchStats(**cand), BenchStats(**base)

@@ -1,4 +1,9 @@
-"""Child process of ``runtime.bench.benchmark``: loads one artifact, times it, prints JSON."""
+"""Child process of ``runtime.bench``: loads artifacts, times them, prints one JSON line.
+
+With several artifacts, timing is interleaved in rounds (each round runs every artifact in turn),
+so drift on a noisy machine affects them alike. Peak memory is only meaningful with one artifact
+per process, so ``bench`` asks for it in a separate child per artifact.
+"""
 
 from __future__ import annotations
 
@@ -26,20 +31,23 @@ def main() -> None:
     import numpy as np
 
     from edgesmith.runtime import Artifact, get_backend
-    from edgesmith.runtime.bench import summarize, time_session
+    from edgesmith.runtime.bench import summarize, time_interleaved
 
-    backend = get_backend(job["backend"])
     with np.load(job["feeds"], allow_pickle=False) as npz:
         feeds = {k: npz[k] for k in npz.files}
-    # NOTE: import the runtime library before the baseline so model memory excludes the library itself
-    importlib.import_module(job["backend"])
+    # NOTE: import the runtime libraries before the baseline so model memory excludes the libraries
+    for a in job["artifacts"]:
+        importlib.import_module(a["backend"])
     before = _status_mb("VmRSS")
-    session = backend.load(Artifact(Path(job["path"]), job["backend"], job["options"]), job["threads"])
-    times = time_session(session, feeds, job["warmup"], job["iterations"], job["duration_s"])
+    sessions = [get_backend(a["backend"]).load(Artifact(Path(a["path"]), a["backend"], a["options"]), job["threads"]) for a in job["artifacts"]]
+    per_session = time_interleaved(sessions, feeds, job["warmup"], job["iterations"], job["duration_s"], job["rounds"])
     peak = _status_mb("VmHWM")
-    stats = summarize(times, job["batch"], job["threads"], job["warmup"])
-    stats.update(peak_rss_mb=peak, model_memory_mb=max(0.0, peak - before))
-    print(json.dumps(stats))
+    results = []
+    for times in per_session:
+        stats = summarize(times, job["batch"], job["threads"], job["warmup"])
+        stats.update(peak_rss_mb=peak, model_memory_mb=max(0.0, peak - before))
+        results.append(stats)
+    print(json.dumps(results))
 
 
 if __name__ == "__main__":

@@ -74,3 +74,32 @@ def test_summarize_percentiles():
 def test_unknown_backend_lists_available_ones():
     with pytest.raises(ConfigError, match="available backends: onnxruntime"):
         get_backend("openvino")
+
+
+def test_benchmark_against_times_both_and_keeps_memory_per_artifact(int8_model, digits_onnx, tmp_path):
+    from edgesmith.runtime.bench import benchmark_against
+
+    backend = get_backend("onnxruntime")
+    prof = load_profile("x86-avx512-vnni-ort")
+    cand = backend.compile(int8_model, tmp_path / "c.onnx", prof)
+    base = backend.compile(digits_onnx, tmp_path / "b.onnx", prof)
+    c, b = benchmark_against(cand, base, make_feeds(SPEC, 1), threads=1, warmup=2, iterations=40, rounds=4)
+    assert c.iterations == b.iterations == 40
+    assert c.p50_ms > 0 and b.p50_ms > 0 and c.peak_rss_mb > 10 and b.peak_rss_mb > 10
+
+
+def test_interleaved_timing_alternates_sessions():
+    from edgesmith.runtime.bench import time_interleaved
+
+    calls: list[str] = []
+
+    class Fake:
+        def __init__(self, name):
+            self.name = name
+
+        def run(self, feeds):
+            calls.append(self.name)
+
+    times = time_interleaved([Fake("a"), Fake("b")], {}, warmup=1, iterations=6, duration_s=None, rounds=3)
+    assert [len(t) for t in times] == [6, 6]
+    assert calls[:2] == ["a", "b"] and calls[2:] == ["a", "a", "b", "b"] * 3
