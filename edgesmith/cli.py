@@ -302,6 +302,7 @@ def validate(
     model: Annotated[str, typer.Argument(help="model.onnx to validate (any model source works)")],
     target: TargetOpt = None,
     input_shape: InputOpt = None,
+    reference: Annotated[Optional[str], typer.Option("--reference", "-r", help="Float ONNX model to compare against (accuracy drop, fidelity, speed-up).")] = None,
     data: Annotated[Optional[str], typer.Option("--data", "-d", help="Evaluation data: digits, FILE.npz or package.module:function.")] = "digits",
     metric: MetricOpt = "top1",
     out: OutOpt = Path("edgesmith-out/validate"),
@@ -310,10 +311,17 @@ def validate(
 ) -> None:
     """Validate a model against target profiles: accuracy, latency, size, memory.
 
-    Example: edgesmith validate model.onnx -t x86-avx512-vnni-ort -d eval.npz --metric fidelity
+    Without --reference the model is its own reference (absolute budgets only say something then).
+
+    Example: edgesmith validate out/x86-avx512-vnni-ort/model.int8.onnx -r out/model.onnx -t x86-avx512-vnni-ort -d eval.npz
     """
     recipe = build_recipe(model, inputs=input_shape, eval_data=data, metric=metric, targets=target, out=out, name="validate")
-    recipe = recipe.model_copy(update={"data": recipe.data.model_copy(update={"calibration": None})})
+    recipe = recipe.model_copy(update={"data": recipe.data.model_copy(update={"calibration": None}),
+                                       "model": recipe.model.model_copy(update={"reference": reference})})
+    if reference:  # re-validate so the reference field's own checks apply
+        from edgesmith.recipe import parse_recipe
+
+        recipe = parse_recipe(recipe.model_dump(mode="json") | {"passes": []}, "flags")
     _execute(recipe, Path.cwd(), save_recipe=save_recipe, dry_run=dry_run)
 
 

@@ -228,9 +228,21 @@ def _execute(recipe: Recipe, base_dir: Path, kind: str, profiles: dict[str, Any]
     if recipe.stop_after == "export":
         manifest["verdict"] = "exported"
         return manifest
+    reference_path = fp32_path
+    if recipe.model.reference:
+        from edgesmith.model_io import onnx_input_specs
+
+        reference_path = resolve(recipe.model.reference, base_dir)
+        if not reference_path.is_file():
+            from edgesmith.errors import InputError
+
+            raise InputError(f"reference model not found: {reference_path}", hint="give the float ONNX model the candidate was made from")
+        _check_against_onnx(specs, onnx_input_specs(reference_path))
+        manifest["inputs"][recipe.model.reference] = sha256(reference_path)
 
     for name, profile in profiles.items():
-        manifest["targets"][name] = _run_target(recipe, name, profile, passes, fp32_path, specs, calib, evaluation, staged, rep, torch_notes)
+        manifest["targets"][name] = _run_target(recipe, name, profile, passes, fp32_path, reference_path, specs, calib,
+                                                evaluation, staged, rep, torch_notes)
     statuses = [t["verdict"] for t in manifest["targets"].values()]
     manifest["verdict"] = "fail" if "fail" in statuses else ("pass" if statuses and all(s == "pass" for s in statuses) else (statuses[0] if statuses else "pass"))
     manifest["pass_configs"] = {p.type: config_as_dict(cfg) for p, _, cfg in passes}
@@ -242,7 +254,7 @@ def _safe_dir(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(name).stem) or "target"
 
 
-def _run_target(recipe: Recipe, name: str, profile: Any, passes: list, fp32_path: Path, specs: list, calib: Any,
+def _run_target(recipe: Recipe, name: str, profile: Any, passes: list, fp32_path: Path, reference_path: Path, specs: list, calib: Any,
                 evaluation: Any, staged: Any, rep: Reporter, torch_notes: list[str]) -> dict[str, Any]:
     from edgesmith.compress import PassContext
     from edgesmith.runtime import get_backend
@@ -257,6 +269,9 @@ def _run_target(recipe: Recipe, name: str, profile: Any, passes: list, fp32_path
             with rep.step(f"[{name}] {info.name}"):
                 current = info.apply(current, cfg, ctx)
     compressed = current
+    if compressed == fp32_path and reference_path == fp32_path:
+        ctx.note("no pass ran and no --reference/model.reference was given: the model is compared with itself, "
+                 "so degradation budgets pass trivially; give the float model as reference")
     result: dict[str, Any] = {"profile": profile.model_dump(mode="json"), "estimated": profile.estimated, "notes": ctx.notes,
                               "details": ctx.details, "artifacts": [], "verdict": "pass"}
     if compressed != fp32_path:
@@ -264,13 +279,13 @@ def _run_target(recipe: Recipe, name: str, profile: Any, passes: list, fp32_path
         dest.write_bytes(compressed.read_bytes())
         compressed = dest
         result["artifacts"].append({"path": f"{tdir}/{dest.name}", "what": "compressed ONNX", "mb": _mb(dest)})
-    result["size"] = {"fp32_mb": _mb(fp32_path), "compressed_mb": _mb(compressed), "ratio": _mb(fp32_path) / max(_mb(compressed), 1e-9)}
+    result["size"] = {"fp32_mb": _mb(reference_path), "compressed_mb": _mb(compressed), "ratio": _mb(reference_path) / max(_mb(compressed), 1e-9)}
     if recipe.stop_after == "passes":
         result["verdict"] = "compressed"
         return result
     with rep.step(f"[{name}] compiling for {profile.backend}"):
         artifact = backend.compile(compressed, staged.path(f"{tdir}/model.{profile.backend}.onnx"), profile)
-        fp32_artifact = backend.compile(fp32_path, ctx.work_dir / f"fp32.{profile.backend}.onnx", profile)
+        fp32_artifact = backend.compile(reference_path, ctx.work_dir / f"fp32.{profile.backend}.onnx", profile)
     result["artifacts"].append({"path": f"{tdir}/{artifact.path.name}", "what": f"compiled for {profile.backend} ({artifact.options})", "mb": _mb(artifact.path)})
     if recipe.stop_after == "compile":
         result["verdict"] = "compiled"

@@ -52,6 +52,14 @@ class ModelSpec(Strict):
     weights: str | None = None
     kwargs: dict[str, Any] = {}
     trust_checkpoint: bool = False
+    reference: str | None = Field(default=None, description="float ONNX model to validate against when `source` is already compressed")
+
+    @field_validator("reference")
+    @classmethod
+    def _reference(cls, v: str | None) -> str | None:
+        if v is not None and not v.endswith(".onnx"):
+            raise ValueError(f"reference must be an .onnx file, got {v!r}")
+        return v
 
 
 class DataSource(Strict):

@@ -18,7 +18,7 @@ BAD_RECIPES = [
     ({**BASE, "inputs": [{"name": "x", "shape": [0, 3]}]}, "dimensions must be >= 1 or a name"),
     ({**BASE, "data": {"calibration": {"source": "digits", "samples": 0}}}, "data.calibration.samples"),
     ({**BASE, "export": {"opset": 9}}, "export.opset"),
-    ({**BASE, "model": {"source": "a:b", "weigths": "w.pt"}}, "unknown key 'weigths' (allowed: kwargs, source, trust_checkpoint, weights)"),
+    ({**BASE, "model": {"source": "a:b", "weigths": "w.pt"}}, "unknown key 'weigths' (allowed: kwargs, reference, source, trust_checkpoint, weights)"),
     ({**BASE, "targets": [{"profile": "x86-avx512-vnni-ort", "budgets": [{"metric": "top1", "goal": "within", "value": 1}]}]}, "targets.0.budgets.0.goal"),
     ([1, 2], "recipe must be a YAML mapping"),
 ]

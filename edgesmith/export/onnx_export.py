@@ -120,8 +120,10 @@ def export_onnx(module: Any, input_specs: Sequence[Any], out_path: Path, *, opse
                           hint=f"try `export: {{exporter: {other}}}` in the recipe, or simplify the unsupported op") from exc
     try:
         onnx.checker.check_model(str(out_path), full_check=True)
+        # NOTE: store inferred shapes in the file; quantizers and runtimes read them
+        onnx.shape_inference.infer_shapes_path(str(out_path), str(out_path), check_type=True)
     except Exception as exc:
-        raise ExportError(f"exported ONNX fails onnx.checker: {str(exc).splitlines()[0][:240]}", hint="report the op; try another opset") from exc
+        raise ExportError(f"exported ONNX fails onnx.checker / shape inference: {str(exc).splitlines()[0][:240]}", hint="report the op; try another opset") from exc
     return out_path
 
 

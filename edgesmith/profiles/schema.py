@@ -64,6 +64,7 @@ class Profile(Strict):
     batch_sizes: list[int] = [1]
     precisions: list[Precision] = ["fp32", "int8"]
     quantization: QuantDefaults = QuantDefaults()
+    graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
     budgets: list[Goal] = []
     estimated: bool = Field(default=False, description="budgets are estimates, not measured on the device")
     notes: str = ""

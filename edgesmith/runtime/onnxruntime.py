@@ -57,17 +57,31 @@ class OnnxRuntimeBackend:
     def available(self) -> bool:
         return importlib.util.find_spec("onnxruntime") is not None
 
-    def compile(self, onnx_path: Path, out_path: Path, profile: Any, level: str = "all") -> Artifact:
+    def compile(self, onnx_path: Path, out_path: Path, profile: Any, level: str | None = None) -> Artifact:
         ort = require("onnxruntime")
+        level = level or (profile.graph_optimization if profile is not None else "all")
         so = session_options(profile.threads if profile else 1, level)
         so.optimized_model_filepath = str(out_path)
-        ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+        try:
+            ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            from edgesmith.errors import EdgesmithError
+
+            first = str(exc).strip().splitlines()[0][:240] if str(exc).strip() else type(exc).__name__
+            raise EdgesmithError(f"ONNX Runtime cannot compile {Path(onnx_path).name}: {first}",
+                                 hint="an op may lack a CPU kernel for this precision; check the pass and the profile's precisions") from exc
         return Artifact(out_path, self.name, {"optimization": level, "onnxruntime": ort.__version__, "provider": "CPUExecutionProvider"})
 
     def load(self, artifact: Artifact, threads: int) -> OrtSession:
         # NOTE: the artifact is already optimised; re-running the optimiser would only cost load time.
         level = artifact.options.get("load_level") or ("disable" if artifact.options.get("optimization") == "all" else "all")
         return OrtSession(artifact.path, threads, level)
+
+    def benchmark(self, artifact: Artifact, feeds: dict[str, np.ndarray], threads: int, warmup: int = 10,
+                  iterations: int = 100, duration_s: float | None = None) -> Any:
+        from edgesmith.runtime.bench import benchmark
+
+        return benchmark(artifact, feeds, threads, warmup, iterations, duration_s)
 
 
 BACKEND = OnnxRuntimeBackend()
