@@ -31,13 +31,16 @@ def model_kind(source: str) -> ModelKind:
     )
 
 
-def import_object(ref: str, what: str) -> Any:
-    """``package.module:attr`` -> the object; the current directory is importable like `python -m`."""
+def import_object(ref: str, what: str, base_dir: Path | None = None) -> Any:
+    """``package.module:attr`` -> the object. The current directory (as with `python -m`) and the
+    recipe's folder are importable."""
     module_name, _, attr = ref.partition(":")
     if not module_name or not attr:
         raise ConfigError(f"{what} {ref!r} is not of the form package.module:name", hint="e.g. edgesmith.zoo:digits_cnn")
     if "" not in sys.path and "." not in sys.path:
         sys.path.insert(0, "")
+    if base_dir is not None and str(base_dir) not in sys.path:
+        sys.path.insert(1, str(base_dir))
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
@@ -115,7 +118,7 @@ def load_model(spec: Any, base_dir: Path, trust_checkpoint: bool = False) -> Loa
         except Exception as exc:
             raise InputError(f"cannot load torch.export program {path}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", hint="save it with torch.export.save(program, 'model.pt2')") from exc
         return LoadedModel("pt2", module=program.module(), program=program, default_inputs=_pt2_input_specs(program))
-    factory = import_object(spec.source, "model factory")
+    factory = import_object(spec.source, "model factory", base_dir)
     if not callable(factory):
         raise ConfigError(f"model factory {spec.source!r} is not callable", hint="point at a function or class that returns an nn.Module")
     try:
@@ -152,6 +155,11 @@ def onnx_input_specs(path: Path) -> list[dict]:
 
     try:
         model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{path} is not a valid ONNX model: {first[:200]}", hint="the file may be truncated or corrupt; re-export it") from exc
+    _check_external_data(model, path)
+    try:
         onnx.checker.check_model(model)
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -178,3 +186,18 @@ def _pt2_input_specs(program: Any) -> list[dict] | None:
         return specs or None
     except Exception:  # NOTE: best effort; the recipe's `inputs:` covers programs we cannot read
         return None
+
+
+def _check_external_data(model: Any, path: Path) -> None:
+    """Refuse external-data locations that point outside the model's folder (path traversal)."""
+    import onnx
+
+    root = path.parent.resolve()
+    for tensor in model.graph.initializer:
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+        target = (root / location).resolve()
+        if Path(location).is_absolute() or not target.is_relative_to(root):
+            raise InputError(f"{path.name}: tensor {tensor.name!r} points its external data at {location!r}, outside the model's folder",
+                             hint="refusing path traversal; keep external data files next to the model")

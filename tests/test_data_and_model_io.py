@@ -98,3 +98,28 @@ def test_uniform_batches_for_histogram_calibration():
     assert [b.size for b in uni.batches] == [32, 32] and dropped == 6
     small, dropped = ds.take(20).uniform_batches()
     assert small.num_samples == 20 and dropped == 0
+
+
+def test_external_data_outside_the_model_folder_is_refused(tmp_path, digits_onnx):
+    import onnx
+
+    from edgesmith.model_io import onnx_input_specs
+
+    model = onnx.load(str(digits_onnx))
+    init = model.graph.initializer[0]
+    init.ClearField("raw_data")
+    init.data_location = onnx.TensorProto.EXTERNAL
+    init.external_data.add(key="location", value="../../etc/passwd")
+    (tmp_path / "m").mkdir()
+    onnx.save(model, str(tmp_path / "m" / "evil.onnx"))
+    with pytest.raises(InputError, match="outside the model's folder"):
+        onnx_input_specs(tmp_path / "m" / "evil.onnx")
+
+
+def test_model_module_next_to_the_recipe_is_importable(tmp_path):
+    from edgesmith.model_io import load_model
+    from edgesmith.recipe import ModelSpec
+
+    (tmp_path / "recipe_local_net.py").write_text("from edgesmith.zoo import digits_cnn as build\n")
+    loaded = load_model(ModelSpec(source="recipe_local_net:build"), tmp_path)
+    assert loaded.kind == "torch" and loaded.default_inputs[0]["shape"] == ["batch", 1, 8, 8]
