@@ -116,7 +116,7 @@ def judge(profile: Profile, metrics: dict[str, Any], reference: dict[str, Any]) 
                 verdicts.append(v)
                 continue
         if value is None:
-            v.detail = "not measured (no labels, or metric not computed for this run)"
+            v.detail = "not computed in this run"
         elif g.goal in ("max-degradation", "max-relative-degradation"):
             if ref is None:
                 v.detail = "no float reference to compare with"

@@ -55,4 +55,4 @@ def test_missing_metric_is_not_a_silent_pass():
     m, r = _metrics(99.0)
     del m["top1"]
     v = next(v for v in judge(prof, m, r) if v.metric == "top1")
-    assert v.status == "n/a" and "not measured" in v.detail
+    assert v.status == "n/a" and "not computed" in v.detail

@@ -21,6 +21,8 @@ import numpy as np
 
 from edgesmith.errors import EdgesmithError
 
+SETTLE_PAUSE_S = 0.05  # long enough for an idle ONNX Runtime thread pool to stop spinning
+
 
 @dataclass
 class BenchStats:
@@ -68,8 +70,15 @@ def time_interleaved(sessions: list[Any], feeds: dict[str, np.ndarray], warmup: 
     rounds = max(1, min(rounds, iterations))
     per_round = -(-iterations // rounds)
     deadline = time.perf_counter() + duration_s if duration_s else None
+    # NOTE: after a switch, the previous session's thread pool still spins for a while and competes for
+    # the cores; a pause and untimed runs per round let it go idle, so a round times only the session itself.
+    settle = 2 if len(sessions) > 1 else 0
     while True:
         for i, s in enumerate(sessions):
+            if settle:
+                time.sleep(SETTLE_PAUSE_S)
+            for _ in range(settle):
+                s.run(feeds)
             for _ in range(per_round):
                 t0 = time.perf_counter()
                 s.run(feeds)

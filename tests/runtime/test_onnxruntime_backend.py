@@ -102,4 +102,5 @@ def test_interleaved_timing_alternates_sessions():
 
     times = time_interleaved([Fake("a"), Fake("b")], {}, warmup=1, iterations=6, duration_s=None, rounds=3)
     assert [len(t) for t in times] == [6, 6]
-    assert calls[:2] == ["a", "b"] and calls[2:] == ["a", "a", "b", "b"] * 3
+    # warm-up once each, then per round: 2 untimed settle runs + 2 timed runs, session after session
+    assert calls[:2] == ["a", "b"] and calls[2:] == (["a"] * 4 + ["b"] * 4) * 3
