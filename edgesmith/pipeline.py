@@ -199,8 +199,10 @@ def _execute(recipe: Recipe, base_dir: Path, kind: str, profiles: dict[str, Any]
     # torch-level passes, then export
     module = loaded.module
     torch_notes: list[str] = []
+    torch_passes_ran = False
     for spec, info, cfg in passes:
         if info.stage == "torch":
+            torch_passes_ran = True
             ctx = PassContext(work_dir=staged.work, input_specs=tuple(specs), calibration=calib)
             with rep.step(f"torch pass {info.name}"):
                 module = info.apply(module, cfg, ctx)
@@ -212,7 +214,8 @@ def _execute(recipe: Recipe, base_dir: Path, kind: str, profiles: dict[str, Any]
         fp32_path = staged.path("model.onnx")
         from edgesmith.export import check_parity, export_onnx
 
-        program = loaded.program if (kind == "pt2" and module is loaded.module) else None
+        # NOTE: a torch pass may change the module in place, so only an untouched program is exported as is
+        program = loaded.program if (kind == "pt2" and not torch_passes_ran) else None
         with rep.step(f"exporting to ONNX (opset {recipe.export.opset})"):
             export_onnx(module, specs, fp32_path, opset=recipe.export.opset, exporter=recipe.export.exporter, program=program)
         with rep.step("checking ONNX Runtime against torch"):
