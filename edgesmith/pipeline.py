@@ -190,44 +190,40 @@ def _execute(recipe: Recipe, base_dir: Path, kind: str, profiles: dict[str, Any]
     for ref in input_files:
         manifest["inputs"][ref] = sha256(resolve(ref, base_dir))
     passes = [(p, get_pass(p.type), p.config()) for p in recipe.passes]
-    needs_calibration = any(info.name == "ptq_int8" for _, info, _ in passes)
+    needs_calibration = any(info.needs_calibration for _, info, _ in passes)
     with rep.step("loading and checking data"):
         calib, evaluation = _load_data(recipe, specs, base_dir, needs_calibration)
     manifest["data"] = {"calibration": calib and {"name": calib.name, "samples": calib.num_samples},
                         "evaluation": evaluation and {"name": evaluation.name, "samples": evaluation.num_samples, "labels": evaluation.has_labels}}
 
-    # torch-level passes, then export
-    module = loaded.module
-    torch_notes: list[str] = []
-    torch_passes_ran = False
-    for spec, info, cfg in passes:
-        if info.stage == "torch":
-            torch_passes_ran = True
-            ctx = PassContext(work_dir=staged.work, input_specs=tuple(specs), calibration=calib)
-            with rep.step(f"torch pass {info.name}"):
-                module = info.apply(module, cfg, ctx)
-            torch_notes += ctx.notes
+    # export the float model (the reference every target is judged against), then torch-level passes
+    # and, if any ran, export their result as the start of the ONNX passes
     if kind == "onnx":
         fp32_path = loaded.onnx_path
         manifest["export"] = None
     else:
         fp32_path = staged.path("model.onnx")
-        from edgesmith.export import check_parity, export_onnx
+        manifest["export"] = _export(recipe, loaded.module, loaded.program if kind == "pt2" else None, specs, fp32_path,
+                                     evaluation or calib, rep, "float model")
+    start_path = fp32_path
+    module = loaded.module
+    torch_notes: list[str] = []
+    torch_passes = [(info, cfg) for _, info, cfg in passes if info.stage == "torch"]
+    if torch_passes:
+        import copy
+        import warnings
 
-        # NOTE: a torch pass may change the module in place, so only an untouched program is exported as is
-        program = loaded.program if (kind == "pt2" and not torch_passes_ran) else None
-        with rep.step(f"exporting to ONNX (opset {recipe.export.opset})"):
-            export_onnx(module, specs, fp32_path, opset=recipe.export.opset, exporter=recipe.export.exporter, program=program)
-        with rep.step("checking ONNX Runtime against torch"):
-            from edgesmith.export.onnx_export import example_inputs
-
-            feeds = (evaluation or calib).first(recipe.export.parity_samples) if (evaluation or calib) else example_inputs(specs, recipe.export.parity_samples)
-            parity = check_parity(module, fp32_path, feeds, specs, recipe.export.parity_atol, recipe.export.parity_rtol)
-        if not parity.ok:
-            raise ExportError(f"ONNX Runtime output differs from torch: {parity.describe()}",
-                              hint="raise export.parity_atol/parity_rtol if that is acceptable, or try `export: {exporter: torchscript}`")
-        manifest["export"] = {"path": "model.onnx", "opset": recipe.export.opset, "exporter": recipe.export.exporter,
-                              "mb": _mb(fp32_path), "parity": parity.describe(), "parity_max_abs": parity.max_abs}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch's internal deprecation when copying GraphModules
+            module = copy.deepcopy(loaded.module)  # NOTE: passes may work in place; the float model stays intact
+        for info, cfg in torch_passes:
+            ctx = PassContext(work_dir=staged.work, input_specs=tuple(specs), calibration=calib)
+            with rep.step(f"torch pass {info.name}"):
+                module = info.apply(module, cfg, ctx)
+            torch_notes += ctx.notes
+        start_path = staged.path("model.torch_passes.onnx")
+        manifest["export_after_torch_passes"] = _export(recipe, module, None, specs, start_path, evaluation or calib, rep,
+                                                        "model after torch passes")
     if recipe.stop_after == "export":
         manifest["verdict"] = "exported"
         return manifest
@@ -244,12 +240,29 @@ def _execute(recipe: Recipe, base_dir: Path, kind: str, profiles: dict[str, Any]
         manifest["inputs"][recipe.model.reference] = sha256(reference_path)
 
     for name, profile in profiles.items():
-        manifest["targets"][name] = _run_target(recipe, name, profile, passes, fp32_path, reference_path, specs, calib,
+        manifest["targets"][name] = _run_target(recipe, name, profile, passes, start_path, reference_path, specs, calib,
                                                 evaluation, staged, rep, torch_notes)
     statuses = [t["verdict"] for t in manifest["targets"].values()]
     manifest["verdict"] = "fail" if "fail" in statuses else ("pass" if statuses and all(s == "pass" for s in statuses) else (statuses[0] if statuses else "pass"))
     manifest["pass_configs"] = {p.type: config_as_dict(cfg) for p, _, cfg in passes}
     return manifest
+
+
+def _export(recipe: Recipe, module: Any, program: Any, specs: list, path: Path, data: Any, rep: Reporter, what: str) -> dict:
+    from edgesmith.export import check_parity, export_onnx
+    from edgesmith.export.onnx_export import example_inputs
+
+    with rep.step(f"exporting the {what} to ONNX (opset {recipe.export.opset})"):
+        export_onnx(module, specs, path, opset=recipe.export.opset, exporter=recipe.export.exporter, program=program)
+    with rep.step("checking ONNX Runtime against torch"):
+        n = recipe.export.parity_samples
+        feeds = data.first(n) if data is not None else example_inputs(specs, n)
+        parity = check_parity(module, path, feeds, specs, recipe.export.parity_atol, recipe.export.parity_rtol)
+    if not parity.ok:
+        raise ExportError(f"ONNX Runtime output differs from torch ({what}): {parity.describe()}",
+                          hint="raise export.parity_atol/parity_rtol if that is acceptable, or try `export: {exporter: torchscript}`")
+    return {"path": path.name, "opset": recipe.export.opset, "exporter": recipe.export.exporter,
+            "mb": _mb(path), "parity": parity.describe(), "parity_max_abs": parity.max_abs}
 
 
 def _safe_dir(name: str) -> str:

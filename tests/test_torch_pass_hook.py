@@ -52,4 +52,15 @@ def test_torch_pass_changes_what_is_exported(shift_pass, tmp_path, digits_onnx, 
     pipeline.run(recipe, tmp_path)
     x = np.random.default_rng(0).random((4, 1, 8, 8), dtype=np.float32)
     run = lambda p: ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {ort.InferenceSession(str(p)).get_inputs()[0].name: x})[0]  # noqa: E731
-    np.testing.assert_allclose(run(tmp_path / "out" / "model.onnx") - run(digits_onnx), 2.5, atol=1e-4)
+    np.testing.assert_allclose(run(tmp_path / "out" / "model.torch_passes.onnx") - run(digits_onnx), 2.5, atol=1e-4)
+    # the float model stays the reference: exported before the pass, unchanged by it
+    np.testing.assert_allclose(run(tmp_path / "out" / "model.onnx"), run(digits_onnx), atol=1e-4)
+
+
+def test_torch_pass_is_judged_against_the_float_model(shift_pass, tmp_path):
+    recipe = parse_recipe({"model": {"source": "edgesmith.zoo:pretrained_digits_cnn"}, "passes": [{"type": "shift_head", "shift": 3.0}],
+                           "targets": [{"profile": "x86-avx512-vnni-ort", "batch_sizes": [1]}], "bench": {"warmup": 1, "iterations": 5},
+                           "output_dir": "out"})
+    target = pipeline.run(recipe, tmp_path).manifest["targets"]["x86-avx512-vnni-ort"]
+    assert target["metrics"]["sqnr_db"] < 40  # a constant shift on every logit is visible against the float model
+    assert "shifted the head by 3.0" in target["notes"]

@@ -29,6 +29,7 @@ class PassInfo:
     apply: Callable[..., Any]
     summary: str
     precision: str | None = None  # what the pass produces, checked against the profile's precisions
+    needs_calibration: bool = False  # the pipeline then loads (and checks) calibration data first
 
 
 @dataclass

@@ -124,4 +124,5 @@ PASS = PassInfo(
     apply=apply,
     summary="static INT8 post-training quantization to QDQ ONNX (ORT quantizer), target-aware defaults",
     precision="int8",
+    needs_calibration=True,
 )
