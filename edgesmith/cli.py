@@ -16,7 +16,7 @@ from typing import Annotated, Any, Callable, Iterator, Optional
 
 import typer
 
-from edgesmith.errors import EXIT_BAD_INPUT, EXIT_BUDGET_FAILED, EXIT_INTERNAL, EdgesmithError
+from edgesmith.errors import EXIT_BUDGET_FAILED, EXIT_INTERNAL, EdgesmithError
 
 app = typer.Typer(
     name="edgesmith",
@@ -83,9 +83,6 @@ class RichReporter:
         with self.console.status(f"{escape(text)} ..."):
             yield
         self.console.print(f"[green]✓[/] {escape(text)} [dim]({time.perf_counter() - t0:.1f}s)[/]")
-
-    def info(self, text: str) -> None:
-        self.console.print(text)
 
 
 # ---- shared options -------------------------------------------------------------------------

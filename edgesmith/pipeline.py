@@ -28,9 +28,6 @@ class Reporter:
     def step(self, text: str) -> Iterator[None]:
         yield
 
-    def info(self, text: str) -> None:
-        pass
-
 
 @dataclass
 class RunResult:
@@ -86,9 +83,11 @@ def plan(recipe: Recipe) -> list[str]:
     steps = [f"load {kind} model {recipe.model.source}" + (f" with weights {recipe.model.weights}" if recipe.model.weights else "")]
     torch_passes = [p for p in recipe.passes if get_pass(p.type).stage == "torch"]
     onnx_passes = [p for p in recipe.passes if get_pass(p.type).stage == "onnx"]
-    steps += [f"torch pass {p.type} {p.options or ''}".rstrip() for p in torch_passes]
     if kind != "onnx":
-        steps.append(f"export to ONNX (opset {recipe.export.opset}, {recipe.export.exporter}) + parity check")
+        steps.append(f"export the float model to ONNX (opset {recipe.export.opset}, {recipe.export.exporter}) + parity check")
+    steps += [f"torch pass {p.type} {p.options or ''}".rstrip() for p in torch_passes]
+    if torch_passes:
+        steps.append("export the model after torch passes + parity check")
     for t in recipe.targets:
         steps += [f"[{t.profile}] onnx pass {p.type} {p.options or ''}".rstrip() for p in onnx_passes]
         steps += [f"[{t.profile}] compile", f"[{t.profile}] validate against the profile's budgets"]
@@ -280,7 +279,7 @@ def _run_target(recipe: Recipe, name: str, profile: Any, passes: list, fp32_path
     ctx = PassContext(work_dir=staged.work / tdir, profile=profile, input_specs=tuple(specs), calibration=calib, notes=list(torch_notes))
     ctx.work_dir.mkdir(parents=True, exist_ok=True)
     current = fp32_path
-    for spec, info, cfg in passes:
+    for _, info, cfg in passes:
         if info.stage == "onnx":
             with rep.step(f"[{name}] {info.name}"):
                 current = info.apply(current, cfg, ctx)

@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from edgesmith.errors import InputError
-from edgesmith.profiles.schema import LATENCY_METRICS, Goal, Profile
+from edgesmith.profiles.schema import LATENCY_METRICS, Profile
 
 
 def top1(logits: np.ndarray, labels: np.ndarray) -> float:

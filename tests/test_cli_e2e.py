@@ -107,7 +107,7 @@ def test_user_model_recipe_with_weights_npz_data_and_save_recipe(cli, tmp_path, 
     assert list(manifest["inputs"]) == ["net.pt"]
     # the saved recipe is the same recipe: a dry run of it plans the same steps
     dry = cli("run", "saved.yaml", "--dry-run", cwd=tmp_path)
-    assert dry.code == 0 and "ptq_int8" in dry.stdout and "export to ONNX" in dry.stdout
+    assert dry.code == 0 and "ptq_int8" in dry.stdout and "export the float model to ONNX" in dry.stdout
 
 
 def test_budget_failure_exits_1(cli, tmp_path, digits_onnx):

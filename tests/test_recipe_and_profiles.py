@@ -92,5 +92,5 @@ def test_dry_run_plans_without_running(tmp_path):
     recipe = parse_recipe({**BASE, "passes": ["ptq_int8"], "targets": ["x86-avx512-vnni-ort", "arm-cortex-a72-ort"], "output_dir": str(tmp_path / "o")})
     result = pipeline.run(recipe, tmp_path, dry_run=True)
     assert result.dry_run and not (tmp_path / "o").exists()
-    assert any("export to ONNX" in s for s in result.plan)
+    assert any("export the float model to ONNX" in s for s in result.plan)
     assert sum("ptq_int8" in s for s in result.plan) == 2  # once per target: defaults are per target

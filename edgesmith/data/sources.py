@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -209,8 +209,3 @@ def _check_finite(ds: Dataset, role: str) -> None:
                 f"{role} data for input {name!r} contains {nan} NaN and {inf} Inf value(s); first at sample {first[0]}, position {first[1]}",
                 hint="clean or drop those samples; quantization ranges and metrics would be meaningless with them",
             )
-
-
-def iter_feeds(ds: Dataset) -> Iterable[dict[str, np.ndarray]]:
-    for b in ds.batches:
-        yield b.inputs

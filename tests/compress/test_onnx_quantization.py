@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import replace
+from dataclasses import FrozenInstanceError, replace
 
 import numpy as np
 import onnx
@@ -98,6 +98,6 @@ def test_fp16_converts_weights_and_keeps_float32_io(tmp_path, digits_onnx):
 
 def test_pass_configs_are_frozen():
     cfg = build_pass_config("ptq_int8", {"calibration": "entropy"})
-    with pytest.raises(Exception):
+    with pytest.raises(FrozenInstanceError):
         cfg.calibration = "minmax"
     assert replace(cfg, samples=8).samples == 8
