@@ -125,6 +125,9 @@ def load_model(spec: Any, base_dir: Path, trust_checkpoint: bool = False) -> Loa
         module = factory(**spec.kwargs)
     except TypeError as exc:
         raise ConfigError(f"model factory {spec.source!r} rejected its arguments: {exc}", hint="check `model.kwargs` in the recipe") from exc
+    except Exception as exc:
+        raise InputError(f"model factory {spec.source!r} raised {type(exc).__name__}: {str(exc).strip()[:200]}",
+                         hint="run the factory on its own to debug it; EDGESMITH_DEBUG=1 shows the traceback") from exc
     import torch
 
     if not isinstance(module, torch.nn.Module):

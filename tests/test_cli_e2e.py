@@ -165,3 +165,60 @@ def test_validate_a_quantized_model_against_its_float_reference(cli, tmp_path, d
     assert 0.99 < target["metrics"]["cosine"] < 1.0  # really compared with the float model, not itself
     assert target["reference_metrics"]["top1"] - target["metrics"]["top1"] <= 0.5
     assert target["size"]["ratio"] > 3.0
+
+
+def test_failed_run_leaves_nothing_behind(cli, tmp_path):
+    """Parity fails after the export was written to staging: no output directory, no staging left."""
+    (tmp_path / "r.yaml").write_text("model: {source: edgesmith.zoo:pretrained_digits_cnn}\n"
+                                     "export: {parity_atol: 1.0e-12, parity_rtol: 0.0}\noutput_dir: out\n")
+    result = cli("run", "r.yaml", cwd=tmp_path)
+    assert result.code == 2 and "ONNX Runtime output differs from torch (float model): max |torch - onnx| =" in result.error_lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.yaml"]
+
+
+def test_interrupted_run_leaves_no_half_written_artifact(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from tests.conftest import edgesmith_exe
+
+    proc = subprocess.Popen([edgesmith_exe(), "demo", "--out", str(tmp_path / "out")], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=tmp_path, env={**os.environ, "COLUMNS": "200"})
+    deadline = time.time() + 120
+    seen = ""
+    while time.time() < deadline and "checking ONNX Runtime against torch" not in seen:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        seen += line
+    assert "checking ONNX Runtime against torch" in seen  # the float model is already in staging
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted; nothing was written" in err
+    assert not (tmp_path / "out").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".edgesmith-")]
+
+
+def test_internal_error_exits_3_with_a_pointer_to_the_traceback(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import edgesmith.pipeline as p\n"
+            "def boom(*a, **k):\n    raise RuntimeError('simulated bug')\n"
+            "p.run = boom\n"
+            "import sys\nsys.argv = ['edgesmith', 'demo']\n"
+            "from edgesmith.cli import main\nmain()")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 3
+    assert "internal error: RuntimeError: simulated bug (set EDGESMITH_DEBUG=1 for the traceback)" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_crashing_factory_is_reported_as_bad_input(cli, tmp_path):
+    (tmp_path / "crashy.py").write_text("def build():\n    raise ValueError('no such width')\n")
+    result = cli("export", "crashy:build", "-i", "x:batch,4", cwd=tmp_path)
+    assert result.code == 2
+    assert "model factory 'crashy:build' raised ValueError: no such width" in result.error_lines[0]
