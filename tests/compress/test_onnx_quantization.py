@@ -88,8 +88,12 @@ def test_dynamic_int8_quantizes_matmul_and_reports_gemm(tmp_path, digits_onnx, c
     assert cosine(_run(digits_onnx, x), _run(out, x)) > 0.99
 
 
-def test_fp16_converts_weights_and_keeps_float32_io(tmp_path, digits_onnx):
+def test_fp16_converts_weights_and_keeps_float32_io(tmp_path, digits_onnx, digits_test):
     out = get_pass("fp16").apply(digits_onnx, build_pass_config("fp16", {}), _ctx(tmp_path, None, None))
+    x = digits_test[0]
+    ref, got = _run(digits_onnx, x), _run(out, x)
+    assert got.dtype == np.float32 and cosine(ref, got) > 0.9999
+    assert (ref.argmax(1) == got.argmax(1)).mean() > 0.998
     m = onnx.load(str(out))
     assert m.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     assert {i.data_type for i in m.graph.initializer if len(i.dims) == 4} == {onnx.TensorProto.FLOAT16}
