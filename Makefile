@@ -1,5 +1,5 @@
 # Two commands do all set-up on a fresh machine:  `make demo`  and  `make test`.
-# Both create .venv and install edgesmith with torch held at the 2.13.0 CPU build.
+# Both create .venv and install edgesmith (with OpenVINO + NNCF) with torch held at the 2.13.0 CPU build.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -18,7 +18,7 @@ bench: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,openvino]'
 	touch $(STAMP)
 
 clean:

@@ -322,64 +322,65 @@ def validate(
     _execute(recipe, Path.cwd(), save_recipe=save_recipe, dry_run=dry_run)
 
 
+class BackendChoice(str, Enum):
+    auto = "auto"
+    onnxruntime = "onnxruntime"
+    openvino = "openvino"
+
+
 @app.command()
 @guarded
 def bench(
-    model: Annotated[Path, typer.Argument(help="ONNX model (or compiled artifact) to benchmark")],
-    threads: Annotated[int, typer.Option(min=1, help="Intra-op threads.")] = 2,
-    batch: Annotated[list[int], typer.Option(help="Batch size; repeatable.")] = [1],  # noqa: B006 (typer reads it)
+    model: Annotated[Path, typer.Argument(help="Artifact to benchmark: .onnx (ONNX Runtime) or .xml (OpenVINO IR)")],
+    backend: Annotated[BackendChoice, typer.Option(help="Runtime; auto picks it from the file type.")] = BackendChoice.auto,
+    target: Annotated[Optional[str], typer.Option("--target", "-t", help="Take threads and batch sizes from this profile.")] = None,
+    threads: Annotated[Optional[int], typer.Option(min=1, help="Intra-op threads (default: the profile's, else 2).")] = None,
+    batch: Annotated[Optional[list[int]], typer.Option(help="Batch size; repeatable (default: the profile's, else 1).")] = None,
     warmup: Annotated[int, typer.Option(min=0)] = 10,
     iterations: Annotated[int, typer.Option(min=1)] = 100,
     duration: Annotated[Optional[float], typer.Option(help="Seconds to run instead of a fixed count.")] = None,
     input_shape: InputOpt = None,
-    optimization: Annotated[str, typer.Option(help="ORT graph optimisation: disable, basic, extended, all.")] = "all",
+    optimization: Annotated[str, typer.Option(help="ONNX Runtime graph optimisation when loading: disable, basic, extended, all.")] = "all",
+    until_stable: Annotated[bool, typer.Option("--until-stable", help="Repeat until the coefficient of variation is below --cv.")] = False,
+    cv: Annotated[float, typer.Option(help="Noise threshold: coefficient of variation above it flags the run.")] = 0.10,
+    max_repeats: Annotated[int, typer.Option(min=1, help="Most repeats with --until-stable.")] = 5,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
-    """Benchmark an ONNX model on ONNX Runtime (CPU): p50/p90/p99, mean, std, throughput, peak memory.
+    """Benchmark a model or compiled artifact: p50/p90/p95/p99, mean, std, throughput, peak memory, noise flag.
 
-    Example: edgesmith bench model.onnx --threads 2 --batch 1 --batch 8
+    Each measurement runs in a fresh process that imports only the runtime.
+
+    Examples:
+
+        edgesmith bench model.onnx --threads 2 --batch 1 --batch 8
+
+        edgesmith bench out/x86-avx512-vnni-ov/model.openvino.xml --target x86-avx512-vnni-ov --until-stable
     """
     import json
 
-    from edgesmith.errors import ConfigError
-    from edgesmith.model_io import onnx_input_specs
-    from edgesmith.recipe import InputSpec
-    from edgesmith.runtime import Artifact
-    from edgesmith.runtime.bench import benchmark, make_feeds
-    from edgesmith.runtime.onnxruntime import LEVELS
+    from edgesmith.runtime.bench import bench_artifact
 
-    if optimization not in LEVELS:
-        raise ConfigError(f"unknown optimization level {optimization!r}", hint=f"use one of: {', '.join(LEVELS)}")
-    if not model.is_file():
-        from edgesmith.errors import InputError
-
-        raise InputError(f"model not found: {model}", hint="give the path of an .onnx file")
-    declared = onnx_input_specs(model)
-    specs = [InputSpec.model_validate(_parse_input(i)) for i in input_shape] if input_shape else [InputSpec.model_validate(s) for s in declared]
-    from edgesmith.pipeline import _check_against_onnx
-
-    _check_against_onnx(specs, declared)
-    rows = []
-    reporter = RichReporter()
-    for b in batch:
-        with reporter.step(f"benchmarking {model.name} batch {b}"):
-            stats = benchmark(Artifact(model, "onnxruntime", {"load_level": optimization}), make_feeds(specs, b),
-                              threads, warmup, iterations, duration)
-        rows.append(stats.as_dict())
+    rows = bench_artifact(model, backend.value, target=target, threads=threads, batches=batch, warmup=warmup,
+                          iterations=iterations, duration_s=duration, input_shapes=[_parse_input(i) for i in input_shape or []],
+                          ort_level=optimization, until_stable=until_stable, cv_threshold=cv, max_repeats=max_repeats,
+                          reporter=RichReporter())
     if json_out:
         print(json.dumps(rows, indent=2))
         return
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{model.name} on onnxruntime (CPU), {threads} threads")
-    cols = ["batch", "iterations", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "throughput_per_s", "peak_rss_mb"]
-    for c in cols + ["noise"]:
-        table.add_column(c)
+    table = Table(title=f"{model.name} on {rows[0]['backend']}, {rows[0]['threads']} threads (latency in ms)")
+    cols = {"batch": "batch", "iterations": "runs", "p50_ms": "p50", "p90_ms": "p90", "p95_ms": "p95", "p99_ms": "p99",
+            "mean_ms": "mean", "std_ms": "std", "throughput_per_s": "items/s", "peak_rss_mb": "RSS MB"}
+    for header in [*cols.values(), "noise"]:
+        table.add_column(header)
     for r in rows:
-        noise = "noisy (cv {:.0%})".format(r["cv"]) if r["cv"] > 0.1 else "ok"
-        table.add_row(*[f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in cols], noise)
-    Console().print(table)
+        noise = f"NOISY cv {r['cv']:.0%}" if r["noisy"] else f"ok cv {r['cv']:.0%}"
+        if r.get("repeats", 1) > 1:
+            noise += f", {r['repeats']} runs"
+        table.add_row(*[f"{r[c]:.4g}" if isinstance(r[c], float) else str(r[c]) for c in cols], noise)
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
 
 
 @app.command()

@@ -299,14 +299,18 @@ def _run_target(recipe: Recipe, name: str, profile: Any, passes: list, fp32_path
         result["verdict"] = "compressed"
         return result
     with rep.step(f"[{name}] compiling for {profile.backend}"):
-        artifact = backend.compile(compressed, staged.path(f"{tdir}/model.{profile.backend}.onnx"), profile)
-        fp32_artifact = backend.compile(reference_path, ctx.work_dir / f"fp32.{profile.backend}.onnx", profile)
-    result["artifacts"].append({"path": f"{tdir}/{artifact.path.name}", "what": f"compiled for {profile.backend} ({artifact.options})", "mb": _mb(artifact.path)})
+        suffix = backend.artifact_suffix
+        artifact = backend.compile(compressed, staged.path(f"{tdir}/model.{profile.backend}{suffix}"), profile)
+        fp32_artifact = backend.compile(reference_path, ctx.work_dir / f"fp32.{profile.backend}{suffix}", profile)
+    if artifact.options.get("int8_from"):
+        ctx.note(f"{profile.backend} INT8 source: {artifact.options['int8_from']}")
+    for f in sorted(artifact.path.parent.glob(artifact.path.stem + ".*")):  # IR comes as .xml + .bin
+        result["artifacts"].append({"path": f"{tdir}/{f.name}", "what": f"compiled for {profile.backend} ({artifact.options})", "mb": _mb(f)})
     if recipe.stop_after == "compile":
         result["verdict"] = "compiled"
         return result
     metrics, reference, latency = _validate(recipe, profile, backend, artifact, fp32_artifact, specs, evaluation, calib, rep, name)
-    metrics["artifact_mb"] = _mb(artifact.path)
+    metrics["artifact_mb"] = sum(_mb(f) for f in artifact.path.parent.glob(artifact.path.stem + ".*"))
     from edgesmith.validate import judge, overall
 
     verdicts = judge(profile, metrics, reference)

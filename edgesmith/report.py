@@ -76,7 +76,10 @@ def print_verdicts(manifest: dict, out_dir: str, console: Any = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = console or Console()
+    import sys
+
+    # NOTE: piped output (CI logs) gets a wide table instead of rich's 80-column default
+    console = console or Console(width=None if sys.stdout.isatty() else 140)
     for name, t in manifest.get("targets", {}).items():
         from rich.markup import escape
 

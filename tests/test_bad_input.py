@@ -51,7 +51,7 @@ CASES = [
     (["validate", "garbage.onnx"], "is not a valid ONNX model", "truncated or corrupt"),
     (["run", "unknown_key.yaml"], "unknown key 'foo' (allowed: bench, data,", "fix that field"),
     (["run", "wrong_type.yaml"], "bench.iterations: Input should be a valid integer", "fix that field"),
-    (["run", "unknown_pass.yaml"], "unknown pass type 'gpfq'", "known pass types: dynamic_int8, fp16, ptq_int8"),
+    (["run", "unknown_pass.yaml"], "unknown pass type 'gpfq'", "known pass types: dynamic_int8, fp16, nncf_ptq, ptq_int8"),
     (["run", "unknown_option.yaml"], "unknown option 'calib' (allowed: calibration,", "spelling"),
     (["run", "unknown_profile.yaml"], "unknown profile 'jetson-nano'", "built-in profiles: arm-cortex-a72-ort, x86-avx512-vnni-ort"),
     (["run", "not_yaml.yaml"], "is not valid YAML", "indentation"),

@@ -74,7 +74,7 @@ def test_pass_registry_lists_passes_with_their_stage():
     passes = known_passes()
     assert {"ptq_int8", "dynamic_int8", "fp16"} <= set(passes)
     assert all(p.stage in ("torch", "onnx") for p in passes.values())
-    with pytest.raises(ConfigError, match="known pass types: dynamic_int8, fp16, ptq_int8"):
+    with pytest.raises(ConfigError, match="known pass types: dynamic_int8, fp16, nncf_ptq, ptq_int8"):
         get_pass("prune")
 
 

@@ -54,6 +54,14 @@ class QuantDefaults(Strict):
     rationale: str = ""
 
 
+class OpenVINOSettings(Strict):
+    """Run-time settings for OpenVINO targets (ignored by other backends)."""
+
+    hint: Literal["latency", "throughput"] = "latency"
+    streams: int | None = Field(default=None, ge=1, description="None: what the hint picks")
+    cache_dir: str | None = None
+
+
 class Profile(Strict):
     name: str
     description: str = ""
@@ -65,6 +73,7 @@ class Profile(Strict):
     precisions: list[Precision] = ["fp32", "int8"]
     quantization: QuantDefaults = QuantDefaults()
     graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
+    openvino: OpenVINOSettings = OpenVINOSettings()
     budgets: list[Goal] = []
     estimated: bool = Field(default=False, description="budgets are estimates, not measured on the device")
     notes: str = ""

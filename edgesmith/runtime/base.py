@@ -27,8 +27,13 @@ class Session(Protocol):
 
 class Backend(Protocol):
     name: str
+    artifact_suffix: str  # file type of compiled artifacts (.onnx, .xml, .engine)
 
     def available(self) -> bool: ...
+
+    def input_specs(self, path: Path) -> list[dict]: ...
+
+    def default_options(self) -> dict[str, Any]: ...
 
     def compile(self, onnx_path: Path, out_path: Path, profile: Any) -> Artifact: ...
 

@@ -53,6 +53,7 @@ class OrtSession:
 
 class OnnxRuntimeBackend:
     name = "onnxruntime"
+    artifact_suffix = ".onnx"
 
     def available(self) -> bool:
         return importlib.util.find_spec("onnxruntime") is not None
@@ -71,6 +72,14 @@ class OnnxRuntimeBackend:
             raise EdgesmithError(f"ONNX Runtime cannot compile {Path(onnx_path).name}: {first}",
                                  hint="an op may lack a CPU kernel for this precision; check the pass and the profile's precisions") from exc
         return Artifact(out_path, self.name, {"optimization": level, "onnxruntime": ort.__version__, "provider": "CPUExecutionProvider"})
+
+    def input_specs(self, path: Path) -> list[dict]:
+        from edgesmith.model_io import onnx_input_specs
+
+        return onnx_input_specs(path)
+
+    def default_options(self) -> dict[str, Any]:
+        return {"load_level": "all"}
 
     def load(self, artifact: Artifact, threads: int) -> OrtSession:
         # NOTE: the artifact is already optimised; re-running the optimiser would only cost load time.

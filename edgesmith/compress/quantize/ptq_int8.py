@@ -102,6 +102,7 @@ def apply(onnx_path: Path, cfg: PTQInt8Config, ctx: PassContext) -> Path:
         calibrate_method=method[cfg.calibration],
         extra_options=extra,
     )
+    _mark_producer(out, "ptq_int8")
     if cfg.exclude_op_types:
         ctx.note(f"op types excluded by the recipe: {', '.join(cfg.exclude_op_types)}")
     source = "recipe" if any(getattr(cfg, k) is not None for k in chosen) else f"profile {ctx.profile.name}" if ctx.profile else "defaults"
@@ -115,6 +116,15 @@ def apply(onnx_path: Path, cfg: PTQInt8Config, ctx: PassContext) -> Path:
         ctx.note(f"ptq_int8 kept {len(left)} compute node(s) in float: {', '.join(left[:8])}{' ...' if len(left) > 8 else ''}")
     ctx.details["ptq_int8"] = {**chosen, "calibration": cfg.calibration, "float_nodes": left}
     return out
+
+
+def _mark_producer(path: Path, name: str) -> None:
+    """Record which pass made this QDQ model (backends report where INT8 came from)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    model.graph.doc_string = name
+    onnx.save(model, str(path))
 
 
 PASS = PassInfo(

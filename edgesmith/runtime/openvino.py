@@ -1,0 +1,103 @@
+"""OpenVINO backend (CPU).
+
+``compile`` converts ONNX to OpenVINO IR (``model.openvino.xml`` + ``.bin``, weights kept in their
+precision: no fp16 compression) — the artifact a device loads. A QDQ ONNX model from a quantization
+pass arrives as FakeQuantize layers that OpenVINO's CPU plugin runs with int8 kernels, so INT8 for an
+OpenVINO target comes either from ``nncf_ptq`` (NNCF) or from ``ptq_int8``'s QDQ model; the artifact
+options record which.
+
+Run-time settings come from the profile's ``openvino`` block: performance hint (latency or
+throughput), streams and a model cache directory; threads from ``threads``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgesmith._lazy import require
+from edgesmith.errors import ConfigError
+from edgesmith.runtime.base import Artifact
+
+
+def _int8_source(onnx_path: Path) -> str:
+    import onnx
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    ops = {n.op_type for n in graph.node}
+    if not {"QuantizeLinear", "DequantizeLinear"} & ops:
+        return "none (float model)"
+    producer = graph.doc_string or ""
+    return "QDQ ONNX from a quantization pass" + (f" ({producer})" if producer else "")
+
+
+def check_device(core: Any, device: str) -> None:
+    available = list(core.available_devices)
+    if device.upper() not in available:
+        raise ConfigError(f"OpenVINO has no device {device!r} on this machine", hint=f"available devices: {', '.join(available)}")
+
+
+class OvSession:
+    def __init__(self, xml: Path, threads: int, options: dict[str, Any]):
+        ov = require("openvino")
+        core = ov.Core()
+        device = options.get("device", "CPU").upper()
+        check_device(core, device)
+        config: dict[str, Any] = {"PERFORMANCE_HINT": options.get("hint", "LATENCY").upper(), "INFERENCE_NUM_THREADS": threads}
+        if options.get("streams"):
+            config["NUM_STREAMS"] = options["streams"]
+        if options.get("cache_dir"):
+            core.set_property({"CACHE_DIR": str(options["cache_dir"])})
+        self._compiled = core.compile_model(str(xml), device, config)
+        self._request = self._compiled.create_infer_request()
+        self.input_names = [p.get_any_name() for p in self._compiled.inputs]
+        self.output_names = [p.get_any_name() for p in self._compiled.outputs]
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        result = self._request.infer({name: feeds[name] for name in self.input_names})
+        return [np.array(result[out]) for out in self._compiled.outputs]
+
+
+class OpenVINOBackend:
+    name = "openvino"
+    artifact_suffix = ".xml"
+
+    def available(self) -> bool:
+        return importlib.util.find_spec("openvino") is not None
+
+    def compile(self, onnx_path: Path, out_path: Path, profile: Any) -> Artifact:
+        ov = require("openvino")
+        device = getattr(profile, "device", "cpu") if profile is not None else "cpu"
+        check_device(ov.Core(), device)
+        model = ov.convert_model(str(onnx_path))
+        ov.save_model(model, str(out_path), compress_to_fp16=False)
+        settings = profile.openvino.model_dump() if profile is not None else {}
+        return Artifact(out_path, self.name, {"device": device.upper(), **settings, "openvino": ov.__version__,
+                                              "int8_from": _int8_source(onnx_path)})
+
+    def input_specs(self, path: Path) -> list[dict]:
+        """Input names/shapes/dtypes of an IR (dynamic dimensions become names)."""
+        ov = require("openvino")
+        specs = []
+        for i, port in enumerate(ov.Core().read_model(str(path)).inputs):
+            dims = [d.get_length() if d.is_static else ("batch" if k == 0 else f"dim{k}") for k, d in enumerate(port.get_partial_shape())]
+            specs.append({"name": port.get_any_name() or f"input_{i}", "shape": dims, "dtype": port.get_element_type().to_dtype().name})
+        return specs
+
+    def default_options(self) -> dict[str, Any]:
+        return {"device": "CPU", "hint": "latency"}
+
+    def load(self, artifact: Artifact, threads: int) -> OvSession:
+        return OvSession(artifact.path, threads, artifact.options)
+
+    def benchmark(self, artifact: Artifact, feeds: dict[str, np.ndarray], threads: int, warmup: int = 10,
+                  iterations: int = 100, duration_s: float | None = None) -> Any:
+        from edgesmith.runtime.bench import benchmark
+
+        return benchmark(artifact, feeds, threads, warmup, iterations, duration_s)
+
+
+BACKEND = OpenVINOBackend()
