@@ -58,6 +58,9 @@ class OpenVINOSettings(Strict):
     """Run-time settings for OpenVINO targets (ignored by other backends)."""
 
     hint: Literal["latency", "throughput"] = "latency"
+    # NOTE: OpenVINO's CPU plugin silently runs float models in bf16 on CPUs with avx512_bf16 (as this
+    # one has): pin f32 so "fp32" means fp32; a profile may opt into bf16/f16, or null for OpenVINO's default.
+    inference_precision: Literal["f32", "bf16", "f16"] | None = "f32"
     streams: int | None = Field(default=None, ge=1, description="None: what the hint picks")
     cache_dir: str | None = None
 

@@ -7,7 +7,8 @@ OpenVINO target comes either from ``nncf_ptq`` (NNCF) or from ``ptq_int8``'s QDQ
 options record which.
 
 Run-time settings come from the profile's ``openvino`` block: performance hint (latency or
-throughput), streams and a model cache directory; threads from ``threads``.
+throughput), inference precision (pinned to f32 by default: on CPUs with avx512_bf16 OpenVINO would
+otherwise run "FP32" models in bf16), streams and a model cache directory; threads from ``threads``.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ class OvSession:
         device = options.get("device", "CPU").upper()
         check_device(core, device)
         config: dict[str, Any] = {"PERFORMANCE_HINT": options.get("hint", "LATENCY").upper(), "INFERENCE_NUM_THREADS": threads}
+        if options.get("inference_precision"):
+            config["INFERENCE_PRECISION_HINT"] = options["inference_precision"]
         if options.get("streams"):
             config["NUM_STREAMS"] = options["streams"]
         if options.get("cache_dir"):
@@ -88,7 +91,7 @@ class OpenVINOBackend:
         return specs
 
     def default_options(self) -> dict[str, Any]:
-        return {"device": "CPU", "hint": "latency"}
+        return {"device": "CPU", "hint": "latency", "inference_precision": "f32"}
 
     def load(self, artifact: Artifact, threads: int) -> OvSession:
         return OvSession(artifact.path, threads, artifact.options)
