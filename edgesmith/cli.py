@@ -385,6 +385,47 @@ def bench(
 
 @app.command()
 @guarded
+def compare(
+    a: Annotated[Path, typer.Argument(help="Artifact A (the baseline): .onnx or .xml")],
+    b: Annotated[Path, typer.Argument(help="Artifact B (the candidate): .onnx or .xml")],
+    threads: Annotated[int, typer.Option(min=1, help="Intra-op threads for both.")] = 2,
+    batch: Annotated[int, typer.Option(min=1)] = 1,
+    rounds: Annotated[int, typer.Option(min=2, help="Interleaved rounds (A then B in each).")] = 20,
+    per_round: Annotated[int, typer.Option(min=1, help="Timed runs of each artifact per round.")] = 10,
+    confidence: Annotated[float, typer.Option(min=0.5, max=0.999)] = 0.95,
+    input_shape: InputOpt = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Interleaved A/B latency: the ratio B/A of median latencies with a bootstrap confidence interval.
+
+    Both run in one process, alternating in rounds, so a noisy machine slows both alike.
+
+    Example: edgesmith compare out/model.onnx out/x86-avx512-vnni-ort/model.onnxruntime.onnx --batch 1
+    """
+    import json
+
+    from edgesmith.runtime.bench import artifact_for
+    from edgesmith.runtime.compare import compare as run_compare
+    from edgesmith.runtime.bench import make_feeds
+
+    art_a, specs = artifact_for(a, [_parse_input(i) for i in input_shape or []])
+    art_b, specs_b = artifact_for(b, [_parse_input(i) for i in input_shape or []])
+    if [s.name for s in specs] != [s.name for s in specs_b]:
+        from edgesmith.errors import InputError
+
+        raise InputError(f"{a.name} and {b.name} have different inputs ({[s.name for s in specs]} vs {[s.name for s in specs_b]})",
+                         hint="compare two builds of the same model")
+    with RichReporter().step(f"comparing {a.name} (A) and {b.name} (B): {rounds} rounds x {per_round} runs"):
+        result = run_compare(art_a, art_b, make_feeds(specs, batch), threads, rounds, per_round, confidence=confidence)
+    if json_out:
+        print(json.dumps(result.as_dict(), indent=2))
+    else:
+        print(f"A {a.name}: p50 {result.a_p50_ms:.4g} ms   B {b.name}: p50 {result.b_p50_ms:.4g} ms")
+        print(result.describe())
+
+
+@app.command()
+@guarded
 def demo(
     out: OutOpt = None,
 ) -> None:

@@ -103,7 +103,7 @@ def make_feeds(input_specs: list[Any], batch: int, data: dict[str, np.ndarray] |
 
 
 def _run_worker(artifacts: list[Any], feeds: dict[str, np.ndarray], threads: int, warmup: int, iterations: int,
-                duration_s: float | None, rounds: int) -> list[dict]:
+                duration_s: float | None, rounds: int, raw: bool = False) -> list[dict]:
     batch = int(next(iter(feeds.values())).shape[0])
     with tempfile.TemporaryDirectory(prefix="edgesmith-bench-") as tmp:
         feeds_path = Path(tmp) / "feeds.npz"
@@ -111,7 +111,7 @@ def _run_worker(artifacts: list[Any], feeds: dict[str, np.ndarray], threads: int
         job = {
             "artifacts": [{"backend": a.backend, "path": str(a.path), "options": a.options} for a in artifacts],
             "feeds": str(feeds_path), "threads": threads, "warmup": warmup, "iterations": iterations,
-            "duration_s": duration_s, "batch": batch, "rounds": rounds,
+            "duration_s": duration_s, "batch": batch, "rounds": rounds, "raw": raw,
         }
         env = dict(os.environ, OMP_NUM_THREADS=str(threads))
         proc = subprocess.run([sys.executable, "-m", "edgesmith.runtime.bench_worker"], input=json.dumps(job),
@@ -161,9 +161,8 @@ def bench_artifact(path: Path, backend_name: str = "auto", *, target: str | None
                    reporter: Any = None) -> list[dict[str, Any]]:
     """What ``edgesmith bench`` does: resolve backend, profile and inputs, then measure each batch size."""
     from edgesmith.errors import ConfigError, InputError
-    from edgesmith.pipeline import Reporter, _check_against_onnx
-    from edgesmith.recipe import InputSpec
-    from edgesmith.runtime import Artifact, backend_for_artifact, get_backend
+    from edgesmith.pipeline import Reporter
+    from edgesmith.runtime import backend_for_artifact
 
     rep = reporter or Reporter()
     if not path.is_file():
@@ -181,18 +180,11 @@ def bench_artifact(path: Path, backend_name: str = "auto", *, target: str | None
     if profile is not None and profile.backend != name:
         raise ConfigError(f"profile {profile.name} targets {profile.backend}, but {path.name} is an artifact for {name}",
                           hint=f"compile for that profile first (`edgesmith compile ... -t {profile.name}`) or pick a profile for {name}")
-    backend = get_backend(name)
-    declared = backend.input_specs(path)
-    specs = [InputSpec.model_validate(s) for s in (input_shapes or declared)]
-    _check_against_onnx(specs, declared)
+    artifact, specs = artifact_for(path, input_shapes, name, profile)
+    if name == "onnxruntime":
+        artifact.options["load_level"] = ort_level
     threads = threads or (profile.threads if profile else 2)
     batches = batches or (profile.batch_sizes if profile else [1])
-    options = backend.default_options()
-    if profile is not None and name == "openvino":
-        options.update(profile.openvino.model_dump())
-    if name == "onnxruntime":
-        options["load_level"] = ort_level
-    artifact = Artifact(path, name, options)
     rows = []
     for b in batches:
         feeds = make_feeds(specs, b)
@@ -203,3 +195,24 @@ def bench_artifact(path: Path, backend_name: str = "auto", *, target: str | None
                 stats, repeats = benchmark(artifact, feeds, threads, warmup, iterations, duration_s), 1
         rows.append({**stats.as_dict(), "backend": name, "noisy": stats.cv > cv_threshold, "repeats": repeats})
     return rows
+
+
+def artifact_for(path: Path, input_shapes: list[dict] | None = None, backend_name: str | None = None,
+                 profile: Any = None) -> tuple[Any, list]:
+    """An Artifact for a file on disk (backend from its type) and its checked input specs."""
+    from edgesmith.errors import InputError
+    from edgesmith.pipeline import _check_against_onnx
+    from edgesmith.recipe import InputSpec
+    from edgesmith.runtime import Artifact, backend_for_artifact, get_backend
+
+    if not path.is_file():
+        raise InputError(f"artifact not found: {path}", hint="give the path of an .onnx model or an OpenVINO .xml")
+    name = backend_name or backend_for_artifact(path)
+    backend = get_backend(name)
+    declared = backend.input_specs(path)
+    specs = [InputSpec.model_validate(s) for s in (input_shapes or declared)]
+    _check_against_onnx(specs, declared)
+    options = backend.default_options()
+    if profile is not None and name == "openvino":
+        options.update(profile.openvino.model_dump())
+    return Artifact(path, name, options), specs

@@ -46,6 +46,8 @@ def main() -> None:
     for times in per_session:
         stats = summarize(times, job["batch"], job["threads"], job["warmup"])
         stats.update(peak_rss_mb=peak, model_memory_mb=max(0.0, peak - before))
+        if job.get("raw"):
+            stats["times_ms"] = [t * 1e3 for t in times]
         results.append(stats)
     print(json.dumps(results))
 

@@ -1,0 +1,73 @@
+"""A/B latency comparison that does not flake on a noisy machine.
+
+Both artifacts run in one child process, interleaved in rounds (``runtime.bench.time_interleaved``),
+so drift hits them alike. The figure is the ratio of median latencies B/A with a bootstrap
+confidence interval that resamples whole rounds (a block bootstrap: times within a round share the
+machine's state, so single runs are not independent draws).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+
+@dataclass
+class Comparison:
+    ratio: float  # median latency of B / median latency of A (< 1: B is faster)
+    low: float
+    high: float
+    confidence: float
+    rounds: int
+    per_round: int
+    a_p50_ms: float
+    b_p50_ms: float
+
+    @property
+    def verdict(self) -> str:
+        if self.high < 1.0:
+            return "B is faster"
+        if self.low > 1.0:
+            return "B is slower"
+        return "no significant difference"
+
+    def describe(self) -> str:
+        speed = 1.0 / self.ratio
+        return (f"latency B/A = {self.ratio:.3f} ({self.confidence:.0%} CI {self.low:.3f}-{self.high:.3f}, "
+                f"{self.rounds} rounds x {self.per_round} runs): {self.verdict}"
+                + (f", {speed:.2f}x the speed of A" if self.verdict != "no significant difference" else ""))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "verdict": self.verdict}
+
+
+def bootstrap_ratio(a_rounds: Sequence[Sequence[float]], b_rounds: Sequence[Sequence[float]], confidence: float = 0.95,
+                    resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """Median(B)/median(A) and its percentile bootstrap interval over resampled rounds."""
+    a = [np.asarray(r, dtype=np.float64) for r in a_rounds]
+    b = [np.asarray(r, dtype=np.float64) for r in b_rounds]
+    if len(a) != len(b) or not a:
+        raise ValueError("need the same, non-zero number of rounds for A and B")
+    point = float(np.median(np.concatenate(b)) / np.median(np.concatenate(a)))
+    rng = np.random.default_rng(seed)
+    n = len(a)
+    ratios = np.empty(resamples)
+    for i in range(resamples):
+        idx = rng.integers(0, n, size=n)
+        ratios[i] = np.median(np.concatenate([b[j] for j in idx])) / np.median(np.concatenate([a[j] for j in idx]))
+    tail = (1.0 - confidence) / 2.0 * 100.0
+    low, high = np.percentile(ratios, [tail, 100.0 - tail])
+    return point, float(low), float(high)
+
+
+def compare(a: Any, b: Any, feeds: dict[str, np.ndarray], threads: int, rounds: int = 20, per_round: int = 10,
+            warmup: int = 10, confidence: float = 0.95) -> Comparison:
+    """Interleaved A/B latency of two artifacts (runtime.base.Artifact) on this machine."""
+    from edgesmith.runtime.bench import _run_worker
+
+    res_a, res_b = _run_worker([a, b], feeds, threads, warmup, rounds * per_round, None, rounds, raw=True)
+    split = lambda times: [times[i * per_round:(i + 1) * per_round] for i in range(rounds)]  # noqa: E731
+    ratio, low, high = bootstrap_ratio(split(res_a["times_ms"]), split(res_b["times_ms"]), confidence)
+    return Comparison(ratio, low, high, confidence, rounds, per_round, res_a["p50_ms"], res_b["p50_ms"])
