@@ -1,10 +1,13 @@
-"""INT8 speed-up on ONNX Runtime (CPU): ORT FP32 vs ORT quantize_static defaults vs edgesmith INT8.
+"""INT8 speed-up per runtime (CPU): FP32 vs the runtime's quantizer defaults vs edgesmith INT8.
 
     python benchmarks/int8_speedup.py            # ResNet-18 (224x224) and the digits CNN, batch 1 and 8
     python benchmarks/int8_speedup.py --quick    # fewer rounds
 
-All variants are measured in one process, interleaved in rounds (each round times every variant),
-so drift on a noisy machine hits them alike; the figure is the ratio of medians against ORT FP32.
+ONNX Runtime: ORT FP32, ORT ``quantize_static`` with no options, edgesmith ``ptq_int8`` (compiled for
+the x86-avx512-vnni-ort profile). OpenVINO: OV FP32 (IR, f32), edgesmith ``ptq_int8`` and ``nncf_ptq``
+IRs (compiled for x86-avx512-vnni-ov). All variants of a model run in one process, interleaved in
+rounds by edgesmith's own timing loop (inputs bound once), so drift on a noisy machine hits them alike;
+figures are ratios of medians against FP32 on the same runtime (and against ORT FP32).
 ResNet-18 has random weights (speed only; calibrated on random normal data). The digits CNN is the
 bundled trained model, calibrated on real digits, and its top-1 is reported too.
 """
@@ -14,7 +17,6 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -28,19 +30,27 @@ def ort_session(path: Path, level: str = "all"):
     return OrtSession(path, THREADS, level)
 
 
-def edgesmith_int8(model: str, work: Path, calib: str) -> tuple[Path, Path]:
-    """The float ONNX and edgesmith's compiled INT8 artifact, through the real pipeline."""
+def ov_session(path: Path):
+    from edgesmith.runtime import get_backend
+
+    backend = get_backend("openvino")
+    return backend.load(__import__("edgesmith.runtime", fromlist=["Artifact"]).Artifact(path, "openvino", backend.default_options()), THREADS)
+
+
+def edgesmith_build(model: str, work: Path, calib: str, pass_type: str, target: str) -> tuple[Path, Path]:
+    """The float ONNX and edgesmith's compiled INT8 artifact for ``target``, through the real pipeline."""
     from edgesmith import pipeline
     from edgesmith.recipe import parse_recipe
 
     recipe = parse_recipe({
         "name": f"bench-{model}", "model": {"source": model},
         "data": {"calibration": {"source": calib, "samples": 64, "batch_size": 8}, "evaluation": None},
-        "passes": [{"type": "ptq_int8"}], "targets": ["x86-avx512-vnni-ort"], "stop_after": "compile",
+        "passes": [{"type": pass_type}], "targets": [target], "stop_after": "compile",
         "output_dir": str(work),
     })
     pipeline.run(recipe, work)
-    return work / "model.onnx", work / "x86-avx512-vnni-ort" / "model.onnxruntime.onnx"
+    suffix = ".openvino.xml" if target.endswith("-ov") else ".onnxruntime.onnx"
+    return work / "model.onnx", work / target / f"model{suffix}"
 
 
 def ort_default_static(fp32: Path, out: Path, calib_batches: list[dict]) -> Path:
@@ -59,17 +69,10 @@ def ort_default_static(fp32: Path, out: Path, calib_batches: list[dict]) -> Path
 
 
 def timed(sessions: dict, feeds: dict, rounds: int, per_round: int) -> dict[str, float]:
-    times: dict[str, list[float]] = {k: [] for k in sessions}
-    for s in sessions.values():
-        for _ in range(5):
-            s.run(feeds)
-    for _ in range(rounds):
-        for name, s in sessions.items():
-            for _ in range(per_round):
-                t0 = time.perf_counter()
-                s.run(feeds)
-                times[name].append(time.perf_counter() - t0)
-    return {k: float(np.median(v)) * 1e3 for k, v in times.items()}
+    from edgesmith.runtime.bench import time_interleaved
+
+    times = time_interleaved(list(sessions.values()), feeds, warmup=5, iterations=rounds * per_round, duration_s=None, rounds=rounds)
+    return {k: float(np.median(t)) * 1e3 for k, t in zip(sessions, times)}
 
 
 def calib_batches(model: str, calib: str) -> list[dict]:
@@ -102,10 +105,17 @@ def main() -> None:
     rows = []
     for key in args.models:
         model, calib, shape = cases[key]
-        fp32, ours = edgesmith_int8(model, work / key, calib)
-        default = ort_default_static(fp32, work / key / "ort_default_static.onnx", calib_batches(model, calib))
+        fp32, ours_ort = edgesmith_build(model, work / f"{key}-ort", calib, "ptq_int8", "x86-avx512-vnni-ort")
+        _, ours_ov = edgesmith_build(model, work / f"{key}-ov", calib, "ptq_int8", "x86-avx512-vnni-ov")
+        _, ours_nncf = edgesmith_build(model, work / f"{key}-nncf", calib, "nncf_ptq", "x86-avx512-vnni-ov")
+        from edgesmith.profiles import load_profile
+        from edgesmith.runtime import get_backend
+
+        ov_fp32 = get_backend("openvino").compile(fp32, work / f"{key}-ov" / "fp32.xml", load_profile("x86-avx512-vnni-ov")).path
+        default = ort_default_static(fp32, work / f"{key}-ort" / "ort_default_static.onnx", calib_batches(model, calib))
         sessions = {"ORT FP32": ort_session(fp32), "ORT quantize_static defaults": ort_session(default),
-                    "edgesmith INT8": ort_session(ours, "disable")}
+                    "edgesmith INT8 (ORT)": ort_session(ours_ort), "OV FP32": ov_session(ov_fp32),
+                    "edgesmith INT8 ptq_int8 (OV)": ov_session(ours_ov), "edgesmith INT8 nncf_ptq (OV)": ov_session(ours_nncf)}
         for batch in (1, 8):
             if key == "digits":
                 from edgesmith.data.digits import load_digits_split
@@ -114,9 +124,9 @@ def main() -> None:
             else:
                 x = rng.standard_normal((batch, *shape)).astype(np.float32)
             med = timed(sessions, {"input": x}, rounds, per_round)
-            base = med["ORT FP32"]
             for name, ms in med.items():
-                rows.append((key, batch, name, ms, base / ms))
+                same = med["OV FP32"] if "OV" in name else med["ORT FP32"]
+                rows.append((key, batch, name, ms, same / ms, med["ORT FP32"] / ms))
         if key == "digits":
             from edgesmith.data.digits import load_digits_split
 
@@ -125,10 +135,10 @@ def main() -> None:
                 acc = (s.run({"input": xt})[0].argmax(1) == yt).mean() * 100
                 print(f"digits top-1 {name}: {acc:.2f}%", file=sys.stderr)
 
-    print("| model | batch | variant | median ms | speed-up vs ORT FP32 |")
-    print("|---|---|---|---|---|")
-    for key, batch, name, ms, ratio in rows:
-        print(f"| {key} | {batch} | {name} | {ms:.3f} | {ratio:.2f}x |")
+    print("| model | batch | variant | median ms | speed-up vs FP32 on its runtime | vs ORT FP32 |")
+    print("|---|---|---|---|---|---|")
+    for key, batch, name, ms, same, vs_ort in rows:
+        print(f"| {key} | {batch} | {name} | {ms:.3f} | {same:.2f}x | {vs_ort:.2f}x |")
 
 
 if __name__ == "__main__":

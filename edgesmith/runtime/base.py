@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 
@@ -23,6 +23,11 @@ class Session(Protocol):
     output_names: list[str]
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]: ...
+
+    def bind(self, feeds: dict[str, np.ndarray]) -> Callable[[], Any]:
+        """Set inputs once; the returned call runs inference only (what a benchmark times). If it
+        returns a float, that is the runtime's own latency measurement in seconds."""
+        ...
 
 
 class Backend(Protocol):
