@@ -222,3 +222,14 @@ def test_a_crashing_factory_is_reported_as_bad_input(cli, tmp_path):
     result = cli("export", "crashy:build", "-i", "x:batch,4", cwd=tmp_path)
     assert result.code == 2
     assert "model factory 'crashy:build' raised ValueError: no such width" in result.error_lines[0]
+
+
+def test_bench_noise_flag_and_until_stable(cli, digits_onnx):
+    quiet = cli("bench", digits_onnx, "--iterations", "20", "--until-stable", "--cv", "10", "--json")
+    assert quiet.code == 0, quiet.stderr
+    row = json.loads(quiet.stdout)[0]
+    assert row["repeats"] == 1 and row["noisy"] is False
+    # a threshold no real run can meet: repeats up to the limit and flags the run as noisy
+    noisy = cli("bench", digits_onnx, "--iterations", "20", "--until-stable", "--cv", "0", "--max-repeats", "2", "--json")
+    row = json.loads(noisy.stdout)[0]
+    assert row["repeats"] == 2 and row["noisy"] is True

@@ -42,4 +42,4 @@ def backend_for_artifact(path: str | Path) -> str:
     for name in _BACKENDS:
         if getattr(importlib.import_module(_BACKENDS[name]).BACKEND, "artifact_suffix", None) == suffix:
             return name
-    raise ConfigError(f"cannot tell which runtime runs {Path(path).name}", hint=f"known artifact types: .onnx (onnxruntime), .xml (openvino); or pass --backend")
+    raise ConfigError(f"cannot tell which runtime runs {Path(path).name}", hint="known artifact types: .onnx (onnxruntime), .xml (openvino); or pass --backend")

@@ -111,3 +111,19 @@ def test_profile_naming_a_missing_runtime_names_the_extra(cli, tmp_path):
     assert result.code == 2, result.stderr
     assert "openvino is not installed" in result.error_lines[0] and "pip install 'edgesmith[openvino]'" in result.error_lines[0]
     assert not (tmp_path / "edgesmith-out").exists()
+
+
+def test_pipeline_on_the_openvino_profile_reports_where_int8_came_from(tmp_path):
+    from edgesmith import pipeline
+    from edgesmith.recipe import parse_recipe
+
+    recipe = parse_recipe({"model": {"source": "edgesmith.zoo:pretrained_digits_cnn"},
+                           "data": {"calibration": {"source": "digits", "samples": 256}, "evaluation": {"source": "digits", "split": "test"}},
+                           "passes": [{"type": "ptq_int8"}],
+                           "targets": [{"profile": "x86-avx512-vnni-ov", "batch_sizes": [1]}],
+                           "bench": {"warmup": 2, "iterations": 20}, "output_dir": "out"})
+    manifest = pipeline.run(recipe, tmp_path).manifest
+    target = manifest["targets"]["x86-avx512-vnni-ov"]
+    assert "openvino INT8 source: QDQ ONNX from a quantization pass (ptq_int8)" in target["notes"]
+    assert target["reference_metrics"]["top1"] - target["metrics"]["top1"] <= 0.5
+    assert {"x86-avx512-vnni-ov/model.openvino.xml", "x86-avx512-vnni-ov/model.openvino.bin"} <= set(manifest["outputs"])
