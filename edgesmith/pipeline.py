@@ -122,6 +122,10 @@ def run(recipe: Recipe, base_dir: Path, *, out_dir: Path | None = None, trust_ch
     check_pass_order(recipe, kind)
     profiles = {t.profile: load_profile(t.profile, base_dir).with_overrides(t.budgets, t.threads, t.batch_sizes) for t in recipe.targets}
     _check_precisions(recipe, profiles)
+    from edgesmith.runtime import get_backend
+
+    for prof in profiles.values():
+        get_backend(prof.backend)  # a runtime that is not installed fails here, before any work
     if dry_run:
         return RunResult(None, {"recipe": recipe.model_dump(mode="json")}, "dry-run", dry_run=True, plan=plan(recipe))
     check_writable(out)
@@ -300,8 +304,8 @@ def _run_target(recipe: Recipe, name: str, profile: Any, passes: list, fp32_path
         return result
     with rep.step(f"[{name}] compiling for {profile.backend}"):
         suffix = backend.artifact_suffix
-        artifact = backend.compile(compressed, staged.path(f"{tdir}/model.{profile.backend}{suffix}"), profile)
-        fp32_artifact = backend.compile(reference_path, ctx.work_dir / f"fp32.{profile.backend}{suffix}", profile)
+        artifact = backend.compile(compressed, staged.path(f"{tdir}/model.{profile.backend}{suffix}"), profile, specs, calib)
+        fp32_artifact = backend.compile(reference_path, ctx.work_dir / f"fp32.{profile.backend}{suffix}", profile, specs, calib)
     if artifact.options.get("int8_from"):
         ctx.note(f"{profile.backend} INT8 source: {artifact.options['int8_from']}")
     for f in sorted(artifact.path.parent.glob(artifact.path.stem + ".*")):  # IR comes as .xml + .bin

@@ -53,7 +53,7 @@ CASES = [
     (["run", "wrong_type.yaml"], "bench.iterations: Input should be a valid integer", "fix that field"),
     (["run", "unknown_pass.yaml"], "unknown pass type 'gpfq'", "known pass types: dynamic_int8, fp16, nncf_ptq, ptq_int8"),
     (["run", "unknown_option.yaml"], "unknown option 'calib' (allowed: calibration,", "spelling"),
-    (["run", "unknown_profile.yaml"], "unknown profile 'jetson-nano'", "built-in profiles: arm-cortex-a72-ort, x86-avx512-vnni-ort"),
+    (["run", "unknown_profile.yaml"], "unknown profile 'jetson-nano'", "built-in profiles: arm-cortex-a72-ort, intel-laptop-ov, jetson-orin-trt, x86-avx512-vnni-ort, x86-avx512-vnni-ov"),
     (["run", "not_yaml.yaml"], "is not valid YAML", "indentation"),
     (["run", "missing.yaml"], "recipe not found", "recipe .yaml"),
     (["run", "negative_budget.yaml"], "needs a value >= 0", "fix that field"),

@@ -66,6 +66,17 @@ class OpenVINOSettings(Strict):
     cache_dir: str | None = None
 
 
+class TensorRTSettings(Strict):
+    """Builder settings for TensorRT targets (ignored by other backends)."""
+
+    workspace_mb: int = Field(default=1024, ge=16)
+    int8_calibration: bool = Field(default=True, description="calibrate INT8 when the model has no Q/DQ and int8 is allowed")
+    calibration_batch: int = Field(default=8, ge=1)
+    timing_cache: str | None = None
+    # per input, per named dynamic dimension: [min, opt, max] (the batch dimension comes from batch_sizes)
+    shape_ranges: dict[str, dict[str, list[int]]] = {}
+
+
 class Profile(Strict):
     name: str
     description: str = ""
@@ -78,6 +89,7 @@ class Profile(Strict):
     quantization: QuantDefaults = QuantDefaults()
     graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
     openvino: OpenVINOSettings = OpenVINOSettings()
+    tensorrt: TensorRTSettings = TensorRTSettings()
     budgets: list[Goal] = []
     estimated: bool = Field(default=False, description="budgets are estimates, not measured on the device")
     notes: str = ""

@@ -17,6 +17,7 @@ __all__ = ["Artifact", "Backend", "Session", "backend_for_artifact", "get_backen
 _BACKENDS = {
     "onnxruntime": "edgesmith.runtime.onnxruntime",
     "openvino": "edgesmith.runtime.openvino",
+    "tensorrt": "edgesmith.runtime.tensorrt",  # written to the documented API; never executed here (see module)
 }
 
 
@@ -29,10 +30,13 @@ def get_backend(name: str, require_installed: bool = True) -> Backend:
     if name not in _BACKENDS:
         raise ConfigError(f"no backend named {name!r} in this version of edgesmith", hint=f"available backends: {', '.join(known_backends())}")
     backend = importlib.import_module(_BACKENDS[name]).BACKEND
-    if require_installed and not backend.available():
-        from edgesmith._lazy import require
+    if require_installed:
+        if hasattr(backend, "check_available"):
+            backend.check_available()
+        elif not backend.available():
+            from edgesmith._lazy import require
 
-        require(name)  # raises BackendUnavailable naming the extra to install
+            require(name)  # raises BackendUnavailable naming the extra to install
     return backend
 
 
@@ -42,4 +46,4 @@ def backend_for_artifact(path: str | Path) -> str:
     for name in _BACKENDS:
         if getattr(importlib.import_module(_BACKENDS[name]).BACKEND, "artifact_suffix", None) == suffix:
             return name
-    raise ConfigError(f"cannot tell which runtime runs {Path(path).name}", hint="known artifact types: .onnx (onnxruntime), .xml (openvino); or pass --backend")
+    raise ConfigError(f"cannot tell which runtime runs {Path(path).name}", hint="known artifact types: .onnx (onnxruntime), .xml (openvino), .engine (tensorrt); or pass --backend")

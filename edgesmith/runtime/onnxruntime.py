@@ -69,7 +69,8 @@ class OnnxRuntimeBackend:
     def available(self) -> bool:
         return importlib.util.find_spec("onnxruntime") is not None
 
-    def compile(self, onnx_path: Path, out_path: Path, profile: Any, level: str | None = None) -> Artifact:
+    def compile(self, onnx_path: Path, out_path: Path, profile: Any, input_specs: Any = (), calibration: Any = None,
+                level: str | None = None) -> Artifact:
         ort = require("onnxruntime")
         level = level or (profile.graph_optimization if profile is not None else "all")
         so = session_options(profile.threads if profile else 1, level)

@@ -114,7 +114,7 @@ class OpenVINOBackend:
     def available(self) -> bool:
         return importlib.util.find_spec("openvino") is not None
 
-    def compile(self, onnx_path: Path, out_path: Path, profile: Any) -> Artifact:
+    def compile(self, onnx_path: Path, out_path: Path, profile: Any, input_specs: Any = (), calibration: Any = None) -> Artifact:
         ov = require("openvino")
         device = getattr(profile, "device", "cpu") if profile is not None else "cpu"
         check_device(ov.Core(), device)
