@@ -18,7 +18,7 @@ bench: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,openvino]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[build,openvino,dev]'
 	touch $(STAMP)
 
 clean:

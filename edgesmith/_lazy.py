@@ -9,12 +9,12 @@ from edgesmith.errors import BackendUnavailable
 
 # package import name -> the pip extra (or requirement) that provides it
 _EXTRAS = {
-    "torch": "pip install torch==2.13.0  (core dependency; use constraints.txt)",
+    "torch": "pip install -c constraints.txt 'edgesmith[build]'  (building from PyTorch models)",
     "onnx": "pip install edgesmith  (core dependency)",
-    "onnxruntime": "pip install edgesmith  (core dependency)",
-    "onnxscript": "pip install edgesmith  (core dependency, needed by the torch.export ONNX exporter)",
-    "safetensors": "pip install edgesmith  (core dependency)",
-    "sklearn": "pip install scikit-learn  (core dependency, provides the built-in digits data)",
+    "onnxruntime": "pip install 'edgesmith[ort]'",
+    "onnxscript": "pip install 'edgesmith[build]'  (the torch.export ONNX exporter needs it)",
+    "safetensors": "pip install 'edgesmith[build]'",
+    "sklearn": "pip install 'edgesmith[build]'  (scikit-learn provides the built-in digits data)",
     "openvino": "pip install 'edgesmith[openvino]'",
     "nncf": "pip install 'edgesmith[openvino]'",
     "neural_compressor": "pip install 'edgesmith[inc]'",

@@ -296,7 +296,7 @@ def compile_(
 @app.command()
 @guarded
 def validate(
-    model: Annotated[str, typer.Argument(help="model.onnx to validate (any model source works)")],
+    model: Annotated[str, typer.Argument(help="model.onnx to validate (any model source works), or a run directory (device bundle)")],
     target: TargetOpt = None,
     input_shape: InputOpt = None,
     reference: Annotated[Optional[str], typer.Option("--reference", "-r", help="Float ONNX model to compare against (accuracy drop, fidelity, speed-up).")] = None,
@@ -305,13 +305,19 @@ def validate(
     out: OutOpt = Path("edgesmith-out/validate"),
     save_recipe: SaveOpt = None,
     dry_run: DryOpt = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Device bundle validation: print JSON results.")] = False,
 ) -> None:
     """Validate a model against target profiles: accuracy, latency, size, memory.
 
     Without --reference the model is its own reference (absolute budgets only say something then).
 
+    Given a run directory, re-validates its artifacts here, without torch: on a device, after
+    `pip install 'edgesmith[ort]'` (or [openvino]), `edgesmith validate RUN_DIR [-t TARGET]`.
+
     Example: edgesmith validate out/x86-avx512-vnni-ort/model.int8.onnx -r out/model.onnx -t x86-avx512-vnni-ort -d eval.npz
     """
+    if Path(model).is_dir():
+        return _validate_bundle(Path(model), target, json_out)
     recipe = build_recipe(model, inputs=input_shape, eval_data=data, metric=metric, targets=target, out=out, name="validate")
     recipe = recipe.model_copy(update={"data": recipe.data.model_copy(update={"calibration": None}),
                                        "model": recipe.model.model_copy(update={"reference": reference})})
@@ -320,6 +326,25 @@ def validate(
 
         recipe = parse_recipe(recipe.model_dump(mode="json") | {"passes": []}, "flags")
     _execute(recipe, Path.cwd(), save_recipe=save_recipe, dry_run=dry_run)
+
+
+def _validate_bundle(run_dir: Path, targets: Optional[list[str]], json_out: bool) -> None:
+    import json
+
+    from edgesmith.device import validate_bundle
+    from edgesmith.report import print_verdicts
+
+    if targets and len(targets) > 1:
+        from edgesmith.errors import ConfigError
+
+        raise ConfigError("validate a run directory for one target at a time, or all", hint="give at most one --target")
+    result = validate_bundle(run_dir, targets[0] if targets else None, RichReporter())
+    if json_out:
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        print_verdicts(result, str(run_dir))
+    if result["verdict"] == "fail":
+        raise typer.Exit(EXIT_BUDGET_FAILED)
 
 
 class BackendChoice(str, Enum):

@@ -182,6 +182,10 @@ def _execute(recipe: Recipe, base_dir: Path, kind: str, profiles: dict[str, Any]
         "host": {"machine": platform.machine(), "processor": platform.processor(), "python": sys.version.split()[0]},
         "inputs": {}, "targets": {},
     }
+    if kind != "onnx":
+        from edgesmith._lazy import require
+
+        require("torch")  # building from a PyTorch model needs the build extra
     with rep.step(f"loading model {recipe.model.source}"):
         loaded = load_model(recipe.model, base_dir, trust_checkpoint)
         specs = resolve_inputs(recipe, loaded)
@@ -198,6 +202,14 @@ def _execute(recipe: Recipe, base_dir: Path, kind: str, profiles: dict[str, Any]
         calib, evaluation = _load_data(recipe, specs, base_dir, needs_calibration)
     manifest["data"] = {"calibration": calib and {"name": calib.name, "samples": calib.num_samples},
                         "evaluation": evaluation and {"name": evaluation.name, "samples": evaluation.num_samples, "labels": evaluation.has_labels}}
+    if evaluation is not None and recipe.stop_after == "validate":
+        # the device bundle: evaluation data travels with the artifacts (see edgesmith.device)
+        import numpy as np
+
+        arrays = {f"input:{k}": v for k, v in evaluation.first(evaluation.num_samples).items()}
+        if evaluation.has_labels:
+            arrays["labels"] = evaluation.labels()
+        np.savez(staged.path("bundle/eval_data.npz"), **arrays)
 
     # export the float model (the reference every target is judged against), then torch-level passes
     # and, if any ran, export their result as the start of the ONNX passes
@@ -313,7 +325,14 @@ def _run_target(recipe: Recipe, name: str, profile: Any, passes: list, fp32_path
     if recipe.stop_after == "compile":
         result["verdict"] = "compiled"
         return result
-    metrics, reference, latency = _validate(recipe, profile, backend, artifact, fp32_artifact, specs, evaluation, calib, rep, name)
+    metrics, reference, latency, ref_out = _validate(recipe, profile, backend, artifact, fp32_artifact, specs, evaluation, calib, rep, name)
+    result["bundle"] = {"artifact": f"{tdir}/{artifact.path.name}", "artifact_options": artifact.options,
+                        "float_model": reference_path.name if reference_path.parent == staged.stage else None}
+    if ref_out is not None:
+        import numpy as np
+
+        np.savez(staged.path(f"bundle/{tdir}.reference_outputs.npz"), *ref_out)
+        result["bundle"]["reference_outputs"] = f"bundle/{tdir}.reference_outputs.npz"
     metrics["artifact_mb"] = sum(_mb(f) for f in artifact.path.parent.glob(artifact.path.stem + ".*"))
     from edgesmith.validate import judge, overall
 
@@ -331,6 +350,7 @@ def _validate(recipe: Recipe, profile: Any, backend: Any, artifact: Any, fp32_ar
 
     metrics: dict[str, Any] = {}
     reference: dict[str, Any] = {}
+    ref_out = None
     if evaluation is not None:
         user_fn: Callable | None = None
         if recipe.metric not in ("top1", "fidelity"):
@@ -360,4 +380,4 @@ def _validate(recipe: Recipe, profile: Any, backend: Any, artifact: Any, fp32_ar
         reference[f"speedup_vs_fp32@{batch}"] = 1.0
         if batch == profile.batch_sizes[0]:
             metrics["peak_memory_mb"], reference["peak_memory_mb"] = cand.peak_rss_mb, base.peak_rss_mb
-    return metrics, reference, latency
+    return metrics, reference, latency, ref_out

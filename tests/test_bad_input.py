@@ -116,7 +116,7 @@ def test_missing_package_names_what_to_install(cli, tmp_path):
     result = cli("export", "edgesmith.zoo:digits_cnn", env=_blocking_package(tmp_path, "onnxscript"))
     assert result.code == 2, result.stderr
     assert "onnxscript is not installed or failed to import" in result.error_lines[0]
-    assert "hint: pip install edgesmith" in result.error_lines[0]
+    assert "hint: pip install 'edgesmith[build]'" in result.error_lines[0]
     assert not (tmp_path / "edgesmith-out").exists()
 
 
