@@ -503,6 +503,38 @@ def profiles_show(name: Annotated[str, typer.Argument(help="Built-in profile nam
     print(yaml.safe_dump(load_profile(name).model_dump(mode="json"), sort_keys=False), end="")
 
 
+@profiles_app.command("init")
+@guarded
+def profiles_init(
+    name: Annotated[str, typer.Argument(help="Name of the new profile.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the profile YAML.")] = Path("profile.yaml"),
+    backend: Annotated[str, typer.Option(help="onnxruntime or openvino.")] = "onnxruntime",
+    threads: Annotated[Optional[int], typer.Option(min=1, help="Threads (default: all cores).")] = None,
+    no_benchmark: Annotated[bool, typer.Option("--no-benchmark", help="Skip the short INT8 benchmark.")] = False,
+) -> None:
+    """Write a profile for this machine: CPU features, cores, and INT8 defaults from a short benchmark.
+
+    Example: edgesmith profiles init my-box -o my-box.yaml && edgesmith quantize MODEL -t my-box.yaml
+    """
+    import yaml
+
+    from edgesmith.errors import ConfigError
+    from edgesmith.outputs import atomic_write_text, check_writable
+    from edgesmith.profiles.init import init_profile
+    from edgesmith.profiles.schema import Profile
+
+    if backend not in ("onnxruntime", "openvino"):
+        raise ConfigError(f"profiles init supports onnxruntime and openvino, not {backend!r}", hint="--backend onnxruntime")
+    check_writable(out.parent)
+    with RichReporter().step("probing this machine" + ("" if no_benchmark else " (about 10 s of benchmark)")):
+        data, notes = init_profile(name, backend, threads, benchmark=not no_benchmark)
+    Profile.model_validate(data)  # what we write must load
+    atomic_write_text(out, yaml.safe_dump(data, sort_keys=False))
+    for n in notes:
+        print(f"- {n}")
+    print(f"profile {name!r} written to {out}")
+
+
 def main() -> None:
     app()
 

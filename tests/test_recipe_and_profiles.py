@@ -94,3 +94,14 @@ def test_dry_run_plans_without_running(tmp_path):
     assert result.dry_run and not (tmp_path / "o").exists()
     assert any("export the float model to ONNX" in s for s in result.plan)
     assert sum("ptq_int8" in s for s in result.plan) == 2  # once per target: defaults are per target
+
+
+def test_profiles_init_writes_a_loadable_profile_for_this_machine(cli, tmp_path):
+    result = cli("profiles", "init", "this-box", "-o", "box.yaml", cwd=tmp_path)
+    assert result.code == 0, result.stderr
+    prof = load_profile("box.yaml", base_dir=tmp_path)
+    assert prof.name == "this-box" and prof.hardware.cores >= 1 and not prof.estimated
+    assert "INT8 speed-up over FP32 on a probe conv net" in prof.quantization.rationale
+    assert prof.quantization.activation_type in ("uint8", "int8")
+    quick = cli("profiles", "init", "quick", "-o", "q.yaml", "--no-benchmark", cwd=tmp_path)
+    assert quick.code == 0 and load_profile("q.yaml", base_dir=tmp_path).quantization.activation_type == "uint8"
