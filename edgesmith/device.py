@@ -45,7 +45,7 @@ def validate_bundle(run_dir: Path, target: str | None = None, reporter: Any = No
     from edgesmith.recipe import InputSpec
     from edgesmith.runtime import Artifact, get_backend
     from edgesmith.runtime.bench import benchmark_against, make_feeds
-    from edgesmith.validate import fidelity, judge, overall, run_dataset, top1
+    from edgesmith.validate import fidelity, judge, overall, record_latency, run_dataset, top1
 
     rep = reporter or Reporter()
     manifest = _load_manifest(run_dir)
@@ -87,14 +87,7 @@ def validate_bundle(run_dir: Path, target: str | None = None, reporter: Any = No
                 feeds = make_feeds(specs, batch, dataset.first(batch))
                 with rep.step(f"[{name}] benchmarking batch {batch} ({profile.threads} threads)"):
                     cand, base = benchmark_against(artifact, fp32, feeds, profile.threads)
-                latency["compressed"][batch], latency["fp32"][batch] = cand.as_dict(), base.as_dict()
-                for src, dst in ((cand, metrics), (base, reference)):
-                    for p in ("p50", "p90", "p95", "p99"):
-                        dst[f"latency_{p}_ms@{batch}"] = getattr(src, f"{p}_ms")
-                    dst[f"latency_mean_ms@{batch}"] = src.mean_ms
-                metrics[f"speedup_vs_fp32@{batch}"] = base.p50_ms / cand.p50_ms
-                if batch == profile.batch_sizes[0]:
-                    metrics["peak_memory_mb"], reference["peak_memory_mb"] = cand.peak_rss_mb, base.peak_rss_mb
+                record_latency(metrics, reference, batch, cand, base, latency, batch == profile.batch_sizes[0])
         verdicts = judge(profile, metrics, reference)
         result["targets"][name] = {"profile": t["profile"], "estimated": profile.estimated, "metrics": metrics,
                                    "reference_metrics": reference, "latency": latency,

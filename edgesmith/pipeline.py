@@ -346,7 +346,7 @@ def _validate(recipe: Recipe, profile: Any, backend: Any, artifact: Any, fp32_ar
               evaluation: Any, calib: Any, rep: Reporter, name: str) -> tuple[dict, dict, dict]:
     from edgesmith.model_io import import_object
     from edgesmith.runtime.bench import benchmark_against, make_feeds
-    from edgesmith.validate import fidelity, run_dataset, task_metrics
+    from edgesmith.validate import fidelity, record_latency, run_dataset, task_metrics
 
     metrics: dict[str, Any] = {}
     reference: dict[str, Any] = {}
@@ -370,14 +370,5 @@ def _validate(recipe: Recipe, profile: Any, backend: Any, artifact: Any, fp32_ar
         with rep.step(f"[{name}] benchmarking batch {batch} ({profile.threads} threads)"):
             cand, base = benchmark_against(artifact, fp32_artifact, feeds, profile.threads, recipe.bench.warmup,
                                            recipe.bench.iterations, recipe.bench.duration_s)
-        latency["compressed"][batch] = cand.as_dict()
-        latency["fp32"][batch] = base.as_dict()
-        for src, dst in ((cand, metrics), (base, reference)):
-            for p in ("p50", "p90", "p95", "p99"):
-                dst[f"latency_{p}_ms@{batch}"] = getattr(src, f"{p}_ms")
-            dst[f"latency_mean_ms@{batch}"] = src.mean_ms
-        metrics[f"speedup_vs_fp32@{batch}"] = base.p50_ms / cand.p50_ms
-        reference[f"speedup_vs_fp32@{batch}"] = 1.0
-        if batch == profile.batch_sizes[0]:
-            metrics["peak_memory_mb"], reference["peak_memory_mb"] = cand.peak_rss_mb, base.peak_rss_mb
+        record_latency(metrics, reference, batch, cand, base, latency, batch == profile.batch_sizes[0])
     return metrics, reference, latency, ref_out

@@ -77,6 +77,21 @@ def fidelity(ref_outputs: list[np.ndarray], cand_outputs: list[np.ndarray]) -> d
     }
 
 
+def record_latency(metrics: dict[str, Any], reference: dict[str, Any], batch: int, cand: Any, base: Any,
+                   latency: dict[str, dict], first_batch: bool) -> None:
+    """File one batch size's interleaved measurement (runtime.bench.BenchStats of candidate and FP32)
+    under the metric names budgets use (``latency_p90_ms@1``, ``speedup_vs_fp32@1``, ...)."""
+    latency["compressed"][batch], latency["fp32"][batch] = cand.as_dict(), base.as_dict()
+    for src, dst in ((cand, metrics), (base, reference)):
+        for p in ("p50", "p90", "p95", "p99"):
+            dst[f"latency_{p}_ms@{batch}"] = getattr(src, f"{p}_ms")
+        dst[f"latency_mean_ms@{batch}"] = src.mean_ms
+    metrics[f"speedup_vs_fp32@{batch}"] = base.p50_ms / cand.p50_ms
+    reference[f"speedup_vs_fp32@{batch}"] = 1.0
+    if first_batch:
+        metrics["peak_memory_mb"], reference["peak_memory_mb"] = cand.peak_rss_mb, base.peak_rss_mb
+
+
 @dataclass
 class Verdict:
     metric: str
