@@ -1,6 +1,6 @@
 """INT8 speed-up per runtime (CPU): FP32 vs the runtime's quantizer defaults vs edgesmith INT8.
 
-    python benchmarks/int8_speedup.py            # ResNet-18 (224x224) and the digits CNN, batch 1 and 8
+    python benchmarks/int8_speedup.py            # ResNet-18, MobileNetV2 (224x224), the digits CNN; batch 1 and 8
     python benchmarks/int8_speedup.py --quick    # fewer rounds
 
 ONNX Runtime: ORT FP32, ORT ``quantize_static`` with no options, edgesmith ``ptq_int8`` (compiled for
@@ -8,7 +8,7 @@ the x86-avx512-vnni-ort profile). OpenVINO: OV FP32 (IR, f32), edgesmith ``ptq_i
 IRs (compiled for x86-avx512-vnni-ov). All variants of a model run in one process, interleaved in
 rounds by edgesmith's own timing loop (inputs bound once), so drift on a noisy machine hits them alike;
 figures are ratios of medians against FP32 on the same runtime (and against ORT FP32).
-ResNet-18 has random weights (speed only; calibrated on random normal data). The digits CNN is the
+ResNet-18 and MobileNetV2 have random weights (speed only; calibrated on random normal data). The digits CNN is the
 bundled trained model, calibrated on real digits, and its top-1 is reported too.
 """
 
@@ -88,7 +88,7 @@ def calib_batches(model: str, calib: str) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--models", nargs="*", default=["resnet18", "digits"])
+    parser.add_argument("--models", nargs="*", default=["resnet18", "mobilenet_v2", "digits"])
     args = parser.parse_args()
     rounds, per_round = (3, 10) if args.quick else (7, 20)
 
@@ -97,6 +97,7 @@ def main() -> None:
     np.savez(work / "random224.npz", input=rng.standard_normal((64, 3, 224, 224)).astype(np.float32))
     cases = {
         "resnet18": ("edgesmith.zoo:resnet18", str(work / "random224.npz"), (3, 224, 224)),
+        "mobilenet_v2": ("edgesmith.zoo:mobilenet_v2", str(work / "random224.npz"), (3, 224, 224)),
         "digits": ("edgesmith.zoo:pretrained_digits_cnn", "digits", (1, 8, 8)),
     }
     import onnxruntime as ort
