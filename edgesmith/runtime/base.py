@@ -49,3 +49,13 @@ class Backend(Protocol):
 
     def benchmark(self, artifact: Artifact, feeds: dict[str, np.ndarray], threads: int, warmup: int,
                   iterations: int, duration_s: float | None) -> Any: ...
+
+
+class MeasuredInChild:
+    """The ``benchmark`` every backend shares: a fresh child process per measurement (runtime.bench)."""
+
+    def benchmark(self, artifact: Artifact, feeds: dict[str, np.ndarray], threads: int, warmup: int = 10,
+                  iterations: int = 100, duration_s: float | None = None) -> Any:
+        from edgesmith.runtime.bench import benchmark
+
+        return benchmark(artifact, feeds, threads, warmup, iterations, duration_s)

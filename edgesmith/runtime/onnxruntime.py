@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from edgesmith._lazy import require
-from edgesmith.runtime.base import Artifact
+from edgesmith.runtime.base import Artifact, MeasuredInChild
 
 LEVELS = ("disable", "basic", "extended", "all")
 
@@ -62,7 +62,7 @@ class OrtSession:
         return lambda: run(binding)
 
 
-class OnnxRuntimeBackend:
+class OnnxRuntimeBackend(MeasuredInChild):
     name = "onnxruntime"
     artifact_suffix = ".onnx"
 
@@ -99,11 +99,6 @@ class OnnxRuntimeBackend:
         level = artifact.options.get("load_level") or "all"
         return OrtSession(artifact.path, threads, level)
 
-    def benchmark(self, artifact: Artifact, feeds: dict[str, np.ndarray], threads: int, warmup: int = 10,
-                  iterations: int = 100, duration_s: float | None = None) -> Any:
-        from edgesmith.runtime.bench import benchmark
-
-        return benchmark(artifact, feeds, threads, warmup, iterations, duration_s)
 
 
 BACKEND = OnnxRuntimeBackend()

@@ -21,7 +21,7 @@ import numpy as np
 
 from edgesmith._lazy import require
 from edgesmith.errors import ConfigError
-from edgesmith.runtime.base import Artifact
+from edgesmith.runtime.base import Artifact, MeasuredInChild
 
 
 def _int8_source(onnx_path: Path) -> str:
@@ -107,7 +107,7 @@ class OvSession:
         return infer
 
 
-class OpenVINOBackend:
+class OpenVINOBackend(MeasuredInChild):
     name = "openvino"
     artifact_suffix = ".xml"
 
@@ -139,11 +139,6 @@ class OpenVINOBackend:
     def load(self, artifact: Artifact, threads: int) -> OvSession:
         return OvSession(artifact.path, threads, artifact.options)
 
-    def benchmark(self, artifact: Artifact, feeds: dict[str, np.ndarray], threads: int, warmup: int = 10,
-                  iterations: int = 100, duration_s: float | None = None) -> Any:
-        from edgesmith.runtime.bench import benchmark
-
-        return benchmark(artifact, feeds, threads, warmup, iterations, duration_s)
 
 
 BACKEND = OpenVINOBackend()

@@ -24,7 +24,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from edgesmith.errors import BackendUnavailable, ConfigError
-from edgesmith.runtime.base import Artifact
+from edgesmith.runtime.base import Artifact, MeasuredInChild
 
 INSTALL_HINT = ("pip install 'edgesmith[tensorrt]' with NVIDIA's package index configured "
                 "(TensorRT and cuda-python), on a machine with an NVIDIA GPU")
@@ -237,7 +237,7 @@ class TrtSession:
         return infer
 
 
-class TensorRTBackend:
+class TensorRTBackend(MeasuredInChild):
     name = "tensorrt"
     artifact_suffix = ".engine"
 
@@ -299,11 +299,6 @@ class TensorRTBackend:
     def load(self, artifact: Artifact, threads: int) -> TrtSession:
         return TrtSession(artifact.path)
 
-    def benchmark(self, artifact: Artifact, feeds: dict[str, np.ndarray], threads: int, warmup: int = 10,
-                  iterations: int = 100, duration_s: float | None = None) -> Any:
-        from edgesmith.runtime.bench import benchmark
-
-        return benchmark(artifact, feeds, threads, warmup, iterations, duration_s)
 
 
 BACKEND = TensorRTBackend()
