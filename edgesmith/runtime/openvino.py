@@ -65,9 +65,16 @@ class OvSession:
             self._core.set_property({"CACHE_DIR": str(options["cache_dir"])})
         self._static = options.get("static_shapes", True)
         self._by_shape: dict[tuple, Any] = {}
-        self._dynamic = self._compile(None)
-        self.input_names = [p.get_any_name() for p in self._dynamic[0].inputs]
-        self.output_names = [p.get_any_name() for p in self._dynamic[0].outputs]
+        self._dynamic_compiled: tuple[Any, Any] | None = None  # compiled only if used (not with static shapes)
+        model = self._core.read_model(str(xml))
+        self.input_names = [p.get_any_name() for p in model.inputs]
+        self.output_names = [p.get_any_name() for p in model.outputs]
+
+    @property
+    def _dynamic(self) -> tuple[Any, Any]:
+        if self._dynamic_compiled is None:
+            self._dynamic_compiled = self._compile(None)
+        return self._dynamic_compiled
 
     def _compile(self, shapes: dict[str, tuple] | None) -> tuple[Any, Any]:
         model = self._core.read_model(str(self._xml))

@@ -61,6 +61,12 @@ def float_compute_nodes(path: Path, quantized_marker: str) -> list[str]:
     return left
 
 
+def note_float_nodes(ctx: Any, pass_name: str, left: list[str]) -> None:
+    """Tell the report which compute nodes a quantization pass left in float (skip and report)."""
+    if left:
+        ctx.note(f"{pass_name} kept {len(left)} compute node(s) in float: {', '.join(left[:8])}{' ...' if len(left) > 8 else ''}")
+
+
 def onnx_input_names(path: Path) -> list[str]:
     import onnx
 

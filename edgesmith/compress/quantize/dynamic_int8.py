@@ -38,7 +38,7 @@ def apply(onnx_path: Path, cfg: DynamicInt8Config, ctx: PassContext) -> Path:
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.registry import IntegerOpsRegistry
 
-    from edgesmith.compress.quantize._onnx_common import float_compute_nodes, preprocess
+    from edgesmith.compress.quantize._onnx_common import float_compute_nodes, note_float_nodes, preprocess
 
     unsupported = [op for op in cfg.op_types if op not in IntegerOpsRegistry]
     if unsupported:
@@ -60,8 +60,7 @@ def apply(onnx_path: Path, cfg: DynamicInt8Config, ctx: PassContext) -> Path:
     integer_ops = {n.op_type for n in onnx.load(str(out), load_external_data=False).graph.node} & {"MatMulInteger", "ConvInteger", "DynamicQuantizeMatMul", "DynamicQuantizeLinear"}
     left = [n for n in float_compute_nodes(out, "DynamicQuantizeLinear") if not n.endswith("(MatMulInteger)")]
     ctx.note(f"dynamic_int8: weights {cfg.weight_type}{' per-channel' if cfg.per_channel else ' per-tensor'}; integer ops: {', '.join(sorted(integer_ops)) or 'none'}")
-    if left:
-        ctx.note(f"dynamic_int8 kept {len(left)} compute node(s) in float: {', '.join(left[:8])}{' ...' if len(left) > 8 else ''}")
+    note_float_nodes(ctx, "dynamic_int8", left)
     ctx.details["dynamic_int8"] = {"per_channel": cfg.per_channel, "weight_type": cfg.weight_type, "float_nodes": left}
     return out
 

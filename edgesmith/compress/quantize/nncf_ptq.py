@@ -41,7 +41,7 @@ def apply(onnx_path: Path, cfg: NNCFPTQConfig, ctx: PassContext) -> Path:
     import onnx
 
     from edgesmith._lazy import require
-    from edgesmith.compress.quantize._onnx_common import float_compute_nodes, onnx_input_names
+    from edgesmith.compress.quantize._onnx_common import float_compute_nodes, note_float_nodes, onnx_input_names
 
     nncf = require("nncf")
     if ctx.calibration is None:
@@ -66,8 +66,7 @@ def apply(onnx_path: Path, cfg: NNCFPTQConfig, ctx: PassContext) -> Path:
     left = float_compute_nodes(out, "DequantizeLinear")
     ctx.note(f"nncf_ptq: NNCF {nncf.__version__} {cfg.preset} preset{', transformer model type' if cfg.model_type else ''}, "
              f"{subset} calibration samples, fast bias correction {'on' if cfg.fast_bias_correction else 'off'}")
-    if left:
-        ctx.note(f"nncf_ptq kept {len(left)} compute node(s) in float: {', '.join(left[:8])}{' ...' if len(left) > 8 else ''}")
+    note_float_nodes(ctx, "nncf_ptq", left)
     ctx.details["nncf_ptq"] = {"preset": cfg.preset, "model_type": cfg.model_type, "subset_size": subset, "float_nodes": left}
     return out
 

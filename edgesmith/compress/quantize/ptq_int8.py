@@ -60,7 +60,7 @@ def resolve(cfg: PTQInt8Config, ctx: PassContext) -> dict:
 def apply(onnx_path: Path, cfg: PTQInt8Config, ctx: PassContext) -> Path:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    from edgesmith.compress.quantize._onnx_common import DatasetReader, float_compute_nodes, onnx_input_names, preprocess
+    from edgesmith.compress.quantize._onnx_common import DatasetReader, float_compute_nodes, note_float_nodes, onnx_input_names, preprocess
 
     if ctx.calibration is None:
         raise ConfigError("ptq_int8 needs calibration data", hint="add `data: {calibration: {source: digits}}` or --data")
@@ -112,8 +112,7 @@ def apply(onnx_path: Path, cfg: PTQInt8Config, ctx: PassContext) -> Path:
         f"{' per-channel' if chosen['per_channel'] else ' per-tensor'}, reduce_range={chosen['reduce_range']} (from {source})"
     )
     left = float_compute_nodes(out, "DequantizeLinear")
-    if left:
-        ctx.note(f"ptq_int8 kept {len(left)} compute node(s) in float: {', '.join(left[:8])}{' ...' if len(left) > 8 else ''}")
+    note_float_nodes(ctx, "ptq_int8", left)
     ctx.details["ptq_int8"] = {**chosen, "calibration": cfg.calibration, "float_nodes": left}
     return out
 
