@@ -40,13 +40,18 @@ class BenchStats:
     throughput_per_s: float
     peak_rss_mb: float
     model_memory_mb: float  # peak RSS minus RSS before the model was loaded
+    times_ms: list[float] | None = None  # every timed run, in order (rounds of equal length when interleaved)
+    rounds: int = 1
 
     @property
     def cv(self) -> float:
         return self.std_ms / self.mean_ms if self.mean_ms else 0.0
 
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "cv": round(self.cv, 4)}
+        d = {**asdict(self), "cv": round(self.cv, 4)}
+        if self.times_ms is None:
+            del d["times_ms"], d["rounds"]
+        return d
 
 
 def summarize(times_s: list[float], batch: int, threads: int, warmup: int) -> dict[str, float]:
@@ -77,8 +82,12 @@ def time_interleaved(sessions: list[Any], feeds: dict[str, np.ndarray], warmup: 
     # NOTE: after a switch, the previous session's thread pool still spins for a while and competes for
     # the cores; a pause and untimed runs per round let it go idle, so a round times only the session itself.
     settle = 2 if len(sessions) > 1 else 0
+    # NOTE: the order alternates between rounds (AB, BA, ...): whichever runs second in a round was seen
+    # to gain a steady ~3% (two identical artifacts compared 1.03, CI 1.02-1.05), a bias no ratio should carry
+    order = list(range(len(runners)))
     while True:
-        for i, run in enumerate(runners):
+        for i in order:
+            run = runners[i]
             if settle:
                 time.sleep(SETTLE_PAUSE_S)
             for _ in range(settle):
@@ -88,6 +97,7 @@ def time_interleaved(sessions: list[Any], feeds: dict[str, np.ndarray], warmup: 
                 own = run()
                 wall = time.perf_counter() - t0
                 times[i].append(own if isinstance(own, float) else wall)
+        order.reverse()
         if deadline is None and len(times[0]) >= iterations:
             break
         if deadline is not None and time.perf_counter() >= deadline and len(times[0]) >= 2:
@@ -138,10 +148,10 @@ def benchmark_against(candidate: Any, baseline: Any, feeds: dict[str, np.ndarray
                       iterations: int = 100, duration_s: float | None = None, rounds: int = 10) -> tuple[BenchStats, BenchStats]:
     """Latency of ``candidate`` and ``baseline`` timed interleaved in one child (a fair ratio on a
     noisy machine); peak memory of each from its own child."""
-    cand, base = _run_worker([candidate, baseline], feeds, threads, warmup, iterations, duration_s, rounds)
+    cand, base = _run_worker([candidate, baseline], feeds, threads, warmup, iterations, duration_s, rounds, raw=True)
     for stats, art in ((cand, candidate), (base, baseline)):
         alone = _run_worker([art], feeds, threads, 2, 5, None, 1)[0]
-        stats.update(peak_rss_mb=alone["peak_rss_mb"], model_memory_mb=alone["model_memory_mb"])
+        stats.update(peak_rss_mb=alone["peak_rss_mb"], model_memory_mb=alone["model_memory_mb"], rounds=rounds)
     return BenchStats(**cand), BenchStats(**base)
 
 

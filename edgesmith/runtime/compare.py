@@ -8,7 +8,7 @@ machine's state, so single runs are not independent draws).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
@@ -24,6 +24,8 @@ class Comparison:
     per_round: int
     a_p50_ms: float
     b_p50_ms: float
+    a_times_ms: list[float] | None = field(default=None, repr=False)  # every timed run, rounds in order
+    b_times_ms: list[float] | None = field(default=None, repr=False)
 
     @property
     def verdict(self) -> str:
@@ -40,23 +42,28 @@ class Comparison:
                 + (f", {speed:.2f}x the speed of A" if self.verdict != "no significant difference" else ""))
 
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "verdict": self.verdict}
+        d = {**asdict(self), "verdict": self.verdict}
+        del d["a_times_ms"], d["b_times_ms"]
+        return d
 
 
 def bootstrap_ratio(a_rounds: Sequence[Sequence[float]], b_rounds: Sequence[Sequence[float]], confidence: float = 0.95,
-                    resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
-    """Median(B)/median(A) and its percentile bootstrap interval over resampled rounds."""
+                    resamples: int = 2000, seed: int = 0, paired: bool = True) -> tuple[float, float, float]:
+    """Median(B)/median(A) and its percentile bootstrap interval over resampled rounds.
+
+    ``paired``: round i of A and of B ran back to back (interleaved), so they are resampled together;
+    otherwise (two separate measurements, e.g. a recorded baseline) each side is resampled on its own."""
     a = [np.asarray(r, dtype=np.float64) for r in a_rounds]
     b = [np.asarray(r, dtype=np.float64) for r in b_rounds]
-    if len(a) != len(b) or not a:
-        raise ValueError("need the same, non-zero number of rounds for A and B")
+    if not a or not b or (paired and len(a) != len(b)):
+        raise ValueError("need the same, non-zero number of rounds for A and B" if paired else "need rounds for A and B")
     point = float(np.median(np.concatenate(b)) / np.median(np.concatenate(a)))
     rng = np.random.default_rng(seed)
-    n = len(a)
     ratios = np.empty(resamples)
     for i in range(resamples):
-        idx = rng.integers(0, n, size=n)
-        ratios[i] = np.median(np.concatenate([b[j] for j in idx])) / np.median(np.concatenate([a[j] for j in idx]))
+        ia = rng.integers(0, len(a), size=len(a))
+        ib = ia if paired else rng.integers(0, len(b), size=len(b))
+        ratios[i] = np.median(np.concatenate([b[j] for j in ib])) / np.median(np.concatenate([a[j] for j in ia]))
     tail = (1.0 - confidence) / 2.0 * 100.0
     low, high = np.percentile(ratios, [tail, 100.0 - tail])
     return point, float(low), float(high)
@@ -70,4 +77,5 @@ def compare(a: Any, b: Any, feeds: dict[str, np.ndarray], threads: int, rounds: 
     res_a, res_b = _run_worker([a, b], feeds, threads, warmup, rounds * per_round, None, rounds, raw=True)
     split = lambda times: [times[i * per_round:(i + 1) * per_round] for i in range(rounds)]  # noqa: E731
     ratio, low, high = bootstrap_ratio(split(res_a["times_ms"]), split(res_b["times_ms"]), confidence)
-    return Comparison(ratio, low, high, confidence, rounds, per_round, res_a["p50_ms"], res_b["p50_ms"])
+    return Comparison(ratio, low, high, confidence, rounds, per_round, res_a["p50_ms"], res_b["p50_ms"],
+                      res_a["times_ms"], res_b["times_ms"])

@@ -102,5 +102,6 @@ def test_interleaved_timing_alternates_sessions():
 
     times = time_interleaved([Fake("a"), Fake("b")], {}, warmup=1, iterations=6, duration_s=None, rounds=3)
     assert [len(t) for t in times] == [6, 6]
-    # warm-up once each, then per round: 2 untimed settle runs + 2 timed runs, session after session
-    assert calls[:2] == ["a", "b"] and calls[2:] == (["a"] * 4 + ["b"] * 4) * 3
+    # warm-up once each, then per round: 2 untimed settle runs + 2 timed runs, session after session,
+    # the order alternating between rounds (AB, BA, AB) so neither always runs second
+    assert calls[:2] == ["a", "b"] and calls[2:] == ["a"] * 4 + ["b"] * 8 + ["a"] * 8 + ["b"] * 4
