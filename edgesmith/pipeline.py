@@ -46,6 +46,18 @@ def library_versions() -> dict[str, str]:
     return out
 
 
+def host_info() -> dict[str, Any]:
+    """What a latency figure was measured on (the CI gate compares recorded latencies only on the same CPU)."""
+    import os
+
+    cpu = platform.processor()
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    return {"machine": platform.machine(), "processor": platform.processor(), "cpu": cpu, "cores": os.cpu_count(),
+            "python": sys.version.split()[0]}
+
+
 def _mb(path: Path) -> float:
     return path.stat().st_size / 2**20
 
@@ -179,7 +191,7 @@ def _execute(recipe: Recipe, base_dir: Path, kind: str, profiles: dict[str, Any]
     manifest: dict[str, Any] = {
         "recipe": {**recipe.model_dump(mode="json"), "passes": [p.as_yaml() for p in recipe.passes]},
         "versions": library_versions(),
-        "host": {"machine": platform.machine(), "processor": platform.processor(), "python": sys.version.split()[0]},
+        "host": host_info(),
         "inputs": {}, "targets": {},
     }
     if kind != "onnx":
@@ -325,7 +337,7 @@ def _run_target(recipe: Recipe, name: str, profile: Any, passes: list, fp32_path
     if recipe.stop_after == "compile":
         result["verdict"] = "compiled"
         return result
-    metrics, reference, latency, ref_out = _validate(recipe, profile, backend, artifact, fp32_artifact, specs, evaluation, calib, rep, name)
+    metrics, reference, latency, ref_out, samples = _validate(recipe, profile, backend, artifact, fp32_artifact, specs, evaluation, calib, rep, name)
     result["bundle"] = {"artifact": f"{tdir}/{artifact.path.name}", "artifact_options": artifact.options,
                         "float_model": reference_path.name if reference_path.parent == staged.stage else None}
     if ref_out is not None:
@@ -337,19 +349,20 @@ def _run_target(recipe: Recipe, name: str, profile: Any, passes: list, fp32_path
     from edgesmith.validate import judge, overall
 
     verdicts = judge(profile, metrics, reference)
-    result.update(metrics=metrics, reference_metrics=reference, latency=latency,
+    result.update(metrics=metrics, reference_metrics=reference, latency=latency, samples=samples,
                   verdicts=[v.as_dict() for v in verdicts], verdict=overall(verdicts))
     return result
 
 
 def _validate(recipe: Recipe, profile: Any, backend: Any, artifact: Any, fp32_artifact: Any, specs: list,
-              evaluation: Any, calib: Any, rep: Reporter, name: str) -> tuple[dict, dict, dict]:
+              evaluation: Any, calib: Any, rep: Reporter, name: str) -> tuple[dict, dict, dict, Any, dict]:
     from edgesmith.model_io import import_object
     from edgesmith.runtime.bench import benchmark_against, make_feeds
-    from edgesmith.validate import fidelity, record_latency, run_dataset, task_metrics
+    from edgesmith.validate import correct_bits, fidelity, record_latency, run_dataset, task_metrics
 
     metrics: dict[str, Any] = {}
     reference: dict[str, Any] = {}
+    samples: dict[str, Any] = {}
     ref_out = None
     if evaluation is not None:
         user_fn: Callable | None = None
@@ -363,6 +376,9 @@ def _validate(recipe: Recipe, profile: Any, backend: Any, artifact: Any, fp32_ar
             metrics.update(task_metrics(cand_out, labels, recipe.metric, user_fn))
             metrics.update(fidelity(ref_out, cand_out))
             reference.update(cosine=1.0, sqnr_db=float("inf"))
+            if recipe.metric == "top1":
+                samples = {"n": len(labels), "top1_correct": correct_bits(cand_out[0], labels),
+                           "reference_top1_correct": correct_bits(ref_out[0], labels)}
     real = (evaluation or calib).first(max(profile.batch_sizes)) if (evaluation or calib) else None
     latency: dict[str, dict] = {"compressed": {}, "fp32": {}}
     for batch in profile.batch_sizes:
@@ -371,4 +387,4 @@ def _validate(recipe: Recipe, profile: Any, backend: Any, artifact: Any, fp32_ar
             cand, base = benchmark_against(artifact, fp32_artifact, feeds, profile.threads, recipe.bench.warmup,
                                            recipe.bench.iterations, recipe.bench.duration_s)
         record_latency(metrics, reference, batch, cand, base, latency, batch == profile.batch_sizes[0])
-    return metrics, reference, latency, ref_out
+    return metrics, reference, latency, ref_out, samples

@@ -43,6 +43,16 @@ def sqnr_db(ref: np.ndarray, cand: np.ndarray) -> float:
     return 10.0 * np.log10(signal / noise) if signal > 0 else float("-inf")
 
 
+def correct_bits(logits: np.ndarray, labels: np.ndarray) -> str:
+    """Which samples a classifier got right, packed as hex: lets the CI gate pair two runs' answers
+    per sample (McNemar) instead of comparing two accuracies as if they were independent."""
+    return np.packbits(logits.argmax(axis=1) == labels).tobytes().hex()
+
+
+def unpack_bits(hex_bits: str, n: int) -> np.ndarray:
+    return np.unpackbits(np.frombuffer(bytes.fromhex(hex_bits), dtype=np.uint8))[:n].astype(bool)
+
+
 def run_dataset(session: Any, dataset: Any) -> list[np.ndarray]:
     """All outputs of ``session`` over ``dataset``, concatenated per output."""
     per_output: list[list[np.ndarray]] = []

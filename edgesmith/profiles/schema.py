@@ -77,6 +77,19 @@ class TensorRTSettings(Strict):
     shape_ranges: dict[str, dict[str, list[int]]] = {}
 
 
+class GateTolerances(Strict):
+    """How far a new run may fall behind a stored baseline before ``edgesmith check`` fails it."""
+
+    accuracy_drop: float | None = Field(default=None, ge=0, description=(
+        "points a task metric may drop; None: the profile's degradation budget for that metric, else 0.5"))
+    cosine_drop: float = Field(default=0.002, ge=0, description="how much the fidelity cosine may drop")
+    latency_ratio: float = Field(default=1.10, ge=1.0, description="now/baseline latency beyond which a slowdown fails")
+    size_ratio: float = Field(default=1.05, ge=1.0, description="now/baseline artifact size beyond which it fails")
+    memory_ratio: float = Field(default=1.10, ge=1.0, description="now/baseline peak memory beyond which it fails")
+    memory_slack_mb: float = Field(default=8.0, ge=0, description="memory growth always allowed (allocator noise)")
+    confidence: float = Field(default=0.95, gt=0.5, lt=1.0, description="of the latency ratio's interval and the noise tests")
+
+
 class Profile(Strict):
     name: str
     description: str = ""
@@ -91,6 +104,7 @@ class Profile(Strict):
     openvino: OpenVINOSettings = OpenVINOSettings()
     tensorrt: TensorRTSettings = TensorRTSettings()
     budgets: list[Goal] = []
+    gate: GateTolerances = GateTolerances()
     estimated: bool = Field(default=False, description="budgets are estimates, not measured on the device")
     notes: str = ""
 
@@ -116,3 +130,13 @@ class Profile(Strict):
             data["batch_sizes"] = batch_sizes
             data["budgets"] = [g for g in data["budgets"] if g["batch"] is None or g["batch"] in batch_sizes]
         return Profile.model_validate(data)
+
+    def accuracy_tolerance(self, metric: str) -> float:
+        """Points ``metric`` may drop against a baseline: the gate's setting, else this profile's
+        degradation budget for the metric, else 0.5."""
+        if self.gate.accuracy_drop is not None:
+            return self.gate.accuracy_drop
+        for g in self.budgets:
+            if g.metric == metric and g.goal == "max-degradation":
+                return g.value
+        return 0.5
