@@ -5,12 +5,16 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.edgesmith-installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench browser clean
 demo: $(STAMP)
 	$(BIN)/edgesmith demo
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q
+
+# the HTML report is checked in a real headless browser: Debian's chromium (installed when root)
+browser:
+	@sh scripts/ensure-chromium.sh
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/int8_speedup.py
@@ -18,7 +22,7 @@ bench: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[build,openvino,dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[build,openvino,mlflow,dev]'
 	touch $(STAMP)
 
 clean:

@@ -19,6 +19,7 @@ _EXTRAS = {
     "nncf": "pip install 'edgesmith[openvino]'",
     "neural_compressor": "pip install 'edgesmith[inc]'",
     "tensorrt": "pip install 'edgesmith[tensorrt]' (TensorRT wheels come from NVIDIA's index)",
+    "mlflow": "pip install -c constraints.txt 'edgesmith[mlflow]'  (MLflow logging is optional)",
 }
 
 

@@ -1,0 +1,163 @@
+"""``edgesmith baseline save``: a run, frozen as the yardstick for later runs.
+
+The baseline is one JSON file (per target: accuracy metrics and per-sample answers, every latency
+sample, artifact size and hash, peak memory; the recipe, the library versions and the host) plus,
+by default, a copy of each target's compiled artifact in ``<name>.artifacts/`` beside it, so the
+gate can re-time the baseline against the candidate on the same machine in the same run.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from edgesmith.errors import InputError
+
+FORMAT = "edgesmith-baseline/1"
+# what makes two runs comparable at all; anything else that differs is a change the gate judges
+IDENTITY_KEYS = ("recipe name", "model", "inputs", "metric", "evaluation data")
+
+
+def load_run(run_dir: Path) -> dict[str, Any]:
+    """A run's manifest, checked to hold what the gate needs."""
+    from edgesmith.device import _load_manifest
+
+    if not run_dir.is_dir():
+        raise InputError(f"run directory not found: {run_dir}", hint="give the output directory of `edgesmith run`")
+    manifest = _load_manifest(run_dir)
+    targets = manifest.get("targets") or {}
+    if not targets:
+        raise InputError(f"run {run_dir} has no targets", hint="the gate needs a run that compiled and validated at least one target")
+    unvalidated = sorted(n for n, t in targets.items() if "metrics" not in t)
+    if unvalidated:
+        raise InputError(f"run {run_dir} stopped before validation for {', '.join(unvalidated)} (verdict {manifest.get('verdict')!r})",
+                         hint="run the recipe through validation (no --stop-after) before gating it")
+    return manifest
+
+
+def identity(manifest: dict[str, Any]) -> dict[str, Any]:
+    recipe = manifest.get("recipe", {})
+    evaluation = (manifest.get("data") or {}).get("evaluation") or {}
+    return {
+        "recipe name": recipe.get("name"),
+        "model": (recipe.get("model") or {}).get("source"),
+        "inputs": recipe.get("inputs"),
+        "metric": recipe.get("metric"),
+        "evaluation data": {"name": evaluation.get("name"), "samples": evaluation.get("samples")},
+    }
+
+
+def identity_differences(base: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    return [f"{k}: baseline {base.get(k)!r}, now {now.get(k)!r}" for k in IDENTITY_KEYS if base.get(k) != now.get(k)]
+
+
+def _artifact_files(run_dir: Path, main_rel: str) -> list[Path]:
+    from edgesmith.device import _inside
+
+    main = _inside(run_dir, main_rel)
+    return sorted(main.parent.glob(main.stem + ".*"))  # OpenVINO IR comes as .xml + .bin
+
+
+def save_baseline(run_dir: Path, to: Path, copy_artifacts: bool = True) -> dict[str, Any]:
+    """Write the baseline for ``run_dir`` to ``to`` (and its artifacts beside it); returns it."""
+    from edgesmith.outputs import atomic_write_text, check_writable, sha256
+
+    manifest = load_run(run_dir)
+    if to.is_dir():
+        raise InputError(f"{to} is a directory", hint="give a file name, e.g. --to baseline.json")
+    check_writable(to.parent)
+    art_root = to.parent / f"{to.stem}.artifacts"
+    targets: dict[str, Any] = {}
+    copies: list[tuple[Path, Path]] = []
+    for name, t in manifest["targets"].items():
+        bundle = t.get("bundle") or {}
+        files = []
+        for f in _artifact_files(run_dir, bundle["artifact"]) if bundle.get("artifact") else []:
+            rel = Path(bundle["artifact"]).parent / f.name
+            entry = {"name": f.name, "sha256": sha256(f), "bytes": f.stat().st_size, "run_path": str(f.resolve())}
+            if copy_artifacts:
+                entry["path"] = str(Path(art_root.name) / rel)
+                copies.append((f, art_root / rel))
+            files.append(entry)
+        targets[name] = {
+            "profile": {"name": t["profile"]["name"], "backend": t["profile"]["backend"], "threads": t["profile"]["threads"],
+                        "batch_sizes": t["profile"]["batch_sizes"]},
+            "metrics": t["metrics"], "reference_metrics": t.get("reference_metrics", {}), "samples": t.get("samples") or {},
+            "latency": t.get("latency", {}), "verdict": t.get("verdict"),
+            "artifact": {"main": Path(bundle.get("artifact", "")).name, "backend": t["profile"]["backend"],
+                         "options": bundle.get("artifact_options", {}), "files": files},
+            "details": t.get("details", {}),
+        }
+    baseline = {
+        "format": FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "source_run": str(run_dir.resolve()),
+        "identity": identity(manifest), "recipe": manifest.get("recipe"), "pass_configs": manifest.get("pass_configs", {}),
+        "inputs": manifest.get("inputs", {}), "versions": manifest.get("versions", {}), "host": manifest.get("host", {}),
+        "verdict": manifest.get("verdict"), "targets": targets,
+    }
+    # NOTE: artifacts first, JSON last and atomically: a baseline file never points at missing copies
+    if copy_artifacts:
+        staging = art_root.with_name(f".{art_root.name}.tmp")
+        shutil.rmtree(staging, ignore_errors=True)
+        for src, dest in copies:
+            dest = staging / dest.relative_to(art_root)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest)
+        shutil.rmtree(art_root, ignore_errors=True)
+        if copies:
+            staging.rename(art_root)
+        else:
+            shutil.rmtree(staging, ignore_errors=True)
+    atomic_write_text(to, json.dumps(baseline, indent=1, default=str) + "\n")
+    return baseline
+
+
+def load_baseline(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise InputError(f"baseline not found: {path}", hint="create one with `edgesmith baseline save RUN_DIR --to baseline.json`")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        where = f" at line {exc.lineno}" if isinstance(exc, json.JSONDecodeError) else ""
+        raise InputError(f"baseline {path} is not valid JSON{where}", hint="the file is damaged; save the baseline again") from exc
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        found = data.get("format") if isinstance(data, dict) else type(data).__name__
+        raise InputError(f"{path} is not an edgesmith baseline (format {found!r}, expected {FORMAT!r})",
+                         hint="create one with `edgesmith baseline save RUN_DIR --to baseline.json`")
+    for name, t in (data.get("targets") or {}).items():
+        if not isinstance(t, dict) or not isinstance(t.get("metrics"), dict):
+            raise InputError(f"baseline {path}: target {name!r} has no metrics", hint="the file is damaged; save the baseline again")
+    if not data.get("targets"):
+        raise InputError(f"baseline {path} records no targets", hint="save it from a run that validated at least one target")
+    return data
+
+
+def baseline_artifact(baseline: dict[str, Any], baseline_path: Path, target: str) -> tuple[Path | None, str]:
+    """The baseline's compiled artifact for ``target`` if a copy with the recorded hash is at hand
+    (beside the baseline, else where the run left it), and where it was found or why not."""
+    from edgesmith.outputs import sha256
+
+    art = baseline["targets"][target].get("artifact") or {}
+    files = art.get("files") or []
+    if not files:
+        return None, "the baseline recorded no artifact"
+    root = baseline_path.parent.resolve()
+    for where in ("copy", "run"):
+        found: dict[str, Path] = {}
+        for f in files:
+            if where == "copy":
+                if not f.get("path"):
+                    break
+                p = (root / f["path"]).resolve()
+                if not p.is_relative_to(root):  # NOTE: paths come from the file; no traversal out of its folder
+                    break
+            else:
+                p = Path(f["run_path"])
+            if not p.is_file() or sha256(p) != f["sha256"]:
+                break
+            found[f["name"]] = p
+        else:
+            return found[art["main"]], ("the copy beside the baseline" if where == "copy" else f"the baseline run ({Path(files[0]['run_path']).parent})")
+    return None, "no copy of the baseline artifact with the recorded hash was found (saved with --no-artifacts, or moved)"
