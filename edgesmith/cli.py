@@ -568,6 +568,9 @@ def baseline_save(
     n_files = sum(len(t["artifact"]["files"]) for t in data["targets"].values())
     copied = f", {n_files} artifact file(s) copied to {to.parent / (to.stem + '.artifacts')}" if not no_artifacts else ""
     print(f"baseline of {run_dir} ({', '.join(data['targets'])}) written to {to}{copied}")
+    if data.get("verdict") == "fail":
+        print("note: this run failed its own profile budgets; the baseline records it as it is, and check judges "
+              "later runs against it, not against the budgets", file=sys.stderr)
 
 
 @app.command()
