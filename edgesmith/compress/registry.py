@@ -42,6 +42,9 @@ class PassContext:
     calibration: Any = None  # edgesmith.data.Dataset, or None
     notes: list[str] = field(default_factory=list)  # shown in the report: choices made, nodes skipped
     details: dict[str, Any] = field(default_factory=dict)  # machine-readable, into the manifest
+    # shared by the torch passes of one run, never written out (e.g. the float weights a quantizer
+    # replaced, for bias_correction)
+    scratch: dict[str, Any] = field(default_factory=dict)
 
     def note(self, text: str) -> None:
         self.notes.append(text)

@@ -1,0 +1,65 @@
+"""``rtn``: round-to-nearest weight quantization of every conv/linear layer, 2-8 bits, per-tensor,
+per-channel or grouped, symmetric or asymmetric (``_grid.Grid``). The baseline GPFQ is measured
+against. Weights are replaced by their dequantized values (the exported graph carries them in float
+until the ONNX quantization step); the grid per layer goes into the manifest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from edgesmith.compress.registry import PassInfo
+
+
+@dataclass(frozen=True)
+class RTNConfig:
+    bits: int = 4
+    granularity: Literal["per-tensor", "per-channel", "per-group"] = "per-channel"
+    symmetric: bool = True
+    group_size: int = 32
+    exclude: tuple[str, ...] = ()  # layer names kept in float
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.bits <= 8:
+            raise ValueError(f"bits must be between 2 and 8, got {self.bits}")
+        if self.group_size < 1:
+            raise ValueError(f"group_size must be >= 1, got {self.group_size}")
+
+    def grid(self) -> Any:
+        from edgesmith.compress.quantize._grid import Grid
+
+        return Grid(self.bits, self.granularity, self.symmetric, self.group_size)
+
+
+def select_layers(model: Any, exclude: tuple[str, ...], ctx: Any, pass_name: str) -> list[tuple[str, Any]]:
+    """The conv/linear layers a weight quantizer works on; unknown names in ``exclude`` are an error."""
+    from edgesmith.compress.quantize._layers import weight_layers
+    from edgesmith.errors import ConfigError
+
+    layers = weight_layers(model)
+    names = {n for n, _ in layers}
+    unknown = [e for e in exclude if e not in names]
+    if unknown:
+        raise ConfigError(f"{pass_name}: exclude names {unknown[0]!r}, which is not a conv/linear layer of the model",
+                          hint=f"layers: {', '.join(sorted(names)) or 'none'}")
+    if not layers:
+        ctx.note(f"{pass_name}: the model has no nn.Conv/nn.Linear modules (a .pt2 program?): nothing quantized")
+    return [(n, m) for n, m in layers if n not in exclude]
+
+
+def rtn(model: Any, cfg: RTNConfig, ctx: Any) -> Any:
+    import torch
+
+    grid = cfg.grid()
+    layers = select_layers(model, cfg.exclude, ctx, "rtn")
+    ctx.scratch.setdefault("float_weights", {}).update({n: m.weight.detach().clone() for n, m in layers})
+    with torch.no_grad():
+        for _, m in layers:
+            m.weight.copy_(grid.fake_quant(m.weight))
+    ctx.details.setdefault("weight_quantization", {}).update({n: {"method": "rtn", "grid": grid.describe()} for n, _ in layers})
+    ctx.note(f"rtn: {len(layers)} layer(s) to {grid.describe()} weights" + (f"; kept in float: {', '.join(cfg.exclude)}" if cfg.exclude else ""))
+    return model
+
+
+PASS = PassInfo("rtn", "torch", RTNConfig, rtn, "round-to-nearest weight quantization, 2-8 bits, per-tensor/channel/group")
