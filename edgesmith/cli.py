@@ -37,6 +37,8 @@ profiles_app = typer.Typer(help="List and show target profiles.", no_args_is_hel
 app.add_typer(profiles_app, name="profiles")
 baseline_app = typer.Typer(help="Store a run as the baseline `edgesmith check` gates later runs against.", no_args_is_help=True)
 app.add_typer(baseline_app, name="baseline")
+zoo_app = typer.Typer(help="Train and cache the zoo's reference models (digits CNN, ResNet- and MobileNetV2-style).", no_args_is_help=True)
+app.add_typer(zoo_app, name="zoo")
 
 
 def _err(text: str) -> None:
@@ -544,6 +546,27 @@ def profiles_init(
     for n in notes:
         print(f"- {n}")
     print(f"profile {name!r} written to {out}")
+
+
+@zoo_app.command("train")
+@guarded
+def zoo_train(
+    names: Annotated[Optional[list[str]], typer.Argument(metavar="[NAME...]", help="digits_resnet, digits_mobilenet (default: both).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Train again even if cached.")] = False,
+    epochs: Annotated[Optional[int], typer.Option(min=1, help="Epochs (default: each model's own).")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Train the zoo's digits32 models and cache them, so tests, benchmarks and recipes
+    (edgesmith.zoo:trained_digits_resnet, edgesmith.zoo:trained_digits_mobilenet) share them.
+
+    Example: edgesmith zoo train digits_resnet
+    """
+    from edgesmith.zoo.digits32 import ARCHS, train_cached
+
+    for name in names or list(ARCHS):
+        with RichReporter().step(f"{name}: training on digits32 (or reading the cache)"):
+            path, acc = train_cached(name, seed, force, epochs=epochs)
+        print(f"{name}: {'held-out top-1 ' + format(acc * 100, '.2f') + '%, ' if acc is not None else 'cached, '}{path}")
 
 
 # ---- the CI gate ----------------------------------------------------------------------------

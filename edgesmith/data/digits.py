@@ -12,8 +12,9 @@ TEST_SIZE = 600
 SPLIT_SEED = 0
 
 
-def load_digits_split(split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Images as float32 [N, 1, 8, 8] scaled to [0, 1] and int64 labels."""
+def load_digits_split(split: str, size: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """Images as float32 [N, 1, size, size] scaled to [0, 1] (bilinear upsampling from 8x8 when
+    ``size`` > 8: the ``digits32`` source the zoo's ResNet- and MobileNet-style models use) and int64 labels."""
     from edgesmith._lazy import require
 
     datasets = require("sklearn.datasets")
@@ -27,4 +28,20 @@ def load_digits_split(split: str) -> tuple[np.ndarray, np.ndarray]:
         from edgesmith.errors import ConfigError
 
         raise ConfigError(f"unknown digits split {split!r}", hint="use one of: train, test, all")
-    return x[idx], y[idx]
+    x, y = x[idx], y[idx]
+    if size != 8:
+        x = _upsample(x, size)
+    return x, y
+
+
+def _upsample(x: np.ndarray, size: int) -> np.ndarray:
+    """Bilinear (align_corners=False, as torch's F.interpolate), separable, in numpy."""
+    n = x.shape[-1]
+    src = (np.arange(size) + 0.5) * n / size - 0.5
+    lo = np.clip(np.floor(src).astype(int), 0, n - 1)
+    hi = np.clip(lo + 1, 0, n - 1)
+    frac = np.clip(src - lo, 0.0, 1.0).astype(np.float32)
+    m = np.zeros((size, n), np.float32)
+    m[np.arange(size), lo] += 1 - frac
+    m[np.arange(size), hi] += frac
+    return np.einsum("ih,nchw,jw->ncij", m, x, m).astype(np.float32)

@@ -1,6 +1,6 @@
 """Load calibration/evaluation data into batches and check it before any work is done.
 
-Sources: ``digits`` (built in), a ``.npz`` file (one array per input name, or ``x``/``inputs``;
+Sources: ``digits`` and ``digits32`` (built in, 8x8 or upsampled to 32x32), a ``.npz`` file (one array per input name, or ``x``/``inputs``;
 labels under ``labels`` or ``y``), or ``package.module:function`` returning an iterable of batches
 (each an array, a ``{name: array}`` dict, or an ``(inputs, labels)`` pair).
 """
@@ -145,12 +145,12 @@ def load_dataset(source: str, input_specs: Sequence[Any], *, role: str, split: s
                  samples: int | None = None, batch_size: int = 32, base_dir: Path | None = None) -> Dataset:
     """Load and check one data set. ``input_specs`` are recipe InputSpec objects (name, shape, dtype)."""
     names = [s.name for s in input_specs]
-    if source == "digits":
+    if source in ("digits", "digits32"):
         from edgesmith.data.digits import load_digits_split
 
         if len(names) != 1:
             raise ConfigError(f"the digits data feeds one input, the model has {names}", hint="use a .npz file or a data function")
-        x, y = load_digits_split(split or ("train" if role == "calibration" else "test"))
+        x, y = load_digits_split(split or ("train" if role == "calibration" else "test"), 32 if source == "digits32" else 8)
         batches = _split_batches({names[0]: x}, y, batch_size)
     elif source.endswith(".npz"):
         path = Path(source)
@@ -161,7 +161,7 @@ def load_dataset(source: str, input_specs: Sequence[Any], *, role: str, split: s
     elif ":" in source:
         batches = _from_callable(source, names)
     else:
-        raise ConfigError(f"unknown data source {source!r}", hint="use `digits`, a path ending in .npz, or package.module:function")
+        raise ConfigError(f"unknown data source {source!r}", hint="use `digits` (8x8), `digits32` (upsampled to 32x32), a path ending in .npz, or package.module:function")
     ds = Dataset(f"{source}{f'[{split}]' if split else ''}", batches)
     if samples is not None:
         ds = ds.take(samples)

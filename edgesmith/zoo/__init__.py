@@ -4,7 +4,9 @@ Factories are addressed as ``edgesmith.zoo:NAME`` in recipes and on the command 
 """
 
 from edgesmith.zoo.digits import digits_cnn, pretrained_digits_cnn
+from edgesmith.zoo.digits32 import digits_mobilenet, digits_resnet, trained_digits_mobilenet, trained_digits_resnet
 from edgesmith.zoo.mobilenet import mobilenet_v2
 from edgesmith.zoo.resnet import resnet18
 
-__all__ = ["digits_cnn", "pretrained_digits_cnn", "resnet18", "mobilenet_v2"]
+__all__ = ["digits_cnn", "pretrained_digits_cnn", "resnet18", "mobilenet_v2", "digits_resnet", "digits_mobilenet",
+           "trained_digits_resnet", "trained_digits_mobilenet"]

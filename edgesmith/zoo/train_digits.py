@@ -6,18 +6,20 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any, Callable
 
 
-def train(epochs: int = 30, seed: int = 0, lr: float = 3e-3):
-    import numpy as np
+def train(factory: Callable[[], Any] | None = None, epochs: int = 30, seed: int = 0, lr: float = 3e-3, size: int = 8) -> tuple[Any, float]:
+    """Train ``factory()`` (default: the digits CNN) on the digits train split at ``size``x``size``;
+    returns the model in eval mode and its held-out top-1 (fraction)."""
     import torch
 
     from edgesmith.data.digits import load_digits_split
     from edgesmith.zoo.digits import digits_cnn
 
     torch.manual_seed(seed)
-    x, y = (torch.from_numpy(a) for a in load_digits_split("train"))
-    model = digits_cnn()
+    x, y = (torch.from_numpy(a) for a in load_digits_split("train", size))
+    model = (factory or digits_cnn)()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * ((len(x) + 63) // 64))
     gen = torch.Generator().manual_seed(seed)
@@ -30,10 +32,10 @@ def train(epochs: int = 30, seed: int = 0, lr: float = 3e-3):
             opt.step()
             sched.step()
     model.eval()
-    xt, yt = load_digits_split("test")
+    xt, yt = load_digits_split("test", size)
     with torch.no_grad():
         acc = float((model(torch.from_numpy(xt)).argmax(1).numpy() == yt).mean())
-    return model, acc, np
+    return model, acc
 
 
 def main() -> None:
@@ -46,7 +48,7 @@ def main() -> None:
     from safetensors.torch import save_file
 
     torch.set_num_threads(2)
-    model, acc, _ = train(args.epochs, args.seed)
+    model, acc = train(epochs=args.epochs, seed=args.seed)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, args.out)
     print(f"held-out top-1 {acc * 100:.2f}% -> {args.out}")
 

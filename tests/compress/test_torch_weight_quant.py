@@ -234,3 +234,41 @@ def test_bad_options(tmp_path, name, opts, msg):
     with pytest.raises(ConfigError) as err:
         get_pass(name).apply(pretrained_digits_cnn(), build_pass_config(name, opts), _ctx(tmp_path, _digits_calib(32)))
     assert (msg or "is not a conv/linear layer") in str(err.value)
+
+
+def test_greedy_allocation_meets_the_budget_and_protects_sensitive_layers():
+    from edgesmith.compress.quantize.mixed_precision import allocate
+
+    sizes = {"a": 100, "b": 100, "c": 1000}
+    sens = {"a": {8: 0.0, 4: 5.0, 2: 50.0}, "b": {8: 0.0, 4: 0.01, 2: 0.02}, "c": {8: 0.0, 4: 0.1, 2: 3.0}}
+    choice = allocate(sizes, sens, [8, 4, 2], budget_bits=4.0 * 1200)
+    assert sum(sizes[n] * choice[n] for n in sizes) <= 4.0 * 1200
+    assert choice["a"] == 8 and choice["b"] == 2  # the sensitive layer keeps its bits, the insensitive one gives them up
+
+
+def test_mixed_precision_at_4_average_bits_on_digits(tmp_path):
+    from edgesmith.zoo import pretrained_digits_cnn
+
+    ctx = _ctx(tmp_path, _digits_calib(128))
+    model = get_pass("fold_bn").apply(pretrained_digits_cnn(), build_pass_config("fold_bn", {}), _ctx(tmp_path))
+    model = get_pass("mixed_precision").apply(model, build_pass_config("mixed_precision", {"average_bits": 3.0, "quantizer": "rtn"}), ctx)
+    mp = ctx.details["mixed_precision"]
+    assert mp["average_bits"] <= 3.0 and len(set(mp["bits"].values())) > 1
+    assert set(ctx.details["sensitivity"]) == set(mp["bits"])
+    for name, m in model.named_modules():
+        if name in mp["bits"]:  # each layer's weights really sit on a grid of its width
+            w = m.weight.detach().reshape(m.weight.shape[0], -1)
+            assert (torch.unique(w, dim=None).numel()) <= w.shape[0] * (2 ** mp["bits"][name] - 1)
+            levels_per_row = max(len(torch.unique(r)) for r in w)
+            assert levels_per_row <= 2 ** mp["bits"][name] - 1
+
+
+def test_mixed_precision_budget_below_the_floor_is_refused(tmp_path):
+    from edgesmith.errors import ConfigError
+    from edgesmith.zoo import pretrained_digits_cnn
+
+    with pytest.raises(ConfigError, match="below what 2-bit weights everywhere take"):
+        get_pass("mixed_precision").apply(pretrained_digits_cnn(), build_pass_config("mixed_precision", {"size_mb": 0.001}),
+                                          _ctx(tmp_path, _digits_calib(32)))
+    with pytest.raises(ConfigError, match="outside what candidate_bits"):
+        build_pass_config("mixed_precision", {"average_bits": 1.0})

@@ -90,12 +90,21 @@ def gpfq_quantize(W: Any, X: Any, Xq: Any, delta: Any, K: int, lam: Any = None) 
 
 
 def gpfq(model: Any, cfg: GPFQConfig, ctx: Any) -> Any:
+    from edgesmith.compress.quantize.rtn import select_layers
+
+    layers = select_layers(model, cfg.exclude, ctx, "gpfq")
+    return quantize_layers(model, [(n, m, cfg.bits) for n, m in layers], cfg, ctx)
+
+
+def quantize_layers(model: Any, plan: list[tuple[str, Any, int]], cfg: GPFQConfig, ctx: Any, method: str = "gpfq") -> Any:
+    """GPFQ over ``plan`` — (name, layer, bits) in forward order — each layer at its own bit-width
+    (``mixed_precision`` uses this); ``cfg`` gives everything else."""
     import copy
+    import dataclasses
 
     import torch
 
     from edgesmith.compress.quantize._layers import as_rows, capture_inputs
-    from edgesmith.compress.quantize.rtn import select_layers
     from edgesmith.errors import ConfigError
 
     if ctx.calibration is None:
@@ -105,13 +114,13 @@ def gpfq(model: Any, cfg: GPFQConfig, ctx: Any) -> Any:
         raise ConfigError(f"gpfq asks for {cfg.samples} calibration samples, the calibration data has {have}",
                           hint=f"give at least {cfg.samples} calibration samples, or set the pass's `samples: {have}` or lower")
     model.eval()
-    layers = select_layers(model, cfg.exclude, ctx, "gpfq")
     float_model = copy.deepcopy(model)
-    ctx.scratch.setdefault("float_weights", {}).update({n: m.weight.detach().clone() for n, m in layers})
+    ctx.scratch.setdefault("float_weights", {}).update({n: m.weight.detach().clone() for n, m, _ in plan})
     float_mods = dict(float_model.named_modules())
     errors: dict[str, float] = {}
     skipped = []
-    for i, (name, layer) in enumerate(layers):
+    for i, (name, layer, bits) in enumerate(plan):
+        lcfg = dataclasses.replace(cfg, bits=bits)
         X = capture_inputs(float_model, [(name, float_mods[name])], ctx, cfg.samples).get(name)
         Xq = capture_inputs(model, [(name, layer)], ctx, cfg.samples).get(name)
         if X is None:
@@ -120,25 +129,24 @@ def gpfq(model: Any, cfg: GPFQConfig, ctx: Any) -> Any:
         rows_f = _subsample(as_rows(layer, X), cfg, i)
         rows_q = _subsample(as_rows(layer, Xq), cfg, i)
         W = layer.weight.detach().float()
-        out = W.shape[0]
         g = rows_f.shape[0]
-        Wg = W.reshape(g, out // g, -1)  # [G, out/G, fan_in]
+        Wg = W.reshape(g, W.shape[0] // g, -1)  # [G, out/G, fan_in]
         rad_rows = Wg.abs().amax(dim=2)  # [G, out/G]
         rad = rad_rows.mean().expand_as(rad_rows) if cfg.granularity == "per-layer" else rad_rows
         lam = cfg.l0_lambda * rad if cfg.l0_lambda > 0 else None
-        delta = ((cfg.C * rad - (lam if lam is not None else 0.0)) / cfg.K).clamp(min=1e-12)
+        delta = ((cfg.C * rad - (lam if lam is not None else 0.0)) / lcfg.K).clamp(min=1e-12)
         with torch.no_grad():
-            Q, U = gpfq_quantize(Wg.double(), rows_f.double(), rows_q.double(), delta.double(),
-                                 cfg.K, None if lam is None else lam.double())
+            Q, U = gpfq_quantize(Wg.double(), rows_f.double(), rows_q.double(), delta.double(), lcfg.K,
+                                 None if lam is None else lam.double())
             ref = torch.einsum("gmn,gon->gom", rows_f.double(), Wg.double())
             errors[name] = float((U ** 2).sum() / (ref ** 2).sum().clamp(min=1e-30))
             layer.weight.copy_(Q.reshape(W.shape).to(layer.weight.dtype))
-    sparsity = {n: float((m.weight == 0).float().mean()) for n, m in layers}
     ctx.details.setdefault("weight_quantization", {}).update(
-        {n: {"method": "gpfq", "bits": cfg.bits, "levels": 2 * cfg.K + 1, "granularity": cfg.granularity,
-             "relative_layer_error": errors.get(n), "zero_fraction": sparsity[n]} for n, _ in layers})
+        {n: {"method": method, "bits": b, "levels": 2 * dataclasses.replace(cfg, bits=b).K + 1, "granularity": cfg.granularity,
+             "relative_layer_error": errors.get(n), "zero_fraction": float((m.weight == 0).float().mean())} for n, m, b in plan})
     worst = max(errors, key=errors.get) if errors else None
-    ctx.note(f"gpfq: {len(errors)} layer(s) to {cfg.bits}-bit weights ({2 * cfg.K + 1} levels, {cfg.granularity}, "
+    bits_used = sorted({b for _, _, b in plan}, reverse=True)
+    ctx.note(f"{method}: {len(errors)} layer(s) to {'/'.join(map(str, bits_used))}-bit weights ({cfg.granularity}, "
              f"m={cfg.samples}, C={cfg.C}" + (f", L0 λ={cfg.l0_lambda}·rad" if cfg.l0_lambda else "") + ")"
              + (f"; worst relative layer error {errors[worst]:.3g} at {worst}" if worst else "")
              + (f"; skipped: {'; '.join(skipped)}" if skipped else "") + (f"; kept in float: {', '.join(cfg.exclude)}" if cfg.exclude else ""))
