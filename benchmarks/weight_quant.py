@@ -46,12 +46,12 @@ def main() -> None:
         calib = load_dataset("digits" if size == 8 else "digits32", [spec], role="calibration", split="train", samples=256, batch_size=64)
         xt, yt = (torch.from_numpy(a) for a in load_digits_split("test", size))
 
-        def evaluate(model):
+        def evaluate(model, xt=xt, yt=yt):
             with torch.no_grad():
                 logits = model(xt)
             return float((logits.argmax(1) == yt).float().mean() * 100), float(F.cross_entropy(logits, yt))
 
-        def ctx():
+        def ctx(spec=spec, calib=calib):
             return PassContext(work_dir=work, input_specs=(spec,), calibration=calib)
 
         base = get_pass("fold_bn").apply(factory(), build_pass_config("fold_bn", {}), ctx())
@@ -76,7 +76,7 @@ def main() -> None:
     print("\n| model | bits | float top-1 / loss | RTN top-1 / loss | GPFQ top-1 / loss | GPFQ + bias corr. | mixed (avg b bits) RTN | mixed GPFQ | GPFQ loss increase / RTN's | GPFQ time |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for name, bits, ft, fl, res, ratio in rows:
-        cell = lambda k: f"{res[k][0]:.2f} / {res[k][1]:.4f}"  # noqa: E731
+        cell = lambda k, res=res: f"{res[k][0]:.2f} / {res[k][1]:.4f}"  # noqa: E731
         print(f"| {name} | {bits} | {ft:.2f} / {fl:.4f} | {cell('rtn')} | {cell('gpfq')} | {cell('gpfq+bias_correction')} | {cell('mixed rtn')} | {cell('mixed gpfq')} | {ratio:.2f} | {res['gpfq'][2]:.1f} s |")
 
 
