@@ -236,6 +236,7 @@ def _execute(recipe: Recipe, base_dir: Path, kind: str, profiles: dict[str, Any]
     module = loaded.module
     torch_notes: list[str] = []
     torch_details: dict[str, Any] = {}
+    scratch: dict[str, Any] = {}
     torch_passes = [(info, cfg) for _, info, cfg in passes if info.stage == "torch"]
     if torch_passes:
         import copy
@@ -244,7 +245,6 @@ def _execute(recipe: Recipe, base_dir: Path, kind: str, profiles: dict[str, Any]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # torch's internal deprecation when copying GraphModules
             module = copy.deepcopy(loaded.module)  # NOTE: passes may work in place; the float model stays intact
-        scratch: dict[str, Any] = {}
         for info, cfg in torch_passes:
             ctx = PassContext(work_dir=staged.work, input_specs=tuple(specs), calibration=calib, scratch=scratch)
             with rep.step(f"torch pass {info.name}"):
@@ -272,7 +272,7 @@ def _execute(recipe: Recipe, base_dir: Path, kind: str, profiles: dict[str, Any]
 
     for name, profile in profiles.items():
         manifest["targets"][name] = _run_target(recipe, name, profile, passes, start_path, reference_path, specs, calib,
-                                                evaluation, staged, rep, torch_notes, torch_details)
+                                                evaluation, staged, rep, torch_notes, torch_details, scratch)
     statuses = [t["verdict"] for t in manifest["targets"].values()]
     manifest["verdict"] = "fail" if "fail" in statuses else ("pass" if statuses and all(s == "pass" for s in statuses) else (statuses[0] if statuses else "pass"))
     manifest["pass_configs"] = {p.type: config_as_dict(cfg) for p, _, cfg in passes}
@@ -303,14 +303,14 @@ def _safe_dir(name: str) -> str:
 
 def _run_target(recipe: Recipe, name: str, profile: Any, passes: list, fp32_path: Path, reference_path: Path, specs: list, calib: Any,
                 evaluation: Any, staged: Any, rep: Reporter, torch_notes: list[str],
-                torch_details: dict[str, Any]) -> dict[str, Any]:
+                torch_details: dict[str, Any], scratch: dict[str, Any]) -> dict[str, Any]:
     from edgesmith.compress import PassContext
     from edgesmith.runtime import get_backend
 
     tdir = _safe_dir(profile.name or name)
     backend = get_backend(profile.backend)
     ctx = PassContext(work_dir=staged.work / tdir, profile=profile, input_specs=tuple(specs), calibration=calib, notes=list(torch_notes),
-                      details=dict(torch_details))
+                      details=dict(torch_details), scratch=scratch)
     ctx.work_dir.mkdir(parents=True, exist_ok=True)
     current = fp32_path
     for _, info, cfg in passes:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 import pytest
 import torch
 import torch.nn as nn
@@ -272,3 +274,37 @@ def test_mixed_precision_budget_below_the_floor_is_refused(tmp_path):
                                           _ctx(tmp_path, _digits_calib(32)))
     with pytest.raises(ConfigError, match="outside what candidate_bits"):
         build_pass_config("mixed_precision", {"average_bits": 1.0})
+
+
+def test_low_bit_grid_survives_into_integer_kernels(tmp_path):
+    """fold_bn + 4-bit RTN + ptq_int8: the artifact carries exactly the 4-bit levels and ORT runs them
+    with integer kernels (the optimised graph has QLinearConv/QGemm, no float Conv fed by dequantize)."""
+    import collections
+    import json
+
+    import onnx
+    from onnx import numpy_helper
+
+    from edgesmith import pipeline
+    from edgesmith.recipe import parse_recipe
+
+    recipe = parse_recipe({
+        "model": {"source": "edgesmith.zoo:pretrained_digits_cnn"},
+        "data": {"calibration": {"source": "digits", "samples": 128}, "evaluation": {"source": "digits", "split": "test"}},
+        "passes": [{"type": "fold_bn"}, {"type": "rtn", "bits": 4}, {"type": "ptq_int8"}],
+        "targets": ["x86-avx512-vnni-ort"], "bench": {"iterations": 10}, "output_dir": "out"}, "test")
+    pipeline.run(recipe, tmp_path)
+    out = tmp_path / "out" / "x86-avx512-vnni-ort"
+    ops = collections.Counter(n.op_type for n in onnx.load(str(out / "model.onnxruntime.onnx")).graph.node)
+    assert ops["QLinearConv"] == 3 and ops["QGemm"] == 1 and ops["Conv"] == 0 and ops["Gemm"] == 0
+    q = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(out / "model.int8.onnx")).graph.initializer}
+    qdq = collections.Counter(n.op_type for n in onnx.load(str(out / "model.int8.onnx")).graph.node)
+    assert qdq["DequantizeLinear"] >= 8 and qdq["QuantizeLinear"] >= 4
+    for layer in ("0", "3", "7", "12"):
+        levels = q[f"{layer}.weight_quantized"]
+        assert levels.dtype == np.int8 and levels.min() >= -7 and levels.max() <= 7  # 4-bit levels, stored in int8
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    t = manifest["targets"]["x86-avx512-vnni-ort"]
+    assert set(t["details"]["weight_grids"].values()) == {"exact"}
+    assert t["metrics"]["top1"] > 97
+    assert any("stored in int8" in n for n in t["notes"])

@@ -141,6 +141,10 @@ def quantize_layers(model: Any, plan: list[tuple[str, Any, int]], cfg: GPFQConfi
             ref = torch.einsum("gmn,gon->gom", rows_f.double(), Wg.double())
             errors[name] = float((U ** 2).sum() / (ref ** 2).sum().clamp(min=1e-30))
             layer.weight.copy_(Q.reshape(W.shape).to(layer.weight.dtype))
+        if lam is None:  # the L0 variant's levels (λ + kδ) are not a multiple of one scale
+            from edgesmith.compress.quantize._snap import record_grid
+
+            record_grid(ctx, name, delta.reshape(-1), bits)
     ctx.details.setdefault("weight_quantization", {}).update(
         {n: {"method": method, "bits": b, "levels": 2 * dataclasses.replace(cfg, bits=b).K + 1, "granularity": cfg.granularity,
              "relative_layer_error": errors.get(n), "zero_fraction": float((m.weight == 0).float().mean())} for n, m, b in plan})

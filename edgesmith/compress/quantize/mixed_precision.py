@@ -123,9 +123,13 @@ def mixed_precision(model: Any, cfg: MixedPrecisionConfig, ctx: Any) -> Any:
                         ctx, method="mixed_precision+gpfq")
     else:
         ctx.scratch.setdefault("float_weights", {}).update({n: m.weight.detach().clone() for n, m in layers})
+        from edgesmith.compress.quantize._snap import record_grid
+
         with torch.no_grad():
             for n, m in layers:
-                m.weight.copy_(Grid(choice[n], "per-channel", True).fake_quant(m.weight))
+                grid = Grid(choice[n], "per-channel", True)
+                record_grid(ctx, n, grid.params(m.weight)[0], choice[n])
+                m.weight.copy_(grid.fake_quant(m.weight))
     avg = sum(sizes[n] * choice[n] for n in sizes) / max(n_weights, 1)
     low = min(bits)
     ctx.details["sensitivity"] = {n: s[low] for n, s in sens.items()}

@@ -102,6 +102,11 @@ def apply(onnx_path: Path, cfg: PTQInt8Config, ctx: PassContext) -> Path:
         calibrate_method=method[cfg.calibration],
         extra_options=extra,
     )
+    grids = ctx.scratch.get("weight_grids")
+    if grids:
+        from edgesmith.compress.quantize._snap import snap_weights
+
+        ctx.details["weight_grids"] = snap_weights(out, pre, grids, ctx)
     _mark_producer(out, "ptq_int8")
     if cfg.exclude_op_types:
         ctx.note(f"op types excluded by the recipe: {', '.join(cfg.exclude_op_types)}")

@@ -54,8 +54,13 @@ def rtn(model: Any, cfg: RTNConfig, ctx: Any) -> Any:
     grid = cfg.grid()
     layers = select_layers(model, cfg.exclude, ctx, "rtn")
     ctx.scratch.setdefault("float_weights", {}).update({n: m.weight.detach().clone() for n, m in layers})
+    from edgesmith.compress.quantize._snap import record_grid
+
     with torch.no_grad():
-        for _, m in layers:
+        for n, m in layers:
+            if cfg.granularity != "per-group" and cfg.symmetric:
+                scale, _ = grid.params(m.weight)
+                record_grid(ctx, n, scale if cfg.granularity == "per-channel" else scale.expand(m.weight.shape[0], 1), cfg.bits)
             m.weight.copy_(grid.fake_quant(m.weight))
     ctx.details.setdefault("weight_quantization", {}).update({n: {"method": "rtn", "grid": grid.describe()} for n, _ in layers})
     ctx.note(f"rtn: {len(layers)} layer(s) to {grid.describe()} weights" + (f"; kept in float: {', '.join(cfg.exclude)}" if cfg.exclude else ""))
