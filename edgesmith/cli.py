@@ -548,6 +548,36 @@ def profiles_init(
     print(f"profile {name!r} written to {out}")
 
 
+@app.command()
+@guarded
+def tune(
+    recipe_path: Annotated[Path, typer.Argument(metavar="RECIPE", help="Recipe YAML: model, data, one onnxruntime target, optionally torch passes and a ptq_int8 pass.")],
+    out: OutOpt = None,
+    time_budget: Annotated[float, typer.Option("--time-budget", min=0.1, help="Minutes the search may take (the final run comes after).")] = 5.0,
+) -> None:
+    """Search quantization settings (calibration method, per-channel, layers kept in float ranked by
+    sensitivity) until the target's accuracy budget holds; always writes the best configuration found,
+    with every candidate's numbers (tune.md, tune.json, tuned.yaml) and its full run. Exit 1, with the
+    gap, when no setting meets the budget.
+
+    Example: edgesmith tune recipe.yaml --time-budget 3 --out out/tuned
+    """
+    from edgesmith.recipe import load_recipe
+    from edgesmith.report import print_verdicts
+    from edgesmith.tune import tune as run_tune
+
+    recipe = load_recipe(recipe_path)
+    result = run_tune(recipe, recipe_path.parent.absolute(), out_dir=out, time_budget_s=time_budget * 60, reporter=RichReporter())
+    print((result.out_dir / "tune.md").read_text())
+    import json
+
+    print_verdicts(json.loads((result.out_dir / "manifest.json").read_text()), str(result.out_dir))
+    if result.verdict == "fail":
+        gap = result.best.gap if result.best and not result.best.meets else "the final run failed a latency/size budget"
+        _err(f"no setting met the budget (best written to {result.out_dir}): {gap}")
+        raise typer.Exit(EXIT_BUDGET_FAILED)
+
+
 @zoo_app.command("train")
 @guarded
 def zoo_train(
