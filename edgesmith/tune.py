@@ -285,7 +285,7 @@ class _Evaluator:
 def render_tune(tr: TuneResult, profile: Any) -> str:
     lines = [f"# edgesmith tune: {'within budget' if tr.best and tr.best.meets else 'NO setting within budget'}", "",
              f"- target `{profile.name}`; accuracy budgets: " + ", ".join(f"{g.metric} {g.goal} {g.value:g}" for g in _accuracy_profile(profile).budgets),
-             f"- float reference: " + ", ".join(f"{k} {v:.4g}" for k, v in tr.reference.items() if v != float("inf")),
+             "- float reference: " + ", ".join(f"{k} {v:.4g}" for k, v in tr.reference.items() if v != float("inf")),
              f"- search ended: {tr.stopped}; {len(tr.candidates)} candidate(s)", ""]
     if tr.best:
         lines += [f"**Best**: {tr.best.stage} {json.dumps(tr.best.options)} — " + ", ".join(f"{k} {v:.6g}" for k, v in tr.best.metrics.items())
