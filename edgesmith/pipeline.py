@@ -309,7 +309,8 @@ def _run_target(recipe: Recipe, name: str, profile: Any, passes: list, fp32_path
 
     tdir = _safe_dir(profile.name or name)
     backend = get_backend(profile.backend)
-    ctx = PassContext(work_dir=staged.work / tdir, profile=profile, input_specs=tuple(specs), calibration=calib, notes=list(torch_notes),
+    ctx = PassContext(work_dir=staged.work / tdir, profile=profile, input_specs=tuple(specs), calibration=calib, evaluation=evaluation,
+                      notes=list(torch_notes),
                       details=dict(torch_details), scratch=scratch)
     ctx.work_dir.mkdir(parents=True, exist_ok=True)
     current = fp32_path

@@ -11,7 +11,7 @@ import pytest
 RECIPES = {
     "unknown_key.yaml": "model: {source: edgesmith.zoo:digits_cnn}\nfoo: 1\n",
     "wrong_type.yaml": "model: {source: edgesmith.zoo:digits_cnn}\nbench: {iterations: many}\n",
-    "unknown_pass.yaml": "model: {source: edgesmith.zoo:digits_cnn}\npasses: [{type: gpfq}]\n",
+    "unknown_pass.yaml": "model: {source: edgesmith.zoo:digits_cnn}\npasses: [{type: gpfqq}]\n",
     "unknown_option.yaml": "model: {source: edgesmith.zoo:digits_cnn}\npasses: [{type: ptq_int8, calib: entropy}]\n",
     "unknown_profile.yaml": "model: {source: edgesmith.zoo:digits_cnn}\ntargets: [jetson-nano]\n",
     "not_yaml.yaml": "model: {source: edgesmith.zoo:digits_cnn\n  bad",
@@ -51,7 +51,7 @@ CASES = [
     (["validate", "garbage.onnx"], "is not a valid ONNX model", "truncated or corrupt"),
     (["run", "unknown_key.yaml"], "unknown key 'foo' (allowed: bench, data,", "fix that field"),
     (["run", "wrong_type.yaml"], "bench.iterations: Input should be a valid integer", "fix that field"),
-    (["run", "unknown_pass.yaml"], "unknown pass type 'gpfq'", "known pass types: dynamic_int8, fp16, nncf_ptq, ptq_int8"),
+    (["run", "unknown_pass.yaml"], "unknown pass type 'gpfqq'", "known pass types: bias_correction, dynamic_int8, equalize, fold_bn, fp16, gpfq,"),
     (["run", "unknown_option.yaml"], "unknown option 'calib' (allowed: calibration,", "spelling"),
     (["run", "unknown_profile.yaml"], "unknown profile 'jetson-nano'", "built-in profiles: arm-cortex-a72-ort, intel-laptop-ov, jetson-orin-trt, x86-avx512-vnni-ort, x86-avx512-vnni-ov"),
     (["run", "not_yaml.yaml"], "is not valid YAML", "indentation"),

@@ -40,6 +40,7 @@ class PassContext:
     profile: Any = None  # edgesmith.profiles.Profile
     input_specs: tuple = ()
     calibration: Any = None  # edgesmith.data.Dataset, or None
+    evaluation: Any = None  # the recipe's held-out evaluation data (ONNX-stage passes), or None
     notes: list[str] = field(default_factory=list)  # shown in the report: choices made, nodes skipped
     details: dict[str, Any] = field(default_factory=dict)  # machine-readable, into the manifest
     # shared by the torch passes of one run, never written out (e.g. the float weights a quantizer

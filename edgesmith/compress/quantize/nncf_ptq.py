@@ -11,6 +11,12 @@ Recipe::
         preset: performance          # performance (symmetric) | mixed (asymmetric activations)
         model_type: transformer      # or omit for CNNs
         subset_size: 300
+        accuracy_control: true       # NNCF's quantize_with_accuracy_control: layers back to float
+        max_drop: 0.5                #   until top-1 drops at most this many points (default: the profile's budget)
+        validation: calibration      #   labelled data it validates on: calibration (default) or evaluation
+
+Accuracy control validates on the *calibration* split by default, so the held-out evaluation set the
+run reports stays unseen by the search; ``validation: evaluation`` uses the evaluation data instead.
 """
 
 from __future__ import annotations
@@ -31,10 +37,15 @@ class NNCFPTQConfig:
     fast_bias_correction: bool = True
     exclude_nodes: tuple[str, ...] = ()
     exclude_op_types: tuple[str, ...] = ()
+    accuracy_control: bool = False
+    max_drop: float | None = None  # top-1 points; None: the target profile's top1 max-degradation budget (else 0.5)
+    validation: Literal["calibration", "evaluation"] = "calibration"
 
     def __post_init__(self):
         if self.subset_size < 1:
             raise ValueError(f"subset_size must be >= 1, got {self.subset_size}")
+        if self.max_drop is not None and self.max_drop < 0:
+            raise ValueError(f"max_drop must be >= 0, got {self.max_drop}")
 
 
 def apply(onnx_path: Path, cfg: NNCFPTQConfig, ctx: PassContext) -> Path:
@@ -59,16 +70,50 @@ def apply(onnx_path: Path, cfg: NNCFPTQConfig, ctx: PassContext) -> Path:
         kwargs["model_type"] = nncf.ModelType.TRANSFORMER
     if ignored is not None:
         kwargs["ignored_scope"] = ignored
-    quantized = nncf.quantize(model, nncf.Dataset(samples), **kwargs)
+    if cfg.accuracy_control:
+        quantized, how = _with_accuracy_control(nncf, model, samples, names, cfg, ctx, kwargs)
+    else:
+        quantized, how = nncf.quantize(model, nncf.Dataset(samples), **kwargs), ""
     quantized.graph.doc_string = "nncf_ptq"
     out = ctx.work_dir / "model.nncf_int8.onnx"
     onnx.save(quantized, str(out))
     left = float_compute_nodes(out, "DequantizeLinear")
     ctx.note(f"nncf_ptq: NNCF {nncf.__version__} {cfg.preset} preset{', transformer model type' if cfg.model_type else ''}, "
-             f"{subset} calibration samples, fast bias correction {'on' if cfg.fast_bias_correction else 'off'}")
+             f"{subset} calibration samples, fast bias correction {'on' if cfg.fast_bias_correction else 'off'}{how}")
     note_float_nodes(ctx, "nncf_ptq", left)
     ctx.details["nncf_ptq"] = {"preset": cfg.preset, "model_type": cfg.model_type, "subset_size": subset, "float_nodes": left}
     return out
+
+
+def _with_accuracy_control(nncf, model, samples, names, cfg, ctx, kwargs):
+    """NNCF's quantize_with_accuracy_control on the ONNX model, validating top-1 with ONNX Runtime."""
+    data = ctx.calibration if cfg.validation == "calibration" else ctx.evaluation
+    if data is None or not data.has_labels:
+        raise ConfigError(f"nncf_ptq accuracy control validates top-1 and needs labels in the {cfg.validation} data",
+                          hint="give labelled data, or drop accuracy_control")
+    max_drop = cfg.max_drop
+    if max_drop is None:
+        budgets = [g.value for g in (ctx.profile.budgets if ctx.profile else []) if g.metric == "top1" and g.goal == "max-degradation"]
+        max_drop = budgets[0] if budgets else 0.5
+    validation = [({n: b.inputs[n] for n in names}, b.labels) for b in data.batches]
+
+    def top1(candidate, items) -> float:
+        import onnxruntime as ort
+
+        sess = ort.InferenceSession(candidate.SerializeToString(), providers=["CPUExecutionProvider"])
+        right = total = 0
+        for feeds, labels in items:
+            right += int((sess.run(None, feeds)[0].argmax(axis=1) == labels).sum())
+            total += len(labels)
+        return float(right / max(total, 1))
+
+    quantized = nncf.quantize_with_accuracy_control(model, nncf.Dataset(samples), nncf.Dataset(validation), top1,
+                                                    max_drop=max_drop / 100.0, drop_type=nncf.DropType.ABSOLUTE, **kwargs)
+    before, after = top1(model, validation), top1(quantized, validation)
+    ctx.details["nncf_accuracy_control"] = {"max_drop_pt": max_drop, "validation": cfg.validation,
+                                            "top1_float": before * 100, "top1_int8": after * 100}
+    return quantized, (f"; accuracy control on the {cfg.validation} data (max drop {max_drop:g} pt): "
+                       f"top-1 {before * 100:.2f} -> {after * 100:.2f}")
 
 
 PASS = PassInfo(
