@@ -308,3 +308,87 @@ def test_low_bit_grid_survives_into_integer_kernels(tmp_path):
     assert set(t["details"]["weight_grids"].values()) == {"exact"}
     assert t["metrics"]["top1"] > 97
     assert any("stored in int8" in n for n in t["notes"])
+
+
+@pytest.mark.parametrize("bits,per_channel,symmetric", [(2, False, True), (4, True, True), (3, False, False), (8, True, False)])
+def test_lsq_quantizer_levels_and_offset(bits, per_channel, symmetric):
+    from edgesmith.compress.quantize._lsq import lsq_module
+
+    q = lsq_module(bits, per_channel, symmetric, channels=6)
+    x = torch.randn(6, 50) * torch.linspace(0.1, 3, 6)[:, None] + (0 if symmetric else 1.0)
+    y = q(x)
+    for row in (y if per_channel else y.reshape(1, -1)):
+        assert len(torch.unique(row.detach())) <= 2**bits
+    if symmetric:
+        assert torch.all(q.offset == 0)
+    y.sum().backward()  # the straight-through estimator passes gradients to the step size
+    assert q.step.grad is not None and torch.isfinite(q.step.grad).all()
+
+
+def test_gradient_quantizer_is_unbiased_with_at_most_2b_minus_1_levels():
+    from edgesmith.compress.quantize._lsq import GradientQuantizer
+
+    g = torch.randn(2000, dtype=torch.float64)
+    gq = GradientQuantizer(4, seed=0)
+    samples = torch.stack([gq.__class__(4, seed=s)(g) for s in range(400)])  # fresh γ=1: the whole range
+    assert len(torch.unique(samples[0])) <= 2**4 - 1
+    assert float((samples.mean(0) - g).abs().max()) < 0.1 * float(g.abs().max())
+    assert abs(float((samples.mean(0) - g).mean())) < 1e-3
+
+
+def test_gradient_quantizer_range_adapts():
+    from edgesmith.compress.quantize._lsq import GradientQuantizer
+
+    # the rule aims at c/(2^b-1) ~ 6.7e-5 of |G| clipped: one huge outlier in 100,000 values is below
+    # that, so γ shrinks by 0.001 a step; ordinary Gaussian gradients keep it at the top of its range
+    heavy = torch.randn(100_000)
+    heavy[0] = 1000.0
+    gq = GradientQuantizer(4)
+    for _ in range(50):
+        gq(heavy)
+    assert gq.gamma == pytest.approx(1.0 - 50 * 0.001)
+    gq = GradientQuantizer(4)
+    for _ in range(50):
+        gq(torch.randn(1000))
+    assert gq.gamma >= 0.998
+
+
+def test_qat_recovers_what_3_bit_rtn_loses(tmp_path):
+    from edgesmith.data.digits import load_digits_split
+    from edgesmith.zoo import pretrained_digits_cnn
+
+    xt, yt = (torch.from_numpy(a) for a in load_digits_split("test"))
+
+    def loss(m):
+        with torch.no_grad():
+            return float(nn.functional.cross_entropy(m(xt), yt))
+
+    def fresh():
+        return get_pass("fold_bn").apply(pretrained_digits_cnn(), build_pass_config("fold_bn", {}), _ctx(tmp_path))
+
+    calib = _digits_calib(512)
+    rtn = get_pass("rtn").apply(fresh(), build_pass_config("rtn", {"bits": 3}), _ctx(tmp_path, calib))
+    ctx = _ctx(tmp_path, calib)
+    qat = get_pass("qat").apply(fresh(), build_pass_config("qat", {"weight_bits": 3, "steps": 150, "lr": 3e-4}), ctx)
+    assert loss(qat) < loss(rtn) / 2, (loss(qat), loss(rtn))
+    assert ctx.details["qat"]["steps"] == 150
+    for name, m in qat.named_modules():  # wrappers are gone and weights sit on 3-bit grids
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            w = m.weight.detach().reshape(m.weight.shape[0], -1)
+            assert max(len(torch.unique(r)) for r in w) <= 2**3 - 1
+    assert not any("QATLayer" in type(m).__name__ for m in qat.modules())
+
+
+def test_qat_with_gradient_quantization_trains(tmp_path):
+    from edgesmith.zoo import pretrained_digits_cnn
+
+    ctx = _ctx(tmp_path, _digits_calib(256))
+    get_pass("qat").apply(pretrained_digits_cnn(), build_pass_config("qat", {"weight_bits": 4, "grad_bits": 4, "steps": 20}), ctx)
+    assert ctx.details["qat"]["grad_bits"] == 4 and np.isfinite(ctx.details["qat"]["loss_last10"])
+
+
+def test_qat_budget_of_zero_is_refused():
+    from edgesmith.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="budget of zero"):
+        build_pass_config("qat", {"steps": 0})

@@ -92,3 +92,9 @@ def as_rows(layer: Any, x: Any, max_rows: int | None = None, seed: int = 0) -> A
         idx = torch.randperm(rows.shape[1], generator=gen)[:max_rows]
         rows = rows[:, idx]
     return rows
+
+
+def set_module(model: Any, dotted: str, new: Any) -> None:
+    """Replace the submodule at ``dotted`` (e.g. ``layer1.0.conv1``) with ``new``."""
+    parent_name, _, child = dotted.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, new)

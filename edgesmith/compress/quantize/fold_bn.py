@@ -24,7 +24,7 @@ def fold_bn(model: Any, cfg: FoldBNConfig, ctx: Any) -> Any:
     import torch.nn as nn
     from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
-    from edgesmith.compress.quantize._layers import single_user, trace
+    from edgesmith.compress.quantize._layers import set_module, single_user, trace
 
     model.eval()
     gm = trace(model)
@@ -51,17 +51,11 @@ def fold_bn(model: Any, cfg: FoldBNConfig, ctx: Any) -> Any:
                 layer.bias = nn.Parameter(fused.bias.detach().clone())
             else:
                 layer.bias.copy_(fused.bias)
-        _set_module(model, node.target, nn.Identity())
+        set_module(model, node.target, nn.Identity())
         folded.append(f"{node.target} -> {prev.target}")
     ctx.note(f"fold_bn: folded {len(folded)} batch norm(s)" + (f"; left {len(skipped)}: {'; '.join(skipped)}" if skipped else ""))
     ctx.details.setdefault("fold_bn", {"folded": folded, "skipped": skipped})
     return model
-
-
-def _set_module(model: Any, dotted: str, new: Any) -> None:
-    parent_name, _, child = dotted.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, new)
 
 
 PASS = PassInfo("fold_bn", "torch", FoldBNConfig, fold_bn, "fold batch norm into the preceding conv/linear (algorithms.md §12)")

@@ -1,0 +1,169 @@
+"""``qat``: quantization-aware fine-tuning with learned step sizes (LSQ; straight-through rounding).
+
+Every conv/linear gets an LSQ weight quantizer (per output channel, symmetric) and an LSQ quantizer on
+its input activation (per tensor; unsigned when the input was non-negative at initialisation); the model
+is fine-tuned on the calibration data's labels, optionally distilled from the float model (Hinton KL at
+temperature ``temperature`` mixed ``alpha`` : 1 − alpha with cross-entropy), for ``steps`` steps or
+``minutes`` of wall time, on CPU. With ``grad_bits`` set, each layer's output gradient is quantized as in
+algorithms.md §9 (stochastic rounding over an adaptive range γ·max|G|; first and last layers at 8 bits).
+Afterwards the weights are left on their learned grids (kept exactly through ``ptq_int8``) and the
+activation quantizers are removed: activations are quantized by the ONNX step (8-bit).
+The distillation here is the loss alone; the shared recovery engine (issue: distillation) will take over
+the training loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from edgesmith.compress.registry import PassInfo
+
+
+@dataclass(frozen=True)
+class QATConfig:
+    weight_bits: int = 4
+    activation_bits: int = 8
+    steps: int = 200
+    minutes: float | None = None  # wall-clock budget instead of (or capping) steps
+    lr: float = 1e-4
+    batch_size: int = 64
+    distill: bool = True
+    alpha: float = 0.5  # weight of the distillation term
+    temperature: float = 4.0
+    grad_bits: int | None = None  # §9 gradient quantization
+    exclude: tuple[str, ...] = ()
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.weight_bits <= 8 or not 2 <= self.activation_bits <= 8:
+            raise ValueError(f"weight_bits and activation_bits must be between 2 and 8, got {self.weight_bits}, {self.activation_bits}")
+        if self.steps < 1 or (self.minutes is not None and self.minutes <= 0):
+            raise ValueError("a training budget of zero: steps must be >= 1 and minutes > 0")
+        if self.grad_bits is not None and not 2 <= self.grad_bits <= 8:
+            raise ValueError(f"grad_bits must be between 2 and 8, got {self.grad_bits}")
+        if not 0 <= self.alpha <= 1:
+            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
+
+
+def _wrap(layer: Any, cfg: QATConfig, grad_q: Any) -> Any:
+    import torch.nn as nn
+
+    from edgesmith.compress.quantize._lsq import lsq_module
+
+    class QATLayer(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = layer
+            self.wq = lsq_module(cfg.weight_bits, True, True, layer.weight.shape[0])
+            self.aq = None
+            self.grad_q = grad_q
+
+        def forward(self, x: Any) -> Any:
+            if self.aq is None:
+                self.aq = lsq_module(cfg.activation_bits, False, symmetric=bool(x.detach().min() < 0)).to(x.device)
+            w = self.wq(self.layer.weight)
+            xq = self.aq(x)
+            if isinstance(self.layer, nn.Linear):
+                import torch.nn.functional as F
+
+                y = F.linear(xq, w, self.layer.bias)
+            else:
+                y = self.layer._conv_forward(xq, w, self.layer.bias)
+            if self.grad_q is not None and y.requires_grad:
+                y.register_hook(self.grad_q)
+            return y
+
+    return QATLayer()
+
+
+def qat(model: Any, cfg: QATConfig, ctx: Any) -> Any:
+    import copy
+    import time
+
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from edgesmith.compress.quantize._layers import forward_batch, set_module
+    from edgesmith.compress.quantize._lsq import GradientQuantizer
+    from edgesmith.compress.quantize._snap import record_grid
+    from edgesmith.compress.quantize.rtn import select_layers
+    from edgesmith.errors import ConfigError
+
+    data = ctx.calibration
+    if data is None or not data.has_labels:
+        raise ConfigError("qat trains on labelled data, and the calibration data has no labels",
+                          hint="give labelled calibration data (npz key `labels`), e.g. `data: {calibration: {source: digits}}`")
+    torch.manual_seed(cfg.seed)
+    layers = select_layers(model, cfg.exclude, ctx, "qat")
+    teacher = copy.deepcopy(model).eval() if cfg.distill else None
+    ctx.scratch.setdefault("float_weights", {}).update({n: m.weight.detach().clone() for n, m in layers})
+    names = [s.name for s in ctx.input_specs]
+    wrapped = {}
+    for i, (n, m) in enumerate(layers):
+        edge = i in (0, len(layers) - 1)
+        gq = GradientQuantizer(8 if edge else cfg.grad_bits, seed=cfg.seed + i) if cfg.grad_bits else None
+        wrapped[n] = _wrap(m, cfg, gq)
+        set_module(model, n, wrapped[n])
+    inputs = {k: np.concatenate([b.inputs[k] for b in data.batches]) for k in names}
+    labels = torch.from_numpy(np.concatenate([b.labels for b in data.batches])).long()
+    n_samples = len(labels)
+    with torch.no_grad():  # initialise every quantizer from a first batch
+        model.eval()
+        forward_batch(model, _Batch({k: v[: cfg.batch_size] for k, v in inputs.items()}), names)
+    quant_params = [p for w in wrapped.values() for q in (w.wq, w.aq) for p in q.parameters()]
+    ids = {id(p) for p in quant_params}
+    opt = torch.optim.Adam([{"params": [p for p in model.parameters() if id(p) not in ids], "lr": cfg.lr},
+                            {"params": quant_params, "lr": cfg.lr * 10}])
+    gen = torch.Generator().manual_seed(cfg.seed)
+    start, losses, step = time.time(), [], 0
+    model.train()
+    _freeze_bn(model)
+    while step < cfg.steps and (cfg.minutes is None or time.time() - start < cfg.minutes * 60):
+        idx = torch.randint(0, n_samples, (min(cfg.batch_size, n_samples),), generator=gen).numpy()
+        feeds = _Batch({k: v[idx] for k, v in inputs.items()})
+        logits = forward_batch(model, feeds, names)
+        loss = F.cross_entropy(logits, labels[idx])
+        if teacher is not None:
+            with torch.no_grad():
+                t_logits = forward_batch(teacher, feeds, names)
+            T = cfg.temperature
+            kd = F.kl_div(F.log_softmax(logits / T, 1), F.log_softmax(t_logits / T, 1), log_target=True, reduction="batchmean") * T * T
+            loss = (1 - cfg.alpha) * loss + cfg.alpha * kd
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        step += 1
+    model.eval()
+    with torch.no_grad():  # bake: weights onto their learned grids, wrappers out
+        for n, w in wrapped.items():
+            w.layer.weight.copy_(w.wq(w.layer.weight))
+            record_grid(ctx, n, w.wq.step.abs().detach(), cfg.weight_bits)
+            set_module(model, n, w.layer)
+    first, last = float(np.mean(losses[:10])), float(np.mean(losses[-10:]))
+    ctx.details["qat"] = {"steps": step, "seconds": round(time.time() - start, 1), "loss_first10": first, "loss_last10": last,
+                          "weight_bits": cfg.weight_bits, "activation_bits": cfg.activation_bits, "grad_bits": cfg.grad_bits}
+    ctx.note(f"qat: {step} steps in {time.time() - start:.0f} s on {n_samples} labelled samples, W{cfg.weight_bits}A{cfg.activation_bits}"
+             + (f"G{cfg.grad_bits}" if cfg.grad_bits else "") + (f", distilled from the float model (alpha {cfg.alpha}, T {cfg.temperature})" if cfg.distill else "")
+             + f"; loss {first:.3f} -> {last:.3f}" + ("; activations are exported 8-bit (the ONNX step quantizes them)" if cfg.activation_bits < 8 else ""))
+    return model
+
+
+class _Batch:
+    def __init__(self, inputs: dict) -> None:
+        self.inputs = inputs
+
+
+def _freeze_bn(model: Any) -> None:
+    """Batch norm keeps its running statistics during fine-tuning (small batches on CPU)."""
+    import torch.nn as nn
+
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
+PASS = PassInfo("qat", "torch", QATConfig, qat, "quantization-aware fine-tuning with learned step sizes (LSQ), optional distillation and §9 gradient quantization",
+                needs_calibration=True)
