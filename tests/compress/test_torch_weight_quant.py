@@ -372,7 +372,7 @@ def test_qat_recovers_what_3_bit_rtn_loses(tmp_path):
     qat = get_pass("qat").apply(fresh(), build_pass_config("qat", {"weight_bits": 3, "steps": 150, "lr": 3e-4}), ctx)
     assert loss(qat) < loss(rtn) / 2, (loss(qat), loss(rtn))
     assert ctx.details["qat"]["steps"] == 150
-    for name, m in qat.named_modules():  # wrappers are gone and weights sit on 3-bit grids
+    for m in qat.modules():  # wrappers are gone and weights sit on 3-bit grids
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             w = m.weight.detach().reshape(m.weight.shape[0], -1)
             assert max(len(torch.unique(r)) for r in w) <= 2**3 - 1
