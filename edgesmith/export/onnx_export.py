@@ -135,6 +135,7 @@ class ParityResult:
     rtol: float
     samples: int
     worst_output: str
+    min_cosine: float = 1.0  # worst per-sample cosine across outputs
 
     @property
     def ok(self) -> bool:
@@ -160,7 +161,10 @@ def check_parity(module: Any, onnx_path: Path, feeds: dict[str, np.ndarray], inp
     if isinstance(ref, dict):
         ref = list(ref.values())
     ref = [r.detach().numpy() for r in (ref if isinstance(ref, (tuple, list)) else [ref])]
+    from edgesmith.validate import cosine
+
     worst = (0.0, 0.0, "")
+    min_cos = 1.0
     for out, r, g in zip(sess.get_outputs(), ref, got):
         if r.shape != g.shape:
             raise ExportError(f"ONNX output {out.name!r} has shape {list(g.shape)}, torch gives {list(r.shape)}", hint="check dynamic dimensions in the input spec")
@@ -169,4 +173,6 @@ def check_parity(module: Any, onnx_path: Path, feeds: dict[str, np.ndarray], inp
         max_rel = float((diff / (np.abs(r).max() + 1e-12)).max()) if diff.size else 0.0
         if max_abs >= worst[0]:
             worst = (max_abs, max_rel, out.name)
-    return ParityResult(worst[0], worst[1], atol, rtol, len(next(iter(feeds.values()))), worst[2])
+        if r.ndim:
+            min_cos = min(min_cos, cosine(r, g))
+    return ParityResult(worst[0], worst[1], atol, rtol, len(next(iter(feeds.values()))), worst[2], min_cos)

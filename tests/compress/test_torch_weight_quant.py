@@ -392,3 +392,27 @@ def test_qat_budget_of_zero_is_refused():
 
     with pytest.raises(ConfigError, match="budget of zero"):
         build_pass_config("qat", {"steps": 0})
+
+
+def test_inc_ptq_runs_integer_kernels(tmp_path):
+    """Intel Neural Compressor's PyTorch API (PT2E) -> ONNX QDQ -> ONNX Runtime QLinearConv."""
+    import collections
+    import json
+
+    import onnx
+
+    from edgesmith import pipeline
+    from edgesmith.recipe import parse_recipe
+
+    recipe = parse_recipe({
+        "model": {"source": "edgesmith.zoo:pretrained_digits_cnn"},
+        "data": {"calibration": {"source": "digits", "samples": 128}, "evaluation": {"source": "digits", "split": "test"}},
+        "passes": [{"type": "inc_ptq", "samples": 128}], "targets": ["x86-avx512-vnni-ort"], "bench": {"iterations": 10},
+        "output_dir": "out"}, "test")
+    pipeline.run(recipe, tmp_path)
+    ops = collections.Counter(n.op_type for n in onnx.load(str(tmp_path / "out" / "x86-avx512-vnni-ort" / "model.onnxruntime.onnx")).graph.node)
+    assert ops["QLinearConv"] == 3 and ops["Conv"] == 0
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert "accepted for a quantized graph" in manifest["export_after_torch_passes"]["parity"]
+    t = manifest["targets"]["x86-avx512-vnni-ort"]
+    assert t["metrics"]["top1"] > 98 and t["details"]["inc_ptq"]["path"] == "pt2e"
