@@ -6,7 +6,8 @@
 Each model is batch-norm folded, then its conv/linear weights quantized per output channel
 (symmetric, 2^b-1 levels) by ``rtn`` or ``gpfq`` (m=128 calibration images from the train split),
 optionally followed by ``bias_correction``, or given per-layer widths averaging b bits by
-``mixed_precision`` (sensitivity ranking + greedy, then RTN or GPFQ); activations stay float, so the figures isolate the
+``mixed_precision`` (sensitivity ranking + greedy, then RTN or GPFQ; or EQ-Net: elastic supernet
+trained 300 steps on the labelled calibration data, predictor, genetic search); activations stay float, so the figures isolate the
 weight quantizer. Reported on the 600 held-out digits: top-1 and cross-entropy, and the loss
 increase over float — the issue's target is GPFQ's increase at most half of RTN's. The trained
 digits32 models come from the zoo cache (``edgesmith zoo train`` trains them first if needed).
@@ -62,7 +63,8 @@ def main() -> None:
             for label, passes in (("rtn", [("rtn", {"bits": bits})]), ("gpfq", [("gpfq", {"bits": bits})]),
                                   ("gpfq+bias_correction", [("gpfq", {"bits": bits}), ("bias_correction", {})]),
                                   ("mixed rtn", [("mixed_precision", {"average_bits": bits, "quantizer": "rtn"})]),
-                                  ("mixed gpfq", [("mixed_precision", {"average_bits": bits, "quantizer": "gpfq"})])):
+                                  ("mixed gpfq", [("mixed_precision", {"average_bits": bits, "quantizer": "gpfq"})]),
+                                  ("eqnet", [("mixed_precision", {"average_bits": bits, "method": "eqnet"})])):
                 model, c = copy.deepcopy(base), ctx()
                 t0 = time.perf_counter()
                 for p, opts in passes:
@@ -73,11 +75,11 @@ def main() -> None:
                 print(f"  {bits}-bit {label:22s} top-1 {top1:6.2f}%  loss {loss:.4f} (+{loss - f_loss:.4f})  {took:.1f}s", flush=True)
             ratio = (res["gpfq"][1] - f_loss) / max(res["rtn"][1] - f_loss, 1e-9)
             rows.append((name, bits, f_top1, f_loss, res, ratio))
-    print("\n| model | bits | float top-1 / loss | RTN top-1 / loss | GPFQ top-1 / loss | GPFQ + bias corr. | mixed (avg b bits) RTN | mixed GPFQ | GPFQ loss increase / RTN's | GPFQ time |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("\n| model | bits | float top-1 / loss | RTN top-1 / loss | GPFQ top-1 / loss | GPFQ + bias corr. | mixed (avg b bits) RTN | mixed GPFQ | EQ-Net (avg b bits) | GPFQ loss increase / RTN's | GPFQ time | EQ-Net time |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, bits, ft, fl, res, ratio in rows:
         cell = lambda k, res=res: f"{res[k][0]:.2f} / {res[k][1]:.4f}"  # noqa: E731
-        print(f"| {name} | {bits} | {ft:.2f} / {fl:.4f} | {cell('rtn')} | {cell('gpfq')} | {cell('gpfq+bias_correction')} | {cell('mixed rtn')} | {cell('mixed gpfq')} | {ratio:.2f} | {res['gpfq'][2]:.1f} s |")
+        print(f"| {name} | {bits} | {ft:.2f} / {fl:.4f} | {cell('rtn')} | {cell('gpfq')} | {cell('gpfq+bias_correction')} | {cell('mixed rtn')} | {cell('mixed gpfq')} | {cell('eqnet')} | {ratio:.2f} | {res['gpfq'][2]:.1f} s | {res['eqnet'][2]:.0f} s |")
 
 
 if __name__ == "__main__":

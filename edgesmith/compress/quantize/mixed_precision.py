@@ -8,8 +8,11 @@ that costs the least sensitivity per weight bit saved is taken until the budget 
 are then quantized at their widths by ``rtn`` or ``gpfq``. Per-layer sensitivities go to the
 manifest (and the HTML report's sensitivity plot).
 
-The EQ-Net route (algorithms.md §2: elastic quantizer, sandwich training, accuracy predictor,
-evolutionary search) is not built yet; ``method`` will take ``eqnet`` when it is.
+``method: eqnet`` takes the EQ-Net route instead (algorithms.md §2, ``_eqnet.py``): an elastic
+quantizer with its own learned step/offset per (bits, symmetry, granularity), trained as one supernet
+with the weight-distribution regulariser and group progressive guidance (``steps`` on the labelled
+calibration data, a quarter held back), an accuracy predictor fitted on ``predictor_samples`` measured
+configurations, and a genetic search under the average-bits budget; first and last layers stay 8-bit.
 """
 
 from __future__ import annotations
@@ -26,8 +29,11 @@ class MixedPrecisionConfig:
     size_mb: float | None = None  # or: total weight storage in MB (replaces average_bits when given)
     candidate_bits: tuple[int, ...] = (8, 6, 4, 3, 2)
     quantizer: Literal["rtn", "gpfq"] = "gpfq"
-    method: Literal["sensitivity"] = "sensitivity"
+    method: Literal["sensitivity", "eqnet"] = "sensitivity"
     samples: int = 128
+    steps: int = 300  # eqnet: supernet training steps
+    predictor_samples: int = 64  # eqnet: configurations measured to fit the accuracy predictor
+    lr: float = 1e-4  # eqnet
     exclude: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -114,6 +120,8 @@ def mixed_precision(model: Any, cfg: MixedPrecisionConfig, ctx: Any) -> Any:
         floor_mb = min(bits) * n_weights / 8 / 2**20
         raise ConfigError(f"mixed_precision: a weight budget of {budget / 8 / 2**20:.4f} MB is below what {min(bits)}-bit weights "
                           f"everywhere take ({floor_mb:.4f} MB)", hint="raise the budget or allow narrower candidate_bits")
+    if cfg.method == "eqnet":
+        return _eqnet(model, layers, cfg, ctx, budget / max(n_weights, 1), bits)
     sens = sensitivities(model, layers, bits, ctx, cfg.samples)
     choice = allocate(sizes, sens, bits, budget)
     if cfg.quantizer == "gpfq":
@@ -139,6 +147,22 @@ def mixed_precision(model: Any, cfg: MixedPrecisionConfig, ctx: Any) -> Any:
     ctx.note(f"mixed_precision: {avg:.2f} average weight bits ({avg * n_weights / 8 / 2**20:.4f} MB of weights) over {len(layers)} layers "
              f"({', '.join(f'{c}x{b}-bit' for b, c in hist.items() if c)}), by sensitivity; most sensitive at {low} bits: "
              + ", ".join(sorted(sens, key=lambda n: -sens[n][low])[:3]))
+    return model
+
+
+def _eqnet(model: Any, layers: list, cfg: MixedPrecisionConfig, ctx: Any, avg_budget: float, bits: list[int]) -> Any:
+    from edgesmith.compress.quantize._eqnet import run_eqnet
+
+    if cfg.steps < 1 or cfg.predictor_samples < 2:
+        from edgesmith.errors import ConfigError
+
+        raise ConfigError("eqnet needs steps >= 1 and predictor_samples >= 2", hint="e.g. steps: 300, predictor_samples: 64")
+    ctx.scratch.setdefault("float_weights", {}).update({n: m.weight.detach().clone() for n, m in layers})
+    res = run_eqnet(model, layers, avg_budget, tuple(sorted(bits)), ctx, steps=cfg.steps, predictor_samples=cfg.predictor_samples, lr=cfg.lr)
+    ctx.details["mixed_precision"] = {"method": "eqnet", "bits": {n: c["bits"] for n, c in res["choice"].items()}, **res}
+    ctx.note(f"mixed_precision (EQ-Net): {res['average_bits']:.2f} average weight bits; supernet {res['steps']} steps, predictor on "
+             f"{res['predictor_samples']} measured configurations (mean abs error {res['predictor_mae']:.2f} pt), genetic search: "
+             f"predicted top-1 {res['predicted_top1']:.2f}, measured {res['measured_top1']:.2f} on {res['validation_samples']} held-back samples")
     return model
 
 
