@@ -233,3 +233,15 @@ def test_bench_noise_flag_and_until_stable(cli, digits_onnx):
     noisy = cli("bench", digits_onnx, "--iterations", "20", "--until-stable", "--cv", "0", "--max-repeats", "2", "--json")
     row = json.loads(noisy.stdout)[0]
     assert row["repeats"] == 2 and row["noisy"] is True
+
+
+def test_zoo_train_caches_the_model(cli, tmp_path):
+    env = {"EDGESMITH_CACHE": str(tmp_path / "cache")}
+    first = cli("zoo", "train", "digits_resnet", "--epochs", "1", env=env)
+    assert first.code == 0 and "held-out top-1" in first.stdout, first.stderr
+    path = tmp_path / "cache" / "zoo" / "digits_resnet-s0-e1.safetensors"
+    assert path.is_file()
+    again = cli("zoo", "train", "digits_resnet", "--epochs", "1", env=env)
+    assert again.code == 0 and "cached" in again.stdout
+    bad = cli("zoo", "train", "nope", env=env)
+    assert bad.code == 2 and "trainable zoo models: digits_resnet, digits_mobilenet" in bad.stderr
