@@ -37,26 +37,16 @@ def digits_mobilenet(num_classes: int = 10):
     1x1 project, ReLU6, expansion 4) over 16-24-32-64 channels."""
     import torch.nn as nn
 
-    def conv_bn(cin, cout, k, s, groups=1, act=True):
-        layers = [nn.Conv2d(cin, cout, k, s, k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)]
-        return layers + [nn.ReLU6(inplace=True)] if act else layers
+    from edgesmith.zoo.mobilenet import _conv_bn, inverted_residual
 
-    class InvertedResidual(nn.Module):
-        def __init__(self, cin, cout, stride, expand):
-            super().__init__()
-            hidden = cin * expand
-            self.block = nn.Sequential(*conv_bn(cin, hidden, 1, 1), *conv_bn(hidden, hidden, 3, stride, groups=hidden),
-                                       *conv_bn(hidden, cout, 1, 1, act=False))
-            self.residual = stride == 1 and cin == cout
-
-        def forward(self, x):
-            return x + self.block(x) if self.residual else self.block(x)
+    def conv_bn(*args, **kw):
+        return _conv_bn(nn, *args, **kw)
 
     layers = conv_bn(1, 16, 3, 1)
     cin = 16
     for cout, n, stride in ((16, 1, 1), (24, 2, 2), (32, 2, 2), (64, 2, 1)):
         for i in range(n):
-            layers.append(InvertedResidual(cin, cout, stride if i == 0 else 1, 4))
+            layers.append(inverted_residual(nn, cin, cout, stride if i == 0 else 1, 4))
             cin = cout
     layers += conv_bn(cin, 256, 1, 1) + [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(256, num_classes)]
     return nn.Sequential(*layers)
