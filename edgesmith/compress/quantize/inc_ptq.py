@@ -63,13 +63,21 @@ def inc_ptq(model: Any, cfg: INCPTQConfig, ctx: Any) -> Any:
                 forward_batch(prepared, batch, names)
         converted = convert(prepared)
     inc_logger.setLevel(level)
-    import neural_compressor
+    from importlib import metadata
 
+    version = _version(metadata, "neural-compressor-pt") or _version(metadata, "neural-compressor") or "?"
     n = min(cfg.samples, ctx.calibration.num_samples)
-    ctx.note(f"inc_ptq: Intel Neural Compressor {neural_compressor.__version__} default static INT8 (PT2E, x86 quantizer), "
+    ctx.note(f"inc_ptq: Intel Neural Compressor {version} default static INT8 (PT2E, x86 quantizer), "
              f"calibrated on {n} samples")
-    ctx.details["inc_ptq"] = {"version": neural_compressor.__version__, "samples": n, "path": "pt2e"}
+    ctx.details["inc_ptq"] = {"version": version, "samples": n, "path": "pt2e"}
     return converted
+
+
+def _version(metadata, dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 PASS = PassInfo("inc_ptq", "torch", INCPTQConfig, inc_ptq, "static INT8 through Intel Neural Compressor's PyTorch API (PT2E)",
