@@ -653,7 +653,6 @@ def check(
     Example: edgesmith check out/pr --baseline baseline.json --out gate/
     """
     from edgesmith.gate import check_run
-    from edgesmith.gate.baseline import load_baseline, load_run
     from edgesmith.gate.publish import write_gate_outputs
     from edgesmith.outputs import check_writable
 
@@ -662,8 +661,8 @@ def check(
     started = time.time()
     report = check_run(run_dir, baseline, force=force, remeasure=not no_remeasure, strict=strict, rounds=rounds, per_round=per_round,
                        latency_tolerance=latency_tolerance, accuracy_tolerance=accuracy_tolerance, reporter=RichReporter())
-    manifest = load_run(run_dir)
-    written = write_gate_outputs(report, load_baseline(baseline), manifest, out_dir, time.time() - started)
+    manifest = report.manifest
+    written = write_gate_outputs(report, report.baseline, manifest, out_dir, time.time() - started)
     _print_gate(report)
     print(f"gate outputs: {', '.join(str(p) for p in written.values())}")
     if mlflow:

@@ -54,6 +54,9 @@ class GateReport:
     notes: list[str] = field(default_factory=list)
     # per target and batch: {"baseline": [...ms], "now": [...ms], "how": "..."} for the report's plots
     latency_samples: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    # the two documents compared, kept for the writers (not part of as_dict)
+    baseline: dict[str, Any] = field(default_factory=dict, repr=False)
+    manifest: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def sorted_findings(self) -> list[Finding]:
         return sorted(self.findings, key=lambda f: (STATUS_RANK.get(f.status, 9), -f.excess, f.target, f.metric))
@@ -67,6 +70,7 @@ class GateReport:
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        del d["baseline"], d["manifest"]
         d["findings"] = [f.as_dict() for f in self.sorted_findings()]
         return d
 
@@ -109,7 +113,7 @@ def check_run(run_dir: Path, baseline_path: Path, *, force: bool = False, remeas
     rep = reporter or Reporter()
     baseline = load_baseline(baseline_path)
     manifest = load_run(run_dir)
-    report = GateReport(str(run_dir), str(baseline_path), strict=strict)
+    report = GateReport(str(run_dir), str(baseline_path), strict=strict, baseline=baseline, manifest=manifest)
     diffs = identity_differences(baseline.get("identity") or {}, identity(manifest))
     if diffs and not force:
         raise InputError(f"baseline {baseline_path.name} comes from another model or recipe: {'; '.join(diffs)}",
