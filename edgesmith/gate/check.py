@@ -202,7 +202,7 @@ def _size_and_memory(name: str, base_t: dict, target: dict, profile: Any) -> lis
 
 def _latency(name: str, base_t: dict, target: dict, profile: Any, baseline: dict, baseline_path: Path, run_dir: Path,
              manifest: dict, remeasure: bool, same_cpu: bool, rounds: int, per_round: int, report: GateReport) -> list[Finding]:
-    from edgesmith.gate.noise import blocks, latency_status
+    from edgesmith.gate.noise import blocks, latency_status, relative_ratio
     from edgesmith.runtime.compare import bootstrap_ratio
 
     out: list[Finding] = []
@@ -232,11 +232,20 @@ def _latency(name: str, base_t: dict, target: dict, profile: Any, baseline: dict
         elif b_stats.get("times_ms") and n_stats.get("times_ms"):
             a = blocks(b_stats["times_ms"], b_stats.get("rounds", 10))
             b = blocks(n_stats["times_ms"], n_stats.get("rounds", 10))
-            ratio, low, high = bootstrap_ratio(a, b, conf, paired=False)
+            b_fp32 = ((base_t.get("latency") or {}).get("fp32", {}).get(key) or {}).get("times_ms")
+            n_fp32 = ((target.get("latency") or {}).get("fp32", {}).get(key) or {}).get("times_ms")
+            a_ref = blocks(b_fp32, b_stats.get("rounds", 10)) if b_fp32 else []
+            b_ref = blocks(n_fp32, n_stats.get("rounds", 10)) if n_fp32 else []
+            if len(a_ref) == len(a) and len(b_ref) == len(b):
+                ratio, low, high = relative_ratio(a, a_ref, b, b_ref, conf)
+                how = ("each run's time relative to its own FP32 model timed interleaved with it, "
+                       "which cancels machine drift between the two runs")
+            else:
+                ratio, low, high = bootstrap_ratio(a, b, conf, paired=False)
+                how = "raw times measured at different times, so machine drift is not controlled"
             status = latency_status(ratio, low, high, tol) if same_cpu else "inconclusive"
             detail = (f"compared with the recorded distribution ({where}): now/baseline {ratio:.3f} ({conf:.0%} CI {low:.3f}-{high:.3f}); "
-                      + ("measured at different times, so machine drift is not controlled" if same_cpu
-                         else "recorded on another CPU, so the times are not comparable"))
+                      + (how if same_cpu else "recorded on another CPU, so the times are not comparable"))
             report.latency_samples.setdefault(name, {})[key] = {"baseline": b_stats["times_ms"], "now": n_stats["times_ms"], "how": "recorded"}
             out.append(Finding(name, label, "latency", b_stats.get("p50_ms"), n_stats.get("p50_ms"), f"{ratio:.3f}x", f"<= {tol:g}x",
                                status, detail + _status_note(status), excess=(low - tol) / (tol - 1 or 1e-9)))

@@ -60,3 +60,29 @@ def blocks(times_ms: list[float], rounds: int) -> list[np.ndarray]:
     """A recorded latency series cut back into its rounds (the bootstrap resamples whole rounds)."""
     rounds = max(1, min(rounds, len(times_ms)))
     return [b for b in np.array_split(np.asarray(times_ms, dtype=np.float64), rounds) if len(b)]
+
+
+def relative_ratio(base_c: list[np.ndarray], base_f: list[np.ndarray], now_c: list[np.ndarray], now_f: list[np.ndarray],
+                   confidence: float = 0.95, resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """Drift-controlled ratio of two recorded runs: (now compressed / now FP32) / (base compressed / base FP32).
+
+    Each run timed its artifact interleaved with its own FP32 model, round by round, so whatever the
+    machine was doing at the time slowed both alike; dividing by the FP32 time cancels that drift, which
+    comparing two raw recordings from different times cannot. Rounds are resampled in pairs within a run
+    (compressed and FP32 of round i together) and independently between the runs."""
+    if len(base_c) != len(base_f) or len(now_c) != len(now_f) or not base_c or not now_c:
+        raise ValueError("each run needs the same, non-zero number of rounds for its artifact and its FP32 model")
+
+    def rel(c: list[np.ndarray], f: list[np.ndarray], idx: np.ndarray) -> float:
+        return float(np.median(np.concatenate([c[i] for i in idx])) / np.median(np.concatenate([f[i] for i in idx])))
+
+    all_b, all_n = np.arange(len(base_c)), np.arange(len(now_c))
+    point = rel(now_c, now_f, all_n) / rel(base_c, base_f, all_b)
+    rng = np.random.default_rng(seed)
+    ratios = np.empty(resamples)
+    for i in range(resamples):
+        ratios[i] = (rel(now_c, now_f, rng.integers(0, len(now_c), len(now_c)))
+                     / rel(base_c, base_f, rng.integers(0, len(base_c), len(base_c))))
+    tail = (1.0 - confidence) / 2.0 * 100.0
+    low, high = np.percentile(ratios, [tail, 100.0 - tail])
+    return point, float(low), float(high)

@@ -75,14 +75,19 @@ def test_small_accuracy_difference_is_called_sampling_noise(cli, gate_runs, base
 
     run = variant(gate_runs["again"], one_sample_worse)
     out = tmp_path / "gate"
-    assert cli("check", run, "--baseline", baseline, "--out", out, "--no-remeasure").code == 0
+    # latency is not this test's subject: a 2x allowance keeps two runs' timing noise out of its exit code
+    assert cli("check", run, "--baseline", baseline, "--out", out, "--no-remeasure", "--latency-tolerance", "1.0").code == 0
     top1 = _findings(out)["top1"]
     assert top1["status"] == "pass" and "within sampling noise (McNemar p=1: 1 of 600 samples now wrong, 0 now right)" in top1["detail"]
+
+
+FP32_TIMES = [2.0 + 0.01 * np.sin(i) for i in range(100)]  # the same FP32 reference in both runs: no drift
 
 
 def _set_times(t: dict, batch: str, times: np.ndarray) -> None:
     s = t["latency"]["compressed"][batch]
     s.update(times_ms=[float(x) for x in times], p50_ms=float(np.median(times)), rounds=10)
+    t["latency"]["fp32"][batch].update(times_ms=FP32_TIMES, p50_ms=float(np.median(FP32_TIMES)), rounds=10)
 
 
 def _synthetic(gate_runs, baseline, variant, base_times, now_times):
@@ -95,7 +100,7 @@ def _synthetic(gate_runs, baseline, variant, base_times, now_times):
 
     data = json.loads(baseline.read_text())
     for b in ("1", "8"):
-        data["targets"][TARGET]["latency"]["compressed"][b].update(times_ms=[float(x) for x in base_times], rounds=10)
+        _set_times(data["targets"][TARGET], b, base_times)
     baseline.write_text(json.dumps(data))
     return variant(gate_runs["again"], edit(now_times))
 
@@ -198,7 +203,7 @@ def test_step_summary_goes_to_github_actions(cli, gate_runs, baseline, tmp_path)
     summary = tmp_path / "step-summary.md"
     summary.write_text("earlier step\n")
     r = cli("check", gate_runs["again"], "--baseline", baseline, "--out", tmp_path / "gate", "--no-remeasure",
-            env={"GITHUB_STEP_SUMMARY": str(summary)})
-    assert r.code == 0
+            "--latency-tolerance", "1.0", env={"GITHUB_STEP_SUMMARY": str(summary)})  # timing noise is not the subject
+    assert r.code == 0, r.stdout + r.stderr
     text = summary.read_text()
     assert text.startswith("earlier step\n") and "## edgesmith check: PASS" in text

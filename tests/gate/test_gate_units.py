@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from edgesmith.gate.check import Finding, GateReport
-from edgesmith.gate.noise import accuracy_noise, blocks, latency_status, mcnemar_p
+from edgesmith.gate.noise import accuracy_noise, blocks, latency_status, mcnemar_p, relative_ratio
 from edgesmith.runtime.compare import bootstrap_ratio
 
 
@@ -17,6 +17,29 @@ def test_mcnemar_exact_values():
     assert mcnemar_p(3, 3) == 1.0
     assert mcnemar_p(10, 0) == pytest.approx(2 / 1024)
     assert mcnemar_p(5, 1) == pytest.approx(2 * 7 / 64)  # P(X<=1), X~Bin(6, 1/2) = 7/64
+
+
+def test_relative_ratio_cancels_machine_drift_but_not_a_real_slowdown():
+    rng = np.random.default_rng(0)
+
+    def run(machine: float, artifact: float):
+        # per round, a machine speed factor that slows the artifact and its FP32 model alike
+        speed = machine * rng.lognormal(0.0, 0.15, 10)
+        fp32 = [s * rng.normal(2.0, 0.02, 10) for s in speed]
+        comp = [s * rng.normal(1.0 * artifact, 0.01, 10) for s in speed]
+        return comp, fp32
+
+    base_c, base_f = run(1.0, 1.0)
+    now_c, now_f = run(1.4, 1.0)  # the same artifact on a machine 40% slower at the time
+    raw, raw_low, _ = bootstrap_ratio(base_c, now_c, paired=False)
+    ratio, low, high = relative_ratio(base_c, base_f, now_c, now_f)
+    assert raw_low > 1.1  # raw recordings would call it a regression
+    assert 0.95 < low <= ratio <= high < 1.05 and latency_status(ratio, low, high, 1.10) == "pass"
+    slow_c, slow_f = run(1.0, 1.3)  # a real 30% slowdown of the artifact, same machine speed
+    ratio, low, _ = relative_ratio(base_c, base_f, slow_c, slow_f)
+    assert ratio == pytest.approx(1.3, rel=0.05) and low > 1.1
+    with pytest.raises(ValueError):
+        relative_ratio(base_c, base_f[:5], now_c, now_f)
 
 
 def test_accuracy_noise_paired_and_unpaired():
