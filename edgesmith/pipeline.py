@@ -28,6 +28,9 @@ class Reporter:
     def step(self, text: str) -> Iterator[None]:
         yield
 
+    def info(self, text: str) -> None:
+        pass
+
 
 @dataclass
 class RunResult:

@@ -66,8 +66,10 @@ def summarize(times_s: list[float], batch: int, threads: int, warmup: int) -> di
 
 
 def time_interleaved(sessions: list[Any], feeds: dict[str, np.ndarray], warmup: int, iterations: int,
-                     duration_s: float | None, rounds: int = 1) -> list[list[float]]:
-    """Per-session run times. Rounds alternate between sessions; ``duration_s`` bounds the whole run."""
+                     duration_s: float | None, rounds: int = 1, wall: bool = False) -> list[list[float]]:
+    """Per-session run times. Rounds alternate between sessions; ``duration_s`` bounds the whole run;
+    ``wall``: wall time of the call for every session, even where the runtime measures itself (so
+    runtimes compare on the same clock, Python call overhead included)."""
     # NOTE: inputs are bound once per session, so the timed call is inference alone (as benchmark_app
     # and trtexec time it); sessions without ``bind`` fall back to a plain run with the feeds. A runner
     # that returns a float is reporting the runtime's own measurement (OpenVINO), used instead of wall time.
@@ -95,8 +97,8 @@ def time_interleaved(sessions: list[Any], feeds: dict[str, np.ndarray], warmup: 
             for _ in range(per_round):
                 t0 = time.perf_counter()
                 own = run()
-                wall = time.perf_counter() - t0
-                times[i].append(own if isinstance(own, float) else wall)
+                elapsed = time.perf_counter() - t0
+                times[i].append(own if isinstance(own, float) and not wall else elapsed)
         order.reverse()
         if deadline is None and len(times[0]) >= iterations:
             break
@@ -118,7 +120,7 @@ def make_feeds(input_specs: list[Any], batch: int, data: dict[str, np.ndarray] |
 
 
 def _run_worker(artifacts: list[Any], feeds: dict[str, np.ndarray], threads: int, warmup: int, iterations: int,
-                duration_s: float | None, rounds: int, raw: bool = False) -> list[dict]:
+                duration_s: float | None, rounds: int, raw: bool = False, wall: bool = False) -> list[dict]:
     batch = int(next(iter(feeds.values())).shape[0])
     with tempfile.TemporaryDirectory(prefix="edgesmith-bench-") as tmp:
         feeds_path = Path(tmp) / "feeds.npz"
@@ -126,7 +128,7 @@ def _run_worker(artifacts: list[Any], feeds: dict[str, np.ndarray], threads: int
         job = {
             "artifacts": [{"backend": a.backend, "path": str(a.path), "options": a.options} for a in artifacts],
             "feeds": str(feeds_path), "threads": threads, "warmup": warmup, "iterations": iterations,
-            "duration_s": duration_s, "batch": batch, "rounds": rounds, "raw": raw,
+            "duration_s": duration_s, "batch": batch, "rounds": rounds, "raw": raw, "wall": wall,
         }
         env = dict(os.environ, OMP_NUM_THREADS=str(threads))
         proc = subprocess.run([sys.executable, "-m", "edgesmith.runtime.bench_worker"], input=json.dumps(job),

@@ -40,7 +40,8 @@ def main() -> None:
         importlib.import_module(a["backend"])
     before = _status_mb("VmRSS")
     sessions = [get_backend(a["backend"]).load(Artifact(Path(a["path"]), a["backend"], a["options"]), job["threads"]) for a in job["artifacts"]]
-    per_session = time_interleaved(sessions, feeds, job["warmup"], job["iterations"], job["duration_s"], job["rounds"])
+    per_session = time_interleaved(sessions, feeds, job["warmup"], job["iterations"], job["duration_s"], job["rounds"],
+                                   job.get("wall", False))
     peak = _status_mb("VmHWM")
     results = []
     for times in per_session:

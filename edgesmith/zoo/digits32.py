@@ -1,6 +1,7 @@
-"""ResNet-style and MobileNetV2-style networks for the digits upsampled to 32x32 (``digits32``),
-trained on demand and cached, so tests and benchmarks measure quantization on trained models of
-both families (depthwise convolutions are where quantization hurts).
+"""ResNet-style, MobileNetV2-style and PReLU multi-head networks for the digits upsampled to 32x32
+(``digits32``), and the BERT-style token encoder (zoo/encoder.py), trained on demand and cached, so
+tests and benchmarks measure compression on trained models of each kind (depthwise convolutions are
+where quantization hurts; PReLU and transformers are where default quantizer settings fail).
 
     edgesmith zoo train                      # trains what is not cached yet (~1 min each on 2 cores)
     edgesmith.zoo:trained_digits_resnet      # in a recipe: the cached (or freshly trained) model
@@ -13,6 +14,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any, Callable
+
+from edgesmith.zoo.encoder import INPUT_SPEC as TOKEN_SPEC
 
 INPUT_SPEC = [{"name": "input", "shape": ["batch", 1, 32, 32], "dtype": "float32"}]
 
@@ -52,8 +55,48 @@ def digits_mobilenet(num_classes: int = 10):
     return nn.Sequential(*layers)
 
 
-ARCHS: dict[str, Callable[[], Any]] = {"digits_resnet": digits_resnet, "digits_mobilenet": digits_mobilenet}
-EPOCHS = {"digits_resnet": 12, "digits_mobilenet": 20}
+def digits_prelu_heads(width: int = 32):
+    """A small CNN with PReLU activations (one slope per channel) and two linear heads: the digit
+    (10 classes) and its parity (2 classes); two outputs, ``digit`` first."""
+    import torch.nn as nn
+
+    class PReLUHeads(nn.Module):
+        def __init__(self):
+            super().__init__()
+            chans = (1, width // 2, width, 2 * width, 2 * width)
+            layers = []
+            for cin, cout, stride in zip(chans, chans[1:], (1, 2, 2, 1)):
+                layers += [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.PReLU(cout)]
+            self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+            self.digit, self.parity = nn.Linear(2 * width, 10), nn.Linear(2 * width, 2)
+
+        def forward(self, x):
+            f = self.features(x)
+            return self.digit(f), self.parity(f)
+
+    return PReLUHeads()
+
+
+def _encoder():
+    from edgesmith.zoo.encoder import digits_encoder
+
+    return digits_encoder()
+
+
+def _tokens(x):
+    from edgesmith.zoo.encoder import tokenize
+
+    return tokenize(x)
+
+
+ARCHS: dict[str, Callable[[], Any]] = {"digits_resnet": digits_resnet, "digits_mobilenet": digits_mobilenet,
+                                       "digits_prelu_heads": digits_prelu_heads, "digits_encoder": _encoder}
+EPOCHS = {"digits_resnet": 12, "digits_mobilenet": 20, "digits_prelu_heads": 10, "digits_encoder": 30}
+# how each is trained: image size, model arguments from the images, labels per output
+TRAIN: dict[str, dict[str, Any]] = {
+    "digits_prelu_heads": {"heads": lambda y: [y, y % 2]},
+    "digits_encoder": {"size": 8, "inputs": _tokens, "lr": 1e-3},
+}
 
 
 def cache_dir() -> Path:
@@ -82,7 +125,7 @@ def train_cached(name: str, seed: int = 0, force: bool = False, log: Callable[[s
         return path, None
     if log:
         log(f"training {name} on digits32 ({epochs} epochs, seed {seed}); cached at {path}")
-    model, acc = train(ARCHS[name], epochs, seed, size=32)
+    model, acc = train(ARCHS[name], epochs, seed, **{"size": 32, **TRAIN.get(name, {})})
     atomic_write_bytes(path, save({k: v.contiguous() for k, v in model.state_dict().items()}))
     return path, acc
 
@@ -108,5 +151,20 @@ def trained_digits_mobilenet():
     return _trained("digits_mobilenet")
 
 
-for _f in (digits_resnet, digits_mobilenet, trained_digits_resnet, trained_digits_mobilenet):
+def trained_digits_prelu_heads():
+    """``digits_prelu_heads`` trained on digits32 (cached; trained on first use)."""
+    return _trained("digits_prelu_heads")
+
+
+def trained_digits_encoder():
+    """The BERT-style ``digits_encoder`` trained on the digits as token sequences (cached; trained on first use)."""
+    return _trained("digits_encoder")
+
+
+DIGITS32 = {"calibration": {"source": "digits32", "split": "train", "samples": 256}, "evaluation": {"source": "digits32", "split": "test"}}
+for _f in (digits_resnet, digits_mobilenet, digits_prelu_heads, trained_digits_resnet, trained_digits_mobilenet, trained_digits_prelu_heads):
     _f.input_spec = INPUT_SPEC
+    _f.defaults = {"data": DIGITS32}  # what `edgesmith optimize` uses when no --data is given
+trained_digits_encoder.input_spec = TOKEN_SPEC
+trained_digits_encoder.defaults = {"data": {"calibration": {"source": "edgesmith.zoo.encoder:tokens_train", "samples": 256},
+                                            "evaluation": {"source": "edgesmith.zoo.encoder:tokens_test"}}}

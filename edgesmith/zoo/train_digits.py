@@ -8,25 +8,36 @@ from __future__ import annotations
 import argparse
 from typing import Any, Callable
 
+import numpy as np
 
-def train(factory: Callable[[], Any] | None = None, epochs: int = 30, seed: int = 0, lr: float = 3e-3, size: int = 8) -> tuple[Any, float]:
+
+def train(factory: Callable[[], Any] | None = None, epochs: int = 30, seed: int = 0, lr: float = 3e-3, size: int = 8,
+          inputs: Callable[[np.ndarray], tuple] | None = None, heads: Callable[[Any], list] | None = None) -> tuple[Any, float]:
     """Train ``factory()`` (default: the digits CNN) on the digits train split at ``size``x``size``;
-    returns the model in eval mode and its held-out top-1 (fraction)."""
+    returns the model in eval mode and its held-out top-1 (fraction) on its first output.
+
+    ``inputs`` turns a batch of images into the model's arguments (default: the images);
+    ``heads`` gives the labels of each output from the digit labels (default: one output, the digit)."""
     import torch
 
     from edgesmith.data.digits import load_digits_split
     from edgesmith.zoo.digits import digits_cnn
 
+    to_args = inputs or (lambda a: (a,))
     torch.manual_seed(seed)
-    x, y = (torch.from_numpy(a) for a in load_digits_split("train", size))
+    x_np, y_np = load_digits_split("train", size)
+    args, y = tuple(torch.from_numpy(a) for a in to_args(x_np)), torch.from_numpy(y_np)
     model = (factory or digits_cnn)()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * ((len(x) + 63) // 64))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * ((len(y) + 63) // 64))
     gen = torch.Generator().manual_seed(seed)
     for _ in range(epochs):
         model.train()
-        for idx in torch.randperm(len(x), generator=gen).split(64):
-            loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
+        for idx in torch.randperm(len(y), generator=gen).split(64):
+            out = model(*(a[idx] for a in args))
+            outs = out if isinstance(out, (tuple, list)) else (out,)
+            labels = heads(y[idx]) if heads else [y[idx]]
+            loss = sum(torch.nn.functional.cross_entropy(o, t) for o, t in zip(outs, labels))
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -34,7 +45,9 @@ def train(factory: Callable[[], Any] | None = None, epochs: int = 30, seed: int 
     model.eval()
     xt, yt = load_digits_split("test", size)
     with torch.no_grad():
-        acc = float((model(torch.from_numpy(xt)).argmax(1).numpy() == yt).mean())
+        out = model(*(torch.from_numpy(a) for a in to_args(xt)))
+        first = out[0] if isinstance(out, (tuple, list)) else out
+        acc = float((first.argmax(1).numpy() == yt).mean())
     return model, acc
 
 

@@ -16,6 +16,7 @@ Recipe::
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -88,6 +89,7 @@ def apply(onnx_path: Path, cfg: PTQInt8Config, ctx: PassContext) -> Path:
             ctx.note(f"ptq_int8: {cfg.calibration} calibration needs equal batch sizes; left out the last {dropped} sample(s)")
         n_samples = calib.num_samples
     reader = DatasetReader(calib, onnx_input_names(pre), n_samples)
+    cache = _calibration_cache(ctx, pre, cfg, n_samples)
     quantize_static(
         str(pre),
         str(out),
@@ -101,6 +103,7 @@ def apply(onnx_path: Path, cfg: PTQInt8Config, ctx: PassContext) -> Path:
         nodes_to_exclude=exclude,
         calibrate_method=method[cfg.calibration],
         extra_options=extra,
+        **({"calibration_cache_path": str(cache)} if cache else {}),
     )
     grids = ctx.scratch.get("weight_grids")
     if grids:
@@ -120,6 +123,21 @@ def apply(onnx_path: Path, cfg: PTQInt8Config, ctx: PassContext) -> Path:
     note_float_nodes(ctx, "ptq_int8", left)
     ctx.details["ptq_int8"] = {**chosen, "calibration": cfg.calibration, "float_nodes": left}
     return out
+
+
+def _calibration_cache(ctx: PassContext, pre: Path, cfg: PTQInt8Config, n_samples: int) -> Path | None:
+    """Where ONNX Runtime keeps the activation ranges of one calibration, when a caller that quantizes
+    the same model several times (``edgesmith optimize``) asks for it in ``ctx.scratch``: candidates
+    that differ only in types, granularity or excluded nodes then calibrate once."""
+    folder = ctx.scratch.get("ort_calibration_cache")
+    if folder is None:
+        return None
+    import hashlib
+
+    from edgesmith.outputs import sha256
+
+    key = json.dumps([sha256(pre), cfg.calibration, cfg.percentile, n_samples, sorted(cfg.op_types), cfg.symmetric_activations])
+    return Path(folder) / f"ranges-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
 
 
 def _mark_producer(path: Path, name: str) -> None:

@@ -1,0 +1,352 @@
+"""``edgesmith optimize``: recognise the model, try the settings its structure calls for on the target
+(and on other runtimes of the same device), measure fidelity and latency there, keep the best that
+meets the budgets — or FP32, with the reason, when nothing pays.
+
+1. Export the float model once; read its structure (optimize/structure.py).
+2. Candidates from the policy (optimize/policy.py); each quantized once (ORT static candidates share
+   one calibration per method through ONNX Runtime's calibration cache), compiled for its runtime,
+   run over the evaluation data: task metric and output cosine/SQNR against the float model, judged
+   against the profile's accuracy budgets. A candidate that crashes is recorded with its error and
+   the search goes on.
+3. Latency: the float model on each runtime and every candidate within the accuracy budget are
+   timed interleaved, round by round, in one child process (the same drift hits all); speed-up over
+   the target runtime's FP32 with a bootstrap interval over rounds.
+4. Winner: the fastest candidate within the accuracy budget whose whole speed-up interval lies above 1
+   (surely faster than FP32). None: FP32 is kept — on another runtime of the device if that one is
+   surely faster — and the report says why each candidate lost.
+5. A full run of the winner (artifact, report, manifest as `edgesmith run` writes them), plus
+   ``optimize.md`` / ``optimize.json`` (every candidate, its numbers, why it was tried, why it won or
+   lost) and ``optimized.yaml`` (the recipe that reproduces the winner).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgesmith.errors import ConfigError
+from edgesmith.optimize.policy import Plan, plan
+
+SUFFIX = {"onnxruntime": ".onnx", "openvino": ".xml"}
+
+
+@dataclass
+class Trial:
+    plan: Plan
+    status: str = "pending"  # winner | ok | failed | accuracy | slower | skipped
+    reason: str = ""
+    metrics: dict[str, float] = field(default_factory=dict)
+    meets: bool = False
+    speedup: float | None = None  # over FP32 on the target runtime, at the search batch
+    low: float | None = None
+    high: float | None = None
+    p50_ms: float | None = None
+    seconds: float = 0.0
+    artifact: Any = None
+
+    def as_dict(self) -> dict[str, Any]:
+        d = {k: v for k, v in asdict(self).items() if k not in ("plan", "artifact")}
+        return {**asdict(self.plan), **d}
+
+
+@dataclass
+class OptimizeResult:
+    structure: Any
+    trials: list[Trial]
+    winner: Trial
+    explanation: str
+    out_dir: Path
+    batch: int
+    verdict: str
+    reference: dict[str, float]
+    seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"structure": self.structure.as_dict(), "batch": self.batch, "winner": self.winner.plan.name,
+                "explanation": self.explanation, "verdict": self.verdict, "reference": self.reference,
+                "search_seconds": round(self.seconds, 1), "candidates": [t.as_dict() for t in self.trials]}
+
+
+def optimize(recipe: Any, base_dir: Path, *, out_dir: Path | None = None, time_budget_s: float = 300.0,
+             other_runtimes: bool = True, reporter: Any = None, plans: list[Plan] | None = None) -> OptimizeResult:
+    import tempfile
+
+    from edgesmith import pipeline
+    from edgesmith.optimize.structure import analyse
+    from edgesmith.outputs import check_writable
+    from edgesmith.profiles import load_profile
+    from edgesmith.runtime import get_backend
+
+    rep = reporter or pipeline.Reporter()
+    if len(recipe.targets) != 1:
+        raise ConfigError(f"optimize works on one target, the recipe has {len(recipe.targets)}", hint="give one --target")
+    if recipe.data.calibration is None or recipe.data.evaluation is None:
+        raise ConfigError("optimize needs calibration and evaluation data", hint="give --data (and --eval-data), or `data:` in the recipe")
+    target = recipe.targets[0]
+    profile = load_profile(target.profile, base_dir).with_overrides(target.budgets, target.threads, target.batch_sizes)
+    if profile.backend not in SUFFIX:
+        raise ConfigError(f"optimize measures on the target; {profile.backend} cannot run here",
+                          hint="optimize for an onnxruntime or openvino profile (TensorRT was never executed on this machine)")
+    get_backend(profile.backend)  # a missing runtime is a clear error now, not a failed candidate later
+    out = Path(out_dir or recipe.output_dir)
+    if not out.is_absolute() and out_dir is None:
+        out = base_dir / out
+    check_writable(out)
+    started = time.time()
+    runtimes = [profile.backend]
+    if other_runtimes and profile.device == "cpu":
+        runtimes += [r for r in SUFFIX if r != profile.backend and get_backend(r, require_installed=False).available()]
+    profiles = {r: (profile if r == profile.backend else _sibling(profile, r)) for r in runtimes}
+
+    with tempfile.TemporaryDirectory(prefix="edgesmith-optimize-") as tmp:
+        work = Path(tmp)
+        from edgesmith.compress import get_pass
+
+        torch_passes = [p for p in recipe.passes if get_pass(p.type).stage == "torch"]
+        if len(torch_passes) != len(recipe.passes):
+            rep.info("the recipe's ONNX-stage passes are left out: optimize chooses those itself "
+                     f"({', '.join(p.type for p in recipe.passes if p not in torch_passes)})")
+        with rep.step("exporting the float model once"):
+            pipeline.run(recipe.model_copy(update={"passes": torch_passes, "stop_after": "export"}), base_dir, out_dir=work / "export")
+        float_path = work / "export" / "model.onnx"
+        start = work / "export" / "model.torch_passes.onnx"
+        start = start if start.is_file() else float_path
+        structure = analyse(start)
+        rep.info(f"model: {structure.describe()}")
+        judge = _Judge(recipe, base_dir, float_path, profile)
+        trials = [Trial(p) for p in (plans if plans is not None else plan(structure, profile.backend, runtimes))]
+        quantized: dict[str, Path | Exception] = {}
+        for i, t in enumerate(trials):
+            if time.time() - started > time_budget_s:
+                t.status, t.reason = "skipped", f"time budget ({time_budget_s:.0f} s) spent before this candidate"
+                continue
+            with rep.step(f"[optimize] {t.plan.name}"):
+                judge.evaluate(t, start, profiles[t.plan.runtime], work / f"c{i}", quantized)
+        batch = profile.batch_sizes[0]
+        with rep.step(f"[optimize] timing {sum(t.status == 'ok' for t in trials)} model(s) interleaved at batch {batch}"):
+            _race(trials, judge, profile, batch)
+        winner, explanation = _choose(trials, profile.backend)
+        elapsed = time.time() - started
+
+    final = _final_recipe(recipe, winner, profiles[winner.plan.runtime], out, torch_passes)
+    with rep.step(f"full run of the winner: {winner.plan.name}"):
+        result = pipeline.run(final, base_dir, out_dir=out, reporter=rep)
+    res = OptimizeResult(structure, trials, winner, explanation, out, batch, result.verdict, judge.reference, elapsed)
+    _write(res, final, profile)
+    return res
+
+
+def _sibling(profile: Any, runtime: str) -> Any:
+    """The profile of the same device on another runtime: a built-in one with the same hardware and
+    threads if there is one, else this profile with the runtime swapped (same budgets)."""
+    from edgesmith.profiles import builtin_names, load_profile
+
+    for name in builtin_names():
+        p = load_profile(name)
+        if p.backend == runtime and p.hardware == profile.hardware and p.threads == profile.threads and p.device == profile.device:
+            return p.model_copy(update={"budgets": profile.budgets, "batch_sizes": profile.batch_sizes, "gate": profile.gate})
+    return profile.model_copy(update={"name": f"{profile.name}+{runtime}", "backend": runtime})
+
+
+class _Judge:
+    """Quantizes, compiles and runs one candidate; judges it against the profile's accuracy budgets."""
+
+    def __init__(self, recipe: Any, base_dir: Path, float_path: Path, profile: Any):
+        from edgesmith import pipeline
+        from edgesmith.model_io import onnx_input_specs
+        from edgesmith.recipe import InputSpec
+        from edgesmith.runtime.onnxruntime import OrtSession
+        from edgesmith.tune import _accuracy_profile
+        from edgesmith.validate import run_dataset, task_metrics
+
+        self.recipe, self.profile = recipe, profile
+        self.acc_profile = _accuracy_profile(profile)
+        self.specs = list(recipe.inputs) if recipe.inputs else [InputSpec.model_validate(s) for s in onnx_input_specs(float_path)]
+        self.calib, self.evaluation = pipeline._load_data(recipe, self.specs, base_dir, True)
+        self.ref_out = run_dataset(OrtSession(float_path, profile.threads, "all"), self.evaluation)
+        self.labels = self.evaluation.labels()
+        self.user_fn = None
+        if recipe.metric not in ("top1", "fidelity"):
+            from edgesmith.model_io import import_object
+
+            self.user_fn = import_object(recipe.metric, "metric function")
+        self.reference = {**task_metrics(self.ref_out, self.labels, recipe.metric, self.user_fn), "cosine": 1.0}
+        self.cache_dir = float_path.parent / "calibration-cache"
+        self.cache_dir.mkdir(exist_ok=True)
+
+    def evaluate(self, t: Trial, start: Path, profile: Any, work: Path, quantized: dict) -> None:
+        from edgesmith.runtime import get_backend
+        from edgesmith.tune import _gap_text
+        from edgesmith.validate import fidelity, judge, run_dataset, task_metrics
+
+        t0 = time.perf_counter()
+        work.mkdir(parents=True, exist_ok=True)
+        try:
+            model = start if t.plan.pass_type is None else self._quantize(t.plan, start, work, quantized)
+            backend = get_backend(t.plan.runtime)
+            t.artifact = backend.compile(model, work / f"model{SUFFIX[t.plan.runtime]}", profile, self.specs, self.calib)
+            out = run_dataset(backend.load(t.artifact, profile.threads), self.evaluation)
+            if len(out) != len(self.ref_out) or any(a.shape != b.shape for a, b in zip(out, self.ref_out)):
+                raise RuntimeError(f"outputs {[list(a.shape) for a in out]} differ from the float model's {[list(b.shape) for b in self.ref_out]}")
+            t.metrics = {**task_metrics(out, self.labels, self.recipe.metric, self.user_fn), **fidelity(self.ref_out, out)}
+        except Exception as exc:  # noqa: BLE001 - one candidate's crash is its own failure; the search goes on
+            first = str(exc).strip().splitlines()[0][:240] if str(exc).strip() else ""
+            t.status, t.reason = "failed", f"{type(exc).__name__}: {first}"
+            t.seconds = time.perf_counter() - t0
+            return
+        verdicts = [v for v in judge(self.acc_profile, t.metrics, self.reference) if v.status != "n/a"]
+        t.meets = all(v.status == "pass" for v in verdicts)
+        t.status = "ok" if t.meets else "accuracy"
+        if not t.meets:
+            t.reason = "outside the accuracy budget: " + "; ".join(_gap_text(v) for v in verdicts if v.status == "fail")
+        t.seconds = time.perf_counter() - t0
+
+    def _quantize(self, p: Plan, start: Path, work: Path, quantized: dict) -> Path:
+        from edgesmith.compress import PassContext, build_pass_config, get_pass
+
+        if p.quant_key in quantized:  # the same quantized model, compiled for another runtime
+            done = quantized[p.quant_key]
+            if isinstance(done, Exception):
+                raise done
+            return done
+        ctx = PassContext(work_dir=work, profile=self.profile, input_specs=tuple(self.specs), calibration=self.calib,
+                          evaluation=self.evaluation, scratch={"ort_calibration_cache": self.cache_dir})
+        try:
+            path = get_pass(p.pass_type).apply(start, build_pass_config(p.pass_type, p.options), ctx)
+        except Exception as exc:
+            quantized[p.quant_key] = exc
+            raise
+        quantized[p.quant_key] = path
+        return path
+
+    def feeds(self, batch: int) -> dict:
+        from edgesmith.runtime.bench import make_feeds
+
+        return make_feeds(self.specs, batch, self.evaluation.first(batch))
+
+
+def _race(trials: list[Trial], judge: _Judge, profile: Any, batch: int, rounds: int = 12, per_round: int = 10) -> None:
+    """Time every FP32 model and every candidate within budget interleaved; speed-up over the target's FP32."""
+    from edgesmith.runtime.bench import _run_worker
+    from edgesmith.runtime.compare import bootstrap_ratio
+
+    runners = [t for t in trials if t.status == "ok" or (t.plan.pass_type is None and t.artifact is not None)]
+    ref = next((t for t in runners if t.plan.pass_type is None and t.plan.runtime == profile.backend), None)
+    if ref is None:
+        return
+    feeds = judge.feeds(batch)
+    split = lambda times: [times[i * per_round:(i + 1) * per_round] for i in range(rounds)]  # noqa: E731
+    try:
+        results = _run_worker([t.artifact for t in runners], feeds, profile.threads, 10, rounds * per_round, None, rounds, raw=True, wall=True)
+    except Exception:  # noqa: BLE001 - one artifact broke the shared child: time each against FP32 on its own
+        results = [None] * len(runners)
+        for i, t in enumerate(runners):
+            if t is ref:
+                continue
+            try:
+                results[runners.index(ref)], results[i] = _run_worker([ref.artifact, t.artifact], feeds, profile.threads, 10,
+                                                                       rounds * per_round, None, rounds, raw=True, wall=True)
+            except Exception as exc:  # noqa: BLE001
+                t.status, t.reason = "failed", f"timing failed: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}"
+    ref_times = results[runners.index(ref)]["times_ms"]
+    for t, res in zip(runners, results):
+        if res is None:
+            continue
+        t.p50_ms = res["p50_ms"]
+        ratio, low, high = bootstrap_ratio(split(res["times_ms"]), split(ref_times), paired=True)  # FP32 / candidate
+        t.speedup, t.low, t.high = ratio, low, high
+
+
+def _choose(trials: list[Trial], target_runtime: str) -> tuple[Trial, str]:
+    ref = next(t for t in trials if t.plan.pass_type is None and t.plan.runtime == target_runtime)
+    for t in trials:
+        if t.status == "ok" and t is not ref and t.speedup is not None and t.low is not None and t.low <= 1.0:
+            t.status = "slower"
+            t.reason = (f"not surely faster than FP32 on {_rt(target_runtime)}: {t.speedup:.2f}x (interval {t.low:.2f}-{t.high:.2f})")
+    fast = [t for t in trials if t.status == "ok" and t.plan.pass_type is not None and t.speedup is not None]
+    if fast:
+        win = max(fast, key=lambda t: (t.speedup, t.metrics.get("cosine", 0.0)))
+        why = (f"{win.plan.name} is the fastest candidate within the accuracy budget: {win.speedup:.2f}x FP32 on "
+               f"{_rt(target_runtime)} (interval {win.low:.2f}-{win.high:.2f}), cosine {win.metrics.get('cosine', float('nan')):.4f}")
+        others = [t for t in fast if t is not win]
+        if others:
+            second = max(others, key=lambda t: t.speedup)
+            why += f"; runner-up {second.plan.name} at {second.speedup:.2f}x"
+    else:
+        alt = [t for t in trials if t.plan.pass_type is None and t is not ref and t.status == "ok" and t.low is not None and t.low > 1.0]
+        win = max(alt, key=lambda t: t.speedup) if alt else ref
+        lost = [t for t in trials if t.plan.pass_type is not None]
+        reasons = "; ".join(f"{t.plan.name}: {t.reason or t.status}" for t in lost) or "no candidate applied"
+        why = ("no INT8 setting paid on this target, so the float model is kept"
+               + (f" — on {_rt(win.plan.runtime)}, surely faster than FP32 on {_rt(target_runtime)}: {win.speedup:.2f}x"
+                  f" (interval {win.low:.2f}-{win.high:.2f})" if win is not ref else "")
+               + f". Why each candidate lost: {reasons}")
+    for t in trials:
+        if t.status == "ok" and t is not win:
+            t.status = "reference" if t is ref else t.status
+            t.reason = t.reason or ("" if t is ref else f"{t.speedup:.2f}x FP32: less than the winner" if t.speedup else "")
+    win.status = "winner"
+    return win, why
+
+
+def _rt(runtime: str) -> str:
+    return {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}.get(runtime, runtime)
+
+
+def _final_recipe(recipe: Any, winner: Trial, profile: Any, out: Path, torch_passes: list) -> Any:
+    """The recipe that reproduces the winner: its pass (if any) on its runtime's profile. A float winner
+    is not judged on speed-up over FP32 (it *is* FP32; its speed-up over the target's FP32 is in optimize.md)."""
+    import yaml
+
+    from edgesmith.outputs import atomic_write_text
+    from edgesmith.profiles import builtin_names, load_profile
+    from edgesmith.recipe import PassSpec, TargetSpec
+
+    passes = list(torch_passes)
+    if winner.plan.pass_type:
+        passes.append(PassSpec.model_validate({"type": winner.plan.pass_type, **winner.plan.options}))
+    else:
+        profile = profile.model_copy(update={"budgets": [g for g in profile.budgets if g.metric != "speedup_vs_fp32"]})
+    if profile.name in builtin_names() and load_profile(profile.name) == profile:
+        prof_ref = profile.name
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / "target.profile.yaml"
+        atomic_write_text(path, yaml.safe_dump(profile.model_dump(mode="json"), sort_keys=False))
+        prof_ref = str(path)
+    spec = TargetSpec.model_validate({**recipe.targets[0].model_dump(), "profile": prof_ref})
+    return recipe.model_copy(update={"passes": passes, "targets": [spec], "output_dir": str(out)})
+
+
+def _write(res: OptimizeResult, final: Any, profile: Any) -> None:
+    from edgesmith.outputs import atomic_write_text
+
+    atomic_write_text(res.out_dir / "optimize.json", json.dumps(res.as_dict(), indent=1, default=str) + "\n")
+    atomic_write_text(res.out_dir / "optimized.yaml", final.to_yaml())
+    atomic_write_text(res.out_dir / "optimize.md", render(res, profile))
+
+
+def render(res: OptimizeResult, profile: Any) -> str:
+    w = res.winner
+    lines = [f"# edgesmith optimize: {w.plan.name}", "",
+             f"- model: {res.structure.describe()} ({', '.join(res.structure.kinds) or 'plain'})",
+             f"- target `{profile.name}` ({_rt(profile.backend)}); accuracy budgets: "
+             + ", ".join(f"{g.metric} {g.goal} {g.value:g}" for g in profile.budgets if not g.metric.startswith(("latency_", "speedup", "artifact", "peak"))),
+             "- float reference: " + ", ".join(f"{k} {v:.4g}" for k, v in res.reference.items()),
+             f"- latency: batch {res.batch}, every model timed interleaved in one process; speed-up over FP32 on {_rt(profile.backend)} "
+             "with a 95% bootstrap interval over rounds (wall time of each call for every runtime, the same clock)",
+             f"- search: {len(res.trials)} candidates in {res.seconds:.0f} s; the final run of the winner: {res.verdict}", "",
+             f"**Why**: {res.explanation}", "",
+             "| candidate | runtime | settings | why tried | top-1 | cosine | speed-up (interval) | result |",
+             "|---|---|---|---|---|---|---|---|"]
+    for t in res.trials:
+        top1 = next((f"{v:.2f}" for k, v in t.metrics.items() if k not in ("cosine", "sqnr_db")), "—")
+        cos = f"{t.metrics['cosine']:.4f}" if "cosine" in t.metrics else "—"
+        sp = f"{t.speedup:.2f}x ({t.low:.2f}-{t.high:.2f})" if t.speedup is not None else "—"
+        settings = json.dumps(t.plan.options) if t.plan.pass_type else "float"
+        result = "**winner**" if t.status == "winner" else f"{t.status}: {t.reason}" if t.reason else t.status
+        lines.append(f"| {t.plan.name} | {_rt(t.plan.runtime)} | `{t.plan.pass_type or ''} {settings}` | {t.plan.why} | {top1} | {cos} | {sp} | {result} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,202 @@
+"""``edgesmith optimize``: the structure it reads, the candidates its policy picks per model kind, the
+FP32 fallback with its explanation, a crashing candidate reported and passed over, and the CLI."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+
+import pytest
+
+from edgesmith.optimize.policy import plan
+from edgesmith.optimize.search import Trial, _choose
+from edgesmith.optimize.structure import analyse
+
+MODELS = {"transformer": "edgesmith.zoo:digits_encoder", "prelu": "edgesmith.zoo:digits_prelu_heads",
+          "residual": "edgesmith.zoo:digits_resnet", "depthwise": "edgesmith.zoo:digits_mobilenet"}
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> dict[str, Path]:
+    """The float ONNX of each model kind (random weights: structure is what the policy reads)."""
+    from edgesmith import pipeline
+    from edgesmith.recipe import parse_recipe
+
+    root = tmp_path_factory.mktemp("optimize-models")
+    out = {}
+    for kind, src in MODELS.items():
+        r = parse_recipe({"name": kind, "model": {"source": src}, "stop_after": "export",
+                          "data": {"calibration": None, "evaluation": None}}, "test")
+        pipeline.run(r, Path.cwd(), out_dir=root / kind)
+        out[kind] = root / kind / "model.onnx"
+    return out
+
+
+def _by_runtime(plans, runtime):
+    return [(p.pass_type, p.options) for p in plans if p.runtime == runtime]
+
+
+def test_structure_of_each_model_kind(exported):
+    enc = analyse(exported["transformer"])
+    assert enc.transformer and enc.int_inputs == ["input_ids", "attention_mask", "position_ids"] and not enc.float_inputs
+    assert enc.attention == 4 and enc.layernorms >= 4 and enc.gelu == 2 and enc.convs == 0  # 2 layers x (QK^T, PV)
+    prelu = analyse(exported["prelu"])
+    assert prelu.kinds == ["cnn", "prelu", "multi-output"] and prelu.prelu == 4 and prelu.outputs == 2 and prelu.matmuls == 2
+    res = analyse(exported["residual"])
+    assert res.kinds == ["cnn"] and res.depthwise == 0 and res.convs == 15
+    mob = analyse(exported["depthwise"])
+    assert "depthwise" in mob.kinds and mob.depthwise == 7 and not mob.transformer
+
+
+def test_policy_transformer_quantizes_matmul_weights_dynamically_never_static_everything(exported):
+    plans = plan(analyse(exported["transformer"]), "onnxruntime", ["onnxruntime", "openvino"])
+    ort = _by_runtime(plans, "onnxruntime")
+    assert ort[0] == (None, {})  # FP32 is always a candidate
+    assert ort[1] == ("dynamic_int8", {"op_types": ["MatMul"], "per_channel": True})  # first choice: no Gather, per-channel
+    assert ("nncf_ptq", {"model_type": "transformer"}) in ort  # SmoothQuant-style, softmax/LayerNorm float
+    static = [o for t, o in ort if t == "ptq_int8"]
+    assert static and all(set(o["op_types"]) <= {"MatMul", "Gemm"} for o in static)  # ORT's static default is never tried
+    assert _by_runtime(plans, "openvino") == [(None, {}), ("nncf_ptq", {"model_type": "transformer"})]
+
+
+def test_policy_prelu_multi_head_cnn_keeps_heads_float_and_tries_openvino(exported):
+    plans = plan(analyse(exported["prelu"]), "onnxruntime", ["onnxruntime", "openvino"])
+    ort = _by_runtime(plans, "onnxruntime")
+    assert ("ptq_int8", {"per_channel": True, "activation_type": "uint8"}) in ort
+    assert ("ptq_int8", {"per_channel": True, "activation_type": "uint8", "op_types": ["Conv"]}) in ort
+    assert not any(t == "dynamic_int8" for t, _ in ort)  # dynamic quantization has no conv fast path
+    ov = _by_runtime(plans, "openvino")
+    assert (None, {}) in ov and ("nncf_ptq", {"preset": "performance"}) in ov and ("nncf_ptq", {"preset": "mixed"}) in ov
+    assert all(p.why for p in plans)
+
+
+def test_policy_residual_cnn_uses_u8s8_per_channel_only(exported):
+    plans = plan(analyse(exported["residual"]), "onnxruntime", ["onnxruntime"])
+    assert _by_runtime(plans, "onnxruntime") == [(None, {}), ("ptq_int8", {"per_channel": True, "activation_type": "uint8"})]
+
+
+def test_policy_depthwise_cnn_adds_entropy_calibration_and_asymmetric_preset(exported):
+    plans = plan(analyse(exported["depthwise"]), "openvino", ["openvino", "onnxruntime"])
+    assert plans[0].runtime == "openvino" and plans[0].pass_type is None  # the target's runtime first
+    ort = _by_runtime(plans, "onnxruntime")
+    assert ("ptq_int8", {"per_channel": True, "activation_type": "uint8", "calibration": "entropy"}) in ort
+    assert ("nncf_ptq", {"preset": "mixed"}) in _by_runtime(plans, "openvino")
+
+
+def _trial(name, runtime, pass_type, speedup, low, high, status="ok"):
+    from edgesmith.optimize.policy import Plan
+
+    t = Trial(Plan(name, runtime, pass_type, {}), status=status, metrics={"cosine": 0.999})
+    t.speedup, t.low, t.high = speedup, low, high
+    return t
+
+
+def test_choose_never_returns_a_candidate_that_is_not_surely_faster():
+    trials = [_trial("fp32 (ORT)", "onnxruntime", None, 1.0, 1.0, 1.0),
+              _trial("int8 a", "onnxruntime", "ptq_int8", 0.91, 0.84, 0.97),
+              _trial("int8 b", "onnxruntime", "ptq_int8", 1.04, 0.97, 1.12),  # maybe faster, maybe not
+              _trial("int8 c", "onnxruntime", "ptq_int8", None, None, None, status="accuracy")]
+    win, why = _choose(trials, "onnxruntime")
+    assert win.plan.name == "fp32 (ORT)" and win.status == "winner"
+    assert "no INT8 setting paid" in why and "int8 a: not surely faster than FP32" in why and "int8 b: not surely" in why
+    assert [t.status for t in trials[1:]] == ["slower", "slower", "accuracy"]
+
+
+def test_choose_takes_the_fastest_within_budget_and_a_faster_runtime_for_fp32():
+    trials = [_trial("fp32 (ORT)", "onnxruntime", None, 1.0, 1.0, 1.0),
+              _trial("int8 a", "onnxruntime", "ptq_int8", 1.3, 1.2, 1.4),
+              _trial("int8 b", "openvino", "nncf_ptq", 1.9, 1.8, 2.0)]
+    win, why = _choose(trials, "onnxruntime")
+    assert win.plan.name == "int8 b" and "runner-up int8 a at 1.30x" in why
+    trials = [_trial("fp32 (ORT)", "onnxruntime", None, 1.0, 1.0, 1.0), _trial("fp32 (OpenVINO)", "openvino", None, 1.8, 1.7, 1.9),
+              _trial("int8 a", "onnxruntime", "ptq_int8", 0.9, 0.85, 0.95)]
+    win, why = _choose(trials, "onnxruntime")
+    assert win.plan.name == "fp32 (OpenVINO)" and "on OpenVINO, surely faster than FP32 on ONNX Runtime: 1.80x" in why
+
+
+class _Quiet:
+    @contextlib.contextmanager
+    def step(self, text):
+        yield
+
+    def info(self, text):
+        pass
+
+
+def _recipe(src: str = "edgesmith.zoo:digits_prelu_heads", **target):
+    from edgesmith.recipe import parse_recipe
+
+    return parse_recipe({"name": "opt", "model": {"source": src},
+                         "data": {"calibration": {"source": "digits32", "split": "train", "samples": 64},
+                                  "evaluation": {"source": "digits32", "split": "test", "samples": 200}},
+                         "targets": [{"profile": "x86-avx512-vnni-ort", **target}], "bench": {"iterations": 20}}, "test")
+
+
+def test_a_crashing_candidate_is_reported_and_the_search_goes_on(tmp_path, monkeypatch):
+    import onnxruntime.quantization as q
+
+    from edgesmith.optimize import optimize
+
+    real = q.quantize_static
+
+    def crash_on_conv_only(*args, **kw):  # the kind of error ORT's shape inference raises on some graphs
+        if kw.get("op_types_to_quantize") == ["Conv"]:
+            raise RuntimeError("[ShapeInferenceError] Inferred shape and existing shape differ in dimension 0: (8) vs (1)")
+        return real(*args, **kw)
+
+    monkeypatch.setattr(q, "quantize_static", crash_on_conv_only)
+    res = optimize(_recipe(), Path.cwd(), out_dir=tmp_path / "out", other_runtimes=False, reporter=_Quiet())
+    by = {t.plan.name: t for t in res.trials}
+    crashed = by["ORT static U8S8, convolutions only"]
+    assert crashed.status == "failed" and "ShapeInferenceError" in crashed.reason
+    assert by["ORT static U8S8 per-channel"].metrics["cosine"] > 0.9  # the next candidate still ran
+    assert by["ORT static U8S8 per-channel"].speedup is not None
+    md = (tmp_path / "out" / "optimize.md").read_text()
+    assert "failed: RuntimeError: [ShapeInferenceError]" in md and res.winner.status == "winner"
+    assert (tmp_path / "out" / "manifest.json").is_file()
+
+
+def test_when_no_int8_setting_meets_the_budget_fp32_is_kept_and_explained(cli, tmp_path):
+    out = tmp_path / "out"
+    # a cosine no INT8 model reaches: every candidate fails accuracy
+    r = cli("optimize", "edgesmith.zoo:digits_prelu_heads", "--same-runtime", "--budget", "cosine=0.9999999", "--out", out)
+    assert r.code == 0, r.stdout + r.stderr
+    res = json.loads((out / "optimize.json").read_text())
+    assert res["winner"] == "fp32 (ORT)" and res["explanation"].startswith("no INT8 setting paid on this target")
+    lost = [c for c in res["candidates"] if c["pass_type"]]
+    assert lost and all(c["status"] == "accuracy" and "cosine" in c["reason"] for c in lost)
+    assert "outside the accuracy budget: cosine" in res["explanation"]
+    recipe = (out / "optimized.yaml").read_text()
+    assert "passes: []" in recipe  # the float model, not a slower or broken artifact
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["targets"]  # the full run of the winner
+
+
+def test_cli_optimize_reports_every_candidate(cli, tmp_path):
+    out = tmp_path / "out"
+    r = cli("optimize", "edgesmith.zoo:digits_prelu_heads", "--out", out)
+    assert r.code in (0, 1), r.stdout + r.stderr
+    res = json.loads((out / "optimize.json").read_text())
+    assert res["structure"]["kinds"] == ["cnn", "prelu", "multi-output"]
+    names = [c["name"] for c in res["candidates"]]
+    assert "fp32 (ORT)" in names and "fp32 (OpenVINO)" in names and len(names) == 6
+    for c in res["candidates"]:
+        assert c["status"] in ("winner", "reference", "ok", "slower", "accuracy", "failed", "skipped") and c["why"]
+        if c["status"] in ("winner", "ok", "slower"):
+            assert c["speedup"] > 0 and c["low"] <= c["speedup"] <= c["high"]
+    md = (out / "optimize.md").read_text()
+    assert all(n in md for n in names) and "**Why**" in md and "winner:" in r.stdout
+    win = next(c for c in res["candidates"] if c["status"] == "winner")
+    assert win["pass_type"] is None or win["low"] > 1.0  # never a candidate not surely faster than FP32
+
+
+@pytest.mark.parametrize("args, message", [
+    ((), "give a MODEL or --recipe"),
+    (("edgesmith.zoo:digits_prelu_heads", "--budget", "top1"), "is not METRIC=NUMBER"),
+    (("edgesmith.zoo:digits_prelu_heads", "--target", "jetson-orin-trt"), "cannot run here"),
+])
+def test_bad_optimize_input_is_one_line_exit_2(cli, tmp_path, args, message):
+    r = cli("optimize", *args, "--out", tmp_path / "out")
+    assert r.code == 2 and len(r.error_lines) == 1 and message in r.stderr and "hint:" in r.stderr, r.stderr
+    assert not (tmp_path / "out" / "optimize.json").exists()
