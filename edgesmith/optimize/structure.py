@@ -60,7 +60,6 @@ def analyse(onnx_path: Path) -> Structure:
     model = onnx.load(str(onnx_path), load_external_data=False)
     g = model.graph
     inits = {i.name: i for i in g.initializer}
-    consts = set(inits) | {o for n in g.node if n.op_type == "Constant" for o in n.output}
     producer = {o: n for n in g.node for o in n.output}
     consumers: dict[str, list[Any]] = {}
     for n in g.node:
