@@ -27,6 +27,7 @@ MODELS = {
     "digits_mobilenet (depthwise, trained)": "edgesmith.zoo:trained_digits_mobilenet",
     "bert_mini (random weights)": "edgesmith.zoo:bert_mini",
     "resnet18 (random weights)": "edgesmith.zoo:resnet18",
+    "mobilenet_v2 (random weights)": "edgesmith.zoo:mobilenet_v2",
 }
 
 
@@ -45,9 +46,7 @@ def _defaults(source: str) -> tuple[dict, str]:
     from edgesmith.model_io import import_object
 
     d = getattr(import_object(source, "model"), "defaults", {})
-    data = d.get("data") or {"calibration": {"source": "digits32", "split": "train", "samples": 256},
-                             "evaluation": {"source": "digits32", "split": "test"}}
-    return data, d.get("metric", "top1")
+    return d["data"], d.get("metric", "top1")
 
 
 def bench_model(label: str, source: str, work: Path) -> list[dict]:
@@ -151,23 +150,24 @@ def main() -> None:
 
     torch.set_num_threads(2)
     wanted = sys.argv[1:]
-    rows = []
+    print("| model | method | runtime | top-1 | cosine | speed-up over FP32, same runtime (95% CI) | vs ORT FP32 | p50 ms |")
+    print("|---|---|---|---|---|---|---|---|", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         for i, (label, source) in enumerate(MODELS.items()):
             if wanted and not any(w in label for w in wanted):
                 continue
             print(f"{label}", file=sys.stderr, flush=True)
-            rows += bench_model(label, source, Path(tmp) / str(i))
-    print("| model | method | runtime | top-1 | cosine | speed-up over FP32, same runtime (95% CI) | vs ORT FP32 | p50 ms |")
-    print("|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        if "crash" in r:
-            print(f"| {r['model']} | {r['method']} | {r['runtime']} | — | — | crashed: {r['crash']} | — | — |")
-            continue
-        top1 = f"{r['top1']:.2f}" if "top1" in r else "—"
-        extra = f" (search {r['search_s']:.0f} s)" if "search_s" in r else ""
-        print(f"| {r['model']} | {r['method']}{extra} | {r['runtime']} | {top1} | {r['cosine']:.4f} | "
-              f"{r['speedup']:.2f}x ({r['low']:.2f}-{r['high']:.2f}) | {r['vs_ort_fp32']:.2f}x | {r['p50_ms']:.3f} |")
+            for r in bench_model(label, source, Path(tmp) / str(i)):
+                print(_row(r), flush=True)
+
+
+def _row(r: dict) -> str:
+    if "crash" in r:
+        return f"| {r['model']} | {r['method']} | {r['runtime']} | — | — | crashed: {r['crash']} | — | — |"
+    top1 = f"{r['top1']:.2f}" if "top1" in r else "—"
+    extra = f" (search {r['search_s']:.0f} s)" if "search_s" in r else ""
+    return (f"| {r['model']} | {r['method']}{extra} | {r['runtime']} | {top1} | {r['cosine']:.4f} | "
+            f"{r['speedup']:.2f}x ({r['low']:.2f}-{r['high']:.2f}) | {r['vs_ort_fp32']:.2f}x | {r['p50_ms']:.3f} |")
 
 
 if __name__ == "__main__":

@@ -680,20 +680,20 @@ def _budget_overrides(items: list[str], recipe: Any, base: Path) -> list:
 @zoo_app.command("train")
 @guarded
 def zoo_train(
-    names: Annotated[Optional[list[str]], typer.Argument(metavar="[NAME...]", help="digits_resnet, digits_mobilenet (default: both).")] = None,
+    names: Annotated[Optional[list[str]], typer.Argument(metavar="[NAME...]", help="digits_resnet, digits_mobilenet, digits_prelu_heads, digits_encoder (default: all).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Train again even if cached.")] = False,
     epochs: Annotated[Optional[int], typer.Option(min=1, help="Epochs (default: each model's own).")] = None,
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
-    """Train the zoo's digits32 models and cache them, so tests, benchmarks and recipes
-    (edgesmith.zoo:trained_digits_resnet, edgesmith.zoo:trained_digits_mobilenet) share them.
+    """Train the zoo's digits models and cache them, so tests, benchmarks and recipes
+    (edgesmith.zoo:trained_digits_resnet, ..._mobilenet, ..._prelu_heads, ..._encoder) share them.
 
     Example: edgesmith zoo train digits_resnet
     """
     from edgesmith.zoo.digits32 import ARCHS, train_cached
 
     for name in names or list(ARCHS):
-        with RichReporter().step(f"{name}: training on digits32 (or reading the cache)"):
+        with RichReporter().step(f"{name}: training on the digits (or reading the cache)"):
             path, acc = train_cached(name, seed, force, epochs=epochs)
         print(f"{name}: {'held-out top-1 ' + format(acc * 100, '.2f') + '%, ' if acc is not None else 'cached, '}{path}")
 

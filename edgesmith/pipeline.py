@@ -96,6 +96,9 @@ def plan(recipe: Recipe) -> list[str]:
 
     kind = model_kind(recipe.model.source)
     steps = [f"load {kind} model {recipe.model.source}" + (f" with weights {recipe.model.weights}" if recipe.model.weights else "")]
+    if recipe.optimize:
+        return steps + [f"[{t.profile}] optimize: read the model's structure, try the candidates its policy picks, measure "
+                        "fidelity and latency on the target, keep the best (or FP32), full run of the winner" for t in recipe.targets]
     torch_passes = [p for p in recipe.passes if get_pass(p.type).stage == "torch"]
     onnx_passes = [p for p in recipe.passes if get_pass(p.type).stage == "onnx"]
     if kind != "onnx":
@@ -133,6 +136,8 @@ def run(recipe: Recipe, base_dir: Path, *, out_dir: Path | None = None, trust_ch
     out = Path(out_dir or recipe.output_dir)
     if not out.is_absolute() and out_dir is None:
         out = base_dir / out
+    if recipe.optimize and not dry_run:
+        return _optimized(recipe, base_dir, out, rep)
     kind = model_kind(recipe.model.source)
     check_pass_order(recipe, kind)
     profiles = {t.profile: load_profile(t.profile, base_dir).with_overrides(t.budgets, t.threads, t.batch_sizes) for t in recipe.targets}
@@ -153,6 +158,22 @@ def run(recipe: Recipe, base_dir: Path, *, out_dir: Path | None = None, trust_ch
         staged.path("report.md").write_text(render_markdown(manifest))
         staged.commit(manifest)
     return RunResult(out, manifest, manifest["verdict"])
+
+
+def _optimized(recipe: Recipe, base_dir: Path, out: Path, rep: Reporter) -> RunResult:
+    """``passes: auto``: `edgesmith optimize` per target, each into its own folder (one target: ``out``)."""
+    from edgesmith.optimize import optimize
+
+    results = []
+    for t in recipe.targets:
+        one = recipe.model_copy(update={"targets": [t], "optimize": False})
+        results.append(optimize(one, base_dir, out_dir=out if len(recipe.targets) == 1 else out / Path(t.profile).stem, reporter=rep))
+    import json
+
+    if len(results) == 1:
+        return RunResult(out, json.loads((out / "manifest.json").read_text()), results[0].verdict)
+    verdict = "fail" if any(r.verdict == "fail" for r in results) else "pass"
+    return RunResult(out, {"optimize": {str(r.out_dir): r.winner.plan.name for r in results}, "targets": {}}, verdict)
 
 
 def _check_precisions(recipe: Recipe, profiles: dict[str, Any]) -> None:

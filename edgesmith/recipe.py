@@ -16,6 +16,9 @@ Example (``edgesmith run recipe.yaml``)::
       - {type: ptq_int8, calibration: entropy}
     targets: [x86-avx512-vnni-ort]
     output_dir: out/digits-int8
+
+``passes: auto`` hands the choice to ``edgesmith optimize``: it recognises the model's structure, tries
+the settings that pay on the target, verifies them there and keeps the best (or FP32, saying why).
 """
 
 from __future__ import annotations
@@ -142,11 +145,20 @@ class Recipe(Strict):
     data: DataSpec = DataSpec()
     metric: str = "top1"
     passes: list[PassSpec] = []
+    # ``passes: auto`` in YAML: `edgesmith optimize` picks and verifies the ONNX-stage passes per target
+    optimize: bool = Field(default=False, description="set by `passes: auto`")
     targets: list[TargetSpec] = [TargetSpec(profile="x86-avx512-vnni-ort")]
     export: ExportSpec = ExportSpec()
     bench: BenchSpec = BenchSpec()
     output_dir: str = "edgesmith-out"
     stop_after: Literal["export", "passes", "compile", "validate"] = "validate"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _auto_passes(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("passes") == "auto":
+            data = {**data, "passes": [], "optimize": True}
+        return data
 
     @field_validator("metric")
     @classmethod
@@ -167,7 +179,7 @@ class Recipe(Strict):
         import yaml
 
         data = self.model_dump(mode="json", exclude_defaults=False)
-        data["passes"] = [p.as_yaml() for p in self.passes]
+        data["passes"] = "auto" if data.pop("optimize") else [p.as_yaml() for p in self.passes]
         return yaml.safe_dump(data, sort_keys=False)
 
 

@@ -74,6 +74,8 @@ def tune(recipe: Any, base_dir: Path, *, out_dir: Path | None = None, time_budge
     from edgesmith.profiles import load_profile
 
     rep = reporter or pipeline.Reporter()
+    if recipe.optimize:
+        raise ConfigError("the recipe says `passes: auto`; tune searches ptq_int8 settings", hint="run it with `edgesmith run` (or optimize), or list a ptq_int8 pass")
     if len(recipe.targets) != 1:
         raise ConfigError(f"tune works on one target, the recipe has {len(recipe.targets)}", hint="keep one entry under `targets:`")
     onnx_passes = [p for p in recipe.passes if get_pass(p.type).stage == "onnx"]

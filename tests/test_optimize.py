@@ -201,3 +201,56 @@ def test_bad_optimize_input_is_one_line_exit_2(cli, tmp_path, args, message):
     r = cli("optimize", *args, "--out", tmp_path / "out")
     assert r.code == 2 and len(r.error_lines) == 1 and message in r.stderr and "hint:" in r.stderr, r.stderr
     assert not (tmp_path / "out" / "optimize.json").exists()
+
+
+def test_recipe_passes_auto_runs_optimize(cli, tmp_path):
+    import yaml
+
+    from edgesmith.recipe import parse_recipe
+
+    recipe = {"name": "auto", "model": {"source": "edgesmith.zoo:pretrained_digits_cnn"}, "passes": "auto",
+              "data": {"calibration": {"source": "digits", "split": "train", "samples": 128}, "evaluation": {"source": "digits", "split": "test"}},
+              "targets": ["x86-avx512-vnni-ort"], "output_dir": "out"}
+    parsed = parse_recipe(recipe, "test")
+    assert parsed.optimize and parsed.passes == [] and yaml.safe_load(parsed.to_yaml())["passes"] == "auto"
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    dry = cli("run", tmp_path / "r.yaml", "--dry-run")
+    assert dry.code == 0 and "optimize: read the model's structure" in dry.stdout
+    r = cli("run", tmp_path / "r.yaml")
+    assert r.code in (0, 1), r.stdout + r.stderr
+    res = json.loads((tmp_path / "out" / "optimize.json").read_text())
+    assert res["structure"]["kinds"] == ["cnn"] and any(c["status"] == "winner" for c in res["candidates"])
+    assert (tmp_path / "out" / "manifest.json").is_file()
+
+
+def test_static_candidates_share_one_calibration(exported, tmp_path):
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    from edgesmith.compress import PassContext, build_pass_config, get_pass
+    from edgesmith.data import load_dataset
+    from edgesmith.profiles import load_profile
+    from edgesmith.recipe import InputSpec
+
+    specs = (InputSpec(name="input", shape=["batch", 1, 32, 32]),)
+    calib = load_dataset("digits32", specs, role="calibration", split="train", samples=64)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+
+    def quantize(name: str, opts: dict, shared: bool) -> dict:
+        work = tmp_path / name
+        work.mkdir()
+        ctx = PassContext(work_dir=work, profile=load_profile("x86-avx512-vnni-ort"), input_specs=specs, calibration=calib,
+                          scratch={"ort_calibration_cache": cache} if shared else {})
+        path = get_pass("ptq_int8").apply(exported["prelu"], build_pass_config("ptq_int8", opts), ctx)
+        g = onnx.load(str(path)).graph
+        return {i.name: numpy_helper.to_array(i) for i in g.initializer if i.name.endswith("_scale")}
+
+    quantize("all", {}, shared=True)
+    conv_shared = quantize("conv-shared", {"op_types": ["Conv"]}, shared=True)
+    assert len(list(cache.glob("ranges-*.json"))) == 1  # the Conv-only candidate read the every-op ranges
+    conv_fresh = quantize("conv-fresh", {"op_types": ["Conv"]}, shared=False)
+    assert conv_shared.keys() == conv_fresh.keys() and conv_shared
+    for k in conv_fresh:
+        np.testing.assert_allclose(conv_shared[k], conv_fresh[k], rtol=1e-6)

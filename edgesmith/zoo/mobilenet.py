@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 
+from edgesmith.zoo.resnet import RANDOM_IMAGES
+
 
 def _conv_bn(nn, cin, cout, k, s, groups=1, act=True):
     layers = [nn.Conv2d(cin, cout, k, s, k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)]
@@ -57,3 +59,4 @@ def mobilenet_v2(num_classes: int = 1000, width_mult: float = 1.0, seed: int = 0
 
 
 mobilenet_v2.input_spec = [{"name": "input", "shape": ["batch", 3, 224, 224], "dtype": "float32"}]
+mobilenet_v2.defaults = RANDOM_IMAGES  # what `edgesmith optimize` uses when no --data is given

@@ -60,4 +60,17 @@ def _randomise_bn(model) -> None:
                 m.running_var.uniform_(0.5, 1.5)
 
 
+def random_images(n: int = 128, batch: int = 16, size: int = 224, seed: int = 0):
+    """Seeded ImageNet-shaped images (normalised RGB statistics), no labels: calibration and fidelity
+    data for the random-weight ``resnet18`` and ``mobilenet_v2``, which no real data fits."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    for start in range(0, n, batch):
+        yield rng.standard_normal((min(batch, n - start), 3, size, size)).astype(np.float32)
+
+
+RANDOM_IMAGES = {"metric": "fidelity", "data": {"calibration": {"source": "edgesmith.zoo.resnet:random_images"},
+                                                "evaluation": {"source": "edgesmith.zoo.resnet:random_images"}}}
 resnet18.input_spec = [{"name": "input", "shape": ["batch", 3, 224, 224], "dtype": "float32"}]
+resnet18.defaults = RANDOM_IMAGES

@@ -136,8 +136,12 @@ def _calibration_cache(ctx: PassContext, pre: Path, cfg: PTQInt8Config, n_sample
 
     from edgesmith.outputs import sha256
 
-    key = json.dumps([sha256(pre), cfg.calibration, cfg.percentile, n_samples, sorted(cfg.op_types), cfg.symmetric_activations])
-    return Path(folder) / f"ranges-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
+    def path(op_types: list[str]) -> Path:
+        key = json.dumps([sha256(pre), cfg.calibration, cfg.percentile, n_samples, op_types, cfg.symmetric_activations])
+        return Path(folder) / f"ranges-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
+
+    every_op = path([])  # ranges of every quantizable op's tensors: a superset for any op_types subset
+    return every_op if (not cfg.op_types or every_op.is_file()) else path(sorted(cfg.op_types))
 
 
 def _mark_producer(path: Path, name: str) -> None:
