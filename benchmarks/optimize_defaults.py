@@ -50,8 +50,6 @@ def _defaults(source: str) -> tuple[dict, str]:
 
 
 def bench_model(label: str, source: str, work: Path) -> list[dict]:
-    import numpy as np
-
     from edgesmith import pipeline
     from edgesmith.compress.quantize._onnx_common import DatasetReader, onnx_input_names
     from edgesmith.model_io import onnx_input_specs

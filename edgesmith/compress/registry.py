@@ -89,6 +89,9 @@ def build_pass_config(name: str, options: dict[str, Any]) -> Any:
     info = get_pass(name)
     allowed = [f.name for f in dataclasses.fields(info.config)]
     unknown = [k for k in options if k not in allowed]
+    if "recover" in unknown:
+        raise ConfigError(f"pass {name!r} has no recovery step: it does not train, so a `recover:` block cannot apply to it",
+                          hint="recovery goes on passes that train the compressed model (qat); or add a `distill` pass after it")
     if unknown:
         raise ConfigError(
             f"pass {name!r}: unknown option {unknown[0]!r} (allowed: {', '.join(allowed)})",

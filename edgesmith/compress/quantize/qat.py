@@ -4,12 +4,12 @@ Every conv/linear gets an LSQ weight quantizer (per output channel, symmetric) a
 its input activation (per tensor; unsigned when the input was non-negative at initialisation); the model
 is fine-tuned on the calibration data's labels, optionally distilled from the float model (Hinton KL at
 temperature ``temperature`` mixed ``alpha`` : 1 − alpha with cross-entropy), for ``steps`` steps or
-``minutes`` of wall time, on CPU. With ``grad_bits`` set, each layer's output gradient is quantized as in
+``minutes`` of wall time, on CPU — through the shared recovery engine (compress/distill/engine.py), which
+keeps the best checkpoint on a held-out slice of the data. A ``recover:`` block hands the engine any of
+its options instead (loss kd | topkld | hint | mse | ce, budget, early stopping, ...). With ``grad_bits`` set, each layer's output gradient is quantized as in
 algorithms.md §9 (stochastic rounding over an adaptive range γ·max|G|; first and last layers at 8 bits).
 Afterwards the weights are left on their learned grids (kept exactly through ``ptq_int8``) and the
 activation quantizers are removed: activations are quantized by the ONNX step (8-bit).
-The distillation here is the loss alone; the shared recovery engine (issue: distillation) will take over
-the training loop.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from edgesmith.compress.distill.engine import RecoverConfig
 from edgesmith.compress.registry import PassInfo
 
 
@@ -34,6 +35,7 @@ class QATConfig:
     grad_bits: int | None = None  # §9 gradient quantization
     exclude: tuple[str, ...] = ()
     seed: int = 0
+    recover: RecoverConfig | None = None  # the recovery engine's options; overrides the training knobs above
 
     def __post_init__(self) -> None:
         if not 2 <= self.weight_bits <= 8 or not 2 <= self.activation_bits <= 8:
@@ -83,8 +85,8 @@ def qat(model: Any, cfg: QATConfig, ctx: Any) -> Any:
 
     import numpy as np
     import torch
-    import torch.nn.functional as F
 
+    from edgesmith.compress.distill.engine import fit
     from edgesmith.compress.quantize._layers import forward_batch, set_module
     from edgesmith.compress.quantize._lsq import GradientQuantizer
     from edgesmith.compress.quantize._snap import record_grid
@@ -92,12 +94,15 @@ def qat(model: Any, cfg: QATConfig, ctx: Any) -> Any:
     from edgesmith.errors import ConfigError
 
     data = ctx.calibration
-    if data is None or not data.has_labels:
+    rec = cfg.recover or RecoverConfig(loss="kd" if cfg.distill else "ce", alpha=cfg.alpha if cfg.distill else 0.0,
+                                       temperature=cfg.temperature, steps=cfg.steps if cfg.minutes is None else None,
+                                       minutes=cfg.minutes, lr=cfg.lr, batch_size=cfg.batch_size, patience=None, seed=cfg.seed)
+    if data is None or (rec.needs_labels and not data.has_labels):
         raise ConfigError("qat trains on labelled data, and the calibration data has no labels",
-                          hint="give labelled calibration data (npz key `labels`), e.g. `data: {calibration: {source: digits}}`")
+                          hint="give labelled calibration data (npz key `labels`), or `recover: {alpha: 1}` to distil from the float model alone")
     torch.manual_seed(cfg.seed)
     layers = select_layers(model, cfg.exclude, ctx, "qat")
-    teacher = copy.deepcopy(model).eval() if cfg.distill else None
+    teacher = copy.deepcopy(model).eval()
     ctx.scratch.setdefault("float_weights", {}).update({n: m.weight.detach().clone() for n, m in layers})
     names = [s.name for s in ctx.input_specs]
     wrapped = {}
@@ -106,36 +111,15 @@ def qat(model: Any, cfg: QATConfig, ctx: Any) -> Any:
         gq = GradientQuantizer(8 if edge else cfg.grad_bits, seed=cfg.seed + i) if cfg.grad_bits else None
         wrapped[n] = _wrap(m, cfg, gq)
         set_module(model, n, wrapped[n])
-    inputs = {k: np.concatenate([b.inputs[k] for b in data.batches]) for k in names}
-    labels = torch.from_numpy(np.concatenate([b.labels for b in data.batches])).long()
-    n_samples = len(labels)
+    first = {k: np.concatenate([b.inputs[k] for b in data.batches])[: rec.batch_size] for k in names}
     with torch.no_grad():  # initialise every quantizer from a first batch
         model.eval()
-        forward_batch(model, _Batch({k: v[: cfg.batch_size] for k, v in inputs.items()}), names)
+        forward_batch(model, _Batch(first), names)
     quant_params = [p for w in wrapped.values() for q in (w.wq, w.aq) for p in q.parameters()]
     ids = {id(p) for p in quant_params}
-    opt = torch.optim.Adam([{"params": [p for p in model.parameters() if id(p) not in ids], "lr": cfg.lr},
-                            {"params": quant_params, "lr": cfg.lr * 10}])
-    gen = torch.Generator().manual_seed(cfg.seed)
-    start, losses, step = time.time(), [], 0
-    model.train()
-    _freeze_bn(model)
-    while step < cfg.steps and (cfg.minutes is None or time.time() - start < cfg.minutes * 60):
-        idx = torch.randint(0, n_samples, (min(cfg.batch_size, n_samples),), generator=gen).numpy()
-        feeds = _Batch({k: v[idx] for k, v in inputs.items()})
-        logits = forward_batch(model, feeds, names)
-        loss = F.cross_entropy(logits, labels[idx])
-        if teacher is not None:
-            with torch.no_grad():
-                t_logits = forward_batch(teacher, feeds, names)
-            T = cfg.temperature
-            kd = F.kl_div(F.log_softmax(logits / T, 1), F.log_softmax(t_logits / T, 1), log_target=True, reduction="batchmean") * T * T
-            loss = (1 - cfg.alpha) * loss + cfg.alpha * kd
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-        step += 1
+    groups = [{"params": [p for p in model.parameters() if id(p) not in ids], "lr": rec.lr}, {"params": quant_params, "lr": rec.lr * 10}]
+    fitted = fit(model, teacher, data, names, rec, param_groups=groups, prepare=_freeze_bn, label=f"qat W{cfg.weight_bits}")
+    start, step, losses = time.time() - fitted.seconds, fitted.steps, fitted.losses
     model.eval()
     with torch.no_grad():  # bake: weights onto their learned grids, wrappers out
         for n, w in wrapped.items():
@@ -144,9 +128,10 @@ def qat(model: Any, cfg: QATConfig, ctx: Any) -> Any:
             set_module(model, n, w.layer)
     first, last = float(np.mean(losses[:10])), float(np.mean(losses[-10:]))
     ctx.details["qat"] = {"steps": step, "seconds": round(time.time() - start, 1), "loss_first10": first, "loss_last10": last,
-                          "weight_bits": cfg.weight_bits, "activation_bits": cfg.activation_bits, "grad_bits": cfg.grad_bits}
-    ctx.note(f"qat: {step} steps in {time.time() - start:.0f} s on {n_samples} labelled samples, W{cfg.weight_bits}A{cfg.activation_bits}"
-             + (f"G{cfg.grad_bits}" if cfg.grad_bits else "") + (f", distilled from the float model (alpha {cfg.alpha}, T {cfg.temperature})" if cfg.distill else "")
+                          "weight_bits": cfg.weight_bits, "activation_bits": cfg.activation_bits, "grad_bits": cfg.grad_bits,
+                          "loss": rec.loss, "recovery": fitted.summary(), "history": fitted.history}
+    ctx.note(f"qat: {fitted.summary()} on {data.num_samples} samples, W{cfg.weight_bits}A{cfg.activation_bits}"
+             + (f"G{cfg.grad_bits}" if cfg.grad_bits else "") + (f", {rec.loss} from the float model (alpha {rec.alpha}, T {rec.temperature})" if rec.loss != "ce" else ", labels only")
              + f"; loss {first:.3f} -> {last:.3f}" + ("; activations are exported 8-bit (the ONNX step quantizes them)" if cfg.activation_bits < 8 else ""))
     return model
 
