@@ -3,8 +3,7 @@
 One loop for every lossy pass — QAT, and the pruning and binarization passes to come — and for the
 ``distill`` pass: seeded batches from the recipe's data, a loss from ``RecoverConfig`` (Hinton KD mixed
 with the task loss, TopKLD, feature hints with 1×1 adapters, BPKD for segmentation, MSE on logits, or
-labels alone), a budget
-in steps, epochs or wall-clock minutes, evaluation on a held-out slice of the training data (never the
+labels alone), a budget in steps, epochs or wall-clock minutes, evaluation on a held-out slice of the training data (never the
 run's evaluation set) every ``eval_every`` steps, the best checkpoint kept and restored, early stopping
 after ``patience`` evaluations without improvement, and a progress bar with the loss and the metric.
 
@@ -156,7 +155,7 @@ def fit(student: Any, teacher: Any, data: Any, names: list[str], cfg: RecoverCon
     import torch.nn.functional as F
 
     from edgesmith.compress.distill.bpkd import bpkd_loss
-    from edgesmith.compress.distill.kd import hinton_loss
+    from edgesmith.compress.distill.kd import hinton_loss, kd_kl
     from edgesmith.compress.distill.topkld import topk_kld
 
     if data is None or data.num_samples == 0:
@@ -189,15 +188,25 @@ def fit(student: Any, teacher: Any, data: Any, names: list[str], cfg: RecoverCon
     total = cfg.total_steps(n)
     gen = torch.Generator().manual_seed(cfg.seed)
     metric_name = "top1" if yv is not None else "teacher agreement"
-    t_val = predict(teacher, xv).argmax(1) if xv is not None and yv is None else None
 
-    def evaluate() -> float | None:
-        if xv is None or _len(xv) == 0:
+    t_logits_val = predict(teacher, xv) if xv is not None and _len(xv) else None
+
+    def evaluate() -> tuple[float, float] | None:
+        """(held-out metric, held-out loss): top-1 against the labels (else agreement with the teacher),
+        and cross-entropy (else KL to the teacher) to break ties between equal metrics."""
+        if t_logits_val is None:
             return None
-        pred = predict(student, xv).argmax(1)
-        return float((pred == (yv if yv is not None else t_val)).float().mean()) * 100
+        out = predict(student, xv)
+        target = yv if yv is not None else t_logits_val.argmax(1)
+        metric = float((out.argmax(1) == target).float().mean()) * 100
+        tie = float(F.cross_entropy(out, yv)) if yv is not None else float(kd_kl(out, t_logits_val, 1.0))
+        return metric, tie
 
-    best, best_step, best_state, bad, history = evaluate(), 0, copy.deepcopy(student.state_dict()), 0, []
+    def better(now: tuple[float, float] | None, ref: tuple[float, float] | None) -> bool:
+        return now is not None and (ref is None or now[0] > ref[0] or (now[0] == ref[0] and now[1] < ref[1]))
+
+    best_pair = evaluate()
+    best_step, best_state, bad, history = 0, copy.deepcopy(student.state_dict()), 0, []
     started, step, stopped, losses = time.time(), 0, "budget spent", []
     bar = _Progress(progress, label, total, cfg.minutes)
     try:
@@ -235,14 +244,14 @@ def fit(student: Any, teacher: Any, data: Any, names: list[str], cfg: RecoverCon
             loss.backward()
             opt.step()
             step += 1
-            losses.append(float(loss))
-            bar.advance(step, float(loss), best)
+            losses.append(float(loss.detach()))
+            bar.advance(step, losses[-1], best_pair[0] if best_pair else None)
             if step % cfg.eval_every == 0 or (total is not None and step == total):
-                metric = evaluate()
-                history.append({"step": step, "loss": round(float(loss), 5), **({metric_name: metric} if metric is not None else {})})
-                if metric is not None and (best is None or metric > best):
-                    best, best_step, best_state, bad = metric, step, copy.deepcopy(student.state_dict()), 0
-                elif metric is not None:
+                pair = evaluate()
+                history.append({"step": step, "loss": round(losses[-1], 5), **({metric_name: pair[0], "held_out_loss": round(pair[1], 5)} if pair else {})})
+                if better(pair, best_pair):
+                    best_pair, best_step, best_state, bad = pair, step, copy.deepcopy(student.state_dict()), 0
+                elif pair is not None:
                     bad += 1
                     if cfg.patience is not None and bad >= cfg.patience:
                         stopped = f"early stop: no improvement in {cfg.patience} evaluations"
@@ -251,10 +260,10 @@ def fit(student: Any, teacher: Any, data: Any, names: list[str], cfg: RecoverCon
         bar.close()
         if hint is not None:
             hint.remove()
-    if best is not None:
+    if best_pair is not None:
         student.load_state_dict(best_state)  # the best checkpoint, not the last
     student.eval()
-    return FitResult(step, time.time() - started, best, best_step, metric_name, stopped, history, losses)
+    return FitResult(step, time.time() - started, best_pair[0] if best_pair else None, best_step, metric_name, stopped, history, losses)
 
 
 def train_soft(model: Any, x: Any, targets: Any, epochs: float, lr: float, batch_size: int, seed: int) -> None:

@@ -1,7 +1,7 @@
 """Self-distillation with ground-truth weighting (algorithms.md §8; authors' code Kennethborup/self_distillation).
 
-Step t refits the model on ỹ_t = α·y + (1 − α)·ŷ_{t−1}, its own previous predictions mixed with the
-labels. For kernel ridge regression (A = K(K + λI)⁻¹) the iterates converge to ridge regression with
+Step t refits the model (from scratch) on ỹ_t = α·y + (1 − α)·ŷ_{t−1}, its own previous predictions
+mixed with the labels; the incoming trained model is step 0. For kernel ridge regression (A = K(K + λI)⁻¹) the iterates converge to ridge regression with
 regularisation λ/α. For deep nets the step's α is estimated instead of grid-searched: fit the step's
 student at α = 0 and α = 1 (outputs f₀, f₁ on held-out data), then
 
@@ -66,7 +66,7 @@ def alpha_star(f0: np.ndarray, f1: np.ndarray, y_val: np.ndarray) -> float:
 @dataclass(frozen=True)
 class SelfDistillConfig:
     rounds: int = 2
-    epochs: float = 5.0  # per fit (the two cheap fits and the step's own)
+    epochs: float = 20.0  # per fit of a step's student (from scratch)
     probe_epochs: float | None = None  # the α=0 / α=1 fits (default: epochs / 2)
     alpha: float | None = None  # fixed α for every round instead of α* (e.g. a grid search)
     lr: float = 1e-3
@@ -103,21 +103,28 @@ def self_distill(model: Any, cfg: SelfDistillConfig, ctx: Any) -> Any:
     num_classes = int(_predict(model, xt[:2]).shape[1])
     onehot_t = torch.nn.functional.one_hot(yt, num_classes).float()
     onehot_v = torch.nn.functional.one_hot(yv, num_classes).float().numpy()
-    initial = copy.deepcopy(model)
-    prev_t = torch.softmax(_predict(model, xt), 1)  # ŷ₀: the given model's own predictions
+    def fresh(seed: int) -> Any:  # each step refits from scratch, as in the paper
+        torch.manual_seed(seed)
+        m = copy.deepcopy(model)
+        for mod in m.modules():
+            if hasattr(mod, "reset_parameters"):
+                mod.reset_parameters()
+        return m
+
+    prev_t = torch.softmax(_predict(model, xt), 1)  # ŷ₀: the incoming (trained) model's predictions
     history, started = [], time.time()
     probe = cfg.probe_epochs or cfg.epochs / 2
     for r in range(cfg.rounds):
         if cfg.alpha is None:
             fits = {}
             for a in (0.0, 1.0):
-                m = copy.deepcopy(initial)
+                m = fresh(cfg.seed + r)
                 train_soft(m, xt, a * onehot_t + (1 - a) * prev_t, probe, cfg.lr, cfg.batch_size, cfg.seed + r)
                 fits[a] = torch.softmax(_predict(m, xv), 1).numpy()
             alpha = alpha_star(fits[0.0], fits[1.0], onehot_v)
         else:
             alpha = cfg.alpha
-        student = copy.deepcopy(initial)
+        student = fresh(cfg.seed + r)
         train_soft(student, xt, alpha * onehot_t + (1 - alpha) * prev_t, cfg.epochs, cfg.lr, cfg.batch_size, cfg.seed + r)
         val_acc = float((_predict(student, xv).argmax(1) == yv).float().mean()) * 100
         history.append({"round": r + 1, "alpha": round(alpha, 4), "val_top1": round(val_acc, 2)})
