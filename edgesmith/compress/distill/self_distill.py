@@ -69,7 +69,7 @@ class SelfDistillConfig:
     epochs: float = 20.0  # per fit of a step's student (from scratch)
     probe_epochs: float | None = None  # the α=0 / α=1 fits (default: epochs / 2)
     alpha: float | None = None  # fixed α for every round instead of α* (e.g. a grid search)
-    lr: float = 1e-3
+    lr: float = 3e-3
     batch_size: int = 64
     val_fraction: float = 0.15
     seed: int = 0
