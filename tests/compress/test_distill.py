@@ -271,7 +271,7 @@ def test_n2n_pass_writes_the_found_architecture(tmp_path):
     from edgesmith.compress import PassContext
 
     ctx = PassContext(work_dir=tmp_path, input_specs=specs, calibration=load_dataset("digits32", specs, role="calibration", split="train", samples=200))
-    cfg = build_pass_config("n2n", {"epochs": 1, "rollouts": 2, "candidate_epochs": 0.5, "final_epochs": 0.5})
+    cfg = build_pass_config("n2n", {"epochs": 1, "rollouts": 2, "candidate_epochs": 0.5, "final_epochs": 0.5, "finalists": 1})
     student = get_pass("n2n").apply(digits_resnet(), cfg, ctx)
     d = ctx.details["n2n"]
     assert len(d["rollouts"]) == 2 and d["student"].startswith("stem ") and d["params_student"] == params_of(student)

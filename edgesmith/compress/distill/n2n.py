@@ -4,15 +4,17 @@
    LSTM reads the sequence and samples keep/remove per layer; a second LSTM reads the kept layers and
    samples a width scale for each.
 2. Each sampled student is built, trained briefly on the teacher's logits (MSE, through the recovery
-   engine) and rewarded R = (A / A_teacher)·C·(2 − C), C = 1 − params/params_teacher; −1 for an
+   engine; batch-norm statistics then recomputed over the training data) and rewarded R = (A / A_teacher)·C·(2 − C), C = 1 − params/params_teacher; −1 for an
    architecture that cannot be built.
 3. REINFORCE with a moving-average baseline, ``rollouts`` students per epoch.
 
 The search space here is the ResNet family the zoo's residual models come from (a stem convolution,
 basic blocks with projection shortcuts, global pooling, a linear head): any subset of blocks with any
 widths still builds, because each block projects its shortcut when its width or stride changes. The
-stem always stays; removing every block is the invalid architecture. The best student found is then
-distilled for longer (Hinton KD) and returned; its architecture goes into the run's report.
+stem always stays; removing every block is the invalid architecture. The ``finalists`` highest-reward
+students at least ``min_compression`` times smaller are then distilled for longer (Hinton KD); the
+smallest within ``max_drop`` points of the teacher on held-out training data is returned (else the most
+accurate), and its architecture goes into the run's report.
 """
 
 from __future__ import annotations
@@ -76,6 +78,27 @@ def describe_teacher(model: Any) -> Arch:
     return Arch(mods[0].in_channels, mods[0].out_channels, [(b.conv1.out_channels, b.conv1.stride[0]) for b in blocks], mods[-1].out_features)
 
 
+def recalibrate_bn(model: Any, x: Any, batch: int = 256) -> None:
+    """Batch-norm running statistics recomputed over ``x`` (a brief training leaves them near their
+    initial values, and an eval-mode score would then measure the statistics, not the student)."""
+    import torch
+    import torch.nn as nn
+
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the pass
+    model.train()
+    with torch.no_grad():
+        for i in range(0, len(x), batch):
+            model(x[i:i + batch])
+    for m in bns:
+        m.momentum = 0.1
+    model.eval()
+
+
 def params_of(model: Any) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -126,15 +149,21 @@ class N2NConfig:
     epochs: int = 6  # policy updates
     rollouts: int = 5  # students per update
     candidate_epochs: float = 2.0  # brief distillation of each candidate (MSE on the teacher's logits)
-    final_epochs: float = 15.0  # the best student's full distillation (Hinton KD)
+    final_epochs: float = 30.0  # each finalist's full distillation (Hinton KD)
+    finalists: int = 3  # highest-reward students distilled in full
+    min_compression: float = 5.0  # finalists come from students at least this many times smaller (if any)
+    max_drop: float = 1.0  # held-out top-1 points the chosen student may lose to the teacher
+    lr: float = 3e-3  # of the students
     policy_lr: float = 0.03
     baseline_decay: float = 0.8
     batch_size: int = 64
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.rollouts < 1 or self.candidate_epochs <= 0 or self.final_epochs <= 0:
-            raise ValueError("a search budget of zero: epochs, rollouts >= 1 and candidate_epochs, final_epochs > 0")
+        if self.epochs < 1 or self.rollouts < 1 or self.finalists < 1 or self.candidate_epochs <= 0 or self.final_epochs <= 0:
+            raise ValueError("a search budget of zero: epochs, rollouts, finalists >= 1 and candidate_epochs, final_epochs > 0")
+        if self.min_compression < 1 or self.max_drop < 0:
+            raise ValueError("min_compression must be >= 1 and max_drop >= 0")
 
 
 def search(teacher: Any, data: Any, names: list[str], cfg: N2NConfig, log: Any = None) -> dict[str, Any]:
@@ -152,12 +181,12 @@ def search(teacher: Any, data: Any, names: list[str], cfg: N2NConfig, log: Any =
     from edgesmith.compress.distill.engine import labelled_tensors, predict, split_train_val
 
     x, y = labelled_tensors(data, names)
-    _, (xv, yv) = split_train_val(x, y, 0.15, cfg.seed)
+    (x_train, _), (xv, yv) = split_train_val(x, y, 0.15, cfg.seed)
     acc_teacher = float((predict(teacher, xv).argmax(1) == yv).float().mean())
     policy = Policy(seed=cfg.seed)
     opt = torch.optim.Adam(policy.parameters(), lr=cfg.policy_lr)
-    baseline, rollouts, best, started = None, [], None, time.time()
-    brief = RecoverConfig(loss="mse", alpha=1.0, epochs=cfg.candidate_epochs, batch_size=cfg.batch_size, val_fraction=0.15,
+    baseline, rollouts, seen, started = None, [], {}, time.time()
+    brief = RecoverConfig(loss="mse", alpha=1.0, epochs=cfg.candidate_epochs, lr=cfg.lr, batch_size=cfg.batch_size, val_fraction=0.15,
                           eval_every=10**6, patience=None, seed=cfg.seed)
     for epoch in range(cfg.epochs):
         losses = []
@@ -170,6 +199,7 @@ def search(teacher: Any, data: Any, names: list[str], cfg: N2NConfig, log: Any =
             else:
                 torch.manual_seed(cfg.seed + epoch * 100 + r)
                 fit(student, teacher, data, names, brief, progress=False)
+                recalibrate_bn(student, x_train)
                 acc = float((predict(student, xv).argmax(1) == yv).float().mean())
                 comp = 1.0 - params_of(student) / p_teacher
                 R = reward(acc / acc_teacher, comp) if comp >= 0 else -1.0
@@ -177,20 +207,35 @@ def search(teacher: Any, data: Any, names: list[str], cfg: N2NConfig, log: Any =
                              "accuracy": round(acc * 100, 2), "compression": round(comp, 4), "reward": round(R, 4)})
             if log:
                 log(f"n2n epoch {epoch + 1} rollout {r + 1}: {arch.describe()} -> reward {R:.3f} (acc {acc * 100:.1f}, C {comp:.2f})")
-            if student is not None and (best is None or R > best[0]):
-                best = (R, arch, copy.deepcopy(student))
+            key = arch.describe()
+            if student is not None and (key not in seen or R > seen[key][0]):
+                seen[key] = (R, arch, copy.deepcopy(student))
             baseline = R if baseline is None else cfg.baseline_decay * baseline + (1 - cfg.baseline_decay) * R
             losses.append(-(R - baseline) * logp)
         opt.zero_grad()
         torch.stack(losses).mean().backward()
         opt.step()
-    if best is None:
+    if not seen:
         raise ConfigError("n2n found no valid student", hint="raise epochs or rollouts")
-    _, arch, student = best
-    final = fit(student, teacher, data, names, RecoverConfig(loss="kd", alpha=0.5, epochs=cfg.final_epochs, batch_size=cfg.batch_size,
-                                                              seed=cfg.seed), label="n2n: distilling the best student")
-    return {"student": student, "arch": arch, "teacher_arch": arch_t, "params_teacher": p_teacher, "params_student": params_of(student),
-            "teacher_val_top1": acc_teacher * 100, "rollouts": rollouts, "final": final, "seconds": time.time() - started}
+    # finalists: the highest rewards among students at least min_compression x smaller (else among all),
+    # each distilled for longer; the smallest within max_drop of the teacher on held-out data wins
+    ranked = sorted(seen.values(), key=lambda t: -t[0])
+    small = [t for t in ranked if params_of(t[2]) * cfg.min_compression <= p_teacher]
+    finalists = (small or ranked)[: cfg.finalists]
+    long = RecoverConfig(loss="kd", alpha=0.5, epochs=cfg.final_epochs, lr=cfg.lr, batch_size=cfg.batch_size, val_fraction=0.15, seed=cfg.seed)
+    done = []
+    for i, (_, arch, student) in enumerate(finalists):
+        result = fit(student, teacher, data, names, long, label=f"n2n: distilling finalist {i + 1}/{len(finalists)}")
+        val = float((predict(student, xv).argmax(1) == yv).float().mean()) * 100
+        done.append({"arch": arch, "student": student, "final": result, "val_top1": val, "params": params_of(student)})
+        if log:
+            log(f"n2n finalist {arch.describe()}: {params_of(student):,} parameters, held-out top-1 {val:.2f} (teacher {acc_teacher * 100:.2f})")
+    within = [d for d in done if d["val_top1"] >= acc_teacher * 100 - cfg.max_drop]
+    pick = min(within, key=lambda d: d["params"]) if within else max(done, key=lambda d: d["val_top1"])
+    return {"student": pick["student"], "arch": pick["arch"], "teacher_arch": arch_t, "params_teacher": p_teacher,
+            "params_student": pick["params"], "teacher_val_top1": acc_teacher * 100, "student_val_top1": pick["val_top1"],
+            "rollouts": rollouts, "final": pick["final"], "seconds": time.time() - started,
+            "finalists": [{"arch": d["arch"].describe(), "params": d["params"], "val_top1": round(d["val_top1"], 2)} for d in done]}
 
 
 def apply(model: Any, cfg: N2NConfig, ctx: Any) -> Any:
@@ -199,10 +244,10 @@ def apply(model: Any, cfg: N2NConfig, ctx: Any) -> Any:
     ratio = found["params_teacher"] / found["params_student"]
     ctx.details["n2n"] = {"teacher": found["teacher_arch"].describe(), "student": found["arch"].describe(),
                           "params_teacher": found["params_teacher"], "params_student": found["params_student"], "compression_x": round(ratio, 2),
-                          "teacher_val_top1": found["teacher_val_top1"], "student_val_top1": found["final"].best_metric,
-                          "rollouts": found["rollouts"], "seconds": round(found["seconds"], 1)}
+                          "teacher_val_top1": found["teacher_val_top1"], "student_val_top1": found["student_val_top1"],
+                          "finalists": found["finalists"], "rollouts": found["rollouts"], "seconds": round(found["seconds"], 1)}
     ctx.note(f"n2n: student architecture {found['arch'].describe()} (teacher {found['teacher_arch'].describe()}); "
-             f"{found['params_student']:,} parameters, {ratio:.1f}x smaller; held-out top-1 {found['final'].best_metric:.2f} "
+             f"{found['params_student']:,} parameters, {ratio:.1f}x smaller; held-out top-1 {found['student_val_top1']:.2f} "
              f"(teacher {found['teacher_val_top1']:.2f}); {len(found['rollouts'])} students tried in {found['seconds']:.0f} s")
     return found["student"]
 
