@@ -194,6 +194,8 @@ def test_interrupted_run_leaves_no_half_written_artifact(tmp_path):
             break
         seen += line
     assert "checking ONNX Runtime against torch" in seen  # the float model is already in staging
+    if proc.poll() is not None:  # a starved test process read the line after the whole run had ended
+        pytest.skip("the run finished before the interrupt could be sent (machine under load)")
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
