@@ -184,8 +184,11 @@ def test_interrupted_run_leaves_no_half_written_artifact(tmp_path):
 
     from tests.conftest import edgesmith_exe
 
+    # the child gets the default SIGINT disposition: an ignored SIGINT (left by a library earlier in this
+    # test process) is inherited, and Python then installs no KeyboardInterrupt handler at all
     proc = subprocess.Popen([edgesmith_exe(), "demo", "--out", str(tmp_path / "out")], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=tmp_path, env={**os.environ, "COLUMNS": "200"})
+                            stderr=subprocess.PIPE, text=True, cwd=tmp_path, env={**os.environ, "COLUMNS": "200"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     seen = ""
     while time.time() < deadline and "checking ONNX Runtime against torch" not in seen:
