@@ -18,6 +18,10 @@ from edgesmith.errors import ConfigError, InputError
 ModelKind = Literal["torch", "pt2", "onnx"]
 
 
+# ONNX metadata key naming the pass that produced a model (backends report where INT8 came from)
+PRODUCER_KEY = "edgesmith.producer"
+
+
 def model_kind(source: str) -> ModelKind:
     if source.endswith(".onnx"):
         return "onnx"
@@ -204,3 +208,27 @@ def _check_external_data(model: Any, path: Path) -> None:
         if Path(location).is_absolute() or not target.is_relative_to(root):
             raise InputError(f"{path.name}: tensor {tensor.name!r} points its external data at {location!r}, outside the model's folder",
                              hint="refusing path traversal; keep external data files next to the model")
+
+
+def check_specs_against_onnx(specs: list, onnx_inputs: list[dict]) -> None:
+    """Input specs (recipe or flags) must name the ONNX model's inputs and fit their fixed dimensions."""
+    from edgesmith.errors import InputError
+
+    by_name = {i["name"]: i for i in onnx_inputs}
+    for s in specs:
+        if s.name not in by_name:
+            raise InputError(f"input {s.name!r} is not an input of the ONNX model (it has {sorted(by_name)})", hint="use the ONNX model's input names")
+        want = by_name[s.name]["shape"]
+        fixed_mismatch = len(want) != len(s.shape) or any(isinstance(a, int) and isinstance(b, int) and a != b for a, b in zip(s.shape, want))
+        if fixed_mismatch:
+            raise InputError(f"input spec {s.name}{list(s.shape)} does not fit the ONNX model's {s.name}{want}", hint="fix `inputs:` (or --input-shape) to the model's shape")
+
+
+def model_defaults(model: str) -> dict:
+    """Data and metric a zoo factory declares (``factory.defaults``), so its demo needs no flags."""
+    if ":" not in model or model.endswith((".onnx", ".pt2")):
+        return {}
+    try:
+        return dict(getattr(import_object(model, "model factory"), "defaults", {}) or {})
+    except Exception:  # noqa: BLE001 - the model is loaded (and its errors reported) later
+        return {}

@@ -101,3 +101,26 @@ class StagedOutput:
         atomic_write_text(old_manifest, json.dumps(manifest, indent=2, default=str) + "\n")
         self.committed = True
         return self.final
+
+
+def inside(run_dir: Path, rel: str) -> Path:
+    """``run_dir / rel``, refused when a path read from a manifest points outside the run directory."""
+    from edgesmith.errors import InputError
+
+    path = (run_dir / rel).resolve()
+    if not path.is_relative_to(run_dir.resolve()):
+        raise InputError(f"manifest path {rel!r} points outside {run_dir}", hint="refusing path traversal from the manifest")
+    return path
+
+
+def load_manifest(run_dir: Path) -> dict:
+    """A complete run's ``manifest.json`` (its presence marks a finished run)."""
+    from edgesmith.errors import InputError
+
+    path = run_dir / "manifest.json"
+    if not path.is_file():
+        raise InputError(f"{run_dir} has no manifest.json: it is not a complete edgesmith run", hint="give the output directory of `edgesmith run` / `quantize`")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})", hint="the run directory is damaged; rebuild it") from exc

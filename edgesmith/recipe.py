@@ -30,40 +30,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from edgesmith.errors import ConfigError
 from edgesmith.profiles.schema import Goal
-from edgesmith.schema import Strict, format_validation_error
-
-Dtype = Literal["float32", "float16", "int64", "int32", "uint8", "bool"]
-
-
-class InputSpec(Strict):
-    name: str
-    shape: list[int | str] = Field(description="first dimension is the batch; a name (e.g. 'batch') marks it dynamic")
-    dtype: Dtype = "float32"
-
-    @field_validator("shape")
-    @classmethod
-    def _shape(cls, v: list) -> list:
-        if not v:
-            raise ValueError("shape must have at least one dimension (the batch)")
-        if any(isinstance(d, int) and d < 1 for d in v):
-            raise ValueError(f"dimensions must be >= 1 or a name, got {v}")
-        return v
-
-
-class ModelSpec(Strict):
-    source: str = Field(description="package.module:factory, a .pt2 program, or an .onnx file")
-    weights: str | None = None
-    kwargs: dict[str, Any] = {}
-    trust_checkpoint: bool = False
-    reference: str | None = Field(default=None, description="float ONNX model to validate against when `source` is already compressed")
-
-    @field_validator("reference")
-    @classmethod
-    def _reference(cls, v: str | None) -> str | None:
-        if v is not None and not v.endswith(".onnx"):
-            raise ValueError(f"reference must be an .onnx file, got {v!r}")
-        return v
-
+from edgesmith.schema import Dtype, InputSpec, ModelSpec, Strict, format_validation_error  # noqa: F401 - re-exported
 
 class DataSource(Strict):
     source: str = "digits"

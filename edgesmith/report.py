@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+# how gate findings sort, worst first (the terminal table, Markdown summary and HTML report agree)
+STATUS_RANK = {"fail": 0, "missing": 1, "inconclusive": 2, "new": 3, "pass": 4, "info": 5}
+
 
 def _fmt(v: Any) -> str:
     if v is None:
@@ -43,6 +46,11 @@ def render_markdown(manifest: dict) -> str:
     if exp:
         lines += ["## Export", "", f"- `{exp['path']}` (opset {exp['opset']}, {exp['exporter']} exporter, {exp['mb']:.3f} MB)",
                   f"- parity ONNX Runtime vs torch: {exp['parity']}", ""]
+    params = manifest.get("parameters")
+    if params:
+        changed = " (the architecture changed: re-exported and parity re-checked against the changed model)" if params.get("architecture_changed") else ""
+        count = lambda n: f"{n:,}" if isinstance(n, int) else "—"  # noqa: E731
+        lines += [f"- parameters: float model {count(params.get('float'))}, after torch passes {count(params.get('after_torch_passes'))}{changed}", ""]
     for name, t in manifest.get("targets", {}).items():
         lines += [f"## Target `{name}` — {t['verdict'].upper()}", "", f"{t['profile']['description'].strip()}", ""]
         if t.get("estimated"):

@@ -1,10 +1,11 @@
-"""pydantic helpers shared by recipes and profiles: strict models and one-line error messages."""
+"""pydantic helpers shared by recipes and profiles (strict models, one-line error messages) and the two
+recipe records that lower layers read too: a model input (``InputSpec``) and a model reference (``ModelSpec``)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgesmith.errors import ConfigError
 
@@ -39,3 +40,36 @@ def format_validation_error(exc: ValidationError, what: str) -> ConfigError:
         msg = f"{msg}, got {first.get('input')!r}"
     more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
     return ConfigError(f"{what}: {loc}: {msg}{more}", hint=hint)
+
+
+Dtype = Literal["float32", "float16", "int64", "int32", "uint8", "bool"]
+
+
+class InputSpec(Strict):
+    name: str
+    shape: list[int | str] = Field(description="first dimension is the batch; a name (e.g. 'batch') marks it dynamic")
+    dtype: Dtype = "float32"
+
+    @field_validator("shape")
+    @classmethod
+    def _shape(cls, v: list) -> list:
+        if not v:
+            raise ValueError("shape must have at least one dimension (the batch)")
+        if any(isinstance(d, int) and d < 1 for d in v):
+            raise ValueError(f"dimensions must be >= 1 or a name, got {v}")
+        return v
+
+
+class ModelSpec(Strict):
+    source: str = Field(description="package.module:factory, a .pt2 program, or an .onnx file")
+    weights: str | None = None
+    kwargs: dict[str, Any] = {}
+    trust_checkpoint: bool = False
+    reference: str | None = Field(default=None, description="float ONNX model to validate against when `source` is already compressed")
+
+    @field_validator("reference")
+    @classmethod
+    def _reference(cls, v: str | None) -> str | None:
+        if v is not None and not v.endswith(".onnx"):
+            raise ValueError(f"reference must be an .onnx file, got {v!r}")
+        return v

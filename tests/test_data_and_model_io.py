@@ -91,9 +91,9 @@ def test_weights_for_another_architecture_are_refused(tmp_path):
 
 def test_uniform_batches_for_histogram_calibration():
     x = np.zeros((70, 1, 8, 8), dtype=np.float32)
-    from edgesmith.data.sources import Dataset, _split_batches
+    from edgesmith.data.sources import Dataset, split_batches
 
-    ds = Dataset("x", _split_batches({"input": x}, None, 32))
+    ds = Dataset("x", split_batches({"input": x}, None, 32))
     uni, dropped = ds.uniform_batches()
     assert [b.size for b in uni.batches] == [32, 32] and dropped == 6
     small, dropped = ds.take(20).uniform_batches()

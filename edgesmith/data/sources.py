@@ -72,7 +72,7 @@ class Dataset:
             size = 1
         keep = n - n % size
         trimmed = {k: v[:keep] for k, v in inputs.items()}
-        return Dataset(self.name, _split_batches(trimmed, None if labels is None else labels[:keep], size)), n - keep
+        return Dataset(self.name, split_batches(trimmed, None if labels is None else labels[:keep], size)), n - keep
 
     def labels(self) -> np.ndarray | None:
         return np.concatenate([b.labels for b in self.batches]) if self.has_labels else None
@@ -83,7 +83,7 @@ class Dataset:
         return {k: np.concatenate([b.inputs[k] for b in part]) for k in part[0].inputs}
 
 
-def _split_batches(inputs: dict[str, np.ndarray], labels: np.ndarray | None, batch_size: int) -> list[Batch]:
+def split_batches(inputs: dict[str, np.ndarray], labels: np.ndarray | None, batch_size: int) -> list[Batch]:
     n = len(next(iter(inputs.values())))
     return [
         Batch({k: v[i : i + batch_size] for k, v in inputs.items()}, None if labels is None else labels[i : i + batch_size])
@@ -151,13 +151,13 @@ def load_dataset(source: str, input_specs: Sequence[Any], *, role: str, split: s
         if len(names) != 1:
             raise ConfigError(f"the digits data feeds one input, the model has {names}", hint="use a .npz file or a data function")
         x, y = load_digits_split(split or ("train" if role == "calibration" else "test"), 32 if source == "digits32" else 8)
-        batches = _split_batches({names[0]: x}, y, batch_size)
+        batches = split_batches({names[0]: x}, y, batch_size)
     elif source.endswith(".npz"):
         path = Path(source)
         if not path.is_absolute() and base_dir is not None:
             path = base_dir / path
         inputs, labels = _from_npz(path, names)
-        batches = _split_batches(inputs, labels, batch_size)
+        batches = split_batches(inputs, labels, batch_size)
     elif ":" in source:
         batches = _from_callable(source, names)
     else:

@@ -16,23 +16,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from edgesmith.data.synthetic import EXAMPLE_BATCH, example_inputs  # noqa: F401 - re-exported
 from edgesmith.errors import ExportError, InputError
-
-EXAMPLE_BATCH = 2  # NOTE: not 1 — torch.export specialises size-1 dimensions to static
-
-
-def example_inputs(input_specs: Sequence[Any], batch: int = EXAMPLE_BATCH, seed: int = 0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    feeds = {}
-    for spec in input_specs:
-        shape = [batch] + [d if isinstance(d, int) else 8 for d in spec.shape[1:]]
-        if spec.dtype.startswith("float"):
-            feeds[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
-        elif spec.dtype == "bool":
-            feeds[spec.name] = np.ones(shape, dtype=bool)
-        else:
-            feeds[spec.name] = rng.integers(0, 2, size=shape).astype(spec.dtype)
-    return feeds
 
 
 def probe_forward(module: Any, input_specs: Sequence[Any]) -> Any:
@@ -154,6 +139,9 @@ def check_parity(module: Any, onnx_path: Path, feeds: dict[str, np.ndarray], inp
 
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    from edgesmith.runtime.custom_ops import apply_registrations
+
+    apply_registrations("onnxruntime", so, onnx_path)  # a model with custom ops is checked with their registration
     sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
     got = sess.run(None, feeds)
     with torch.no_grad():
@@ -161,7 +149,7 @@ def check_parity(module: Any, onnx_path: Path, feeds: dict[str, np.ndarray], inp
     if isinstance(ref, dict):
         ref = list(ref.values())
     ref = [r.detach().numpy() for r in (ref if isinstance(ref, (tuple, list)) else [ref])]
-    from edgesmith.validate import cosine
+    from edgesmith.metrics import cosine
 
     worst = (0.0, 0.0, "")
     min_cos = 1.0

@@ -23,11 +23,11 @@ IDENTITY_KEYS = ("recipe name", "model", "inputs", "metric", "evaluation data")
 
 def load_run(run_dir: Path) -> dict[str, Any]:
     """A run's manifest, checked to hold what the gate needs."""
-    from edgesmith.device import _load_manifest
+    from edgesmith.outputs import load_manifest
 
     if not run_dir.is_dir():
         raise InputError(f"run directory not found: {run_dir}", hint="give the output directory of `edgesmith run`")
-    manifest = _load_manifest(run_dir)
+    manifest = load_manifest(run_dir)
     targets = manifest.get("targets") or {}
     if not targets:
         raise InputError(f"run {run_dir} has no targets", hint="the gate needs a run that compiled and validated at least one target")
@@ -55,9 +55,9 @@ def identity_differences(base: dict[str, Any], now: dict[str, Any]) -> list[str]
 
 
 def _artifact_files(run_dir: Path, main_rel: str) -> list[Path]:
-    from edgesmith.device import _inside
+    from edgesmith.outputs import inside
 
-    main = _inside(run_dir, main_rel)
+    main = inside(run_dir, main_rel)
     return sorted(main.parent.glob(main.stem + ".*"))  # OpenVINO IR comes as .xml + .bin
 
 

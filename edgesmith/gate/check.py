@@ -19,9 +19,8 @@ from typing import Any
 
 from edgesmith.errors import InputError
 from edgesmith.gate.baseline import baseline_artifact, identity, identity_differences, load_baseline, load_run
+from edgesmith.report import STATUS_RANK  # worst first: the order findings are listed in, in every gate view
 
-# worst first: the order findings are listed in
-STATUS_RANK = {"fail": 0, "missing": 1, "inconclusive": 2, "new": 3, "pass": 4, "info": 5}
 NOT_TASK = ("latency_", "speedup_vs_fp32", "peak_memory_mb", "artifact_mb", "cosine", "sqnr_db")
 
 
@@ -108,7 +107,7 @@ def _changes(baseline: dict[str, Any], manifest: dict[str, Any]) -> list[str]:
 def check_run(run_dir: Path, baseline_path: Path, *, force: bool = False, remeasure: bool = True, strict: bool = False,
               rounds: int = 20, per_round: int = 10, latency_tolerance: float | None = None,
               accuracy_tolerance: float | None = None, reporter: Any = None) -> GateReport:
-    from edgesmith.pipeline import Reporter
+    from edgesmith.progress import Reporter
 
     rep = reporter or Reporter()
     baseline = load_baseline(baseline_path)
@@ -149,7 +148,7 @@ def check_run(run_dir: Path, baseline_path: Path, *, force: bool = False, remeas
 
 def _accuracy(name: str, base_t: dict, target: dict, profile: Any, manifest: dict) -> list[Finding]:
     from edgesmith.gate.noise import accuracy_noise
-    from edgesmith.validate import unpack_bits
+    from edgesmith.metrics import unpack_bits
 
     out = []
     base_m, now_m = base_t["metrics"], target["metrics"]
@@ -269,13 +268,13 @@ def _remeasure(base_art: Path, base_t: dict, target: dict, profile: Any, run_dir
     """Baseline vs candidate artifact, interleaved in one child process, per batch size."""
     import numpy as np
 
-    from edgesmith.device import _inside
+    from edgesmith.outputs import inside
     from edgesmith.runtime import Artifact
     from edgesmith.runtime.bench import artifact_for, make_feeds
     from edgesmith.runtime.compare import compare
 
     bundle = target.get("bundle") or {}
-    cand_path = _inside(run_dir, bundle["artifact"])
+    cand_path = inside(run_dir, bundle["artifact"])
     _, specs = artifact_for(cand_path, None, profile.backend)
     cand = Artifact(cand_path, profile.backend, dict(bundle.get("artifact_options") or {}))
     base = Artifact(base_art, profile.backend, dict(base_t["artifact"].get("options") or {}))

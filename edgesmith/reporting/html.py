@@ -111,7 +111,7 @@ def _gate_table(gate: dict) -> str:
 
 
 def _rank(status: str) -> int:
-    from edgesmith.gate.check import STATUS_RANK
+    from edgesmith.report import STATUS_RANK
 
     return STATUS_RANK.get(status, 9)
 

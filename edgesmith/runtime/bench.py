@@ -109,7 +109,7 @@ def time_interleaved(sessions: list[Any], feeds: dict[str, np.ndarray], warmup: 
 
 def make_feeds(input_specs: list[Any], batch: int, data: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """A batch of real samples where given (repeated to fill the batch), else seeded random data."""
-    from edgesmith.export.onnx_export import example_inputs
+    from edgesmith.data.synthetic import example_inputs
 
     feeds = example_inputs(input_specs, batch=batch)
     for name, arr in (data or {}).items():
@@ -119,7 +119,7 @@ def make_feeds(input_specs: list[Any], batch: int, data: dict[str, np.ndarray] |
     return feeds
 
 
-def _run_worker(artifacts: list[Any], feeds: dict[str, np.ndarray], threads: int, warmup: int, iterations: int,
+def run_worker(artifacts: list[Any], feeds: dict[str, np.ndarray], threads: int, warmup: int, iterations: int,
                 duration_s: float | None, rounds: int, raw: bool = False, wall: bool = False) -> list[dict]:
     batch = int(next(iter(feeds.values())).shape[0])
     with tempfile.TemporaryDirectory(prefix="edgesmith-bench-") as tmp:
@@ -143,16 +143,16 @@ def _run_worker(artifacts: list[Any], feeds: dict[str, np.ndarray], threads: int
 def benchmark(artifact: Any, feeds: dict[str, np.ndarray], threads: int, warmup: int = 10,
               iterations: int = 100, duration_s: float | None = None) -> BenchStats:
     """Benchmark one artifact (runtime.base.Artifact) in a child process; returns its statistics."""
-    return BenchStats(**_run_worker([artifact], feeds, threads, warmup, iterations, duration_s, 1)[0])
+    return BenchStats(**run_worker([artifact], feeds, threads, warmup, iterations, duration_s, 1)[0])
 
 
 def benchmark_against(candidate: Any, baseline: Any, feeds: dict[str, np.ndarray], threads: int, warmup: int = 10,
                       iterations: int = 100, duration_s: float | None = None, rounds: int = 10) -> tuple[BenchStats, BenchStats]:
     """Latency of ``candidate`` and ``baseline`` timed interleaved in one child (a fair ratio on a
     noisy machine); peak memory of each from its own child."""
-    cand, base = _run_worker([candidate, baseline], feeds, threads, warmup, iterations, duration_s, rounds, raw=True)
+    cand, base = run_worker([candidate, baseline], feeds, threads, warmup, iterations, duration_s, rounds, raw=True)
     for stats, art in ((cand, candidate), (base, baseline)):
-        alone = _run_worker([art], feeds, threads, 2, 5, None, 1)[0]
+        alone = run_worker([art], feeds, threads, 2, 5, None, 1)[0]
         stats.update(peak_rss_mb=alone["peak_rss_mb"], model_memory_mb=alone["model_memory_mb"], rounds=rounds)
     return BenchStats(**cand), BenchStats(**base)
 
@@ -178,7 +178,7 @@ def bench_artifact(path: Path, backend_name: str = "auto", *, target: str | None
                    reporter: Any = None) -> list[dict[str, Any]]:
     """What ``edgesmith bench`` does: resolve backend, profile and inputs, then measure each batch size."""
     from edgesmith.errors import ConfigError, InputError
-    from edgesmith.pipeline import Reporter
+    from edgesmith.progress import Reporter
     from edgesmith.runtime import backend_for_artifact
 
     rep = reporter or Reporter()
@@ -218,8 +218,8 @@ def artifact_for(path: Path, input_shapes: list[dict] | None = None, backend_nam
                  profile: Any = None) -> tuple[Any, list]:
     """An Artifact for a file on disk (backend from its type) and its checked input specs."""
     from edgesmith.errors import InputError
-    from edgesmith.pipeline import _check_against_onnx
-    from edgesmith.recipe import InputSpec
+    from edgesmith.model_io import check_specs_against_onnx
+    from edgesmith.schema import InputSpec
     from edgesmith.runtime import Artifact, backend_for_artifact, get_backend
 
     if not path.is_file():
@@ -228,7 +228,7 @@ def artifact_for(path: Path, input_shapes: list[dict] | None = None, backend_nam
     backend = get_backend(name)
     declared = backend.input_specs(path)
     specs = [InputSpec.model_validate(s) for s in (input_shapes or declared)]
-    _check_against_onnx(specs, declared)
+    check_specs_against_onnx(specs, declared)
     options = backend.default_options()
     if profile is not None and name == "openvino":
         options.update(profile.openvino.model_dump())

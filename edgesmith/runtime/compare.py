@@ -72,9 +72,9 @@ def bootstrap_ratio(a_rounds: Sequence[Sequence[float]], b_rounds: Sequence[Sequ
 def compare(a: Any, b: Any, feeds: dict[str, np.ndarray], threads: int, rounds: int = 20, per_round: int = 10,
             warmup: int = 10, confidence: float = 0.95) -> Comparison:
     """Interleaved A/B latency of two artifacts (runtime.base.Artifact) on this machine."""
-    from edgesmith.runtime.bench import _run_worker
+    from edgesmith.runtime.bench import run_worker
 
-    res_a, res_b = _run_worker([a, b], feeds, threads, warmup, rounds * per_round, None, rounds, raw=True)
+    res_a, res_b = run_worker([a, b], feeds, threads, warmup, rounds * per_round, None, rounds, raw=True)
     split = lambda times: [times[i * per_round:(i + 1) * per_round] for i in range(rounds)]  # noqa: E731
     ratio, low, high = bootstrap_ratio(split(res_a["times_ms"]), split(res_b["times_ms"]), confidence)
     return Comparison(ratio, low, high, confidence, rounds, per_round, res_a["p50_ms"], res_b["p50_ms"],

@@ -25,12 +25,12 @@ def digits_resnet(width: int = 16, num_classes: int = 10):
     (width, 2·width, 4·width; strides 1, 2, 2) with projection shortcuts, BN, ReLU, global pooling."""
     import torch.nn as nn
 
-    from edgesmith.zoo.resnet import _basic_block
+    from edgesmith.zoo.resnet import basic_block
 
     layers = [nn.Conv2d(1, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
     cin = width
     for cout, stride in ((width, 1), (2 * width, 2), (4 * width, 2)):
-        layers += [_basic_block(nn, cin, cout, stride), _basic_block(nn, cout, cout, 1)]
+        layers += [basic_block(nn, cin, cout, stride), basic_block(nn, cout, cout, 1)]
         cin = cout
     return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, num_classes))
 
@@ -40,18 +40,18 @@ def digits_mobilenet(num_classes: int = 10):
     1x1 project, ReLU6, expansion 4) over 16-24-32-64 channels."""
     import torch.nn as nn
 
-    from edgesmith.zoo.mobilenet import _conv_bn, inverted_residual
+    from edgesmith.zoo.mobilenet import conv_bn, inverted_residual
 
-    def conv_bn(*args, **kw):
-        return _conv_bn(nn, *args, **kw)
+    def cbn(*args, **kw):
+        return conv_bn(nn, *args, **kw)
 
-    layers = conv_bn(1, 16, 3, 1)
+    layers = cbn(1, 16, 3, 1)
     cin = 16
     for cout, n, stride in ((16, 1, 1), (24, 2, 2), (32, 2, 2), (64, 2, 1)):
         for i in range(n):
             layers.append(inverted_residual(nn, cin, cout, stride if i == 0 else 1, 4))
             cin = cout
-    layers += conv_bn(cin, 256, 1, 1) + [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(256, num_classes)]
+    layers += cbn(cin, 256, 1, 1) + [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(256, num_classes)]
     return nn.Sequential(*layers)
 
 

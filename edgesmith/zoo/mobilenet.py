@@ -7,7 +7,7 @@ import functools
 from edgesmith.zoo.resnet import RANDOM_IMAGES
 
 
-def _conv_bn(nn, cin, cout, k, s, groups=1, act=True):
+def conv_bn(nn, cin, cout, k, s, groups=1, act=True):
     layers = [nn.Conv2d(cin, cout, k, s, k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)]
     return layers + [nn.ReLU6(inplace=True)] if act else layers
 
@@ -20,8 +20,8 @@ def inverted_residual(nn, cin: int, cout: int, stride: int, expand: int):
         def __init__(self):
             super().__init__()
             hidden = cin * expand
-            layers = _conv_bn(nn, cin, hidden, 1, 1) if expand != 1 else []
-            layers += _conv_bn(nn, hidden, hidden, 3, stride, groups=hidden) + _conv_bn(nn, hidden, cout, 1, 1, act=False)
+            layers = conv_bn(nn, cin, hidden, 1, 1) if expand != 1 else []
+            layers += conv_bn(nn, hidden, hidden, 3, stride, groups=hidden) + conv_bn(nn, hidden, cout, 1, 1, act=False)
             self.block = nn.Sequential(*layers)
             self.residual = stride == 1 and cin == cout
 
@@ -36,25 +36,25 @@ def mobilenet_v2(num_classes: int = 1000, width_mult: float = 1.0, seed: int = 0
     import torch
     import torch.nn as nn
 
-    from edgesmith.zoo.resnet import _randomise_bn
+    from edgesmith.zoo.resnet import randomise_bn
 
     torch.manual_seed(seed)
 
-    conv_bn = functools.partial(_conv_bn, nn)
+    cbn = functools.partial(conv_bn, nn)
 
     def c(ch):
         return max(8, int(ch * width_mult + 4) // 8 * 8)
 
     settings = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
     cin = c(32)
-    layers = conv_bn(3, cin, 3, 2)
+    layers = cbn(3, cin, 3, 2)
     for t, ch, n, s in settings:
         for i in range(n):
             layers.append(inverted_residual(nn, cin, c(ch), s if i == 0 else 1, t))
             cin = c(ch)
-    layers += conv_bn(cin, 1280, 1, 1) + [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2), nn.Linear(1280, num_classes)]
+    layers += cbn(cin, 1280, 1, 1) + [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2), nn.Linear(1280, num_classes)]
     model = nn.Sequential(*layers)
-    _randomise_bn(model)
+    randomise_bn(model)
     return model.eval()
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 
-def _basic_block(nn, cin: int, cout: int, stride: int):
+def basic_block(nn, cin: int, cout: int, stride: int):
     import torch
 
     class BasicBlock(nn.Module):
@@ -36,15 +36,15 @@ def resnet18(num_classes: int = 1000, seed: int = 0):
     layers: list = [nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1)]
     cin = 64
     for cout, stride in [(64, 1), (128, 2), (256, 2), (512, 2)]:
-        layers += [_basic_block(nn, cin, cout, stride), _basic_block(nn, cout, cout, 1)]
+        layers += [basic_block(nn, cin, cout, stride), basic_block(nn, cout, cout, 1)]
         cin = cout
     layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, num_classes)]
     model = nn.Sequential(*layers)
-    _randomise_bn(model)
+    randomise_bn(model)
     return model.eval()
 
 
-def _randomise_bn(model) -> None:
+def randomise_bn(model) -> None:
     """Give BN layers non-trivial statistics so a random network's activations are not degenerate."""
     import torch
     import torch.nn as nn

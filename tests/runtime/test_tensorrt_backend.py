@@ -71,10 +71,10 @@ def test_build_settings_translate_the_profile(tmp_path, digits_onnx):
 
 
 def test_calibration_batches_are_fixed_size_contiguous_float32():
-    from edgesmith.data.sources import Dataset, _split_batches
+    from edgesmith.data.sources import Dataset, split_batches
 
     x = np.arange(70 * 4, dtype=np.float64).reshape(70, 4)
-    ds = Dataset("x", _split_batches({"input": x}, None, 32))
+    ds = Dataset("x", split_batches({"input": x}, None, 32))
     batches = list(CalibrationBatcher(ds, ["input"], 16))
     assert len(batches) == 4  # 70 samples -> 4 full batches of 16, remainder left out
     assert all(b["input"].shape == (16, 4) and b["input"].dtype == np.float32 and b["input"].flags.c_contiguous for b in batches)

@@ -43,7 +43,7 @@ def apply(model: Any, cfg: DistillConfig, ctx: Any) -> Any:
 
     from edgesmith.compress.distill.engine import fit
     from edgesmith.model_io import load_model
-    from edgesmith.recipe import ModelSpec
+    from edgesmith.schema import ModelSpec
 
     spec = ModelSpec.model_validate({"source": cfg.student, **({"weights": cfg.student_weights} if cfg.student_weights else {})})
     student = load_model(spec, Path.cwd()).module

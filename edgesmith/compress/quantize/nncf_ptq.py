@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Literal
 
 from edgesmith.compress.registry import PassContext, PassInfo
+from edgesmith.model_io import PRODUCER_KEY
 from edgesmith.errors import ConfigError
 
 
@@ -52,7 +53,7 @@ def apply(onnx_path: Path, cfg: NNCFPTQConfig, ctx: PassContext) -> Path:
     import onnx
 
     from edgesmith._lazy import require
-    from edgesmith.compress.quantize._onnx_common import float_compute_nodes, note_float_nodes, onnx_input_names
+    from edgesmith.compress.quantize.onnx_common import float_compute_nodes, note_float_nodes, onnx_input_names
 
     nncf = require("nncf")
     if ctx.calibration is None:
@@ -74,7 +75,7 @@ def apply(onnx_path: Path, cfg: NNCFPTQConfig, ctx: PassContext) -> Path:
         quantized, how = _with_accuracy_control(nncf, model, samples, names, cfg, ctx, kwargs)
     else:
         quantized, how = nncf.quantize(model, nncf.Dataset(samples), **kwargs), ""
-    quantized.graph.doc_string = "nncf_ptq"
+    onnx.helper.set_model_props(quantized, {**{p.key: p.value for p in quantized.metadata_props}, PRODUCER_KEY: "nncf_ptq"})
     out = ctx.work_dir / "model.nncf_int8.onnx"
     onnx.save(quantized, str(out))
     left = float_compute_nodes(out, "DequantizeLinear")
