@@ -51,15 +51,16 @@ def _defaults(source: str) -> tuple[dict, str]:
 
 def bench_model(label: str, source: str, work: Path) -> list[dict]:
     from edgesmith import pipeline
-    from edgesmith.compress.quantize._onnx_common import DatasetReader, onnx_input_names
+    from edgesmith.compress.quantize.onnx_common import DatasetReader, onnx_input_names
     from edgesmith.model_io import onnx_input_specs
     from edgesmith.optimize import optimize
     from edgesmith.profiles import load_profile
     from edgesmith.recipe import InputSpec, parse_recipe
     from edgesmith.runtime import Artifact, backend_for_artifact, get_backend
-    from edgesmith.runtime.bench import _run_worker, make_feeds
+    from edgesmith.runtime.bench import run_worker, make_feeds
     from edgesmith.runtime.compare import bootstrap_ratio
-    from edgesmith.validate import fidelity, run_dataset, task_metrics
+    from edgesmith.evaluate import run_dataset, task_metrics
+    from edgesmith.metrics import fidelity
 
     data, metric = _defaults(source)
     recipe = parse_recipe({"name": "bench", "model": {"source": source}, "data": data, "metric": metric,
@@ -69,7 +70,7 @@ def bench_model(label: str, source: str, work: Path) -> list[dict]:
     search_s = time.time() - t0
     float_path = work / "optimize" / "model.onnx"
     specs = [InputSpec.model_validate(s) for s in onnx_input_specs(float_path)]
-    calib, evaluation = pipeline._load_data(recipe, specs, Path.cwd(), True)
+    calib, evaluation = pipeline.load_data(recipe, specs, Path.cwd(), True)
     ort_p, ov_p = load_profile("x86-avx512-vnni-ort"), load_profile("x86-avx512-vnni-ov")
     ort, ov = get_backend("onnxruntime"), get_backend("openvino")
     names = onnx_input_names(float_path)
@@ -133,7 +134,7 @@ def bench_model(label: str, source: str, work: Path) -> list[dict]:
     timed = [r for r in rows if "artifact" in r]
     rounds, per_round = 12, 10
     feeds = make_feeds(specs, 1, evaluation.first(1))
-    results = _run_worker([r["artifact"] for r in timed], feeds, 2, 10, rounds * per_round, None, rounds, raw=True, wall=True)
+    results = run_worker([r["artifact"] for r in timed], feeds, 2, 10, rounds * per_round, None, rounds, raw=True, wall=True)
     split = lambda t: [t[i * per_round:(i + 1) * per_round] for i in range(rounds)]  # noqa: E731
     fp32 = {r["runtime"]: res_ for r, res_ in zip(timed, results) if r["method"] == "FP32"}
     for r, res_ in zip(timed, results):

@@ -1,35 +1,23 @@
-"""Run a Recipe: model -> torch passes -> export -> ONNX passes -> compile -> validate -> report.
+"""Run a Recipe: model -> torch passes -> export -> ONNX passes -> compile -> evaluate -> judge -> report.
 
 ONNX-level passes and compilation run once per target, because their defaults come from the
-target profile (e.g. uint8 activations where VNNI makes them fast).
+target profile (e.g. uint8 activations where VNNI makes them fast). ``passes: auto`` is not run
+here: the layer above (``edgesmith.api.run``) hands such a recipe to ``optimize``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import platform
-import sys
 import time
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
+from edgesmith.environment import host_info, library_versions
 from edgesmith.errors import ConfigError, ExportError
+from edgesmith.progress import Reporter
 from edgesmith.recipe import InputSpec, Recipe
 
-VERSIONED = ("edgesmith", "torch", "onnx", "onnxruntime", "onnxscript", "numpy", "scikit-learn", "pydantic", "typer", "openvino", "nncf", "neural-compressor")
-
-
-class Reporter:
-    """Progress hooks; the CLI swaps in a rich progress display."""
-
-    @contextlib.contextmanager
-    def step(self, text: str) -> Iterator[None]:
-        yield
-
-    def info(self, text: str) -> None:
-        pass
+__all__ = ["Reporter", "RunResult", "check_pass_order", "export_once", "load_data", "plan", "resolve_inputs", "run"]
 
 
 @dataclass
@@ -41,52 +29,21 @@ class RunResult:
     plan: list[str] = field(default_factory=list)
 
 
-def library_versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for dist in VERSIONED:
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            out[dist] = metadata.version(dist)
-    return out
-
-
-def host_info() -> dict[str, Any]:
-    """What a latency figure was measured on (the CI gate compares recorded latencies only on the same CPU)."""
-    import os
-
-    cpu = platform.processor()
-    with contextlib.suppress(OSError):
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    return {"machine": platform.machine(), "processor": platform.processor(), "cpu": cpu, "cores": os.cpu_count(),
-            "python": sys.version.split()[0]}
-
-
 def _mb(path: Path) -> float:
     return path.stat().st_size / 2**20
 
 
 def resolve_inputs(recipe: Recipe, loaded: Any) -> list[InputSpec]:
+    from edgesmith.model_io import check_specs_against_onnx
+
     if recipe.inputs:
         specs = list(recipe.inputs)
         if loaded.kind == "onnx":
-            _check_against_onnx(specs, loaded.default_inputs)
+            check_specs_against_onnx(specs, loaded.default_inputs)
         return specs
     if loaded.default_inputs:
         return [InputSpec.model_validate(s) for s in loaded.default_inputs]
     raise ConfigError("the recipe does not say the model's inputs", hint="add `inputs: [{name: input, shape: [batch, 3, 224, 224]}]` or --input-shape")
-
-
-def _check_against_onnx(specs: list[InputSpec], onnx_inputs: list[dict]) -> None:
-    from edgesmith.errors import InputError
-
-    by_name = {i["name"]: i for i in onnx_inputs}
-    for s in specs:
-        if s.name not in by_name:
-            raise InputError(f"input {s.name!r} is not an input of the ONNX model (it has {sorted(by_name)})", hint="use the ONNX model's input names")
-        want = by_name[s.name]["shape"]
-        fixed_mismatch = len(want) != len(s.shape) or any(isinstance(a, int) and isinstance(b, int) and a != b for a, b in zip(s.shape, want))
-        if fixed_mismatch:
-            raise InputError(f"input spec {s.name}{list(s.shape)} does not fit the ONNX model's {s.name}{want}", hint="fix `inputs:` (or --input-shape) to the model's shape")
 
 
 def plan(recipe: Recipe) -> list[str]:
@@ -113,7 +70,10 @@ def plan(recipe: Recipe) -> list[str]:
 
 
 def check_pass_order(recipe: Recipe, kind: str) -> None:
+    """Stages in order (torch before ONNX), torch passes only on torch models, and every pass's declared
+    requirements met (``compress.registry.check_order``)."""
     from edgesmith.compress import get_pass
+    from edgesmith.compress.registry import check_order
 
     seen_onnx = None
     for p in recipe.passes:
@@ -124,6 +84,7 @@ def check_pass_order(recipe: Recipe, kind: str) -> None:
             raise ConfigError(f"torch pass {p.type!r} comes after ONNX pass {seen_onnx!r}", hint="list torch-level passes before ONNX-level ones")
         if stage == "onnx":
             seen_onnx = p.type
+    check_order([p.type for p in recipe.passes])
 
 
 def run(recipe: Recipe, base_dir: Path, *, out_dir: Path | None = None, trust_checkpoint: bool = False,
@@ -131,19 +92,18 @@ def run(recipe: Recipe, base_dir: Path, *, out_dir: Path | None = None, trust_ch
     from edgesmith.model_io import model_kind
     from edgesmith.outputs import StagedOutput, check_writable
     from edgesmith.profiles import load_profile
+    from edgesmith.runtime import get_backend
 
     rep = reporter or Reporter()
     out = Path(out_dir or recipe.output_dir)
     if not out.is_absolute() and out_dir is None:
         out = base_dir / out
     if recipe.optimize and not dry_run:
-        return _optimized(recipe, base_dir, out, rep)
+        raise ConfigError("`passes: auto` is run by optimize, not by the pipeline", hint="use edgesmith.run(recipe) or `edgesmith run`")
     kind = model_kind(recipe.model.source)
     check_pass_order(recipe, kind)
     profiles = {t.profile: load_profile(t.profile, base_dir).with_overrides(t.budgets, t.threads, t.batch_sizes) for t in recipe.targets}
     _check_precisions(recipe, profiles)
-    from edgesmith.runtime import get_backend
-
     for prof in profiles.values():
         get_backend(prof.backend)  # a runtime that is not installed fails here, before any work
     if dry_run:
@@ -160,22 +120,6 @@ def run(recipe: Recipe, base_dir: Path, *, out_dir: Path | None = None, trust_ch
     return RunResult(out, manifest, manifest["verdict"])
 
 
-def _optimized(recipe: Recipe, base_dir: Path, out: Path, rep: Reporter) -> RunResult:
-    """``passes: auto``: `edgesmith optimize` per target, each into its own folder (one target: ``out``)."""
-    from edgesmith.optimize import optimize
-
-    results = []
-    for t in recipe.targets:
-        one = recipe.model_copy(update={"targets": [t], "optimize": False})
-        results.append(optimize(one, base_dir, out_dir=out if len(recipe.targets) == 1 else out / Path(t.profile).stem, reporter=rep))
-    import json
-
-    if len(results) == 1:
-        return RunResult(out, json.loads((out / "manifest.json").read_text()), results[0].verdict)
-    verdict = "fail" if any(r.verdict == "fail" for r in results) else "pass"
-    return RunResult(out, {"optimize": {str(r.out_dir): r.winner.plan.name for r in results}, "targets": {}}, verdict)
-
-
 def _check_precisions(recipe: Recipe, profiles: dict[str, Any]) -> None:
     from edgesmith.compress import get_pass
 
@@ -187,7 +131,8 @@ def _check_precisions(recipe: Recipe, profiles: dict[str, Any]) -> None:
                                   hint="drop the pass or choose a target profile that lists that precision")
 
 
-def _load_data(recipe: Recipe, specs: list[InputSpec], base_dir: Path, needs_calibration: bool) -> tuple[Any, Any]:
+def load_data(recipe: Recipe, specs: list[InputSpec], base_dir: Path, needs_calibration: bool) -> tuple[Any, Any]:
+    """The recipe's calibration and evaluation sets, checked against the inputs (loaded once per command)."""
     from edgesmith.data import load_dataset
 
     def load(src: Any, role: str) -> Any:
@@ -205,19 +150,63 @@ def _load_data(recipe: Recipe, specs: list[InputSpec], base_dir: Path, needs_cal
     return calib, evaluation
 
 
+def export_once(recipe: Recipe, base_dir: Path, work: Path) -> tuple[Path, Path]:
+    """Export the float model (and the model after the recipe's torch passes) once, for a search:
+    returns (float model, start of the ONNX passes)."""
+    from edgesmith.compress import get_pass
+
+    torch_passes = [p for p in recipe.passes if get_pass(p.type).stage == "torch"]
+    run(recipe.model_copy(update={"passes": torch_passes, "stop_after": "export", "optimize": False}), base_dir, out_dir=work / "export")
+    float_path = work / "export" / "model.onnx"
+    start = work / "export" / "model.torch_passes.onnx"
+    return float_path, (start if start.is_file() else float_path)
+
+
+@dataclass
+class _Model:
+    """What the torch stage hands on: the float ONNX, the start of the ONNX passes, and the pass records."""
+
+    fp32_path: Path
+    start_path: Path
+    records: Any
+    notes: list[str] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+
+
 def _execute(recipe: Recipe, base_dir: Path, kind: str, profiles: dict[str, Any], staged: Any,
              trust_checkpoint: bool, rep: Reporter) -> dict[str, Any]:
-    from edgesmith.compress import PassContext, get_pass
+    from edgesmith.compress import get_pass
     from edgesmith.compress.registry import config_as_dict
-    from edgesmith.model_io import load_model, resolve
-    from edgesmith.outputs import sha256
 
     manifest: dict[str, Any] = {
         "recipe": {**recipe.model_dump(mode="json"), "passes": [p.as_yaml() for p in recipe.passes]},
-        "versions": library_versions(),
-        "host": host_info(),
-        "inputs": {}, "targets": {},
+        "versions": library_versions(), "host": host_info(), "inputs": {}, "targets": {},
     }
+    loaded, specs = _load_model(recipe, base_dir, kind, trust_checkpoint, manifest, rep)
+    passes = [(p, get_pass(p.type), p.config()) for p in recipe.passes]
+    with rep.step("loading and checking data"):
+        calib, evaluation = load_data(recipe, specs, base_dir, any(info.needs_calibration for _, info, _ in passes))
+    manifest["data"] = {"calibration": calib and {"name": calib.name, "samples": calib.num_samples},
+                        "evaluation": evaluation and {"name": evaluation.name, "samples": evaluation.num_samples, "labels": evaluation.has_labels}}
+    if evaluation is not None and recipe.stop_after == "validate":
+        _write_eval_bundle(evaluation, staged)
+    model = _torch_stage(recipe, kind, loaded, specs, passes, calib, evaluation, staged, manifest, rep)
+    if recipe.stop_after == "export":
+        manifest["verdict"] = "exported"
+        return manifest
+    reference_path = _reference_path(recipe, base_dir, model.fp32_path, specs, manifest)
+    for name, profile in profiles.items():
+        manifest["targets"][name] = _run_target(recipe, name, profile, passes, model, reference_path, specs, calib, evaluation, staged, rep)
+    statuses = [t["verdict"] for t in manifest["targets"].values()]
+    manifest["verdict"] = "fail" if "fail" in statuses else ("pass" if statuses and all(s == "pass" for s in statuses) else (statuses[0] if statuses else "pass"))
+    manifest["pass_configs"] = {p.type: config_as_dict(cfg) for p, _, cfg in passes}
+    return manifest
+
+
+def _load_model(recipe: Recipe, base_dir: Path, kind: str, trust_checkpoint: bool, manifest: dict, rep: Reporter) -> tuple[Any, list]:
+    from edgesmith.model_io import load_model, resolve
+    from edgesmith.outputs import sha256
+
     if kind != "onnx":
         from edgesmith._lazy import require
 
@@ -232,76 +221,78 @@ def _execute(recipe: Recipe, base_dir: Path, kind: str, profiles: dict[str, Any]
     input_files = ([recipe.model.source] if kind in ("onnx", "pt2") else []) + ([recipe.model.weights] if recipe.model.weights else [])
     for ref in input_files:
         manifest["inputs"][ref] = sha256(resolve(ref, base_dir))
-    passes = [(p, get_pass(p.type), p.config()) for p in recipe.passes]
-    needs_calibration = any(info.needs_calibration for _, info, _ in passes)
-    with rep.step("loading and checking data"):
-        calib, evaluation = _load_data(recipe, specs, base_dir, needs_calibration)
-    manifest["data"] = {"calibration": calib and {"name": calib.name, "samples": calib.num_samples},
-                        "evaluation": evaluation and {"name": evaluation.name, "samples": evaluation.num_samples, "labels": evaluation.has_labels}}
-    if evaluation is not None and recipe.stop_after == "validate":
-        # the device bundle: evaluation data travels with the artifacts (see edgesmith.device)
-        import numpy as np
+    return loaded, specs
 
-        arrays = {f"input:{k}": v for k, v in evaluation.first(evaluation.num_samples).items()}
-        if evaluation.has_labels:
-            arrays["labels"] = evaluation.labels()
-        np.savez(staged.path("bundle/eval_data.npz"), **arrays)
 
-    # export the float model (the reference every target is judged against), then torch-level passes
-    # and, if any ran, export their result as the start of the ONNX passes
+def _write_eval_bundle(evaluation: Any, staged: Any) -> None:
+    """The device bundle: evaluation data travels with the artifacts (see edgesmith.device)."""
+    import numpy as np
+
+    arrays = {f"input:{k}": v for k, v in evaluation.first(evaluation.num_samples).items()}
+    if evaluation.has_labels:
+        arrays["labels"] = evaluation.labels()
+    arrays["batch_size"] = np.array(evaluation.batches[0].size if evaluation.batches else 32)
+    np.savez(staged.path("bundle/eval_data.npz"), **arrays)
+
+
+def _parameters(module: Any) -> int | None:
+    return sum(int(p.numel()) for p in module.parameters()) if module is not None and hasattr(module, "parameters") else None
+
+
+def _torch_stage(recipe: Recipe, kind: str, loaded: Any, specs: list, passes: list, calib: Any, evaluation: Any, staged: Any,
+                 manifest: dict, rep: Reporter) -> _Model:
+    """Export the float model (the reference every target is judged against), then run the torch
+    passes and, if any ran, export their result (re-checked for parity against the changed model) as
+    the start of the ONNX passes."""
+    from edgesmith.compress import PassContext
+    from edgesmith.compress.contract import Records
+
     if kind == "onnx":
-        fp32_path = loaded.onnx_path
         manifest["export"] = None
+        fp32_path = loaded.onnx_path
     else:
         fp32_path = staged.path("model.onnx")
         manifest["export"] = _export(recipe, loaded.module, loaded.program if kind == "pt2" else None, specs, fp32_path,
                                      evaluation or calib, rep, "float model")
-    start_path = fp32_path
-    module = loaded.module
-    torch_notes: list[str] = []
-    torch_details: dict[str, Any] = {}
-    scratch: dict[str, Any] = {}
+    model = _Model(fp32_path, fp32_path, Records())
     torch_passes = [(info, cfg) for _, info, cfg in passes if info.stage == "torch"]
-    if torch_passes:
-        import copy
-        import warnings
+    if not torch_passes:
+        return model
+    import copy
+    import warnings
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # torch's internal deprecation when copying GraphModules
-            module = copy.deepcopy(loaded.module)  # NOTE: passes may work in place; the float model stays intact
-        for info, cfg in torch_passes:
-            ctx = PassContext(work_dir=staged.work, input_specs=tuple(specs), calibration=calib, scratch=scratch)
-            with rep.step(f"torch pass {info.name}"):
-                module = info.apply(module, cfg, ctx)
-            torch_notes += ctx.notes
-            torch_details.update(ctx.details)
-        manifest["torch_passes"] = torch_details
-        start_path = staged.path("model.torch_passes.onnx")
-        quantized = any(info.precision == "int8" for info, _ in torch_passes)
-        manifest["export_after_torch_passes"] = _export(recipe, module, None, specs, start_path, evaluation or calib, rep,
-                                                        "model after torch passes", quantized=quantized)
-    if recipe.stop_after == "export":
-        manifest["verdict"] = "exported"
-        return manifest
-    reference_path = fp32_path
-    if recipe.model.reference:
-        from edgesmith.model_io import onnx_input_specs
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch's internal deprecation when copying GraphModules
+        module = copy.deepcopy(loaded.module)  # NOTE: passes may work in place; the float model stays intact
+    for info, cfg in torch_passes:
+        ctx = PassContext(work_dir=staged.work, input_specs=tuple(specs), calibration=calib, records=model.records)
+        with rep.step(f"torch pass {info.name}"):
+            module = info.apply(module, cfg, ctx)
+        model.notes += ctx.notes
+        model.details.update(ctx.details)
+    manifest["torch_passes"] = model.details
+    manifest["parameters"] = {"float": _parameters(loaded.module), "after_torch_passes": _parameters(module),
+                              "architecture_changed": any(info.changes_architecture for info, _ in torch_passes)}
+    model.start_path = staged.path("model.torch_passes.onnx")
+    quantized = any(info.precision == "int8" for info, _ in torch_passes)
+    manifest["export_after_torch_passes"] = _export(recipe, module, None, specs, model.start_path, evaluation or calib, rep,
+                                                    "model after torch passes", quantized=quantized)
+    return model
 
-        reference_path = resolve(recipe.model.reference, base_dir)
-        if not reference_path.is_file():
-            from edgesmith.errors import InputError
 
-            raise InputError(f"reference model not found: {reference_path}", hint="give the float ONNX model the candidate was made from")
-        _check_against_onnx(specs, onnx_input_specs(reference_path))
-        manifest["inputs"][recipe.model.reference] = sha256(reference_path)
+def _reference_path(recipe: Recipe, base_dir: Path, fp32_path: Path, specs: list, manifest: dict) -> Path:
+    if not recipe.model.reference:
+        return fp32_path
+    from edgesmith.errors import InputError
+    from edgesmith.model_io import check_specs_against_onnx, onnx_input_specs, resolve
+    from edgesmith.outputs import sha256
 
-    for name, profile in profiles.items():
-        manifest["targets"][name] = _run_target(recipe, name, profile, passes, start_path, reference_path, specs, calib,
-                                                evaluation, staged, rep, torch_notes, torch_details, scratch)
-    statuses = [t["verdict"] for t in manifest["targets"].values()]
-    manifest["verdict"] = "fail" if "fail" in statuses else ("pass" if statuses and all(s == "pass" for s in statuses) else (statuses[0] if statuses else "pass"))
-    manifest["pass_configs"] = {p.type: config_as_dict(cfg) for p, _, cfg in passes}
-    return manifest
+    reference_path = resolve(recipe.model.reference, base_dir)
+    if not reference_path.is_file():
+        raise InputError(f"reference model not found: {reference_path}", hint="give the float ONNX model the candidate was made from")
+    check_specs_against_onnx(specs, onnx_input_specs(reference_path))
+    manifest["inputs"][recipe.model.reference] = sha256(reference_path)
+    return reference_path
 
 
 # a quantized torch graph runs on ONNX Runtime's integer kernels, torch runs reference quantize/dequantize
@@ -336,30 +327,27 @@ def _safe_dir(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(name).stem) or "target"
 
 
-def _run_target(recipe: Recipe, name: str, profile: Any, passes: list, fp32_path: Path, reference_path: Path, specs: list, calib: Any,
-                evaluation: Any, staged: Any, rep: Reporter, torch_notes: list[str],
-                torch_details: dict[str, Any], scratch: dict[str, Any]) -> dict[str, Any]:
+def _run_target(recipe: Recipe, name: str, profile: Any, passes: list, model: _Model, reference_path: Path, specs: list, calib: Any,
+                evaluation: Any, staged: Any, rep: Reporter) -> dict[str, Any]:
     from edgesmith.compress import PassContext
     from edgesmith.runtime import get_backend
 
     tdir = _safe_dir(profile.name or name)
     backend = get_backend(profile.backend)
     ctx = PassContext(work_dir=staged.work / tdir, profile=profile, input_specs=tuple(specs), calibration=calib, evaluation=evaluation,
-                      notes=list(torch_notes),
-                      details=dict(torch_details), scratch=scratch)
+                      notes=list(model.notes), details=dict(model.details), records=model.records)
     ctx.work_dir.mkdir(parents=True, exist_ok=True)
-    current = fp32_path
+    compressed = model.start_path
     for _, info, cfg in passes:
         if info.stage == "onnx":
             with rep.step(f"[{name}] {info.name}"):
-                current = info.apply(current, cfg, ctx)
-    compressed = current
-    if compressed == fp32_path and reference_path == fp32_path:
+                compressed = info.apply(compressed, cfg, ctx)
+    if compressed == model.fp32_path and reference_path == model.fp32_path:
         ctx.note("no pass ran and no --reference/model.reference was given: the model is compared with itself, "
                  "so degradation budgets pass trivially; give the float model as reference")
     result: dict[str, Any] = {"profile": profile.model_dump(mode="json"), "estimated": profile.estimated, "notes": ctx.notes,
                               "details": ctx.details, "artifacts": [], "verdict": "pass"}
-    if compressed != fp32_path:
+    if compressed != model.fp32_path:
         dest = staged.path(f"{tdir}/{compressed.name}")
         dest.write_bytes(compressed.read_bytes())
         compressed = dest
@@ -379,54 +367,37 @@ def _run_target(recipe: Recipe, name: str, profile: Any, passes: list, fp32_path
     if recipe.stop_after == "compile":
         result["verdict"] = "compiled"
         return result
-    metrics, reference, latency, ref_out, samples = _validate(recipe, profile, backend, artifact, fp32_artifact, specs, evaluation, calib, rep, name)
+    result.update(_validate(recipe, profile, backend, artifact, fp32_artifact, specs, evaluation, calib, rep, name))
     result["bundle"] = {"artifact": f"{tdir}/{artifact.path.name}", "artifact_options": artifact.options,
                         "float_model": reference_path.name if reference_path.parent == staged.stage else None}
+    ref_out = result.pop("_reference_outputs", None)
     if ref_out is not None:
         import numpy as np
 
         np.savez(staged.path(f"bundle/{tdir}.reference_outputs.npz"), *ref_out)
         result["bundle"]["reference_outputs"] = f"bundle/{tdir}.reference_outputs.npz"
-    metrics["artifact_mb"] = sum(_mb(f) for f in artifact.path.parent.glob(artifact.path.stem + ".*"))
-    from edgesmith.validate import judge, overall
-
-    verdicts = judge(profile, metrics, reference)
-    result.update(metrics=metrics, reference_metrics=reference, latency=latency, samples=samples,
-                  verdicts=[v.as_dict() for v in verdicts], verdict=overall(verdicts))
     return result
 
 
 def _validate(recipe: Recipe, profile: Any, backend: Any, artifact: Any, fp32_artifact: Any, specs: list,
-              evaluation: Any, calib: Any, rep: Reporter, name: str) -> tuple[dict, dict, dict, Any, dict]:
-    from edgesmith.model_io import import_object
-    from edgesmith.runtime.bench import benchmark_against, make_feeds
-    from edgesmith.validate import correct_bits, fidelity, record_latency, run_dataset, task_metrics
+              evaluation: Any, calib: Any, rep: Reporter, name: str) -> dict[str, Any]:
+    """Accuracy through the one evaluator, latency against the float model, then the profile's budgets."""
+    from edgesmith.evaluate import Evaluator, judge, overall, time_against_float
 
     metrics: dict[str, Any] = {}
     reference: dict[str, Any] = {}
     samples: dict[str, Any] = {}
     ref_out = None
     if evaluation is not None:
-        user_fn: Callable | None = None
-        if recipe.metric not in ("top1", "fidelity"):
-            user_fn = import_object(recipe.metric, "metric function")
         with rep.step(f"[{name}] evaluating on {evaluation.num_samples} samples"):
-            ref_out = run_dataset(backend.load(fp32_artifact, profile.threads), evaluation)
-            cand_out = run_dataset(backend.load(artifact, profile.threads), evaluation)
-            labels = evaluation.labels()
-            reference.update(task_metrics(ref_out, labels, recipe.metric, user_fn))
-            metrics.update(task_metrics(cand_out, labels, recipe.metric, user_fn))
-            metrics.update(fidelity(ref_out, cand_out))
-            reference.update(cosine=1.0, sqnr_db=float("inf"))
-            if recipe.metric == "top1":
-                samples = {"n": len(labels), "top1_correct": correct_bits(cand_out[0], labels),
-                           "reference_top1_correct": correct_bits(ref_out[0], labels)}
+            ev = Evaluator(evaluation, recipe.metric)
+            ref = ev.reference(backend, fp32_artifact, profile.threads)
+            result = ev.evaluate(backend, artifact, profile.threads, ref)
+        metrics, reference, samples, ref_out = dict(result.metrics), dict(result.reference), result.samples, ref.outputs
     real = (evaluation or calib).first(max(profile.batch_sizes)) if (evaluation or calib) else None
-    latency: dict[str, dict] = {"compressed": {}, "fp32": {}}
-    for batch in profile.batch_sizes:
-        feeds = make_feeds(specs, batch, real)
-        with rep.step(f"[{name}] benchmarking batch {batch} ({profile.threads} threads)"):
-            cand, base = benchmark_against(artifact, fp32_artifact, feeds, profile.threads, recipe.bench.warmup,
-                                           recipe.bench.iterations, recipe.bench.duration_s)
-        record_latency(metrics, reference, batch, cand, base, latency, batch == profile.batch_sizes[0])
-    return metrics, reference, latency, ref_out, samples
+    latency = time_against_float(artifact, fp32_artifact, specs, profile, real, metrics, reference, warmup=recipe.bench.warmup,
+                                 iterations=recipe.bench.iterations, duration_s=recipe.bench.duration_s, reporter=rep, label=f"[{name}] ")
+    metrics["artifact_mb"] = sum(_mb(f) for f in artifact.path.parent.glob(artifact.path.stem + ".*"))
+    verdicts = judge(profile, metrics, reference)
+    return {"metrics": metrics, "reference_metrics": reference, "latency": latency, "samples": samples,
+            "verdicts": [v.as_dict() for v in verdicts], "verdict": overall(verdicts), "_reference_outputs": ref_out}

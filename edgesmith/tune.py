@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from edgesmith.errors import ConfigError
+from edgesmith.evaluate import accuracy_profile
 
-ACCURACY_METRICS_EXCLUDED = ("latency_", "speedup_vs_fp32", "artifact_mb", "peak_memory_mb")
 
 
 @dataclass
@@ -62,18 +62,43 @@ class TuneResult:
                 "best": asdict(self.best) if self.best else None, "candidates": [asdict(c) for c in self.candidates]}
 
 
-def _accuracy_profile(profile: Any) -> Any:
-    """The profile with only its accuracy budgets (what tune searches against)."""
-    return profile.model_copy(update={"budgets": [g for g in profile.budgets if not g.metric.startswith(ACCURACY_METRICS_EXCLUDED)]})
-
-
 def tune(recipe: Any, base_dir: Path, *, out_dir: Path | None = None, time_budget_s: float = 300.0, reporter: Any = None) -> TuneResult:
+    import tempfile
+
     from edgesmith import pipeline
     from edgesmith.compress import get_pass
     from edgesmith.outputs import atomic_write_text, check_writable
+    from edgesmith.progress import Reporter
+
+    rep = reporter or Reporter()
+    profile, acc_profile, base_opts = _check(recipe, base_dir)
+    out = Path(out_dir or recipe.output_dir)
+    if not out.is_absolute() and out_dir is None:
+        out = base_dir / out
+    check_writable(out)
+    torch_passes = [p for p in recipe.passes if get_pass(p.type).stage == "torch"]
+    with tempfile.TemporaryDirectory(prefix="edgesmith-tune-") as tmp:
+        work = Path(tmp)
+        with rep.step("exporting the float model once"):
+            float_path, start = pipeline.export_once(recipe, base_dir, work)
+        search = _Search(_Candidates(recipe, base_dir, float_path, acc_profile, profile, work), start, work, time_budget_s, rep)
+        best = search.run_stages(base_opts, profile)
+    final = recipe.model_copy(update={"passes": torch_passes + [_pass_spec(best.options)]})
+    with rep.step("full run of the best configuration"):
+        result = pipeline.run(final, base_dir, out_dir=out, reporter=rep)
+    verdict = "pass" if best.meets and result.verdict == "pass" else "fail"
+    tr = TuneResult(search.cands, best, out, verdict, search.stopped, search.ev.reference)
+    atomic_write_text(out / "tune.json", json.dumps(tr.as_dict(), indent=1, default=str) + "\n")
+    atomic_write_text(out / "tuned.yaml", final.model_copy(update={"output_dir": str(out)}).to_yaml())
+    atomic_write_text(out / "tune.md", render_tune(tr, profile))
+    return tr
+
+
+def _check(recipe: Any, base_dir: Path) -> tuple[Any, Any, dict]:
+    """What tune can search: one ONNX Runtime target with an accuracy budget, at most one ptq_int8 pass."""
+    from edgesmith.compress import get_pass
     from edgesmith.profiles import load_profile
 
-    rep = reporter or pipeline.Reporter()
     if recipe.optimize:
         raise ConfigError("the recipe says `passes: auto`; tune searches ptq_int8 settings", hint="run it with `edgesmith run` (or optimize), or list a ptq_int8 pass")
     if len(recipe.targets) != 1:
@@ -89,86 +114,74 @@ def tune(recipe: Any, base_dir: Path, *, out_dir: Path | None = None, time_budge
     if profile.backend != "onnxruntime":
         raise ConfigError(f"tune searches ONNX Runtime quantization; target {profile.name} runs {profile.backend}",
                           hint="tune for an onnxruntime profile (OpenVINO targets: use nncf_ptq)")
-    acc_profile = _accuracy_profile(profile)
+    acc_profile = accuracy_profile(profile)
     if not acc_profile.budgets:
         raise ConfigError(f"profile {profile.name} has no accuracy budget to tune for", hint="add e.g. {metric: top1, goal: max-degradation, value: 0.5}")
-    out = Path(out_dir or recipe.output_dir)
-    if not out.is_absolute() and out_dir is None:
-        out = base_dir / out
-    check_writable(out)
-    base_opts = dict(onnx_passes[0].options) if onnx_passes else {}
-    torch_passes = [p for p in recipe.passes if get_pass(p.type).stage == "torch"]
+    return profile, acc_profile, (dict(onnx_passes[0].options) if onnx_passes else {})
 
-    import tempfile
 
-    with tempfile.TemporaryDirectory(prefix="edgesmith-tune-") as tmp:
-        work = Path(tmp)
-        with rep.step("exporting the float model once"):
-            pipeline.run(recipe.model_copy(update={"passes": torch_passes, "stop_after": "export"}), base_dir, out_dir=work / "export")
-        float_path = work / "export" / "model.onnx"
-        start = work / "export" / "model.torch_passes.onnx"
-        start = start if start.is_file() else float_path
-        ev = _Evaluator(recipe, base_dir, float_path, acc_profile, profile)
-        started = time.time()
-        cands: list[Candidate] = []
+class _Search:
+    """The staged search over one export: calibration, then granularity, then layers kept in float."""
 
-        def run(stage: str, opts: dict) -> Candidate:
-            c = ev.evaluate(stage, opts, start, work / f"cand{len(cands)}")
-            cands.append(c)
-            return c
+    def __init__(self, ev: "_Candidates", start: Path, work: Path, time_budget_s: float, rep: Any):
+        self.ev, self.start, self.work, self.budget, self.rep = ev, start, work, time_budget_s, rep
+        self.cands: list[Candidate] = []
+        self.started = time.time()
+        self.stopped = "a stage found settings within the budget"
 
-        stopped = "a stage found settings within the budget"
-        calibs = [{}, {"calibration": "minmax"}, {"calibration": "entropy"}, {"calibration": "percentile", "percentile": 99.999},
-                  {"calibration": "percentile", "percentile": 99.99}]
-        seen: list[dict] = []
-        rest = {k: v for k, v in base_opts.items() if k not in ("calibration", "percentile")}
-        stages = [("calibration", [dict(base_opts)] + [dict(rest, **c) for c in calibs[1:]])]
-        for stage, options in stages:
-            for opts in options:
-                if opts in seen:
-                    continue
-                seen.append(opts)
-                if time.time() - started > time_budget_s:
-                    stopped = f"time budget ({time_budget_s:.0f} s) spent"
-                    break
-                with rep.step(f"[tune] {stage}: {opts or 'recipe settings'}"):
-                    run(stage, opts)
-        best = _best(cands)
-        if (best is None or not best.meets) and time.time() - started <= time_budget_s:
+    def _out_of_time(self) -> bool:
+        if time.time() - self.started > self.budget:
+            self.stopped = f"time budget ({self.budget:.0f} s) spent"
+            return True
+        return False
+
+    def _try(self, stage: str, opts: dict, what: str) -> Candidate:
+        with self.rep.step(f"[tune] {what}"):
+            c = self.ev.evaluate(stage, opts, self.start, self.work / f"cand{len(self.cands)}")
+        self.cands.append(c)
+        return c
+
+    def run_stages(self, base_opts: dict, profile: Any) -> Candidate:
+        self._calibration(base_opts)
+        best = _best(self.cands)
+        if (best is None or not best.meets) and not self._out_of_time():
             pc = best.options.get("per_channel", profile.quantization.per_channel) if best else profile.quantization.per_channel
-            opts = dict(best.options if best else base_opts, per_channel=not pc)
-            with rep.step(f"[tune] granularity: per_channel={not pc}"):
-                run("granularity", opts)
-            best = _best(cands)
-        if (best is None or not best.meets) and time.time() - started <= time_budget_s and best is not None:
-            with rep.step("[tune] ranking layers by sensitivity (ONNX Runtime QDQ debugger)"):
-                ranked = ev.sensitive_nodes(start, best, work / "sens")
-            k = 1
-            while k <= max(1, len(ranked) // 2):
-                if time.time() - started > time_budget_s:
-                    stopped = f"time budget ({time_budget_s:.0f} s) spent"
-                    break
-                opts = dict(best.options, exclude_nodes=sorted(set(best.options.get("exclude_nodes", [])) | set(ranked[:k])))
-                with rep.step(f"[tune] keeping {k} most sensitive layer(s) in float"):
-                    c = run("float layers", opts)
-                if c.meets:
-                    break
-                k *= 2
-            best = _best(cands)
+            self._try("granularity", dict(best.options if best else base_opts, per_channel=not pc), f"granularity: per_channel={not pc}")
+            best = _best(self.cands)
+        if best is not None and not best.meets and not self._out_of_time():
+            self._float_layers(best)
+            best = _best(self.cands)
         if best is None or not best.meets:
-            stopped = stopped if "time budget" in stopped else "every stage tried; none within the budget"
+            self.stopped = self.stopped if "time budget" in self.stopped else "every stage tried; none within the budget"
         if best is None:
-            raise ConfigError("every tune candidate failed: " + "; ".join(c.error or "" for c in cands)[:300],
+            raise ConfigError("every tune candidate failed: " + "; ".join(c.error or "" for c in self.cands)[:300],
                               hint="run the recipe once with `edgesmith run` to see the error in full")
-    final = recipe.model_copy(update={"passes": torch_passes + [_pass_spec(best.options)]})
-    with rep.step("full run of the best configuration"):
-        result = pipeline.run(final, base_dir, out_dir=out, reporter=rep)
-    verdict = "pass" if best.meets and result.verdict == "pass" else "fail"
-    tr = TuneResult(cands, best, out, verdict, stopped, ev.reference)
-    atomic_write_text(out / "tune.json", json.dumps(tr.as_dict(), indent=1, default=str) + "\n")
-    atomic_write_text(out / "tuned.yaml", final.model_copy(update={"output_dir": str(out)}).to_yaml())
-    atomic_write_text(out / "tune.md", render_tune(tr, profile))
-    return tr
+        return best
+
+    def _calibration(self, base_opts: dict) -> None:
+        calibs = [{"calibration": "minmax"}, {"calibration": "entropy"}, {"calibration": "percentile", "percentile": 99.999},
+                  {"calibration": "percentile", "percentile": 99.99}]
+        rest = {k: v for k, v in base_opts.items() if k not in ("calibration", "percentile")}
+        seen: list[dict] = []
+        for opts in [dict(base_opts)] + [dict(rest, **c) for c in calibs]:
+            if opts in seen:
+                continue
+            seen.append(opts)
+            if self._out_of_time():
+                break
+            self._try("calibration", opts, f"calibration: {opts or 'recipe settings'}")
+
+    def _float_layers(self, best: Candidate) -> None:
+        with self.rep.step("[tune] ranking layers by sensitivity (ONNX Runtime QDQ debugger)"):
+            ranked = self.ev.sensitive_nodes(self.start, best, self.work / "sens")
+        k = 1
+        while k <= max(1, len(ranked) // 2):
+            if self._out_of_time():
+                break
+            opts = dict(best.options, exclude_nodes=sorted(set(best.options.get("exclude_nodes", [])) | set(ranked[:k])))
+            if self._try("float layers", opts, f"keeping {k} most sensitive layer(s) in float").meets:
+                break
+            k *= 2
 
 
 def _pass_spec(options: dict) -> Any:
@@ -187,48 +200,29 @@ def _best(cands: list[Candidate]) -> Candidate | None:
     return min(ok, key=lambda c: (c.shortfall, -c.score))  # the closest to the budget
 
 
-def _gap_text(v: Any) -> str:
-    if v.goal.endswith("degradation"):
-        return f"{v.metric} {v.detail}, over the allowed {v.budget:g}"
-    return f"{v.metric} {v.value:.6g} {'below' if v.goal == 'min' else 'above'} {v.budget:g}"
+class _Candidates:
+    """Quantizes one candidate and judges its accuracy on the evaluation set with ONNX Runtime,
+    through the one evaluator (the float reference computed once, on the target's runtime)."""
 
-
-def _shortfall(v: Any) -> float:
-    if v.goal.endswith("degradation"):
-        drop = (v.reference or 0.0) - (v.value or 0.0)
-        return max(drop - v.budget, 0.0) / max(v.budget, 1e-3)
-    scale = max(abs(v.budget), 1e-9) if v.goal == "max" else max(abs(1.0 - v.budget) if v.metric == "cosine" else abs(v.budget), 1e-9)
-    return abs((v.value or 0.0) - v.budget) / scale
-
-
-class _Evaluator:
-    """Quantizes one candidate and judges its accuracy on the evaluation set with ONNX Runtime."""
-
-    def __init__(self, recipe: Any, base_dir: Path, float_path: Path, acc_profile: Any, profile: Any):
+    def __init__(self, recipe: Any, base_dir: Path, float_path: Path, acc_profile: Any, profile: Any, work: Path):
         from edgesmith import pipeline
+        from edgesmith.evaluate import Evaluator
         from edgesmith.model_io import onnx_input_specs
         from edgesmith.recipe import InputSpec
-        from edgesmith.runtime.onnxruntime import OrtSession
-        from edgesmith.validate import run_dataset, task_metrics
+        from edgesmith.runtime import get_backend
 
         self.recipe, self.acc_profile, self.profile = recipe, acc_profile, profile
         self.specs = list(recipe.inputs) if recipe.inputs else [InputSpec.model_validate(s) for s in onnx_input_specs(float_path)]
-        self.calib, self.evaluation = pipeline._load_data(recipe, self.specs, base_dir, True)
-        self.ref_out = run_dataset(OrtSession(float_path, profile.threads, "all"), self.evaluation)
-        self.labels = self.evaluation.labels()
-        self.reference = {**task_metrics(self.ref_out, self.labels, recipe.metric, self._user_fn()), "cosine": 1.0, "sqnr_db": float("inf")}
-
-    def _user_fn(self) -> Any:
-        if self.recipe.metric in ("top1", "fidelity"):
-            return None
-        from edgesmith.model_io import import_object
-
-        return import_object(self.recipe.metric, "metric function")
+        self.calib, self.evaluation = pipeline.load_data(recipe, self.specs, base_dir, True)
+        self.backend = get_backend(profile.backend)
+        self.evaluator = Evaluator(self.evaluation, recipe.metric)
+        fp32 = self.backend.compile(float_path, work / f"fp32{self.backend.artifact_suffix}", profile, self.specs)
+        self.ref = self.evaluator.reference(self.backend, fp32, profile.threads)
+        self.reference = dict(self.ref.metrics)
 
     def evaluate(self, stage: str, opts: dict, start: Path, work: Path) -> Candidate:
         from edgesmith.compress import PassContext, build_pass_config, get_pass
-        from edgesmith.runtime.onnxruntime import OrtSession
-        from edgesmith.validate import fidelity, judge, run_dataset, task_metrics
+        from edgesmith.evaluate import gap_text, judge, shortfall
 
         c = Candidate(stage, dict(opts))
         t0 = time.perf_counter()
@@ -236,8 +230,8 @@ class _Evaluator:
         try:
             ctx = PassContext(work_dir=work, profile=self.profile, input_specs=tuple(self.specs), calibration=self.calib)
             path = get_pass("ptq_int8").apply(start, build_pass_config("ptq_int8", opts), ctx)
-            out = run_dataset(OrtSession(path, self.profile.threads, "all"), self.evaluation)
-            c.metrics = {**task_metrics(out, self.labels, self.recipe.metric, self._user_fn()), **fidelity(self.ref_out, out)}
+            artifact = self.backend.compile(path, work / f"model{self.backend.artifact_suffix}", self.profile, self.specs)
+            c.metrics = dict(self.evaluator.evaluate(self.backend, artifact, self.profile.threads, self.ref).metrics)
         except Exception as exc:  # noqa: BLE001 - one candidate's failure is reported and the search goes on
             c.error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
             c.seconds = time.perf_counter() - t0
@@ -245,8 +239,8 @@ class _Evaluator:
         verdicts = [v for v in judge(self.acc_profile, c.metrics, self.reference) if v.status != "n/a"]
         c.meets = all(v.status == "pass" for v in verdicts)
         failing = [v for v in verdicts if v.status == "fail"]
-        c.gap = "; ".join(_gap_text(v) for v in failing)
-        c.shortfall = sum(_shortfall(v) for v in failing)
+        c.gap = "; ".join(gap_text(v) for v in failing)
+        c.shortfall = sum(shortfall(v) for v in failing)
         key = next((k for k in c.metrics if k not in ("cosine", "sqnr_db")), "cosine")
         c.score = c.metrics[key]
         c.seconds = time.perf_counter() - t0
@@ -259,7 +253,7 @@ class _Evaluator:
         from onnxruntime.quantization import qdq_loss_debug as dbg
 
         from edgesmith.compress import PassContext, build_pass_config, get_pass
-        from edgesmith.compress.quantize._onnx_common import DatasetReader, onnx_input_names
+        from edgesmith.compress.quantize.onnx_common import DatasetReader, onnx_input_names
 
         work.mkdir(parents=True, exist_ok=True)
         opts = {k: v for k, v in best.options.items() if k != "exclude_nodes"}
@@ -286,7 +280,7 @@ class _Evaluator:
 
 def render_tune(tr: TuneResult, profile: Any) -> str:
     lines = [f"# edgesmith tune: {'within budget' if tr.best and tr.best.meets else 'NO setting within budget'}", "",
-             f"- target `{profile.name}`; accuracy budgets: " + ", ".join(f"{g.metric} {g.goal} {g.value:g}" for g in _accuracy_profile(profile).budgets),
+             f"- target `{profile.name}`; accuracy budgets: " + ", ".join(f"{g.metric} {g.goal} {g.value:g}" for g in accuracy_profile(profile).budgets),
              "- float reference: " + ", ".join(f"{k} {v:.4g}" for k, v in tr.reference.items() if v != float("inf")),
              f"- search ended: {tr.stopped}; {len(tr.candidates)} candidate(s)", ""]
     if tr.best:

@@ -12,6 +12,7 @@ import pytest
 from edgesmith.optimize.policy import plan
 from edgesmith.optimize.search import Trial, _choose
 from edgesmith.optimize.structure import analyse
+from tests.conftest import NO_SPEEDUP_BUDGET
 
 MODELS = {"transformer": "edgesmith.zoo:digits_encoder", "prelu": "edgesmith.zoo:digits_prelu_heads",
           "residual": "edgesmith.zoo:digits_resnet", "depthwise": "edgesmith.zoo:digits_mobilenet"}
@@ -174,10 +175,10 @@ def test_when_no_int8_setting_meets_the_budget_fp32_is_kept_and_explained(cli, t
     assert m["targets"]  # the full run of the winner
 
 
-def test_cli_optimize_reports_every_candidate(cli, tmp_path):
+def test_cli_optimize_reports_every_candidate(cli, tmp_path, steady_profile):
     out = tmp_path / "out"
-    r = cli("optimize", "edgesmith.zoo:digits_prelu_heads", "--out", out)
-    assert r.code in (0, 1), r.stdout + r.stderr
+    r = cli("optimize", "edgesmith.zoo:digits_prelu_heads", "--out", out, "--target", steady_profile)
+    assert r.code == 0, r.stdout + r.stderr
     res = json.loads((out / "optimize.json").read_text())
     assert res["structure"]["kinds"] == ["cnn", "prelu", "multi-output"]
     names = [c["name"] for c in res["candidates"]]
@@ -210,14 +211,14 @@ def test_recipe_passes_auto_runs_optimize(cli, tmp_path):
 
     recipe = {"name": "auto", "model": {"source": "edgesmith.zoo:pretrained_digits_cnn"}, "passes": "auto",
               "data": {"calibration": {"source": "digits", "split": "train", "samples": 128}, "evaluation": {"source": "digits", "split": "test"}},
-              "targets": ["x86-avx512-vnni-ort"], "output_dir": "out"}
+              "targets": [{"profile": "x86-avx512-vnni-ort", "budgets": NO_SPEEDUP_BUDGET}], "output_dir": "out"}
     parsed = parse_recipe(recipe, "test")
     assert parsed.optimize and parsed.passes == [] and yaml.safe_load(parsed.to_yaml())["passes"] == "auto"
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
     dry = cli("run", tmp_path / "r.yaml", "--dry-run")
     assert dry.code == 0 and "optimize: read the model's structure" in dry.stdout
     r = cli("run", tmp_path / "r.yaml")
-    assert r.code in (0, 1), r.stdout + r.stderr
+    assert r.code == 0, r.stdout + r.stderr
     res = json.loads((tmp_path / "out" / "optimize.json").read_text())
     assert res["structure"]["kinds"] == ["cnn"] and any(c["status"] == "winner" for c in res["candidates"])
     assert (tmp_path / "out" / "manifest.json").is_file()
@@ -233,6 +234,8 @@ def test_static_candidates_share_one_calibration(exported, tmp_path):
     from edgesmith.profiles import load_profile
     from edgesmith.recipe import InputSpec
 
+    from edgesmith.compress.contract import CalibrationCache, Records
+
     specs = (InputSpec(name="input", shape=["batch", 1, 32, 32]),)
     calib = load_dataset("digits32", specs, role="calibration", split="train", samples=64)
     cache = tmp_path / "cache"
@@ -242,7 +245,7 @@ def test_static_candidates_share_one_calibration(exported, tmp_path):
         work = tmp_path / name
         work.mkdir()
         ctx = PassContext(work_dir=work, profile=load_profile("x86-avx512-vnni-ort"), input_specs=specs, calibration=calib,
-                          scratch={"ort_calibration_cache": cache} if shared else {})
+                          records=Records(CalibrationCache(cache)) if shared else Records())
         path = get_pass("ptq_int8").apply(exported["prelu"], build_pass_config("ptq_int8", opts), ctx)
         g = onnx.load(str(path)).graph
         return {i.name: numpy_helper.to_array(i) for i in g.initializer if i.name.endswith("_scale")}

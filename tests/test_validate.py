@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from edgesmith.profiles import load_profile
-from edgesmith.validate import cosine, judge, overall, sqnr_db, top1
+from edgesmith.evaluate import judge, overall
+from edgesmith.metrics import cosine, sqnr_db, top1
 
 
 def test_metrics_on_known_values():

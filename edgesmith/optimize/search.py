@@ -30,7 +30,6 @@ from typing import Any
 from edgesmith.errors import ConfigError
 from edgesmith.optimize.policy import Plan, plan
 
-SUFFIX = {"onnxruntime": ".onnx", "openvino": ".xml"}
 
 
 @dataclass
@@ -78,16 +77,17 @@ def optimize(recipe: Any, base_dir: Path, *, out_dir: Path | None = None, time_b
     from edgesmith.optimize.structure import analyse
     from edgesmith.outputs import check_writable
     from edgesmith.profiles import load_profile
-    from edgesmith.runtime import get_backend
+    from edgesmith.progress import Reporter
+    from edgesmith.runtime import get_backend, measurable_backends
 
-    rep = reporter or pipeline.Reporter()
+    rep = reporter or Reporter()
     if len(recipe.targets) != 1:
         raise ConfigError(f"optimize works on one target, the recipe has {len(recipe.targets)}", hint="give one --target")
     if recipe.data.calibration is None or recipe.data.evaluation is None:
         raise ConfigError("optimize needs calibration and evaluation data", hint="give --data (and --eval-data), or `data:` in the recipe")
     target = recipe.targets[0]
     profile = load_profile(target.profile, base_dir).with_overrides(target.budgets, target.threads, target.batch_sizes)
-    if profile.backend not in SUFFIX:
+    if profile.backend not in measurable_backends():
         raise ConfigError(f"optimize measures on the target; {profile.backend} cannot run here",
                           hint="optimize for an onnxruntime or openvino profile (TensorRT was never executed on this machine)")
     get_backend(profile.backend)  # a missing runtime is a clear error now, not a failed candidate later
@@ -98,7 +98,7 @@ def optimize(recipe: Any, base_dir: Path, *, out_dir: Path | None = None, time_b
     started = time.time()
     runtimes = [profile.backend]
     if other_runtimes and profile.device == "cpu":
-        runtimes += [r for r in SUFFIX if r != profile.backend and get_backend(r, require_installed=False).available()]
+        runtimes += [r for r in measurable_backends() if r != profile.backend and get_backend(r, require_installed=False).available()]
     profiles = {r: (profile if r == profile.backend else _sibling(profile, r)) for r in runtimes}
 
     with tempfile.TemporaryDirectory(prefix="edgesmith-optimize-") as tmp:
@@ -110,13 +110,10 @@ def optimize(recipe: Any, base_dir: Path, *, out_dir: Path | None = None, time_b
             rep.info("the recipe's ONNX-stage passes are left out: optimize chooses those itself "
                      f"({', '.join(p.type for p in recipe.passes if p not in torch_passes)})")
         with rep.step("exporting the float model once"):
-            pipeline.run(recipe.model_copy(update={"passes": torch_passes, "stop_after": "export"}), base_dir, out_dir=work / "export")
-        float_path = work / "export" / "model.onnx"
-        start = work / "export" / "model.torch_passes.onnx"
-        start = start if start.is_file() else float_path
+            float_path, start = pipeline.export_once(recipe, base_dir, work)
         structure = analyse(start)
         rep.info(f"model: {structure.describe()}")
-        judge = _Judge(recipe, base_dir, float_path, profile)
+        judge = _Judge(recipe, base_dir, float_path, profile, work)
         trials = [Trial(p) for p in (plans if plans is not None else plan(structure, profile.backend, runtimes))]
         quantized: dict[str, Path | Exception] = {}
         for i, t in enumerate(trials):
@@ -152,60 +149,54 @@ def _sibling(profile: Any, runtime: str) -> Any:
 
 
 class _Judge:
-    """Quantizes, compiles and runs one candidate; judges it against the profile's accuracy budgets."""
+    """Quantizes, compiles and runs one candidate; judges it against the profile's accuracy budgets
+    through the one evaluator (float reference on the target's runtime, computed once)."""
 
-    def __init__(self, recipe: Any, base_dir: Path, float_path: Path, profile: Any):
+    def __init__(self, recipe: Any, base_dir: Path, float_path: Path, profile: Any, work: Path):
         from edgesmith import pipeline
+        from edgesmith.evaluate import Evaluator, accuracy_profile
         from edgesmith.model_io import onnx_input_specs
         from edgesmith.recipe import InputSpec
-        from edgesmith.runtime.onnxruntime import OrtSession
-        from edgesmith.tune import _accuracy_profile
-        from edgesmith.validate import run_dataset, task_metrics
+        from edgesmith.runtime import get_backend
 
         self.recipe, self.profile = recipe, profile
-        self.acc_profile = _accuracy_profile(profile)
+        self.acc_profile = accuracy_profile(profile)
         self.specs = list(recipe.inputs) if recipe.inputs else [InputSpec.model_validate(s) for s in onnx_input_specs(float_path)]
-        self.calib, self.evaluation = pipeline._load_data(recipe, self.specs, base_dir, True)
-        self.ref_out = run_dataset(OrtSession(float_path, profile.threads, "all"), self.evaluation)
-        self.labels = self.evaluation.labels()
-        self.user_fn = None
-        if recipe.metric not in ("top1", "fidelity"):
-            from edgesmith.model_io import import_object
-
-            self.user_fn = import_object(recipe.metric, "metric function")
-        self.reference = {**task_metrics(self.ref_out, self.labels, recipe.metric, self.user_fn), "cosine": 1.0}
+        self.calib, self.evaluation = pipeline.load_data(recipe, self.specs, base_dir, True)
+        self.evaluator = Evaluator(self.evaluation, recipe.metric)
+        backend = get_backend(profile.backend)
+        fp32 = backend.compile(float_path, work / f"fp32{backend.artifact_suffix}", profile, self.specs)
+        self.ref = self.evaluator.reference(backend, fp32, profile.threads)
+        self.reference = {k: v for k, v in self.ref.metrics.items() if k != "sqnr_db"}
         self.cache_dir = float_path.parent / "calibration-cache"
         self.cache_dir.mkdir(exist_ok=True)
 
     def evaluate(self, t: Trial, start: Path, profile: Any, work: Path, quantized: dict) -> None:
+        from edgesmith.evaluate import gap_text, judge
         from edgesmith.runtime import get_backend
-        from edgesmith.tune import _gap_text
-        from edgesmith.validate import fidelity, judge, run_dataset, task_metrics
 
         t0 = time.perf_counter()
         work.mkdir(parents=True, exist_ok=True)
         try:
             model = start if t.plan.pass_type is None else self._quantize(t.plan, start, work, quantized)
             backend = get_backend(t.plan.runtime)
-            t.artifact = backend.compile(model, work / f"model{SUFFIX[t.plan.runtime]}", profile, self.specs, self.calib)
-            out = run_dataset(backend.load(t.artifact, profile.threads), self.evaluation)
-            if len(out) != len(self.ref_out) or any(a.shape != b.shape for a, b in zip(out, self.ref_out)):
-                raise RuntimeError(f"outputs {[list(a.shape) for a in out]} differ from the float model's {[list(b.shape) for b in self.ref_out]}")
-            t.metrics = {**task_metrics(out, self.labels, self.recipe.metric, self.user_fn), **fidelity(self.ref_out, out)}
+            t.artifact = backend.compile(model, work / f"model{backend.artifact_suffix}", profile, self.specs, self.calib)
+            t.metrics = dict(self.evaluator.evaluate(backend, t.artifact, profile.threads, self.ref).metrics)
         except Exception as exc:  # noqa: BLE001 - one candidate's crash is its own failure; the search goes on
             first = str(exc).strip().splitlines()[0][:240] if str(exc).strip() else ""
             t.status, t.reason = "failed", f"{type(exc).__name__}: {first}"
             t.seconds = time.perf_counter() - t0
             return
-        verdicts = [v for v in judge(self.acc_profile, t.metrics, self.reference) if v.status != "n/a"]
+        verdicts = [v for v in judge(self.acc_profile, t.metrics, self.ref.metrics) if v.status != "n/a"]
         t.meets = all(v.status == "pass" for v in verdicts)
         t.status = "ok" if t.meets else "accuracy"
         if not t.meets:
-            t.reason = "outside the accuracy budget: " + "; ".join(_gap_text(v) for v in verdicts if v.status == "fail")
+            t.reason = "outside the accuracy budget: " + "; ".join(gap_text(v) for v in verdicts if v.status == "fail")
         t.seconds = time.perf_counter() - t0
 
     def _quantize(self, p: Plan, start: Path, work: Path, quantized: dict) -> Path:
         from edgesmith.compress import PassContext, build_pass_config, get_pass
+        from edgesmith.compress.contract import CalibrationCache, Records
 
         if p.quant_key in quantized:  # the same quantized model, compiled for another runtime
             done = quantized[p.quant_key]
@@ -213,7 +204,7 @@ class _Judge:
                 raise done
             return done
         ctx = PassContext(work_dir=work, profile=self.profile, input_specs=tuple(self.specs), calibration=self.calib,
-                          evaluation=self.evaluation, scratch={"ort_calibration_cache": self.cache_dir})
+                          evaluation=self.evaluation, records=Records(CalibrationCache(self.cache_dir)))
         try:
             path = get_pass(p.pass_type).apply(start, build_pass_config(p.pass_type, p.options), ctx)
         except Exception as exc:
@@ -230,7 +221,7 @@ class _Judge:
 
 def _race(trials: list[Trial], judge: _Judge, profile: Any, batch: int, rounds: int = 12, per_round: int = 10) -> None:
     """Time every FP32 model and every candidate within budget interleaved; speed-up over the target's FP32."""
-    from edgesmith.runtime.bench import _run_worker
+    from edgesmith.runtime.bench import run_worker
     from edgesmith.runtime.compare import bootstrap_ratio
 
     runners = [t for t in trials if t.status == "ok" or (t.plan.pass_type is None and t.artifact is not None)]
@@ -240,14 +231,14 @@ def _race(trials: list[Trial], judge: _Judge, profile: Any, batch: int, rounds: 
     feeds = judge.feeds(batch)
     split = lambda times: [times[i * per_round:(i + 1) * per_round] for i in range(rounds)]  # noqa: E731
     try:
-        results = _run_worker([t.artifact for t in runners], feeds, profile.threads, 10, rounds * per_round, None, rounds, raw=True, wall=True)
+        results = run_worker([t.artifact for t in runners], feeds, profile.threads, 10, rounds * per_round, None, rounds, raw=True, wall=True)
     except Exception:  # noqa: BLE001 - one artifact broke the shared child: time each against FP32 on its own
         results = [None] * len(runners)
         for i, t in enumerate(runners):
             if t is ref:
                 continue
             try:
-                results[runners.index(ref)], results[i] = _run_worker([ref.artifact, t.artifact], feeds, profile.threads, 10,
+                results[runners.index(ref)], results[i] = run_worker([ref.artifact, t.artifact], feeds, profile.threads, 10,
                                                                        rounds * per_round, None, rounds, raw=True, wall=True)
             except Exception as exc:  # noqa: BLE001
                 t.status, t.reason = "failed", f"timing failed: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}"

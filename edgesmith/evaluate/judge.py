@@ -1,0 +1,98 @@
+"""Budgets judged against measured metrics: one verdict per budget of a profile.
+
+Also what searches need to rank candidates that miss: how far outside a budget one is (``shortfall``)
+and a one-line description of the gap (``gap_text``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Sequence
+
+from edgesmith.environment import host_arch
+from edgesmith.profiles.schema import LATENCY_METRICS, Profile
+
+# metrics that are not accuracy: what tune/optimize leave out when they judge accuracy alone
+NON_ACCURACY_PREFIXES = ("latency_", "speedup_vs_fp32", "artifact_mb", "peak_memory_mb")
+
+
+@dataclass
+class Verdict:
+    metric: str
+    value: float | None
+    reference: float | None
+    goal: str
+    budget: float
+    status: str  # pass | fail | n/a
+    detail: str = ""
+    batch: int | None = None
+    estimate: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _timed(metric: str) -> bool:
+    return metric.startswith(LATENCY_METRICS + ("speedup_vs_fp32",))
+
+
+def _judge_one(g: Any, value: float | None, ref: float | None, v: Verdict) -> None:
+    if value is None:
+        v.detail = "not computed in this run"
+    elif g.goal in ("max-degradation", "max-relative-degradation"):
+        if ref is None:
+            v.detail = "no float reference to compare with"
+            return
+        drop = ref - value
+        if g.goal == "max-relative-degradation":
+            drop = 100.0 * drop / abs(ref) if ref else 0.0
+        v.status = "pass" if drop <= g.value + 1e-9 else "fail"
+        v.detail = f"drop {drop:.3g}{'%' if g.goal == 'max-relative-degradation' else ' pt'}"
+    else:
+        ok = value >= g.value if g.goal == "min" else value <= g.value
+        v.status = "pass" if ok else "fail"
+        v.detail = f"{'>=' if g.goal == 'min' else '<='} {g.value:g}"
+
+
+def judge(profile: Profile, metrics: dict[str, Any], reference: dict[str, Any]) -> list[Verdict]:
+    """One verdict per budget. ``metrics``/``reference`` map metric name -> value; latency and
+    speed-up metrics are keyed ``name@batch``."""
+    verdicts = []
+    on_target = host_arch() == profile.hardware.arch
+    for g in profile.budgets:
+        key = f"{g.metric}@{g.batch or profile.batch_sizes[0]}" if _timed(g.metric) else g.metric
+        value, ref = metrics.get(key), reference.get(key)
+        v = Verdict(g.metric, value, ref, g.goal, g.value, "n/a", batch=g.batch, estimate=profile.estimated)
+        if _timed(key):
+            v.batch = g.batch or profile.batch_sizes[0]
+            if not on_target:
+                v.detail = f"measured on {host_arch()}, target is {profile.hardware.arch}: not judged"
+                verdicts.append(v)
+                continue
+        _judge_one(g, value, ref, v)
+        verdicts.append(v)
+    return verdicts
+
+
+def overall(verdicts: Sequence[Verdict]) -> str:
+    return "fail" if any(v.status == "fail" for v in verdicts) else "pass"
+
+
+def accuracy_profile(profile: Any) -> Any:
+    """The profile with only its accuracy budgets (what tune and optimize search against)."""
+    return profile.model_copy(update={"budgets": [g for g in profile.budgets if not g.metric.startswith(NON_ACCURACY_PREFIXES)]})
+
+
+def gap_text(v: Verdict) -> str:
+    if v.goal.endswith("degradation"):
+        return f"{v.metric} {v.detail}, over the allowed {v.budget:g}"
+    return f"{v.metric} {v.value:.6g} {'below' if v.goal == 'min' else 'above'} {v.budget:g}"
+
+
+def shortfall(v: Verdict) -> float:
+    """How far outside its budget a failing verdict is, relative to the budget (0 when within)."""
+    if v.goal.endswith("degradation"):
+        drop = (v.reference or 0.0) - (v.value or 0.0)
+        return max(drop - v.budget, 0.0) / max(v.budget, 1e-3)
+    scale = max(abs(v.budget), 1e-9) if v.goal == "max" else max(abs(1.0 - v.budget) if v.metric == "cosine" else abs(v.budget), 1e-9)
+    return abs((v.value or 0.0) - v.budget) / scale
