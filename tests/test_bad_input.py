@@ -89,20 +89,13 @@ def test_torch_pass_order_and_onnx_model_are_explained():
 
     recipe = parse_recipe({"model": {"source": "m.onnx"}, "passes": [{"type": "ptq_int8"}]})
     check_pass_order(recipe, "onnx")  # ONNX-level passes apply to ONNX input: no error
-    # a torch-level pass on ONNX input is refused with what to do instead
-    from edgesmith.compress.registry import PassInfo, _registry
-
-    fake_torch_pass = PassInfo("torch_only_probe", "torch", _registry()["fp16"].config, lambda m, c, x: m, "test")
-    _registry()["torch_only_probe"] = fake_torch_pass
-    try:
-        recipe = parse_recipe({"model": {"source": "m.onnx"}, "passes": [{"type": "torch_only_probe"}]})
-        with pytest.raises(ConfigError, match="works on torch models, but the model is an ONNX file"):
-            check_pass_order(recipe, "onnx")
-        recipe = parse_recipe({"model": {"source": "a:b"}, "passes": [{"type": "fp16"}, {"type": "torch_only_probe"}]})
-        with pytest.raises(ConfigError, match="comes after ONNX pass 'fp16'"):
-            check_pass_order(recipe, "torch")
-    finally:
-        del _registry()["torch_only_probe"]
+    # a torch-level pass (rtn) on ONNX input is refused with what to do instead
+    recipe = parse_recipe({"model": {"source": "m.onnx"}, "passes": [{"type": "rtn"}]})
+    with pytest.raises(ConfigError, match="works on torch models, but the model is an ONNX file"):
+        check_pass_order(recipe, "onnx")
+    recipe = parse_recipe({"model": {"source": "a:b"}, "passes": [{"type": "fp16"}, {"type": "rtn"}]})
+    with pytest.raises(ConfigError, match="comes after ONNX pass 'fp16'"):
+        check_pass_order(recipe, "torch")
 
 
 def _blocking_package(tmp_path: Path, name: str) -> dict:

@@ -10,7 +10,7 @@ import onnxruntime as ort
 import pytest
 
 from edgesmith import pipeline
-from edgesmith.compress.registry import PassInfo, _registry
+from edgesmith.compress.registry import PassInfo, register_pass, unregister_pass
 from edgesmith.recipe import parse_recipe
 
 
@@ -33,9 +33,9 @@ def shift_head_(model, cfg, ctx):
 
 @pytest.fixture
 def shift_pass():
-    _registry()["shift_head"] = PassInfo("shift_head", "torch", ShiftHeadConfig, shift_head_, "test pass")
+    register_pass(PassInfo("shift_head", "torch", ShiftHeadConfig, shift_head_, "test pass"))
     yield
-    del _registry()["shift_head"]
+    unregister_pass("shift_head")
 
 
 @pytest.mark.parametrize("source", ["edgesmith.zoo:pretrained_digits_cnn", "digits.pt2"])

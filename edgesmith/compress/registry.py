@@ -1,4 +1,9 @@
-"""The pass registry: recipe ``type:`` name -> PassInfo, found by walking ``edgesmith.compress``."""
+"""The pass registry: recipe ``type:`` name -> PassInfo, from ``edgesmith.compress`` and plugins.
+
+Built-in passes are found by walking ``edgesmith.compress``; third-party passes come from the
+``edgesmith.passes`` entry-point group (``name = "pkg.module:PASS"`` or a module defining ``PASS``),
+loaded through ``edgesmith.plugins`` so a broken plugin is listed, not fatal.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Literal
 
+from edgesmith.compress.contract import Records
 from edgesmith.errors import ConfigError
+from edgesmith.plugins import Loaded, load_group
 
 Stage = Literal["torch", "onnx"]
 
@@ -28,13 +35,20 @@ class PassInfo:
     config: type
     apply: Callable[..., Any]
     summary: str
-    precision: str | None = None  # what the pass produces, checked against the profile's precisions
+    precision: str | None = None  # the format it produces (open set: compress.contract.KNOWN_FORMATS), checked against the profile
     needs_calibration: bool = False  # the pipeline then loads (and checks) calibration data first
+    produces: tuple[type, ...] = ()  # typed records (compress.contract) it hands to later passes
+    requires: tuple[type, ...] = ()  # records a pass before it must have produced
+    runs_after: tuple[str, ...] = ()  # passes that, when the recipe has them, must come before this one
+    changes_architecture: bool = False  # layer shapes change: the report shows both parameter counts
+    consumes: tuple[type, ...] = ()  # records it reads when present (optional)
+    custom_ops: tuple[str, ...] = ()  # ONNX domains of custom ops it may emit (export.custom_ops routes)
 
 
 @dataclass
 class PassContext:
-    """What a pass may use besides its own config: the target, data, a place to write, a log."""
+    """What a pass may use besides its own config: the target, data, a place to write, a log, and the
+    typed records earlier passes of the run produced (``ctx.records.get(FloatWeights)``)."""
 
     work_dir: Path
     profile: Any = None  # edgesmith.profiles.Profile
@@ -43,43 +57,71 @@ class PassContext:
     evaluation: Any = None  # the recipe's held-out evaluation data (ONNX-stage passes), or None
     notes: list[str] = field(default_factory=list)  # shown in the report: choices made, nodes skipped
     details: dict[str, Any] = field(default_factory=dict)  # machine-readable, into the manifest
-    # shared by the torch passes of one run, never written out (e.g. the float weights a quantizer
-    # replaced, for bias_correction)
-    scratch: dict[str, Any] = field(default_factory=dict)
+    records: Records = field(default_factory=Records)
 
     def note(self, text: str) -> None:
         self.notes.append(text)
 
 
+def _accept(obj: Any) -> PassInfo | None:
+    return obj if isinstance(obj, PassInfo) else None
+
+
 @lru_cache(maxsize=1)
-def _registry() -> dict[str, PassInfo]:
+def _registry() -> Loaded:
     import edgesmith.compress as root
 
-    found: dict[str, PassInfo] = {}
+    loaded = Loaded()
     for mod in pkgutil.walk_packages(root.__path__, prefix="edgesmith.compress."):
-        if mod.name.endswith(".registry"):
+        if mod.name.rsplit(".", 1)[-1] in ("registry", "contract"):
             continue
         info = getattr(importlib.import_module(mod.name), "PASS", None)
         if isinstance(info, PassInfo):
-            found[info.name] = info
-    from importlib.metadata import entry_points
+            loaded.add(info.name, info, "edgesmith")
+    load_group("edgesmith.passes", loaded, _accept, "PASS")
+    return loaded
 
-    for ep in entry_points(group="edgesmith.passes"):
-        info = getattr(importlib.import_module(ep.value), "PASS", None)
-        if isinstance(info, PassInfo):
-            found.setdefault(info.name, info)
-    return found
+
+def register_pass(info: PassInfo, origin: str = "in-process") -> None:
+    """Register a pass defined in the running process (a notebook, a test) without packaging it;
+    ``unregister_pass`` removes it again. Installed plugins use the ``edgesmith.passes`` entry points."""
+    _registry().add(info.name, info, origin)
+
+
+def unregister_pass(name: str) -> None:
+    reg = _registry()
+    if reg.origin.get(name) == "edgesmith":
+        raise ConfigError(f"pass {name!r} is built in and cannot be unregistered", hint="unregister only passes you registered")
+    reg.objects.pop(name, None)
+    reg.origin.pop(name, None)
 
 
 def known_passes() -> dict[str, PassInfo]:
-    return dict(sorted(_registry().items()))
+    return dict(sorted(_registry().objects.items()))
+
+
+def plugin_problems() -> tuple[list[Any], dict[str, list[str]]]:
+    """Plugins that failed to load, and names claimed twice (with who claims them)."""
+    reg = _registry()
+    return list(reg.broken), dict(reg.conflicts)
+
+
+def pass_origin(name: str) -> str:
+    return _registry().origin.get(name, "")
 
 
 def get_pass(name: str) -> PassInfo:
     reg = _registry()
-    if name not in reg:
-        raise ConfigError(f"unknown pass type {name!r}", hint=f"known pass types: {', '.join(sorted(reg))}")
-    return reg[name]
+    if name in reg.conflicts:
+        raise ConfigError(f"pass type {name!r} is claimed by more than one package: {' and '.join(reg.conflicts[name])}",
+                          hint="uninstall one of them; `edgesmith passes` lists every pass and where it comes from")
+    if name not in reg.objects:
+        broken = [b for b in reg.broken if b.name == name]
+        if broken:
+            raise ConfigError(f"pass type {name!r} comes from a plugin that failed to load ({broken[0].distribution}: {broken[0].error})",
+                              hint="fix or reinstall that package; `edgesmith passes` lists broken plugins")
+        raise ConfigError(f"unknown pass type {name!r}", hint=f"known pass types: {', '.join(sorted(reg.objects))}")
+    return reg.objects[name]
 
 
 def build_pass_config(name: str, options: dict[str, Any]) -> Any:
@@ -110,3 +152,25 @@ def build_pass_config(name: str, options: dict[str, Any]) -> Any:
 
 def config_as_dict(cfg: Any) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
+
+
+def check_order(pass_types: list[str]) -> None:
+    """Refuse a pass order that breaks a declared requirement, in one line naming both passes."""
+    infos = [get_pass(t) for t in pass_types]
+    for i, info in enumerate(infos):
+        before, later = infos[:i], infos[i + 1:]
+        for name in info.runs_after:
+            if any(p.name == name for p in later):
+                raise ConfigError(f"pass {info.name!r} must come after {name!r}, but the recipe lists {name!r} after it",
+                                  hint=f"move {name!r} before {info.name!r} in `passes:`")
+        for kind in info.requires:
+            if any(kind in p.produces for p in before):
+                continue
+            producers = sorted(p.name for p in known_passes().values() if kind in p.produces)
+            late = [p.name for p in later if kind in p.produces]
+            what = getattr(kind, "summary", kind.__name__)
+            if late:
+                raise ConfigError(f"pass {info.name!r} needs {what} ({kind.__name__}) from {late[0]!r}, which the recipe lists after it",
+                                  hint=f"move {late[0]!r} before {info.name!r} in `passes:`")
+            raise ConfigError(f"pass {info.name!r} needs {what} ({kind.__name__}), and no pass before it produces them",
+                              hint=f"put one of {', '.join(repr(p) for p in producers)} before {info.name!r}")

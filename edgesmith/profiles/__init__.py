@@ -44,3 +44,21 @@ def load_profile(name_or_path: str, base_dir: Path | None = None) -> Profile:
         return Profile.model_validate(data)
     except ValidationError as exc:
         raise format_validation_error(exc, f"profile {path.name}") from exc
+
+
+def budget_overrides(items: list[str], profile: Profile) -> list[Goal]:
+    """``METRIC=VALUE`` overrides of a profile's accuracy budgets (``--budget top1=1.0``): the goal kind
+    is the profile's for that metric, else ``min`` for fidelity and ``max-degradation`` for a task metric."""
+    from edgesmith.errors import ConfigError
+
+    goals = {g.metric: g for g in profile.budgets}
+    out = []
+    for item in items:
+        name, _, value = item.partition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            raise ConfigError(f"--budget {item!r} is not METRIC=NUMBER", hint="e.g. --budget top1=1.0 or --budget cosine=0.995") from None
+        kind = goals[name].goal if name in goals else ("min" if name in ("cosine", "sqnr_db") else "max-degradation")
+        out.append(Goal(metric=name, goal=kind, value=number))
+    return out  # replaces the profile's budget for that metric (Profile.with_overrides)

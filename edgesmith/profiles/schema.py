@@ -8,14 +8,16 @@ Goals have the shape of Olive's MetricGoal::
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
 from edgesmith.schema import Strict
 
 GoalKind = Literal["max-degradation", "max-relative-degradation", "min", "max"]
-Precision = Literal["fp32", "fp16", "int8"]
+# Formats are an open set (a pass declares what it produces, see compress.contract.KNOWN_FORMATS);
+# a profile lists the ones its target runs.
+Precision = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9:._-]*$", max_length=40)]
 
 # Metrics the evaluator computes itself; anything else must come from a user metric.
 LATENCY_METRICS = ("latency_p50_ms", "latency_p90_ms", "latency_p95_ms", "latency_p99_ms", "latency_mean_ms")
@@ -93,7 +95,8 @@ class GateTolerances(Strict):
 class Profile(Strict):
     name: str
     description: str = ""
-    backend: Literal["onnxruntime", "openvino", "tensorrt"]
+    # which runtime (edgesmith.runtime registry, plugins included); an unknown one is refused before any work
+    backend: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", max_length=60)
     device: str = "cpu"
     hardware: Hardware
     threads: int = Field(default=2, ge=1)

@@ -50,14 +50,14 @@ class Arch:
     def build(self) -> Any:
         import torch.nn as nn
 
-        from edgesmith.zoo.resnet import _basic_block
+        from edgesmith.zoo.resnet import basic_block
 
         if not self.blocks or self.stem < 1 or any(c < 1 for c, _ in self.blocks):
             raise ValueError("no blocks left")
         layers = [nn.Conv2d(self.in_channels, self.stem, 3, 1, 1, bias=False), nn.BatchNorm2d(self.stem), nn.ReLU(inplace=True)]
         cin = self.stem
         for cout, stride in self.blocks:
-            layers.append(_basic_block(nn, cin, cout, stride))
+            layers.append(basic_block(nn, cin, cout, stride))
             cin = cout
         return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, self.num_classes))
 
@@ -254,4 +254,4 @@ def apply(model: Any, cfg: N2NConfig, ctx: Any) -> Any:
 
 PASS = PassInfo("n2n", "torch", N2NConfig, apply,
                 "N2N (§10): RL search (LSTM policies, REINFORCE) for a smaller ResNet-family student, distilled from the model",
-                needs_calibration=True)
+                needs_calibration=True, changes_architecture=True)

@@ -1,7 +1,7 @@
 """Keep the torch-level weight grids exact through ONNX Runtime's int8 quantizer.
 
 ``rtn``, ``gpfq`` and ``mixed_precision`` leave each layer's weights on a grid w = k·s_c (integer k,
-one scale per output channel) and record s_c in the run's scratch space. ORT's ``quantize_static``
+one scale per output channel) and hand s_c to later passes as a ``WeightGrids`` record. ORT's ``quantize_static``
 would re-quantize those weights with its own scale (max|w|/127) and round the b-bit levels again; this
 step rewrites each weight's int8 initializer and scale to exactly k and s_c, so the artifact executes
 the grid the torch pass chose, with ORT's integer kernels (QLinearConv, QGemm, MatMulInteger).
@@ -19,7 +19,9 @@ from typing import Any
 
 def record_grid(ctx: Any, name: str, scale: Any, bits: int) -> None:
     """Per-output-channel scale of a layer's weight grid (a tensor of length out, or a scalar)."""
-    ctx.scratch.setdefault("weight_grids", {})[name] = {"scale": scale.detach().reshape(-1).double().clone(), "bits": bits}
+    from edgesmith.compress.contract import WeightGrids
+
+    ctx.records.add(WeightGrids({name: {"scale": scale.detach().reshape(-1).double().clone(), "bits": bits}}))
 
 
 def snap_weights(onnx_path: Path, float_path: Path, grids: dict[str, dict], ctx: Any) -> dict[str, str]:

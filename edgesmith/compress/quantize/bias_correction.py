@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from edgesmith.compress.contract import FloatWeights
 from edgesmith.compress.registry import PassInfo
 
 
@@ -31,7 +32,8 @@ def bias_correction(model: Any, cfg: BiasCorrectionConfig, ctx: Any) -> Any:
     from edgesmith.compress.quantize._layers import as_rows, capture_inputs
     from edgesmith.errors import ConfigError
 
-    float_w = ctx.scratch.get("float_weights")
+    record = ctx.records.get(FloatWeights)
+    float_w = dict(record.entries) if record is not None else {}
     if not float_w:
         raise ConfigError("bias_correction has no quantized weights to correct",
                           hint="list it after a weight quantizer (rtn or gpfq) in the recipe's passes")
@@ -61,4 +63,5 @@ def bias_correction(model: Any, cfg: BiasCorrectionConfig, ctx: Any) -> Any:
 
 
 PASS = PassInfo("bias_correction", "torch", BiasCorrectionConfig, bias_correction,
-                "correct the expected-output shift weight quantization causes, from calibration data", needs_calibration=True)
+                "correct the expected-output shift weight quantization causes, from calibration data", needs_calibration=True,
+                      requires=(FloatWeights,))

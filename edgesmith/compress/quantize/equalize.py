@@ -101,4 +101,5 @@ def _equalize_pair(l1: Any, l2: Any) -> None:
 
 
 PASS = PassInfo("equalize", "torch", EqualizeConfig, equalize,
-                "cross-layer equalisation of consecutive conv/linear pairs through ReLU-like activations")
+                "cross-layer equalisation of consecutive conv/linear pairs through ReLU-like activations",
+                runs_after=("fold_bn",))

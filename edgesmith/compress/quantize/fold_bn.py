@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from edgesmith.compress.contract import BatchNormFolded
 from edgesmith.compress.registry import PassInfo
 
 
@@ -55,7 +56,9 @@ def fold_bn(model: Any, cfg: FoldBNConfig, ctx: Any) -> Any:
         folded.append(f"{node.target} -> {prev.target}")
     ctx.note(f"fold_bn: folded {len(folded)} batch norm(s)" + (f"; left {len(skipped)}: {'; '.join(skipped)}" if skipped else ""))
     ctx.details.setdefault("fold_bn", {"folded": folded, "skipped": skipped})
+    ctx.records.add(BatchNormFolded(tuple(folded)))
     return model
 
 
-PASS = PassInfo("fold_bn", "torch", FoldBNConfig, fold_bn, "fold batch norm into the preceding conv/linear (algorithms.md §12)")
+PASS = PassInfo("fold_bn", "torch", FoldBNConfig, fold_bn, "fold batch norm into the preceding conv/linear (algorithms.md §12)",
+                produces=(BatchNormFolded,))

@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from edgesmith.compress.contract import FloatWeights, WeightGrids
 from edgesmith.compress.registry import PassInfo
 
 
@@ -115,7 +116,7 @@ def quantize_layers(model: Any, plan: list[tuple[str, Any, int]], cfg: GPFQConfi
                           hint=f"give at least {cfg.samples} calibration samples, or set the pass's `samples: {have}` or lower")
     model.eval()
     float_model = copy.deepcopy(model)
-    ctx.scratch.setdefault("float_weights", {}).update({n: m.weight.detach().clone() for n, m, _ in plan})
+    ctx.records.add(FloatWeights({n: m.weight.detach().clone() for n, m, _ in plan}))
     float_mods = dict(float_model.named_modules())
     errors: dict[str, float] = {}
     skipped = []
@@ -168,4 +169,5 @@ def _subsample(rows: Any, cfg: GPFQConfig, layer_index: int) -> Any:
 
 
 PASS = PassInfo("gpfq", "torch", GPFQConfig, gpfq, "GPFQ weight quantization, 2-8 bits, optional L0 sparsity (algorithms.md §1)",
-                needs_calibration=True)
+                needs_calibration=True,
+                produces=(FloatWeights, WeightGrids))

@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from edgesmith.compress.contract import FloatWeights, WeightGrids
 from edgesmith.compress.registry import PassInfo
 
 
@@ -130,7 +131,7 @@ def mixed_precision(model: Any, cfg: MixedPrecisionConfig, ctx: Any) -> Any:
         quantize_layers(model, [(n, m, choice[n]) for n, m in layers], GPFQConfig(samples=min(cfg.samples, ctx.calibration.num_samples)),
                         ctx, method="mixed_precision+gpfq")
     else:
-        ctx.scratch.setdefault("float_weights", {}).update({n: m.weight.detach().clone() for n, m in layers})
+        ctx.records.add(FloatWeights({n: m.weight.detach().clone() for n, m in layers}))
         from edgesmith.compress.quantize._snap import record_grid
 
         with torch.no_grad():
@@ -157,7 +158,7 @@ def _eqnet(model: Any, layers: list, cfg: MixedPrecisionConfig, ctx: Any, avg_bu
         from edgesmith.errors import ConfigError
 
         raise ConfigError("eqnet needs steps >= 1 and predictor_samples >= 2", hint="e.g. steps: 300, predictor_samples: 64")
-    ctx.scratch.setdefault("float_weights", {}).update({n: m.weight.detach().clone() for n, m in layers})
+    ctx.records.add(FloatWeights({n: m.weight.detach().clone() for n, m in layers}))
     res = run_eqnet(model, layers, avg_budget, tuple(sorted(bits)), ctx, steps=cfg.steps, predictor_samples=cfg.predictor_samples, lr=cfg.lr)
     ctx.details["mixed_precision"] = {"method": "eqnet", "bits": {n: c["bits"] for n, c in res["choice"].items()}, **res}
     ctx.note(f"mixed_precision (EQ-Net): {res['average_bits']:.2f} average weight bits; supernet {res['steps']} steps, predictor on "
@@ -167,4 +168,5 @@ def _eqnet(model: Any, layers: list, cfg: MixedPrecisionConfig, ctx: Any, avg_bu
 
 
 PASS = PassInfo("mixed_precision", "torch", MixedPrecisionConfig, mixed_precision,
-                "per-layer weight bit-widths under an average-bits or size budget, by sensitivity ranking", needs_calibration=True)
+                "per-layer weight bit-widths under an average-bits or size budget, by sensitivity ranking", needs_calibration=True,
+                produces=(FloatWeights, WeightGrids))

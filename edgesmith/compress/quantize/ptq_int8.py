@@ -21,7 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from edgesmith.compress.contract import CalibrationCache, WeightGrids
 from edgesmith.compress.registry import PassContext, PassInfo
+from edgesmith.model_io import PRODUCER_KEY
 from edgesmith.errors import ConfigError
 
 
@@ -61,7 +63,7 @@ def resolve(cfg: PTQInt8Config, ctx: PassContext) -> dict:
 def apply(onnx_path: Path, cfg: PTQInt8Config, ctx: PassContext) -> Path:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    from edgesmith.compress.quantize._onnx_common import DatasetReader, float_compute_nodes, note_float_nodes, onnx_input_names, preprocess
+    from edgesmith.compress.quantize.onnx_common import DatasetReader, float_compute_nodes, note_float_nodes, onnx_input_names, preprocess
 
     if ctx.calibration is None:
         raise ConfigError("ptq_int8 needs calibration data", hint="add `data: {calibration: {source: digits}}` or --data")
@@ -105,11 +107,11 @@ def apply(onnx_path: Path, cfg: PTQInt8Config, ctx: PassContext) -> Path:
         extra_options=extra,
         **({"calibration_cache_path": str(cache)} if cache else {}),
     )
-    grids = ctx.scratch.get("weight_grids")
-    if grids:
+    grids = ctx.records.get(WeightGrids)
+    if grids is not None:
         from edgesmith.compress.quantize._snap import snap_weights
 
-        ctx.details["weight_grids"] = snap_weights(out, pre, grids, ctx)
+        ctx.details["weight_grids"] = snap_weights(out, pre, dict(grids.entries), ctx)
     _mark_producer(out, "ptq_int8")
     if cfg.exclude_op_types:
         ctx.note(f"op types excluded by the recipe: {', '.join(cfg.exclude_op_types)}")
@@ -127,11 +129,12 @@ def apply(onnx_path: Path, cfg: PTQInt8Config, ctx: PassContext) -> Path:
 
 def _calibration_cache(ctx: PassContext, pre: Path, cfg: PTQInt8Config, n_samples: int) -> Path | None:
     """Where ONNX Runtime keeps the activation ranges of one calibration, when a caller that quantizes
-    the same model several times (``edgesmith optimize``) asks for it in ``ctx.scratch``: candidates
+    the same model several times (``edgesmith optimize``) asks for it with a ``CalibrationCache`` record: candidates
     that differ only in types, granularity or excluded nodes then calibrate once."""
-    folder = ctx.scratch.get("ort_calibration_cache")
-    if folder is None:
+    record = ctx.records.get(CalibrationCache)
+    if record is None:
         return None
+    folder = record.folder
     import hashlib
 
     from edgesmith.outputs import sha256
@@ -149,7 +152,7 @@ def _mark_producer(path: Path, name: str) -> None:
     import onnx
 
     model = onnx.load(str(path))
-    model.graph.doc_string = name
+    onnx.helper.set_model_props(model, {**{p.key: p.value for p in model.metadata_props}, PRODUCER_KEY: name})
     onnx.save(model, str(path))
 
 
@@ -161,4 +164,5 @@ PASS = PassInfo(
     summary="static INT8 post-training quantization to QDQ ONNX (ORT quantizer), target-aware defaults",
     precision="int8",
     needs_calibration=True,
+    consumes=(WeightGrids, CalibrationCache),
 )

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from edgesmith.compress.distill.engine import RecoverConfig
+from edgesmith.compress.contract import FloatWeights, WeightGrids
 from edgesmith.compress.registry import PassInfo
 
 
@@ -103,7 +104,7 @@ def qat(model: Any, cfg: QATConfig, ctx: Any) -> Any:
     torch.manual_seed(cfg.seed)
     layers = select_layers(model, cfg.exclude, ctx, "qat")
     teacher = copy.deepcopy(model).eval()
-    ctx.scratch.setdefault("float_weights", {}).update({n: m.weight.detach().clone() for n, m in layers})
+    ctx.records.add(FloatWeights({n: m.weight.detach().clone() for n, m in layers}))
     names = [s.name for s in ctx.input_specs]
     wrapped = {}
     for i, (n, m) in enumerate(layers):
@@ -151,4 +152,5 @@ def _freeze_bn(model: Any) -> None:
 
 
 PASS = PassInfo("qat", "torch", QATConfig, qat, "quantization-aware fine-tuning with learned step sizes (LSQ), optional distillation and §9 gradient quantization",
-                needs_calibration=True)
+                needs_calibration=True,
+                produces=(FloatWeights, WeightGrids))

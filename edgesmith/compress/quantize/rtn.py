@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from edgesmith.compress.contract import FloatWeights, WeightGrids
 from edgesmith.compress.registry import PassInfo
 
 
@@ -53,7 +54,7 @@ def rtn(model: Any, cfg: RTNConfig, ctx: Any) -> Any:
 
     grid = cfg.grid()
     layers = select_layers(model, cfg.exclude, ctx, "rtn")
-    ctx.scratch.setdefault("float_weights", {}).update({n: m.weight.detach().clone() for n, m in layers})
+    ctx.records.add(FloatWeights({n: m.weight.detach().clone() for n, m in layers}))
     from edgesmith.compress.quantize._snap import record_grid
 
     with torch.no_grad():
@@ -67,4 +68,5 @@ def rtn(model: Any, cfg: RTNConfig, ctx: Any) -> Any:
     return model
 
 
-PASS = PassInfo("rtn", "torch", RTNConfig, rtn, "round-to-nearest weight quantization, 2-8 bits, per-tensor/channel/group")
+PASS = PassInfo("rtn", "torch", RTNConfig, rtn, "round-to-nearest weight quantization, 2-8 bits, per-tensor/channel/group",
+                produces=(FloatWeights, WeightGrids))
