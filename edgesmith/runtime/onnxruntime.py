@@ -16,6 +16,7 @@ import numpy as np
 
 from edgesmith._lazy import require
 from edgesmith.runtime.base import Artifact, MeasuredInChild
+from edgesmith.runtime.custom_ops import apply_registrations
 
 LEVELS = ("disable", "basic", "extended", "all")
 
@@ -43,7 +44,9 @@ def session_options(threads: int, level: str = "all"):
 class OrtSession:
     def __init__(self, path: Path, threads: int, level: str):
         ort = require("onnxruntime")
-        self._sess = ort.InferenceSession(str(path), session_options(threads, level), providers=["CPUExecutionProvider"])
+        so = session_options(threads, level)
+        apply_registrations("onnxruntime", so, path)
+        self._sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self._sess.get_inputs()]
         self.output_names = [o.name for o in self._sess.get_outputs()]
 
@@ -65,6 +68,7 @@ class OrtSession:
 class OnnxRuntimeBackend(MeasuredInChild):
     name = "onnxruntime"
     artifact_suffix = ".onnx"
+    runs_on_host_cpu = True
 
     def available(self) -> bool:
         return importlib.util.find_spec("onnxruntime") is not None
@@ -75,6 +79,7 @@ class OnnxRuntimeBackend(MeasuredInChild):
         level = level or (profile.graph_optimization if profile is not None else "all")
         so = session_options(profile.threads if profile else 1, level)
         so.optimized_model_filepath = str(out_path)
+        apply_registrations(self.name, so, onnx_path)
         try:
             ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
         except Exception as exc:

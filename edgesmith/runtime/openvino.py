@@ -22,16 +22,19 @@ import numpy as np
 from edgesmith._lazy import require
 from edgesmith.errors import ConfigError
 from edgesmith.runtime.base import Artifact, MeasuredInChild
+from edgesmith.runtime.custom_ops import apply_registrations
 
 
 def _int8_source(onnx_path: Path) -> str:
     import onnx
 
-    graph = onnx.load(str(onnx_path), load_external_data=False).graph
-    ops = {n.op_type for n in graph.node}
+    from edgesmith.model_io import PRODUCER_KEY
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    ops = {n.op_type for n in model.graph.node}
     if not {"QuantizeLinear", "DequantizeLinear"} & ops:
         return "none (float model)"
-    producer = graph.doc_string or ""
+    producer = next((p.value for p in model.metadata_props if p.key == PRODUCER_KEY), "")
     return "QDQ ONNX from a quantization pass" + (f" ({producer})" if producer else "")
 
 
@@ -39,6 +42,22 @@ def check_device(core: Any, device: str) -> None:
     available = list(core.available_devices)
     if device.upper() not in available:
         raise ConfigError(f"OpenVINO has no device {device!r} on this machine", hint=f"available devices: {', '.join(available)}")
+
+
+class _Collect:
+    """Collects the extensions custom-op routes register (``convert_model`` takes them as a list)."""
+
+    def __init__(self) -> None:
+        self.items: list[Any] = []
+
+    def add_extension(self, ext: Any) -> None:
+        self.items.append(ext)
+
+
+def _extensions(onnx_path: Path) -> dict[str, Any]:
+    got = _Collect()
+    apply_registrations("openvino", got, onnx_path)
+    return {"extension": got.items} if got.items else {}
 
 
 class OvSession:
@@ -117,6 +136,7 @@ class OvSession:
 class OpenVINOBackend(MeasuredInChild):
     name = "openvino"
     artifact_suffix = ".xml"
+    runs_on_host_cpu = True
 
     def available(self) -> bool:
         return importlib.util.find_spec("openvino") is not None
@@ -125,7 +145,7 @@ class OpenVINOBackend(MeasuredInChild):
         ov = require("openvino")
         device = getattr(profile, "device", "cpu") if profile is not None else "cpu"
         check_device(ov.Core(), device)
-        model = ov.convert_model(str(onnx_path))
+        model = ov.convert_model(str(onnx_path), **_extensions(onnx_path))
         ov.save_model(model, str(out_path), compress_to_fp16=False)
         settings = profile.openvino.model_dump() if profile is not None else {}
         return Artifact(out_path, self.name, {"device": device.upper(), **settings, "openvino": ov.__version__,
@@ -135,7 +155,9 @@ class OpenVINOBackend(MeasuredInChild):
         """Input names/shapes/dtypes of an IR (dynamic dimensions become names)."""
         ov = require("openvino")
         specs = []
-        for i, port in enumerate(ov.Core().read_model(str(path)).inputs):
+        core = ov.Core()
+        apply_registrations(self.name, core, path)
+        for i, port in enumerate(core.read_model(str(path)).inputs):
             dims = [d.get_length() if d.is_static else ("batch" if k == 0 else f"dim{k}") for k, d in enumerate(port.get_partial_shape())]
             specs.append({"name": port.get_any_name() or f"input_{i}", "shape": dims, "dtype": port.get_element_type().to_dtype().name})
         return specs

@@ -1,0 +1,121 @@
+"""Custom ONNX ops as a first-class route: a domain op, its standard-op lowering, and a registration
+per runtime.
+
+A route (``CustomOpRoute``) names an ONNX domain and its ops and gives (a) ``lower``: the same
+computation in standard ONNX ops, for any runtime, and (b) ``register``: per backend, a function that
+makes that runtime execute the op (ONNX Runtime: a custom-op library on the session options;
+OpenVINO: an extension on the Core). Every place that opens a model — export parity, compile, bench
+(in its child process), validate and the device bundle — calls ``apply_registrations``; a runtime
+without a registration gets one clear line naming the lowering.
+
+Built-in routes are listed in ``_BUILTIN``; others come from the ``edgesmith.custom_ops`` entry-point
+group (an object with the ``CustomOpRoute`` fields).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable
+
+from edgesmith.errors import BackendUnavailable, InputError
+from edgesmith.plugins import Loaded, load_group
+
+# the ONNX standard and the runtimes' own domains (an ORT-optimised model holds com.microsoft.nchwc ops)
+STANDARD_PREFIXES = ("ai.onnx", "com.microsoft")
+_BUILTIN = ("edgesmith.runtime.ops.binary_sign",)
+LOWERING_PASS = "lower_custom_ops"
+
+
+@dataclass(frozen=True)
+class CustomOpRoute:
+    name: str  # the ONNX domain, e.g. "edgesmith"
+    ops: tuple[str, ...]
+    lower: Callable[[Any], Any]  # onnx.ModelProto -> onnx.ModelProto with standard ops only
+    register: dict[str, Callable[[Any], None]] = field(default_factory=dict)  # backend -> fn(session options | ov.Core)
+    summary: str = ""
+
+
+def _accept(obj: Any) -> Any:
+    return obj if isinstance(obj, CustomOpRoute) else None
+
+
+@lru_cache(maxsize=1)
+def _routes() -> Loaded:
+    loaded = Loaded()
+    for mod in _BUILTIN:
+        route = importlib.import_module(mod).ROUTE
+        loaded.add(route.name, route, "edgesmith")
+    load_group("edgesmith.custom_ops", loaded, _accept, "ROUTE")
+    return loaded
+
+
+def known_routes() -> dict[str, CustomOpRoute]:
+    return dict(_routes().objects)
+
+
+def custom_domains(model: Any) -> dict[str, set[str]]:
+    """Custom (non-standard) domains a model's nodes use, with their op types."""
+    found: dict[str, set[str]] = {}
+    for node in model.graph.node:
+        if node.domain and not node.domain.startswith(STANDARD_PREFIXES):
+            found.setdefault(node.domain, set()).add(node.op_type)
+    return found
+
+
+def _load(path: Path) -> Any:
+    import onnx
+
+    return onnx.load(str(path), load_external_data=False)
+
+
+def routes_for(path: Path) -> list[CustomOpRoute]:
+    """The routes an ONNX model needs (none for a standard model); an unknown domain is refused."""
+    if Path(path).suffix.lower() != ".onnx":
+        return []
+    domains = custom_domains(_load(path))
+    routes = known_routes()
+    unknown = sorted(d for d in domains if d not in routes)
+    if unknown:
+        raise InputError(f"{Path(path).name} uses custom ops of domain {unknown[0]!r} ({', '.join(sorted(domains[unknown[0]]))}) that no "
+                         "installed route knows", hint=f"install the plugin that provides it, or export with standard ops (known: {', '.join(sorted(routes)) or 'none'})")
+    return [routes[d] for d in sorted(domains)]
+
+
+def apply_registrations(backend: str, target: Any, path: Path) -> list[str]:
+    """Make ``backend`` able to run ``path``'s custom ops (``target``: ORT SessionOptions or an
+    OpenVINO Core). Returns the domains registered."""
+    done = []
+    for route in routes_for(path):
+        reg = route.register.get(backend)
+        if reg is None:
+            raise BackendUnavailable(f"{backend} has no registration for custom op domain {route.name!r} ({', '.join(route.ops)}) used by {Path(path).name}",
+                                     hint=f"lower it to standard ONNX ops: add `{{type: {LOWERING_PASS}}}` to the recipe's passes "
+                                          f"(or run edgesmith.runtime.custom_ops.lower_file)")
+        reg(target)
+        done.append(route.name)
+    return done
+
+
+def lower_model(model: Any, only: set[str] | None = None) -> tuple[Any, list[str]]:
+    """Every custom op of a known route replaced by its standard-op lowering."""
+    lowered = []
+    for domain in sorted(custom_domains(model)):
+        if only and domain not in only:
+            continue
+        route = known_routes().get(domain)
+        if route is None:
+            raise InputError(f"no route knows custom op domain {domain!r}, so it cannot be lowered", hint="install the plugin that provides it")
+        model = route.lower(model)
+        lowered.append(domain)
+    return model, lowered
+
+
+def lower_file(src: Path, dst: Path) -> list[str]:
+    import onnx
+
+    model, lowered = lower_model(onnx.load(str(src)))
+    onnx.save(model, str(dst))
+    return lowered
