@@ -156,12 +156,12 @@ def test_export_and_compile_commands(cli, tmp_path):
     assert (tmp_path / "comp" / "x86-avx512-vnni-ort" / "model.onnxruntime.onnx").is_file()
 
 
-def test_validate_a_quantized_model_against_its_float_reference(cli, tmp_path, demo_run):
+def test_validate_a_quantized_model_against_its_float_reference(cli, tmp_path, demo_run, steady_profile):
     _, demo = demo_run
     result = cli("validate", demo / "x86-avx512-vnni-ort" / "model.int8.onnx", "--reference", demo / "model.onnx",
-                 "--out", "val", cwd=tmp_path)
-    assert result.code in (0, 1), result.stderr
-    target = read_manifest(tmp_path / "val")["targets"]["x86-avx512-vnni-ort"]
+                 "--out", "val", "-t", steady_profile, cwd=tmp_path)
+    assert result.code == 0, result.stderr
+    target = next(iter(read_manifest(tmp_path / "val")["targets"].values()))
     assert 0.99 < target["metrics"]["cosine"] < 1.0  # really compared with the float model, not itself
     assert target["reference_metrics"]["top1"] - target["metrics"]["top1"] <= 0.5
     assert target["size"]["ratio"] > 3.0

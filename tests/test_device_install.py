@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import NO_SPEEDUP_BUDGET, ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +38,7 @@ def built_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("build") / "run"
     recipe = parse_recipe({"model": {"source": "edgesmith.zoo:pretrained_digits_cnn"},
                            "data": {"calibration": {"source": "digits", "samples": 256}, "evaluation": {"source": "digits", "split": "test"}},
-                           "passes": [{"type": "ptq_int8"}], "targets": [{"profile": "x86-avx512-vnni-ort", "batch_sizes": [1]}],
+                           "passes": [{"type": "ptq_int8"}], "targets": [{"profile": "x86-avx512-vnni-ort", "batch_sizes": [1], "budgets": NO_SPEEDUP_BUDGET}],
                            "bench": {"warmup": 2, "iterations": 20}, "output_dir": str(out)})
     pipeline.run(recipe, out.parent)
     return out
@@ -52,7 +52,7 @@ def _device(py: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
 def test_device_validates_a_prebuilt_run_without_torch(device_python, built_run, tmp_path):
     built = json.loads((built_run / "manifest.json").read_text())["targets"]["x86-avx512-vnni-ort"]
     result = _device(device_python, "validate", str(built_run), "--json", cwd=tmp_path)
-    assert result.returncode in (0, 1), result.stderr
+    assert result.returncode == 0, result.stderr
     here = json.loads(result.stdout)["targets"]["x86-avx512-vnni-ort"]
     # same artifact, same runtime: accuracy reproduces exactly; fidelity against the stored float outputs
     assert here["metrics"]["top1"] == pytest.approx(built["metrics"]["top1"])

@@ -148,7 +148,8 @@ def test_without_the_baseline_artifact_it_compares_recorded_latency_and_says_so(
         f["run_path"] = "/nonexistent/model.onnx"
     baseline.write_text(json.dumps(data))
     out = tmp_path / "gate"
-    assert cli("check", gate_runs["again"], "--baseline", baseline, "--out", out).code in (0, 1)
+    # the subject is what latency is compared with, not its verdict: a tolerance no timing can break
+    assert cli("check", gate_runs["again"], "--baseline", baseline, "--out", out, "--latency-tolerance", "1.0").code == 0
     lat = _findings(out)["latency p50 (batch 1)"]
     assert "compared with the recorded distribution (no copy of the baseline artifact with the recorded hash" in lat["detail"]
 
@@ -163,8 +164,8 @@ def test_baseline_from_another_recipe_is_refused_unless_forced(cli, gate_runs, b
     assert r.code == 2 and len(r.error_lines) == 1
     assert "recipe name: baseline 'gate-digits', now 'other-recipe'" in r.stderr and "evaluation data" in r.stderr and "--force" in r.stderr
     assert not (tmp_path / "gate" / "check.json").exists()
-    r = cli("check", run, "--baseline", baseline, "--out", tmp_path / "gate", "--no-remeasure", "--force")
-    assert r.code in (0, 1) and "Forced" in (tmp_path / "gate" / "summary.md").read_text()
+    r = cli("check", run, "--baseline", baseline, "--out", tmp_path / "gate", "--no-remeasure", "--force", "--latency-tolerance", "1.0")
+    assert r.code == 0 and "Forced" in (tmp_path / "gate" / "summary.md").read_text()
 
 
 def test_target_the_baseline_lacks_is_reported_not_crashed_on(cli, gate_runs, baseline, tmp_path):

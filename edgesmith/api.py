@@ -1,0 +1,195 @@
+"""The Python API: the CLI's commands for notebooks and training scripts.
+
+Each function builds the same ``Recipe`` the CLI builds and returns typed results; errors are the
+typed ``edgesmith.errors`` exceptions the CLI maps to exit codes (``ConfigError``/``InputError`` ->
+2, ``ProfileViolation`` -> 1). Models may be an in-memory ``nn.Module`` (with ``example_inputs`` or
+``inputs`` specs), a factory string or an ONNX path; data may be arrays, a dict of arrays, a torch
+``DataLoader`` or any iterable of batches (``x`` or ``(x, labels)`` or ``{name: x}``)::
+
+    import edgesmith
+    result = edgesmith.quantize(model, example_inputs=torch.randn(1, 1, 8, 8),
+                                calibration=x_train[:256], evaluation=(x_test, y_test),
+                                target="x86-avx512-vnni-ort", out_dir="out/int8")
+    result.verdict, result.metrics["top1"], result.speedup, result.artifacts
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from edgesmith.errors import ConfigError
+from edgesmith.memory import register
+
+MODES = {"static": "ptq_int8", "dynamic": "dynamic_int8", "fp16": "fp16"}
+
+
+@dataclass
+class Result:
+    """What a run gives back: verdict, where things are, and the first target's numbers."""
+
+    verdict: str  # pass | fail | exported | compiled | dry-run
+    out_dir: Path | None
+    manifest: dict[str, Any]
+    metrics: dict[str, Any] = field(default_factory=dict)
+    reference_metrics: dict[str, Any] = field(default_factory=dict)
+    speedup: float | None = None  # over FP32 on the target, first batch size
+    artifacts: list[Path] = field(default_factory=list)
+    plan: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, run: Any) -> "Result":
+        targets = run.manifest.get("targets") or {}
+        first = next(iter(targets.values()), {})
+        metrics = dict(first.get("metrics") or {})
+        speed = next((v for k, v in metrics.items() if k.startswith("speedup_vs_fp32@")), None)
+        arts = [run.out_dir / a["path"] for t in targets.values() for a in t.get("artifacts", [])] if run.out_dir else []
+        return cls(run.verdict, run.out_dir, run.manifest, metrics, dict(first.get("reference_metrics") or {}), speed, arts, list(run.plan))
+
+
+def pass_for_mode(mode: str, *, calibration: str = "minmax", samples: int | None = None, per_channel: bool | None = None,
+                  exclude: list[str] | None = None) -> dict[str, Any]:
+    """The pass a quantize mode means (static INT8 / dynamic INT8 / fp16) with its options."""
+    if mode not in MODES:
+        raise ConfigError(f"unknown quantize mode {mode!r}", hint=f"modes: {', '.join(MODES)}")
+    options: dict[str, Any] = {}
+    if mode == "static":
+        options = {"calibration": calibration, **({"samples": samples} if samples else {})}
+    if mode in ("static", "dynamic") and per_channel is not None:
+        options["per_channel"] = per_channel
+    if exclude:
+        options["exclude_nodes"] = list(exclude)
+    return {"type": MODES[mode], **options}
+
+
+def _to_recipe(recipe: Any) -> tuple[Any, Path]:
+    from edgesmith.recipe import Recipe, load_recipe, parse_recipe
+
+    if isinstance(recipe, Recipe):
+        return recipe, Path.cwd()
+    if isinstance(recipe, dict):
+        return parse_recipe(recipe, "recipe"), Path.cwd()
+    path = Path(recipe)
+    return load_recipe(path), path.parent.absolute()
+
+
+def run(recipe: Any, *, out_dir: str | Path | None = None, base_dir: str | Path | None = None, trust_checkpoint: bool = False,
+        dry_run: bool = False, reporter: Any = None) -> Result:
+    """Run a recipe (a ``Recipe``, a dict, or a YAML path) — what ``edgesmith run`` does."""
+    import json
+
+    from edgesmith import pipeline
+    from edgesmith.optimize import optimize as run_optimize
+
+    rec, base = _to_recipe(recipe)
+    base = Path(base_dir) if base_dir else base
+    out = Path(out_dir) if out_dir else None
+    if not (rec.optimize and not dry_run):
+        return Result.of(pipeline.run(rec, base, out_dir=out, trust_checkpoint=trust_checkpoint, dry_run=dry_run, reporter=reporter))
+    # `passes: auto`: optimize per target, each into its own folder (one target: the output folder itself)
+    target_out = out or (base / rec.output_dir if not Path(rec.output_dir).is_absolute() else Path(rec.output_dir))
+    results = []
+    for t in rec.targets:
+        one = rec.model_copy(update={"targets": [t], "optimize": False})
+        dest = target_out if len(rec.targets) == 1 else target_out / Path(t.profile).stem
+        results.append(run_optimize(one, base, out_dir=dest, reporter=reporter))
+    if len(results) == 1:
+        return Result.of(pipeline.RunResult(target_out, json.loads((target_out / "manifest.json").read_text()), results[0].verdict))
+    verdict = "fail" if any(r.verdict == "fail" for r in results) else "pass"
+    return Result(verdict, target_out, {"optimize": {str(r.out_dir): r.winner.plan.name for r in results}, "targets": {}})
+
+
+def _model_source(model: Any, inputs: list[dict] | None, example_inputs: Any) -> tuple[dict, list[dict] | None]:
+    """A recipe ``model:`` block and input specs for an in-memory module, a factory string or a path."""
+    if isinstance(model, (str, Path)):
+        return {"source": str(model)}, inputs
+    if not hasattr(model, "forward"):
+        raise ConfigError(f"model must be an nn.Module, a factory string or an .onnx/.pt2 path, got {type(model).__name__}",
+                          hint="pass the module itself, e.g. edgesmith.quantize(net, example_inputs=torch.randn(1, 3, 224, 224))")
+    if inputs is None:
+        if example_inputs is None:
+            raise ConfigError("an in-memory model needs example_inputs or inputs", hint="e.g. example_inputs=torch.randn(1, 3, 224, 224)")
+        inputs = _specs_from_examples(example_inputs)
+    module = model.eval()
+    return {"source": register(lambda: module, "model")}, inputs
+
+
+def _specs_from_examples(example: Any) -> list[dict]:
+    import numpy as np
+
+    items = example.items() if isinstance(example, dict) else [("input", example)] if not isinstance(example, (tuple, list)) \
+        else [(f"input_{i}", x) for i, x in enumerate(example)]
+    specs = []
+    for name, x in items:
+        arr = x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
+        specs.append({"name": name, "shape": ["batch", *[int(d) for d in arr.shape[1:]]], "dtype": str(arr.dtype)})
+    return specs
+
+
+def _data_source(data: Any, batch_size: int = 32) -> str | None:
+    """A recipe data source for arrays, (x, labels), a dict of arrays, a DataLoader or an iterable of batches."""
+    if data is None or isinstance(data, str):
+        return data
+    if isinstance(data, Path):
+        return str(data)
+    import numpy as np
+
+    def batches(x: Any, labels: Any) -> list:
+        n = len(next(iter(x.values()))) if isinstance(x, dict) else len(x)
+        cut = lambda a, i: {k: v[i:i + batch_size] for k, v in a.items()} if isinstance(a, dict) else a[i:i + batch_size]  # noqa: E731
+        return [(cut(x, i), None if labels is None else labels[i:i + batch_size]) if labels is not None else cut(x, i)
+                for i in range(0, n, batch_size)]
+
+    if isinstance(data, tuple) and len(data) == 2 and not isinstance(data[0], (tuple, list)):
+        items = batches(data[0], np.asarray(data[1]) if not hasattr(data[1], "detach") else data[1])
+    elif isinstance(data, dict) or hasattr(data, "shape"):
+        items = batches(data, None)
+    elif isinstance(data, Iterable):
+        items = data  # a DataLoader or a list of batches: iterated as it is
+    else:
+        raise ConfigError(f"cannot use {type(data).__name__} as data", hint="give arrays, (x, labels), {name: array}, a DataLoader or a path")
+    return register(items, "data")
+
+
+def _build(model: Any, *, inputs: list[dict] | None, example_inputs: Any, calibration: Any, evaluation: Any, metric: str | None,
+           passes: list[dict], target: str | list[str], out_dir: Any, name: str, stop_after: str = "validate") -> Any:
+    from edgesmith.recipe import parse_recipe
+
+    model_block, specs = _model_source(model, inputs, example_inputs)
+    calib_src, eval_src = _data_source(calibration), _data_source(evaluation)
+    data: dict[str, Any] = {}
+    if calib_src or eval_src:
+        data = {"calibration": {"source": calib_src or eval_src}, "evaluation": {"source": eval_src or calib_src}}
+    recipe: dict[str, Any] = {"name": name, "model": model_block, "passes": passes, "stop_after": stop_after,
+                              "targets": [target] if isinstance(target, str) else list(target), "metric": metric or "top1"}
+    if data:
+        recipe["data"] = data
+    if specs:
+        recipe["inputs"] = specs
+    if out_dir is not None:
+        recipe["output_dir"] = str(out_dir)
+    return parse_recipe(recipe, "arguments")
+
+
+def quantize(model: Any, *, example_inputs: Any = None, inputs: list[dict] | None = None, calibration: Any = "digits",
+             evaluation: Any = None, metric: str | None = None, mode: str = "static", target: str | list[str] = "x86-avx512-vnni-ort",
+             out_dir: str | Path = "edgesmith-out/quantize", calibration_method: str = "minmax", per_channel: bool | None = None,
+             exclude: list[str] | None = None, reporter: Any = None) -> Result:
+    """Quantize for a target and validate against its budgets — ``edgesmith quantize``."""
+    recipe = _build(model, inputs=inputs, example_inputs=example_inputs, calibration=calibration, evaluation=evaluation, metric=metric,
+                    passes=[pass_for_mode(mode, calibration=calibration_method, per_channel=per_channel, exclude=exclude)],
+                    target=target, out_dir=out_dir, name="quantize")
+    return run(recipe, out_dir=out_dir, reporter=reporter)
+
+
+def optimize(model: Any, *, example_inputs: Any = None, inputs: list[dict] | None = None, calibration: Any = None,
+             evaluation: Any = None, metric: str | None = None, target: str = "x86-avx512-vnni-ort", out_dir: str | Path = "edgesmith-out/optimize",
+             time_budget_s: float = 300.0, same_runtime: bool = False, reporter: Any = None) -> Any:
+    """Pick, verify and explain the best compression for a target — ``edgesmith optimize``. Returns an
+    ``OptimizeResult`` (``.winner.plan.name``, ``.winner.speedup``, ``.trials``, ``.out_dir``)."""
+    from edgesmith.optimize import optimize as run_optimize
+
+    recipe = _build(model, inputs=inputs, example_inputs=example_inputs, calibration=calibration, evaluation=evaluation or calibration,
+                    metric=metric, passes=[], target=target, out_dir=out_dir, name="optimize")
+    return run_optimize(recipe, Path.cwd(), out_dir=Path(out_dir), time_budget_s=time_budget_s, other_runtimes=not same_runtime, reporter=reporter)

@@ -1,0 +1,17 @@
+"""edgesmith command line: parse flags, build a Recipe, call the layer below, map errors to exit codes.
+
+A package with one module per command group; no business logic lives here. torch, onnxruntime and
+openvino are not imported by ``--help``.
+"""
+
+from __future__ import annotations
+
+from edgesmith.cli import convert, measure, catalog, search, gate  # noqa: F401, I001 - each registers its commands, in help order
+from edgesmith.cli.app import app
+from edgesmith.cli.common import build_recipe, guarded
+
+__all__ = ["app", "build_recipe", "guarded", "main"]
+
+
+def main() -> None:
+    app()

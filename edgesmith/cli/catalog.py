@@ -1,0 +1,113 @@
+"""What is available: passes, profiles, the zoo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from edgesmith.cli.app import app, profiles_app, zoo_app
+from edgesmith.cli.common import (RichReporter,
+                                  guarded)
+from edgesmith.errors import ConfigError
+
+
+@app.command()
+@guarded
+def passes() -> None:
+    """List the compression passes, their options and what each needs before it; plugins that failed to
+    load are listed as broken (every other command still works), and names two packages claim as conflicts."""
+    import dataclasses
+
+    from edgesmith.compress import known_passes
+    from edgesmith.compress.registry import pass_origin, plugin_problems
+
+    for name, info in known_passes().items():
+        origin = pass_origin(name)
+        print(f"{name}  [{info.stage}]  {info.summary}" + (f"  (plugin: {origin})" if origin != "edgesmith" else ""))
+        needs = [f"needs {k.__name__}" for k in info.requires] + [f"after {n}" for n in info.runs_after]
+        if info.precision or needs:
+            print(f"    produces {info.precision or 'float'}" + (f"; {', '.join(needs)}" if needs else ""))
+        for f in dataclasses.fields(info.config):
+            default = f.default if f.default is not dataclasses.MISSING else "required"
+            print(f"    {f.name} = {default!r}")
+    broken, conflicts = plugin_problems()
+    for b in broken:
+        print(f"BROKEN plugin {b.name!r} from {b.distribution}: {b.error}")
+    for name, who in conflicts.items():
+        print(f"CONFLICT pass {name!r} is claimed by {' and '.join(who)}: neither is used")
+
+
+@profiles_app.command("list")
+@guarded
+def profiles_list() -> None:
+    """List built-in target profiles."""
+    from edgesmith.profiles import builtin_names, load_profile
+
+    for name in builtin_names():
+        p = load_profile(name)
+        print(f"{name:24s} {p.backend:12s} {p.hardware.arch:8s} {'(estimated budgets) ' if p.estimated else ''}{p.description.strip()[:80]}")
+
+
+@profiles_app.command("show")
+@guarded
+def profiles_show(name: Annotated[str, typer.Argument(help="Built-in profile name or a profile .yaml file.")]) -> None:
+    """Show one profile as YAML.  Example: edgesmith profiles show x86-avx512-vnni-ort"""
+    import yaml
+
+    from edgesmith.profiles import load_profile
+
+    print(yaml.safe_dump(load_profile(name).model_dump(mode="json"), sort_keys=False), end="")
+
+
+@profiles_app.command("init")
+@guarded
+def profiles_init(
+    name: Annotated[str, typer.Argument(help="Name of the new profile.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the profile YAML.")] = Path("profile.yaml"),
+    backend: Annotated[str, typer.Option(help="onnxruntime or openvino.")] = "onnxruntime",
+    threads: Annotated[Optional[int], typer.Option(min=1, help="Threads (default: all cores).")] = None,
+    no_benchmark: Annotated[bool, typer.Option("--no-benchmark", help="Skip the short INT8 benchmark.")] = False,
+) -> None:
+    """Write a profile for this machine: CPU features, cores, and INT8 defaults from a short benchmark.
+
+    Example: edgesmith profiles init my-box -o my-box.yaml && edgesmith quantize MODEL -t my-box.yaml
+    """
+    import yaml
+
+    from edgesmith.outputs import atomic_write_text, check_writable
+    from edgesmith.runtime.probe import init_profile
+    from edgesmith.profiles.schema import Profile
+
+    if backend not in ("onnxruntime", "openvino"):
+        raise ConfigError(f"profiles init supports onnxruntime and openvino, not {backend!r}", hint="--backend onnxruntime")
+    check_writable(out.parent)
+    with RichReporter().step("probing this machine" + ("" if no_benchmark else " (about 10 s of benchmark)")):
+        data, notes = init_profile(name, backend, threads, benchmark=not no_benchmark)
+    Profile.model_validate(data)  # what we write must load
+    atomic_write_text(out, yaml.safe_dump(data, sort_keys=False))
+    for n in notes:
+        print(f"- {n}")
+    print(f"profile {name!r} written to {out}")
+
+
+@zoo_app.command("train")
+@guarded
+def zoo_train(
+    names: Annotated[Optional[list[str]], typer.Argument(metavar="[NAME...]", help="digits_resnet, digits_mobilenet, digits_prelu_heads, digits_encoder (default: all).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Train again even if cached.")] = False,
+    epochs: Annotated[Optional[int], typer.Option(min=1, help="Epochs (default: each model's own).")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Train the zoo's digits models and cache them, so tests, benchmarks and recipes
+    (edgesmith.zoo:trained_digits_resnet, ..._mobilenet, ..._prelu_heads, ..._encoder) share them.
+
+    Example: edgesmith zoo train digits_resnet
+    """
+    from edgesmith.zoo.digits32 import ARCHS, train_cached
+
+    for name in names or list(ARCHS):
+        with RichReporter().step(f"{name}: training on the digits (or reading the cache)"):
+            path, acc = train_cached(name, seed, force, epochs=epochs)
+        print(f"{name}: {'held-out top-1 ' + format(acc * 100, '.2f') + '%, ' if acc is not None else 'cached, '}{path}")

@@ -1,0 +1,156 @@
+"""What every command shares: the one error policy, the progress display, option aliases, and the
+step from flags to a Recipe and from a Recipe to a printed verdict."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any, Callable, Iterator, Optional
+
+import typer
+
+from edgesmith.errors import EXIT_BUDGET_FAILED, EXIT_INTERNAL, EdgesmithError
+
+__all__ = ["EXIT_BUDGET_FAILED", "RichReporter", "build_recipe", "err", "execute", "guarded", "parse_input"]
+
+
+def err(text: str) -> None:
+    print(f"edgesmith: error: {text}", file=sys.stderr)
+
+
+def guarded(fn: Callable) -> Callable:
+    """One error policy: domain errors -> one line + hint + exit code; the rest -> exit 3."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except EdgesmithError as exc:
+            if os.environ.get("EDGESMITH_DEBUG"):
+                raise
+            err(exc.one_line())
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            err("interrupted; nothing was written to the output directory")
+            raise typer.Exit(130) from None
+        except Exception as exc:
+            if os.environ.get("EDGESMITH_DEBUG"):
+                raise
+            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+            err(f"internal error: {type(exc).__name__}: {first} (set EDGESMITH_DEBUG=1 for the traceback)")
+            raise typer.Exit(EXIT_INTERNAL) from None
+
+    return wrapper
+
+
+class RichReporter:
+    """Spinner while a step runs, a tick with its duration when it ends (on stderr)."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+
+        self.console = Console(stderr=True)
+
+    @contextlib.contextmanager
+    def step(self, text: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        from rich.markup import escape
+
+        with self.console.status(f"{escape(text)} ..."):
+            yield
+        self.console.print(f"[green]✓[/] {escape(text)} [dim]({time.perf_counter() - t0:.1f}s)[/]")
+
+    def info(self, text: str) -> None:
+        from rich.markup import escape
+
+        self.console.print(f"  {escape(text)}")
+
+
+# ---- shared options -------------------------------------------------------------------------
+
+OutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Output directory (default: the recipe's output_dir).")]
+TargetOpt = Annotated[Optional[list[str]], typer.Option("--target", "-t", help="Target profile name or .yaml file; repeatable.")]
+WeightsOpt = Annotated[Optional[str], typer.Option("--weights", "-w", help="safetensors or state-dict checkpoint for a factory model.")]
+InputOpt = Annotated[Optional[list[str]], typer.Option("--input-shape", "-i", help="NAME:DIMS[:DTYPE], e.g. input:batch,1,8,8 or ids:batch,128:int64; repeatable.")]
+DataOpt = Annotated[Optional[str], typer.Option("--data", "-d", help="Calibration data: digits, FILE.npz or package.module:function.")]
+EvalOpt = Annotated[Optional[str], typer.Option("--eval-data", help="Evaluation data (default: same source as --data, held-out split for digits).")]
+MetricOpt = Annotated[str, typer.Option("--metric", help="top1, fidelity, or package.module:function.")]
+TrustOpt = Annotated[bool, typer.Option("--trust-checkpoint", help="Allow full unpickling of a checkpoint (runs code from the file!).")]
+SaveOpt = Annotated[Optional[Path], typer.Option("--save-recipe", help="Write the recipe these flags build to this YAML file.")]
+DryOpt = Annotated[bool, typer.Option("--dry-run", help="Validate everything and print the plan; run nothing.")]
+MlflowOpt = Annotated[Optional[str], typer.Option("--mlflow", metavar="URI", help="Also log to MLflow, e.g. file:./mlruns (needs the mlflow extra).")]
+
+
+def parse_input(text: str) -> dict:
+    from edgesmith.errors import ConfigError
+
+    parts = text.split(":")
+    if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
+        raise ConfigError(f"--input-shape {text!r} is not NAME:DIMS[:DTYPE]", hint="e.g. --input-shape input:batch,3,224,224")
+    dims = [int(d) if d.strip().isdigit() else d.strip() for d in parts[1].replace("x", ",").split(",")]
+    spec = {"name": parts[0], "shape": dims}
+    if len(parts) == 3:
+        spec["dtype"] = parts[2]
+    return spec
+
+
+def build_recipe(model: str, *, weights: Optional[str] = None, inputs: Optional[list[str]] = None,
+                 data: Optional[str] = None, eval_data: Optional[str] = None, metric: str = "top1",
+                 passes: Optional[list[dict]] = None, targets: Optional[list[str]] = None,
+                 out: Optional[Path] = None, stop_after: str = "validate", trust: bool = False,
+                 name: str = "cli") -> Any:
+    """The same Recipe object a YAML file gives, built from flags."""
+    from edgesmith.recipe import parse_recipe
+
+    recipe: dict[str, Any] = {"name": name, "model": {"source": model, "trust_checkpoint": trust}, "metric": metric,
+                              "passes": passes or [], "stop_after": stop_after}
+    if weights:
+        recipe["model"]["weights"] = weights
+    if inputs:
+        recipe["inputs"] = [parse_input(i) for i in inputs]
+    if data or eval_data:
+        calib_src = data or eval_data
+        recipe["data"] = {"calibration": {"source": calib_src}, "evaluation": {"source": eval_data or calib_src}}
+    if targets:
+        recipe["targets"] = targets
+    if out:
+        recipe["output_dir"] = str(out)
+    return parse_recipe(recipe, "flags")
+
+
+def execute(recipe: Any, base_dir: Path, *, save_recipe: Optional[Path], dry_run: bool, trust: bool = False,
+             out: Optional[Path] = None, quiet: bool = False, mlflow: Optional[str] = None) -> None:
+    from edgesmith import api
+    from edgesmith.report import print_verdicts
+
+    if save_recipe:
+        from edgesmith.outputs import atomic_write_text, check_writable
+
+        check_writable(save_recipe.parent)
+        atomic_write_text(save_recipe, recipe.to_yaml())
+        print(f"recipe written to {save_recipe}", file=sys.stderr)
+    result = api.run(recipe, base_dir=base_dir, out_dir=out, trust_checkpoint=trust, dry_run=dry_run, reporter=RichReporter())
+    if result.verdict == "dry-run":
+        print("plan (dry run, nothing executed):")
+        for i, step in enumerate(result.plan, 1):
+            print(f"  {i}. {step}")
+        return
+    if result.manifest.get("targets") and recipe.stop_after == "validate":
+        print_verdicts(result.manifest, str(result.out_dir))
+    else:
+        print(f"done: {result.verdict}; outputs in {result.out_dir}")
+    if mlflow:
+        from edgesmith.tracking import log_to_mlflow
+
+        run_id = log_to_mlflow(mlflow, result.manifest, [result.out_dir / "manifest.json", result.out_dir / "report.md"])
+        print(f"logged to MLflow {mlflow} (run {run_id})", file=sys.stderr)
+    if result.verdict == "fail":
+        raise typer.Exit(EXIT_BUDGET_FAILED)
+
+

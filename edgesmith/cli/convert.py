@@ -1,0 +1,210 @@
+"""Commands that run the pipeline: run, quantize, export, compile, validate, demo."""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from edgesmith.cli.app import app
+from edgesmith.cli.common import (EXIT_BUDGET_FAILED, DataOpt, DryOpt, EvalOpt, InputOpt, MetricOpt, MlflowOpt, OutOpt, RichReporter,
+                                  SaveOpt, TargetOpt, TrustOpt, WeightsOpt, build_recipe, execute, guarded)
+
+
+class Calibration(str, Enum):
+    minmax = "minmax"
+    percentile = "percentile"
+    entropy = "entropy"
+
+
+class Mode(str, Enum):
+    static = "static"
+    dynamic = "dynamic"
+    fp16 = "fp16"
+
+
+@app.command()
+@guarded
+def run(
+    recipe_path: Annotated[Path, typer.Argument(metavar="RECIPE", help="Recipe YAML file.")],
+    out: OutOpt = None,
+    trust_checkpoint: TrustOpt = False,
+    save_recipe: SaveOpt = None,
+    dry_run: DryOpt = False,
+    mlflow: MlflowOpt = None,
+) -> None:
+    """Run a recipe: model -> passes -> export -> compile -> validate -> report.
+
+    Example recipe:
+
+        name: digits-int8
+        model: {source: edgesmith.zoo:pretrained_digits_cnn}
+        inputs: [{name: input, shape: [batch, 1, 8, 8]}]
+        data:
+          calibration: {source: digits, split: train, samples: 256}
+          evaluation: {source: digits, split: test}
+        metric: top1
+        passes:
+          - {type: ptq_int8, calibration: entropy}
+        targets: [x86-avx512-vnni-ort]
+        output_dir: out/digits-int8
+
+    Example: edgesmith run recipe.yaml --out out/ --dry-run
+    """
+    from edgesmith.recipe import load_recipe
+
+    recipe = load_recipe(recipe_path)
+    execute(recipe, recipe_path.parent.absolute(), save_recipe=save_recipe, dry_run=dry_run, trust=trust_checkpoint, out=out,
+             mlflow=mlflow)
+
+
+@app.command()
+@guarded
+def quantize(
+    model: Annotated[str, typer.Argument(help="package.module:factory, model.pt2 or model.onnx")],
+    weights: WeightsOpt = None,
+    input_shape: InputOpt = None,
+    mode: Annotated[Mode, typer.Option(help="static (calibrated QDQ INT8), dynamic (INT8 weights) or fp16.")] = Mode.static,
+    calibration: Annotated[Calibration, typer.Option(help="Calibration method for static INT8.")] = Calibration.minmax,
+    samples: Annotated[Optional[int], typer.Option(min=1, help="Calibration samples (default: all of --data).")] = None,
+    per_channel: Annotated[Optional[bool], typer.Option("--per-channel/--per-tensor", help="Default: the target profile's choice.")] = None,
+    exclude: Annotated[Optional[list[str]], typer.Option("--exclude", help="Node name to keep in float; repeatable.")] = None,
+    data: DataOpt = "digits",
+    eval_data: EvalOpt = None,
+    metric: MetricOpt = "top1",
+    target: TargetOpt = None,
+    out: OutOpt = Path("edgesmith-out/quantize"),
+    trust_checkpoint: TrustOpt = False,
+    save_recipe: SaveOpt = None,
+    dry_run: DryOpt = False,
+) -> None:
+    """Quantize a model for a target and validate it against the target's budgets.
+
+    Examples:
+
+        edgesmith quantize edgesmith.zoo:pretrained_digits_cnn --calibration entropy
+
+        edgesmith quantize mypkg.models:net -w net.safetensors -i input:batch,3,224,224 -d calib.npz -t x86-avx512-vnni-ort
+    """
+    from edgesmith.api import pass_for_mode
+
+    the_pass = pass_for_mode(mode.value, calibration=calibration.value, samples=samples, per_channel=per_channel, exclude=exclude)
+    recipe = build_recipe(model, weights=weights, inputs=input_shape, data=data, eval_data=eval_data, metric=metric,
+                          passes=[the_pass], targets=target, out=out, trust=trust_checkpoint, name="quantize")
+    execute(recipe, Path.cwd(), save_recipe=save_recipe, dry_run=dry_run)
+
+
+@app.command()
+@guarded
+def export(
+    model: Annotated[str, typer.Argument(help="package.module:factory or model.pt2")],
+    weights: WeightsOpt = None,
+    input_shape: InputOpt = None,
+    opset: Annotated[int, typer.Option(help="ONNX opset.")] = 18,
+    data: DataOpt = None,
+    out: OutOpt = Path("edgesmith-out/export"),
+    trust_checkpoint: TrustOpt = False,
+    save_recipe: SaveOpt = None,
+    dry_run: DryOpt = False,
+) -> None:
+    """Export to ONNX (dynamic batch), check it, and check ONNX Runtime against torch.
+
+    Example: edgesmith export edgesmith.zoo:resnet18 -o out/resnet18
+    """
+    recipe = build_recipe(model, weights=weights, inputs=input_shape, data=data, out=out, stop_after="export",
+                          trust=trust_checkpoint, name="export")
+    recipe = recipe.model_copy(update={"export": recipe.export.model_copy(update={"opset": opset})})
+    execute(recipe, Path.cwd(), save_recipe=save_recipe, dry_run=dry_run)
+
+
+@app.command(name="compile")
+@guarded
+def compile_(
+    model: Annotated[str, typer.Argument(help="model.onnx (or any model source)")],
+    target: TargetOpt = None,
+    input_shape: InputOpt = None,
+    out: OutOpt = Path("edgesmith-out/compile"),
+    save_recipe: SaveOpt = None,
+    dry_run: DryOpt = False,
+) -> None:
+    """Compile a model for each target's runtime (no validation).
+
+    Example: edgesmith compile out/model.int8.onnx -t x86-avx512-vnni-ort
+    """
+    recipe = build_recipe(model, inputs=input_shape, targets=target, out=out, stop_after="compile", name="compile")
+    recipe = recipe.model_copy(update={"data": recipe.data.model_copy(update={"calibration": None, "evaluation": None})})
+    execute(recipe, Path.cwd(), save_recipe=save_recipe, dry_run=dry_run)
+
+
+@app.command()
+@guarded
+def validate(
+    model: Annotated[str, typer.Argument(help="model.onnx to validate (any model source works), or a run directory (device bundle)")],
+    target: TargetOpt = None,
+    input_shape: InputOpt = None,
+    reference: Annotated[Optional[str], typer.Option("--reference", "-r", help="Float ONNX model to compare against (accuracy drop, fidelity, speed-up).")] = None,
+    data: Annotated[Optional[str], typer.Option("--data", "-d", help="Evaluation data: digits, FILE.npz or package.module:function.")] = "digits",
+    metric: MetricOpt = "top1",
+    out: OutOpt = Path("edgesmith-out/validate"),
+    save_recipe: SaveOpt = None,
+    dry_run: DryOpt = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Device bundle validation: print JSON results.")] = False,
+) -> None:
+    """Validate a model against target profiles: accuracy, latency, size, memory.
+
+    Without --reference the model is its own reference (absolute budgets only say something then).
+
+    Given a run directory, re-validates its artifacts here, without torch: on a device, after
+    `pip install 'edgesmith[ort]'` (or [openvino]), `edgesmith validate RUN_DIR [-t TARGET]`.
+
+    Example: edgesmith validate out/x86-avx512-vnni-ort/model.int8.onnx -r out/model.onnx -t x86-avx512-vnni-ort -d eval.npz
+    """
+    if Path(model).is_dir():
+        return _validate_bundle(Path(model), target, json_out)
+    recipe = build_recipe(model, inputs=input_shape, eval_data=data, metric=metric, targets=target, out=out, name="validate")
+    recipe = recipe.model_copy(update={"data": recipe.data.model_copy(update={"calibration": None}),
+                                       "model": recipe.model.model_copy(update={"reference": reference})})
+    if reference:  # re-validate so the reference field's own checks apply
+        from edgesmith.recipe import parse_recipe
+
+        recipe = parse_recipe(recipe.model_dump(mode="json") | {"passes": []}, "flags")
+    execute(recipe, Path.cwd(), save_recipe=save_recipe, dry_run=dry_run)
+
+
+def _validate_bundle(run_dir: Path, targets: Optional[list[str]], json_out: bool) -> None:
+    import json
+
+    from edgesmith.device import validate_bundle
+    from edgesmith.report import print_verdicts
+
+    if targets and len(targets) > 1:
+        from edgesmith.errors import ConfigError
+
+        raise ConfigError("validate a run directory for one target at a time, or all", hint="give at most one --target")
+    result = validate_bundle(run_dir, targets[0] if targets else None, RichReporter())
+    if json_out:
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        print_verdicts(result, str(run_dir))
+    if result["verdict"] == "fail":
+        raise typer.Exit(EXIT_BUDGET_FAILED)
+
+
+@app.command()
+@guarded
+def demo(
+    out: OutOpt = None,
+) -> None:
+    """Run the built-in demo: the bundled digits CNN -> INT8 -> x86 AVX-512 VNNI profile.
+
+    Example: edgesmith demo --out /tmp/demo
+    """
+    from edgesmith.recipe import load_recipe
+
+    recipe_path = Path(__file__).resolve().parents[1] / "recipes" / "demo.yaml"
+    recipe = load_recipe(recipe_path)
+    print("edgesmith demo: digits CNN (trained on scikit-learn's handwritten digits) -> static INT8 -> x86-avx512-vnni-ort", file=sys.stderr)
+    execute(recipe, Path.cwd(), save_recipe=None, dry_run=False, out=out or Path(recipe.output_dir))

@@ -1,0 +1,109 @@
+"""Commands that search: tune, optimize."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from edgesmith.cli.app import app
+from edgesmith.cli.common import (EXIT_BUDGET_FAILED, DataOpt, EvalOpt, InputOpt, OutOpt, RichReporter,
+                                  TrustOpt, WeightsOpt, build_recipe, err, guarded)
+from edgesmith.errors import ConfigError
+
+
+@app.command()
+@guarded
+def tune(
+    recipe_path: Annotated[Path, typer.Argument(metavar="RECIPE", help="Recipe YAML: model, data, one onnxruntime target, optionally torch passes and a ptq_int8 pass.")],
+    out: OutOpt = None,
+    time_budget: Annotated[float, typer.Option("--time-budget", min=0.1, help="Minutes the search may take (the final run comes after).")] = 5.0,
+) -> None:
+    """Search quantization settings (calibration method, per-channel, layers kept in float ranked by
+    sensitivity) until the target's accuracy budget holds; always writes the best configuration found,
+    with every candidate's numbers (tune.md, tune.json, tuned.yaml) and its full run. Exit 1, with the
+    gap, when no setting meets the budget.
+
+    Example: edgesmith tune recipe.yaml --time-budget 3 --out out/tuned
+    """
+    from edgesmith.recipe import load_recipe
+    from edgesmith.report import print_verdicts
+    from edgesmith.tune import tune as run_tune
+
+    recipe = load_recipe(recipe_path)
+    result = run_tune(recipe, recipe_path.parent.absolute(), out_dir=out, time_budget_s=time_budget * 60, reporter=RichReporter())
+    print((result.out_dir / "tune.md").read_text())
+    import json
+
+    print_verdicts(json.loads((result.out_dir / "manifest.json").read_text()), str(result.out_dir))
+    if result.verdict == "fail":
+        gap = result.best.gap if result.best and not result.best.meets else "the final run failed a latency/size budget"
+        err(f"no setting met the budget (best written to {result.out_dir}): {gap}")
+        raise typer.Exit(EXIT_BUDGET_FAILED)
+
+
+@app.command()
+@guarded
+def optimize(
+    model: Annotated[Optional[str], typer.Argument(help="package.module:factory, model.pt2 or model.onnx (or give --recipe).")] = None,
+    target: Annotated[Optional[str], typer.Option("--target", "-t", help="Target profile name or .yaml file (default: x86-avx512-vnni-ort, or the recipe's).")] = None,
+    recipe_path: Annotated[Optional[Path], typer.Option("--recipe", "-r", help="Take model, data, metric and target from a recipe (its passes run first, in torch).")] = None,
+    weights: WeightsOpt = None,
+    input_shape: InputOpt = None,
+    data: DataOpt = None,
+    eval_data: EvalOpt = None,
+    metric: Annotated[Optional[str], typer.Option("--metric", help="top1, fidelity, or package.module:function (default: top1 if the data has labels).")] = None,
+    budget: Annotated[Optional[list[str]], typer.Option("--budget", "-b", help="Override an accuracy budget, METRIC=VALUE: top1=1.0 (max points lost), cosine=0.995 (min); repeatable.")] = None,
+    same_runtime: Annotated[bool, typer.Option("--same-runtime", help="Only the target's runtime (default: also other runtimes of the same device, e.g. OpenVINO next to ONNX Runtime on a CPU).")] = False,
+    time_budget: Annotated[float, typer.Option("--time-budget", min=0.1, help="Minutes the search may take (the final run comes after).")] = 5.0,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")] = Path("edgesmith-out/optimize"),
+    trust_checkpoint: TrustOpt = False,
+) -> None:
+    """Pick, verify and explain the best compression of a model for a target: recognises the model's
+    structure (transformer blocks, depthwise convolutions, PReLU, integer inputs, several outputs),
+    tries the settings that structure calls for on the target's runtime (and on other runtimes of the
+    same device), measures fidelity and latency there, and keeps the fastest within the accuracy
+    budget — or the float model, saying why, when no INT8 setting pays. Writes optimize.md (every
+    candidate, its numbers, why it won or lost), optimize.json, optimized.yaml and the winner's full run.
+
+    Examples:
+
+        edgesmith optimize edgesmith.zoo:trained_digits_resnet
+
+        edgesmith optimize edgesmith.zoo:trained_digits_encoder --target x86-avx512-vnni-ov --same-runtime
+
+        edgesmith optimize model.onnx -d calib.npz --eval-data val.npz --budget top1=1.0
+    """
+    from edgesmith.model_io import model_defaults
+    from edgesmith.optimize import optimize as run_optimize
+    from edgesmith.profiles import budget_overrides, load_profile
+    from edgesmith.recipe import load_recipe
+
+    if (model is None) == (recipe_path is None):
+        raise ConfigError("give a MODEL or --recipe (one of them)", hint="e.g. edgesmith optimize edgesmith.zoo:trained_digits_resnet")
+    if recipe_path is not None:
+        from edgesmith.recipe import TargetSpec
+
+        recipe = load_recipe(recipe_path)
+        base = recipe_path.parent.absolute()
+        if target:
+            recipe = recipe.model_copy(update={"targets": [TargetSpec(profile=target)]})
+    else:
+        defaults = model_defaults(model)
+        recipe = build_recipe(model, weights=weights, inputs=input_shape, data=data, eval_data=eval_data,
+                              metric=metric or defaults.get("metric", "top1"), targets=[target or "x86-avx512-vnni-ort"], out=out,
+                              trust=trust_checkpoint, name="optimize")
+        if not (data or eval_data) and defaults.get("data"):
+            from edgesmith.recipe import DataSpec
+
+            recipe = recipe.model_copy(update={"data": DataSpec.model_validate(defaults["data"])})
+        base = Path.cwd()
+    if budget:
+        recipe = recipe.model_copy(update={"targets": [recipe.targets[0].model_copy(update={"budgets": budget_overrides(budget, load_profile(recipe.targets[0].profile, base))})]})
+    result = run_optimize(recipe, base, out_dir=out, time_budget_s=time_budget * 60, other_runtimes=not same_runtime, reporter=RichReporter())
+    print((result.out_dir / "optimize.md").read_text())
+    print(f"winner: {result.winner.plan.name}; outputs in {result.out_dir}")
+    if result.verdict == "fail":
+        err(f"the winner's full run failed a budget of the target (see {result.out_dir / 'report.md'})")
+        raise typer.Exit(EXIT_BUDGET_FAILED)
