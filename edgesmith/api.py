@@ -75,7 +75,7 @@ def _to_recipe(recipe: Any) -> tuple[Any, Path]:
 
 
 def run(recipe: Any, *, out_dir: str | Path | None = None, base_dir: str | Path | None = None, trust_checkpoint: bool = False,
-        dry_run: bool = False, reporter: Any = None) -> Result:
+        dry_run: bool = False, reporter: Any = None, force: bool = False) -> Result:
     """Run a recipe (a ``Recipe``, a dict, or a YAML path) — what ``edgesmith run`` does."""
     import json
 
@@ -86,14 +86,14 @@ def run(recipe: Any, *, out_dir: str | Path | None = None, base_dir: str | Path 
     base = Path(base_dir) if base_dir else base
     out = Path(out_dir) if out_dir else None
     if not (rec.optimize and not dry_run):
-        return Result.of(pipeline.run(rec, base, out_dir=out, trust_checkpoint=trust_checkpoint, dry_run=dry_run, reporter=reporter))
+        return Result.of(pipeline.run(rec, base, out_dir=out, trust_checkpoint=trust_checkpoint, dry_run=dry_run, reporter=reporter, force=force))
     # `passes: auto`: optimize per target, each into its own folder (one target: the output folder itself)
     target_out = out or (base / rec.output_dir if not Path(rec.output_dir).is_absolute() else Path(rec.output_dir))
     results = []
     for t in rec.targets:
         one = rec.model_copy(update={"targets": [t], "optimize": False})
         dest = target_out if len(rec.targets) == 1 else target_out / Path(t.profile).stem
-        results.append(run_optimize(one, base, out_dir=dest, reporter=reporter))
+        results.append(run_optimize(one, base, out_dir=dest, reporter=reporter, force=force, trust_checkpoint=trust_checkpoint))
     if len(results) == 1:
         return Result.of(pipeline.RunResult(target_out, json.loads((target_out / "manifest.json").read_text()), results[0].verdict))
     verdict = "fail" if any(r.verdict == "fail" for r in results) else "pass"

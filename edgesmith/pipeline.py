@@ -88,9 +88,12 @@ def check_pass_order(recipe: Recipe, kind: str) -> None:
 
 
 def run(recipe: Recipe, base_dir: Path, *, out_dir: Path | None = None, trust_checkpoint: bool = False,
-        dry_run: bool = False, reporter: Reporter | None = None) -> RunResult:
+        dry_run: bool = False, reporter: Reporter | None = None, force: bool = False, keep: tuple[str, ...] = ()) -> RunResult:
+    """Run ``recipe`` into ``out_dir`` (default: the recipe's ``output_dir``). The folder must be new, empty
+    or an earlier run (replaced whole); ``force`` writes into another folder, ``keep`` names files of it
+    the new run leaves in place."""
     from edgesmith.model_io import model_kind
-    from edgesmith.outputs import StagedOutput, check_writable
+    from edgesmith.outputs import StagedOutput, check_output_dir
     from edgesmith.profiles import load_profile
     from edgesmith.runtime import get_backend
 
@@ -101,16 +104,20 @@ def run(recipe: Recipe, base_dir: Path, *, out_dir: Path | None = None, trust_ch
     if recipe.optimize and not dry_run:
         raise ConfigError("`passes: auto` is run by optimize, not by the pipeline", hint="use edgesmith.run(recipe) or `edgesmith run`")
     kind = model_kind(recipe.model.source)
+    if kind == "onnx" and recipe.stop_after == "export":
+        raise ConfigError(f"{recipe.model.source} is already ONNX: there is nothing to export", hint="export takes a PyTorch model "
+                          "(package.module:factory or .pt2); compile an ONNX model with `edgesmith compile`")
     check_pass_order(recipe, kind)
     profiles = {t.profile: load_profile(t.profile, base_dir).with_overrides(t.budgets, t.threads, t.batch_sizes) for t in recipe.targets}
     _check_precisions(recipe, profiles)
     for prof in profiles.values():
         get_backend(prof.backend)  # a runtime that is not installed fails here, before any work
     if dry_run:
+        preflight(recipe, base_dir, out, force)
         return RunResult(None, {"recipe": recipe.model_dump(mode="json")}, "dry-run", dry_run=True, plan=plan(recipe))
-    check_writable(out)
+    check_output_dir(out, force)
     started = time.time()
-    with StagedOutput(out) as staged:
+    with StagedOutput(out, force=force, keep=keep) as staged:
         manifest = _execute(recipe, base_dir, kind, profiles, staged, trust_checkpoint, rep)
         manifest["duration_s"] = round(time.time() - started, 2)
         from edgesmith.report import render_markdown
@@ -118,6 +125,33 @@ def run(recipe: Recipe, base_dir: Path, *, out_dir: Path | None = None, trust_ch
         staged.path("report.md").write_text(render_markdown(manifest))
         staged.commit(manifest)
     return RunResult(out, manifest, manifest["verdict"])
+
+
+def preflight(recipe: Recipe, base_dir: Path, out: Path, force: bool = False) -> None:
+    """What ``--dry-run`` checks without running anything: every file the recipe names exists, every
+    factory and function it names imports, and the output directory may be written."""
+    from edgesmith.errors import InputError
+    from edgesmith.model_io import import_object, model_kind, resolve
+    from edgesmith.outputs import check_output_dir
+
+    m = recipe.model
+    files = [(m.source, "model")] if model_kind(m.source) in ("onnx", "pt2") else []
+    files += [(m.weights, "weights"), (m.reference, "reference model")]
+    for src in (recipe.data.calibration, recipe.data.evaluation):
+        if src is not None and src.source.endswith(".npz"):
+            files.append((src.source, "data file"))
+        elif src is not None and ":" in src.source:
+            import_object(src.source, "data function", base_dir)
+    for ref, what in files:
+        if ref and not resolve(ref, base_dir).is_file():
+            raise InputError(f"{what} not found: {resolve(ref, base_dir)}", hint="fix the path (relative paths are read from the recipe's folder)")
+    if model_kind(m.source) == "torch":
+        factory = import_object(m.source, "model factory", base_dir)
+        if not callable(factory):
+            raise ConfigError(f"model factory {m.source!r} is not callable", hint="point at a function or class that returns an nn.Module")
+    if recipe.metric not in ("top1", "fidelity"):
+        import_object(recipe.metric, "metric function", base_dir)
+    check_output_dir(out, force)
 
 
 def _check_precisions(recipe: Recipe, profiles: dict[str, Any]) -> None:
@@ -150,13 +184,14 @@ def load_data(recipe: Recipe, specs: list[InputSpec], base_dir: Path, needs_cali
     return calib, evaluation
 
 
-def export_once(recipe: Recipe, base_dir: Path, work: Path) -> tuple[Path, Path]:
+def export_once(recipe: Recipe, base_dir: Path, work: Path, trust_checkpoint: bool = False) -> tuple[Path, Path]:
     """Export the float model (and the model after the recipe's torch passes) once, for a search:
     returns (float model, start of the ONNX passes)."""
     from edgesmith.compress import get_pass
 
     torch_passes = [p for p in recipe.passes if get_pass(p.type).stage == "torch"]
-    run(recipe.model_copy(update={"passes": torch_passes, "stop_after": "export", "optimize": False}), base_dir, out_dir=work / "export")
+    run(recipe.model_copy(update={"passes": torch_passes, "stop_after": "export", "optimize": False}), base_dir, out_dir=work / "export",
+        trust_checkpoint=trust_checkpoint)
     float_path = work / "export" / "model.onnx"
     start = work / "export" / "model.torch_passes.onnx"
     return float_path, (start if start.is_file() else float_path)
@@ -322,6 +357,20 @@ def _export(recipe: Recipe, module: Any, program: Any, specs: list, path: Path, 
             "mb": _mb(path), "parity": parity.describe(), "parity_max_abs": parity.max_abs}
 
 
+def _check_custom_ops(info: Any, path: Path) -> None:
+    """An ONNX pass sees custom-domain ops only if it declares it handles them (quantizers do not)."""
+    import onnx
+
+    from edgesmith.runtime.custom_ops import LOWERING_PASS, custom_domains
+
+    found = custom_domains(onnx.load(str(path), load_external_data=False))
+    foreign = {d: ops for d, ops in found.items() if d not in info.custom_ops and "*" not in info.custom_ops}
+    if foreign:
+        d, ops = next(iter(sorted(foreign.items())))
+        raise ConfigError(f"pass {info.name!r} cannot process custom ops of domain {d!r} ({', '.join(sorted(ops))}) in {path.name}",
+                          hint=f"put `{LOWERING_PASS}` before it to turn them into standard ONNX ops, or drop the pass")
+
+
 def _safe_dir(name: str) -> str:
     # NOTE: a target may be a profile *path*; never let it steer where we write
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(name).stem) or "target"
@@ -340,6 +389,7 @@ def _run_target(recipe: Recipe, name: str, profile: Any, passes: list, model: _M
     compressed = model.start_path
     for _, info, cfg in passes:
         if info.stage == "onnx":
+            _check_custom_ops(info, compressed)
             with rep.step(f"[{name}] {info.name}"):
                 compressed = info.apply(compressed, cfg, ctx)
     if compressed == model.fp32_path and reference_path == model.fp32_path:

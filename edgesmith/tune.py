@@ -62,12 +62,13 @@ class TuneResult:
                 "best": asdict(self.best) if self.best else None, "candidates": [asdict(c) for c in self.candidates]}
 
 
-def tune(recipe: Any, base_dir: Path, *, out_dir: Path | None = None, time_budget_s: float = 300.0, reporter: Any = None) -> TuneResult:
+def tune(recipe: Any, base_dir: Path, *, out_dir: Path | None = None, time_budget_s: float = 300.0, reporter: Any = None,
+         force: bool = False, trust_checkpoint: bool = False) -> TuneResult:
     import tempfile
 
     from edgesmith import pipeline
     from edgesmith.compress import get_pass
-    from edgesmith.outputs import atomic_write_text, check_writable
+    from edgesmith.outputs import atomic_write_text, check_output_dir
     from edgesmith.progress import Reporter
 
     rep = reporter or Reporter()
@@ -75,17 +76,17 @@ def tune(recipe: Any, base_dir: Path, *, out_dir: Path | None = None, time_budge
     out = Path(out_dir or recipe.output_dir)
     if not out.is_absolute() and out_dir is None:
         out = base_dir / out
-    check_writable(out)
+    check_output_dir(out, force)
     torch_passes = [p for p in recipe.passes if get_pass(p.type).stage == "torch"]
     with tempfile.TemporaryDirectory(prefix="edgesmith-tune-") as tmp:
         work = Path(tmp)
         with rep.step("exporting the float model once"):
-            float_path, start = pipeline.export_once(recipe, base_dir, work)
+            float_path, start = pipeline.export_once(recipe, base_dir, work, trust_checkpoint)
         search = _Search(_Candidates(recipe, base_dir, float_path, acc_profile, profile, work), start, work, time_budget_s, rep)
         best = search.run_stages(base_opts, profile)
     final = recipe.model_copy(update={"passes": torch_passes + [_pass_spec(best.options)]})
     with rep.step("full run of the best configuration"):
-        result = pipeline.run(final, base_dir, out_dir=out, reporter=rep)
+        result = pipeline.run(final, base_dir, out_dir=out, reporter=rep, force=True, trust_checkpoint=trust_checkpoint)  # NOTE: the policy was checked above
     verdict = "pass" if best.meets and result.verdict == "pass" else "fail"
     tr = TuneResult(search.cands, best, out, verdict, search.stopped, search.ev.reference)
     atomic_write_text(out / "tune.json", json.dumps(tr.as_dict(), indent=1, default=str) + "\n")

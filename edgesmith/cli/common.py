@@ -13,29 +13,46 @@ from typing import Annotated, Any, Callable, Iterator, Optional
 
 import typer
 
-from edgesmith.errors import EXIT_BUDGET_FAILED, EXIT_INTERNAL, EdgesmithError
+from edgesmith.errors import EXIT_BAD_INPUT, EXIT_BUDGET_FAILED, EXIT_INTERNAL, EdgesmithError
 
-__all__ = ["EXIT_BUDGET_FAILED", "RichReporter", "build_recipe", "err", "execute", "guarded", "parse_input"]
+__all__ = ["EXIT_BUDGET_FAILED", "RichReporter", "Terminated", "build_recipe", "err", "execute", "guarded", "on_sigterm", "parse_input"]
 
 
 def err(text: str) -> None:
     print(f"edgesmith: error: {text}", file=sys.stderr)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what CI runners and `timeout` send), raised in the main thread like Ctrl-C so every
+    staging folder, work folder and benchmark child is cleaned up on the way out."""
+
+
+def on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
 def guarded(fn: Callable) -> Callable:
-    """One error policy: domain errors -> one line + hint + exit code; the rest -> exit 3."""
+    """One error policy: domain errors -> one line + hint + exit code; the rest -> exit 3. User code
+    (a model factory, a metric, a data function) never decides the exit code: its sys.exit is an error."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (typer.Exit, typer.Abort, SystemExit):
+        except (typer.Exit, typer.Abort):
             raise
+        except SystemExit as exc:  # NOTE: edgesmith's own exits are typer.Exit; this one came from user code
+            err(f"user code called sys.exit({exc.code!r}) while edgesmith was running; the command did not finish "
+                "(hint: remove the sys.exit from the model factory, metric or data function; it may not end edgesmith)")
+            raise typer.Exit(EXIT_BAD_INPUT) from None
         except EdgesmithError as exc:
             if os.environ.get("EDGESMITH_DEBUG"):
                 raise
             err(exc.one_line())
             raise typer.Exit(exc.exit_code) from None
+        except Terminated:
+            err("terminated (SIGTERM); nothing was written to the output directory")
+            raise typer.Exit(143) from None
         except KeyboardInterrupt:
             err("interrupted; nothing was written to the output directory")
             raise typer.Exit(130) from None
@@ -81,9 +98,11 @@ InputOpt = Annotated[Optional[list[str]], typer.Option("--input-shape", "-i", he
 DataOpt = Annotated[Optional[str], typer.Option("--data", "-d", help="Calibration data: digits, FILE.npz or package.module:function.")]
 EvalOpt = Annotated[Optional[str], typer.Option("--eval-data", help="Evaluation data (default: same source as --data, held-out split for digits).")]
 MetricOpt = Annotated[str, typer.Option("--metric", help="top1, fidelity, or package.module:function.")]
-TrustOpt = Annotated[bool, typer.Option("--trust-checkpoint", help="Allow full unpickling of a checkpoint (runs code from the file!).")]
+TrustOpt = Annotated[bool, typer.Option("--trust-checkpoint", envvar="EDGESMITH_TRUST_CHECKPOINT",
+                                          help="Allow full unpickling of a checkpoint (runs code from the file!). Never read from a recipe.")]
 SaveOpt = Annotated[Optional[Path], typer.Option("--save-recipe", help="Write the recipe these flags build to this YAML file.")]
 DryOpt = Annotated[bool, typer.Option("--dry-run", help="Validate everything and print the plan; run nothing.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Write into an output folder that holds other files (an earlier run's folder is replaced whole without it).")]
 MlflowOpt = Annotated[Optional[str], typer.Option("--mlflow", metavar="URI", help="Also log to MLflow, e.g. file:./mlruns (needs the mlflow extra).")]
 
 
@@ -103,12 +122,12 @@ def parse_input(text: str) -> dict:
 def build_recipe(model: str, *, weights: Optional[str] = None, inputs: Optional[list[str]] = None,
                  data: Optional[str] = None, eval_data: Optional[str] = None, metric: str = "top1",
                  passes: Optional[list[dict]] = None, targets: Optional[list[str]] = None,
-                 out: Optional[Path] = None, stop_after: str = "validate", trust: bool = False,
+                 out: Optional[Path] = None, stop_after: str = "validate",
                  name: str = "cli") -> Any:
     """The same Recipe object a YAML file gives, built from flags."""
     from edgesmith.recipe import parse_recipe
 
-    recipe: dict[str, Any] = {"name": name, "model": {"source": model, "trust_checkpoint": trust}, "metric": metric,
+    recipe: dict[str, Any] = {"name": name, "model": {"source": model}, "metric": metric,
                               "passes": passes or [], "stop_after": stop_after}
     if weights:
         recipe["model"]["weights"] = weights
@@ -125,7 +144,7 @@ def build_recipe(model: str, *, weights: Optional[str] = None, inputs: Optional[
 
 
 def execute(recipe: Any, base_dir: Path, *, save_recipe: Optional[Path], dry_run: bool, trust: bool = False,
-             out: Optional[Path] = None, quiet: bool = False, mlflow: Optional[str] = None) -> None:
+             out: Optional[Path] = None, quiet: bool = False, mlflow: Optional[str] = None, force: bool = False) -> None:
     from edgesmith import api
     from edgesmith.report import print_verdicts
 
@@ -133,9 +152,10 @@ def execute(recipe: Any, base_dir: Path, *, save_recipe: Optional[Path], dry_run
         from edgesmith.outputs import atomic_write_text, check_writable
 
         check_writable(save_recipe.parent)
-        atomic_write_text(save_recipe, recipe.to_yaml())
+        # NOTE: a recipe's paths are read relative to its folder: rewrite them for where it is saved
+        atomic_write_text(save_recipe, recipe.relocated(base_dir, save_recipe.parent).to_yaml())
         print(f"recipe written to {save_recipe}", file=sys.stderr)
-    result = api.run(recipe, base_dir=base_dir, out_dir=out, trust_checkpoint=trust, dry_run=dry_run, reporter=RichReporter())
+    result = api.run(recipe, base_dir=base_dir, out_dir=out, trust_checkpoint=trust, dry_run=dry_run, reporter=RichReporter(), force=force)
     if result.verdict == "dry-run":
         print("plan (dry run, nothing executed):")
         for i, step in enumerate(result.plan, 1):

@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from edgesmith.cli.app import app
-from edgesmith.cli.common import (EXIT_BUDGET_FAILED, DataOpt, DryOpt, EvalOpt, InputOpt, MetricOpt, MlflowOpt, OutOpt, RichReporter,
+from edgesmith.cli.common import (ForceOpt, EXIT_BUDGET_FAILED, DataOpt, DryOpt, EvalOpt, InputOpt, MetricOpt, MlflowOpt, OutOpt, RichReporter,
                                   SaveOpt, TargetOpt, TrustOpt, WeightsOpt, build_recipe, execute, guarded)
 
 
@@ -34,6 +34,7 @@ def run(
     trust_checkpoint: TrustOpt = False,
     save_recipe: SaveOpt = None,
     dry_run: DryOpt = False,
+    force: ForceOpt = False,
     mlflow: MlflowOpt = None,
 ) -> None:
     """Run a recipe: model -> passes -> export -> compile -> validate -> report.
@@ -57,7 +58,7 @@ def run(
     from edgesmith.recipe import load_recipe
 
     recipe = load_recipe(recipe_path)
-    execute(recipe, recipe_path.parent.absolute(), save_recipe=save_recipe, dry_run=dry_run, trust=trust_checkpoint, out=out,
+    execute(recipe, recipe_path.parent.absolute(), save_recipe=save_recipe, dry_run=dry_run, force=force, trust=trust_checkpoint, out=out,
              mlflow=mlflow)
 
 
@@ -80,6 +81,7 @@ def quantize(
     trust_checkpoint: TrustOpt = False,
     save_recipe: SaveOpt = None,
     dry_run: DryOpt = False,
+    force: ForceOpt = False,
 ) -> None:
     """Quantize a model for a target and validate it against the target's budgets.
 
@@ -93,8 +95,8 @@ def quantize(
 
     the_pass = pass_for_mode(mode.value, calibration=calibration.value, samples=samples, per_channel=per_channel, exclude=exclude)
     recipe = build_recipe(model, weights=weights, inputs=input_shape, data=data, eval_data=eval_data, metric=metric,
-                          passes=[the_pass], targets=target, out=out, trust=trust_checkpoint, name="quantize")
-    execute(recipe, Path.cwd(), save_recipe=save_recipe, dry_run=dry_run)
+                          passes=[the_pass], targets=target, out=out, name="quantize")
+    execute(recipe, Path.cwd(), save_recipe=save_recipe, dry_run=dry_run, force=force, trust=trust_checkpoint)
 
 
 @app.command()
@@ -103,21 +105,22 @@ def export(
     model: Annotated[str, typer.Argument(help="package.module:factory or model.pt2")],
     weights: WeightsOpt = None,
     input_shape: InputOpt = None,
-    opset: Annotated[int, typer.Option(help="ONNX opset.")] = 18,
+    opset: Annotated[int, typer.Option(min=13, max=23, help="ONNX opset.")] = 18,
     data: DataOpt = None,
     out: OutOpt = Path("edgesmith-out/export"),
     trust_checkpoint: TrustOpt = False,
     save_recipe: SaveOpt = None,
     dry_run: DryOpt = False,
+    force: ForceOpt = False,
 ) -> None:
     """Export to ONNX (dynamic batch), check it, and check ONNX Runtime against torch.
 
     Example: edgesmith export edgesmith.zoo:resnet18 -o out/resnet18
     """
     recipe = build_recipe(model, weights=weights, inputs=input_shape, data=data, out=out, stop_after="export",
-                          trust=trust_checkpoint, name="export")
+                          name="export")
     recipe = recipe.model_copy(update={"export": recipe.export.model_copy(update={"opset": opset})})
-    execute(recipe, Path.cwd(), save_recipe=save_recipe, dry_run=dry_run)
+    execute(recipe, Path.cwd(), save_recipe=save_recipe, dry_run=dry_run, force=force, trust=trust_checkpoint)
 
 
 @app.command(name="compile")
@@ -129,6 +132,7 @@ def compile_(
     out: OutOpt = Path("edgesmith-out/compile"),
     save_recipe: SaveOpt = None,
     dry_run: DryOpt = False,
+    force: ForceOpt = False,
 ) -> None:
     """Compile a model for each target's runtime (no validation).
 
@@ -136,7 +140,7 @@ def compile_(
     """
     recipe = build_recipe(model, inputs=input_shape, targets=target, out=out, stop_after="compile", name="compile")
     recipe = recipe.model_copy(update={"data": recipe.data.model_copy(update={"calibration": None, "evaluation": None})})
-    execute(recipe, Path.cwd(), save_recipe=save_recipe, dry_run=dry_run)
+    execute(recipe, Path.cwd(), save_recipe=save_recipe, dry_run=dry_run, force=force)
 
 
 @app.command()
@@ -151,6 +155,7 @@ def validate(
     out: OutOpt = Path("edgesmith-out/validate"),
     save_recipe: SaveOpt = None,
     dry_run: DryOpt = False,
+    force: ForceOpt = False,
     json_out: Annotated[bool, typer.Option("--json", help="Device bundle validation: print JSON results.")] = False,
 ) -> None:
     """Validate a model against target profiles: accuracy, latency, size, memory.
@@ -171,7 +176,7 @@ def validate(
         from edgesmith.recipe import parse_recipe
 
         recipe = parse_recipe(recipe.model_dump(mode="json") | {"passes": []}, "flags")
-    execute(recipe, Path.cwd(), save_recipe=save_recipe, dry_run=dry_run)
+    execute(recipe, Path.cwd(), save_recipe=save_recipe, dry_run=dry_run, force=force)
 
 
 def _validate_bundle(run_dir: Path, targets: Optional[list[str]], json_out: bool) -> None:

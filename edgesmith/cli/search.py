@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from edgesmith.cli.app import app
-from edgesmith.cli.common import (EXIT_BUDGET_FAILED, DataOpt, EvalOpt, InputOpt, OutOpt, RichReporter,
+from edgesmith.cli.common import (ForceOpt, EXIT_BUDGET_FAILED, DataOpt, EvalOpt, InputOpt, OutOpt, RichReporter,
                                   TrustOpt, WeightsOpt, build_recipe, err, guarded)
 from edgesmith.errors import ConfigError
 
@@ -19,6 +19,8 @@ def tune(
     recipe_path: Annotated[Path, typer.Argument(metavar="RECIPE", help="Recipe YAML: model, data, one onnxruntime target, optionally torch passes and a ptq_int8 pass.")],
     out: OutOpt = None,
     time_budget: Annotated[float, typer.Option("--time-budget", min=0.1, help="Minutes the search may take (the final run comes after).")] = 5.0,
+    force: ForceOpt = False,
+    trust_checkpoint: TrustOpt = False,
 ) -> None:
     """Search quantization settings (calibration method, per-channel, layers kept in float ranked by
     sensitivity) until the target's accuracy budget holds; always writes the best configuration found,
@@ -32,7 +34,8 @@ def tune(
     from edgesmith.tune import tune as run_tune
 
     recipe = load_recipe(recipe_path)
-    result = run_tune(recipe, recipe_path.parent.absolute(), out_dir=out, time_budget_s=time_budget * 60, reporter=RichReporter())
+    result = run_tune(recipe, recipe_path.parent.absolute(), out_dir=out, time_budget_s=time_budget * 60, reporter=RichReporter(), force=force,
+                      trust_checkpoint=trust_checkpoint)
     print((result.out_dir / "tune.md").read_text())
     import json
 
@@ -59,6 +62,7 @@ def optimize(
     time_budget: Annotated[float, typer.Option("--time-budget", min=0.1, help="Minutes the search may take (the final run comes after).")] = 5.0,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")] = Path("edgesmith-out/optimize"),
     trust_checkpoint: TrustOpt = False,
+    force: ForceOpt = False,
 ) -> None:
     """Pick, verify and explain the best compression of a model for a target: recognises the model's
     structure (transformer blocks, depthwise convolutions, PReLU, integer inputs, several outputs),
@@ -93,7 +97,7 @@ def optimize(
         defaults = model_defaults(model)
         recipe = build_recipe(model, weights=weights, inputs=input_shape, data=data, eval_data=eval_data,
                               metric=metric or defaults.get("metric", "top1"), targets=[target or "x86-avx512-vnni-ort"], out=out,
-                              trust=trust_checkpoint, name="optimize")
+                              name="optimize")
         if not (data or eval_data) and defaults.get("data"):
             from edgesmith.recipe import DataSpec
 
@@ -101,7 +105,8 @@ def optimize(
         base = Path.cwd()
     if budget:
         recipe = recipe.model_copy(update={"targets": [recipe.targets[0].model_copy(update={"budgets": budget_overrides(budget, load_profile(recipe.targets[0].profile, base))})]})
-    result = run_optimize(recipe, base, out_dir=out, time_budget_s=time_budget * 60, other_runtimes=not same_runtime, reporter=RichReporter())
+    result = run_optimize(recipe, base, out_dir=out, time_budget_s=time_budget * 60, other_runtimes=not same_runtime, reporter=RichReporter(), force=force,
+                          trust_checkpoint=trust_checkpoint)
     print((result.out_dir / "optimize.md").read_text())
     print(f"winner: {result.winner.plan.name}; outputs in {result.out_dir}")
     if result.verdict == "fail":

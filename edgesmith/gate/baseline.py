@@ -63,12 +63,10 @@ def _artifact_files(run_dir: Path, main_rel: str) -> list[Path]:
 
 def save_baseline(run_dir: Path, to: Path, copy_artifacts: bool = True) -> dict[str, Any]:
     """Write the baseline for ``run_dir`` to ``to`` (and its artifacts beside it); returns it."""
-    from edgesmith.outputs import atomic_write_text, check_writable, sha256
+    from edgesmith.outputs import atomic_copy, atomic_write_text, check_output_file, sha256
 
     manifest = load_run(run_dir)
-    if to.is_dir():
-        raise InputError(f"{to} is a directory", hint="give a file name, e.g. --to baseline.json")
-    check_writable(to.parent)
+    check_output_file(to)
     art_root = to.parent / f"{to.stem}.artifacts"
     targets: dict[str, Any] = {}
     copies: list[tuple[Path, Path]] = []
@@ -103,8 +101,7 @@ def save_baseline(run_dir: Path, to: Path, copy_artifacts: bool = True) -> dict[
         shutil.rmtree(staging, ignore_errors=True)
         for src, dest in copies:
             dest = staging / dest.relative_to(art_root)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest)
+            atomic_copy(src, dest)
         shutil.rmtree(art_root, ignore_errors=True)
         if copies:
             staging.rename(art_root)
@@ -126,12 +123,31 @@ def load_baseline(path: Path) -> dict[str, Any]:
         found = data.get("format") if isinstance(data, dict) else type(data).__name__
         raise InputError(f"{path} is not an edgesmith baseline (format {found!r}, expected {FORMAT!r})",
                          hint="create one with `edgesmith baseline save RUN_DIR --to baseline.json`")
-    for name, t in (data.get("targets") or {}).items():
+    if not isinstance(data.get("targets"), dict) or not data["targets"]:
+        raise InputError(f"baseline {path} records no targets", hint="save it from a run that validated at least one target")
+    for name, t in data["targets"].items():
         if not isinstance(t, dict) or not isinstance(t.get("metrics"), dict):
             raise InputError(f"baseline {path}: target {name!r} has no metrics", hint="the file is damaged; save the baseline again")
-    if not data.get("targets"):
-        raise InputError(f"baseline {path} records no targets", hint="save it from a run that validated at least one target")
+        _check_types(path, name, t)
+    from edgesmith.outputs import check_finite_metrics
+
+    check_finite_metrics(data, f"baseline {path}")
     return data
+
+
+def _check_types(path: Path, name: str, t: dict[str, Any]) -> None:
+    """The fields the gate reads have the types it expects (a hand-edited baseline is refused, not crashed on)."""
+    expect = {"reference_metrics": dict, "samples": dict, "latency": dict, "artifact": dict, "profile": dict}
+    for key, kind in expect.items():
+        if key in t and not isinstance(t[key], kind):
+            raise InputError(f"baseline {path}: target {name!r} field {key!r} is {type(t[key]).__name__}, expected {kind.__name__}",
+                             hint="the file is damaged; save the baseline again")
+    prof = t.get("profile") or {}
+    if not isinstance(prof.get("threads", 1), int) or not isinstance(prof.get("batch_sizes", []), list):
+        raise InputError(f"baseline {path}: target {name!r} profile threads/batch_sizes have the wrong type", hint="the file is damaged; save the baseline again")
+    for f in (t.get("artifact") or {}).get("files") or []:
+        if not isinstance(f, dict) or not all(isinstance(f.get(k), str) for k in ("name", "sha256")):
+            raise InputError(f"baseline {path}: target {name!r} lists an artifact file without name/sha256 strings", hint="the file is damaged; save the baseline again")
 
 
 def baseline_artifact(baseline: dict[str, Any], baseline_path: Path, target: str) -> tuple[Path | None, str]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from edgesmith.report import md
+
 ICON = {"fail": "❌ fail", "missing": "❌ missing", "inconclusive": "⚠️ inconclusive", "new": "🆕 new", "pass": "✅ pass", "info": "ℹ️ info"}
 
 
@@ -15,16 +17,16 @@ def _v(x: Any) -> str:
     return str(x)
 
 
-def _cell(s: str) -> str:
-    return s.replace("|", "\\|").replace("\n", " ")
+def _cell(s: Any) -> str:
+    return md(s)
 
 
 def render_summary(report: Any, baseline: dict[str, Any]) -> str:
-    lines = [f"## edgesmith check: {report.headline()}", "",
-             f"Run `{report.run_dir}` against baseline `{report.baseline_path}` "
-             f"(saved {baseline.get('created', '?')} from recipe `{(baseline.get('identity') or {}).get('recipe name')}`).", ""]
+    lines = [f"## edgesmith check: {md(report.headline())}", "",
+             f"Run {md(report.run_dir)} against baseline {md(report.baseline_path)} "
+             f"(saved {md(baseline.get('created', '?'))} from recipe {md((baseline.get('identity') or {}).get('recipe name'))}).", ""]
     if report.forced_over:
-        lines += ["> **Forced** past identity differences: " + "; ".join(report.forced_over), ""]
+        lines += ["> **Forced** past identity differences: " + md("; ".join(report.forced_over)), ""]
     if report.count("inconclusive"):
         lines += [f"> {report.count('inconclusive')} check(s) **inconclusive**: the measurement was too noisy to tell either way"
                   + (" — counted as failures (--strict)." if report.strict else " — not counted as failures."), ""]
@@ -34,7 +36,7 @@ def render_summary(report: Any, baseline: dict[str, Any]) -> str:
     lines += ["", "<details><summary>Details</summary>", ""]
     lines += [f"- **{_cell(f.target)} / {_cell(f.metric)}** ({f.status}): {_cell(f.detail)}" for f in report.sorted_findings() if f.detail]
     if report.changes:
-        lines += ["", "Changed since the baseline:", ""] + [f"- {c}" for c in report.changes]
-    lines += [f"- note: {n}" for n in report.notes]
+        lines += ["", "Changed since the baseline:", ""] + [f"- {md(c)}" for c in report.changes]
+    lines += [f"- note: {md(n)}" for n in report.notes]
     lines += ["", "</details>", ""]
     return "\n".join(lines)

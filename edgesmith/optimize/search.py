@@ -70,12 +70,13 @@ class OptimizeResult:
 
 
 def optimize(recipe: Any, base_dir: Path, *, out_dir: Path | None = None, time_budget_s: float = 300.0,
-             other_runtimes: bool = True, reporter: Any = None, plans: list[Plan] | None = None) -> OptimizeResult:
+             other_runtimes: bool = True, reporter: Any = None, plans: list[Plan] | None = None, force: bool = False,
+             trust_checkpoint: bool = False) -> OptimizeResult:
     import tempfile
 
     from edgesmith import pipeline
     from edgesmith.optimize.structure import analyse
-    from edgesmith.outputs import check_writable
+    from edgesmith.outputs import check_output_dir
     from edgesmith.profiles import load_profile
     from edgesmith.progress import Reporter
     from edgesmith.runtime import get_backend, measurable_backends
@@ -94,7 +95,7 @@ def optimize(recipe: Any, base_dir: Path, *, out_dir: Path | None = None, time_b
     out = Path(out_dir or recipe.output_dir)
     if not out.is_absolute() and out_dir is None:
         out = base_dir / out
-    check_writable(out)
+    check_output_dir(out, force)
     started = time.time()
     runtimes = [profile.backend]
     if other_runtimes and profile.device == "cpu":
@@ -110,7 +111,7 @@ def optimize(recipe: Any, base_dir: Path, *, out_dir: Path | None = None, time_b
             rep.info("the recipe's ONNX-stage passes are left out: optimize chooses those itself "
                      f"({', '.join(p.type for p in recipe.passes if p not in torch_passes)})")
         with rep.step("exporting the float model once"):
-            float_path, start = pipeline.export_once(recipe, base_dir, work)
+            float_path, start = pipeline.export_once(recipe, base_dir, work, trust_checkpoint)
         structure = analyse(start)
         rep.info(f"model: {structure.describe()}")
         judge = _Judge(recipe, base_dir, float_path, profile, work)
@@ -130,7 +131,9 @@ def optimize(recipe: Any, base_dir: Path, *, out_dir: Path | None = None, time_b
 
     final = _final_recipe(recipe, winner, profiles[winner.plan.runtime], out, torch_passes)
     with rep.step(f"full run of the winner: {winner.plan.name}"):
-        result = pipeline.run(final, base_dir, out_dir=out, reporter=rep)
+        # NOTE: the folder passed the output policy above; the run keeps the profile file its recipe names
+        result = pipeline.run(final, base_dir, out_dir=out, reporter=rep, force=True, keep=("target.profile.yaml",),
+                              trust_checkpoint=trust_checkpoint)
     res = OptimizeResult(structure, trials, winner, explanation, out, batch, result.verdict, judge.reference, elapsed)
     _write(res, final, profile)
     return res

@@ -46,14 +46,26 @@ def gate_runs(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture
 def variant(tmp_path) -> Callable[[Path, Callable[[dict], None]], Path]:
-    """Copy a run directory and edit its manifest in place; returns the copy."""
+    """Copy a run directory and edit its manifest in place, re-sealed with its digest (a synthetic run
+    edgesmith could have written); returns the copy. Tampering without re-sealing: tests/gate/test_tamper.py."""
 
     def make(src: Path, edit: Callable[[dict], None], name: str = "variant") -> Path:
         dest = tmp_path / name
         shutil.copytree(src, dest)
         manifest = json.loads((dest / "manifest.json").read_text())
         edit(manifest)
+        from edgesmith.outputs import manifest_digest
+
+        manifest["digest"] = manifest_digest(manifest)  # a synthetic run, re-sealed as if edgesmith wrote it
         (dest / "manifest.json").write_text(json.dumps(manifest))
         return dest
 
     return make
+
+
+@pytest.fixture
+def baseline(cli, gate_runs, tmp_path) -> Path:
+    path = tmp_path / "ci" / "baseline.json"
+    r = cli("baseline", "save", gate_runs["base"], "--to", path)
+    assert r.code == 0, r.stderr
+    return path

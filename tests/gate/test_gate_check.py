@@ -15,14 +15,6 @@ def _findings(out: Path) -> dict[str, dict]:
     return {f["metric"]: f for f in json.loads((out / "check.json").read_text())["findings"]}
 
 
-@pytest.fixture
-def baseline(cli, gate_runs, tmp_path) -> Path:
-    path = tmp_path / "ci" / "baseline.json"
-    r = cli("baseline", "save", gate_runs["base"], "--to", path)
-    assert r.code == 0, r.stderr
-    return path
-
-
 def test_baseline_records_what_the_gate_needs(baseline):
     data = json.loads(baseline.read_text())
     t = data["targets"][TARGET]
