@@ -1,4 +1,4 @@
-"""TensorRT backend, written to TensorRT's documented Python API (TensorRT 10).
+"""TensorRT backend, written to TensorRT's documented Python API for TensorRT 10.1 - 10.x (``tensorrt>=10.1,<11``).
 
 NOT EXECUTED HERE: TensorRT's libraries come only from NVIDIA's own package index and cannot be
 installed on the machines this project is built and tested on, and they have no GPU. What runs here
@@ -6,12 +6,16 @@ is everything that does not need TensorRT — translating a profile into builder
 profiles for dynamic inputs, batching calibration data — and those parts are unit-tested. The engine
 build and the runner follow the API reference; treat them as untested until run on a GPU.
 
-Flow: ``trt.Builder`` -> network from ONNX through ``trt.OnnxParser`` -> builder config (FP16 / INT8
-flags, workspace limit, timing cache) -> one optimisation profile (min/opt/max per dynamic input) ->
-``build_serialized_network`` -> ``model.tensorrt.engine`` (the artifact). INT8 is *explicit* when the
-ONNX model carries Q/DQ nodes (from ``ptq_int8`` / ``nncf_ptq``), else implicit through an entropy
-calibrator fed from the recipe's calibration data. The runner holds CUDA buffers (cuda-python) and
-calls ``execute_async_v3``.
+Flow: ``trt.Builder`` -> a **strongly typed** network from ONNX through ``trt.OnnxParser`` -> builder
+config (workspace limit, timing cache) -> one optimisation profile (min/opt/max per dynamic input,
+covering every batch that will run) -> ``build_serialized_network`` -> ``model.tensorrt.engine``.
+Precision comes from the ONNX model itself: INT8 only as *explicit* quantization (Q/DQ nodes from
+``ptq_int8``, which a TensorRT profile makes signed int8 with zero point 0, as TensorRT requires),
+FP16 only from an fp16 model. Implicit-quantization calibrators (deprecated since TensorRT 10.1,
+removed in 11) and builder precision flags are not used, so the float reference engine is really FP32.
+The runner holds CUDA buffers (cuda-python), checks every return value (``set_input_shape``,
+``set_tensor_address``, ``execute_async_v3``), keeps each input's own dtype (int64 token ids stay
+int64), and runs batches larger than the engine's profile in chunks.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -39,20 +43,25 @@ class ShapeRange:
     max: tuple[int, ...]
 
 
+# the largest batch the engine must take besides the profile's: the evaluation data's (recipes default to 32)
+EVAL_BATCH = 32
+
+
 @dataclass(frozen=True)
 class BuildSettings:
-    fp16: bool
-    int8: bool
-    int8_mode: str  # "explicit" (Q/DQ in the model) | "calibrator" | "none"
+    int8_mode: str  # "explicit" (Q/DQ in the model) | "none"
     workspace_bytes: int
+    strongly_typed: bool = True  # precision from the ONNX types; no builder FP16/INT8 flags
     shapes: dict[str, ShapeRange] = field(default_factory=dict)
     timing_cache: str | None = None
 
 
 def shape_ranges(input_specs: Sequence[Any], batch_sizes: Sequence[int], declared: dict[str, dict] | None = None) -> dict[str, ShapeRange]:
-    """min/opt/max for every input: the batch dimension spans the profile's batch sizes (opt = the
-    first, the latency batch); any other dynamic dimension needs a range from the profile."""
+    """min/opt/max for every input: the batch dimension spans the profile's batch sizes and the
+    evaluation batch (opt = the first, the latency batch); any other dynamic dimension needs a range
+    from the profile."""
     declared = declared or {}
+    batches = [*batch_sizes, EVAL_BATCH]
     out = {}
     for spec in input_specs:
         dims_min, dims_opt, dims_max = [], [], []
@@ -60,7 +69,7 @@ def shape_ranges(input_specs: Sequence[Any], batch_sizes: Sequence[int], declare
             if isinstance(d, int):
                 dims_min.append(d), dims_opt.append(d), dims_max.append(d)
             elif i == 0:
-                dims_min.append(min(batch_sizes)), dims_opt.append(batch_sizes[0]), dims_max.append(max(batch_sizes))
+                dims_min.append(min(batches)), dims_opt.append(batch_sizes[0]), dims_max.append(max(batches))
             else:
                 rng = declared.get(spec.name, {}).get(str(d))
                 if rng is None:
@@ -74,6 +83,22 @@ def shape_ranges(input_specs: Sequence[Any], batch_sizes: Sequence[int], declare
     return out
 
 
+def qdq_zero_points_ok(onnx_path: Path) -> list[str]:
+    """Q/DQ nodes TensorRT's explicit quantization rejects: not signed int8, or a non-zero zero point."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    inits = {i.name: i for i in model.graph.initializer}
+    bad = []
+    for n in model.graph.node:
+        if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2 and n.input[2] in inits:
+            zp = inits[n.input[2]]
+            if zp.data_type != onnx.TensorProto.INT8 or numpy_helper.to_array(zp).any():
+                bad.append(n.name or n.output[0])
+    return bad
+
+
 def has_qdq(onnx_path: Path) -> bool:
     import onnx
 
@@ -81,39 +106,18 @@ def has_qdq(onnx_path: Path) -> bool:
 
 
 def build_settings(profile: Any, input_specs: Sequence[Any], onnx_path: Path, calibration: Any = None) -> BuildSettings:
-    """Translate a profile (precisions, batch sizes, tensorrt block) into builder settings."""
+    """Translate a profile (precisions, batch sizes, tensorrt block) into builder settings. ``calibration``
+    is not used: INT8 is explicit (Q/DQ in the model) or absent."""
     trt_cfg = profile.tensorrt
     explicit = has_qdq(onnx_path)
-    int8 = explicit or ("int8" in profile.precisions and calibration is not None and trt_cfg.int8_calibration)
     if explicit and "int8" not in profile.precisions:
         raise ConfigError(f"the model carries Q/DQ (int8) nodes but profile {profile.name} does not allow int8", hint="add int8 to the profile's precisions")
-    return BuildSettings(
-        fp16="fp16" in profile.precisions,
-        int8=bool(int8),
-        int8_mode="explicit" if explicit else ("calibrator" if int8 else "none"),
-        workspace_bytes=trt_cfg.workspace_mb * 2**20,
-        shapes=shape_ranges(input_specs, profile.batch_sizes, trt_cfg.shape_ranges),
-        timing_cache=trt_cfg.timing_cache,
-    )
-
-
-class CalibrationBatcher:
-    """Fixed-size, contiguous float32 batches for TensorRT's calibrator (its API wants one batch size)."""
-
-    def __init__(self, dataset: Any, input_names: Sequence[str], batch_size: int):
-        if batch_size < 1:
-            raise ValueError("batch_size must be >= 1")
-        arrays = {n: np.concatenate([b.inputs[n] for b in dataset.batches]) for n in input_names}
-        self.batch_size = batch_size
-        self.count = len(next(iter(arrays.values()))) // batch_size
-        if self.count == 0:
-            raise ConfigError(f"calibration needs at least {batch_size} samples, got {len(next(iter(arrays.values())))}", hint="give more calibration data or a smaller batch")
-        self._arrays = arrays
-
-    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
-        for i in range(self.count):
-            sl = slice(i * self.batch_size, (i + 1) * self.batch_size)
-            yield {n: np.ascontiguousarray(a[sl], dtype=np.float32) for n, a in self._arrays.items()}
+    bad = qdq_zero_points_ok(onnx_path) if explicit else []
+    if bad:
+        raise ConfigError(f"TensorRT's explicit quantization takes signed int8 with zero point 0; {len(bad)} Q/DQ node(s) differ (e.g. {bad[0]})",
+                          hint="quantize for the TensorRT profile (its quantization block asks ptq_int8 for symmetric int8)")
+    return BuildSettings(int8_mode="explicit" if explicit else "none", workspace_bytes=trt_cfg.workspace_mb * 2**20,
+                         shapes=shape_ranges(input_specs, profile.batch_sizes, trt_cfg.shape_ranges), timing_cache=trt_cfg.timing_cache)
 
 
 # ---- what needs TensorRT and a GPU (not executed here) -----------------------------------------
@@ -144,38 +148,6 @@ def _check(result: tuple) -> Any:
     return rest[0] if len(rest) == 1 else rest
 
 
-def _make_calibrator(trt: Any, batcher: CalibrationBatcher, cache_path: Path) -> Any:
-    cudart = _cudart()
-
-    class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
-        def __init__(self):
-            super().__init__()
-            self._batches = iter(batcher)
-            self._buffers: dict[str, int] = {}
-
-        def get_batch_size(self) -> int:
-            return batcher.batch_size
-
-        def get_batch(self, names: list[str]) -> list[int] | None:
-            batch = next(self._batches, None)
-            if batch is None:
-                return None
-            for name in names:
-                arr = batch[name]
-                if name not in self._buffers:
-                    self._buffers[name] = _check(cudart.cudaMalloc(arr.nbytes))
-                _check(cudart.cudaMemcpy(self._buffers[name], arr.ctypes.data, arr.nbytes, cudart.cudaMemcpyKind.cudaMemcpyHostToDevice))
-            return [self._buffers[n] for n in names]
-
-        def read_calibration_cache(self) -> bytes | None:
-            return cache_path.read_bytes() if cache_path.exists() else None
-
-        def write_calibration_cache(self, cache: bytes) -> None:
-            cache_path.write_bytes(bytes(cache))
-
-    return EntropyCalibrator()
-
-
 class TrtSession:
     """Deserialised engine + execution context + CUDA buffers (TensorRT 10 name-based I/O)."""
 
@@ -201,24 +173,49 @@ class TrtSession:
             self._device[name] = (ptr, nbytes)
         return ptr
 
+    def _input(self, name: str, value: np.ndarray) -> np.ndarray:
+        want = self._dtype[name]
+        if np.asarray(value).dtype.kind != want.kind and not (want.kind in "iu" and np.asarray(value).dtype.kind in "iu"):
+            raise ConfigError(f"input {name!r} is {np.asarray(value).dtype}, the engine takes {want}", hint="feed the model's own input dtype")
+        return np.ascontiguousarray(value, dtype=want)
+
     def _prepare(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         h2d = self._cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
         for name in self.input_names:
-            arr = np.ascontiguousarray(feeds[name], dtype=self._dtype[name])
-            self._context.set_input_shape(name, arr.shape)
+            arr = self._input(name, feeds[name])
+            if not self._context.set_input_shape(name, arr.shape):
+                raise ConfigError(f"TensorRT rejected input shape {list(arr.shape)} for {name!r}", hint="the shape is outside the engine's optimisation profile")
             ptr = self._buffer(name, arr.nbytes)
             _check(self._cudart.cudaMemcpyAsync(ptr, arr.ctypes.data, arr.nbytes, h2d, self._stream))
-            self._context.set_tensor_address(name, ptr)
+            if not self._context.set_tensor_address(name, ptr):
+                raise BackendUnavailable(f"TensorRT did not accept the buffer for {name!r}", hint="check the GPU and TensorRT version")
         outputs = {}
         for name in self.output_names:
             out = np.empty(tuple(self._context.get_tensor_shape(name)), dtype=self._dtype[name])
-            self._context.set_tensor_address(name, self._buffer(name, out.nbytes))
+            if not self._context.set_tensor_address(name, self._buffer(name, out.nbytes)):
+                raise BackendUnavailable(f"TensorRT did not accept the buffer for {name!r}", hint="check the GPU and TensorRT version")
             outputs[name] = out
         return outputs
 
+    def _max_batch(self) -> int:
+        name = self.input_names[0]
+        return int(self._engine.get_tensor_profile_shape(name, 0)[2][0])
+
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Outputs for ``feeds``; a batch larger than the engine's profile runs in chunks of its maximum."""
+        n, top = len(next(iter(feeds.values()))), self._max_batch()
+        if n > top:
+            parts = [self._run_once({k: v[i:i + top] for k, v in feeds.items()}) for i in range(0, n, top)]
+            return [np.concatenate([p[j] for p in parts]) for j in range(len(parts[0]))]
+        return self._run_once(feeds)
+
+    def _execute(self) -> None:
+        if not self._context.execute_async_v3(self._stream):
+            raise BackendUnavailable("TensorRT's execute_async_v3 failed", hint="see TensorRT's log; check the engine against this GPU and driver")
+
+    def _run_once(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         outputs = self._prepare(feeds)
-        self._context.execute_async_v3(self._stream)
+        self._execute()
         d2h = self._cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
         for name, out in outputs.items():
             _check(self._cudart.cudaMemcpyAsync(out.ctypes.data, self._device[name][0], out.nbytes, d2h, self._stream))
@@ -231,7 +228,7 @@ class TrtSession:
         _check(self._cudart.cudaStreamSynchronize(self._stream))
 
         def infer() -> None:
-            self._context.execute_async_v3(self._stream)
+            self._execute()
             _check(self._cudart.cudaStreamSynchronize(self._stream))
 
         return infer
@@ -265,25 +262,20 @@ class TensorRTBackend(MeasuredInChild):
         settings = build_settings(profile, input_specs, onnx_path, calibration)
         logger = trt.Logger(trt.Logger.WARNING)
         builder = trt.Builder(logger)
-        network = builder.create_network(0)  # TensorRT 10: explicit batch is the only mode
+        flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if settings.strongly_typed else 0
+        network = builder.create_network(flags)  # TensorRT 10: explicit batch is the only mode
         parser = trt.OnnxParser(network, logger)
         if not parser.parse_from_file(str(onnx_path)):
             errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
             raise ConfigError(f"TensorRT's ONNX parser rejected {onnx_path.name}: {errors[:300]}", hint="check the op against TensorRT's ONNX operator support")
         config = builder.create_builder_config()
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, settings.workspace_bytes)
-        if settings.fp16:
-            config.set_flag(trt.BuilderFlag.FP16)
-        if settings.int8:
-            config.set_flag(trt.BuilderFlag.INT8)
-        if settings.int8_mode == "calibrator":
-            names = [s.name for s in input_specs]
-            batcher = CalibrationBatcher(calibration, names, profile.tensorrt.calibration_batch)
-            config.int8_calibrator = _make_calibrator(trt, batcher, out_path.with_suffix(".calib.cache"))
+        # NOTE: strongly typed: no FP16/INT8 builder flags (precision is the model's own), no calibrator
         shape_profile = builder.create_optimization_profile()
         for name, rng in settings.shapes.items():
             shape_profile.set_shape(name, rng.min, rng.opt, rng.max)
-        config.add_optimization_profile(shape_profile)
+        if config.add_optimization_profile(shape_profile) < 0:
+            raise ConfigError(f"TensorRT refused the shape profile {settings.shapes}", hint="check the profile's batch sizes and tensorrt.shape_ranges")
         cache_file = Path(settings.timing_cache) if settings.timing_cache else None
         cache = config.create_timing_cache(cache_file.read_bytes() if cache_file and cache_file.exists() else b"")
         config.set_timing_cache(cache, ignore_mismatch=False)
@@ -293,7 +285,7 @@ class TensorRTBackend(MeasuredInChild):
         out_path.write_bytes(bytes(engine))
         if cache_file:
             cache_file.write_bytes(bytes(cache.serialize()))
-        return Artifact(out_path, self.name, {"tensorrt": trt.__version__, "fp16": settings.fp16, "int8": settings.int8_mode,
+        return Artifact(out_path, self.name, {"tensorrt": trt.__version__, "strongly_typed": settings.strongly_typed, "int8": settings.int8_mode,
                                               "shapes": {k: vars(v) for k, v in settings.shapes.items()}})
 
     def load(self, artifact: Artifact, threads: int) -> TrtSession:

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import importlib.util
 
-import numpy as np
 import pytest
 
 from edgesmith.errors import BackendUnavailable, ConfigError
 from edgesmith.profiles import load_profile
 from edgesmith.recipe import InputSpec
-from edgesmith.runtime.tensorrt import CalibrationBatcher, ShapeRange, build_settings, shape_ranges
+from edgesmith.runtime.tensorrt import EVAL_BATCH, ShapeRange, build_settings, qdq_zero_points_ok, shape_ranges
 
 needs_no_trt = pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed here")
 
@@ -39,7 +38,8 @@ def test_a_jetson_target_is_refused_before_any_work(cli, tmp_path):
 
 def test_batch_dimension_spans_the_profile_batch_sizes():
     specs = [InputSpec(name="input", shape=["batch", 3, 224, 224])]
-    assert shape_ranges(specs, [1, 8]) == {"input": ShapeRange((1, 3, 224, 224), (1, 3, 224, 224), (8, 3, 224, 224))}
+    # the maximum also covers the evaluation batch (EVAL_BATCH), which runs through the same engine
+    assert shape_ranges(specs, [1, 8]) == {"input": ShapeRange((1, 3, 224, 224), (1, 3, 224, 224), (EVAL_BATCH, 3, 224, 224))}
     assert shape_ranges(specs, [4, 1, 16])["input"].opt == (4, 3, 224, 224)  # opt = the first (latency) batch
 
 
@@ -48,36 +48,41 @@ def test_other_dynamic_dimensions_need_a_range_from_the_profile():
     with pytest.raises(ConfigError, match=r"dynamic dimension 'seq' \(axis 1\) and the profile gives no range"):
         shape_ranges(specs, [1])
     got = shape_ranges(specs, [1, 4], {"ids": {"seq": [16, 128, 512]}})
-    assert got["ids"] == ShapeRange((1, 16), (1, 128), (4, 512))
+    assert got["ids"] == ShapeRange((1, 16), (1, 128), (EVAL_BATCH, 512))
     with pytest.raises(ConfigError, match="1 <= min <= opt <= max"):
         shape_ranges(specs, [1], {"ids": {"seq": [128, 16, 512]}})
 
 
-def test_build_settings_translate_the_profile(tmp_path, digits_onnx):
+def test_a_tensorrt_profile_gets_signed_symmetric_int8_qdq_and_an_fp32_reference(tmp_path, digits_onnx):
+    """What TensorRT's documentation requires and we can check without it: explicit quantization with
+    signed int8 and zero point 0, a strongly typed build (no FP16/INT8 flags, no calibrator), so the
+    float reference engine is FP32; an asymmetric uint8 model is refused before any build."""
     from edgesmith.compress import PassContext, build_pass_config, get_pass
     from edgesmith.data import load_dataset
 
     prof = load_profile("jetson-orin-trt")
     specs = [InputSpec(name="input", shape=["batch", 1, 8, 8])]
     calib = load_dataset("digits", specs, role="calibration", samples=64)
-    implicit = build_settings(prof, specs, digits_onnx, calib)
-    assert implicit.fp16 and implicit.int8 and implicit.int8_mode == "calibrator"
-    assert implicit.workspace_bytes == 1024 * 2**20
-    assert implicit.shapes["input"].max == (8, 1, 8, 8)
-    assert build_settings(prof, specs, digits_onnx, None).int8_mode == "none"  # no data, no calibration
-    ctx = PassContext(work_dir=tmp_path, profile=prof, input_specs=tuple(specs), calibration=calib)
+    reference = build_settings(prof, specs, digits_onnx, calib)
+    assert reference.int8_mode == "none" and reference.strongly_typed  # the float model builds as FP32
+    assert reference.workspace_bytes == 1024 * 2**20
+    ctx = PassContext(work_dir=tmp_path / "trt", profile=prof, input_specs=tuple(specs), calibration=calib)
+    ctx.work_dir.mkdir()
     qdq = get_pass("ptq_int8").apply(digits_onnx, build_pass_config("ptq_int8", {}), ctx)
-    assert build_settings(prof, specs, qdq, None).int8_mode == "explicit"  # Q/DQ in the model: no calibrator
+    assert qdq_zero_points_ok(qdq) == [] and build_settings(prof, specs, qdq, None).int8_mode == "explicit"
+    ort_ctx = PassContext(work_dir=tmp_path / "ort", profile=load_profile("x86-avx512-vnni-ort"), input_specs=tuple(specs), calibration=calib)
+    ort_ctx.work_dir.mkdir()
+    u8 = get_pass("ptq_int8").apply(digits_onnx, build_pass_config("ptq_int8", {}), ort_ctx)
+    assert qdq_zero_points_ok(u8)  # uint8 activations with zero points: TensorRT would reject them
+    with pytest.raises(ConfigError, match="signed int8 with zero point 0"):
+        build_settings(prof, specs, u8, None)
+    with pytest.raises(ConfigError, match="runs TensorRT, whose explicit quantization takes signed int8"):
+        get_pass("ptq_int8").apply(digits_onnx, build_pass_config("ptq_int8", {"activation_type": "uint8"}), ctx)
 
 
-def test_calibration_batches_are_fixed_size_contiguous_float32():
-    from edgesmith.data.sources import Dataset, split_batches
-
-    x = np.arange(70 * 4, dtype=np.float64).reshape(70, 4)
-    ds = Dataset("x", split_batches({"input": x}, None, 32))
-    batches = list(CalibrationBatcher(ds, ["input"], 16))
-    assert len(batches) == 4  # 70 samples -> 4 full batches of 16, remainder left out
-    assert all(b["input"].shape == (16, 4) and b["input"].dtype == np.float32 and b["input"].flags.c_contiguous for b in batches)
-    np.testing.assert_array_equal(batches[1]["input"], x[16:32].astype(np.float32))
-    with pytest.raises(ConfigError, match="at least 128 samples"):
-        CalibrationBatcher(ds, ["input"], 128)
+def test_the_shape_profile_covers_every_batch_that_will_run():
+    prof = load_profile("jetson-orin-trt")
+    specs = [InputSpec(name="input", shape=["batch", 1, 8, 8])]
+    rng = shape_ranges(specs, prof.batch_sizes)["input"]
+    assert rng.opt[0] == prof.batch_sizes[0]
+    assert all(rng.min[0] <= b <= rng.max[0] for b in [*prof.batch_sizes, EVAL_BATCH])
