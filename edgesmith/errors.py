@@ -12,6 +12,14 @@ EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 3
 
 
+# a message quotes user input (values, names); it never grows past this, whatever the input
+MAX_MESSAGE = 600
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 25] + f" ... ({len(text) - limit + 25} more chars)"
+
+
 class EdgesmithError(Exception):
     """Base class. ``message`` says what went wrong, ``hint`` what to do about it."""
 
@@ -23,9 +31,9 @@ class EdgesmithError(Exception):
         self.hint = hint
 
     def one_line(self) -> str:
-        text = " ".join(self.message.split())
+        text = _clip(" ".join(self.message.split()), MAX_MESSAGE)
         if self.hint:
-            text += f" (hint: {' '.join(self.hint.split())})"
+            text += f" (hint: {_clip(' '.join(self.hint.split()), MAX_MESSAGE // 2)})"
         return text
 
     def __str__(self) -> str:

@@ -137,8 +137,12 @@ def load_model(spec: Any, base_dir: Path, trust_checkpoint: bool = False) -> Loa
     if not isinstance(module, torch.nn.Module):
         raise ConfigError(f"model factory {spec.source!r} returned {type(module).__name__}, not a torch.nn.Module", hint="return the model instance")
     if spec.weights:
-        state = load_state_dict(resolve(spec.weights, base_dir), spec.trust_checkpoint or trust_checkpoint)
-        result = module.load_state_dict(state, strict=False)
+        state = load_state_dict(resolve(spec.weights, base_dir), trust_checkpoint)
+        try:
+            result = module.load_state_dict(state, strict=False)
+        except RuntimeError as exc:  # shapes that do not fit: the checkpoint's problem, not ours
+            first = next((ln.strip() for ln in str(exc).splitlines() if "size mismatch" in ln), str(exc).strip().splitlines()[0] if str(exc).strip() else "")
+            raise InputError(f"weights do not fit the model: {first[:240]}", hint="the checkpoint is for another architecture or factory arguments") from exc
         if result.missing_keys or result.unexpected_keys:
             raise InputError(
                 f"weights do not match the model: {len(result.missing_keys)} missing key(s) {result.missing_keys[:3]}, "
@@ -178,7 +182,13 @@ def onnx_input_specs(path: Path) -> list[dict]:
             continue
         tt = inp.type.tensor_type
         shape = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "dim") for d in tt.shape.dim]
-        specs.append({"name": inp.name, "shape": shape, "dtype": _ONNX_DTYPES.get(tt.elem_type, "float32")})
+        if not inp.type.HasField("tensor_type") or tt.elem_type not in _ONNX_DTYPES:
+            raise InputError(f"{path}: input {inp.name!r} is not a tensor of a supported type", hint=f"supported input types: {', '.join(sorted(set(_ONNX_DTYPES.values())))}")
+        if not tt.HasField("shape"):
+            raise InputError(f"{path}: input {inp.name!r} has no shape", hint="export with input shapes (a named first dimension for the batch)")
+        specs.append({"name": inp.name, "shape": shape, "dtype": _ONNX_DTYPES[tt.elem_type]})
+    if not specs:
+        raise InputError(f"{path} has no inputs: there is nothing to feed it", hint="give a model that takes at least one input tensor")
     return specs
 
 

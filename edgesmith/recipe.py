@@ -24,13 +24,13 @@ the settings that pay on the target, verifies them there and keeps the best (or 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from edgesmith.errors import ConfigError
 from edgesmith.profiles.schema import Goal
-from edgesmith.schema import Dtype, InputSpec, ModelSpec, Strict, format_validation_error  # noqa: F401 - re-exported
+from edgesmith.schema import MAX_BATCH, MAX_ITERATIONS, MAX_SECONDS, MAX_THREADS, Dtype, InputSpec, ModelSpec, Strict, format_validation_error  # noqa: F401 - re-exported
 
 class DataSource(Strict):
     source: str = "digits"
@@ -82,8 +82,8 @@ class PassSpec(Strict):
 class TargetSpec(Strict):
     profile: str
     budgets: list[Goal] | None = None
-    threads: int | None = Field(default=None, ge=1)
-    batch_sizes: list[int] | None = None
+    threads: int | None = Field(default=None, ge=1, le=MAX_THREADS)
+    batch_sizes: list[Annotated[int, Field(ge=1, le=MAX_BATCH)]] | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -100,9 +100,9 @@ class ExportSpec(Strict):
 
 
 class BenchSpec(Strict):
-    warmup: int = Field(default=10, ge=0)
-    iterations: int = Field(default=100, ge=1)
-    duration_s: float | None = Field(default=None, gt=0, description="if set, run for this long instead of a fixed count")
+    warmup: int = Field(default=10, ge=0, le=MAX_ITERATIONS)
+    iterations: int = Field(default=100, ge=1, le=MAX_ITERATIONS)
+    duration_s: float | None = Field(default=None, gt=0, le=MAX_SECONDS, description="if set, run for this long instead of a fixed count")
 
 
 class Recipe(Strict):
@@ -142,6 +142,30 @@ class Recipe(Strict):
             raise ValueError(f"a target is listed twice: {names}")
         return v
 
+    def relocated(self, from_dir: Path, to_dir: Path) -> "Recipe":
+        """The same recipe with every relative file path (model, weights, reference, .npz data, profile
+        files, output_dir) rewritten from ``from_dir`` to ``to_dir``: a recipe saved into another folder
+        still runs, since a recipe's paths are read relative to its own folder."""
+        import os
+
+        def move(value: str | None, is_file: bool) -> str | None:
+            if value is None or not is_file or Path(value).is_absolute():
+                return value
+            return os.path.relpath((from_dir / value).absolute(), to_dir.absolute())
+
+        data = self.model_dump(mode="json")
+        m = data["model"]
+        m["source"] = move(m["source"], m["source"].endswith((".onnx", ".pt2")))
+        m["weights"], m["reference"] = move(m["weights"], True), move(m["reference"], True)
+        for role in ("calibration", "evaluation"):
+            if data["data"].get(role):
+                src = data["data"][role]["source"]
+                data["data"][role]["source"] = move(src, src.endswith(".npz"))
+        for t in data["targets"]:
+            t["profile"] = move(t["profile"], t["profile"].endswith((".yaml", ".yml")))
+        data["output_dir"] = move(data["output_dir"], True)
+        return Recipe.model_validate(data)
+
     def to_yaml(self) -> str:
         import yaml
 
@@ -160,14 +184,8 @@ def parse_recipe(data: Any, what: str = "recipe") -> Recipe:
 
 
 def load_recipe(path: Path) -> Recipe:
-    import yaml
+    from edgesmith.schema import load_yaml
 
     if not path.is_file():
         raise ConfigError(f"recipe not found: {path}", hint="give the path of a recipe .yaml file")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path.name} is not valid YAML: {' '.join(str(exc).split())[:200]}", hint="check indentation and quoting") from exc
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path.name} is not a text file", hint="give a YAML recipe") from exc
-    return parse_recipe(data, path.name)
+    return parse_recipe(load_yaml(path, "recipe"), path.name)

@@ -8,6 +8,17 @@ from typing import Any
 STATUS_RANK = {"fail": 0, "missing": 1, "inconclusive": 2, "new": 3, "pass": 4, "info": 5}
 
 
+def md(text: Any) -> str:
+    """Text from recipes, models, profiles or plugins, made inert in Markdown: no raw HTML (``<`` and
+    ``&`` become entities), no table breaks (``|``), no code-span or emphasis breakouts, one line."""
+    out = " ".join(str(text).split())
+    # NOTE: "_" stays (inside words it never starts emphasis in CommonMark) and so does ">" (no tag opens
+    # without "<"; our lines never start with it, so it is no blockquote either)
+    for a, b in (("&", "&amp;"), ("<", "&lt;"), ("|", "\\|"), ("`", "&#96;"), ("*", "\\*"), ("[", "\\[")):
+        out = out.replace(a, b)
+    return out
+
+
 def _fmt(v: Any) -> str:
     if v is None:
         return "—"
@@ -38,28 +49,28 @@ def verdict_rows(target: dict) -> list[list[str]]:
 
 
 def render_markdown(manifest: dict) -> str:
-    lines = [f"# edgesmith run: {manifest['recipe']['name']}", ""]
-    lines += [f"- verdict: **{manifest['verdict'].upper()}**", f"- model: `{manifest['recipe']['model']['source']}`",
-              f"- passes: {', '.join(p['type'] for p in manifest['recipe']['passes']) or 'none'}",
+    lines = [f"# edgesmith run: {md(manifest['recipe']['name'])}", ""]
+    lines += [f"- verdict: **{manifest['verdict'].upper()}**", f"- model: {md(manifest['recipe']['model']['source'])}",
+              f"- passes: {md(', '.join(p['type'] for p in manifest['recipe']['passes'])) or 'none'}",
               f"- edgesmith {manifest['versions'].get('edgesmith')}, onnxruntime {manifest['versions'].get('onnxruntime')}, torch {manifest['versions'].get('torch')}", ""]
     exp = manifest.get("export")
     if exp:
-        lines += ["## Export", "", f"- `{exp['path']}` (opset {exp['opset']}, {exp['exporter']} exporter, {exp['mb']:.3f} MB)",
-                  f"- parity ONNX Runtime vs torch: {exp['parity']}", ""]
+        lines += ["## Export", "", f"- {md(exp['path'])} (opset {exp['opset']}, {exp['exporter']} exporter, {exp['mb']:.3f} MB)",
+                  f"- parity ONNX Runtime vs torch: {md(exp['parity'])}", ""]
     params = manifest.get("parameters")
     if params:
         changed = " (the architecture changed: re-exported and parity re-checked against the changed model)" if params.get("architecture_changed") else ""
         count = lambda n: f"{n:,}" if isinstance(n, int) else "—"  # noqa: E731
         lines += [f"- parameters: float model {count(params.get('float'))}, after torch passes {count(params.get('after_torch_passes'))}{changed}", ""]
     for name, t in manifest.get("targets", {}).items():
-        lines += [f"## Target `{name}` — {t['verdict'].upper()}", "", f"{t['profile']['description'].strip()}", ""]
+        lines += [f"## Target {md(name)} — {t['verdict'].upper()}", "", md(t['profile']['description']), ""]
         if t.get("estimated"):
             lines += ["> Budgets of this profile are **estimates**, not measured on the device.", ""]
         lines += ["| metric | value | float reference | budget | verdict | detail |", "|---|---|---|---|---|---|"]
-        lines += ["| " + " | ".join(r) + " |" for r in verdict_rows(t)]
+        lines += ["| " + " | ".join(md(c) for c in r) + " |" for r in verdict_rows(t)]
         lines += ["", "### Artifacts", ""]
         for a in t.get("artifacts", []):
-            lines.append(f"- `{a['path']}` — {a['what']}, {a['mb']:.3f} MB")
+            lines.append(f"- {md(a['path'])} — {md(a['what'])}, {a['mb']:.3f} MB")
         if t.get("size"):
             s = t["size"]
             lines.append(f"- size: float ONNX {s['fp32_mb']:.3f} MB → compressed ONNX {s['compressed_mb']:.3f} MB ({s['ratio']:.2f}× smaller)")
@@ -75,7 +86,7 @@ def render_markdown(manifest: dict) -> str:
                     lines.append(f"| {which} | {b} | {s['p50_ms']:.3f} | {s['p90_ms']:.3f} | {s['p99_ms']:.3f} | {s['mean_ms']:.3f} | "
                                  f"{s['std_ms']:.3f} | {s['throughput_per_s']:.1f} | {speedup:.2f}x | {s['peak_rss_mb']:.0f} | {noise} |")
         if t.get("notes"):
-            lines += ["", "### Notes", ""] + [f"- {n}" for n in t["notes"]]
+            lines += ["", "### Notes", ""] + [f"- {md(n)}" for n in t["notes"]]
         lines.append("")
     return "\n".join(lines)
 

@@ -10,6 +10,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from edgesmith.errors import ConfigError
 
 
+# Bounds on every count a user can give (flags, recipes, profiles): past them a typo, not a measurement.
+MAX_THREADS = 256
+MAX_BATCH = 4096
+MAX_ITERATIONS = 1_000_000
+MAX_SECONDS = 3600.0
+
+
 class Strict(BaseModel):
     """A model that rejects unknown keys, naming the key and the allowed ones."""
 
@@ -37,7 +44,8 @@ def format_validation_error(exc: ValidationError, what: str) -> ConfigError:
         msg, _, hint = msg.partition(" (hint: ")
         hint = hint.removesuffix(")")
     elif first["type"] != "value_error" and "Input should be" in msg:
-        msg = f"{msg}, got {first.get('input')!r}"
+        got = repr(first.get("input"))
+        msg = f"{msg}, got {got if len(got) <= 80 else got[:60] + ' ...'}"
     more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
     return ConfigError(f"{what}: {loc}: {msg}{more}", hint=hint)
 
@@ -64,8 +72,17 @@ class ModelSpec(Strict):
     source: str = Field(description="package.module:factory, a .pt2 program, or an .onnx file")
     weights: str | None = None
     kwargs: dict[str, Any] = {}
-    trust_checkpoint: bool = False
+    trust_checkpoint: bool = Field(default=False, description="never honoured from a file: trust comes from --trust-checkpoint")
     reference: str | None = Field(default=None, description="float ONNX model to validate against when `source` is already compressed")
+
+    @field_validator("trust_checkpoint")
+    @classmethod
+    def _no_trust_from_files(cls, v: bool) -> bool:
+        # NOTE: only the person at the keyboard grants trust (the flag or EDGESMITH_TRUST_CHECKPOINT=1)
+        if v:
+            raise ValueError("trust_checkpoint cannot be set in a recipe (hint: pass --trust-checkpoint, or set "
+                             "EDGESMITH_TRUST_CHECKPOINT=1, when you trust the checkpoint's source)")
+        return v
 
     @field_validator("reference")
     @classmethod
@@ -73,3 +90,32 @@ class ModelSpec(Strict):
         if v is not None and not v.endswith(".onnx"):
             raise ValueError(f"reference must be an .onnx file, got {v!r}")
         return v
+
+
+# A recipe or profile is a few kilobytes with a handful of anchors; past these it is an attack
+# (a "billion laughs" alias bomb) or a mistake, refused before anything expands it.
+MAX_YAML_BYTES = 1 << 20
+MAX_YAML_ALIASES = 64
+
+
+def load_yaml(path: Any, what: str) -> Any:
+    """``yaml.safe_load`` of a user file, refused (one line, no quoted content) when it is not text, not
+    YAML, too large, or uses more aliases than any real recipe needs."""
+    import yaml
+
+    from edgesmith.errors import ConfigError
+
+    try:
+        raw = path.read_bytes()
+        if len(raw) > MAX_YAML_BYTES:
+            raise ConfigError(f"{path.name} is {len(raw)} bytes; a {what} is at most {MAX_YAML_BYTES} bytes", hint=f"give the {what} file itself")
+        text = raw.decode()
+        aliases = sum(isinstance(e, yaml.AliasEvent) for e in yaml.parse(text, Loader=yaml.SafeLoader))
+        if aliases > MAX_YAML_ALIASES:
+            raise ConfigError(f"{path.name} uses {aliases} YAML aliases (at most {MAX_YAML_ALIASES}): refusing to expand it",
+                              hint=f"write the {what} out without deeply nested anchors")
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path.name} is not valid YAML: {' '.join(str(exc).split())[:200]}", hint="check indentation and quoting") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path.name} is not a text file", hint=f"give a YAML {what}") from exc

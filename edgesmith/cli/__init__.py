@@ -14,4 +14,9 @@ __all__ = ["app", "build_recipe", "guarded", "main"]
 
 
 def main() -> None:
+    import signal
+
+    from edgesmith.cli.common import on_sigterm
+
+    signal.signal(signal.SIGTERM, on_sigterm)  # handled like Ctrl-C: clean up, say so, exit 143
     app()

@@ -7,6 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from edgesmith.schema import MAX_THREADS
+
 from edgesmith.cli.app import app, profiles_app, zoo_app
 from edgesmith.cli.common import (RichReporter,
                                   guarded)
@@ -67,7 +69,7 @@ def profiles_init(
     name: Annotated[str, typer.Argument(help="Name of the new profile.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the profile YAML.")] = Path("profile.yaml"),
     backend: Annotated[str, typer.Option(help="onnxruntime or openvino.")] = "onnxruntime",
-    threads: Annotated[Optional[int], typer.Option(min=1, help="Threads (default: all cores).")] = None,
+    threads: Annotated[Optional[int], typer.Option(min=1, max=MAX_THREADS, help="Threads (default: all cores).")] = None,
     no_benchmark: Annotated[bool, typer.Option("--no-benchmark", help="Skip the short INT8 benchmark.")] = False,
 ) -> None:
     """Write a profile for this machine: CPU features, cores, and INT8 defaults from a short benchmark.

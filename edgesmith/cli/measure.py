@@ -9,6 +9,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from edgesmith.schema import MAX_BATCH, MAX_ITERATIONS, MAX_SECONDS, MAX_THREADS
+
 from edgesmith.cli.app import app
 from edgesmith.cli.common import (InputOpt, RichReporter,
                                   guarded, parse_input)
@@ -33,16 +35,16 @@ def bench(
     model: Annotated[Path, typer.Argument(help="Artifact to benchmark: .onnx (ONNX Runtime) or .xml (OpenVINO IR)")],
     backend: Annotated[BackendChoice, typer.Option(help="Runtime; auto picks it from the file type.")] = BackendChoice.auto,
     target: Annotated[Optional[str], typer.Option("--target", "-t", help="Take threads and batch sizes from this profile.")] = None,
-    threads: Annotated[Optional[int], typer.Option(min=1, help="Intra-op threads (default: the profile's, else 2).")] = None,
-    batch: Annotated[Optional[list[int]], typer.Option(help="Batch size; repeatable (default: the profile's, else 1).")] = None,
-    warmup: Annotated[int, typer.Option(min=0)] = 10,
-    iterations: Annotated[int, typer.Option(min=1)] = 100,
-    duration: Annotated[Optional[float], typer.Option(help="Seconds to run instead of a fixed count.")] = None,
+    threads: Annotated[Optional[int], typer.Option(min=1, max=MAX_THREADS, help="Intra-op threads (default: the profile's, else 2).")] = None,
+    batch: Annotated[Optional[list[int]], typer.Option(min=1, max=MAX_BATCH, help="Batch size; repeatable (default: the profile's, else 1).")] = None,
+    warmup: Annotated[int, typer.Option(min=0, max=MAX_ITERATIONS)] = 10,
+    iterations: Annotated[int, typer.Option(min=1, max=MAX_ITERATIONS)] = 100,
+    duration: Annotated[Optional[float], typer.Option(min=0.001, max=MAX_SECONDS, help="Seconds to run instead of a fixed count.")] = None,
     input_shape: InputOpt = None,
     optimization: Annotated[GraphOptimization, typer.Option(help="ONNX Runtime graph optimisation when loading.")] = GraphOptimization.all,
     until_stable: Annotated[bool, typer.Option("--until-stable", help="Repeat until the coefficient of variation is below --cv.")] = False,
-    cv: Annotated[float, typer.Option(help="Noise threshold: coefficient of variation above it flags the run.")] = 0.10,
-    max_repeats: Annotated[int, typer.Option(min=1, help="Most repeats with --until-stable.")] = 5,
+    cv: Annotated[float, typer.Option(min=0.0, max=100.0, help="Noise threshold: coefficient of variation above it flags the run (0.1 = 10%).")] = 0.10,
+    max_repeats: Annotated[int, typer.Option(min=1, max=100, help="Most repeats with --until-stable.")] = 5,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Benchmark a model or compiled artifact: p50/p90/p95/p99, mean, std, throughput, peak memory, noise flag.
@@ -87,10 +89,10 @@ def bench(
 def compare(
     a: Annotated[Path, typer.Argument(help="Artifact A (the baseline): .onnx or .xml")],
     b: Annotated[Path, typer.Argument(help="Artifact B (the candidate): .onnx or .xml")],
-    threads: Annotated[int, typer.Option(min=1, help="Intra-op threads for both.")] = 2,
-    batch: Annotated[int, typer.Option(min=1)] = 1,
-    rounds: Annotated[int, typer.Option(min=2, help="Interleaved rounds (A then B in each).")] = 20,
-    per_round: Annotated[int, typer.Option(min=1, help="Timed runs of each artifact per round.")] = 10,
+    threads: Annotated[int, typer.Option(min=1, max=MAX_THREADS, help="Intra-op threads for both.")] = 2,
+    batch: Annotated[int, typer.Option(min=1, max=MAX_BATCH)] = 1,
+    rounds: Annotated[int, typer.Option(min=2, max=1000, help="Interleaved rounds (A then B in each).")] = 20,
+    per_round: Annotated[int, typer.Option(min=1, max=10_000, help="Timed runs of each artifact per round.")] = 10,
     confidence: Annotated[float, typer.Option(min=0.5, max=0.999)] = 0.95,
     input_shape: InputOpt = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,

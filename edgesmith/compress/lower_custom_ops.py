@@ -29,4 +29,4 @@ def lower_custom_ops(onnx_path: Path, cfg: LowerCustomOpsConfig, ctx: Any) -> Pa
 
 
 PASS = PassInfo("lower_custom_ops", "onnx", LowerCustomOpsConfig, lower_custom_ops,
-                "replace custom-domain ops (e.g. edgesmith.BinarySign) with equivalent standard ONNX ops")
+                "replace custom-domain ops (e.g. edgesmith.BinarySign) with equivalent standard ONNX ops", custom_ops=("*",))

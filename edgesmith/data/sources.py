@@ -123,8 +123,18 @@ def _from_callable(ref: str, names: Sequence[str]) -> list[Batch]:
     from edgesmith.model_io import import_object
 
     fn = import_object(ref, "data function")
+    try:
+        return _batches_of(fn() if callable(fn) else fn, ref, names)
+    except (InputError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # NOTE: the user's code failed; that is bad input, not an edgesmith defect
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise InputError(f"data function {ref} raised {type(exc).__name__}: {first}", hint="run it on its own to debug it; EDGESMITH_DEBUG=1 shows the traceback") from exc
+
+
+def _batches_of(items: Any, ref: str, names: Sequence[str]) -> list[Batch]:
     batches: list[Batch] = []
-    for item in fn() if callable(fn) else fn:
+    for item in items:
         labels = None
         if isinstance(item, (tuple, list)) and len(item) == 2:
             item, labels = item
@@ -183,9 +193,35 @@ def check_dataset(ds: Dataset, input_specs: Sequence[Any], role: str) -> None:
                     f"{role} data for input {spec.name!r} has shape {list(arr.shape)}, the input spec says {want}",
                     hint="reshape the data or fix `inputs:` in the recipe (the first dimension is the batch)",
                 )
+            if arr.dtype.kind not in "biuf":  # complex, strings, objects: a cast would lose or invent data
+                raise InputError(f"{role} data for input {spec.name!r} is {arr.dtype} ({'complex' if arr.dtype.kind == 'c' else 'not numeric'})",
+                                 hint=f"give real numbers castable to {spec.dtype}")
             if arr.dtype != np.dtype(spec.dtype):
                 b.inputs[spec.name] = arr.astype(spec.dtype)
+    _check_labels(ds, role)
     _check_finite(ds, role)
+
+
+def _check_labels(ds: Dataset, role: str) -> None:
+    """Labels are one integer class index per sample (not strings, not one-hot rows, not negative)."""
+    for i, b in enumerate(ds.batches):
+        if b.labels is None:
+            continue
+        y = np.asarray(b.labels)
+        if y.dtype.kind not in "biuf":
+            raise InputError(f"{role} labels are {y.dtype}, not integer class indices", hint="map class names to indices 0..C-1 before saving")
+        if y.ndim != 1:
+            raise InputError(f"{role} labels of batch {i} have shape {list(y.shape)}: one integer class per sample is expected"
+                             + (" (one-hot rows?)" if y.ndim == 2 else ""), hint="give class indices, e.g. labels = y.argmax(1)")
+        if len(y) != b.size:
+            raise InputError(f"{role} batch {i} has {b.size} samples and {len(y)} labels", hint="give one label per sample")
+        if y.dtype.kind == "f":
+            if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
+                raise InputError(f"{role} labels of batch {i} are not whole numbers", hint="labels are class indices 0..C-1")
+            y = y.astype(np.int64)
+        if y.size and y.min() < 0:
+            raise InputError(f"{role} labels include {int(y.min())}: class indices start at 0", hint="labels are class indices 0..C-1")
+        b.labels = y.astype(np.int64, copy=False)
 
 
 def _check_finite(ds: Dataset, role: str) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
-from edgesmith.environment import host_arch
+from edgesmith.environment import host_arch, missing_cpu_features
 from edgesmith.profiles.schema import LATENCY_METRICS, Profile
 
 # metrics that are not accuracy: what tune/optimize leave out when they judge accuracy alone
@@ -54,19 +54,30 @@ def _judge_one(g: Any, value: float | None, ref: float | None, v: Verdict) -> No
         v.detail = f"{'>=' if g.goal == 'min' else '<='} {g.value:g}"
 
 
+def _not_the_target(profile: Profile) -> str:
+    """Why a latency measured here says nothing about the target ("" when this host is such a machine):
+    another architecture, or a CPU without a feature the profile's kernels need (VNNI on an AVX2 runner)."""
+    if host_arch() != profile.hardware.arch:
+        return f"measured on {host_arch()}, target is {profile.hardware.arch}: not judged"
+    missing = missing_cpu_features(profile.hardware.isa)
+    if missing:
+        return f"this host lacks {', '.join(missing)}, which the target's profile requires: latency not judged"
+    return ""
+
+
 def judge(profile: Profile, metrics: dict[str, Any], reference: dict[str, Any]) -> list[Verdict]:
     """One verdict per budget. ``metrics``/``reference`` map metric name -> value; latency and
     speed-up metrics are keyed ``name@batch``."""
     verdicts = []
-    on_target = host_arch() == profile.hardware.arch
+    why_not = _not_the_target(profile)
     for g in profile.budgets:
         key = f"{g.metric}@{g.batch or profile.batch_sizes[0]}" if _timed(g.metric) else g.metric
         value, ref = metrics.get(key), reference.get(key)
         v = Verdict(g.metric, value, ref, g.goal, g.value, "n/a", batch=g.batch, estimate=profile.estimated)
         if _timed(key):
             v.batch = g.batch or profile.batch_sizes[0]
-            if not on_target:
-                v.detail = f"measured on {host_arch()}, target is {profile.hardware.arch}: not judged"
+            if why_not:
+                v.detail = why_not
                 verdicts.append(v)
                 continue
         _judge_one(g, value, ref, v)

@@ -75,6 +75,8 @@ def export_onnx(module: Any, input_specs: Sequence[Any], out_path: Path, *, opse
 
     if exporter == "dynamo":
         require("onnxscript")  # the torch.export-based exporter needs it; say so instead of failing deep inside
+    if exporter == "torchscript" and opset > 20:
+        raise ExportError(f"the torchscript exporter writes opsets up to 20, not {opset}", hint="use `export: {exporter: dynamo}` or an opset <= 20")
     sample_out = probe_forward(module, input_specs)
     feeds = example_inputs(input_specs)
     args = tuple(torch.from_numpy(feeds[s.name]) for s in input_specs)
@@ -86,7 +88,7 @@ def export_onnx(module: Any, input_specs: Sequence[Any], out_path: Path, *, opse
             if exporter == "torchscript":
                 axes = {s.name: {i: str(d) for i, d in enumerate(s.shape) if not isinstance(d, int)} for s in input_specs}
                 torch.onnx.export(module, args, str(out_path), input_names=names, output_names=outputs,
-                                  dynamic_axes=axes, opset_version=min(opset, 20), dynamo=False)
+                                  dynamic_axes=axes, opset_version=opset, dynamo=False)
             else:
                 dyn = None
                 if program is None:
@@ -109,6 +111,11 @@ def export_onnx(module: Any, input_specs: Sequence[Any], out_path: Path, *, opse
         onnx.shape_inference.infer_shapes_path(str(out_path), str(out_path), check_type=True)
     except Exception as exc:
         raise ExportError(f"exported ONNX fails onnx.checker / shape inference: {str(exc).splitlines()[0][:240]}", hint="report the op; try another opset") from exc
+    written = next((o.version for o in onnx.load(str(out_path), load_external_data=False).opset_import if o.domain in ("", "ai.onnx")), None)
+    if written != opset:  # NOTE: the dynamo exporter writes its own minimum (18) when asked for less
+        out_path.unlink(missing_ok=True)
+        raise ExportError(f"asked for ONNX opset {opset}, the {exporter} exporter wrote opset {written}",
+                          hint=f"request opset {written}" + (" or use `export: {exporter: torchscript}` for older opsets" if exporter == "dynamo" else ""))
     return out_path
 
 

@@ -18,7 +18,6 @@ def builtin_names() -> list[str]:
 
 def load_profile(name_or_path: str, base_dir: Path | None = None) -> Profile:
     """A built-in profile by name, or a YAML file (relative paths resolve against ``base_dir``)."""
-    import yaml
     from pydantic import ValidationError
 
     from edgesmith.schema import format_validation_error
@@ -34,10 +33,9 @@ def load_profile(name_or_path: str, base_dir: Path | None = None) -> Profile:
                 f"unknown profile {name_or_path!r}",
                 hint=f"built-in profiles: {', '.join(builtin_names())}; or give a path to a profile .yaml file",
             )
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"profile {path} is not valid YAML: {str(exc).splitlines()[0]}", hint="check indentation and quoting") from exc
+    from edgesmith.schema import load_yaml
+
+    data = load_yaml(path, "profile")
     if not isinstance(data, dict):
         raise ConfigError(f"profile {path} must be a YAML mapping", hint="see `edgesmith profiles show x86-avx512-vnni-ort`")
     try:

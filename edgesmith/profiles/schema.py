@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from edgesmith.schema import Strict
+from edgesmith.schema import MAX_BATCH, MAX_THREADS, Strict
 
 GoalKind = Literal["max-degradation", "max-relative-degradation", "min", "max"]
 # Formats are an open set (a pass declares what it produces, see compress.contract.KNOWN_FORMATS);
@@ -53,6 +53,7 @@ class QuantDefaults(Strict):
     weight_type: Literal["int8", "uint8"] = "int8"
     per_channel: bool = True
     reduce_range: bool = False
+    symmetric_activations: bool = False  # zero point 0 (TensorRT's explicit quantization needs it)
     rationale: str = ""
 
 
@@ -72,8 +73,6 @@ class TensorRTSettings(Strict):
     """Builder settings for TensorRT targets (ignored by other backends)."""
 
     workspace_mb: int = Field(default=1024, ge=16)
-    int8_calibration: bool = Field(default=True, description="calibrate INT8 when the model has no Q/DQ and int8 is allowed")
-    calibration_batch: int = Field(default=8, ge=1)
     timing_cache: str | None = None
     # per input, per named dynamic dimension: [min, opt, max] (the batch dimension comes from batch_sizes)
     shape_ranges: dict[str, dict[str, list[int]]] = {}
@@ -99,8 +98,8 @@ class Profile(Strict):
     backend: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", max_length=60)
     device: str = "cpu"
     hardware: Hardware
-    threads: int = Field(default=2, ge=1)
-    batch_sizes: list[int] = [1]
+    threads: int = Field(default=2, ge=1, le=MAX_THREADS)
+    batch_sizes: list[Annotated[int, Field(ge=1, le=MAX_BATCH)]] = Field(default=[1], min_length=1)
     precisions: list[Precision] = ["fp32", "int8"]
     quantization: QuantDefaults = QuantDefaults()
     graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"

@@ -128,7 +128,7 @@ def run_worker(artifacts: list[Any], feeds: dict[str, np.ndarray], threads: int,
         job = {
             "artifacts": [{"backend": a.backend, "path": str(a.path), "options": a.options} for a in artifacts],
             "feeds": str(feeds_path), "threads": threads, "warmup": warmup, "iterations": iterations,
-            "duration_s": duration_s, "batch": batch, "rounds": rounds, "raw": raw, "wall": wall,
+            "duration_s": duration_s, "batch": batch, "rounds": rounds, "raw": raw, "wall": wall, "parent": os.getpid(),
         }
         env = dict(os.environ, OMP_NUM_THREADS=str(threads))
         proc = subprocess.run([sys.executable, "-m", "edgesmith.runtime.bench_worker"], input=json.dumps(job),

@@ -26,8 +26,25 @@ def _status_mb(field: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # NOTE: fallback off Linux
 
 
+def _die_with_parent(parent: int | None) -> None:
+    """The kernel kills this child when its parent dies (Linux PR_SET_PDEATHSIG): a killed
+    `edgesmith bench` leaves no benchmark running under PID 1."""
+    import os
+    import signal
+
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # NOTE: not Linux: the parent's subprocess.run still kills us on its errors
+        pass
+    if parent is not None and os.getppid() != parent:  # the parent died before the line above took effect
+        os._exit(1)
+
+
 def main() -> None:
     job = json.loads(sys.stdin.read())
+    _die_with_parent(job.get("parent"))
     import numpy as np
 
     from edgesmith.runtime import Artifact, get_backend

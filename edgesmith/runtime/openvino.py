@@ -157,7 +157,14 @@ class OpenVINOBackend(MeasuredInChild):
         specs = []
         core = ov.Core()
         apply_registrations(self.name, core, path)
-        for i, port in enumerate(core.read_model(str(path)).inputs):
+        try:
+            model = core.read_model(str(path))
+        except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError for any unreadable file
+            from edgesmith.errors import InputError
+
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise InputError(f"OpenVINO cannot read {Path(path).name}: {first}", hint="give an IR written by `edgesmith compile` (.xml with its .bin)") from exc
+        for i, port in enumerate(model.inputs):
             dims = [d.get_length() if d.is_static else ("batch" if k == 0 else f"dim{k}") for k, d in enumerate(port.get_partial_shape())]
             specs.append({"name": port.get_any_name() or f"input_{i}", "shape": dims, "dtype": port.get_element_type().to_dtype().name})
         return specs

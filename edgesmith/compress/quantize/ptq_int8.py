@@ -57,7 +57,18 @@ def resolve(cfg: PTQInt8Config, ctx: PassContext) -> dict:
         "weight_type": pick(cfg.weight_type, "weight_type", "int8"),
         "per_channel": pick(cfg.per_channel, "per_channel", True),
         "reduce_range": pick(cfg.reduce_range, "reduce_range", False),
+        "symmetric_activations": cfg.symmetric_activations or bool(q and q.symmetric_activations),
     }
+
+
+def _check_for_tensorrt(chosen: dict, ctx: PassContext) -> None:
+    """TensorRT's explicit quantization takes signed int8, zero point 0, for activations and weights."""
+    if ctx.profile is None or ctx.profile.backend != "tensorrt":
+        return
+    if chosen["activation_type"] != "int8" or chosen["weight_type"] != "int8" or not chosen["symmetric_activations"]:
+        raise ConfigError(f"target {ctx.profile.name} runs TensorRT, whose explicit quantization takes signed int8 with zero point 0; "
+                          f"this pass asks for {chosen['activation_type']} activations (symmetric: {chosen['symmetric_activations']}), "
+                          f"{chosen['weight_type']} weights", hint="drop activation_type/weight_type/symmetric_activations from the pass (the profile sets them)")
 
 
 def apply(onnx_path: Path, cfg: PTQInt8Config, ctx: PassContext) -> Path:
@@ -68,9 +79,12 @@ def apply(onnx_path: Path, cfg: PTQInt8Config, ctx: PassContext) -> Path:
     if ctx.calibration is None:
         raise ConfigError("ptq_int8 needs calibration data", hint="add `data: {calibration: {source: digits}}` or --data")
     chosen = resolve(cfg, ctx)
+    _check_for_tensorrt(chosen, ctx)
     qtype = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
     method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile, "entropy": CalibrationMethod.Entropy}
-    extra = {"ActivationSymmetric": cfg.symmetric_activations, "WeightSymmetric": True}
+    extra = {"ActivationSymmetric": chosen["symmetric_activations"], "WeightSymmetric": True}
+    if ctx.profile is not None and ctx.profile.backend == "tensorrt":
+        extra["QuantizeBias"] = False  # NOTE: TensorRT takes float biases beside int8 Q/DQ weights, not int32 DequantizeLinear
     if cfg.calibration == "percentile":
         extra["CalibPercentile"] = cfg.percentile
 
@@ -115,7 +129,7 @@ def apply(onnx_path: Path, cfg: PTQInt8Config, ctx: PassContext) -> Path:
     _mark_producer(out, "ptq_int8")
     if cfg.exclude_op_types:
         ctx.note(f"op types excluded by the recipe: {', '.join(cfg.exclude_op_types)}")
-    source = "recipe" if any(getattr(cfg, k) is not None for k in chosen) else f"profile {ctx.profile.name}" if ctx.profile else "defaults"
+    source = "recipe" if any(getattr(cfg, k) is not None for k in ("activation_type", "weight_type", "per_channel", "reduce_range")) else f"profile {ctx.profile.name}" if ctx.profile else "defaults"
     ctx.note(
         f"ptq_int8: {cfg.calibration} calibration on {n_samples} samples; "
         f"activations {chosen['activation_type']}, weights {chosen['weight_type']}"
@@ -140,7 +154,8 @@ def _calibration_cache(ctx: PassContext, pre: Path, cfg: PTQInt8Config, n_sample
     from edgesmith.outputs import sha256
 
     def path(op_types: list[str]) -> Path:
-        key = json.dumps([sha256(pre), cfg.calibration, cfg.percentile, n_samples, op_types, cfg.symmetric_activations])
+        symmetric = resolve(cfg, ctx)["symmetric_activations"]
+        key = json.dumps([sha256(pre), cfg.calibration, cfg.percentile, n_samples, op_types, symmetric])
         return Path(folder) / f"ranges-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
 
     every_op = path([])  # ranges of every quantizable op's tensors: a superset for any op_types subset

@@ -1,0 +1,311 @@
+"""Bad and hostile input, class by class: every output write is safe, failures are never success, no work
+outlives the command, every input is checked against its use, and trust comes only from the keyboard."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import edgesmith_exe
+
+QUICK = ("edgesmith.zoo:pretrained_digits_cnn", "--dry-run")
+
+
+# ---- writing an output never destroys anything ---------------------------------------------------
+
+def test_outputs_refuse_fifos_devices_and_symlinks_and_keep_the_users_umask(cli, tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    r = cli("quantize", *QUICK, "--save-recipe", fifo)
+    assert r.code == 2 and "not a regular file" in r.stderr and stat.S_ISFIFO(fifo.lstat().st_mode)
+    target = tmp_path / "precious.txt"
+    target.write_text("keep me")
+    link = tmp_path / "link.yaml"
+    link.symlink_to(target)
+    r = cli("quantize", *QUICK, "--save-recipe", link)
+    assert r.code == 2 and "symbolic link" in r.stderr and link.is_symlink() and target.read_text() == "keep me"
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
+    assert cli("quantize", *QUICK, "--save-recipe", folder).code == 2 and folder.is_dir()
+    r = cli("quantize", *QUICK, "--save-recipe", tmp_path / "r.yaml")
+    assert r.code == 0, r.stderr
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "r.yaml").stat().st_mode) == 0o666 & ~umask
+
+
+def _recipe(tmp_path: Path, out: str, target: str = "x86-avx512-vnni-ort", **extra) -> Path:
+    path = tmp_path / f"r-{abs(hash((out, target))) % 10**6}.yaml"
+    path.write_text(json.dumps({"model": {"source": str(tmp_path / "m.onnx")}, "targets": [target], "stop_after": "compile",
+                                "data": {"calibration": None, "evaluation": None}, "output_dir": out, **extra}))
+    return path
+
+
+@pytest.fixture
+def onnx_model(tmp_path, digits_onnx):
+    (tmp_path / "m.onnx").write_bytes(digits_onnx.read_bytes())
+
+
+def test_the_output_directory_policy(cli, tmp_path, onnx_model):
+    assert "refusing to use / as an output directory" in cli("run", _recipe(tmp_path, "/")).stderr
+    other = tmp_path / "not-a-run"
+    other.mkdir()
+    (other / "thesis.tex").write_text("years of work")
+    r = cli("run", _recipe(tmp_path, str(other)))
+    assert r.code == 2 and "not an edgesmith run" in r.stderr and "--force" in r.stderr
+    assert (other / "thesis.tex").read_text() == "years of work"
+    out = tmp_path / "run"
+    assert cli("run", _recipe(tmp_path, str(out))).code == 0
+    assert (out / "x86-avx512-vnni-ort").is_dir()
+    r = cli("run", _recipe(tmp_path, str(out), target="x86-avx512-vnni-ov"))  # an earlier run is replaced whole
+    assert r.code == 0, r.stderr
+    assert not (out / "x86-avx512-vnni-ort").exists() and (out / "x86-avx512-vnni-ov").is_dir()
+    assert set(json.loads((out / "manifest.json").read_text())["targets"]) == {"x86-avx512-vnni-ov"}
+
+
+def test_a_folder_being_written_is_locked(cli, tmp_path, onnx_model):
+    import fcntl
+
+    out = tmp_path / "run"
+    out.mkdir()
+    with open(out / ".edgesmith.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        r = cli("run", _recipe(tmp_path, str(out)))
+    assert r.code == 2 and "another edgesmith run is writing" in r.stderr
+
+
+# ---- failure is never success; no work outlives the command ------------------------------------
+
+@pytest.mark.parametrize("where", ["factory module", "metric"])
+def test_user_code_cannot_decide_the_exit_code(cli, tmp_path, where):
+    (tmp_path / "usercode.py").write_text(
+        "import sys\n" + ("sys.exit(0)\n" if where == "factory module" else "") +
+        "from edgesmith.zoo import pretrained_digits_cnn as build\n"
+        "def metric(outputs, labels):\n    sys.exit(0)\n")
+    args = ("validate", "m.onnx", "--metric", "usercode:metric", "--out", "out") if where == "metric" else ("export", "usercode:build", "--out", "out")
+    if where == "metric":
+        from edgesmith import pipeline
+        from edgesmith.recipe import parse_recipe
+
+        pipeline.run(parse_recipe({"model": {"source": "edgesmith.zoo:pretrained_digits_cnn"}, "stop_after": "export"}), tmp_path, out_dir=tmp_path / "e")
+        (tmp_path / "m.onnx").write_bytes((tmp_path / "e" / "model.onnx").read_bytes())
+    r = cli(*args)
+    assert r.code == 2 and "user code called sys.exit(0)" in r.stderr, (r.code, r.stderr)
+    assert not (tmp_path / "out").exists()
+
+
+def test_sigterm_cleans_up_like_ctrl_c(tmp_path):
+    tmp = tmp_path / "tmpdir"
+    tmp.mkdir()
+    proc = subprocess.Popen([edgesmith_exe(), "demo", "--out", str(tmp_path / "out")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=tmp_path, env={**os.environ, "TMPDIR": str(tmp), "COLUMNS": "200"})
+    seen = ""
+    deadline = time.time() + 120
+    while time.time() < deadline and "checking ONNX Runtime against torch" not in seen:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        seen += line
+    if proc.poll() is not None:
+        pytest.skip("the run finished before the signal could be sent (machine under load)")
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and "terminated (SIGTERM); nothing was written" in err, err
+    assert not (tmp_path / "out").exists()
+    # no work folders left in $TMPDIR (a library's own telemetry marker, .ses, is not ours to judge)
+    assert [p.name for p in tmp.iterdir() if "edgesmith" in p.name] == []
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+                cmd = (proc / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if int(fields[1]) == pid or b"bench_worker" in cmd and int(fields[1]) == 1:
+                out.append(int(proc.name))
+    return out
+
+
+def test_the_benchmark_child_dies_with_its_parent(tmp_path, digits_onnx):
+    proc = subprocess.Popen([edgesmith_exe(), "bench", str(digits_onnx), "--duration", "60"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, cwd=tmp_path)
+    deadline = time.time() + 60
+    kids: list[int] = []
+    while time.time() < deadline and not kids:
+        kids = [k for k in _children(proc.pid) if b"bench_worker" in Path(f"/proc/{k}/cmdline").read_bytes()]
+        time.sleep(0.2)
+    assert kids, "the benchmark child never started"
+    proc.kill()
+    proc.wait()
+    deadline = time.time() + 10
+    while time.time() < deadline and any(Path(f"/proc/{k}").exists() and b"bench_worker" in Path(f"/proc/{k}/cmdline").read_bytes()
+                                         for k in kids if Path(f"/proc/{k}/cmdline").exists()):
+        time.sleep(0.2)
+    assert not [k for k in kids if Path(f"/proc/{k}/cmdline").exists() and b"bench_worker" in Path(f"/proc/{k}/cmdline").read_bytes()]
+
+
+@pytest.mark.parametrize("args", [("bench", "m.onnx", "--threads", "10000"), ("bench", "m.onnx", "--batch", "0"),
+                                  ("bench", "m.onnx", "--cv", "-1"), ("bench", "m.onnx", "--duration", "-1"),
+                                  ("bench", "m.onnx", "--iterations", "0"), ("export", "edgesmith.zoo:digits_cnn", "--opset", "99"),
+                                  ("compare", "a.onnx", "b.onnx", "--threads", "0")])
+def test_numeric_options_are_range_checked(cli, args):
+    r = cli(*args)
+    assert r.code == 2 and "Invalid value" in r.stderr
+
+
+def test_trust_comes_from_the_command_line_never_from_a_file(cli, tmp_path):
+    (tmp_path / "r.yaml").write_text("model: {source: edgesmith.zoo:pretrained_digits_cnn, weights: net.pt, trust_checkpoint: true}\n")
+    r = cli("run", "r.yaml", "--dry-run")
+    assert r.code == 2 and "trust_checkpoint cannot be set in a recipe" in r.stderr
+    r = cli("quantize", *QUICK, "--trust-checkpoint", "--save-recipe", tmp_path / "s.yaml")
+    assert r.code == 0 and "trust_checkpoint: true" not in (tmp_path / "s.yaml").read_text()
+
+
+# ---- every input is checked, and the answer is right or refused ---------------------------------
+
+def _npz(tmp_path: Path, name: str, **arrays) -> str:
+    np.savez(tmp_path / name, **arrays)
+    return name
+
+
+@pytest.mark.parametrize(("labels", "message"), [
+    (lambda y: y + 5, "but the model has 10 classes"),
+    (lambda y: np.eye(10)[y], "one-hot rows?"),
+    (lambda y: np.array([str(v) for v in y]), "not integer class indices"),
+])
+def test_labels_that_are_not_the_models_classes_are_refused(cli, tmp_path, digits_onnx, digits_test, labels, message):
+    x, y = digits_test
+    (tmp_path / "m.onnx").write_bytes(digits_onnx.read_bytes())
+    data = _npz(tmp_path, "eval.npz", input=x[:64], labels=labels(y[:64]))
+    r = cli("validate", "m.onnx", "-d", data, "--out", "out")
+    assert r.code == 2 and message in r.stderr, r.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_complex_data_is_refused_not_cast(cli, tmp_path, digits_onnx, digits_test):
+    x, y = digits_test
+    (tmp_path / "m.onnx").write_bytes(digits_onnx.read_bytes())
+    data = _npz(tmp_path, "eval.npz", input=x[:32].astype(np.complex64), labels=y[:32])
+    r = cli("validate", "m.onnx", "-d", data, "--out", "out")
+    assert r.code == 2 and "complex" in r.stderr
+
+
+def test_a_data_function_that_raises_is_bad_input(cli, tmp_path):
+    (tmp_path / "mydata.py").write_text("def batches():\n    raise ValueError('the bucket is gone')\n")
+    r = cli("quantize", "edgesmith.zoo:pretrained_digits_cnn", "-d", "mydata:batches", "--out", "out")
+    assert r.code == 2 and "data function mydata:batches raised ValueError: the bucket is gone" in r.stderr
+
+
+def test_an_opset_the_exporter_would_not_write_is_refused(cli, tmp_path):
+    r = cli("export", "edgesmith.zoo:pretrained_digits_cnn", "--opset", "13", "--out", "out")
+    assert r.code == 2 and "asked for ONNX opset 13, the dynamo exporter wrote opset 18" in r.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_export_of_an_onnx_model_says_there_is_nothing_to_export(cli, tmp_path, digits_onnx):
+    (tmp_path / "m.onnx").write_bytes(digits_onnx.read_bytes())
+    r = cli("export", "m.onnx", "--out", "out")
+    assert r.code == 2 and "already ONNX" in r.stderr and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("recipe", "message"), [
+    ({"data": {"calibration": {"source": "missing.npz"}}}, "data file not found"),
+    ({"model": {"source": "edgesmith.zoo:pretrained_digits_cnn", "weights": "missing.safetensors"}}, "weights not found"),
+    ({"model": {"source": "no_such_module_xyz:build"}}, "cannot import 'no_such_module_xyz'"),
+    ({"output_dir": "a-file"}, "exists and is not a folder"),
+])
+def test_dry_run_checks_every_file_the_recipe_names(cli, tmp_path, recipe, message):
+    (tmp_path / "a-file").write_text("x")
+    full = {"model": {"source": "edgesmith.zoo:pretrained_digits_cnn"}, "passes": [{"type": "ptq_int8"}], **recipe}
+    (tmp_path / "r.yaml").write_text(json.dumps(full))
+    r = cli("run", "r.yaml", "--dry-run")
+    assert r.code == 2 and message in r.stderr, r.stderr
+
+
+def test_a_recipe_saved_elsewhere_still_runs(cli, tmp_path, digits_test):
+    x, y = digits_test
+    _npz(tmp_path, "calib.npz", input=x[:64], labels=y[:64])
+    (tmp_path / "elsewhere").mkdir()
+    r = cli("quantize", "edgesmith.zoo:pretrained_digits_cnn", "-d", "calib.npz", "--dry-run", "--save-recipe", "elsewhere/deep/r.yaml")
+    assert r.code == 0, r.stderr
+    r = cli("run", tmp_path / "elsewhere" / "deep" / "r.yaml", "--dry-run", cwd=tmp_path / "elsewhere")
+    assert r.code == 0, r.stderr
+
+
+def test_user_fixable_problems_are_exit_2_not_internal_errors(cli, tmp_path, digits_onnx):
+    import onnx
+    import torch
+
+    from edgesmith.zoo import digits_cnn
+
+    torch.save(digits_cnn(width=8).state_dict(), tmp_path / "narrow.pt")  # weights of the wrong shape
+    r = cli("export", "edgesmith.zoo:pretrained_digits_cnn", "-w", "narrow.pt", "--out", "o1")
+    assert r.code == 2 and "weights do not fit the model: size mismatch" in r.stderr, r.stderr
+    m = onnx.helper.make_model(onnx.helper.make_graph([onnx.helper.make_node("Constant", [], ["y"], value_float=1.0)], "g", [],
+                                                      [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [])]), ir_version=10)
+    onnx.save(m, tmp_path / "noinputs.onnx")
+    r = cli("bench", "noinputs.onnx")
+    assert r.code == 2 and "has no inputs" in r.stderr
+    (tmp_path / "garbage.xml").write_text("<net><layers>nope")
+    r = cli("bench", "garbage.xml")
+    assert r.code == 2 and "OpenVINO cannot read garbage.xml" in r.stderr
+
+
+def test_a_custom_op_reaching_a_quantizer_names_the_lowering(cli, tmp_path):
+    from tests.test_custom_ops_and_plugins import _custom_model
+
+    _custom_model(tmp_path / "bin.onnx")
+    r = cli("quantize", "bin.onnx", "--out", "out")
+    assert r.code == 2 and "pass 'ptq_int8' cannot process custom ops of domain 'edgesmith'" in r.stderr and "lower_custom_ops" in r.stderr
+
+
+def test_a_yaml_alias_bomb_is_refused_quickly_and_briefly(cli, tmp_path):
+    lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for i, (prev, cur) in enumerate(zip("abcdefgh", "bcdefghi")):
+        lines.append(f"{cur}: &{cur} [{','.join(['*' + prev] * 9)}]")
+    lines.append("name: *i")
+    (tmp_path / "bomb.yaml").write_text("\n".join(lines) + "\n")
+    started = time.time()
+    r = cli("run", "bomb.yaml")
+    assert r.code == 2 and "YAML aliases" in r.stderr and len(r.stderr) < 1000 and time.time() - started < 30
+
+
+def test_long_input_is_never_quoted_in_full(cli, tmp_path):
+    (tmp_path / "r.yaml").write_text("model: {source: edgesmith.zoo:pretrained_digits_cnn}\nmetric: " + "x" * 100_000 + "\n")
+    r = cli("run", "r.yaml", "--dry-run")
+    assert r.code == 2 and len(r.stderr) < 1500
+
+
+def test_markdown_outputs_escape_names_from_recipes(tmp_path):
+    from edgesmith.report import md, render_markdown
+
+    assert md("<img src=x onerror=alert(1)>|`x`") == "&lt;img src=x onerror=alert(1)>\\|&#96;x&#96;"
+    manifest = {"recipe": {"name": "<script>alert(1)</script>", "model": {"source": "a|b"}, "passes": []}, "verdict": "pass",
+                "versions": {}, "targets": {"<b>t</b>": {"verdict": "pass", "profile": {"description": "<i>x</i>"}, "verdicts": [],
+                                                          "notes": ["node <Conv_0>"], "artifacts": []}}}
+    text = render_markdown(manifest)
+    assert "<script>" not in text and "<b>" not in text and "<i>" not in text and "<Conv_0>" not in text
+
+
+def test_latency_budgets_are_not_judged_on_a_cpu_without_the_profiles_features():
+    from edgesmith.evaluate import judge
+    from edgesmith.profiles import load_profile
+
+    prof = load_profile("x86-avx512-vnni-ort")
+    prof = prof.model_copy(update={"hardware": prof.hardware.model_copy(update={"isa": ["avx2", "edgesmith_imaginary_feature"]})})
+    metrics = {"latency_p90_ms@1": 1000.0, "speedup_vs_fp32@1": 0.1, "top1": 99.0, "cosine": 1.0}
+    verdicts = {v.metric: v for v in judge(prof, metrics, {"top1": 99.0})}
+    assert verdicts["latency_p90_ms"].status == "n/a" and "lacks edgesmith_imaginary_feature" in verdicts["latency_p90_ms"].detail
+    assert verdicts["speedup_vs_fp32"].status == "n/a" and verdicts["top1"].status == "pass"
