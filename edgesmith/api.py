@@ -22,7 +22,7 @@ from typing import Any, Iterable
 from edgesmith.errors import ConfigError
 from edgesmith.memory import register
 
-MODES = {"static": "ptq_int8", "dynamic": "dynamic_int8", "fp16": "fp16"}
+MODES = {"auto": "auto_int8", "static": "ptq_int8", "dynamic": "dynamic_int8", "fp16": "fp16"}
 
 
 @dataclass
@@ -48,14 +48,20 @@ class Result:
         return cls(run.verdict, run.out_dir, run.manifest, metrics, dict(first.get("reference_metrics") or {}), speed, arts, list(run.plan))
 
 
-def pass_for_mode(mode: str, *, calibration: str = "minmax", samples: int | None = None, per_channel: bool | None = None,
+def pass_for_mode(mode: str, *, calibration: str | None = None, samples: int | None = None, per_channel: bool | None = None,
                   exclude: list[str] | None = None) -> dict[str, Any]:
-    """The pass a quantize mode means (static INT8 / dynamic INT8 / fp16) with its options."""
+    """The pass a quantize mode means with its options: ``auto`` (the default) INT8 chosen from the model's
+    structure for the target's runtime, as optimize would try first — or static INT8 when static-only
+    settings are given —, ``static`` (calibrated QDQ), ``dynamic`` (INT8 weights) or ``fp16``."""
     if mode not in MODES:
         raise ConfigError(f"unknown quantize mode {mode!r}", hint=f"modes: {', '.join(MODES)}")
+    if mode == "auto":
+        if calibration is None and per_channel is None and not exclude:
+            return {"type": MODES["auto"], **({"samples": samples} if samples else {})}
+        mode = "static"  # NOTE: calibration/granularity/exclusions are static-INT8 settings: the user asked for that
     options: dict[str, Any] = {}
     if mode == "static":
-        options = {"calibration": calibration, **({"samples": samples} if samples else {})}
+        options = {"calibration": calibration or "minmax", **({"samples": samples} if samples else {})}
     if mode in ("static", "dynamic") and per_channel is not None:
         options["per_channel"] = per_channel
     if exclude:
@@ -162,7 +168,7 @@ def _build(model: Any, *, inputs: list[dict] | None, example_inputs: Any, calibr
     if calib_src or eval_src:
         data = {"calibration": {"source": calib_src or eval_src}, "evaluation": {"source": eval_src or calib_src}}
     recipe: dict[str, Any] = {"name": name, "model": model_block, "passes": passes, "stop_after": stop_after,
-                              "targets": [target] if isinstance(target, str) else list(target), "metric": metric or "top1"}
+                              "targets": [target] if isinstance(target, str) else list(target), "metric": metric or "auto"}
     if data:
         recipe["data"] = data
     if specs:
@@ -173,8 +179,8 @@ def _build(model: Any, *, inputs: list[dict] | None, example_inputs: Any, calibr
 
 
 def quantize(model: Any, *, example_inputs: Any = None, inputs: list[dict] | None = None, calibration: Any = "digits",
-             evaluation: Any = None, metric: str | None = None, mode: str = "static", target: str | list[str] = "x86-avx512-vnni-ort",
-             out_dir: str | Path = "edgesmith-out/quantize", calibration_method: str = "minmax", per_channel: bool | None = None,
+             evaluation: Any = None, metric: str | None = None, mode: str = "auto", target: str | list[str] = "x86-avx512-vnni-ort",
+             out_dir: str | Path = "edgesmith-out/quantize", calibration_method: str | None = None, per_channel: bool | None = None,
              exclude: list[str] | None = None, reporter: Any = None) -> Result:
     """Quantize for a target and validate against its budgets — ``edgesmith quantize``."""
     recipe = _build(model, inputs=inputs, example_inputs=example_inputs, calibration=calibration, evaluation=evaluation, metric=metric,

@@ -33,7 +33,7 @@ def validate_bundle(run_dir: Path, target: str | None = None, reporter: Any = No
             raise InputError(f"run has no target {target!r} (it has {sorted(targets)})", hint="pick one of the run's targets")
         targets = {target: targets[target]}
     dataset, specs = _bundle_data(run_dir, manifest)
-    metric = manifest["recipe"].get("metric") if manifest["recipe"].get("metric") == "top1" and dataset.has_labels else "fidelity"
+    metric = "top1" if manifest["recipe"].get("metric") in ("top1", "auto") and dataset.has_labels else "fidelity"
     evaluator = Evaluator(dataset, metric)
     result: dict[str, Any] = {"run": str(run_dir), "versions": library_versions(), "targets": {}}
     for name, t in targets.items():

@@ -149,7 +149,7 @@ def preflight(recipe: Recipe, base_dir: Path, out: Path, force: bool = False) ->
         factory = import_object(m.source, "model factory", base_dir)
         if not callable(factory):
             raise ConfigError(f"model factory {m.source!r} is not callable", hint="point at a function or class that returns an nn.Module")
-    if recipe.metric not in ("top1", "fidelity"):
+    if recipe.metric not in ("top1", "fidelity", "auto"):
         import_object(recipe.metric, "metric function", base_dir)
     check_output_dir(out, force)
 
@@ -341,7 +341,8 @@ def _export(recipe: Recipe, module: Any, program: Any, specs: list, path: Path, 
     from edgesmith.export.onnx_export import example_inputs
 
     with rep.step(f"exporting the {what} to ONNX (opset {recipe.export.opset})"):
-        export_onnx(module, specs, path, opset=recipe.export.opset, exporter=recipe.export.exporter, program=program)
+        export_onnx(module, specs, path, opset=recipe.export.opset, exporter=recipe.export.exporter, program=program,
+                    output_names=recipe.outputs)
     with rep.step("checking ONNX Runtime against torch"):
         n = recipe.export.parity_samples
         feeds = data.first(n) if data is not None else example_inputs(specs, n)

@@ -109,6 +109,7 @@ class Recipe(Strict):
     name: str = "edgesmith-run"
     model: ModelSpec
     inputs: list[InputSpec] | None = None
+    outputs: list[str] | None = Field(default=None, description="names of the exported model's outputs (default: the module's own)")
     data: DataSpec = DataSpec()
     metric: str = "top1"
     passes: list[PassSpec] = []
@@ -130,8 +131,8 @@ class Recipe(Strict):
     @field_validator("metric")
     @classmethod
     def _metric(cls, v: str) -> str:
-        if v not in {"top1", "fidelity"} and ":" not in v:
-            raise ValueError(f"metric must be top1, fidelity or package.module:function, got {v!r}")
+        if v not in {"top1", "fidelity", "auto"} and ":" not in v:
+            raise ValueError(f"metric must be top1, fidelity, auto or package.module:function, got {v!r}")
         return v
 
     @field_validator("targets")

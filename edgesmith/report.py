@@ -43,7 +43,9 @@ def verdict_rows(target: dict) -> list[list[str]]:
     rows = []
     for v in target.get("verdicts", []):
         status = v["status"].upper() + (" (estimate)" if v.get("estimate") and v["status"] != "n/a" else "")
-        detail = v.get("detail", "") if not v.get("detail", "").startswith((">=", "<=")) else ""
+        detail = v.get("detail", "")
+        if detail.startswith((">=", "<=")):  # the budget column says that much; keep what follows (the interval)
+            detail = detail.partition("; ")[2]
         rows.append([_metric_label(v), _fmt(v["value"]), _fmt(v["reference"]), budget_text(v), status, detail])
     return rows
 

@@ -132,7 +132,8 @@ def test_trusted_checkpoint_loads_when_asked(workdir):
 
 def test_top1_without_labels_is_refused_before_any_work(cli, tmp_path):
     np.savez(tmp_path / "nolabels.npz", input=np.zeros((8, 1, 8, 8), dtype=np.float32))
-    result = cli("quantize", "edgesmith.zoo:pretrained_digits_cnn", "-d", "nolabels.npz", cwd=tmp_path)
+    # asked for by name, top-1 without labels is refused (the default, --metric auto, falls back to fidelity)
+    result = cli("quantize", "edgesmith.zoo:pretrained_digits_cnn", "-d", "nolabels.npz", "--metric", "top1", cwd=tmp_path)
     assert result.code == 2
     assert "metric top1 needs labels" in result.error_lines[0] and "--metric fidelity" in result.error_lines[0]
     assert "exporting" not in result.stderr

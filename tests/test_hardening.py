@@ -8,6 +8,7 @@ import os
 import signal
 import stat
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -309,3 +310,23 @@ def test_latency_budgets_are_not_judged_on_a_cpu_without_the_profiles_features()
     verdicts = {v.metric: v for v in judge(prof, metrics, {"top1": 99.0})}
     assert verdicts["latency_p90_ms"].status == "n/a" and "lacks edgesmith_imaginary_feature" in verdicts["latency_p90_ms"].detail
     assert verdicts["speedup_vs_fp32"].status == "n/a" and verdicts["top1"].status == "pass"
+
+
+@pytest.mark.parametrize(("body", "message"), [("    raise KeyError('oops')\n", "failed: KeyError"),
+                                               ("    return 'high'\n", "failed: ValueError"),
+                                               ("    return float('nan')\n", "returned a non-finite")])
+def test_a_user_metric_that_fails_is_bad_input(tmp_path, body, message):
+    from edgesmith.errors import InputError
+    from edgesmith.evaluate import task_metrics
+
+    module = f"mymetric_{abs(hash(body))}"
+    (tmp_path / f"{module}.py").write_text("def score(outputs, labels):\n" + body)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        from edgesmith.model_io import import_object
+
+        fn = import_object(f"{module}:score", "metric function")
+        with pytest.raises(InputError, match=message):
+            task_metrics([np.zeros((2, 3))], np.zeros(2, dtype=int), f"{module}:score", fn)
+    finally:
+        sys.path.remove(str(tmp_path))

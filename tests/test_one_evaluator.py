@@ -22,7 +22,7 @@ def _recipe(out):
 def test_run_tune_optimize_and_validate_give_identical_numbers(tmp_path, cli, monkeypatch):
     from edgesmith import pipeline
     from edgesmith.optimize import optimize
-    from edgesmith.optimize.policy import Plan
+    from edgesmith.compress.quantize.policy import Plan
     from edgesmith.tune import tune
 
     monkeypatch.setenv("EDGESMITH_CACHE_DIR", str(tmp_path / "cache"))

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from edgesmith.optimize.policy import plan
+from edgesmith.compress.quantize.policy import plan
 from edgesmith.optimize.search import Trial, _choose
-from edgesmith.optimize.structure import analyse
+from edgesmith.compress.quantize.structure import analyse
 from tests.conftest import NO_SPEEDUP_BUDGET
 
 MODELS = {"transformer": "edgesmith.zoo:digits_encoder", "prelu": "edgesmith.zoo:digits_prelu_heads",
@@ -87,7 +87,7 @@ def test_policy_depthwise_cnn_adds_entropy_calibration_and_asymmetric_preset(exp
 
 
 def _trial(name, runtime, pass_type, speedup, low, high, status="ok"):
-    from edgesmith.optimize.policy import Plan
+    from edgesmith.compress.quantize.policy import Plan
 
     t = Trial(Plan(name, runtime, pass_type, {}), status=status, metrics={"cosine": 0.999})
     t.speedup, t.low, t.high = speedup, low, high

@@ -97,7 +97,8 @@ WeightsOpt = Annotated[Optional[str], typer.Option("--weights", "-w", help="safe
 InputOpt = Annotated[Optional[list[str]], typer.Option("--input-shape", "-i", help="NAME:DIMS[:DTYPE], e.g. input:batch,1,8,8 or ids:batch,128:int64; repeatable.")]
 DataOpt = Annotated[Optional[str], typer.Option("--data", "-d", help="Calibration data: digits, FILE.npz or package.module:function.")]
 EvalOpt = Annotated[Optional[str], typer.Option("--eval-data", help="Evaluation data (default: same source as --data, held-out split for digits).")]
-MetricOpt = Annotated[str, typer.Option("--metric", help="top1, fidelity, or package.module:function.")]
+OutputNameOpt = Annotated[Optional[list[str]], typer.Option("--output-name", help="Name of an exported output, in order; repeatable (default: the module's own names).")]
+MetricOpt = Annotated[str, typer.Option("--metric", help="auto (top1 when the data has labels, else fidelity), top1, fidelity, or package.module:function.")]
 TrustOpt = Annotated[bool, typer.Option("--trust-checkpoint", envvar="EDGESMITH_TRUST_CHECKPOINT",
                                           help="Allow full unpickling of a checkpoint (runs code from the file!). Never read from a recipe.")]
 SaveOpt = Annotated[Optional[Path], typer.Option("--save-recipe", help="Write the recipe these flags build to this YAML file.")]
@@ -120,7 +121,7 @@ def parse_input(text: str) -> dict:
 
 
 def build_recipe(model: str, *, weights: Optional[str] = None, inputs: Optional[list[str]] = None,
-                 data: Optional[str] = None, eval_data: Optional[str] = None, metric: str = "top1",
+                 data: Optional[str] = None, eval_data: Optional[str] = None, metric: str = "auto", outputs: Optional[list[str]] = None,
                  passes: Optional[list[dict]] = None, targets: Optional[list[str]] = None,
                  out: Optional[Path] = None, stop_after: str = "validate",
                  name: str = "cli") -> Any:
@@ -133,6 +134,8 @@ def build_recipe(model: str, *, weights: Optional[str] = None, inputs: Optional[
         recipe["model"]["weights"] = weights
     if inputs:
         recipe["inputs"] = [parse_input(i) for i in inputs]
+    if outputs:
+        recipe["outputs"] = list(outputs)
     if data or eval_data:
         calib_src = data or eval_data
         recipe["data"] = {"calibration": {"source": calib_src}, "evaluation": {"source": eval_data or calib_src}}

@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from edgesmith.cli.app import app
-from edgesmith.cli.common import (ForceOpt, EXIT_BUDGET_FAILED, DataOpt, DryOpt, EvalOpt, InputOpt, MetricOpt, MlflowOpt, OutOpt, RichReporter,
+from edgesmith.cli.common import (ForceOpt, OutputNameOpt, EXIT_BUDGET_FAILED, DataOpt, DryOpt, EvalOpt, InputOpt, MetricOpt, MlflowOpt, OutOpt, RichReporter,
                                   SaveOpt, TargetOpt, TrustOpt, WeightsOpt, build_recipe, execute, guarded)
 
 
@@ -21,6 +21,7 @@ class Calibration(str, Enum):
 
 
 class Mode(str, Enum):
+    auto = "auto"
     static = "static"
     dynamic = "dynamic"
     fp16 = "fp16"
@@ -68,14 +69,18 @@ def quantize(
     model: Annotated[str, typer.Argument(help="package.module:factory, model.pt2 or model.onnx")],
     weights: WeightsOpt = None,
     input_shape: InputOpt = None,
-    mode: Annotated[Mode, typer.Option(help="static (calibrated QDQ INT8), dynamic (INT8 weights) or fp16.")] = Mode.static,
-    calibration: Annotated[Calibration, typer.Option(help="Calibration method for static INT8.")] = Calibration.minmax,
+    output_name: OutputNameOpt = None,
+    mode: Annotated[Mode, typer.Option(help="auto (INT8 chosen from the model's structure for the target's runtime, with the reason in the "
+                                            "report; static when --calibration/--per-channel/--exclude are given), static (calibrated QDQ "
+                                            "INT8), dynamic (INT8 weights) or fp16.")] = Mode.auto,
+    calibration: Annotated[Optional[Calibration], typer.Option(help="Calibration method for static INT8 (default: minmax).")] = None,
     samples: Annotated[Optional[int], typer.Option(min=1, help="Calibration samples (default: all of --data).")] = None,
     per_channel: Annotated[Optional[bool], typer.Option("--per-channel/--per-tensor", help="Default: the target profile's choice.")] = None,
     exclude: Annotated[Optional[list[str]], typer.Option("--exclude", help="Node name to keep in float; repeatable.")] = None,
-    data: DataOpt = "digits",
+    data: Annotated[Optional[str], typer.Option("--data", "-d", help="Calibration data: digits, FILE.npz or package.module:function "
+                                                "(default: the data a zoo model declares, else digits).")] = None,
     eval_data: EvalOpt = None,
-    metric: MetricOpt = "top1",
+    metric: MetricOpt = "auto",
     target: TargetOpt = None,
     out: OutOpt = Path("edgesmith-out/quantize"),
     trust_checkpoint: TrustOpt = False,
@@ -93,9 +98,17 @@ def quantize(
     """
     from edgesmith.api import pass_for_mode
 
-    the_pass = pass_for_mode(mode.value, calibration=calibration.value, samples=samples, per_channel=per_channel, exclude=exclude)
-    recipe = build_recipe(model, weights=weights, inputs=input_shape, data=data, eval_data=eval_data, metric=metric,
-                          passes=[the_pass], targets=target, out=out, name="quantize")
+    the_pass = pass_for_mode(mode.value, calibration=calibration.value if calibration else None, samples=samples, per_channel=per_channel,
+                             exclude=exclude)
+    from edgesmith.model_io import model_defaults
+
+    defaults = model_defaults(model) if not (data or eval_data) else {}
+    recipe = build_recipe(model, weights=weights, inputs=input_shape, data=data or (None if defaults.get("data") else "digits"), eval_data=eval_data,
+                          metric=metric, outputs=output_name, passes=[the_pass], targets=target, out=out, name="quantize")
+    if defaults.get("data"):
+        from edgesmith.recipe import DataSpec
+
+        recipe = recipe.model_copy(update={"data": DataSpec.model_validate(defaults["data"])})
     execute(recipe, Path.cwd(), save_recipe=save_recipe, dry_run=dry_run, force=force, trust=trust_checkpoint)
 
 
@@ -105,6 +118,7 @@ def export(
     model: Annotated[str, typer.Argument(help="package.module:factory or model.pt2")],
     weights: WeightsOpt = None,
     input_shape: InputOpt = None,
+    output_name: OutputNameOpt = None,
     opset: Annotated[int, typer.Option(min=13, max=23, help="ONNX opset.")] = 18,
     data: DataOpt = None,
     out: OutOpt = Path("edgesmith-out/export"),
@@ -117,7 +131,7 @@ def export(
 
     Example: edgesmith export edgesmith.zoo:resnet18 -o out/resnet18
     """
-    recipe = build_recipe(model, weights=weights, inputs=input_shape, data=data, out=out, stop_after="export",
+    recipe = build_recipe(model, weights=weights, inputs=input_shape, outputs=output_name, data=data, out=out, stop_after="export",
                           name="export")
     recipe = recipe.model_copy(update={"export": recipe.export.model_copy(update={"opset": opset})})
     execute(recipe, Path.cwd(), save_recipe=save_recipe, dry_run=dry_run, force=force, trust=trust_checkpoint)
@@ -151,7 +165,7 @@ def validate(
     input_shape: InputOpt = None,
     reference: Annotated[Optional[str], typer.Option("--reference", "-r", help="Float ONNX model to compare against (accuracy drop, fidelity, speed-up).")] = None,
     data: Annotated[Optional[str], typer.Option("--data", "-d", help="Evaluation data: digits, FILE.npz or package.module:function.")] = "digits",
-    metric: MetricOpt = "top1",
+    metric: MetricOpt = "auto",
     out: OutOpt = Path("edgesmith-out/validate"),
     save_recipe: SaveOpt = None,
     dry_run: DryOpt = False,

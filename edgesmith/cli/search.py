@@ -96,7 +96,7 @@ def optimize(
     else:
         defaults = model_defaults(model)
         recipe = build_recipe(model, weights=weights, inputs=input_shape, data=data, eval_data=eval_data,
-                              metric=metric or defaults.get("metric", "top1"), targets=[target or "x86-avx512-vnni-ort"], out=out,
+                              metric=metric or defaults.get("metric", "auto"), targets=[target or "x86-avx512-vnni-ort"], out=out,
                               name="optimize")
         if not (data or eval_data) and defaults.get("data"):
             from edgesmith.recipe import DataSpec

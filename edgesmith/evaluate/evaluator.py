@@ -46,10 +46,19 @@ def task_metrics(outputs: list[np.ndarray], labels: np.ndarray | None, metric: s
         return {"top1": top1(outputs[0], labels)}
     if metric == "fidelity":
         return {}
-    value = user_fn(outputs if len(outputs) > 1 else outputs[0], labels)
-    if isinstance(value, dict):
-        return {str(k): float(v) for k, v in value.items()}
-    return {metric.rpartition(":")[2]: float(value)}
+    try:
+        value = user_fn(outputs if len(outputs) > 1 else outputs[0], labels)
+        values = {str(k): float(v) for k, v in value.items()} if isinstance(value, dict) else {metric.rpartition(":")[2]: float(value)}
+    except (KeyboardInterrupt, InputError):
+        raise
+    except Exception as exc:  # NOTE: the user's metric failed or returned a non-number: bad input, not an edgesmith defect
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise InputError(f"metric function {metric} failed: {type(exc).__name__}: {first}",
+                         hint="it gets the outputs (an array, or a list for several outputs) and the labels, and returns a number or {name: number}") from exc
+    bad = [k for k, v in values.items() if v != v or v in (float("inf"), float("-inf"))]
+    if bad:
+        raise InputError(f"metric function {metric} returned a non-finite {bad[0]}", hint="a metric must be a finite number")
+    return values
 
 
 def cache_dir() -> Path:
@@ -88,8 +97,10 @@ class Evaluator:
 
     def __init__(self, evaluation: Any, metric: str = "top1", user_fn: Callable | None = None, *, use_cache: bool = True):
         self.evaluation = evaluation
-        self.metric = metric
         self.labels = evaluation.labels()
+        if metric == "auto":  # top-1 when the data has labels, else fidelity against the float model
+            metric = "top1" if self.labels is not None else "fidelity"
+        self.metric = metric
         if metric not in ("top1", "fidelity") and user_fn is None:
             from edgesmith.model_io import import_object
 

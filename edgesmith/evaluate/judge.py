@@ -23,7 +23,7 @@ class Verdict:
     reference: float | None
     goal: str
     budget: float
-    status: str  # pass | fail | n/a
+    status: str  # pass | fail | inconclusive (timed metrics whose interval straddles the budget) | n/a
     detail: str = ""
     batch: int | None = None
     estimate: bool = False
@@ -81,11 +81,28 @@ def judge(profile: Profile, metrics: dict[str, Any], reference: dict[str, Any]) 
                 verdicts.append(v)
                 continue
         _judge_one(g, value, ref, v)
+        if _timed(key) and v.status in ("pass", "fail"):
+            _judge_interval(g, metrics, key, v)
         verdicts.append(v)
     return verdicts
 
 
+def _judge_interval(g: Any, metrics: dict[str, Any], key: str, v: Verdict) -> None:
+    """A timed metric with a measured interval: pass only when the whole interval is within the budget,
+    fail only when it is wholly outside; "inconclusive" when the measurement cannot tell."""
+    name, _, batch = key.partition("@")
+    low, high = metrics.get(f"{name}_low@{batch}"), metrics.get(f"{name}_high@{batch}")
+    if low is None or high is None or g.goal not in ("min", "max"):
+        return
+    within = low >= g.value if g.goal == "min" else high <= g.value
+    outside = high < g.value if g.goal == "min" else low > g.value
+    v.status = "pass" if within else "fail" if outside else "inconclusive"
+    v.detail = f"{'>=' if g.goal == 'min' else '<='} {g.value:g}; 95% interval {low:.3g}-{high:.3g}" + (
+        ": the measurement cannot tell (not a failure)" if v.status == "inconclusive" else "")
+
+
 def overall(verdicts: Sequence[Verdict]) -> str:
+    """fail when a budget surely fails; an inconclusive latency budget is reported, never a failure."""
     return "fail" if any(v.status == "fail" for v in verdicts) else "pass"
 
 

@@ -1,39 +1,97 @@
-"""Latency of an artifact against its float model on the same runtime, filed under budget metric names."""
+"""Latency of an artifact against its float model on the same runtime, filed under budget metric names.
+
+Every timed metric also gets a 95% interval (``<metric>_low@B`` / ``<metric>_high@B``) from a block
+bootstrap over the interleaved rounds, so budgets are judged on what the measurement can support:
+pass when surely within, fail when surely outside, and "inconclusive" in between (``evaluate.judge``).
+When a budget is inconclusive the batch is measured again (rounds pooled), up to ``MAX_EXTRA`` times.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from edgesmith.progress import Reporter
+
+MAX_EXTRA = 2  # extra measurements of one batch size while a latency budget stays inconclusive
+CONFIDENCE = 0.95
+
+
+def _rounds(stats: Any) -> list[np.ndarray]:
+    times = np.asarray(stats.times_ms or [stats.p50_ms])
+    n = max(1, int(getattr(stats, "rounds", 1) or 1))
+    return [r for r in np.array_split(times, n) if len(r)]
+
+
+def _percentile_interval(rounds: list[np.ndarray], q: float, seed: int = 0, resamples: int = 1000) -> tuple[float, float]:
+    rng = np.random.default_rng(seed)
+    vals = np.empty(resamples)
+    for i in range(resamples):
+        pick = rng.integers(0, len(rounds), size=len(rounds))
+        vals[i] = np.percentile(np.concatenate([rounds[j] for j in pick]), q)
+    tail = (1.0 - CONFIDENCE) / 2.0 * 100.0
+    low, high = np.percentile(vals, [tail, 100.0 - tail])
+    return float(low), float(high)
 
 
 def record_latency(metrics: dict[str, Any], reference: dict[str, Any], batch: int, cand: Any, base: Any,
                    latency: dict[str, dict], first_batch: bool) -> None:
     """File one batch size's interleaved measurement (runtime.bench.BenchStats of candidate and FP32)
-    under the metric names budgets use (``latency_p90_ms@1``, ``speedup_vs_fp32@1``, ...)."""
+    under the metric names budgets use (``latency_p90_ms@1``, ``speedup_vs_fp32@1``, ...), each with its interval."""
+    from edgesmith.runtime.compare import bootstrap_ratio
+
     latency["compressed"][batch], latency["fp32"][batch] = cand.as_dict(), base.as_dict()
     for src, dst in ((cand, metrics), (base, reference)):
-        for p in ("p50", "p90", "p95", "p99"):
+        rounds = _rounds(src)
+        for p, q in (("p50", 50), ("p90", 90), ("p95", 95), ("p99", 99)):
             dst[f"latency_{p}_ms@{batch}"] = getattr(src, f"{p}_ms")
+            if len(rounds) > 1:
+                dst[f"latency_{p}_ms_low@{batch}"], dst[f"latency_{p}_ms_high@{batch}"] = _percentile_interval(rounds, q)
         dst[f"latency_mean_ms@{batch}"] = src.mean_ms
     metrics[f"speedup_vs_fp32@{batch}"] = base.p50_ms / cand.p50_ms
+    c, b = _rounds(cand), _rounds(base)
+    if len(c) > 1 and len(c) == len(b):
+        _, low, high = bootstrap_ratio(c, b, confidence=CONFIDENCE, resamples=1000)  # median(FP32) / median(candidate)
+        metrics[f"speedup_vs_fp32_low@{batch}"], metrics[f"speedup_vs_fp32_high@{batch}"] = low, high
     reference[f"speedup_vs_fp32@{batch}"] = 1.0
     if first_batch:
         metrics["peak_memory_mb"], reference["peak_memory_mb"] = cand.peak_rss_mb, base.peak_rss_mb
+
+
+def _pooled(a: Any, b: Any) -> Any:
+    """Two measurements of the same pair as one: rounds and samples pooled, statistics recomputed."""
+    from edgesmith.runtime.bench import BenchStats, summarize
+
+    times = list(a.times_ms or []) + list(b.times_ms or [])
+    d = {**a.as_dict(), **summarize([t / 1e3 for t in times], a.batch, a.threads, a.warmup)}
+    d.pop("cv", None)
+    d.update(times_ms=times, rounds=a.rounds + b.rounds, peak_rss_mb=max(a.peak_rss_mb, b.peak_rss_mb),
+             model_memory_mb=max(a.model_memory_mb, b.model_memory_mb))
+    return BenchStats(**d)
 
 
 def time_against_float(artifact: Any, fp32_artifact: Any, specs: list, profile: Any, real: dict | None, metrics: dict[str, Any],
                        reference: dict[str, Any], *, warmup: int = 10, iterations: int = 100, duration_s: float | None = None,
                        reporter: Reporter | None = None, label: str = "") -> dict[str, dict]:
     """Each of the profile's batch sizes timed interleaved with the float model; fills ``metrics`` and
-    ``reference`` and returns every sample (``{"compressed": {batch: ...}, "fp32": {...}}``)."""
+    ``reference`` and returns every sample (``{"compressed": {batch: ...}, "fp32": {...}}``). A batch whose
+    latency budget the measurement cannot settle is measured again, up to MAX_EXTRA times."""
+    from edgesmith.evaluate.judge import judge
     from edgesmith.runtime.bench import benchmark_against, make_feeds
 
     rep = reporter or Reporter()
     latency: dict[str, dict] = {"compressed": {}, "fp32": {}}
     for batch in profile.batch_sizes:
         feeds = make_feeds(specs, batch, real)
-        with rep.step(f"{label}benchmarking batch {batch} ({profile.threads} threads)"):
-            cand, base = benchmark_against(artifact, fp32_artifact, feeds, profile.threads, warmup, iterations, duration_s)
-        record_latency(metrics, reference, batch, cand, base, latency, batch == profile.batch_sizes[0])
+        cand = base = None
+        for attempt in range(1 + MAX_EXTRA):
+            more = " (again: a latency budget was inconclusive)" if attempt else ""
+            with rep.step(f"{label}benchmarking batch {batch} ({profile.threads} threads){more}"):
+                c, b = benchmark_against(artifact, fp32_artifact, feeds, profile.threads, warmup, iterations, duration_s)
+            cand, base = (c, b) if cand is None else (_pooled(cand, c), _pooled(base, b))
+            record_latency(metrics, reference, batch, cand, base, latency, batch == profile.batch_sizes[0])
+            unsure = [v for v in judge(profile, metrics, reference) if v.status == "inconclusive" and v.batch == batch]
+            if not unsure:
+                break
     return latency

@@ -57,16 +57,24 @@ def _quiet_exporter():
             lg.setLevel(lvl)
 
 
-def _output_names(sample_out: Any) -> list[str]:
-    if isinstance(sample_out, dict):
-        return [str(k) for k in sample_out]
-    if isinstance(sample_out, (tuple, list)):
-        return [f"output_{i}" for i in range(len(sample_out))]
-    return ["output"]
+def _output_names(sample_out: Any, module: Any = None, given: Sequence[str] | None = None) -> list[str]:
+    """Output names: the recipe's (``outputs:``), else the module's own (an ``output_names`` attribute, dict
+    keys, namedtuple fields), else output_0.. (one output: ``output``)."""
+    n = len(sample_out) if isinstance(sample_out, (dict, tuple, list)) else 1
+    names = list(given or []) or list(getattr(module, "output_names", None) or [])
+    if not names and isinstance(sample_out, dict):
+        names = [str(k) for k in sample_out]
+    if not names and hasattr(sample_out, "_fields"):
+        names = list(sample_out._fields)
+    if names:
+        if len(names) != n or len(set(names)) != n:
+            raise InputError(f"output names {names} do not fit the model's {n} output(s)", hint="give one distinct name per output (recipe `outputs:` or --output-name)")
+        return [str(x) for x in names]
+    return [f"output_{i}" for i in range(n)] if isinstance(sample_out, (tuple, list)) else ["output"]
 
 
 def export_onnx(module: Any, input_specs: Sequence[Any], out_path: Path, *, opset: int = 18,
-                exporter: str = "dynamo", program: Any = None) -> Path:
+                exporter: str = "dynamo", program: Any = None, output_names: Sequence[str] | None = None) -> Path:
     """Write ``out_path``; returns it. ``program`` (a torch.export.ExportedProgram) is exported as is."""
     import onnx
     import torch
@@ -81,7 +89,7 @@ def export_onnx(module: Any, input_specs: Sequence[Any], out_path: Path, *, opse
     feeds = example_inputs(input_specs)
     args = tuple(torch.from_numpy(feeds[s.name]) for s in input_specs)
     names = [s.name for s in input_specs]
-    outputs = _output_names(sample_out)
+    outputs = _output_names(sample_out, module, output_names)
     log = io.StringIO()
     try:
         with contextlib.redirect_stdout(log), torch.no_grad(), _quiet_exporter():

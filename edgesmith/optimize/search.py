@@ -2,8 +2,8 @@
 (and on other runtimes of the same device), measure fidelity and latency there, keep the best that
 meets the budgets — or FP32, with the reason, when nothing pays.
 
-1. Export the float model once; read its structure (optimize/structure.py).
-2. Candidates from the policy (optimize/policy.py); each quantized once (ORT static candidates share
+1. Export the float model once; read its structure (compress/quantize/structure.py).
+2. Candidates from the policy (compress/quantize/policy.py); each quantized once (ORT static candidates share
    one calibration per method through ONNX Runtime's calibration cache), compiled for its runtime,
    run over the evaluation data: task metric and output cosine/SQNR against the float model, judged
    against the profile's accuracy budgets. A candidate that crashes is recorded with its error and
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from edgesmith.errors import ConfigError
-from edgesmith.optimize.policy import Plan, plan
+from edgesmith.compress.quantize.policy import Plan, plan
 
 
 
@@ -75,7 +75,7 @@ def optimize(recipe: Any, base_dir: Path, *, out_dir: Path | None = None, time_b
     import tempfile
 
     from edgesmith import pipeline
-    from edgesmith.optimize.structure import analyse
+    from edgesmith.compress.quantize.structure import analyse
     from edgesmith.outputs import check_output_dir
     from edgesmith.profiles import load_profile
     from edgesmith.progress import Reporter

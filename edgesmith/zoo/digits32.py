@@ -70,6 +70,8 @@ def digits_prelu_heads(width: int = 32):
             self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
             self.digit, self.parity = nn.Linear(2 * width, 10), nn.Linear(2 * width, 2)
 
+        output_names = ("digit", "parity")  # what the exported ONNX outputs are called
+
         def forward(self, x):
             f = self.features(x)
             return self.digit(f), self.parity(f)

@@ -131,6 +131,9 @@ def _spec(seq: int) -> list[dict]:
 
 INPUT_SPEC = _spec(SEQ)
 digits_encoder.input_spec = INPUT_SPEC
+# the digits as token sentences (labelled): what quantize/optimize use when no --data is given
+digits_encoder.defaults = {"data": {"calibration": {"source": "edgesmith.zoo.encoder:tokens_train", "samples": 256},
+                                    "evaluation": {"source": "edgesmith.zoo.encoder:tokens_test"}}}
 bert_mini.input_spec = _spec(128)
 bert_mini.defaults = {"metric": "fidelity", "data": {"calibration": {"source": "edgesmith.zoo.encoder:random_tokens"},
                                                      "evaluation": {"source": "edgesmith.zoo.encoder:random_tokens"}}}
