@@ -268,7 +268,7 @@ def test_a_custom_op_reaching_a_quantizer_names_the_lowering(cli, tmp_path):
     from tests.test_custom_ops_and_plugins import _custom_model
 
     _custom_model(tmp_path / "bin.onnx")
-    r = cli("quantize", "bin.onnx", "--out", "out")
+    r = cli("quantize", "bin.onnx", "--mode", "static", "--out", "out")
     assert r.code == 2 and "pass 'ptq_int8' cannot process custom ops of domain 'edgesmith'" in r.stderr and "lower_custom_ops" in r.stderr
 
 

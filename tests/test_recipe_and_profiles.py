@@ -13,7 +13,7 @@ BAD_RECIPES = [
     ({**BASE, "passes": [{"type": "ptq_int8", "calibration": "kl"}]}, "calibration: Input should be 'minmax', 'percentile' or 'entropy', got 'kl'"),
     ({**BASE, "passes": [{"type": "ptq_int8", "percentile": 50}]}, "percentile must be in (90, 100], got 50"),
     ({**BASE, "passes": [{"type": "dynamic_int8", "op_types": []}]}, "op_types must name at least one op type"),
-    ({**BASE, "metric": "accuracy"}, "metric must be top1, fidelity or package.module:function"),
+    ({**BASE, "metric": "accuracy"}, "metric must be top1, fidelity, auto or package.module:function"),
     ({**BASE, "targets": ["x86-avx512-vnni-ort", "x86-avx512-vnni-ort"]}, "a target is listed twice"),
     ({**BASE, "inputs": [{"name": "x", "shape": [0, 3]}]}, "dimensions must be >= 1 or a name"),
     ({**BASE, "data": {"calibration": {"source": "digits", "samples": 0}}}, "data.calibration.samples"),

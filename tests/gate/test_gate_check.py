@@ -21,7 +21,9 @@ def test_baseline_records_what_the_gate_needs(baseline):
     assert data["format"] == "edgesmith-baseline/1"
     assert data["identity"]["recipe name"] == "gate-digits" and data["versions"]["onnxruntime"]
     assert t["metrics"]["top1"] > 97 and t["samples"]["n"] == 600
-    assert len(t["latency"]["compressed"]["1"]["times_ms"]) == 60
+    lat = t["latency"]["compressed"]["1"]
+    # every sample: 60 per measurement, and an inconclusive latency budget is measured again (rounds pooled)
+    assert len(lat["times_ms"]) == lat["iterations"] and lat["iterations"] % 60 == 0
     [f] = t["artifact"]["files"]
     copy = baseline.parent / f["path"]
     assert copy.is_file() and copy.stat().st_size == f["bytes"]
