@@ -242,7 +242,9 @@ class _Candidates:
         failing = [v for v in verdicts if v.status == "fail"]
         c.gap = "; ".join(gap_text(v) for v in failing)
         c.shortfall = sum(shortfall(v) for v in failing)
-        key = next((k for k in c.metrics if k not in ("cosine", "sqnr_db")), "cosine")
+        from edgesmith.metrics import FIDELITY_METRICS
+
+        key = next((k for k in c.metrics if k not in FIDELITY_METRICS), "output_fidelity")
         c.score = c.metrics[key]
         c.seconds = time.perf_counter() - t0
         return c

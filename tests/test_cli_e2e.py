@@ -54,7 +54,7 @@ def test_manifest_records_versions_hashes_and_verdicts(demo_run):
         assert sha256(out / rel) == meta["sha256"]
     assert manifest["recipe"]["passes"] == [{"type": "ptq_int8", "calibration": "minmax"}]
     verdicts = manifest["targets"]["x86-avx512-vnni-ort"]["verdicts"]
-    assert {v["metric"] for v in verdicts} >= {"top1", "cosine", "latency_p90_ms", "speedup_vs_fp32", "artifact_mb", "peak_memory_mb"}
+    assert {v["metric"] for v in verdicts} >= {"top1", "output_fidelity", "latency_p90_ms", "speedup_vs_fp32", "artifact_mb", "peak_memory_mb"}
     report = (out / "report.md").read_text()
     assert "| top1 |" in report and "QLinear" not in report  # report speaks in metrics, not internals
 

@@ -148,7 +148,9 @@ def test_a_crashing_candidate_is_reported_and_the_search_goes_on(tmp_path, monke
         return real(*args, **kw)
 
     monkeypatch.setattr(q, "quantize_static", crash_on_conv_only)
-    res = optimize(_recipe(), Path.cwd(), out_dir=tmp_path / "out", other_runtimes=False, reporter=_Quiet())
+    # the subject is the crash, not accuracy: a random-weight model's outputs are judged leniently here
+    lenient = [{"metric": "output_fidelity", "goal": "min", "value": 0.0}]
+    res = optimize(_recipe(budgets=lenient), Path.cwd(), out_dir=tmp_path / "out", other_runtimes=False, reporter=_Quiet())
     by = {t.plan.name: t for t in res.trials}
     crashed = by["ORT static U8S8, convolutions only"]
     assert crashed.status == "failed" and "ShapeInferenceError" in crashed.reason

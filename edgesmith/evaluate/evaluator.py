@@ -122,7 +122,8 @@ class Evaluator:
         return Reference(outputs, self.reference_metrics(outputs), cached)
 
     def reference_metrics(self, outputs: list[np.ndarray]) -> dict[str, float]:
-        return {**task_metrics(outputs, self.labels, self.metric, self.user_fn), "cosine": 1.0, "sqnr_db": float("inf")}
+        return {**task_metrics(outputs, self.labels, self.metric, self.user_fn), "cosine": 1.0, "sqnr_db": float("inf"),
+                "output_fidelity": 1.0, "decision_agreement": 1.0}
 
     # ---- candidates ------------------------------------------------------------------------
     def outputs(self, backend: Any, artifact: Any, threads: int) -> list[np.ndarray]:

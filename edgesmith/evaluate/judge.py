@@ -122,5 +122,5 @@ def shortfall(v: Verdict) -> float:
     if v.goal.endswith("degradation"):
         drop = (v.reference or 0.0) - (v.value or 0.0)
         return max(drop - v.budget, 0.0) / max(v.budget, 1e-3)
-    scale = max(abs(v.budget), 1e-9) if v.goal == "max" else max(abs(1.0 - v.budget) if v.metric == "cosine" else abs(v.budget), 1e-9)
+    scale = max(abs(v.budget), 1e-9) if v.goal == "max" else max(abs(1.0 - v.budget) if v.metric in ("cosine", "output_fidelity", "decision_agreement") else abs(v.budget), 1e-9)
     return abs((v.value or 0.0) - v.budget) / scale

@@ -21,7 +21,7 @@ from edgesmith.errors import InputError
 from edgesmith.gate.baseline import baseline_artifact, identity, identity_differences, load_baseline, load_run
 from edgesmith.report import STATUS_RANK  # worst first: the order findings are listed in, in every gate view
 
-NOT_TASK = ("latency_", "speedup_vs_fp32", "peak_memory_mb", "artifact_mb", "cosine", "sqnr_db")
+NOT_TASK = ("latency_", "speedup_vs_fp32", "peak_memory_mb", "artifact_mb", "cosine", "sqnr_db", "output_fidelity", "decision_agreement")
 
 
 @dataclass

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from edgesmith.errors import ConfigError
+from edgesmith.metrics import FIDELITY_METRICS
 from edgesmith.compress.quantize.policy import Plan, plan
 
 
@@ -337,7 +338,7 @@ def render(res: OptimizeResult, profile: Any) -> str:
              "| candidate | runtime | settings | why tried | top-1 | cosine | speed-up (interval) | result |",
              "|---|---|---|---|---|---|---|---|"]
     for t in res.trials:
-        top1 = next((f"{v:.2f}" for k, v in t.metrics.items() if k not in ("cosine", "sqnr_db")), "—")
+        top1 = next((f"{v:.2f}" for k, v in t.metrics.items() if k not in FIDELITY_METRICS), "—")
         cos = f"{t.metrics['cosine']:.4f}" if "cosine" in t.metrics else "—"
         sp = f"{t.speedup:.2f}x ({t.low:.2f}-{t.high:.2f})" if t.speedup is not None else "—"
         settings = json.dumps(t.plan.options) if t.plan.pass_type else "float"

@@ -57,6 +57,8 @@ def budget_overrides(items: list[str], profile: Profile) -> list[Goal]:
             number = float(value)
         except ValueError:
             raise ConfigError(f"--budget {item!r} is not METRIC=NUMBER", hint="e.g. --budget top1=1.0 or --budget cosine=0.995") from None
-        kind = goals[name].goal if name in goals else ("min" if name in ("cosine", "sqnr_db") else "max-degradation")
+        from edgesmith.metrics import FIDELITY_METRICS
+
+        kind = goals[name].goal if name in goals else ("min" if name in FIDELITY_METRICS else "max-degradation")
         out.append(Goal(metric=name, goal=kind, value=number))
     return out  # replaces the profile's budget for that metric (Profile.with_overrides)

@@ -21,7 +21,7 @@ Precision = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9:._-]*$", max_length=
 
 # Metrics the evaluator computes itself; anything else must come from a user metric.
 LATENCY_METRICS = ("latency_p50_ms", "latency_p90_ms", "latency_p95_ms", "latency_p99_ms", "latency_mean_ms")
-BUILTIN_METRICS = ("top1", "cosine", "sqnr_db", "artifact_mb", "peak_memory_mb", "speedup_vs_fp32") + LATENCY_METRICS
+BUILTIN_METRICS = ("top1", "cosine", "sqnr_db", "output_fidelity", "decision_agreement", "artifact_mb", "peak_memory_mb", "speedup_vs_fp32") + LATENCY_METRICS
 
 
 class Goal(Strict):

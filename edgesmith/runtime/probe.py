@@ -116,7 +116,7 @@ def init_profile(name: str, backend: str, threads: int | None = None, benchmark:
                          "reduce_range": reduce_range, "rationale": "; ".join(notes[1:]) or "defaults"},
         "budgets": [
             {"metric": "top1", "goal": "max-degradation", "value": 0.5},
-            {"metric": "cosine", "goal": "min", "value": 0.99},
+            {"metric": "output_fidelity", "goal": "min", "value": 0.9},
             {"metric": "speedup_vs_fp32", "goal": "min", "value": 1.0, "batch": 1},
             {"metric": "peak_memory_mb", "goal": "max", "value": 2048},
         ],

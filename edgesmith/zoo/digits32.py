@@ -91,12 +91,57 @@ def _tokens(x):
     return tokenize(x)
 
 
+def digits_detector(width: int = 32):
+    """A detector-style CNN on the 8x8 digits with three outputs, like a face detector's class / box /
+    landmark heads: ``digit`` (10 logits), ``box`` (the ink's bounding box x0, y0, x1, y1 in [0, 1]) and
+    ``centroid`` (the ink's centre of mass x, y in [0, 1]); trained on the real digits (targets from the images)."""
+    import torch.nn as nn
+
+    class Detector(nn.Module):
+        output_names = ("digit", "box", "centroid")
+
+        def __init__(self):
+            super().__init__()
+            layers, cin = [], 1
+            for cout in (width, width, 2 * width):
+                layers += [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+                cin = cout
+            self.features = nn.Sequential(*layers, nn.Flatten())
+            self.digit, self.box, self.centroid = nn.Linear(cin * 64, 10), nn.Linear(cin * 64, 4), nn.Linear(cin * 64, 2)
+
+        def forward(self, x):
+            f = self.features(x)
+            return self.digit(f), self.box(f), self.centroid(f)
+
+    return Detector()
+
+
+def ink_targets(x: Any) -> list:
+    """Bounding box (x0, y0, x1, y1) of pixels above 0.25 and the intensity-weighted centroid, both in
+    [0, 1] image coordinates, for a batch of [N, 1, H, W] images (torch or numpy)."""
+    import torch
+
+    t = torch.as_tensor(x)[:, 0]
+    n, h, w = t.shape
+    ink = t > 0.25
+    ys, xs = torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32)
+    rows, cols = ink.any(dim=2), ink.any(dim=1)
+    first = lambda m: m.float().argmax(dim=1).float()  # noqa: E731
+    last = lambda m: (m.shape[1] - 1 - m.flip(1).float().argmax(dim=1)).float()  # noqa: E731
+    box = torch.stack([first(cols) / (w - 1), first(rows) / (h - 1), last(cols) / (w - 1), last(rows) / (h - 1)], dim=1)
+    mass = t.clamp(min=0).sum(dim=(1, 2)).clamp(min=1e-6)
+    centroid = torch.stack([(t.sum(dim=1) * xs).sum(dim=1) / mass / (w - 1), (t.sum(dim=2) * ys).sum(dim=1) / mass / (h - 1)], dim=1)
+    return [box, centroid]
+
+
 ARCHS: dict[str, Callable[[], Any]] = {"digits_resnet": digits_resnet, "digits_mobilenet": digits_mobilenet,
-                                       "digits_prelu_heads": digits_prelu_heads, "digits_encoder": _encoder}
-EPOCHS = {"digits_resnet": 12, "digits_mobilenet": 20, "digits_prelu_heads": 10, "digits_encoder": 30}
+                                       "digits_prelu_heads": digits_prelu_heads, "digits_encoder": _encoder,
+                                       "digits_detector": digits_detector}
+EPOCHS = {"digits_resnet": 12, "digits_mobilenet": 20, "digits_prelu_heads": 10, "digits_encoder": 30, "digits_detector": 15}
 # how each is trained: image size, model arguments from the images, labels per output
 TRAIN: dict[str, dict[str, Any]] = {
-    "digits_prelu_heads": {"heads": lambda y: [y, y % 2]},
+    "digits_prelu_heads": {"heads": lambda y, x: [y, y % 2]},
+    "digits_detector": {"size": 8, "heads": lambda y, x: [y, *ink_targets(x)]},
     "digits_encoder": {"size": 8, "inputs": _tokens, "lr": 1e-3},
 }
 
@@ -153,6 +198,11 @@ def trained_digits_mobilenet():
     return _trained("digits_mobilenet")
 
 
+def trained_digits_detector():
+    """``digits_detector`` trained on the digits (class, ink box, ink centroid; cached; trained on first use)."""
+    return _trained("digits_detector")
+
+
 def trained_digits_prelu_heads():
     """``digits_prelu_heads`` trained on digits32 (cached; trained on first use)."""
     return _trained("digits_prelu_heads")
@@ -170,3 +220,7 @@ for _f in (digits_resnet, digits_mobilenet, digits_prelu_heads, trained_digits_r
 trained_digits_encoder.input_spec = TOKEN_SPEC
 trained_digits_encoder.defaults = {"data": {"calibration": {"source": "edgesmith.zoo.encoder:tokens_train", "samples": 256},
                                             "evaluation": {"source": "edgesmith.zoo.encoder:tokens_test"}}}
+DIGITS8 = {"calibration": {"source": "digits", "split": "train", "samples": 256}, "evaluation": {"source": "digits", "split": "test"}}
+for _f in (digits_detector, trained_digits_detector):
+    _f.input_spec = [{"name": "input", "shape": ["batch", 1, 8, 8], "dtype": "float32"}]
+    _f.defaults = {"data": DIGITS8}

@@ -17,7 +17,8 @@ def train(factory: Callable[[], Any] | None = None, epochs: int = 30, seed: int 
     returns the model in eval mode and its held-out top-1 (fraction) on its first output.
 
     ``inputs`` turns a batch of images into the model's arguments (default: the images);
-    ``heads`` gives the labels of each output from the digit labels (default: one output, the digit)."""
+    ``heads(labels, images)`` gives the target of each output (default: one output, the digit): integer
+    targets train with cross-entropy, float targets (boxes, points) with mean squared error."""
     import torch
 
     from edgesmith.data.digits import load_digits_split
@@ -36,8 +37,9 @@ def train(factory: Callable[[], Any] | None = None, epochs: int = 30, seed: int 
         for idx in torch.randperm(len(y), generator=gen).split(64):
             out = model(*(a[idx] for a in args))
             outs = out if isinstance(out, (tuple, list)) else (out,)
-            labels = heads(y[idx]) if heads else [y[idx]]
-            loss = sum(torch.nn.functional.cross_entropy(o, t) for o, t in zip(outs, labels))
+            labels = heads(y[idx], args[0][idx]) if heads else [y[idx]]
+            loss = sum(torch.nn.functional.cross_entropy(o, t) if not t.is_floating_point() else torch.nn.functional.mse_loss(o, t)
+                       for o, t in zip(outs, labels))
             opt.zero_grad()
             loss.backward()
             opt.step()
