@@ -163,14 +163,14 @@ def test_a_crashing_candidate_is_reported_and_the_search_goes_on(tmp_path, monke
 
 def test_when_no_int8_setting_meets_the_budget_fp32_is_kept_and_explained(cli, tmp_path):
     out = tmp_path / "out"
-    # a cosine no INT8 model reaches: every candidate fails accuracy
-    r = cli("optimize", "edgesmith.zoo:digits_prelu_heads", "--same-runtime", "--budget", "cosine=0.9999999", "--out", out)
+    # a fidelity no INT8 model reaches (R² of exactly 1): every candidate fails accuracy
+    r = cli("optimize", "edgesmith.zoo:digits_prelu_heads", "--same-runtime", "--budget", "output_fidelity=1.0", "--out", out)
     assert r.code == 0, r.stdout + r.stderr
     res = json.loads((out / "optimize.json").read_text())
     assert res["winner"] == "fp32 (ORT)" and res["explanation"].startswith("no INT8 setting paid on this target")
     lost = [c for c in res["candidates"] if c["pass_type"]]
-    assert lost and all(c["status"] == "accuracy" and "cosine" in c["reason"] for c in lost)
-    assert "outside the accuracy budget: cosine" in res["explanation"]
+    assert lost and all(c["status"] == "accuracy" and "output_fidelity" in c["reason"] for c in lost)
+    assert "outside the accuracy budget: output_fidelity" in res["explanation"]
     recipe = (out / "optimized.yaml").read_text()
     assert "passes: []" in recipe  # the float model, not a slower or broken artifact
     m = json.loads((out / "manifest.json").read_text())
@@ -179,7 +179,9 @@ def test_when_no_int8_setting_meets_the_budget_fp32_is_kept_and_explained(cli, t
 
 def test_cli_optimize_reports_every_candidate(cli, tmp_path, steady_profile):
     out = tmp_path / "out"
-    r = cli("optimize", "edgesmith.zoo:digits_prelu_heads", "--out", out, "--target", steady_profile)
+    # a random-weight model: its outputs barely vary, so the fidelity judge is loosened (the subject is the report)
+    r = cli("optimize", "edgesmith.zoo:digits_prelu_heads", "--out", out, "--target", steady_profile,
+            "--budget", "output_fidelity=0.5", "--budget", "top1=100")
     assert r.code == 0, r.stdout + r.stderr
     res = json.loads((out / "optimize.json").read_text())
     assert res["structure"]["kinds"] == ["cnn", "prelu", "multi-output"]
