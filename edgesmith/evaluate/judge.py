@@ -49,7 +49,7 @@ def _judge_one(g: Any, value: float | None, ref: float | None, v: Verdict) -> No
         v.status = "pass" if drop <= g.value + 1e-9 else "fail"
         v.detail = f"drop {drop:.3g}{'%' if g.goal == 'max-relative-degradation' else ' pt'}"
     else:
-        ok = value >= g.value if g.goal == "min" else value <= g.value
+        ok = value >= g.value - 1e-9 if g.goal == "min" else value <= g.value + 1e-9  # NOTE: float noise is no failure
         v.status = "pass" if ok else "fail"
         v.detail = f"{'>=' if g.goal == 'min' else '<='} {g.value:g}"
 
