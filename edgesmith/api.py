@@ -143,9 +143,11 @@ def _data_source(data: Any, batch_size: int = 32) -> str | None:
 
     def batches(x: Any, labels: Any) -> list:
         n = len(next(iter(x.values()))) if isinstance(x, dict) else len(x)
-        cut = lambda a, i: {k: v[i:i + batch_size] for k, v in a.items()} if isinstance(a, dict) else a[i:i + batch_size]  # noqa: E731
-        return [(cut(x, i), None if labels is None else labels[i:i + batch_size]) if labels is not None else cut(x, i)
-                for i in range(0, n, batch_size)]
+        out = []
+        for i in range(0, n, batch_size):
+            part = {k: v[i:i + batch_size] for k, v in x.items()} if isinstance(x, dict) else x[i:i + batch_size]
+            out.append(part if labels is None else (part, labels[i:i + batch_size]))
+        return out
 
     if isinstance(data, tuple) and len(data) == 2 and not isinstance(data[0], (tuple, list)):
         items = batches(data[0], np.asarray(data[1]) if not hasattr(data[1], "detach") else data[1])

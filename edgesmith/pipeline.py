@@ -17,7 +17,7 @@ from edgesmith.errors import ConfigError, ExportError
 from edgesmith.progress import Reporter
 from edgesmith.recipe import InputSpec, Recipe
 
-__all__ = ["Reporter", "RunResult", "check_pass_order", "export_once", "load_data", "plan", "resolve_inputs", "run"]
+__all__ = ["Reporter", "RunResult", "SearchSetup", "check_pass_order", "export_once", "load_data", "plan", "resolve_inputs", "run", "search_setup"]
 
 
 @dataclass
@@ -93,7 +93,7 @@ def run(recipe: Recipe, base_dir: Path, *, out_dir: Path | None = None, trust_ch
     or an earlier run (replaced whole); ``force`` writes into another folder, ``keep`` names files of it
     the new run leaves in place."""
     from edgesmith.model_io import model_kind
-    from edgesmith.outputs import StagedOutput, check_output_dir
+    from edgesmith.outputs import StagedOutput
     from edgesmith.profiles import load_profile
     from edgesmith.runtime import get_backend
 
@@ -115,9 +115,8 @@ def run(recipe: Recipe, base_dir: Path, *, out_dir: Path | None = None, trust_ch
     if dry_run:
         preflight(recipe, base_dir, out, force)
         return RunResult(None, {"recipe": recipe.model_dump(mode="json")}, "dry-run", dry_run=True, plan=plan(recipe))
-    check_output_dir(out, force)
     started = time.time()
-    with StagedOutput(out, force=force, keep=keep) as staged:
+    with StagedOutput(out, force=force, keep=keep) as staged:  # NOTE: checks the output-folder policy itself
         manifest = _execute(recipe, base_dir, kind, profiles, staged, trust_checkpoint, rep)
         manifest["duration_s"] = round(time.time() - started, 2)
         from edgesmith.report import render_markdown
@@ -195,6 +194,32 @@ def export_once(recipe: Recipe, base_dir: Path, work: Path, trust_checkpoint: bo
     float_path = work / "export" / "model.onnx"
     start = work / "export" / "model.torch_passes.onnx"
     return float_path, (start if start.is_file() else float_path)
+
+
+@dataclass
+class SearchSetup:
+    """What a search over one export judges candidates with: inputs, data, the evaluator and the float
+    reference on the target's runtime (computed once, from the disk cache when seen before)."""
+
+    specs: list
+    calibration: Any
+    evaluation: Any
+    backend: Any
+    evaluator: Any
+    reference: Any
+
+
+def search_setup(recipe: Recipe, base_dir: Path, float_path: Path, profile: Any, work: Path) -> SearchSetup:
+    from edgesmith.evaluate import Evaluator
+    from edgesmith.model_io import onnx_input_specs
+    from edgesmith.runtime import get_backend
+
+    specs = list(recipe.inputs) if recipe.inputs else [InputSpec.model_validate(s) for s in onnx_input_specs(float_path)]
+    calib, evaluation = load_data(recipe, specs, base_dir, True)
+    backend = get_backend(profile.backend)
+    evaluator = Evaluator(evaluation, recipe.metric)
+    fp32 = backend.compile(float_path, work / f"fp32{backend.artifact_suffix}", profile, specs)
+    return SearchSetup(specs, calib, evaluation, backend, evaluator, evaluator.reference(backend, fp32, profile.threads))
 
 
 @dataclass
@@ -360,11 +385,9 @@ def _export(recipe: Recipe, module: Any, program: Any, specs: list, path: Path, 
 
 def _check_custom_ops(info: Any, path: Path) -> None:
     """An ONNX pass sees custom-domain ops only if it declares it handles them (quantizers do not)."""
-    import onnx
+    from edgesmith.runtime.custom_ops import LOWERING_PASS, file_domains
 
-    from edgesmith.runtime.custom_ops import LOWERING_PASS, custom_domains
-
-    found = custom_domains(onnx.load(str(path), load_external_data=False))
+    found = file_domains(path)
     foreign = {d: ops for d, ops in found.items() if d not in info.custom_ops and "*" not in info.custom_ops}
     if foreign:
         d, ops = next(iter(sorted(foreign.items())))

@@ -29,6 +29,14 @@ class Loaded:
     broken: list[Broken] = field(default_factory=list)
     conflicts: dict[str, list[str]] = field(default_factory=dict)  # name -> every distribution claiming it
 
+    def check_claim(self, name: str, what: str) -> None:
+        """Refuse a name two distributions claim, naming both."""
+        if name in self.conflicts:
+            from edgesmith.errors import ConfigError
+
+            raise ConfigError(f"{what} {name!r} is claimed by more than one package: {' and '.join(self.conflicts[name])}",
+                              hint="uninstall one of them; `edgesmith passes` lists every pass and where it comes from")
+
     def add(self, name: str, obj: Any, origin: str) -> None:
         if name in self.conflicts:
             self.conflicts[name] = sorted([*self.conflicts[name], origin])

@@ -207,18 +207,11 @@ class _Candidates:
 
     def __init__(self, recipe: Any, base_dir: Path, float_path: Path, acc_profile: Any, profile: Any, work: Path):
         from edgesmith import pipeline
-        from edgesmith.evaluate import Evaluator
-        from edgesmith.model_io import onnx_input_specs
-        from edgesmith.recipe import InputSpec
-        from edgesmith.runtime import get_backend
 
         self.recipe, self.acc_profile, self.profile = recipe, acc_profile, profile
-        self.specs = list(recipe.inputs) if recipe.inputs else [InputSpec.model_validate(s) for s in onnx_input_specs(float_path)]
-        self.calib, self.evaluation = pipeline.load_data(recipe, self.specs, base_dir, True)
-        self.backend = get_backend(profile.backend)
-        self.evaluator = Evaluator(self.evaluation, recipe.metric)
-        fp32 = self.backend.compile(float_path, work / f"fp32{self.backend.artifact_suffix}", profile, self.specs)
-        self.ref = self.evaluator.reference(self.backend, fp32, profile.threads)
+        setup = pipeline.search_setup(recipe, base_dir, float_path, profile, work)
+        self.specs, self.calib, self.evaluation = setup.specs, setup.calibration, setup.evaluation
+        self.backend, self.evaluator, self.ref = setup.backend, setup.evaluator, setup.reference
         self.reference = dict(self.ref.metrics)
 
     def evaluate(self, stage: str, opts: dict, start: Path, work: Path) -> Candidate:

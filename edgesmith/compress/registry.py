@@ -112,9 +112,7 @@ def pass_origin(name: str) -> str:
 
 def get_pass(name: str) -> PassInfo:
     reg = _registry()
-    if name in reg.conflicts:
-        raise ConfigError(f"pass type {name!r} is claimed by more than one package: {' and '.join(reg.conflicts[name])}",
-                          hint="uninstall one of them; `edgesmith passes` lists every pass and where it comes from")
+    reg.check_claim(name, "pass type")
     if name not in reg.objects:
         broken = [b for b in reg.broken if b.name == name]
         if broken:

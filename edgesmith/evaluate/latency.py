@@ -43,7 +43,7 @@ def record_latency(metrics: dict[str, Any], reference: dict[str, Any], batch: in
 
     latency["compressed"][batch], latency["fp32"][batch] = cand.as_dict(), base.as_dict()
     for src, dst in ((cand, metrics), (base, reference)):
-        rounds = _rounds(src)
+        rounds = _rounds(src) if dst is metrics else []  # NOTE: budgets judge the candidate; the float side needs no interval
         for p, q in (("p50", 50), ("p90", 90), ("p95", 95), ("p99", 99)):
             dst[f"latency_{p}_ms@{batch}"] = getattr(src, f"{p}_ms")
             if len(rounds) > 1:

@@ -158,19 +158,13 @@ class _Judge:
 
     def __init__(self, recipe: Any, base_dir: Path, float_path: Path, profile: Any, work: Path):
         from edgesmith import pipeline
-        from edgesmith.evaluate import Evaluator, accuracy_profile
-        from edgesmith.model_io import onnx_input_specs
-        from edgesmith.recipe import InputSpec
-        from edgesmith.runtime import get_backend
+        from edgesmith.evaluate import accuracy_profile
 
         self.recipe, self.profile = recipe, profile
         self.acc_profile = accuracy_profile(profile)
-        self.specs = list(recipe.inputs) if recipe.inputs else [InputSpec.model_validate(s) for s in onnx_input_specs(float_path)]
-        self.calib, self.evaluation = pipeline.load_data(recipe, self.specs, base_dir, True)
-        self.evaluator = Evaluator(self.evaluation, recipe.metric)
-        backend = get_backend(profile.backend)
-        fp32 = backend.compile(float_path, work / f"fp32{backend.artifact_suffix}", profile, self.specs)
-        self.ref = self.evaluator.reference(backend, fp32, profile.threads)
+        setup = pipeline.search_setup(recipe, base_dir, float_path, profile, work)
+        self.specs, self.calib, self.evaluation = setup.specs, setup.calibration, setup.evaluation
+        self.evaluator, self.ref = setup.evaluator, setup.reference
         self.reference = {k: v for k, v in self.ref.metrics.items() if k != "sqnr_db"}
         self.cache_dir = float_path.parent / "calibration-cache"
         self.cache_dir.mkdir(exist_ok=True)

@@ -46,9 +46,7 @@ def known_backends() -> list[str]:
 
 def _backend(name: str) -> Any:
     reg = _plugins()
-    if name in reg.conflicts:
-        raise ConfigError(f"backend {name!r} is claimed by more than one package: {' and '.join(reg.conflicts[name])}",
-                          hint="uninstall one of them")
+    reg.check_claim(name, "backend")
     if name not in reg.objects:
         raise ConfigError(f"no backend named {name!r} in this version of edgesmith", hint=f"available backends: {', '.join(known_backends())}")
     return importlib.import_module(_BUILTIN[name]).BACKEND if name in _BUILTIN else reg.objects[name]

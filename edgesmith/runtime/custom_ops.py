@@ -65,17 +65,25 @@ def custom_domains(model: Any) -> dict[str, set[str]]:
     return found
 
 
-def _load(path: Path) -> Any:
+def file_domains(path: Path) -> dict[str, set[str]]:
+    """``custom_domains`` of an ONNX file, parsed once per file version (every session, compile and
+    benchmark asks, and a large model takes a while to parse)."""
+    st = Path(path).stat()
+    return _file_domains(str(Path(path).resolve()), st.st_mtime_ns, st.st_size)
+
+
+@lru_cache(maxsize=64)
+def _file_domains(path: str, mtime_ns: int, size: int) -> dict[str, set[str]]:
     import onnx
 
-    return onnx.load(str(path), load_external_data=False)
+    return custom_domains(onnx.load(path, load_external_data=False))
 
 
 def routes_for(path: Path) -> list[CustomOpRoute]:
     """The routes an ONNX model needs (none for a standard model); an unknown domain is refused."""
     if Path(path).suffix.lower() != ".onnx":
         return []
-    domains = custom_domains(_load(path))
+    domains = file_domains(path)
     routes = known_routes()
     unknown = sorted(d for d in domains if d not in routes)
     if unknown:

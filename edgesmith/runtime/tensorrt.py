@@ -282,9 +282,11 @@ class TensorRTBackend(MeasuredInChild):
         engine = builder.build_serialized_network(network, config)
         if engine is None:
             raise ConfigError(f"TensorRT could not build an engine for {onnx_path.name}", hint="see TensorRT's log above; try fewer precisions")
-        out_path.write_bytes(bytes(engine))
+        from edgesmith.outputs import atomic_write_bytes
+
+        atomic_write_bytes(out_path, bytes(engine))
         if cache_file:
-            cache_file.write_bytes(bytes(cache.serialize()))
+            atomic_write_bytes(cache_file, bytes(cache.serialize()))
         return Artifact(out_path, self.name, {"tensorrt": trt.__version__, "strongly_typed": settings.strongly_typed, "int8": settings.int8_mode,
                                               "shapes": {k: vars(v) for k, v in settings.shapes.items()}})
 
