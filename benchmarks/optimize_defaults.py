@@ -134,7 +134,7 @@ def bench_model(label: str, source: str, work: Path) -> list[dict]:
     timed = [r for r in rows if "artifact" in r]
     rounds, per_round = 12, 10
     feeds = make_feeds(specs, 1, evaluation.first(1))
-    results = run_worker([r["artifact"] for r in timed], feeds, 2, 10, rounds * per_round, None, rounds, raw=True, wall=True)
+    results = run_worker([r["artifact"] for r in timed], feeds, 2, 10, rounds * per_round, None, rounds, raw=True)
     split = lambda t: [t[i * per_round:(i + 1) * per_round] for i in range(rounds)]  # noqa: E731
     fp32 = {r["runtime"]: res_ for r, res_ in zip(timed, results) if r["method"] == "FP32"}
     for r, res_ in zip(timed, results):

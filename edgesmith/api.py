@@ -34,7 +34,7 @@ class Result:
     manifest: dict[str, Any]
     metrics: dict[str, Any] = field(default_factory=dict)
     reference_metrics: dict[str, Any] = field(default_factory=dict)
-    speedup: float | None = None  # over FP32 on the target, first batch size
+    speedup: float | None = None  # over FP32 on the target, first batch size; None when timed on a busy machine
     artifacts: list[Path] = field(default_factory=list)
     plan: list[str] = field(default_factory=list)
 
@@ -43,7 +43,10 @@ class Result:
         targets = run.manifest.get("targets") or {}
         first = next(iter(targets.values()), {})
         metrics = dict(first.get("metrics") or {})
-        speed = next((v for k, v in metrics.items() if k.startswith("speedup_vs_fp32@")), None)
+        from edgesmith.evaluate.judge import busy_machine
+
+        key = next((k for k in metrics if k.partition("@")[0] == "speedup_vs_fp32"), None)
+        speed = metrics[key] if key and not busy_machine(first.get("latency"), int(key.split("@")[1])) else None
         arts = [run.out_dir / a["path"] for t in targets.values() for a in t.get("artifacts", [])] if run.out_dir else []
         return cls(run.verdict, run.out_dir, run.manifest, metrics, dict(first.get("reference_metrics") or {}), speed, arts, list(run.plan))
 

@@ -83,7 +83,7 @@ def _validate_target(run_dir: Path, name: str, t: dict, evaluator: Any, dataset:
         fp32 = backend.compile(inside(run_dir, bundle["float_model"]), Path(_scratch()) / f"fp32{backend.artifact_suffix}", profile, specs)
         latency = time_against_float(artifact, fp32, specs, profile, dataset.first(max(profile.batch_sizes)), metrics, reference,
                                      reporter=rep, label=f"[{name}] ")
-    verdicts = judge(profile, metrics, reference)
+    verdicts = judge(profile, metrics, reference, latency)
     return {"profile": t["profile"], "estimated": profile.estimated, "metrics": metrics, "reference_metrics": reference,
             "latency": latency, "samples": scored.samples, "verdicts": [v.as_dict() for v in verdicts], "verdict": overall(verdicts),
             "notes": []}

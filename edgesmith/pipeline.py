@@ -442,6 +442,13 @@ def _run_target(recipe: Recipe, name: str, profile: Any, passes: list, model: _M
         result["verdict"] = "compiled"
         return result
     result.update(_validate(recipe, profile, backend, artifact, fp32_artifact, specs, evaluation, calib, rep, name))
+    from edgesmith.evaluate.judge import busy_machine
+
+    for b in profile.batch_sizes:
+        busy = busy_machine(result.get("latency"), b)
+        if busy:
+            ctx.note(f"batch {b} was timed while the machine was busy ({busy}): its latency and speed-up are not "
+                     "claimed and no latency budget was judged on them; re-run on a quiet machine")
     result["bundle"] = {"artifact": f"{tdir}/{artifact.path.name}", "artifact_options": artifact.options,
                         "float_model": reference_path.name if reference_path.parent == staged.stage else None}
     ref_out = result.pop("_reference_outputs", None)
@@ -472,6 +479,6 @@ def _validate(recipe: Recipe, profile: Any, backend: Any, artifact: Any, fp32_ar
     latency = time_against_float(artifact, fp32_artifact, specs, profile, real, metrics, reference, warmup=recipe.bench.warmup,
                                  iterations=recipe.bench.iterations, duration_s=recipe.bench.duration_s, reporter=rep, label=f"[{name}] ")
     metrics["artifact_mb"] = sum(_mb(f) for f in artifact.path.parent.glob(artifact.path.stem + ".*"))
-    verdicts = judge(profile, metrics, reference)
+    verdicts = judge(profile, metrics, reference, latency)
     return {"metrics": metrics, "reference_metrics": reference, "latency": latency, "samples": samples,
             "verdicts": [v.as_dict() for v in verdicts], "verdict": overall(verdicts), "_reference_outputs": ref_out}

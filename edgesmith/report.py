@@ -77,14 +77,16 @@ def render_markdown(manifest: dict) -> str:
             s = t["size"]
             lines.append(f"- size: float ONNX {s['fp32_mb']:.3f} MB → compressed ONNX {s['compressed_mb']:.3f} MB ({s['ratio']:.2f}× smaller)")
         if t.get("latency"):
-            lines += ["", "### Latency (ms; compressed and FP32 timed interleaved in one process)", "",
+            lines += ["", "### Latency (ms; compressed and FP32 timed interleaved in one process, each call as an application makes it)", "",
                       "| model | batch | p50 | p90 | p99 | mean | std | throughput/s | speed-up (p50) | peak RSS MB | noise |",
                       "|---|---|---|---|---|---|---|---|---|---|---|"]
             fp32 = t["latency"].get("fp32", {})
             for which, per_batch in t["latency"].items():
                 for b, s in per_batch.items():
                     speedup = fp32[b]["p50_ms"] / s["p50_ms"] if b in fp32 else float("nan")
-                    noise = f"noisy (cv {s['cv']:.0%})" if s.get("cv", 0) > 0.1 else "ok"
+                    machine = s.get("machine") or {}
+                    noise = ("BUSY MACHINE: " + "; ".join(machine.get("reasons", [])) if machine.get("busy")
+                             else f"noisy (cv {s['cv']:.0%})" if s.get("cv", 0) > 0.1 else "ok")
                     lines.append(f"| {which} | {b} | {s['p50_ms']:.3f} | {s['p90_ms']:.3f} | {s['p99_ms']:.3f} | {s['mean_ms']:.3f} | "
                                  f"{s['std_ms']:.3f} | {s['throughput_per_s']:.1f} | {speedup:.2f}x | {s['peak_rss_mb']:.0f} | {noise} |")
         if t.get("notes"):

@@ -45,11 +45,15 @@ def bench(
     until_stable: Annotated[bool, typer.Option("--until-stable", help="Repeat until the coefficient of variation is below --cv.")] = False,
     cv: Annotated[float, typer.Option(min=0.0, max=100.0, help="Noise threshold: coefficient of variation above it flags the run (0.1 = 10%).")] = 0.10,
     max_repeats: Annotated[int, typer.Option(min=1, max=100, help="Most repeats with --until-stable.")] = 5,
+    inference_only: Annotated[bool, typer.Option("--inference-only", help="Bind inputs once and time inference alone "
+                                                 "(OpenVINO's own latency), as benchmark_app/trtexec do; default: each plain API call, numpy in and out.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Benchmark a model or compiled artifact: p50/p90/p95/p99, mean, std, throughput, peak memory, noise flag.
 
-    Each measurement runs in a fresh process that imports only the runtime.
+    Each measurement runs in a fresh process that imports only the runtime. Times are of each call as an
+    application makes it (numpy in, numpy out), unless --inference-only. A run during which other
+    processes competed for the cores is flagged BUSY.
 
     Examples:
 
@@ -64,7 +68,7 @@ def bench(
     rows = bench_artifact(model, backend.value, target=target, threads=threads, batches=batch, warmup=warmup,
                           iterations=iterations, duration_s=duration, input_shapes=[parse_input(i) for i in input_shape or []],
                           ort_level=optimization.value, until_stable=until_stable, cv_threshold=cv, max_repeats=max_repeats,
-                          reporter=RichReporter())
+                          reporter=RichReporter(), timing="bound" if inference_only else "call")
     if json_out:
         print(json.dumps(rows, indent=2))
         return
@@ -77,7 +81,9 @@ def bench(
     for header in [*cols.values(), "noise"]:
         table.add_column(header)
     for r in rows:
-        noise = f"NOISY cv {r['cv']:.0%}" if r["noisy"] else f"ok cv {r['cv']:.0%}"
+        machine = r.get("machine") or {}
+        noise = (f"BUSY: {'; '.join(machine.get('reasons', []))}" if machine.get("busy")
+                 else f"NOISY cv {r['cv']:.0%}" if r["noisy"] else f"ok cv {r['cv']:.0%}")
         if r.get("repeats", 1) > 1:
             noise += f", {r['repeats']} runs"
         table.add_row(*[f"{r[c]:.4g}" if isinstance(r[c], float) else str(r[c]) for c in cols], noise)

@@ -65,9 +65,10 @@ def _not_the_target(profile: Profile) -> str:
     return ""
 
 
-def judge(profile: Profile, metrics: dict[str, Any], reference: dict[str, Any]) -> list[Verdict]:
+def judge(profile: Profile, metrics: dict[str, Any], reference: dict[str, Any], latency: dict | None = None) -> list[Verdict]:
     """One verdict per budget. ``metrics``/``reference`` map metric name -> value; latency and
-    speed-up metrics are keyed ``name@batch``."""
+    speed-up metrics are keyed ``name@batch``. ``latency`` (what evaluate.time_against_float returns):
+    a batch timed while the machine was busy judges nothing on time (inconclusive, with the reason)."""
     verdicts = []
     why_not = _not_the_target(profile)
     for g in profile.budgets:
@@ -83,8 +84,18 @@ def judge(profile: Profile, metrics: dict[str, Any], reference: dict[str, Any]) 
         _judge_one(g, value, ref, v)
         if _timed(key) and v.status in ("pass", "fail"):
             _judge_interval(g, metrics, key, v)
+            busy = busy_machine(latency, v.batch)
+            if busy:
+                v.status, v.detail = "inconclusive", f"not judged: the machine was busy while timing ({busy}); re-run on a quiet machine"
         verdicts.append(v)
     return verdicts
+
+
+def busy_machine(latency: dict | None, batch: int | None) -> str:
+    """Why the timing of ``batch`` cannot be trusted ("" when the machine was free): runtime.contention's record."""
+    rec = (((latency or {}).get("compressed") or {}).get(batch) or ((latency or {}).get("compressed") or {}).get(str(batch)) or {})
+    machine = rec.get("machine") or {}
+    return "; ".join(machine.get("reasons") or ["busy"]) if machine.get("busy") else ""
 
 
 def _judge_interval(g: Any, metrics: dict[str, Any], key: str, v: Verdict) -> None:

@@ -62,23 +62,33 @@ def record_latency(metrics: dict[str, Any], reference: dict[str, Any], batch: in
 def _pooled(a: Any, b: Any) -> Any:
     """Two measurements of the same pair as one: rounds and samples pooled, statistics recomputed."""
     from edgesmith.runtime.bench import BenchStats, summarize
+    from edgesmith.runtime.contention import merged
 
     times = list(a.times_ms or []) + list(b.times_ms or [])
     d = {**a.as_dict(), **summarize([t / 1e3 for t in times], a.batch, a.threads, a.warmup)}
     d.pop("cv", None)
     d.update(times_ms=times, rounds=a.rounds + b.rounds, peak_rss_mb=max(a.peak_rss_mb, b.peak_rss_mb),
-             model_memory_mb=max(a.model_memory_mb, b.model_memory_mb))
+             model_memory_mb=max(a.model_memory_mb, b.model_memory_mb), machine=merged([a.machine, b.machine]))
     return BenchStats(**d)
+
+
+def _busy(stats: Any) -> bool:
+    return bool(stats.machine and stats.machine.get("busy"))
 
 
 def time_against_float(artifact: Any, fp32_artifact: Any, specs: list, profile: Any, real: dict | None, metrics: dict[str, Any],
                        reference: dict[str, Any], *, warmup: int = 10, iterations: int = 100, duration_s: float | None = None,
                        reporter: Reporter | None = None, label: str = "") -> dict[str, dict]:
     """Each of the profile's batch sizes timed interleaved with the float model; fills ``metrics`` and
-    ``reference`` and returns every sample (``{"compressed": {batch: ...}, "fp32": {...}}``). A batch whose
-    latency budget the measurement cannot settle is measured again, up to MAX_EXTRA times."""
+    ``reference`` and returns every sample (``{"compressed": {batch: ...}, "fp32": {...}}``).
+
+    A batch whose latency budget the measurement cannot settle is measured again, up to MAX_EXTRA times
+    (rounds pooled). A measurement taken while other work competed for the cores (runtime.contention)
+    is biased, not noisy: it is never pooled with a clean one but replaced, after waiting for the
+    machine to quiet down; if every try was busy, the record says so and the judge rules nothing on time."""
     from edgesmith.evaluate.judge import judge
     from edgesmith.runtime.bench import benchmark_against, make_feeds
+    from edgesmith.runtime.contention import wait_for_quiet
 
     rep = reporter or Reporter()
     latency: dict[str, dict] = {"compressed": {}, "fp32": {}}
@@ -86,12 +96,22 @@ def time_against_float(artifact: Any, fp32_artifact: Any, specs: list, profile: 
         feeds = make_feeds(specs, batch, real)
         cand = base = None
         for attempt in range(1 + MAX_EXTRA):
-            more = " (again: a latency budget was inconclusive)" if attempt else ""
+            if cand is not None and _busy(cand):
+                with rep.step(f"{label}the machine was busy while timing ({cand.machine['reasons'][0]}): waiting for it to quiet down"):
+                    wait_for_quiet(profile.threads)
+            more = " (again: a latency budget was inconclusive)" if attempt and not _busy(cand) else " (again: the machine was busy)" if attempt else ""
             with rep.step(f"{label}benchmarking batch {batch} ({profile.threads} threads){more}"):
                 c, b = benchmark_against(artifact, fp32_artifact, feeds, profile.threads, warmup, iterations, duration_s)
-            cand, base = (c, b) if cand is None else (_pooled(cand, c), _pooled(base, b))
+            if cand is None or (_busy(cand) and not _busy(c)):
+                cand, base = c, b
+            elif _busy(c) == _busy(cand):
+                cand, base = _pooled(cand, c), _pooled(base, b)
+            # NOTE: a busy re-measurement after a clean one is dropped: it would bias the pooled rounds
             record_latency(metrics, reference, batch, cand, base, latency, batch == profile.batch_sizes[0])
-            unsure = [v for v in judge(profile, metrics, reference) if v.status == "inconclusive" and v.batch == batch]
-            if not unsure:
+            unsure = [v for v in judge(profile, metrics, reference, latency) if v.status == "inconclusive" and v.batch == batch]
+            if not unsure and not _busy(cand):
                 break
+        if _busy(cand):
+            rep.info(f"{label}batch {batch} was timed on a busy machine ({'; '.join(cand.machine['reasons'])}): "
+                     "latency budgets are not judged and speed-ups are not claimed")
     return latency

@@ -222,9 +222,10 @@ def _latency(name: str, base_t: dict, target: dict, profile: Any, baseline: dict
         n_stats = (target.get("latency") or {}).get("compressed", {}).get(key) or {}
         if measured is not None:
             cmp_ = measured[batch]
-            status = latency_status(cmp_.ratio, cmp_.low, cmp_.high, tol)
+            status = "inconclusive" if cmp_.busy else latency_status(cmp_.ratio, cmp_.low, cmp_.high, tol)
             detail = (f"baseline artifact ({where}) and this run's re-timed interleaved here: now/baseline {cmp_.ratio:.3f} "
-                      f"({conf:.0%} CI {cmp_.low:.3f}-{cmp_.high:.3f}, {cmp_.rounds} rounds x {cmp_.per_round})")
+                      f"({conf:.0%} CI {cmp_.low:.3f}-{cmp_.high:.3f}, {cmp_.rounds} rounds x {cmp_.per_round})"
+                      + (f"; the machine was busy ({'; '.join(cmp_.machine.get('reasons', []))})" if cmp_.busy else ""))
             report.latency_samples.setdefault(name, {})[key] = {"baseline": cmp_.a_times_ms, "now": cmp_.b_times_ms, "how": "re-measured interleaved"}
             out.append(Finding(name, label, "latency", cmp_.a_p50_ms, cmp_.b_p50_ms, f"{cmp_.ratio:.3f}x", f"<= {tol:g}x",
                                status, detail + _status_note(status), excess=(cmp_.low - tol) / (tol - 1 or 1e-9)))

@@ -65,7 +65,8 @@ class OpenVINOSettings(Strict):
     # one has): pin f32 so "fp32" means fp32; a profile may opt into bf16/f16, or null for OpenVINO's default.
     inference_precision: Literal["f32", "bf16", "f16"] | None = "f32"
     streams: int | None = Field(default=None, ge=1, description="None: what the hint picks")
-    static_shapes: bool = Field(default=True, description="compile per input shape met (as deployed with known shapes)")
+    static_shapes: bool = Field(default=False, description="compile per input shape met, as an application that reshapes to "
+                                "known shapes would (benchmark_app -shape); off: the IR as shipped, as a plain application loading it runs it")
     cache_dir: str | None = None
 
 

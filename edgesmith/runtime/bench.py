@@ -7,6 +7,7 @@ different artifacts do not share caches or thread pools.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -22,6 +23,10 @@ import numpy as np
 from edgesmith.errors import EdgesmithError
 
 SETTLE_PAUSE_S = 0.05  # long enough for an idle ONNX Runtime thread pool to stop spinning
+# NOTE: untimed runs after each switch of session, for at least this long: the first runs after a switch
+# pay for cold caches and sleeping threads. With 2 settle runs, a 20 us model's 10-run rounds came out
+# 26 us against 18.5 us with 100-run rounds (and 18 us in a process of its own).
+SETTLE_RUN_S = 0.02
 
 
 @dataclass
@@ -42,6 +47,8 @@ class BenchStats:
     model_memory_mb: float  # peak RSS minus RSS before the model was loaded
     times_ms: list[float] | None = None  # every timed run, in order (rounds of equal length when interleaved)
     rounds: int = 1
+    timing: str = "call"  # call: the runtime's plain API call, wall clock | bound: inference alone (see time_interleaved)
+    machine: dict | None = None  # runtime.contention.Machine: was the machine free while this was timed?
 
     @property
     def cv(self) -> float:
@@ -51,6 +58,8 @@ class BenchStats:
         d = {**asdict(self), "cv": round(self.cv, 4)}
         if self.times_ms is None:
             del d["times_ms"], d["rounds"]
+        if self.machine is None:
+            del d["machine"]
         return d
 
 
@@ -65,15 +74,27 @@ def summarize(times_s: list[float], batch: int, threads: int, warmup: int) -> di
     }
 
 
+TIMINGS = ("call", "bound")
+
+
 def time_interleaved(sessions: list[Any], feeds: dict[str, np.ndarray], warmup: int, iterations: int,
-                     duration_s: float | None, rounds: int = 1, wall: bool = False) -> list[list[float]]:
-    """Per-session run times. Rounds alternate between sessions; ``duration_s`` bounds the whole run;
-    ``wall``: wall time of the call for every session, even where the runtime measures itself (so
-    runtimes compare on the same clock, Python call overhead included)."""
-    # NOTE: inputs are bound once per session, so the timed call is inference alone (as benchmark_app
-    # and trtexec time it); sessions without ``bind`` fall back to a plain run with the feeds. A runner
-    # that returns a float is reporting the runtime's own measurement (OpenVINO), used instead of wall time.
-    runners = [s.bind(feeds) if hasattr(s, "bind") else (lambda s=s: s.run(feeds)) for s in sessions]
+                     duration_s: float | None, rounds: int = 1, timing: str = "call") -> list[list[float]]:
+    """Per-session run times. Rounds alternate between sessions; ``duration_s`` bounds the whole run.
+
+    ``timing="call"`` (the default): wall time of the runtime's plain API call, numpy in and numpy out
+    (``InferenceSession.run``, ``InferRequest.infer``) — what an application pays per inference, and
+    the only clock on which two runtimes compare honestly. ``timing="bound"``: inputs bound once and
+    inference alone timed (IOBinding; OpenVINO's own ``InferRequest.latency``), as benchmark_app and
+    trtexec report it — for one artifact's figure, never for a ratio between runtimes."""
+    # NOTE: measured on the digits CNN (2 threads): plain ORT run 18 us, plain OpenVINO infer 50 us, in
+    # separate processes; bound with shared tensors OpenVINO took 25-29 us. Per-call overhead differs by
+    # runtime, so the bound style made OpenVINO look 1.5x faster than ORT where an application saw 0.36x.
+    if timing not in TIMINGS:
+        raise ValueError(f"timing must be one of {TIMINGS}, not {timing!r}")
+    if timing == "bound":
+        runners = [s.bind(feeds) if hasattr(s, "bind") else (lambda s=s: s.run(feeds)) for s in sessions]
+    else:
+        runners = [lambda s=s: s.run(feeds) for s in sessions]
     for r in runners:
         for _ in range(warmup):
             r()
@@ -92,13 +113,16 @@ def time_interleaved(sessions: list[Any], feeds: dict[str, np.ndarray], warmup: 
             run = runners[i]
             if settle:
                 time.sleep(SETTLE_PAUSE_S)
-            for _ in range(settle):
-                run()
+                warm_until = time.perf_counter() + SETTLE_RUN_S
+                for k in itertools.count():
+                    run()
+                    if k + 1 >= settle and time.perf_counter() >= warm_until:
+                        break
             for _ in range(per_round):
                 t0 = time.perf_counter()
                 own = run()
                 elapsed = time.perf_counter() - t0
-                times[i].append(own if isinstance(own, float) and not wall else elapsed)
+                times[i].append(own if isinstance(own, float) else elapsed)
         order.reverse()
         if deadline is None and len(times[0]) >= iterations:
             break
@@ -120,7 +144,7 @@ def make_feeds(input_specs: list[Any], batch: int, data: dict[str, np.ndarray] |
 
 
 def run_worker(artifacts: list[Any], feeds: dict[str, np.ndarray], threads: int, warmup: int, iterations: int,
-                duration_s: float | None, rounds: int, raw: bool = False, wall: bool = False) -> list[dict]:
+                duration_s: float | None, rounds: int, raw: bool = False, timing: str = "call") -> list[dict]:
     batch = int(next(iter(feeds.values())).shape[0])
     with tempfile.TemporaryDirectory(prefix="edgesmith-bench-") as tmp:
         feeds_path = Path(tmp) / "feeds.npz"
@@ -128,7 +152,7 @@ def run_worker(artifacts: list[Any], feeds: dict[str, np.ndarray], threads: int,
         job = {
             "artifacts": [{"backend": a.backend, "path": str(a.path), "options": a.options} for a in artifacts],
             "feeds": str(feeds_path), "threads": threads, "warmup": warmup, "iterations": iterations,
-            "duration_s": duration_s, "batch": batch, "rounds": rounds, "raw": raw, "wall": wall, "parent": os.getpid(),
+            "duration_s": duration_s, "batch": batch, "rounds": rounds, "raw": raw, "timing": timing, "parent": os.getpid(),
         }
         env = dict(os.environ, OMP_NUM_THREADS=str(threads))
         proc = subprocess.run([sys.executable, "-m", "edgesmith.runtime.bench_worker"], input=json.dumps(job),
@@ -141,9 +165,9 @@ def run_worker(artifacts: list[Any], feeds: dict[str, np.ndarray], threads: int,
 
 
 def benchmark(artifact: Any, feeds: dict[str, np.ndarray], threads: int, warmup: int = 10,
-              iterations: int = 100, duration_s: float | None = None) -> BenchStats:
+              iterations: int = 100, duration_s: float | None = None, timing: str = "call") -> BenchStats:
     """Benchmark one artifact (runtime.base.Artifact) in a child process; returns its statistics."""
-    return BenchStats(**run_worker([artifact], feeds, threads, warmup, iterations, duration_s, 1)[0])
+    return BenchStats(**run_worker([artifact], feeds, threads, warmup, iterations, duration_s, 1, timing=timing)[0])
 
 
 def benchmark_against(candidate: Any, baseline: Any, feeds: dict[str, np.ndarray], threads: int, warmup: int = 10,
@@ -158,12 +182,12 @@ def benchmark_against(candidate: Any, baseline: Any, feeds: dict[str, np.ndarray
 
 
 def bench_until_stable(artifact: Any, feeds: dict[str, np.ndarray], threads: int, warmup: int, iterations: int,
-                       duration_s: float | None, cv_threshold: float, max_repeats: int) -> tuple[BenchStats, int]:
+                       duration_s: float | None, cv_threshold: float, max_repeats: int, timing: str = "call") -> tuple[BenchStats, int]:
     """Repeat the measurement until its coefficient of variation is at most ``cv_threshold``
     (or ``max_repeats`` runs); returns the steadiest run and how many runs it took."""
     best: BenchStats | None = None
     for attempt in range(1, max_repeats + 1):
-        stats = benchmark(artifact, feeds, threads, warmup, iterations, duration_s)
+        stats = benchmark(artifact, feeds, threads, warmup, iterations, duration_s, timing)
         if best is None or stats.cv < best.cv:
             best = stats
         if stats.cv <= cv_threshold:
@@ -175,7 +199,7 @@ def bench_artifact(path: Path, backend_name: str = "auto", *, target: str | None
                    batches: list[int] | None = None, warmup: int = 10, iterations: int = 100,
                    duration_s: float | None = None, input_shapes: list[dict] | None = None, ort_level: str = "all",
                    until_stable: bool = False, cv_threshold: float = 0.10, max_repeats: int = 5,
-                   reporter: Any = None) -> list[dict[str, Any]]:
+                   reporter: Any = None, timing: str = "call") -> list[dict[str, Any]]:
     """What ``edgesmith bench`` does: resolve backend, profile and inputs, then measure each batch size."""
     from edgesmith.errors import ConfigError, InputError
     from edgesmith.progress import Reporter
@@ -207,10 +231,11 @@ def bench_artifact(path: Path, backend_name: str = "auto", *, target: str | None
         feeds = make_feeds(specs, b)
         with rep.step(f"benchmarking {path.name} on {name}, batch {b}, {threads} threads"):
             if until_stable:
-                stats, repeats = bench_until_stable(artifact, feeds, threads, warmup, iterations, duration_s, cv_threshold, max_repeats)
+                stats, repeats = bench_until_stable(artifact, feeds, threads, warmup, iterations, duration_s, cv_threshold, max_repeats, timing)
             else:
-                stats, repeats = benchmark(artifact, feeds, threads, warmup, iterations, duration_s), 1
-        rows.append({**stats.as_dict(), "backend": name, "noisy": stats.cv > cv_threshold, "repeats": repeats})
+                stats, repeats = benchmark(artifact, feeds, threads, warmup, iterations, duration_s, timing), 1
+        busy = bool(stats.machine and stats.machine.get("busy"))
+        rows.append({**stats.as_dict(), "backend": name, "noisy": stats.cv > cv_threshold or busy, "repeats": repeats})
     return rows
 
 

@@ -49,6 +49,7 @@ def main() -> None:
 
     from edgesmith.runtime import Artifact, get_backend
     from edgesmith.runtime.bench import summarize, time_interleaved
+    from edgesmith.runtime.contention import assess, round_spread, snapshot
 
     with np.load(job["feeds"], allow_pickle=False) as npz:
         feeds = {k: npz[k] for k in npz.files}
@@ -57,13 +58,15 @@ def main() -> None:
         importlib.import_module(a["backend"])
     before = _status_mb("VmRSS")
     sessions = [get_backend(a["backend"]).load(Artifact(Path(a["path"]), a["backend"], a["options"]), job["threads"]) for a in job["artifacts"]]
-    per_session = time_interleaved(sessions, feeds, job["warmup"], job["iterations"], job["duration_s"], job["rounds"],
-                                   job.get("wall", False))
+    timing = job.get("timing", "call")
+    start = snapshot()
+    per_session = time_interleaved(sessions, feeds, job["warmup"], job["iterations"], job["duration_s"], job["rounds"], timing)
+    machine = assess(start, snapshot(), job["threads"], round_spread(per_session, job["rounds"])).as_dict()
     peak = _status_mb("VmHWM")
     results = []
     for times in per_session:
         stats = summarize(times, job["batch"], job["threads"], job["warmup"])
-        stats.update(peak_rss_mb=peak, model_memory_mb=max(0.0, peak - before))
+        stats.update(peak_rss_mb=peak, model_memory_mb=max(0.0, peak - before), timing=timing, machine=machine)
         if job.get("raw"):
             stats["times_ms"] = [t * 1e3 for t in times]
         results.append(stats)

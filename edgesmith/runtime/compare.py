@@ -26,9 +26,16 @@ class Comparison:
     b_p50_ms: float
     a_times_ms: list[float] | None = field(default=None, repr=False)  # every timed run, rounds in order
     b_times_ms: list[float] | None = field(default=None, repr=False)
+    machine: dict | None = None  # runtime.contention: was the machine free while this was timed?
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.machine and self.machine.get("busy"))
 
     @property
     def verdict(self) -> str:
+        if self.busy:
+            return "not judged: the machine was busy"
         if self.high < 1.0:
             return "B is faster"
         if self.low > 1.0:
@@ -39,7 +46,8 @@ class Comparison:
         speed = 1.0 / self.ratio
         return (f"latency B/A = {self.ratio:.3f} ({self.confidence:.0%} CI {self.low:.3f}-{self.high:.3f}, "
                 f"{self.rounds} rounds x {self.per_round} runs): {self.verdict}"
-                + (f", {speed:.2f}x the speed of A" if self.verdict != "no significant difference" else ""))
+                + (f", {speed:.2f}x the speed of A" if self.verdict in ("B is faster", "B is slower") else "")
+                + (f" ({'; '.join(self.machine.get('reasons', []))})" if self.busy else ""))
 
     def as_dict(self) -> dict[str, Any]:
         d = {**asdict(self), "verdict": self.verdict}
@@ -78,4 +86,4 @@ def compare(a: Any, b: Any, feeds: dict[str, np.ndarray], threads: int, rounds: 
     split = lambda times: [times[i * per_round:(i + 1) * per_round] for i in range(rounds)]  # noqa: E731
     ratio, low, high = bootstrap_ratio(split(res_a["times_ms"]), split(res_b["times_ms"]), confidence)
     return Comparison(ratio, low, high, confidence, rounds, per_round, res_a["p50_ms"], res_b["p50_ms"],
-                      res_a["times_ms"], res_b["times_ms"])
+                      res_a["times_ms"], res_b["times_ms"], res_a.get("machine"))
