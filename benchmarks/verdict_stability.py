@@ -22,8 +22,8 @@ def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 20
     exe = Path(sys.executable).with_name("edgesmith")
     tally: collections.Counter = collections.Counter()
-    print("| run | exit | verdict | speed-up (batch 1) | 95% interval | its verdict |")
-    print("|---|---|---|---|---|---|")
+    print("| run | exit | verdict | speed-up (batch 1) | 95% interval | its verdict | machine |")
+    print("|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(n):
             out = Path(tmp) / f"run{i}"
@@ -35,7 +35,9 @@ def main() -> None:
             low, high = metrics.get("speedup_vs_fp32_low@1"), metrics.get("speedup_vs_fp32_high@1")
             interval = f"{low:.2f}-{high:.2f}" if low is not None else "—"
             value = f"{metrics['speedup_vs_fp32@1']:.2f}x" if "speedup_vs_fp32@1" in metrics else "—"
-            print(f"| {i + 1} | {proc.returncode} | {m.get('verdict', '?')} | {value} | {interval} | {v.get('status', '?')} |", flush=True)
+            machine = (((t.get("latency") or {}).get("compressed") or {}).get("1") or {}).get("machine") or {}
+            busy = "busy" if machine.get("busy") else f"quiet ({machine.get('others_cores') or 0:.2f} other cores)"
+            print(f"| {i + 1} | {proc.returncode} | {m.get('verdict', '?')} | {value} | {interval} | {v.get('status', '?')} | {busy} |", flush=True)
             tally[(proc.returncode, m.get("verdict"), v.get("status"))] += 1
     print()
     for (code, verdict, status), count in tally.most_common():

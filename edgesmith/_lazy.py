@@ -15,6 +15,7 @@ _EXTRAS = {
     "onnxscript": "pip install 'edgesmith[build]'  (the torch.export ONNX exporter needs it)",
     "safetensors": "pip install 'edgesmith[build]'",
     "sklearn": "pip install 'edgesmith[build]'  (scikit-learn provides the built-in digits data)",
+    "torch_pruning": "pip install -c constraints.txt 'edgesmith[build]'  (Torch-Pruning: prune_channels)",
     "openvino": "pip install 'edgesmith[openvino]'",
     "nncf": "pip install 'edgesmith[openvino]'",
     "neural_compressor": "pip install 'edgesmith[inc]'",

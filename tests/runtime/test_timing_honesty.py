@@ -4,47 +4,15 @@ arithmetic, the judge, optimize's choice) on made-up snapshots."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from benchmarks.plain_timing import plain_ratio
 from edgesmith.runtime.contention import Snapshot, assess, merged, round_spread
-
-# A plain application: the runtime's own API in a loop, one model per process, nothing of edgesmith.
-PLAIN = r"""
-import json, sys, time
-import numpy as np
-path, n = sys.argv[1], int(sys.argv[2])
-x = np.random.default_rng(0).standard_normal((1, 1, 8, 8)).astype(np.float32)
-if path.endswith(".onnx"):
-    import onnxruntime as ort
-    so = ort.SessionOptions(); so.intra_op_num_threads = 2; so.inter_op_num_threads = 1
-    s = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-    name = s.get_inputs()[0].name
-    call = lambda: s.run(None, {name: x})
-else:
-    import openvino as ov
-    c = ov.Core().compile_model(path, "CPU", {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": 2,
-                                               "INFERENCE_PRECISION_HINT": "f32"})
-    call = lambda: c({0: x})
-for _ in range(300):
-    call()
-t = []
-for _ in range(n):
-    t0 = time.perf_counter(); call(); t.append(time.perf_counter() - t0)
-print(json.dumps(float(np.median(t))))
-"""
-
-
-def _plain_median_s(path: Path, n: int = 2000) -> float:
-    out = subprocess.run([sys.executable, "-c", PLAIN, str(path), str(n)], capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
 
 @pytest.fixture(scope="module")
 def two_runtimes(digits_onnx, tmp_path_factory):
@@ -75,13 +43,10 @@ def test_cross_runtime_ratio_agrees_with_plain_timing(two_runtimes, digits_onnx)
     feeds = {onnx_input_specs(ort.path)[0]["name"]: _feeds(digits_onnx)["input"]}
     res_ort, res_ov = run_worker([ort, ov], feeds, 2, 10, 120, None, 12, raw=True)
     race = res_ort["p50_ms"] / res_ov["p50_ms"]
-    # the plain side: each runtime in a process of its own, alternated three times; the fastest of each
-    # (a process's median drifted by up to 1.7x between identical runs on this 2-core machine)
-    runs = [(_plain_median_s(ort.path), _plain_median_s(ov.path)) for _ in range(3)]
-    plain_ort, plain_ov = min(r[0] for r in runs), min(r[1] for r in runs)
-    plain = plain_ort / plain_ov
+    # the plain side: each runtime in a process of its own with its own API (benchmarks/plain_timing.py)
+    plain = plain_ratio(ort.path, ov.path, feeds)
     assert 0.75 < race / plain < 1.33, (f"race says OpenVINO is {race:.2f}x ONNX Runtime, plain timing {plain:.2f}x "
-                                        f"(race {res_ort['p50_ms'] * 1e3:.1f} / {res_ov['p50_ms'] * 1e3:.1f} us, plain {plain_ort * 1e6:.1f} / {plain_ov * 1e6:.1f} us)")
+                                        f"(race {res_ort['p50_ms'] * 1e3:.1f} / {res_ov['p50_ms'] * 1e3:.1f} us)")
     assert res_ort["timing"] == "call" and res_ort["machine"]["threads"] == 2
 
 

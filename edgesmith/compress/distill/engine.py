@@ -149,8 +149,11 @@ def check_pair(student: Any, teacher: Any, x: Any) -> None:
 
 def fit(student: Any, teacher: Any, data: Any, names: list[str], cfg: RecoverConfig, *,
         param_groups: list[dict] | None = None, prepare: Callable[[Any], None] | None = None,
-        progress: bool = True, label: str = "distilling") -> FitResult:
-    """Train ``student`` in place against the frozen ``teacher`` on ``data`` (an edgesmith Dataset)."""
+        after_step: Callable[[Any, int], None] | None = None, progress: bool = True, label: str = "distilling") -> FitResult:
+    """Train ``student`` in place against the frozen ``teacher`` on ``data`` (an edgesmith Dataset).
+
+    ``after_step(student, step)`` runs after every optimiser step, before evaluation: pruning passes keep
+    their masks there (zeros stay zero) and TEDDY projects onto the ℓ0 ball."""
     import torch
     import torch.nn.functional as F
 
@@ -244,6 +247,9 @@ def fit(student: Any, teacher: Any, data: Any, names: list[str], cfg: RecoverCon
             loss.backward()
             opt.step()
             step += 1
+            if after_step is not None:
+                with torch.no_grad():
+                    after_step(student, step)
             losses.append(float(loss.detach()))
             bar.advance(step, losses[-1], best_pair[0] if best_pair else None)
             if step % cfg.eval_every == 0 or (total is not None and step == total):

@@ -202,7 +202,7 @@ def run_eqnet(model: Any, layers: list[tuple[str, Any]], budget_avg_bits: float,
     import torch.nn as nn
     import torch.nn.functional as F
 
-    from edgesmith.compress.quantize._layers import set_module
+    from edgesmith.compress.layers import set_module
     from edgesmith.errors import ConfigError
 
     data = ctx.calibration

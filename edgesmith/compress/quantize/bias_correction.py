@@ -29,7 +29,7 @@ def bias_correction(model: Any, cfg: BiasCorrectionConfig, ctx: Any) -> Any:
     import torch
     import torch.nn as nn
 
-    from edgesmith.compress.quantize._layers import as_rows, capture_inputs
+    from edgesmith.compress.layers import as_rows, capture_inputs
     from edgesmith.errors import ConfigError
 
     record = ctx.records.get(FloatWeights)

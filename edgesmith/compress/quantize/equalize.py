@@ -31,7 +31,7 @@ def find_pairs(model: Any) -> tuple[list[tuple[str, str]], list[str]]:
     import torch.nn as nn
     import torch.nn.functional as F
 
-    from edgesmith.compress.quantize._layers import single_user, trace
+    from edgesmith.compress.layers import single_user, trace
 
     gm = trace(model)
     mods = dict(model.named_modules())

@@ -25,7 +25,7 @@ def fold_bn(model: Any, cfg: FoldBNConfig, ctx: Any) -> Any:
     import torch.nn as nn
     from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
-    from edgesmith.compress.quantize._layers import set_module, single_user, trace
+    from edgesmith.compress.layers import set_module, single_user, trace
 
     model.eval()
     gm = trace(model)

@@ -105,7 +105,7 @@ def quantize_layers(model: Any, plan: list[tuple[str, Any, int]], cfg: GPFQConfi
 
     import torch
 
-    from edgesmith.compress.quantize._layers import as_rows, capture_inputs
+    from edgesmith.compress.layers import as_rows, capture_inputs
     from edgesmith.errors import ConfigError
 
     if ctx.calibration is None:

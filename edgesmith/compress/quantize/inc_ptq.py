@@ -36,7 +36,7 @@ def inc_ptq(model: Any, cfg: INCPTQConfig, ctx: Any) -> Any:
     import torch
 
     from edgesmith._lazy import require
-    from edgesmith.compress.quantize._layers import calibration_batches, forward_batch
+    from edgesmith.compress.layers import calibration_batches, forward_batch
     from edgesmith.errors import ConfigError
 
     require("neural_compressor.torch.quantization")

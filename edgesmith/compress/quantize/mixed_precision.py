@@ -54,7 +54,7 @@ def sensitivities(model: Any, layers: list[tuple[str, Any]], bits: list[int], ct
     import torch.nn.functional as F
 
     from edgesmith.compress.quantize._grid import Grid
-    from edgesmith.compress.quantize._layers import calibration_batches, forward_batch
+    from edgesmith.compress.layers import calibration_batches, forward_batch
 
     names = [s.name for s in ctx.input_specs]
     batches = list(calibration_batches(ctx, samples))

@@ -88,7 +88,7 @@ def qat(model: Any, cfg: QATConfig, ctx: Any) -> Any:
     import torch
 
     from edgesmith.compress.distill.engine import fit
-    from edgesmith.compress.quantize._layers import forward_batch, set_module
+    from edgesmith.compress.layers import forward_batch, set_module
     from edgesmith.compress.quantize._lsq import GradientQuantizer
     from edgesmith.compress.quantize._snap import record_grid
     from edgesmith.compress.quantize.rtn import select_layers

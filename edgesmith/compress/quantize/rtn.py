@@ -35,7 +35,7 @@ class RTNConfig:
 
 def select_layers(model: Any, exclude: tuple[str, ...], ctx: Any, pass_name: str) -> list[tuple[str, Any]]:
     """The conv/linear layers a weight quantizer works on; unknown names in ``exclude`` are an error."""
-    from edgesmith.compress.quantize._layers import weight_layers
+    from edgesmith.compress.layers import weight_layers
     from edgesmith.errors import ConfigError
 
     layers = weight_layers(model)

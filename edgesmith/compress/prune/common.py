@@ -1,0 +1,66 @@
+"""What the pruning passes share: the layers they may touch, ratio checks, masks that survive training,
+and recovery through the distillation engine (compress/distill/engine.py) with the masks re-applied
+after every optimiser step."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from edgesmith.errors import ConfigError
+
+
+def check_fraction(name: str, value: float) -> None:
+    if not 0.0 < float(value) < 1.0:
+        raise ValueError(f"{name} must be strictly between 0 and 1, got {value}")
+
+
+def prunable_layers(model: Any, ignore: tuple[str, ...], pass_name: str) -> list[tuple[str, Any]]:
+    """Conv/linear layers by dotted name, less ``ignore``; a name in ``ignore`` that is no such layer is an error."""
+    from edgesmith.compress.layers import weight_layers
+
+    layers = weight_layers(model)
+    names = {n for n, _ in layers}
+    unknown = [e for e in ignore if e not in names]
+    if unknown:
+        raise ConfigError(f"{pass_name}: ignore names {unknown[0]!r}, which is not a conv/linear layer of the model",
+                          hint=f"layers: {', '.join(sorted(names)) or 'none'}")
+    kept = [(n, m) for n, m in layers if n not in ignore]
+    if not kept:
+        raise ConfigError(f"{pass_name}: no conv/linear layer left to prune", hint="ignore fewer layers")
+    return kept
+
+
+def apply_masks(masks: dict[str, Any], layers: dict[str, Any]) -> None:
+    for name, mask in masks.items():
+        layers[name].weight.mul_(mask)
+
+
+def sparsity(layers: list[tuple[str, Any]]) -> dict[str, float]:
+    """Share of exact zeros per layer's weight, and overall (``"total"``)."""
+    out, zeros, total = {}, 0, 0
+    for n, m in layers:
+        z, t = int((m.weight == 0).sum()), m.weight.numel()
+        out[n] = round(z / t, 4)
+        zeros, total = zeros + z, total + t
+    out["total"] = round(zeros / max(total, 1), 4)
+    return out
+
+
+def recover(model: Any, teacher: Any, ctx: Any, rec: Any, label: str, after_step: Any = None) -> Any:
+    """Train the pruned ``model`` against its dense ``teacher`` (the recipe's calibration data); returns the FitResult."""
+    from edgesmith.compress.distill.engine import fit
+
+    data = ctx.calibration
+    if data is None:
+        raise ConfigError(f"{label}: recover trains on data, and the run has none",
+                          hint="add `data: {calibration: ...}` (labelled, or `recover: {alpha: 1}` to distil from the dense model alone)")
+    if rec.needs_labels and not data.has_labels:
+        raise ConfigError(f"{label}: recover with alpha {rec.alpha:g} uses labels, and the calibration data has none",
+                          hint="give labelled calibration data, or `recover: {alpha: 1}` to distil from the dense model alone")
+    names = [s.name for s in ctx.input_specs]
+    return fit(model, teacher, data, names, rec, after_step=after_step, label=label)
+
+
+def dense_copy(model: Any) -> Any:
+    return copy.deepcopy(model).eval()
