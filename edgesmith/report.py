@@ -76,6 +76,9 @@ def render_markdown(manifest: dict) -> str:
         if t.get("size"):
             s = t["size"]
             lines.append(f"- size: float ONNX {s['fp32_mb']:.3f} MB → compressed ONNX {s['compressed_mb']:.3f} MB ({s['ratio']:.2f}× smaller)")
+            if "deflate_ratio" in s:
+                lines.append(f"- compressed download (deflate): {s['fp32_deflate_mb']:.3f} MB → {s['compressed_deflate_mb']:.3f} MB "
+                             f"({s['deflate_ratio']:.2f}× smaller); sparse weights shrink what ships, not what a dense runtime loads")
         if t.get("latency"):
             lines += ["", "### Latency (ms; compressed and FP32 timed interleaved in one process, each call as an application makes it)", "",
                       "| model | batch | p50 | p90 | p99 | mean | std | throughput/s | speed-up (p50) | peak RSS MB | noise |",

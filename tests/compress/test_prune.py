@@ -236,3 +236,29 @@ def test_l0_pass_trains_with_the_dense_teacher_and_keeps_exact_sparsity(tmp_path
     x = torch.from_numpy(np.concatenate([b.inputs["input"] for b in data.batches])[:256])
     y = torch.from_numpy(np.concatenate([b.labels for b in data.batches])[:256])
     assert float((model(x).argmax(1) == y).float().mean()) > 0.8  # still a digit classifier at 70% sparsity
+
+
+def test_pipeline_prunes_recovers_and_reports_sizes(tmp_path):
+    """Through a recipe: 50% channels with recovery on the bundled digits CNN keeps it a digit classifier and
+    runs on ORT; 80% magnitude sparsity deflates the ONNX over 3x smaller (the file a device downloads)."""
+    import json
+
+    from edgesmith import pipeline
+    from edgesmith.recipe import parse_recipe
+
+    steady = [{"metric": "speedup_vs_fp32", "goal": "min", "value": 0.0, "batch": 1}]
+    r = parse_recipe({"model": {"source": "edgesmith.zoo:pretrained_digits_cnn"}, "output_dir": "chan",
+                      "passes": [{"type": "prune_channels", "ratio": 0.5, "recover": {"steps": 80, "eval_every": 40, "alpha": 0.5}}],
+                      "targets": [{"profile": "x86-avx512-vnni-ort", "budgets": steady}]}, "t")
+    pipeline.run(r, tmp_path)
+    m = json.loads((tmp_path / "chan" / "manifest.json").read_text())
+    t = next(iter(m["targets"].values()))
+    assert m["parameters"]["after_torch_passes"] < m["parameters"]["float"] / 2.5
+    assert t["metrics"]["top1"] >= t["reference_metrics"]["top1"] - 5.0  # recovered: within 5 points after 80 steps
+    assert "recovery" in t["details"]["prune_channels"]
+    r = parse_recipe({"model": {"source": "edgesmith.zoo:digits_resnet"}, "output_dir": "sparse", "stop_after": "passes",
+                      "data": {"calibration": None, "evaluation": None},
+                      "passes": [{"type": "prune_magnitude", "sparsity": 0.8}], "targets": ["x86-avx512-vnni-ort"]}, "t")
+    pipeline.run(r, tmp_path)
+    size = next(iter(json.loads((tmp_path / "sparse" / "manifest.json").read_text())["targets"].values()))["size"]
+    assert size["deflate_ratio"] > 3.0 and size["ratio"] < 1.1  # zeros shrink the download, not the raw file

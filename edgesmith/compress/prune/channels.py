@@ -35,6 +35,10 @@ class ChannelsConfig:
     ignore: tuple[str, ...] = ()  # layers whose output channels stay
     recover: RecoverConfig | None = None
 
+    @property
+    def uses_data(self) -> bool:
+        return self.importance == "taylor"  # gradients on a calibration batch
+
     def __post_init__(self) -> None:
         check_fraction("ratio", self.ratio)
         for name, r in self.ratios.items():
