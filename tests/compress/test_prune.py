@@ -262,3 +262,21 @@ def test_pipeline_prunes_recovers_and_reports_sizes(tmp_path):
     pipeline.run(r, tmp_path)
     size = next(iter(json.loads((tmp_path / "sparse" / "manifest.json").read_text())["targets"].values()))["size"]
     assert size["deflate_ratio"] > 3.0 and size["ratio"] < 1.1  # zeros shrink the download, not the raw file
+
+
+def test_teddy_edge_dropping_on_a_gcn_over_the_digits_graph():
+    """TEDDY's edge scores on a real graph: digits as nodes, 8 nearest neighbours as edges, a two-layer GCN
+    in plain torch (zoo/graph.py). Half the edges dropped by score: self-loops all kept, accuracy holds."""
+    from edgesmith.compress.prune.edge_scores import drop_edges
+    from edgesmith.zoo.graph import digits_graph, train_gcn
+
+    g = digits_graph()
+    n = len(g["x"])
+    _, full = train_gcn(g, g["edge_index"], epochs=150)
+    kept = drop_edges(g["edge_index"], n, 0.5)
+    src, dst = kept
+    assert int((src == dst).sum()) == n  # every self-loop survives
+    assert int((src != dst).sum()) == int((g["edge_index"][0] != g["edge_index"][1]).sum()) - 2 * math.floor(
+        0.5 * int((g["edge_index"][0] < g["edge_index"][1]).sum()))
+    _, pruned = train_gcn(g, kept, epochs=150)
+    assert full > 85 and pruned > full - 5
