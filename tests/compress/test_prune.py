@@ -280,3 +280,24 @@ def test_teddy_edge_dropping_on_a_gcn_over_the_digits_graph():
         0.5 * int((g["edge_index"][0] < g["edge_index"][1]).sum()))
     _, pruned = train_gcn(g, kept, epochs=150)
     assert full > 85 and pruned > full - 5
+
+
+def test_gradual_magnitude_keeps_a_checkpoint_at_the_final_sparsity(tmp_path):
+    """The cubic schedule with recovery: the model returned is at the final sparsity and still classifies
+    (the best-checkpoint rule only looks at steps after the schedule reached it)."""
+    from edgesmith.compress.prune.common import sparsity
+    from edgesmith.data.sources import load_dataset
+    from edgesmith.zoo import pretrained_digits_cnn
+
+    spec = (InputSpec(name="input", shape=["batch", 1, 8, 8], dtype="float32"),)
+    data = load_dataset("digits", spec, role="calibration", split="train")
+    ctx = _ctx(tmp_path, specs=spec, calibration=data)
+    cfg = build_pass_config("prune_magnitude", {"sparsity": 0.8, "schedule": "gradual", "prune_every": 5,
+                                                "recover": {"steps": 100, "eval_every": 10, "alpha": 0.5}})
+    model = get_pass("prune_magnitude").apply(pretrained_digits_cnn(), cfg, ctx)
+    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    assert sparsity(layers)["total"] == pytest.approx(0.8, abs=1e-3)
+    assert ctx.details["prune_magnitude"]["history"] and "best held-out top1" in ctx.details["prune_magnitude"]["recovery"]
+    best = float(ctx.details["prune_magnitude"]["recovery"].split("best held-out top1 ")[1].split()[0])
+    step = int(ctx.details["prune_magnitude"]["recovery"].split(" at step ")[1])
+    assert step >= 80 and best > 80

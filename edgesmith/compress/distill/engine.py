@@ -149,11 +149,14 @@ def check_pair(student: Any, teacher: Any, x: Any) -> None:
 
 def fit(student: Any, teacher: Any, data: Any, names: list[str], cfg: RecoverConfig, *,
         param_groups: list[dict] | None = None, prepare: Callable[[Any], None] | None = None,
-        after_step: Callable[[Any, int], None] | None = None, progress: bool = True, label: str = "distilling") -> FitResult:
+        after_step: Callable[[Any, int], None] | None = None, best_from_step: int = 0, progress: bool = True,
+        label: str = "distilling") -> FitResult:
     """Train ``student`` in place against the frozen ``teacher`` on ``data`` (an edgesmith Dataset).
 
     ``after_step(student, step)`` runs after every optimiser step, before evaluation: pruning passes keep
-    their masks there (zeros stay zero) and TEDDY projects onto the ℓ0 ball."""
+    their masks there (zeros stay zero) and TEDDY projects onto the ℓ0 ball. ``best_from_step``: only
+    checkpoints from that step on may be kept as the best (a gradual schedule reaches its final sparsity
+    there; an earlier, denser checkpoint would score better and be the wrong model)."""
     import torch
     import torch.nn.functional as F
 
@@ -208,8 +211,8 @@ def fit(student: Any, teacher: Any, data: Any, names: list[str], cfg: RecoverCon
     def better(now: tuple[float, float] | None, ref: tuple[float, float] | None) -> bool:
         return now is not None and (ref is None or now[0] > ref[0] or (now[0] == ref[0] and now[1] < ref[1]))
 
-    best_pair = evaluate()
-    best_step, best_state, bad, history = 0, copy.deepcopy(student.state_dict()), 0, []
+    best_pair = evaluate() if best_from_step <= 0 else None
+    best_step, best_state, bad, history = 0, copy.deepcopy(student.state_dict()) if best_from_step <= 0 else None, 0, []
     started, step, stopped, losses = time.time(), 0, "budget spent", []
     bar = _Progress(progress, label, total, cfg.minutes)
     try:
@@ -255,7 +258,9 @@ def fit(student: Any, teacher: Any, data: Any, names: list[str], cfg: RecoverCon
             if step % cfg.eval_every == 0 or (total is not None and step == total):
                 pair = evaluate()
                 history.append({"step": step, "loss": round(losses[-1], 5), **({metric_name: pair[0], "held_out_loss": round(pair[1], 5)} if pair else {})})
-                if better(pair, best_pair):
+                if step < best_from_step:
+                    pass
+                elif better(pair, best_pair):
                     best_pair, best_step, best_state, bad = pair, step, copy.deepcopy(student.state_dict()), 0
                 elif pair is not None:
                     bad += 1
@@ -266,7 +271,7 @@ def fit(student: Any, teacher: Any, data: Any, names: list[str], cfg: RecoverCon
         bar.close()
         if hint is not None:
             hint.remove()
-    if best_pair is not None:
+    if best_pair is not None and best_state is not None:
         student.load_state_dict(best_state)  # the best checkpoint, not the last
     student.eval()
     return FitResult(step, time.time() - started, best_pair[0] if best_pair else None, best_step, metric_name, stopped, history, losses)
