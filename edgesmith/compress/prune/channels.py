@@ -104,6 +104,24 @@ def output_layers(tp: Any, graph: Any, model: Any) -> list[Any]:
     return found
 
 
+def _lost_layers(model: Any, ends: list[Any], example: tuple, outputs: list[Any]) -> list[Any]:
+    """Layers the forward runs where the dependency graph is missing or ends although their output is not a
+    model output's shape: the trace was lost there (the graph cannot tell what consumes those channels)."""
+    import torch
+
+    shapes: dict[int, tuple] = {}
+    hooks = [m.register_forward_hook(lambda mod, i, o: shapes.__setitem__(id(mod), tuple(o.shape))) for m in ends]
+    try:
+        with torch.no_grad():
+            model(*example)
+    finally:
+        for h in hooks:
+            h.remove()
+    wanted = {tuple(o.shape) for o in outputs}
+    # NOTE: a layer the forward never ran (a dead module) has no shape here and is no loss
+    return [m for m in ends if id(m) in shapes and shapes[id(m)] not in wanted]
+
+
 def _taylor_grads(model: Any, example: tuple, ctx: Any) -> None:
     """Gradients of a task loss on one calibration batch, for first-order Taylor importance."""
     import torch
@@ -155,6 +173,14 @@ def apply(model: Any, cfg: ChannelsConfig, ctx: Any) -> Any:
         ctx.details["prune_channels"] = {"skipped": first}
         return model
     outs = output_layers(tp, graph, work)
+    lost = _lost_layers(work, [m for m in work_layers.values() if m not in graph.module2node] + outs, example, before)
+    if lost:
+        names = ", ".join(next(n for n, m in work_layers.items() if m is x) for x in lost)
+        why = (f"Torch-Pruning's dependency graph loses the trail at {names}: it cannot follow that layer's output to a model "
+               "output (a data-dependent op such as nonzero or item(), a torch.no_grad block, or an op without gradients)")
+        ctx.note(f"prune_channels SKIPPED: {why}; the model is unchanged")
+        ctx.details["prune_channels"] = {"skipped": why}
+        return model
     ignored = outs + [work_layers[n] for n in cfg.ignore]
     name_of = {id(m): n for n, m in work_layers.items()}
     macs0, params0 = tp.utils.count_ops_and_params(work, example)
