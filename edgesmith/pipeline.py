@@ -36,6 +36,20 @@ def _mb(path: Path) -> float:
 SPARSE_PASSES = ("prune_magnitude", "prune_nm", "prune_l0", "subnetwork")  # passes whose zeros only deflate shrinks
 
 
+def _ship_gzipped(artifact: Any, staged: Any, tdir: str, result: dict) -> None:
+    """The compiled artifact gzipped under ``<target>/download/``: the file a device downloads, which is where
+    sparse weights shrink (kept out of the artifact's folder so its size and bundle are unchanged)."""
+    import gzip
+    import shutil
+
+    for f in sorted(artifact.path.parent.glob(artifact.path.stem + ".*")):
+        dest = staged.path(f"{tdir}/download/{f.name}.gz")
+        with open(f, "rb") as src, gzip.open(dest, "wb", compresslevel=6) as out:
+            shutil.copyfileobj(src, out)
+        result["artifacts"].append({"path": f"{tdir}/download/{dest.name}", "mb": _mb(dest),
+                                    "what": f"gzip of {f.name}, the download (zeros of sparse weights compress; {_mb(f):.3f} MB unpacked)"})
+
+
 def _deflate_mb(path: Path) -> float:
     """Size after deflate (zlib level 6), streamed: what a compressed download of the file costs. Zeros from
     pruning shrink this, not the raw file (dense runtimes load dense weights)."""
@@ -466,6 +480,8 @@ def _run_target(recipe: Recipe, name: str, profile: Any, passes: list, model: _M
         ctx.note(f"{profile.backend} INT8 source: {artifact.options['int8_from']}")
     for f in sorted(artifact.path.parent.glob(artifact.path.stem + ".*")):  # IR comes as .xml + .bin
         result["artifacts"].append({"path": f"{tdir}/{f.name}", "what": f"compiled for {profile.backend} ({artifact.options})", "mb": _mb(f)})
+    if "deflate_ratio" in result["size"]:
+        _ship_gzipped(artifact, staged, tdir, result)
     if recipe.stop_after == "compile":
         result["verdict"] = "compiled"
         return result

@@ -271,12 +271,16 @@ def test_pipeline_prunes_recovers_and_reports_sizes(tmp_path):
     assert m["parameters"]["after_torch_passes"] < m["parameters"]["float"] / 2.5
     assert t["metrics"]["top1"] >= t["reference_metrics"]["top1"] - 5.0  # recovered: within 5 points after 80 steps
     assert "recovery" in t["details"]["prune_channels"]
-    r = parse_recipe({"model": {"source": "edgesmith.zoo:digits_resnet"}, "output_dir": "sparse", "stop_after": "passes",
+    r = parse_recipe({"model": {"source": "edgesmith.zoo:digits_resnet"}, "output_dir": "sparse", "stop_after": "compile",
                       "data": {"calibration": None, "evaluation": None},
                       "passes": [{"type": "prune_magnitude", "sparsity": 0.8}], "targets": ["x86-avx512-vnni-ort"]}, "t")
     pipeline.run(r, tmp_path)
-    size = next(iter(json.loads((tmp_path / "sparse" / "manifest.json").read_text())["targets"].values()))["size"]
+    t = next(iter(json.loads((tmp_path / "sparse" / "manifest.json").read_text())["targets"].values()))
+    size = t["size"]
     assert size["deflate_ratio"] > 3.0 and size["ratio"] < 1.1  # zeros shrink the download, not the raw file
+    gz = [a for a in t["artifacts"] if a["path"].endswith(".gz")]
+    compiled = next(a for a in t["artifacts"] if a["path"].endswith("model.onnxruntime.onnx"))
+    assert gz and (tmp_path / "sparse" / gz[0]["path"]).is_file() and gz[0]["mb"] < compiled["mb"] / 3
 
 
 def test_teddy_edge_dropping_on_a_gcn_over_the_digits_graph():
