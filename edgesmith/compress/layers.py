@@ -19,6 +19,15 @@ def weight_layers(model: Any) -> list[tuple[str, Any]]:
     return [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear))]
 
 
+def check_names(layers: list[tuple[str, Any]], names: Any, pass_name: str, option: str) -> None:
+    """Every name a pass option lists (``exclude``, ``ignore``) must be one of the conv/linear layers."""
+    known = {n for n, _ in layers}
+    unknown = [e for e in names if e not in known]
+    if unknown:
+        raise ConfigError(f"{pass_name}: {option} names {unknown[0]!r}, which is not a conv/linear layer of the model",
+                          hint=f"layers: {', '.join(sorted(known)) or 'none'}")
+
+
 def trace(model: Any) -> Any:
     """A torch.fx graph of ``model``, or a ConfigError saying why it cannot be traced."""
     import torch.fx

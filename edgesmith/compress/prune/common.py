@@ -17,14 +17,10 @@ def check_fraction(name: str, value: float) -> None:
 
 def prunable_layers(model: Any, ignore: tuple[str, ...], pass_name: str) -> list[tuple[str, Any]]:
     """Conv/linear layers by dotted name, less ``ignore``; a name in ``ignore`` that is no such layer is an error."""
-    from edgesmith.compress.layers import weight_layers
+    from edgesmith.compress.layers import check_names, weight_layers
 
     layers = weight_layers(model)
-    names = {n for n, _ in layers}
-    unknown = [e for e in ignore if e not in names]
-    if unknown:
-        raise ConfigError(f"{pass_name}: ignore names {unknown[0]!r}, which is not a conv/linear layer of the model",
-                          hint=f"layers: {', '.join(sorted(names)) or 'none'}")
+    check_names(layers, ignore, pass_name, "ignore")
     kept = [(n, m) for n, m in layers if n not in ignore]
     if not kept:
         raise ConfigError(f"{pass_name}: no conv/linear layer left to prune", hint="ignore fewer layers")

@@ -35,15 +35,10 @@ class RTNConfig:
 
 def select_layers(model: Any, exclude: tuple[str, ...], ctx: Any, pass_name: str) -> list[tuple[str, Any]]:
     """The conv/linear layers a weight quantizer works on; unknown names in ``exclude`` are an error."""
-    from edgesmith.compress.layers import weight_layers
-    from edgesmith.errors import ConfigError
+    from edgesmith.compress.layers import check_names, weight_layers
 
     layers = weight_layers(model)
-    names = {n for n, _ in layers}
-    unknown = [e for e in exclude if e not in names]
-    if unknown:
-        raise ConfigError(f"{pass_name}: exclude names {unknown[0]!r}, which is not a conv/linear layer of the model",
-                          hint=f"layers: {', '.join(sorted(names)) or 'none'}")
+    check_names(layers, exclude, pass_name, "exclude")
     if not layers:
         ctx.note(f"{pass_name}: the model has no nn.Conv/nn.Linear modules (a .pt2 program?): nothing quantized")
     return [(n, m) for n, m in layers if n not in exclude]
