@@ -1,0 +1,1 @@
+"""Compiled kernels (C++, built by the project's install; see setup.py)."""

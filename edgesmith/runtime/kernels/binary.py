@@ -1,0 +1,148 @@
+"""Python face of the compiled XNOR-popcount kernels (``bnn.cpp``): pack signs, binary GEMM, binary conv.
+
+Results are the exact integer ±1 dot products (``int32``); scaling by α happens outside. ``impl``: "auto"
+(AVX-512 VPOPCNTDQ when the CPU has it, else portable), "portable" (a SWAR popcount: stands for targets
+without a popcount instruction), "avx512" (falls back to portable on a CPU without it — ``impl_used`` says).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import importlib.machinery
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgesmith.errors import BackendUnavailable
+
+IMPLS = {"auto": 0, "portable": 1, "avx512": 2}
+_u64p = ctypes.POINTER(ctypes.c_uint64)
+_i32p = ctypes.POINTER(ctypes.c_int32)
+_f32p = ctypes.POINTER(ctypes.c_float)
+_i64 = ctypes.c_int64
+
+
+@functools.lru_cache(maxsize=1)
+def library() -> ctypes.CDLL:
+    here = Path(__file__).parent
+    found = [here / f"_bnn{suffix}" for suffix in importlib.machinery.EXTENSION_SUFFIXES if (here / f"_bnn{suffix}").is_file()]
+    if not found:
+        raise BackendUnavailable("the binary-network kernel (edgesmith/runtime/kernels/_bnn) is not built",
+                                 hint="reinstall edgesmith with a C++ compiler present (`pip install -e .` builds it); "
+                                      "the binary layers' standard-op lowering (lower_custom_ops) runs without it")
+    lib = ctypes.CDLL(str(found[0]))
+    lib.bnn_has_vpopcntdq.restype = ctypes.c_int
+    lib.bnn_impl_used.restype = ctypes.c_int
+    lib.bnn_impl_used.argtypes = [ctypes.c_int]
+    lib.bnn_pack_signs.argtypes = [_f32p, _i64, _i64, _u64p]
+    lib.bnn_gemm.argtypes = [_u64p, _u64p, _i64, _i64, _i64, _i64, _i32p, ctypes.c_int, ctypes.c_int]
+    lib.bnn_conv2d.argtypes = [_u64p, _u64p] + [_i64] * 14 + [_i32p, ctypes.c_int, ctypes.c_int]
+    lib.bnn_pack_nchw.argtypes = [_f32p, _i64, _i64, _i64, _i64, _u64p, ctypes.c_int]
+    lib.bnn_prepare_conv.argtypes = [_u64p, _i64, _i64, _i64, _i64, _u64p, ctypes.POINTER(ctypes.c_int64)]
+    lib.bnn_conv2d_prepared.argtypes = [_u64p, _u64p, ctypes.POINTER(ctypes.c_int64)] + [_i64] * 14 + [_i32p, ctypes.c_int, ctypes.c_int]
+    return lib
+
+
+def has_vpopcntdq() -> bool:
+    return bool(library().bnn_has_vpopcntdq())
+
+
+def impl_used(impl: str = "auto") -> str:
+    return {1: "portable", 2: "avx512"}[library().bnn_impl_used(IMPLS[impl])]
+
+
+def _p(a: np.ndarray, t: Any) -> Any:
+    return a.ctypes.data_as(t)
+
+
+def pack_rows(x: np.ndarray) -> np.ndarray:
+    """[rows, k] floats -> [rows, ceil(k/64)] uint64 sign bits (bit set: x >= 0)."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    rows, k = x.shape
+    out = np.empty((rows, (k + 63) // 64), dtype=np.uint64)
+    library().bnn_pack_signs(_p(x, _f32p), rows, k, _p(out, _u64p))
+    return out
+
+
+def pack_nchw(x: np.ndarray, threads: int = 1) -> np.ndarray:
+    """[N, C, H, W] -> channels-last packed [N, H, W, ceil(C/64)] (activations, or weights as [O, KH, KW, CW])."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    n, c, h, w = x.shape
+    out = np.empty((n, h, w, (c + 63) // 64), dtype=np.uint64)
+    library().bnn_pack_nchw(_p(x, _f32p), n, c, h, w, _p(out, _u64p), threads)
+    return out
+
+
+def gemm(a_bits: np.ndarray, b_bits: np.ndarray, k: int, threads: int = 1, impl: str = "auto") -> np.ndarray:
+    """[M, W] x [N, W] packed rows -> [M, N] int32 ±1 dot products over ``k`` real bits."""
+    a_bits, b_bits = np.ascontiguousarray(a_bits, np.uint64), np.ascontiguousarray(b_bits, np.uint64)
+    if a_bits.shape[1] != b_bits.shape[1] or a_bits.shape[1] != (k + 63) // 64:
+        raise ValueError(f"packed widths {a_bits.shape[1]} and {b_bits.shape[1]} do not hold k={k} bits")
+    out = np.empty((a_bits.shape[0], b_bits.shape[0]), dtype=np.int32)
+    library().bnn_gemm(_p(a_bits, _u64p), _p(b_bits, _u64p), a_bits.shape[0], b_bits.shape[0], a_bits.shape[1], k,
+                       _p(out, _i32p), threads, IMPLS[impl])
+    return out
+
+
+def conv2d(x_bits: np.ndarray, w_bits: np.ndarray, channels: int, stride: tuple = (1, 1), padding: tuple = (0, 0),
+           dilation: tuple = (1, 1), threads: int = 1, impl: str = "auto") -> np.ndarray:
+    """Packed activations [N, H, W, CW] and weights [O, KH, KW, CW] (``channels`` real input channels, one
+    group) -> [N, O, OH, OW] int32 ±1 convolution, zero padding contributing nothing."""
+    x_bits, w_bits = np.ascontiguousarray(x_bits, np.uint64), np.ascontiguousarray(w_bits, np.uint64)
+    n, h, w, cw = x_bits.shape
+    o, kh, kw, cw2 = w_bits.shape
+    if cw != cw2 or cw != (channels + 63) // 64:
+        raise ValueError(f"packed channel words {cw} and {cw2} do not hold {channels} channels")
+    oh = (h + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+    ow = (w + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    if oh < 1 or ow < 1:
+        raise ValueError(f"a {kh}x{kw} kernel does not fit a {h}x{w} input with padding {padding} and dilation {dilation}")
+    out = np.empty((n, o, oh, ow), dtype=np.int32)
+    library().bnn_conv2d(_p(x_bits, _u64p), _p(w_bits, _u64p), n, h, w, cw, channels, o, kh, kw, stride[0], stride[1],
+                         padding[0], padding[1], dilation[0], dilation[1], _p(out, _i32p), threads, IMPLS[impl])
+    return out
+
+
+def conv2d_groups(x: np.ndarray, w_sign: np.ndarray, groups: int = 1, **kw: Any) -> np.ndarray:
+    """Binary conv of float activations ``x`` [N, C, H, W] (signs taken) with ±1 weights [O, C/groups, KH, KW]."""
+    n, c, _, _ = x.shape
+    o, cg = w_sign.shape[:2]
+    if c % groups or o % groups or c // groups != cg:
+        raise ValueError(f"{c} input channels, {o} outputs and weights for {cg} per group do not fit {groups} groups")
+    og = o // groups
+    parts = [conv2d(pack_nchw(x[:, g * cg:(g + 1) * cg]), pack_nchw(w_sign[g * og:(g + 1) * og]), cg, **kw) for g in range(groups)]
+    return parts[0] if groups == 1 else np.concatenate(parts, axis=1)
+
+
+class BinaryConv2d:
+    """A binary conv with its weights prepared once (packed, interleaved by 8 outputs, block popcounts), as a
+    runtime holds a loaded layer: ``__call__(x)`` signs-and-packs float activations and convolves."""
+
+    def __init__(self, w_sign: np.ndarray, stride: tuple = (1, 1), padding: tuple = (0, 0), dilation: tuple = (1, 1),
+                 threads: int = 1, impl: str = "auto"):
+        self.o, self.c, self.kh, self.kw = w_sign.shape
+        self.cw = (self.c + 63) // 64
+        packed = pack_nchw(w_sign)
+        self.wb = np.zeros(((self.o + 7) // 8) * self.kh * self.kw * self.cw * 8, dtype=np.uint64)
+        self.block_pop = np.zeros(self.o * self.kh * self.kw, dtype=np.int64)
+        library().bnn_prepare_conv(_p(packed, _u64p), self.o, self.kh, self.kw, self.cw, _p(self.wb, _u64p),
+                                   self.block_pop.ctypes.data_as(ctypes.POINTER(ctypes.c_int64)))
+        self.stride, self.padding, self.dilation, self.threads, self.impl = stride, padding, dilation, threads, IMPLS[impl]
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        n, c, h, w = x.shape
+        if c != self.c:
+            raise ValueError(f"input has {c} channels, the layer takes {self.c}")
+        xb = pack_nchw(x, self.threads)
+        oh = (h + 2 * self.padding[0] - self.dilation[0] * (self.kh - 1) - 1) // self.stride[0] + 1
+        ow = (w + 2 * self.padding[1] - self.dilation[1] * (self.kw - 1) - 1) // self.stride[1] + 1
+        if oh < 1 or ow < 1:
+            raise ValueError(f"a {self.kh}x{self.kw} kernel does not fit a {h}x{w} input")
+        out = np.empty((n, self.o, oh, ow), dtype=np.int32)
+        library().bnn_conv2d_prepared(_p(xb, _u64p), _p(self.wb, _u64p), self.block_pop.ctypes.data_as(ctypes.POINTER(ctypes.c_int64)),
+                                      n, h, w, self.cw, c, self.o, self.kh, self.kw, self.stride[0], self.stride[1],
+                                      self.padding[0], self.padding[1], self.dilation[0], self.dilation[1], _p(out, _i32p),
+                                      self.threads, self.impl)
+        return out

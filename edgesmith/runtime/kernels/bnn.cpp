@@ -1,0 +1,323 @@
+// Binary (XNOR-popcount) kernels for edgesmith's binary layers: sign-bit packing, GEMM and 2-D convolution.
+//
+// Values are ±1; a set bit means +1 (x >= 0). The dot product of two ±1 vectors of length K is
+// K - 2 * popcount(a XOR b). Convolutions pack activations channels-last, 64 channels per word
+// (a channel count that is not a multiple of 64 leaves zero tail bits in both operands, so XOR is zero
+// there), and a patch is the concatenation of its kernel positions. Padding contributes 0, as in the
+// standard-op lowering (Sign then Conv with zero padding): a padded position is a zero word in the patch,
+// whose XOR with the weight counts the weight's own bits, subtracted again per border position.
+//
+// Two popcount paths, chosen at run time: AVX-512 VPOPCNTDQ (512 bits per instruction) when the CPU has
+// it, else a portable bit-twiddling popcount that stands for targets without a popcount instruction.
+// Each patch is compared with 8 output channels at once (weights interleaved by 8: the patch word is
+// broadcast, no horizontal sums); work is split over output positions with OpenMP. Plain C ABI, via ctypes.
+
+#include <cstdint>
+#include <cstring>
+#include <algorithm>
+#include <vector>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#define EDGESMITH_X86 1
+#endif
+
+namespace {
+
+inline int64_t popcount_portable(uint64_t v) {
+    // SWAR popcount: no popcount instruction needed (microcontroller-class targets)
+    v = v - ((v >> 1) & 0x5555555555555555ULL);
+    v = (v & 0x3333333333333333ULL) + ((v >> 2) & 0x3333333333333333ULL);
+    v = (v + (v >> 4)) & 0x0F0F0F0F0F0F0F0FULL;
+    return static_cast<int64_t>((v * 0x0101010101010101ULL) >> 56);
+}
+
+bool cpu_has_vpopcntdq() {
+#ifdef EDGESMITH_X86
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vpopcntdq");
+#else
+    return false;
+#endif
+}
+
+bool cpu_has_avx512f() {
+#ifdef EDGESMITH_X86
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f");
+#else
+    return false;
+#endif
+}
+
+#ifdef EDGESMITH_X86
+__attribute__((target("avx512f")))
+uint64_t pack64_avx512(const float* src) {  // 64 floats -> 64 sign bits (x >= 0), 16 per compare
+    const __m512 zero = _mm512_setzero_ps();
+    uint64_t w = 0;
+    for (int j = 0; j < 4; ++j)
+        w |= static_cast<uint64_t>(_mm512_cmp_ps_mask(_mm512_loadu_ps(src + 16 * j), zero, _CMP_GE_OQ)) << (16 * j);
+    return w;
+}
+#endif
+
+#ifdef EDGESMITH_X86
+__attribute__((target("avx512f")))
+void pack_nchw_avx512(const float* x, int64_t n, int64_t c, int64_t hw, int64_t cw, uint64_t* out, int threads) {
+    const int64_t chunks = (hw + 15) / 16;
+#pragma omp parallel for collapse(2) schedule(static) num_threads(std::max(1, threads)) if (n * c * hw > (1 << 15))
+    for (int64_t b = 0; b < n; ++b)
+        for (int64_t k = 0; k < chunks; ++k) {
+            const int64_t p0 = k * 16;
+            const int left = static_cast<int>(std::min<int64_t>(16, hw - p0));
+            const __mmask16 tail = static_cast<__mmask16>(left == 16 ? 0xFFFF : (1u << left) - 1u);
+            const __m512 zero = _mm512_setzero_ps();
+            alignas(64) uint64_t words[16];
+            for (int64_t cb = 0; cb < cw; ++cb) {
+                __m512i lo = _mm512_setzero_si512(), hi = _mm512_setzero_si512();
+                const int64_t c_end = std::min(c, cb * 64 + 64);
+                for (int64_t ch = cb * 64; ch < c_end; ++ch) {
+                    const __m512 v = _mm512_maskz_loadu_ps(tail, x + (b * c + ch) * hw + p0);
+                    const __mmask16 m = _mm512_mask_cmp_ps_mask(tail, v, zero, _CMP_GE_OQ);
+                    const __m512i bit = _mm512_set1_epi64(static_cast<long long>(1ULL << (ch - cb * 64)));
+                    lo = _mm512_mask_or_epi64(lo, static_cast<__mmask8>(m & 0xFF), lo, bit);
+                    hi = _mm512_mask_or_epi64(hi, static_cast<__mmask8>(m >> 8), hi, bit);
+                }
+                _mm512_store_si512(words, lo);
+                _mm512_store_si512(words + 8, hi);
+                for (int i = 0; i < left; ++i) out[(b * hw + p0 + i) * cw + cb] = words[i];
+            }
+        }
+}
+#endif
+
+bool use_avx512(int impl) {  // impl: 0 auto, 1 portable, 2 avx512 (falls back when the CPU lacks it)
+    return impl != 1 && cpu_has_vpopcntdq();
+}
+
+// rows x words -> ceil(rows/8) x words x 8: word q of rows 8b..8b+7 side by side (zero rows pad the last block)
+void interleave8(const uint64_t* w, int64_t rows, int64_t words, uint64_t* out) {
+    const int64_t nb = (rows + 7) / 8;
+    std::memset(out, 0, sizeof(uint64_t) * nb * words * 8);
+    for (int64_t r = 0; r < rows; ++r)
+        for (int64_t q = 0; q < words; ++q) out[((r / 8) * words + q) * 8 + (r % 8)] = w[r * words + q];
+}
+
+// diff[l] = popcount(patch XOR row l of the block), over `words` words, for the block's 8 rows at once:
+// each patch word is broadcast to 8 lanes and XORed with word q of 8 rows, so no horizontal sum is needed
+void dot8_portable(const uint64_t* patch, const uint64_t* block, int64_t words, int64_t* diff) {
+    for (int l = 0; l < 8; ++l) diff[l] = 0;
+    for (int64_t q = 0; q < words; ++q) {
+        const uint64_t p = patch[q];
+        for (int l = 0; l < 8; ++l) diff[l] += popcount_portable(p ^ block[q * 8 + l]);
+    }
+}
+
+#ifdef EDGESMITH_X86
+__attribute__((target("avx512f,avx512vpopcntdq")))
+void dot8_avx512(const uint64_t* patch, const uint64_t* block, int64_t words, int64_t* diff) {
+    __m512i acc0 = _mm512_setzero_si512(), acc1 = _mm512_setzero_si512();
+    int64_t q = 0;
+    for (; q + 2 <= words; q += 2) {  // two chains: popcount latency overlaps
+        acc0 = _mm512_add_epi64(acc0, _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_set1_epi64(static_cast<long long>(patch[q])),
+                                                                            _mm512_loadu_si512(block + q * 8))));
+        acc1 = _mm512_add_epi64(acc1, _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_set1_epi64(static_cast<long long>(patch[q + 1])),
+                                                                            _mm512_loadu_si512(block + (q + 1) * 8))));
+    }
+    if (q < words)
+        acc0 = _mm512_add_epi64(acc0, _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_set1_epi64(static_cast<long long>(patch[q])),
+                                                                            _mm512_loadu_si512(block + q * 8))));
+    _mm512_storeu_si512(diff, _mm512_add_epi64(acc0, acc1));
+}
+#endif
+
+inline void dot8(bool wide, const uint64_t* patch, const uint64_t* block, int64_t words, int64_t* diff) {
+#ifdef EDGESMITH_X86
+    if (wide) {
+        dot8_avx512(patch, block, words, diff);
+        return;
+    }
+#endif
+    dot8_portable(patch, block, words, diff);
+}
+
+
+// dot8 for T patches at once: each weight vector is loaded once and used for T patches (the weights of a
+// large layer live in L2, so reading them once per position was the bottleneck)
+template <int T>
+void dot8xT_portable(const uint64_t* const* patches, const uint64_t* block, int64_t words, int64_t (*diff)[8]) {
+    for (int t = 0; t < T; ++t) dot8_portable(patches[t], block, words, diff[t]);
+}
+
+#ifdef EDGESMITH_X86
+template <int T>
+__attribute__((target("avx512f,avx512vpopcntdq")))
+void dot8xT_avx512(const uint64_t* const* patches, const uint64_t* block, int64_t words, int64_t (*diff)[8]) {
+    __m512i acc[T];
+    for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_si512();
+    for (int64_t q = 0; q < words; ++q) {
+        const __m512i wv = _mm512_loadu_si512(block + q * 8);
+        for (int t = 0; t < T; ++t)
+            acc[t] = _mm512_add_epi64(acc[t], _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_set1_epi64(static_cast<long long>(patches[t][q])), wv)));
+    }
+    for (int t = 0; t < T; ++t) _mm512_storeu_si512(diff[t], acc[t]);
+}
+#endif
+
+template <int T>
+inline void dot8xT(bool wide, const uint64_t* const* patches, const uint64_t* block, int64_t words, int64_t (*diff)[8]) {
+#ifdef EDGESMITH_X86
+    if (wide) {
+        dot8xT_avx512<T>(patches, block, words, diff);
+        return;
+    }
+#endif
+    dot8xT_portable<T>(patches, block, words, diff);
+}
+
+}  // namespace
+
+extern "C" {
+
+int bnn_has_vpopcntdq() { return cpu_has_vpopcntdq() ? 1 : 0; }
+
+int bnn_impl_used(int impl) { return use_avx512(impl) ? 2 : 1; }
+
+// rows x k floats -> rows x ceil(k/64) words, bit j of word w = (x[row, 64w + j] >= 0)
+void bnn_pack_signs(const float* x, int64_t rows, int64_t k, uint64_t* out) {
+    const int64_t words = (k + 63) / 64;
+    const bool wide = cpu_has_avx512f();
+#pragma omp parallel for schedule(static) if (rows * k > (1 << 16))
+    for (int64_t r = 0; r < rows; ++r) {
+        const float* src = x + r * k;
+        uint64_t* dst = out + r * words;
+        int64_t i = 0;
+#ifdef EDGESMITH_X86
+        if (wide) {
+            for (; i + 64 <= k; i += 64) dst[i >> 6] = pack64_avx512(src + i);
+        }
+#endif
+        if (i < k) {
+            std::memset(dst + (i >> 6), 0, sizeof(uint64_t) * (words - (i >> 6)));
+            for (; i < k; ++i)
+                if (src[i] >= 0.0f) dst[i >> 6] |= (1ULL << (i & 63));
+        }
+    }
+}
+
+// N x C x H x W floats -> N x H x W x CW words (channels-last sign bits), without a transposed copy: 16 pixels
+// of one channel are contiguous, one compare gives their 16 bits, OR-ed into the pixels' words as bit c.
+void bnn_pack_nchw(const float* x, int64_t n, int64_t c, int64_t h, int64_t w, uint64_t* out, int threads) {
+    const int64_t hw = h * w, cw = (c + 63) / 64;
+#ifdef EDGESMITH_X86
+    if (cpu_has_avx512f()) {
+        pack_nchw_avx512(x, n, c, hw, cw, out, threads);
+        return;
+    }
+#endif
+    std::memset(out, 0, sizeof(uint64_t) * n * hw * cw);
+    for (int64_t b = 0; b < n; ++b)
+        for (int64_t ch = 0; ch < c; ++ch)
+            for (int64_t p = 0; p < hw; ++p)
+                if (x[(b * c + ch) * hw + p] >= 0.0f) out[(b * hw + p) * cw + (ch >> 6)] |= 1ULL << (ch & 63);
+}
+
+// out[i, j] = k - 2 * popcount(a[i] ^ b[j]): the ±1 dot product of row i of A and row j of B
+void bnn_gemm(const uint64_t* a, const uint64_t* b, int64_t m, int64_t n, int64_t words, int64_t k,
+              int32_t* out, int threads, int impl) {
+    const bool wide = use_avx512(impl);
+    std::vector<uint64_t> wb((n + 7) / 8 * words * 8);
+    interleave8(b, n, words, wb.data());
+    const int64_t nb = (n + 7) / 8;
+#pragma omp parallel for num_threads(std::max(1, threads)) schedule(static)
+    for (int64_t i = 0; i < m; ++i) {
+        int64_t diff[8];
+        for (int64_t ob = 0; ob < nb; ++ob) {
+            dot8(wide, a + i * words, wb.data() + ob * words * 8, words, diff);
+            for (int64_t l = 0; l < 8 && ob * 8 + l < n; ++l) out[i * n + ob * 8 + l] = static_cast<int32_t>(k - 2 * diff[l]);
+        }
+    }
+}
+
+// Weights of a conv prepared once (at load time): interleaved by 8 output channels (ceil(O/8) x KH*KW*CW x 8)
+// and the popcount of each (output channel, kernel position) block (O x KH*KW).
+void bnn_prepare_conv(const uint64_t* w, int64_t o, int64_t kh, int64_t kw, int64_t cw, uint64_t* wb, int64_t* block_pop) {
+    const int64_t kwords = kh * kw * cw;
+    interleave8(w, o, kwords, wb);
+    for (int64_t oc = 0; oc < o; ++oc)
+        for (int64_t p = 0; p < kh * kw; ++p) {
+            int64_t s = 0;
+            for (int64_t q = 0; q < cw; ++q) s += popcount_portable(w[oc * kwords + p * cw + q]);
+            block_pop[oc * kh * kw + p] = s;
+        }
+}
+
+// x: N x H x W x CW packed channels (C real channels); wb, block_pop from bnn_prepare_conv; out: N x O x OH x OW
+void bnn_conv2d_prepared(const uint64_t* x, const uint64_t* wbp, const int64_t* block_pop, int64_t n, int64_t h, int64_t wd,
+                         int64_t cw, int64_t c, int64_t o, int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw,
+                         int64_t dh, int64_t dw, int32_t* out, int threads, int impl) {
+    const bool wide = use_avx512(impl);
+    const int64_t oh = (h + 2 * ph - dh * (kh - 1) - 1) / sh + 1;
+    const int64_t ow = (wd + 2 * pw - dw * (kw - 1) - 1) / sw + 1;
+    const int64_t kwords = kh * kw * cw, nb = (o + 7) / 8, plane = oh * ow;
+    constexpr int T = 4;
+    const int64_t positions = n * plane, tiles = (positions + T - 1) / T;
+#pragma omp parallel num_threads(std::max(1, threads))
+    {
+        std::vector<uint64_t> patch(T * kwords);
+        std::vector<int64_t> invalid[T];
+        int64_t diff[T][8];
+        const uint64_t* pp[T];
+        for (int t = 0; t < T; ++t) {
+            invalid[t].reserve(kh * kw);
+            pp[t] = patch.data() + t * kwords;
+        }
+#pragma omp for schedule(static)
+        for (int64_t tile = 0; tile < tiles; ++tile) {
+            int64_t valid[T], bs[T], ys[T], xs[T];
+            const int used = static_cast<int>(std::min<int64_t>(T, positions - tile * T));
+            for (int t = 0; t < T; ++t) {
+                const int64_t pos = tile * T + std::min(t, used - 1);  // a short last tile repeats its last position
+                bs[t] = pos / plane, ys[t] = (pos % plane) / ow, xs[t] = pos % ow;
+                invalid[t].clear();
+                for (int64_t r = 0; r < kh; ++r)
+                    for (int64_t s2 = 0; s2 < kw; ++s2) {
+                        const int64_t iy = ys[t] * sh - ph + r * dh, ix = xs[t] * sw - pw + s2 * dw;
+                        uint64_t* dst = patch.data() + t * kwords + (r * kw + s2) * cw;
+                        if (iy < 0 || iy >= h || ix < 0 || ix >= wd) {
+                            std::memset(dst, 0, sizeof(uint64_t) * cw);
+                            invalid[t].push_back(r * kw + s2);
+                        } else {
+                            std::memcpy(dst, x + ((bs[t] * h + iy) * wd + ix) * cw, sizeof(uint64_t) * cw);
+                        }
+                    }
+                valid[t] = (kh * kw - static_cast<int64_t>(invalid[t].size())) * c;
+            }
+            for (int64_t ob = 0; ob < nb; ++ob) {
+                dot8xT<T>(wide, pp, wbp + ob * kwords * 8, kwords, diff);
+                for (int t = 0; t < used; ++t) {
+                    int32_t* base = out + bs[t] * o * plane + ys[t] * ow + xs[t];
+                    for (int64_t l = 0; l < 8; ++l) {
+                        const int64_t oc = ob * 8 + l;
+                        if (oc >= o) break;
+                        int64_t d = diff[t][l];
+                        for (int64_t p : invalid[t]) d -= block_pop[oc * kh * kw + p];
+                        base[oc * plane] = static_cast<int32_t>(valid[t] - 2 * d);
+                    }
+                }
+            }
+        }
+    }
+}
+
+// The same, preparing the weights on every call (tests; a runtime prepares once)
+void bnn_conv2d(const uint64_t* x, const uint64_t* w, int64_t n, int64_t h, int64_t wd, int64_t cw, int64_t c,
+                int64_t o, int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw,
+                int32_t* out, int threads, int impl) {
+    std::vector<uint64_t> wb((o + 7) / 8 * kh * kw * cw * 8);
+    std::vector<int64_t> block_pop(o * kh * kw);
+    bnn_prepare_conv(w, o, kh, kw, cw, wb.data(), block_pop.data());
+    bnn_conv2d_prepared(x, wb.data(), block_pop.data(), n, h, wd, cw, c, o, kh, kw, sh, sw, ph, pw, dh, dw, out, threads, impl);
+}
+
+}  // extern "C"
