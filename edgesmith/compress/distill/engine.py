@@ -277,6 +277,20 @@ def fit(student: Any, teacher: Any, data: Any, names: list[str], cfg: RecoverCon
     return FitResult(step, time.time() - started, best_pair[0] if best_pair else None, best_step, metric_name, stopped, history, losses)
 
 
+def recover(model: Any, teacher: Any, ctx: Any, rec: RecoverConfig, label: str, after_step: Any = None, best_from_step: int = 0) -> Any:
+    """A pass's ``recover:`` step: train the compressed ``model`` against its ``teacher`` on the run's calibration data
+    (labels checked first, with a hint); returns the FitResult."""
+    data = ctx.calibration
+    if data is None:
+        raise ConfigError(f"{label}: recover trains on data, and the run has none",
+                          hint="add `data: {calibration: ...}` (labelled, or `recover: {alpha: 1}` to distil from the dense model alone)")
+    if rec.needs_labels and not data.has_labels:
+        raise ConfigError(f"{label}: recover with alpha {rec.alpha:g} uses labels, and the calibration data has none",
+                          hint="give labelled calibration data, or `recover: {alpha: 1}` to distil from the dense model alone")
+    names = [s.name for s in ctx.input_specs]
+    return fit(model, teacher, data, names, rec, after_step=after_step, best_from_step=best_from_step, label=label)
+
+
 def train_soft(model: Any, x: Any, targets: Any, epochs: float, lr: float, batch_size: int, seed: int) -> None:
     """Fit ``model`` to soft class targets (cross-entropy with a distribution) for ``epochs``: self-distillation's step."""
     import torch

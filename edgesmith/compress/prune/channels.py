@@ -19,8 +19,8 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from edgesmith.compress.distill.engine import RecoverConfig
-from edgesmith.compress.prune.common import check_fraction, prunable_layers, recover
+from edgesmith.compress.distill.engine import RecoverConfig, recover
+from edgesmith.compress.prune.common import check_fraction, prunable_layers
 from edgesmith.compress.registry import PassInfo
 from edgesmith.errors import ConfigError
 

@@ -43,20 +43,5 @@ def sparsity(layers: list[tuple[str, Any]]) -> dict[str, float]:
     return out
 
 
-def recover(model: Any, teacher: Any, ctx: Any, rec: Any, label: str, after_step: Any = None, best_from_step: int = 0) -> Any:
-    """Train the pruned ``model`` against its dense ``teacher`` (the recipe's calibration data); returns the FitResult."""
-    from edgesmith.compress.distill.engine import fit
-
-    data = ctx.calibration
-    if data is None:
-        raise ConfigError(f"{label}: recover trains on data, and the run has none",
-                          hint="add `data: {calibration: ...}` (labelled, or `recover: {alpha: 1}` to distil from the dense model alone)")
-    if rec.needs_labels and not data.has_labels:
-        raise ConfigError(f"{label}: recover with alpha {rec.alpha:g} uses labels, and the calibration data has none",
-                          hint="give labelled calibration data, or `recover: {alpha: 1}` to distil from the dense model alone")
-    names = [s.name for s in ctx.input_specs]
-    return fit(model, teacher, data, names, rec, after_step=after_step, best_from_step=best_from_step, label=label)
-
-
 def dense_copy(model: Any) -> Any:
     return copy.deepcopy(model).eval()

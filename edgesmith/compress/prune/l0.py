@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edgesmith.compress.contract import FloatWeights
-from edgesmith.compress.distill.engine import RecoverConfig
-from edgesmith.compress.prune.common import check_fraction, dense_copy, prunable_layers, recover, sparsity
+from edgesmith.compress.distill.engine import RecoverConfig, recover
+from edgesmith.compress.prune.common import check_fraction, dense_copy, prunable_layers, sparsity
 from edgesmith.compress.registry import PassInfo
 
 
