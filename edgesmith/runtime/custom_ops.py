@@ -25,7 +25,7 @@ from edgesmith.plugins import Loaded, load_group
 
 # the ONNX standard and the runtimes' own domains (an ORT-optimised model holds com.microsoft.nchwc ops)
 STANDARD_PREFIXES = ("ai.onnx", "com.microsoft")
-_BUILTIN = ("edgesmith.runtime.ops.binary_sign",)
+_BUILTIN = ("edgesmith.runtime.ops.domain",)
 LOWERING_PASS = "lower_custom_ops"
 
 

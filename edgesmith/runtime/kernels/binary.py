@@ -121,28 +121,56 @@ class BinaryConv2d:
     runtime holds a loaded layer: ``__call__(x)`` signs-and-packs float activations and convolves."""
 
     def __init__(self, w_sign: np.ndarray, stride: tuple = (1, 1), padding: tuple = (0, 0), dilation: tuple = (1, 1),
-                 threads: int = 1, impl: str = "auto"):
-        self.o, self.c, self.kh, self.kw = w_sign.shape
-        self.cw = (self.c + 63) // 64
-        packed = pack_nchw(w_sign)
-        self.wb = np.zeros(((self.o + 7) // 8) * self.kh * self.kw * self.cw * 8, dtype=np.uint64)
-        self.block_pop = np.zeros(self.o * self.kh * self.kw, dtype=np.int64)
-        library().bnn_prepare_conv(_p(packed, _u64p), self.o, self.kh, self.kw, self.cw, _p(self.wb, _u64p),
-                                   self.block_pop.ctypes.data_as(ctypes.POINTER(ctypes.c_int64)))
+                 threads: int = 1, impl: str = "auto", groups: int = 1):
+        o, cg = w_sign.shape[:2]
+        og = o // groups
+        self._init(np.concatenate([pack_nchw(w_sign[g * og:(g + 1) * og]) for g in range(groups)]), cg, groups, stride, padding,
+                   dilation, threads, impl)
+
+    @classmethod
+    def from_packed(cls, bits: np.ndarray, channels_per_group: int, groups: int = 1, stride: tuple = (1, 1), padding: tuple = (0, 0),
+                    dilation: tuple = (1, 1), threads: int = 1, impl: str = "auto") -> "BinaryConv2d":
+        """From stored bits [O, KH, KW, ceil(Cg/64)] (what the edgesmith.BinaryConv op carries)."""
+        self = cls.__new__(cls)
+        self._init(np.ascontiguousarray(bits, dtype=np.uint64), channels_per_group, groups, stride, padding, dilation, threads, impl)
+        return self
+
+    def _init(self, packed: np.ndarray, cg: int, groups: int, stride: tuple, padding: tuple, dilation: tuple, threads: int, impl: str) -> None:
+        self.o, self.kh, self.kw, self.cw = packed.shape
+        self.cg, self.groups, self.c = cg, groups, cg * groups
+        if self.cw != (cg + 63) // 64 or self.o % groups:
+            raise ValueError(f"packed weights {packed.shape} do not fit {cg} channels per group and {groups} groups")
+        og = self.o // groups
+        self.prepared = []
+        for g in range(groups):
+            part = np.ascontiguousarray(packed[g * og:(g + 1) * og])
+            wb = np.zeros(((og + 7) // 8) * self.kh * self.kw * self.cw * 8, dtype=np.uint64)
+            pop = np.zeros(og * self.kh * self.kw, dtype=np.int64)
+            library().bnn_prepare_conv(_p(part, _u64p), og, self.kh, self.kw, self.cw, _p(wb, _u64p),
+                                       pop.ctypes.data_as(ctypes.POINTER(ctypes.c_int64)))
+            self.prepared.append((wb, pop))
         self.stride, self.padding, self.dilation, self.threads, self.impl = stride, padding, dilation, threads, IMPLS[impl]
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         n, c, h, w = x.shape
         if c != self.c:
             raise ValueError(f"input has {c} channels, the layer takes {self.c}")
+        if self.groups > 1:
+            og = self.o // self.groups
+            return np.concatenate([self._one(np.ascontiguousarray(x[:, g * self.cg:(g + 1) * self.cg]), *self.prepared[g], og)
+                                   for g in range(self.groups)], axis=1)
+        return self._one(x, *self.prepared[0], self.o)
+
+    def _one(self, x: np.ndarray, wb: np.ndarray, pop: np.ndarray, o: int) -> np.ndarray:
+        n, c, h, w = x.shape
         xb = pack_nchw(x, self.threads)
         oh = (h + 2 * self.padding[0] - self.dilation[0] * (self.kh - 1) - 1) // self.stride[0] + 1
         ow = (w + 2 * self.padding[1] - self.dilation[1] * (self.kw - 1) - 1) // self.stride[1] + 1
         if oh < 1 or ow < 1:
             raise ValueError(f"a {self.kh}x{self.kw} kernel does not fit a {h}x{w} input")
-        out = np.empty((n, self.o, oh, ow), dtype=np.int32)
-        library().bnn_conv2d_prepared(_p(xb, _u64p), _p(self.wb, _u64p), self.block_pop.ctypes.data_as(ctypes.POINTER(ctypes.c_int64)),
-                                      n, h, w, self.cw, c, self.o, self.kh, self.kw, self.stride[0], self.stride[1],
+        out = np.empty((n, o, oh, ow), dtype=np.int32)
+        library().bnn_conv2d_prepared(_p(xb, _u64p), _p(wb, _u64p), pop.ctypes.data_as(ctypes.POINTER(ctypes.c_int64)),
+                                      n, h, w, self.cw, c, o, self.kh, self.kw, self.stride[0], self.stride[1],
                                       self.padding[0], self.padding[1], self.dilation[0], self.dilation[1], _p(out, _i32p),
                                       self.threads, self.impl)
         return out

@@ -3,7 +3,8 @@ binary network; ONNX's own ``Sign`` maps 0 to 0, so it is not the same op).
 
 - Lowering: ``Where(GreaterOrEqual(x, 0), alpha, -alpha)`` in standard ops.
 - ONNX Runtime: a custom op of onnxruntime-extensions (its shared library is registered on the
-  session options; ORT's wheel ships no C headers to build our own library against).
+  session options; ORT's wheel ships no C headers to build our own library against). The ``edgesmith``
+  domain's route (``runtime/ops/domain.py``) holds this op and ``BinaryConv``.
 - OpenVINO: a conversion extension of its ONNX frontend that maps the node to the same
   ``select(x >= 0, alpha, -alpha)`` of OpenVINO ops, so the IR needs no extension at load time.
 """
@@ -11,8 +12,6 @@ binary network; ONNX's own ``Sign`` maps 0 to 0, so it is not the same op).
 from __future__ import annotations
 
 from typing import Any
-
-from edgesmith.runtime.custom_ops import CustomOpRoute
 
 DOMAIN = "edgesmith"
 OP = "BinarySign"
@@ -61,7 +60,8 @@ def lower(model: Any) -> Any:
 _ORT_DEFINED: list[bool] = []
 
 
-def register_onnxruntime(session_options: Any) -> None:
+def define_onnxruntime() -> None:
+    """Define the op for onnxruntime-extensions (once per process); ``runtime/ops/domain.py`` registers the library."""
     from edgesmith._lazy import require
 
     ext = require("onnxruntime_extensions")
@@ -75,10 +75,9 @@ def register_onnxruntime(session_options: Any) -> None:
             return np.where(x >= 0, a, -a).astype(np.float32)
 
         _ORT_DEFINED.append(True)
-    session_options.register_custom_ops_library(ext.get_library_path())
 
 
-def register_openvino(core: Any) -> None:
+def openvino_extension() -> Any:
     import numpy as np
     from openvino.frontend.onnx import ConversionExtension
 
@@ -90,8 +89,4 @@ def register_openvino(core: Any) -> None:
         ge = ops.greater_equal(x, ops.constant(np.float32(0.0)))
         return [ops.select(ge, ops.constant(np.float32(a)), ops.constant(np.float32(-a))).output(0)]
 
-    core.add_extension(ConversionExtension(OP, DOMAIN, convert))
-
-
-ROUTE = CustomOpRoute(name=DOMAIN, ops=(OP,), lower=lower, register={"onnxruntime": register_onnxruntime, "openvino": register_openvino},
-                      summary="alpha * sign(x), sign(0) = +1: the activation binarizer of binary networks")
+    return ConversionExtension(OP, DOMAIN, convert)

@@ -1,0 +1,150 @@
+"""``edgesmith.BinaryConv``: a binary convolution with bit-packed weights —
+Y = α ⊙ conv(sign(X − β), sign(W)) + bias, sign(0) = +1, zero padding contributing nothing.
+
+Inputs: X (float, NCHW), W (uint64 [O, KH, KW, ceil(C/group/64)]: sign bits, channels-last, as the
+kernels store them), alpha (float [O]), beta (float [C]), bias (float [O]). Attributes: channels (C),
+group, stride_h/w, pad_h/w, dilation_h/w.
+
+- ONNX Runtime: a custom op of onnxruntime-extensions whose body calls the compiled XNOR-popcount kernel
+  (``runtime/kernels/binary.py``); the arithmetic runs there, never in Python loops. Weights are prepared
+  (interleaved) once per weight buffer and cached.
+- Lowering (any runtime, and OpenVINO's conversion): GreaterOrEqual(X, β) → Where(1, −1) → Conv with the
+  unpacked ±α weights — the same numbers in float.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+DOMAIN = "edgesmith"
+OP = "BinaryConv"
+INT_ATTRS = ("channels", "group", "stride_h", "stride_w", "pad_h", "pad_w", "dilation_h", "dilation_w")
+
+
+def unpack_weights(bits: np.ndarray, channels_per_group: int) -> np.ndarray:
+    """uint64 [O, KH, KW, CW] sign bits -> ±1 float32 [O, Cg, KH, KW]."""
+    o, kh, kw, cw = bits.shape
+    as_bytes = bits.astype("<u8").view(np.uint8).reshape(o, kh, kw, cw * 8)
+    signs = np.unpackbits(as_bytes, axis=-1, bitorder="little")[..., :channels_per_group].astype(np.float32)
+    return (2 * signs - 1).transpose(0, 3, 1, 2).copy()
+
+
+def _attrs(node: Any) -> dict[str, int]:
+    got = {a.name: a.i for a in node.attribute}
+    return {k: int(got.get(k, 1 if k in ("group", "stride_h", "stride_w", "dilation_h", "dilation_w") else 0)) for k in INT_ATTRS}
+
+
+def lower(model: Any) -> Any:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    nodes, new_inits = [], []
+    for node in model.graph.node:
+        if node.domain != DOMAIN or node.op_type != OP:
+            nodes.append(node)
+            continue
+        a = _attrs(node)
+        x, wname, aname, bname, biasname = node.input
+        base = node.name or node.output[0]
+        bits = numpy_helper.to_array(inits[wname])
+        alpha = numpy_helper.to_array(inits[aname]).astype(np.float32)
+        beta = numpy_helper.to_array(inits[bname]).astype(np.float32)
+        w = unpack_weights(bits, a["channels"] // a["group"]) * alpha.reshape(-1, 1, 1, 1)
+        new_inits += [numpy_helper.from_array(w.astype(np.float32), f"{base}__w"),
+                      numpy_helper.from_array(beta.reshape(1, -1, 1, 1), f"{base}__beta"),
+                      helper.make_tensor(f"{base}__one", TensorProto.FLOAT, [], [1.0]),
+                      helper.make_tensor(f"{base}__minus", TensorProto.FLOAT, [], [-1.0])]
+        nodes += [helper.make_node("GreaterOrEqual", [x, f"{base}__beta"], [f"{base}__ge"], name=f"{base}__ge"),
+                  helper.make_node("Where", [f"{base}__ge", f"{base}__one", f"{base}__minus"], [f"{base}__sign"], name=f"{base}__sign"),
+                  helper.make_node("Conv", [f"{base}__sign", f"{base}__w", biasname], list(node.output), name=f"{base}__conv",
+                                   group=a["group"], strides=[a["stride_h"], a["stride_w"]], dilations=[a["dilation_h"], a["dilation_w"]],
+                                   pads=[a["pad_h"], a["pad_w"], a["pad_h"], a["pad_w"]])]
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    del out.graph.node[:]
+    out.graph.node.extend(nodes)
+    out.graph.initializer.extend(new_inits)
+    used = {i for n in out.graph.node for i in n.input}
+    keep_inits = [i for i in out.graph.initializer if i.name in used]
+    del out.graph.initializer[:]
+    out.graph.initializer.extend(keep_inits)
+    if not any(n.domain == DOMAIN for n in out.graph.node):
+        keep = [o for o in out.opset_import if o.domain != DOMAIN]
+        del out.opset_import[:]
+        out.opset_import.extend(keep)
+    return out
+
+
+_PREPARED: dict[tuple, Any] = {}
+_ORT_DEFINED: list[bool] = []
+
+
+def _layer(w: np.ndarray, a: dict[str, int]) -> Any:
+    """The prepared kernel layer for these weight bits (cached: the initializer's buffer is the same every call)."""
+    from edgesmith.runtime.kernels.binary import BinaryConv2d
+
+    key = (w.ctypes.data, w.shape, int(w.flat[0]), int(w.flat[-1]), tuple(a.values()))
+    if key not in _PREPARED:
+        _PREPARED[key] = BinaryConv2d.from_packed(w, a["channels"] // a["group"], a["group"], (a["stride_h"], a["stride_w"]),
+                                                  (a["pad_h"], a["pad_w"]), (a["dilation_h"], a["dilation_w"]), threads=_threads())
+    return _PREPARED[key]
+
+
+def _threads() -> int:
+    import os
+
+    return int(os.environ.get("OMP_NUM_THREADS") or 2)
+
+
+def define_onnxruntime() -> None:
+    """Define the op for onnxruntime-extensions (once per process); ``runtime/ops/domain.py`` registers the library."""
+    from edgesmith._lazy import require
+
+    ext = require("onnxruntime_extensions")
+    if not _ORT_DEFINED:
+        d = ext.PyCustomOpDef
+
+        @ext.onnx_op(op_type=f"{DOMAIN}::{OP}", inputs=[d.dt_float, d.dt_uint64, d.dt_float, d.dt_float, d.dt_float],
+                     outputs=[d.dt_float], attrs={k: d.dt_int64 for k in INT_ATTRS})
+        def _binary_conv(x: Any, w: Any, alpha: Any, beta: Any, bias: Any, **attrs: Any) -> Any:
+            a = {k: int(attrs.get(k, 1 if k in ("group", "stride_h", "stride_w", "dilation_h", "dilation_w") else 0)) for k in INT_ATTRS}
+            layer = _layer(np.ascontiguousarray(w), a)
+            shifted = np.asarray(x, dtype=np.float32) - np.asarray(beta, dtype=np.float32).reshape(1, -1, 1, 1)
+            y = layer(shifted).astype(np.float32)
+            return y * np.asarray(alpha, np.float32).reshape(1, -1, 1, 1) + np.asarray(bias, np.float32).reshape(1, -1, 1, 1)
+
+        _ORT_DEFINED.append(True)
+
+
+def openvino_extension() -> Any:
+    """OpenVINO's ONNX frontend converts the node into the lowering's float ops (GreaterOrEqual, Select,
+    Convolution with ±α weights): it runs in OpenVINO, not on the XNOR kernel (that needs a compiled
+    OpenVINO extension, not built yet)."""
+    from openvino.frontend.onnx import ConversionExtension
+
+    def convert(node: Any) -> list:
+        import openvino.opset13 as ops
+
+        a = {k: int(node.get_attribute(k, 1 if k in ("group", "stride_h", "stride_w", "dilation_h", "dilation_w") else 0)) for k in INT_ATTRS}
+        x, w_in, alpha_in, beta_in, bias_in = (node.get_input(i) for i in range(5))
+        bits = w_in.get_node().get_data() if hasattr(w_in.get_node(), "get_data") else None
+        if bits is None:
+            raise RuntimeError("edgesmith.BinaryConv needs constant packed weights")
+        alpha = alpha_in.get_node().get_data().astype(np.float32)
+        w = unpack_weights(np.asarray(bits, dtype=np.uint64), a["channels"] // a["group"]) * alpha.reshape(-1, 1, 1, 1)
+        beta = ops.reshape(beta_in, ops.constant(np.array([1, -1, 1, 1], dtype=np.int64)), False)
+        sign = ops.select(ops.greater_equal(x, beta), ops.constant(np.float32(1.0)), ops.constant(np.float32(-1.0)))
+        strides, dil = [a["stride_h"], a["stride_w"]], [a["dilation_h"], a["dilation_w"]]
+        pads = [a["pad_h"], a["pad_w"]]
+        if a["group"] == 1:
+            y = ops.convolution(sign, ops.constant(w), strides, pads, pads, dil)
+        else:
+            g = a["group"]
+            y = ops.group_convolution(sign, ops.constant(w.reshape(g, w.shape[0] // g, *w.shape[1:])), strides, pads, pads, dil)
+        bias = ops.reshape(bias_in, ops.constant(np.array([1, -1, 1, 1], dtype=np.int64)), False)
+        return [ops.add(y, bias).output(0)]
+
+    return ConversionExtension(OP, DOMAIN, convert)
