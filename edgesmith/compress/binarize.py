@@ -36,6 +36,8 @@ class BinarizeConfig:
     gradient: Literal["ste", "bireal"] = "ste"
     recover: RecoverConfig | None = field(default_factory=_default_recover)  # null: no training (a binary net rarely survives that)
     calibration_samples: int = 256  # to start each threshold β at its channel's median
+    mst_regularizer: float = 0.0  # λ of the MST penalty (compress/mst.py): lowers the binary convs' tree weight
+    mst_every: int = 25  # steps between recomputing each layer's tree for the penalty
 
 
 def _sign_fn(kind: str) -> Any:
@@ -177,7 +179,27 @@ def apply(model: Any, cfg: BinarizeConfig, ctx: Any) -> Any:
         wrapped[n] = binary_layer(m, cfg.gradient)
         set_module(model, n, wrapped[n])
     _init_thresholds(model, wrapped, ctx, cfg.calibration_samples)
-    fitted = recover(model, teacher, ctx, cfg.recover, "binarize") if cfg.recover is not None else None
+    extra, trees = None, {}
+    if cfg.mst_regularizer > 0:
+        from edgesmith.compress.mst import build_tree, sign_rows, tree_penalty
+
+        convs = {n: w for n, w in wrapped.items() if isinstance(w.layer, nn.Conv2d)}
+        calls = [0]
+
+        def extra(_: Any) -> Any:
+            if calls[0] % cfg.mst_every == 0:
+                trees.update({n: build_tree(sign_rows(w.layer.weight.detach().numpy())).parent for n, w in convs.items()})
+            calls[0] += 1
+            return cfg.mst_regularizer * sum(tree_penalty(w.layer.weight, trees[n]) for n, w in convs.items())
+    fitted = recover(model, teacher, ctx, cfg.recover, "binarize", extra_loss=extra) if cfg.recover is not None else None
+    mst = {}
+    if any(isinstance(w.layer, nn.Conv2d) for w in wrapped.values()):
+        from edgesmith.compress.mst import build_tree, op_counts, sign_rows
+
+        for n, w in wrapped.items():
+            if isinstance(w.layer, nn.Conv2d) and w.layer.groups == 1:
+                rows = sign_rows(w.layer.weight.detach().numpy())
+                mst[n] = op_counts(rows, build_tree(rows))
     for n, w in wrapped.items():
         set_module(model, n, deploy_layer(w))
     model.eval()
@@ -186,7 +208,8 @@ def apply(model: Any, cfg: BinarizeConfig, ctx: Any) -> Any:
                                "binary_layers_fp32_bytes": float_bytes, "binary_layers_packed_bytes": binary_bytes,
                                "binary_layers_ratio": round(float_bytes / max(binary_bytes, 1), 2),
                                "model_fp32_bytes": total_float, "model_packed_bytes": total_float - float_bytes + binary_bytes,
-                               "gradient": cfg.gradient, **({"recovery": fitted.summary()} if fitted else {})}
+                               "gradient": cfg.gradient, "mst_regularizer": cfg.mst_regularizer, "mst_ops": mst,
+                               **({"recovery": fitted.summary()} if fitted else {})}
     ctx.note(f"binarize: {len(wrapped)} layers binary (weights sign·α per output channel, activations sign(x − β)); "
              f"kept in float: {', '.join(sorted(keep)) or 'none'}"
              + (f"; cannot be binarized, kept in float: {', '.join(unsupported)}" if unsupported else "")

@@ -69,3 +69,16 @@ def test_regulariser_lowers_the_tree_weight():
         loss.backward()
         opt.step()
     assert build_tree(sign_rows(w.detach().numpy())).weight < 0.8 * before  # 444 -> 330 here
+
+
+@pytest.mark.parametrize("impl", ["portable", "auto"])
+@pytest.mark.parametrize("c,padding,stride", [(3, (1, 1), (1, 1)), (70, (2, 1), (2, 1)), (128, (0, 0), (1, 1))])
+def test_word_level_tree_kernel_equals_the_direct_kernel(impl, c, padding, stride):
+    rng = np.random.default_rng(c)
+    base = rng.standard_normal((1, c, 3, 3))
+    w = np.concatenate([np.where(rng.random((1, c, 3, 3)) < 0.05, -base, base) for _ in range(12)]).astype(np.float32)
+    x = rng.standard_normal((2, c, 7, 6)).astype(np.float32)
+    tree = build_tree(sign_rows(w))
+    layer = B.TreeConv2d(w, tree.parent, tree.order, stride=stride, padding=padding, threads=2, impl=impl)
+    np.testing.assert_array_equal(layer(x), B.conv2d_groups(x, w, 1, stride=stride, padding=padding))
+    assert layer.word_ops <= 12 * layer.w.shape[1]

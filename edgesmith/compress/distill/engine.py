@@ -149,14 +149,15 @@ def check_pair(student: Any, teacher: Any, x: Any) -> None:
 
 def fit(student: Any, teacher: Any, data: Any, names: list[str], cfg: RecoverConfig, *,
         param_groups: list[dict] | None = None, prepare: Callable[[Any], None] | None = None,
-        after_step: Callable[[Any, int], None] | None = None, best_from_step: int = 0, progress: bool = True,
-        label: str = "distilling") -> FitResult:
+        after_step: Callable[[Any, int], None] | None = None, best_from_step: int = 0,
+        extra_loss: Callable[[Any], Any] | None = None, progress: bool = True, label: str = "distilling") -> FitResult:
     """Train ``student`` in place against the frozen ``teacher`` on ``data`` (an edgesmith Dataset).
 
     ``after_step(student, step)`` runs after every optimiser step, before evaluation: pruning passes keep
     their masks there (zeros stay zero) and TEDDY projects onto the ℓ0 ball. ``best_from_step``: only
     checkpoints from that step on may be kept as the best (a gradual schedule reaches its final sparsity
-    there; an earlier, denser checkpoint would score better and be the wrong model)."""
+    there; an earlier, denser checkpoint would score better and be the wrong model). ``extra_loss(student)``
+    is added to every step's loss (a pass's regulariser, e.g. binarize's MST penalty)."""
     import torch
     import torch.nn.functional as F
 
@@ -246,6 +247,8 @@ def fit(student: Any, teacher: Any, data: Any, names: list[str], cfg: RecoverCon
                 loss = kd + cfg.hint_weight * hint.loss()
             else:
                 loss = F.cross_entropy(s_out, yb)
+            if extra_loss is not None:
+                loss = loss + extra_loss(student)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -277,7 +280,8 @@ def fit(student: Any, teacher: Any, data: Any, names: list[str], cfg: RecoverCon
     return FitResult(step, time.time() - started, best_pair[0] if best_pair else None, best_step, metric_name, stopped, history, losses)
 
 
-def recover(model: Any, teacher: Any, ctx: Any, rec: RecoverConfig, label: str, after_step: Any = None, best_from_step: int = 0) -> Any:
+def recover(model: Any, teacher: Any, ctx: Any, rec: RecoverConfig, label: str, after_step: Any = None, best_from_step: int = 0,
+            extra_loss: Any = None) -> Any:
     """A pass's ``recover:`` step: train the compressed ``model`` against its ``teacher`` on the run's calibration data
     (labels checked first, with a hint); returns the FitResult."""
     data = ctx.calibration
@@ -288,7 +292,7 @@ def recover(model: Any, teacher: Any, ctx: Any, rec: RecoverConfig, label: str, 
         raise ConfigError(f"{label}: recover with alpha {rec.alpha:g} uses labels, and the calibration data has none",
                           hint="give labelled calibration data, or `recover: {alpha: 1}` to distil from the dense model alone")
     names = [s.name for s in ctx.input_specs]
-    return fit(model, teacher, data, names, rec, after_step=after_step, best_from_step=best_from_step, label=label)
+    return fit(model, teacher, data, names, rec, after_step=after_step, best_from_step=best_from_step, extra_loss=extra_loss, label=label)
 
 
 def train_soft(model: Any, x: Any, targets: Any, epochs: float, lr: float, batch_size: int, seed: int) -> None:

@@ -40,6 +40,8 @@ def library() -> ctypes.CDLL:
     lib.bnn_gemm.argtypes = [_u64p, _u64p, _i64, _i64, _i64, _i64, _i32p, ctypes.c_int, ctypes.c_int]
     lib.bnn_conv2d.argtypes = [_u64p, _u64p] + [_i64] * 14 + [_i32p, ctypes.c_int, ctypes.c_int]
     lib.bnn_pack_nchw.argtypes = [_f32p, _i64, _i64, _i64, _i64, _u64p, ctypes.c_int]
+    _i64p = ctypes.POINTER(ctypes.c_int64)
+    lib.bnn_conv2d_tree.argtypes = [_u64p, _u64p, _i64p, _i64p, _u64p, _i64p, _i64p] + [_i64] * 14 + [_i32p, ctypes.c_int, ctypes.c_int]
     lib.bnn_prepare_conv.argtypes = [_u64p, _i64, _i64, _i64, _i64, _u64p, ctypes.POINTER(ctypes.c_int64)]
     lib.bnn_conv2d_prepared.argtypes = [_u64p, _u64p, ctypes.POINTER(ctypes.c_int64)] + [_i64] * 14 + [_i32p, ctypes.c_int, ctypes.c_int]
     return lib
@@ -173,4 +175,44 @@ class BinaryConv2d:
                                       n, h, w, self.cw, c, o, self.kh, self.kw, self.stride[0], self.stride[1],
                                       self.padding[0], self.padding[1], self.dilation[0], self.dilation[1], _p(out, _i32p),
                                       self.threads, self.impl)
+        return out
+
+
+class TreeConv2d:
+    """A binary conv computed in MST order (compress/mst.py) at word level: the root channel in full, each
+    other channel from its parent over the 64-bit words where their weights differ. ``impl``: "portable"
+    (SWAR popcount) or "auto" (the CPU's scalar POPCNT). One group. Same integers as ``conv2d``."""
+
+    def __init__(self, w_sign: np.ndarray, parent: np.ndarray, order: list, stride: tuple = (1, 1), padding: tuple = (0, 0),
+                 dilation: tuple = (1, 1), threads: int = 1, impl: str = "auto"):
+        self.o, self.c, self.kh, self.kw = w_sign.shape
+        self.cw = (self.c + 63) // 64
+        self.w = np.ascontiguousarray(pack_nchw(w_sign).reshape(self.o, -1))
+        self.order = np.asarray(order, dtype=np.int64)
+        self.parent = np.asarray(parent, dtype=np.int64)
+        dm = np.zeros_like(self.w)
+        kids = self.parent >= 0
+        dm[kids] = self.w[kids] ^ self.w[self.parent[kids]]
+        self.dmask = dm
+        lists = [np.flatnonzero(dm[ch]) for ch in range(self.o)]
+        self.word_ptr = np.concatenate([[0], np.cumsum([len(x) for x in lists])]).astype(np.int64)
+        self.words = np.concatenate(lists).astype(np.int64) if lists else np.zeros(0, np.int64)
+        self.stride, self.padding, self.dilation, self.threads, self.impl = stride, padding, dilation, threads, IMPLS[impl]
+
+    @property
+    def word_ops(self) -> int:
+        """Word popcounts per output position: the root's K words plus each child's differing words."""
+        return int(self.w.shape[1] + len(self.words))
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        n, c, h, w = x.shape
+        xb = pack_nchw(x, self.threads)
+        oh = (h + 2 * self.padding[0] - self.dilation[0] * (self.kh - 1) - 1) // self.stride[0] + 1
+        ow = (w + 2 * self.padding[1] - self.dilation[1] * (self.kw - 1) - 1) // self.stride[1] + 1
+        out = np.empty((n, self.o, oh, ow), dtype=np.int32)
+        i64 = lambda a: a.ctypes.data_as(ctypes.POINTER(ctypes.c_int64))  # noqa: E731
+        library().bnn_conv2d_tree(_p(xb, _u64p), _p(self.w, _u64p), i64(self.order), i64(self.parent), _p(self.dmask, _u64p),
+                                  i64(self.word_ptr), i64(self.words), n, h, w, self.cw, c, self.o, self.kh, self.kw,
+                                  self.stride[0], self.stride[1], self.padding[0], self.padding[1], self.dilation[0], self.dilation[1],
+                                  _p(out, _i32p), self.threads, self.impl)
         return out

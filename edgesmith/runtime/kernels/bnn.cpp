@@ -91,6 +91,26 @@ void pack_nchw_avx512(const float* x, int64_t n, int64_t c, int64_t hw, int64_t 
 }
 #endif
 
+bool cpu_has_popcnt() {
+#ifdef EDGESMITH_X86
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("popcnt");
+#else
+    return false;
+#endif
+}
+
+#ifdef EDGESMITH_X86
+__attribute__((target("popcnt"))) inline int64_t pop_hw(uint64_t v) { return static_cast<int64_t>(__builtin_popcountll(v)); }
+#endif
+
+inline int64_t pop(bool hw, uint64_t v) {
+#ifdef EDGESMITH_X86
+    if (hw) return pop_hw(v);
+#endif
+    return popcount_portable(v);
+}
+
 bool use_avx512(int impl) {  // impl: 0 auto, 1 portable, 2 avx512 (falls back when the CPU lacks it)
     return impl != 1 && cpu_has_vpopcntdq();
 }
@@ -318,6 +338,61 @@ void bnn_conv2d(const uint64_t* x, const uint64_t* w, int64_t n, int64_t h, int6
     std::vector<int64_t> block_pop(o * kh * kw);
     bnn_prepare_conv(w, o, kh, kw, cw, wb.data(), block_pop.data());
     bnn_conv2d_prepared(x, wb.data(), block_pop.data(), n, h, wd, cw, c, o, kh, kw, sh, sw, ph, pw, dh, dw, out, threads, impl);
+}
+
+// MST-ordered conv (compress/mst.py), word level: the root channel in full, every other channel from its
+// parent over the words where their weights differ (a word both share is skipped). order: parents before
+// children; parent[c] = -1 for the root; dmask: O x kwords (w_c XOR w_parent, zero for the root); words[]
+// lists each channel's differing word indices (offsets in word_ptr, O + 1 entries). Same output as
+// bnn_conv2d. impl 1: portable popcount, otherwise the CPU's scalar POPCNT instruction (no SIMD: skipping
+// words breaks the vector loop).
+void bnn_conv2d_tree(const uint64_t* x, const uint64_t* w, const int64_t* order, const int64_t* parent, const uint64_t* dmask,
+                     const int64_t* word_ptr, const int64_t* words, int64_t n, int64_t h, int64_t wd, int64_t cw, int64_t c,
+                     int64_t o, int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw,
+                     int32_t* out, int threads, int impl) {
+    const bool hw = impl != 1 && cpu_has_popcnt();
+    const int64_t oh = (h + 2 * ph - dh * (kh - 1) - 1) / sh + 1;
+    const int64_t ow = (wd + 2 * pw - dw * (kw - 1) - 1) / sw + 1;
+    const int64_t kwords = kh * kw * cw, plane = oh * ow;
+#pragma omp parallel num_threads(std::max(1, threads))
+    {
+        std::vector<uint64_t> patch(kwords);
+        std::vector<char> bad(kh * kw);
+        std::vector<int64_t> y(o);
+#pragma omp for schedule(static)
+        for (int64_t pos = 0; pos < n * plane; ++pos) {
+            const int64_t b = pos / plane, yy = (pos % plane) / ow, xx = pos % ow;
+            int64_t nbad = 0;
+            for (int64_t r = 0; r < kh; ++r)
+                for (int64_t s2 = 0; s2 < kw; ++s2) {
+                    const int64_t iy = yy * sh - ph + r * dh, ix = xx * sw - pw + s2 * dw;
+                    uint64_t* dst = patch.data() + (r * kw + s2) * cw;
+                    const bool out_of = iy < 0 || iy >= h || ix < 0 || ix >= wd;
+                    bad[r * kw + s2] = out_of;
+                    nbad += out_of;
+                    if (out_of) std::memset(dst, 0, sizeof(uint64_t) * cw);
+                    else std::memcpy(dst, x + ((b * h + iy) * wd + ix) * cw, sizeof(uint64_t) * cw);
+                }
+            const int64_t root = order[0];
+            int64_t dis = 0;
+            for (int64_t q = 0; q < kwords; ++q)
+                if (!bad[q / cw]) dis += pop(hw, patch[q] ^ w[root * kwords + q]);
+            y[root] = (kh * kw - nbad) * c - 2 * dis;
+            for (int64_t i = 1; i < o; ++i) {
+                const int64_t ch = order[i];
+                int64_t dcount = 0, disagree = 0;
+                for (int64_t j = word_ptr[ch]; j < word_ptr[ch + 1]; ++j) {
+                    const int64_t q = words[j];
+                    if (bad[q / cw]) continue;
+                    const uint64_t dm = dmask[ch * kwords + q];
+                    dcount += pop(hw, dm);
+                    disagree += pop(hw, (patch[q] ^ w[ch * kwords + q]) & dm);
+                }
+                y[ch] = y[parent[ch]] + 2 * (dcount - 2 * disagree);
+            }
+            for (int64_t oc = 0; oc < o; ++oc) out[(b * o + oc) * plane + yy * ow + xx] = static_cast<int32_t>(y[oc]);
+        }
+    }
 }
 
 }  // extern "C"
