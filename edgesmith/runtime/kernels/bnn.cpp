@@ -305,10 +305,11 @@ void bnn_conv2d_prepared(const uint64_t* x, const uint64_t* wbp, const int64_t* 
                         const int64_t iy = ys[t] * sh - ph + r * dh, ix = xs[t] * sw - pw + s2 * dw;
                         uint64_t* dst = patch.data() + t * kwords + (r * kw + s2) * cw;
                         if (iy < 0 || iy >= h || ix < 0 || ix >= wd) {
-                            std::memset(dst, 0, sizeof(uint64_t) * cw);
+                            for (int64_t q = 0; q < cw; ++q) dst[q] = 0;  // NOTE: loops, not memcpy: narrow layers copy 1 word
                             invalid[t].push_back(r * kw + s2);
                         } else {
-                            std::memcpy(dst, x + ((bs[t] * h + iy) * wd + ix) * cw, sizeof(uint64_t) * cw);
+                            const uint64_t* src = x + ((bs[t] * h + iy) * wd + ix) * cw;
+                            for (int64_t q = 0; q < cw; ++q) dst[q] = src[q];
                         }
                     }
                 valid[t] = (kh * kw - static_cast<int64_t>(invalid[t].size())) * c;
