@@ -51,7 +51,7 @@ CASES = [
     (["validate", "garbage.onnx"], "is not a valid ONNX model", "truncated or corrupt"),
     (["run", "unknown_key.yaml"], "unknown key 'foo' (allowed: bench, data,", "fix that field"),
     (["run", "wrong_type.yaml"], "bench.iterations: Input should be a valid integer", "fix that field"),
-    (["run", "unknown_pass.yaml"], "unknown pass type 'gpfqq'", "known pass types: auto_int8, bias_correction, distill, dynamic_int8, equalize, fold_bn, fp16, gpfq,"),
+    (["run", "unknown_pass.yaml"], "unknown pass type 'gpfqq'", "known pass types: auto_int8, bias_correction, binarize, distill, dynamic_int8,"),
     (["run", "unknown_option.yaml"], "unknown option 'calib' (allowed: calibration,", "spelling"),
     (["run", "unknown_profile.yaml"], "unknown profile 'jetson-nano'", "built-in profiles: arm-cortex-a72-ort, intel-laptop-ov, jetson-orin-trt, x86-avx512-vnni-ort, x86-avx512-vnni-ov"),
     (["run", "not_yaml.yaml"], "is not valid YAML", "indentation"),
