@@ -143,3 +143,36 @@ def test_pipeline_binarize_then_pack_runs_on_both_runtimes(tmp_path):
     for t in m["targets"].values():
         assert len(t["details"]["pack_binary"]["layers"]) == 2 and t["metrics"]["top1"] > 85
     assert "BinaryConv" in (tmp_path / "packed" / "x86-avx512-vnni-ort" / "model.binary.onnx").read_bytes().decode("latin1")
+
+
+def test_a_runtime_without_the_binary_op_is_told_to_lower_it(trained, tmp_path):
+    """TensorRT has no registration for the edgesmith domain: one clear message naming the standard-op lowering."""
+    import onnx
+
+    from edgesmith.compress.pack_binary import pack
+    from edgesmith.errors import BackendUnavailable
+    from edgesmith.export import export_onnx
+    from edgesmith.runtime.custom_ops import apply_registrations
+
+    export_onnx(trained[0], list(SPEC), tmp_path / "bnn.onnx")
+    packed, _ = pack(onnx.load(str(tmp_path / "bnn.onnx")))
+    onnx.save(packed, str(tmp_path / "packed.onnx"))
+    with pytest.raises(BackendUnavailable, match="tensorrt has no registration for custom op domain 'edgesmith' \\(BinarySign, BinaryConv\\)") as exc:
+        apply_registrations("tensorrt", object(), tmp_path / "packed.onnx")
+    assert "lower_custom_ops" in exc.value.hint
+
+
+def test_the_kernel_path_is_in_the_report(tmp_path):
+    """pack_binary says which kernel path this CPU gets (AVX-512 VPOPCNTDQ or the portable fallback)."""
+    from edgesmith.runtime.kernels.binary import has_vpopcntdq
+
+    ctx = PassContext(work_dir=tmp_path, input_specs=SPEC)
+    import onnx
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph([helper.make_node("Relu", ["input"], ["y"])], "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 1, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "plain.onnx"))
+    get_pass("pack_binary").apply(tmp_path / "plain.onnx", build_pass_config("pack_binary", {}), ctx)
+    assert ctx.details["pack_binary"]["layers"] == [] and "no binary convolution found" in ctx.notes[0]
+    assert ctx.details["pack_binary"]["kernel"].startswith("AVX-512" if has_vpopcntdq() else "the portable popcount")
