@@ -3,7 +3,7 @@
 ``binarize`` exports its layers in the standard-op lowering: GreaterOrEqual(X, β) → Where(1, −1) → Conv
 whose weights are ±α per output channel (batch norm folded in by the exporter only rescales α). This pass
 finds that pattern and replaces it by one ``edgesmith.BinaryConv`` node carrying the weights as sign bits
-(uint64, 1 bit per weight) plus α, β and the bias — the artifact's binary layers shrink ~32x and ONNX
+(uint8 bytes of 64-bit words, 1 bit per weight) plus α, β and the bias — the artifact's binary layers shrink ~32x and ONNX
 Runtime runs them on the kernel (``runtime/ops/binary_conv.py``). A Conv whose weights are not ±α per
 channel, or whose input is not such a sign, is left alone; ``lower_custom_ops`` turns the result back
 into the standard ops for runtimes without the route.
@@ -104,7 +104,8 @@ def pack(model: Any, rtol: float = 1e-5) -> tuple[Any, list[str]]:
             else np.zeros(w.shape[0], np.float32)
         base = node.name or node.output[0]
         names = [f"{base}__bits", f"{base}__alpha", f"{base}__beta", f"{base}__bias"]
-        new_inits += [numpy_helper.from_array(bits, names[0]), numpy_helper.from_array(alpha.astype(np.float32), names[1]),
+        # NOTE: stored as bytes: OpenVINO's CPU plugin turns u64 (and i64) constants into i32, which would cut the bit words
+        new_inits += [numpy_helper.from_array(np.ascontiguousarray(bits).astype("<u8").view(np.uint8).reshape(*bits.shape[:3], -1), names[0]), numpy_helper.from_array(alpha.astype(np.float32), names[1]),
                       numpy_helper.from_array(beta, names[2]), numpy_helper.from_array(bias, names[3])]
         strides, dil = list(_attr(node, "strides", [1, 1])), list(_attr(node, "dilations", [1, 1]))
         new_nodes.append(helper.make_node(binary_conv.OP, [x] + names, list(node.output), name=f"{base}__binary", domain=binary_conv.DOMAIN,

@@ -79,11 +79,26 @@ def _file_domains(path: str, mtime_ns: int, size: int) -> dict[str, set[str]]:
     return custom_domains(onnx.load(path, load_external_data=False))
 
 
+def ir_domains(path: Path) -> dict[str, set[str]]:
+    """Custom op sets of an OpenVINO IR (.xml): layers whose version is not a standard ``opsetN`` (a custom op
+    kept by a compiled extension, e.g. ``type="BinaryConv" version="edgesmith"``)."""
+    import re
+
+    found: dict[str, set[str]] = {}
+    text = Path(path).read_text(errors="replace")
+    for op, version in re.findall(r'<layer [^>]*type="([^"]+)" version="([^"]+)"', text):
+        if not re.fullmatch(r"opset\d+|experimental|internal", version):
+            found.setdefault(version, set()).add(op)
+    return found
+
+
 def routes_for(path: Path) -> list[CustomOpRoute]:
-    """The routes an ONNX model needs (none for a standard model); an unknown domain is refused."""
-    if Path(path).suffix.lower() != ".onnx":
+    """The routes a model needs (none for a standard model); an unknown domain is refused. ONNX files by
+    their node domains, OpenVINO IRs by their custom op sets."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in (".onnx", ".xml"):
         return []
-    domains = file_domains(path)
+    domains = file_domains(path) if suffix == ".onnx" else ir_domains(path)
     routes = known_routes()
     unknown = sorted(d for d in domains if d not in routes)
     if unknown:

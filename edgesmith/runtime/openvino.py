@@ -73,6 +73,7 @@ class OvSession:
     def __init__(self, xml: Path, threads: int, options: dict[str, Any]):
         ov = require("openvino")
         self._core = ov.Core()
+        apply_registrations("openvino", self._core, xml)  # an IR may hold custom ops of a compiled extension
         self._xml = xml
         device = options.get("device", "CPU").upper()
         check_device(self._core, device)

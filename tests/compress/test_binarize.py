@@ -127,6 +127,17 @@ def test_packed_custom_op_equals_the_lowering_and_runs_on_the_kernel(trained, tm
     run = lambda p: ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]  # noqa: E731
     np.testing.assert_allclose(got, run(std), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(got, run(tmp_path / "lowered.onnx"), rtol=1e-5, atol=1e-5)
+    # OpenVINO: the compiled extension keeps BinaryConv as its own op and runs the same kernel in evaluate()
+    import openvino as ov
+
+    from edgesmith.runtime.kernels.ov_extension import library_path
+
+    core = ov.Core()
+    core.add_extension(library_path())
+    ov_model = core.read_model(str(tmp_path / "packed.onnx"))
+    assert sum(op.get_type_name() == "BinaryConv" for op in ov_model.get_ops()) == 2
+    compiled = core.compile_model(ov_model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    np.testing.assert_allclose(compiled({0: x})[0], got, rtol=1e-5, atol=1e-5)
 
 
 def test_pipeline_binarize_then_pack_runs_on_both_runtimes(tmp_path):
@@ -143,6 +154,8 @@ def test_pipeline_binarize_then_pack_runs_on_both_runtimes(tmp_path):
     for t in m["targets"].values():
         assert len(t["details"]["pack_binary"]["layers"]) == 2 and t["metrics"]["top1"] > 85
     assert "BinaryConv" in (tmp_path / "packed" / "x86-avx512-vnni-ort" / "model.binary.onnx").read_bytes().decode("latin1")
+    ir = (tmp_path / "packed" / "x86-avx512-vnni-ov" / "model.openvino.xml").read_text()
+    assert ir.count('type="BinaryConv" version="edgesmith"') == 2  # the IR keeps the op: OpenVINO runs the kernel
 
 
 def test_a_runtime_without_the_binary_op_is_told_to_lower_it(trained, tmp_path):

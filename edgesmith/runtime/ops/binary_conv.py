@@ -1,15 +1,18 @@
 """``edgesmith.BinaryConv``: a binary convolution with bit-packed weights —
 Y = α ⊙ conv(sign(X − β), sign(W)) + bias, sign(0) = +1, zero padding contributing nothing.
 
-Inputs: X (float, NCHW), W (uint64 [O, KH, KW, ceil(C/group/64)]: sign bits, channels-last, as the
-kernels store them), alpha (float [O]), beta (float [C]), bias (float [O]). Attributes: channels (C),
+Inputs: X (float, NCHW), W (uint8 [O, KH, KW, 8·ceil(C/group/64)]: the little-endian bytes of the sign-bit
+words, channels-last, as the kernels store them — bytes because OpenVINO's CPU plugin narrows 64-bit
+integer constants to i32), alpha (float [O]), beta (float [C]), bias (float [O]). Attributes: channels (C),
 group, stride_h/w, pad_h/w, dilation_h/w.
 
 - ONNX Runtime: a custom op of onnxruntime-extensions whose body calls the compiled XNOR-popcount kernel
   (``runtime/kernels/binary.py``); the arithmetic runs there, never in Python loops. Weights are prepared
   (interleaved) once per weight buffer and cached.
-- Lowering (any runtime, and OpenVINO's conversion): GreaterOrEqual(X, β) → Where(1, −1) → Conv with the
-  unpacked ±α weights — the same numbers in float.
+- OpenVINO: a compiled extension (a custom ``ov::op::Op`` whose ``evaluate`` calls the same kernel), built on
+  first use against the wheel's headers; without a compiler, a conversion into OpenVINO's float ops.
+- Lowering (any runtime): GreaterOrEqual(X, β) → Where(1, −1) → Conv with the unpacked ±α weights — the
+  same numbers in float.
 """
 
 from __future__ import annotations
@@ -24,10 +27,15 @@ OP = "BinaryConv"
 INT_ATTRS = ("channels", "group", "stride_h", "stride_w", "pad_h", "pad_w", "dilation_h", "dilation_w")
 
 
-def unpack_weights(bits: np.ndarray, channels_per_group: int) -> np.ndarray:
-    """uint64 [O, KH, KW, CW] sign bits -> ±1 float32 [O, Cg, KH, KW]."""
-    o, kh, kw, cw = bits.shape
-    as_bytes = bits.astype("<u8").view(np.uint8).reshape(o, kh, kw, cw * 8)
+def words(stored: np.ndarray) -> np.ndarray:
+    """The op's uint8 weight bytes [O, KH, KW, 8·CW] as the kernel's uint64 words [O, KH, KW, CW]."""
+    b = np.ascontiguousarray(stored, dtype=np.uint8)
+    return b.view("<u8").reshape(*b.shape[:3], -1).astype(np.uint64)
+
+
+def unpack_weights(stored: np.ndarray, channels_per_group: int) -> np.ndarray:
+    """uint8 [O, KH, KW, 8·CW] sign-bit bytes -> ±1 float32 [O, Cg, KH, KW]."""
+    as_bytes = np.ascontiguousarray(stored, dtype=np.uint8)
     signs = np.unpackbits(as_bytes, axis=-1, bitorder="little")[..., :channels_per_group].astype(np.float32)
     return (2 * signs - 1).transpose(0, 3, 1, 2).copy()
 
@@ -50,7 +58,7 @@ def lower(model: Any) -> Any:
         a = _attrs(node)
         x, wname, aname, bname, biasname = node.input
         base = node.name or node.output[0]
-        bits = numpy_helper.to_array(inits[wname])
+        bits = numpy_helper.to_array(inits[wname]).astype(np.uint8)
         alpha = numpy_helper.to_array(inits[aname]).astype(np.float32)
         beta = numpy_helper.to_array(inits[bname]).astype(np.float32)
         w = unpack_weights(bits, a["channels"] // a["group"]) * alpha.reshape(-1, 1, 1, 1)
@@ -120,11 +128,11 @@ def define_onnxruntime() -> None:
     if not _ORT_DEFINED:
         d = ext.PyCustomOpDef
 
-        @ext.onnx_op(op_type=f"{DOMAIN}::{OP}", inputs=[d.dt_float, d.dt_uint64, d.dt_float, d.dt_float, d.dt_float],
+        @ext.onnx_op(op_type=f"{DOMAIN}::{OP}", inputs=[d.dt_float, d.dt_uint8, d.dt_float, d.dt_float, d.dt_float],
                      outputs=[d.dt_float], attrs={k: d.dt_int64 for k in INT_ATTRS})
         def _binary_conv(x: Any, w: Any, alpha: Any, beta: Any, bias: Any, **attrs: Any) -> Any:
             a = {k: int(attrs.get(k, 1 if k in ("group", "stride_h", "stride_w", "dilation_h", "dilation_w") else 0)) for k in INT_ATTRS}
-            layer = _layer(np.ascontiguousarray(w), a)
+            layer = _layer(words(w), a)
             shifted = np.asarray(x, dtype=np.float32) - np.asarray(beta, dtype=np.float32).reshape(1, -1, 1, 1)
             y = layer(shifted).astype(np.float32)
             return y * np.asarray(alpha, np.float32).reshape(1, -1, 1, 1) + np.asarray(bias, np.float32).reshape(1, -1, 1, 1)
@@ -133,9 +141,19 @@ def define_onnxruntime() -> None:
 
 
 def openvino_extension() -> Any:
-    """OpenVINO's ONNX frontend converts the node into the lowering's float ops (GreaterOrEqual, Select,
-    Convolution with ±α weights): it runs in OpenVINO, not on the XNOR kernel (that needs a compiled
-    OpenVINO extension, not built yet)."""
+    """OpenVINO: the compiled extension (``runtime/kernels/ov_extension.py``: a custom op whose evaluate runs the
+    XNOR-popcount kernel), built on first use; where it cannot be built, a conversion of the node into
+    OpenVINO's float ops (the lowering), which runs anywhere."""
+    from edgesmith.errors import BackendUnavailable
+    from edgesmith.runtime.kernels.ov_extension import library_path
+
+    try:
+        return library_path()
+    except BackendUnavailable:
+        return float_conversion()
+
+
+def float_conversion() -> Any:
     from openvino.frontend.onnx import ConversionExtension
 
     def convert(node: Any) -> list:
@@ -147,7 +165,7 @@ def openvino_extension() -> Any:
         if bits is None:
             raise RuntimeError("edgesmith.BinaryConv needs constant packed weights")
         alpha = alpha_in.get_node().get_data().astype(np.float32)
-        w = unpack_weights(np.asarray(bits, dtype=np.uint64), a["channels"] // a["group"]) * alpha.reshape(-1, 1, 1, 1)
+        w = unpack_weights(np.asarray(bits, dtype=np.uint8), a["channels"] // a["group"]) * alpha.reshape(-1, 1, 1, 1)
         beta = ops.reshape(beta_in, ops.constant(np.array([1, -1, 1, 1], dtype=np.int64)), False)
         sign = ops.select(ops.greater_equal(x, beta), ops.constant(np.float32(1.0)), ops.constant(np.float32(-1.0)))
         strides, dil = [a["stride_h"], a["stride_w"]], [a["dilation_h"], a["dilation_w"]]
