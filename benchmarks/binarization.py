@@ -33,8 +33,9 @@ def _run(work: Path, name: str, source: str, data: str, passes: list) -> dict:
 
     r = parse_recipe({"name": name, "model": {"source": source}, "passes": passes, "output_dir": str(work / name),
                       "data": {"calibration": {"source": data, "split": "train"}, "evaluation": {"source": data, "split": "test"}},
-                      "targets": [{"profile": "x86-avx512-vnni-ort", "batch_sizes": [1, 32],
-                                   "budgets": [{"metric": "speedup_vs_fp32", "goal": "min", "value": 0.0, "batch": 1}]}]}, "bench")
+                      "targets": [{"profile": p, "batch_sizes": [1, 32],
+                                   "budgets": [{"metric": "speedup_vs_fp32", "goal": "min", "value": 0.0, "batch": 1}]}
+                                  for p in ("x86-avx512-vnni-ort", "x86-avx512-vnni-ov")]}, "bench")
     t0 = time.time()
     pipeline.run(r, work, force=True)
     m = json.loads((work / name / "manifest.json").read_text())
@@ -43,47 +44,42 @@ def _run(work: Path, name: str, source: str, data: str, passes: list) -> dict:
 
 
 def models(work: Path) -> None:
-    from edgesmith.runtime import Artifact
+    from edgesmith.runtime import Artifact, get_backend
     from edgesmith.runtime.bench import make_feeds, run_worker
+    from edgesmith.runtime.custom_ops import lower_file
+    from edgesmith.profiles import load_profile
     from edgesmith.schema import InputSpec
 
-    print("\n### Whole models on ONNX Runtime: FP32 vs INT8 vs binary (2 threads, interleaved in one child)\n")
-    print("| model | variant | top-1 | ONNX bytes | p50 batch 1 | p50 batch 32 | notes |")
+    print("\n### Whole models: FP32 vs INT8 vs binary, per runtime (2 threads, each runtime's variants interleaved in one child)\n")
+    print("| model | runtime | variant | top-1 | ONNX bytes | p50 batch 1 | p50 batch 32 |")
     print("|---|---|---|---|---|---|---|", flush=True)
     for label, (src, data, size, ch) in MODELS.items():
         runs = {"FP32": _run(work, f"{data}-fp32", src, data, []),
                 "INT8 (auto_int8)": _run(work, f"{data}-int8", src, data, [{"type": "auto_int8"}]),
-                "binary, packed (kernel)": _run(work, f"{data}-bin", src, data, [{"type": "binarize", "recover": RECOVER}, {"type": "pack_binary"}]),
-                "binary, lowered (standard ops)": None}
+                "binary, packed (kernel)": _run(work, f"{data}-bin", src, data, [{"type": "binarize", "recover": RECOVER}, {"type": "pack_binary"}])}
         binm = runs["binary, packed (kernel)"]
-        tb = next(iter(binm["targets"].values()))
         lowered = work / f"{data}-bin" / "lowered.onnx"
-        from edgesmith.runtime.custom_ops import lower_file
-        from edgesmith.runtime import get_backend
-        from edgesmith.profiles import load_profile
-
-        lower_file(binm["_dir"] / tb["bundle"]["artifact"], lowered)
-        low_art = get_backend("onnxruntime").compile(lowered, work / f"{data}-lowered.onnx", load_profile("x86-avx512-vnni-ort"))
-        arts, tops, sizes = [], {}, {}
-        for k, m in runs.items():
-            if m is None:
-                arts.append(low_art)
-                continue
-            t = next(iter(m["targets"].values()))
-            arts.append(Artifact(m["_dir"] / t["bundle"]["artifact"], "onnxruntime", t["bundle"]["artifact_options"]))
-            tops[k] = t["metrics"]["top1"]
-            onnx_file = [a for a in t["artifacts"] if a["path"].endswith(".onnx") and "onnxruntime" not in a["path"]]
-            sizes[k] = int((m["_dir"] / onnx_file[0]["path"]).stat().st_size) if onnx_file else int((m["_dir"] / "model.onnx").stat().st_size)
-        tops["binary, lowered (standard ops)"], sizes["binary, lowered (standard ops)"] = tops["binary, packed (kernel)"], lowered.stat().st_size
-        p50 = {}
-        for batch in (1, 32):
-            feeds = make_feeds([InputSpec(name="input", shape=["batch", ch, size, size])], batch)
-            res = run_worker(arts, feeds, 2, 10, 120, None, 12, raw=True)
-            for k, r in zip(runs, res):
-                p50[(k, batch)] = r["p50_ms"]
-        notes = {"binary, packed (kernel)": tb["details"]["binarize"].get("recovery", "")[:60]}
-        for k in runs:
-            print(f"| {label} | {k} | {tops[k]:.2f} | {sizes[k]:,} | {p50[(k, 1)]:.3f} ms | {p50[(k, 32)]:.3f} ms | {notes.get(k, '')} |", flush=True)
+        lower_file(binm["_dir"] / "x86-avx512-vnni-ort" / "model.binary.onnx", lowered)
+        for target in ("x86-avx512-vnni-ort", "x86-avx512-vnni-ov"):
+            prof = load_profile(target)
+            backend = get_backend(prof.backend)
+            arts, tops, sizes = [], {}, {}
+            for k, m in runs.items():
+                t = m["targets"][target]
+                arts.append(Artifact(m["_dir"] / t["bundle"]["artifact"], prof.backend, t["bundle"]["artifact_options"]))
+                tops[k] = t["metrics"]["top1"]
+                onnx_file = [a for a in t["artifacts"] if a["path"].endswith(".onnx") and prof.backend not in a["path"]]
+                sizes[k] = int((m["_dir"] / onnx_file[0]["path"]).stat().st_size) if onnx_file else int((m["_dir"] / "model.onnx").stat().st_size)
+            arts.append(backend.compile(lowered, work / f"{data}-lowered-{target}{backend.artifact_suffix}", prof))
+            tops["binary, lowered (standard ops)"], sizes["binary, lowered (standard ops)"] = tops["binary, packed (kernel)"], lowered.stat().st_size
+            names = list(runs) + ["binary, lowered (standard ops)"]
+            p50 = {}
+            for batch in (1, 32):
+                feeds = make_feeds([InputSpec(name="input", shape=["batch", ch, size, size])], batch)
+                for k, r in zip(names, run_worker(arts, feeds, 2, 10, 120, None, 12, raw=True)):
+                    p50[(k, batch)] = r["p50_ms"]
+            for k in names:
+                print(f"| {label} | {prof.backend} | {k} | {tops[k]:.2f} | {sizes[k]:,} | {p50[(k, 1)]:.3f} ms | {p50[(k, 32)]:.3f} ms |", flush=True)
 
 
 def route(work: Path) -> None:  # noqa: ARG001
