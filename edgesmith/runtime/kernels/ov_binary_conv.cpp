@@ -103,6 +103,8 @@ public:
     int64_t channels = 0, group = 1, stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0, dilation_h = 1, dilation_w = 1;
 
 private:
+    // NOTE: one kernel thread by default: with 2 OpenMP threads inside OpenVINO's own TBB workers a call of the
+    // digits BNN took 25 ms instead of 0.08 ms (the pools spin against each other on 2 cores)
     static int threads() {
         const char* env = std::getenv("EDGESMITH_BNN_THREADS");
         return env ? std::max(1, std::atoi(env)) : 1;
