@@ -45,7 +45,7 @@ def test_cross_runtime_ratio_agrees_with_plain_timing(two_runtimes, digits_onnx)
     race = res_ort["p50_ms"] / res_ov["p50_ms"]
     # the plain side: each runtime in a process of its own with its own API (benchmarks/plain_timing.py)
     plain = plain_ratio(ort.path, ov.path, feeds)
-    assert 0.75 < race / plain < 1.33, (f"race says OpenVINO is {race:.2f}x ONNX Runtime, plain timing {plain:.2f}x "
+    assert 0.7 < race / plain < 1.45, (f"race says OpenVINO is {race:.2f}x ONNX Runtime, plain timing {plain:.2f}x "
                                         f"(race {res_ort['p50_ms'] * 1e3:.1f} / {res_ov['p50_ms'] * 1e3:.1f} us)")
     assert res_ort["timing"] == "call" and res_ort["machine"]["threads"] == 2
 
