@@ -66,14 +66,16 @@ def custom_domains(model: Any) -> dict[str, set[str]]:
 
 
 def file_domains(path: Path) -> dict[str, set[str]]:
-    """``custom_domains`` of an ONNX file, parsed once per file version (every session, compile and
-    benchmark asks, and a large model takes a while to parse)."""
+    """Custom domains of an ONNX file (``custom_domains``) or an OpenVINO IR (``ir_domains``), parsed once per
+    file version (every session, compile and benchmark asks, and a large model takes a while to parse)."""
     st = Path(path).stat()
     return _file_domains(str(Path(path).resolve()), st.st_mtime_ns, st.st_size)
 
 
 @lru_cache(maxsize=64)
 def _file_domains(path: str, mtime_ns: int, size: int) -> dict[str, set[str]]:
+    if path.lower().endswith(".xml"):
+        return ir_domains(Path(path))
     import onnx
 
     return custom_domains(onnx.load(path, load_external_data=False))
@@ -98,7 +100,7 @@ def routes_for(path: Path) -> list[CustomOpRoute]:
     suffix = Path(path).suffix.lower()
     if suffix not in (".onnx", ".xml"):
         return []
-    domains = file_domains(path) if suffix == ".onnx" else ir_domains(path)
+    domains = file_domains(path)
     routes = known_routes()
     unknown = sorted(d for d in domains if d not in routes)
     if unknown:

@@ -217,7 +217,6 @@ def apply(model: Any, cfg: ChannelsConfig, ctx: Any) -> Any:
              + (f", multiples of {cfg.round_to}" if cfg.round_to else "") + f"); MACs {macs0 / 1e6:.2f} M -> {macs1 / 1e6:.2f} M "
              f"({macs0 / max(macs1, 1):.2f}x fewer), parameters {int(params0):,} -> {int(params1):,}"
              + (f"; recovery: {fitted.summary()}" if fitted else ""))
-    torch.set_grad_enabled(True)
     return work
 
 

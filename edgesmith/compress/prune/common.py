@@ -1,6 +1,5 @@
-"""What the pruning passes share: the layers they may touch, ratio checks, masks that survive training,
-and recovery through the distillation engine (compress/distill/engine.py) with the masks re-applied
-after every optimiser step."""
+"""What the pruning passes share: the layers they may touch, ratio checks, masks that survive training
+(re-applied after every optimiser step of the recovery engine's ``recover``), sparsity counts."""
 
 from __future__ import annotations
 

@@ -113,9 +113,7 @@ def conv2d_groups(x: np.ndarray, w_sign: np.ndarray, groups: int = 1, **kw: Any)
     o, cg = w_sign.shape[:2]
     if c % groups or o % groups or c // groups != cg:
         raise ValueError(f"{c} input channels, {o} outputs and weights for {cg} per group do not fit {groups} groups")
-    og = o // groups
-    parts = [conv2d(pack_nchw(x[:, g * cg:(g + 1) * cg]), pack_nchw(w_sign[g * og:(g + 1) * og]), cg, **kw) for g in range(groups)]
-    return parts[0] if groups == 1 else np.concatenate(parts, axis=1)
+    return BinaryConv2d(w_sign, groups=groups, **kw)(x)
 
 
 class BinaryConv2d:

@@ -40,9 +40,16 @@ def unpack_weights(stored: np.ndarray, channels_per_group: int) -> np.ndarray:
     return (2 * signs - 1).transpose(0, 3, 1, 2).copy()
 
 
+ONE_BY_DEFAULT = ("group", "stride_h", "stride_w", "dilation_h", "dilation_w")
+
+
+def attr_values(get: Any) -> dict[str, int]:
+    """The op's integer attributes through ``get(name, default)`` (an ONNX node's, ORT's or OpenVINO's accessor)."""
+    return {k: int(get(k, 1 if k in ONE_BY_DEFAULT else 0)) for k in INT_ATTRS}
+
+
 def _attrs(node: Any) -> dict[str, int]:
-    got = {a.name: a.i for a in node.attribute}
-    return {k: int(got.get(k, 1 if k in ("group", "stride_h", "stride_w", "dilation_h", "dilation_w") else 0)) for k in INT_ATTRS}
+    return attr_values({a.name: a.i for a in node.attribute}.get)
 
 
 def lower(model: Any) -> Any:
@@ -131,7 +138,7 @@ def define_onnxruntime() -> None:
         @ext.onnx_op(op_type=f"{DOMAIN}::{OP}", inputs=[d.dt_float, d.dt_uint8, d.dt_float, d.dt_float, d.dt_float],
                      outputs=[d.dt_float], attrs={k: d.dt_int64 for k in INT_ATTRS})
         def _binary_conv(x: Any, w: Any, alpha: Any, beta: Any, bias: Any, **attrs: Any) -> Any:
-            a = {k: int(attrs.get(k, 1 if k in ("group", "stride_h", "stride_w", "dilation_h", "dilation_w") else 0)) for k in INT_ATTRS}
+            a = attr_values(attrs.get)
             layer = _layer(words(w), a)
             shifted = np.asarray(x, dtype=np.float32) - np.asarray(beta, dtype=np.float32).reshape(1, -1, 1, 1)
             y = layer(shifted).astype(np.float32)
@@ -159,7 +166,7 @@ def float_conversion() -> Any:
     def convert(node: Any) -> list:
         import openvino.opset13 as ops
 
-        a = {k: int(node.get_attribute(k, 1 if k in ("group", "stride_h", "stride_w", "dilation_h", "dilation_w") else 0)) for k in INT_ATTRS}
+        a = attr_values(node.get_attribute)
         x, w_in, alpha_in, beta_in, bias_in = (node.get_input(i) for i in range(5))
         bits = w_in.get_node().get_data() if hasattr(w_in.get_node(), "get_data") else None
         if bits is None:
