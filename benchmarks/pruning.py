@@ -29,7 +29,7 @@ from pathlib import Path
 DIGITS32 = {"calibration": {"source": "digits32", "split": "train"}, "evaluation": {"source": "digits32", "split": "test"}}
 DIGITS8 = {"calibration": {"source": "digits", "split": "train"}, "evaluation": {"source": "digits", "split": "test"}}
 TARGETS = ["x86-avx512-vnni-ort", "x86-avx512-vnni-ov"]
-RECOVER = {"loss": "kd", "alpha": 0.5, "temperature": 4.0, "epochs": 15, "eval_every": 20, "patience": 10}
+RECOVER = {"loss": "kd", "alpha": 0.5, "temperature": 4.0, "epochs": 30, "eval_every": 20, "patience": 10}
 
 
 def _run(work: Path, name: str, source: str, passes: list, data: dict | None, targets=TARGETS) -> dict:
