@@ -20,6 +20,8 @@ _EXTRAS = {
     "nncf": "pip install 'edgesmith[openvino]'",
     "neural_compressor": "pip install 'edgesmith[inc]'",
     "tensorrt": "pip install 'edgesmith[tensorrt]' (TensorRT wheels come from NVIDIA's index)",
+    "optuna": "pip install -c constraints.txt 'edgesmith[search]'  (edgesmith search: Optuna samplers and study)",
+    "ray": "pip install -c constraints.txt 'edgesmith[ray]'  (edgesmith search --ray: trials on a Ray cluster)",
     "mlflow": "pip install -c constraints.txt 'edgesmith[mlflow]'  (MLflow logging is optional)",
 }
 

@@ -117,10 +117,13 @@ def check_pass_order(recipe: Recipe, kind: str) -> None:
 
 
 def run(recipe: Recipe, base_dir: Path, *, out_dir: Path | None = None, trust_checkpoint: bool = False,
-        dry_run: bool = False, reporter: Reporter | None = None, force: bool = False, keep: tuple[str, ...] = ()) -> RunResult:
+        dry_run: bool = False, reporter: Reporter | None = None, force: bool = False, keep: tuple[str, ...] = (),
+        cache: Any = None, measure_latency: bool = True) -> RunResult:
     """Run ``recipe`` into ``out_dir`` (default: the recipe's ``output_dir``). The folder must be new, empty
     or an earlier run (replaced whole); ``force`` writes into another folder, ``keep`` names files of it
-    the new run leaves in place."""
+    the new run leaves in place. ``cache`` (edgesmith.cache.PassCache): exports and pass results with the
+    same inputs and configuration are taken from it instead of recomputed. ``measure_latency=False``:
+    accuracy and size only (a search times its trials later, when nothing else runs)."""
     from edgesmith.model_io import model_kind
     from edgesmith.outputs import StagedOutput
     from edgesmith.profiles import load_profile
@@ -146,7 +149,7 @@ def run(recipe: Recipe, base_dir: Path, *, out_dir: Path | None = None, trust_ch
         return RunResult(None, {"recipe": recipe.model_dump(mode="json")}, "dry-run", dry_run=True, plan=plan(recipe))
     started = time.time()
     with StagedOutput(out, force=force, keep=keep) as staged:  # NOTE: checks the output-folder policy itself
-        manifest = _execute(recipe, base_dir, kind, profiles, staged, trust_checkpoint, rep)
+        manifest = _execute(recipe, base_dir, kind, profiles, staged, trust_checkpoint, rep, _Options(cache, measure_latency))
         manifest["duration_s"] = round(time.time() - started, 2)
         from edgesmith.report import render_markdown
 
@@ -268,8 +271,15 @@ class _Model:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class _Options:
+    cache: Any = None  # edgesmith.cache.PassCache
+    measure_latency: bool = True
+    identity: dict[str, Any] = field(default_factory=dict)  # what determines the exported model (cache keys)
+
+
 def _execute(recipe: Recipe, base_dir: Path, kind: str, profiles: dict[str, Any], staged: Any,
-             trust_checkpoint: bool, rep: Reporter) -> dict[str, Any]:
+             trust_checkpoint: bool, rep: Reporter, opts: _Options | None = None) -> dict[str, Any]:
     from edgesmith.compress import get_pass
     from edgesmith.compress.registry import config_as_dict
 
@@ -285,17 +295,78 @@ def _execute(recipe: Recipe, base_dir: Path, kind: str, profiles: dict[str, Any]
                         "evaluation": evaluation and {"name": evaluation.name, "samples": evaluation.num_samples, "labels": evaluation.has_labels}}
     if evaluation is not None and recipe.stop_after == "validate":
         _write_eval_bundle(evaluation, staged)
-    model = _torch_stage(recipe, kind, loaded, specs, passes, calib, evaluation, staged, manifest, rep)
+    opts = opts or _Options()
+    if opts.cache is not None:
+        opts.identity = _identity(recipe, base_dir, kind, specs, manifest)
+        manifest["cache"] = {"folder": str(opts.cache.root), "notes": list(opts.cache.notes)}
+    model = _torch_stage(recipe, kind, loaded, specs, passes, calib, evaluation, staged, manifest, rep, opts)
     if recipe.stop_after == "export":
         manifest["verdict"] = "exported"
         return manifest
     reference_path = _reference_path(recipe, base_dir, model.fp32_path, specs, manifest)
     for name, profile in profiles.items():
-        manifest["targets"][name] = _run_target(recipe, name, profile, passes, model, reference_path, specs, calib, evaluation, staged, rep)
+        manifest["targets"][name] = _run_target(recipe, name, profile, passes, model, reference_path, specs, calib, evaluation, staged, rep, opts)
     statuses = [t["verdict"] for t in manifest["targets"].values()]
     manifest["verdict"] = "fail" if "fail" in statuses else ("pass" if statuses and all(s == "pass" for s in statuses) else (statuses[0] if statuses else "pass"))
     manifest["pass_configs"] = {p.type: config_as_dict(cfg) for p, _, cfg in passes}
+    if opts.cache is not None:
+        manifest["cache"]["events"] = [{"what": w, "result": r} for w, r in opts.cache.events]
     return manifest
+
+
+def _identity(recipe: Recipe, base_dir: Path, kind: str, specs: list, manifest: dict) -> dict[str, Any]:
+    """What determines the exported model and the data passes read: the cache keys' common part. A factory
+    is identified by its name and its module's source file (code it imports from elsewhere is not hashed)."""
+    import importlib.util
+
+    from edgesmith.model_io import resolve
+    from edgesmith.outputs import sha256
+
+    ident: dict[str, Any] = {"model": recipe.model.model_dump(mode="json"), "files": dict(manifest["inputs"]),
+                             "specs": [s.model_dump(mode="json") for s in specs], "export": recipe.export.model_dump(mode="json"),
+                             "outputs": recipe.outputs, "data": recipe.data.model_dump(mode="json")}
+    if kind == "torch":
+        with __import__("contextlib").suppress(Exception):
+            origin = importlib.util.find_spec(recipe.model.source.split(":")[0]).origin
+            ident["factory_source"] = sha256(Path(origin))
+    for role in ("calibration", "evaluation"):
+        src = getattr(recipe.data, role)
+        if src is not None and src.source.endswith(".npz"):
+            ident[f"{role}_file"] = sha256(resolve(src.source, base_dir))
+    return ident
+
+
+def _cached(opts: _Options, what: str, material: dict[str, Any], dest: Path, compute: Any, ctx: Any = None,
+            extra: dict[str, Any] | None = None) -> Path:
+    """``compute()`` (which returns one file), or its earlier result from the cache, restored into ``dest``.
+    The notes and details it adds to ``ctx``, and ``extra`` (records for the manifest), travel with the
+    entry. A step that hands typed records on (contract.Records), or runs after one did, is not cached:
+    records live in memory only."""
+    import json
+
+    from edgesmith.cache import key_of
+
+    cache = opts.cache
+    records = ctx.records if ctx is not None else None
+    if cache is None or (records is not None and records.kinds()):
+        return Path(compute())
+    key = key_of({**material, "step": what, "identity": opts.identity})
+    hit = cache.get(key, what)
+    if hit is not None:
+        cache.restore(hit, dest)
+        if ctx is not None:
+            ctx.notes.extend(hit.meta.get("notes", []))
+            ctx.details.update(hit.meta.get("details", {}))
+        if extra is not None:
+            extra.update(hit.meta.get("extra", {}))
+        return dest / hit.meta["output"]
+    notes, details = (len(ctx.notes), dict(ctx.details)) if ctx is not None else (0, {})
+    out = Path(compute())
+    if records is None or not records.kinds():
+        new = {k: v for k, v in ctx.details.items() if k not in details or details[k] != v} if ctx is not None else {}
+        meta = {"output": out.name, "notes": ctx.notes[notes:] if ctx is not None else [], "details": new, "extra": extra or {}}
+        cache.put(key, [out], json.loads(json.dumps(meta, default=str)))
+    return out
 
 
 def _load_model(recipe: Recipe, base_dir: Path, kind: str, trust_checkpoint: bool, manifest: dict, rep: Reporter) -> tuple[Any, list]:
@@ -335,43 +406,60 @@ def _parameters(module: Any) -> int | None:
 
 
 def _torch_stage(recipe: Recipe, kind: str, loaded: Any, specs: list, passes: list, calib: Any, evaluation: Any, staged: Any,
-                 manifest: dict, rep: Reporter) -> _Model:
+                 manifest: dict, rep: Reporter, opts: _Options) -> _Model:
     """Export the float model (the reference every target is judged against), then run the torch
     passes and, if any ran, export their result (re-checked for parity against the changed model) as
-    the start of the ONNX passes."""
+    the start of the ONNX passes. Both exports come from the cache when it holds them."""
     from edgesmith.compress import PassContext
     from edgesmith.compress.contract import Records
+    from edgesmith.compress.registry import config_as_dict
 
     if kind == "onnx":
         manifest["export"] = None
         fp32_path = loaded.onnx_path
     else:
         fp32_path = staged.path("model.onnx")
-        manifest["export"] = _export(recipe, loaded.module, loaded.program if kind == "pt2" else None, specs, fp32_path,
-                                     evaluation or calib, rep, "float model")
+        record: dict[str, Any] = {}
+
+        def export_float() -> Path:
+            record.update(_export(recipe, loaded.module, loaded.program if kind == "pt2" else None, specs, fp32_path,
+                                  evaluation or calib, rep, "float model"))
+            return fp32_path
+
+        _cached(opts, "float export", {}, fp32_path.parent, export_float, extra=record)
+        manifest["export"] = record
     model = _Model(fp32_path, fp32_path, Records())
     torch_passes = [(info, cfg) for _, info, cfg in passes if info.stage == "torch"]
     if not torch_passes:
         return model
-    import copy
-    import warnings
+    ctx = PassContext(work_dir=staged.work, input_specs=tuple(specs), calibration=calib, records=model.records)
+    extra: dict[str, Any] = {}
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # torch's internal deprecation when copying GraphModules
-        module = copy.deepcopy(loaded.module)  # NOTE: passes may work in place; the float model stays intact
-    for info, cfg in torch_passes:
-        ctx = PassContext(work_dir=staged.work, input_specs=tuple(specs), calibration=calib, records=model.records)
-        with rep.step(f"torch pass {info.name}"):
-            module = info.apply(module, cfg, ctx)
-        model.notes += ctx.notes
-        model.details.update(ctx.details)
+    def run_passes() -> Path:
+        import copy
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch's internal deprecation when copying GraphModules
+            module = copy.deepcopy(loaded.module)  # NOTE: passes may work in place; the float model stays intact
+        for info, cfg in torch_passes:
+            with rep.step(f"torch pass {info.name}"):
+                module = info.apply(module, cfg, ctx)
+        path = staged.path("model.torch_passes.onnx")
+        quantized = any(info.precision == "int8" for info, _ in torch_passes)
+        extra["parameters"] = {"float": _parameters(loaded.module), "after_torch_passes": _parameters(module),
+                               "architecture_changed": any(info.changes_architecture for info, _ in torch_passes)}
+        extra["export_after_torch_passes"] = _export(recipe, module, None, specs, path, evaluation or calib, rep,
+                                                     "model after torch passes", quantized=quantized)
+        return path
+
+    material = {"torch_passes": [[info.name, config_as_dict(cfg)] for info, cfg in torch_passes]}
+    model.start_path = _cached(opts, "torch passes", material, staged.path("model.torch_passes.onnx").parent, run_passes, ctx, extra)
+    model.notes += ctx.notes
+    model.details.update(ctx.details)
     manifest["torch_passes"] = model.details
-    manifest["parameters"] = {"float": _parameters(loaded.module), "after_torch_passes": _parameters(module),
-                              "architecture_changed": any(info.changes_architecture for info, _ in torch_passes)}
-    model.start_path = staged.path("model.torch_passes.onnx")
-    quantized = any(info.precision == "int8" for info, _ in torch_passes)
-    manifest["export_after_torch_passes"] = _export(recipe, module, None, specs, model.start_path, evaluation or calib, rep,
-                                                    "model after torch passes", quantized=quantized)
+    manifest["parameters"] = extra["parameters"]
+    manifest["export_after_torch_passes"] = extra["export_after_torch_passes"]
     return model
 
 
@@ -436,7 +524,7 @@ def _safe_dir(name: str) -> str:
 
 
 def _run_target(recipe: Recipe, name: str, profile: Any, passes: list, model: _Model, reference_path: Path, specs: list, calib: Any,
-                evaluation: Any, staged: Any, rep: Reporter) -> dict[str, Any]:
+                evaluation: Any, staged: Any, rep: Reporter, opts: _Options) -> dict[str, Any]:
     from edgesmith.compress import PassContext
     from edgesmith.runtime import get_backend
 
@@ -445,12 +533,19 @@ def _run_target(recipe: Recipe, name: str, profile: Any, passes: list, model: _M
     ctx = PassContext(work_dir=staged.work / tdir, profile=profile, input_specs=tuple(specs), calibration=calib, evaluation=evaluation,
                       notes=list(model.notes), details=dict(model.details), records=model.records)
     ctx.work_dir.mkdir(parents=True, exist_ok=True)
+    from edgesmith.compress.registry import config_as_dict
+
     compressed = model.start_path
-    for _, info, cfg in passes:
+    for i, (_, info, cfg) in enumerate(passes):
         if info.stage == "onnx":
             _check_custom_ops(info, compressed)
+            from edgesmith.cache import file_digest
+
+            material = {"input": file_digest(compressed), "pass": info.name, "config": config_as_dict(cfg),
+                        "profile": profile.model_dump(mode="json")}
             with rep.step(f"[{name}] {info.name}"):
-                compressed = info.apply(compressed, cfg, ctx)
+                compressed = _cached(opts, info.name, material, ctx.work_dir / f"cached-{i}",
+                                     lambda c=compressed, info=info, cfg=cfg: info.apply(c, cfg, ctx), ctx)
     if compressed == model.fp32_path and reference_path == model.fp32_path:
         ctx.note("no pass ran and no --reference/model.reference was given: the model is compared with itself, "
                  "so degradation budgets pass trivially; give the float model as reference")
@@ -485,7 +580,7 @@ def _run_target(recipe: Recipe, name: str, profile: Any, passes: list, model: _M
     if recipe.stop_after == "compile":
         result["verdict"] = "compiled"
         return result
-    result.update(_validate(recipe, profile, backend, artifact, fp32_artifact, specs, evaluation, calib, rep, name))
+    result.update(_validate(recipe, profile, backend, artifact, fp32_artifact, specs, evaluation, calib, rep, name, opts.measure_latency))
     from edgesmith.evaluate.judge import busy_machine
 
     for b in profile.batch_sizes:
@@ -505,8 +600,9 @@ def _run_target(recipe: Recipe, name: str, profile: Any, passes: list, model: _M
 
 
 def _validate(recipe: Recipe, profile: Any, backend: Any, artifact: Any, fp32_artifact: Any, specs: list,
-              evaluation: Any, calib: Any, rep: Reporter, name: str) -> dict[str, Any]:
-    """Accuracy through the one evaluator, latency against the float model, then the profile's budgets."""
+              evaluation: Any, calib: Any, rep: Reporter, name: str, measure_latency: bool = True) -> dict[str, Any]:
+    """Accuracy through the one evaluator, latency against the float model (unless told not to: the
+    latency budgets then say "not computed in this run"), then the profile's budgets."""
     from edgesmith.evaluate import Evaluator, judge, overall, time_against_float
 
     metrics: dict[str, Any] = {}
@@ -520,8 +616,10 @@ def _validate(recipe: Recipe, profile: Any, backend: Any, artifact: Any, fp32_ar
             result = ev.evaluate(backend, artifact, profile.threads, ref)
         metrics, reference, samples, ref_out = dict(result.metrics), dict(result.reference), result.samples, ref.outputs
     real = (evaluation or calib).first(max(profile.batch_sizes)) if (evaluation or calib) else None
-    latency = time_against_float(artifact, fp32_artifact, specs, profile, real, metrics, reference, warmup=recipe.bench.warmup,
-                                 iterations=recipe.bench.iterations, duration_s=recipe.bench.duration_s, reporter=rep, label=f"[{name}] ")
+    latency = None
+    if measure_latency:
+        latency = time_against_float(artifact, fp32_artifact, specs, profile, real, metrics, reference, warmup=recipe.bench.warmup,
+                                     iterations=recipe.bench.iterations, duration_s=recipe.bench.duration_s, reporter=rep, label=f"[{name}] ")
     metrics["artifact_mb"] = sum(_mb(f) for f in artifact.path.parent.glob(artifact.path.stem + ".*"))
     verdicts = judge(profile, metrics, reference, latency)
     return {"metrics": metrics, "reference_metrics": reference, "latency": latency, "samples": samples,

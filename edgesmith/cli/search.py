@@ -1,4 +1,4 @@
-"""Commands that search: tune, optimize."""
+"""Commands that search: tune, optimize, search."""
 
 from __future__ import annotations
 
@@ -112,3 +112,70 @@ def optimize(
     if result.verdict == "fail":
         err(f"the winner's full run failed a budget of the target (see {result.out_dir / 'report.md'})")
         raise typer.Exit(EXIT_BUDGET_FAILED)
+
+
+@app.command()
+@guarded
+def search(
+    recipe_path: Annotated[Path, typer.Argument(metavar="RECIPE", help="Recipe YAML whose passes mark choices with {search: [...]} or {search: {low, high, step}}.")],
+    target: Annotated[Optional[str], typer.Option("--target", "-t", help="Target profile name or .yaml (default: the recipe's only target).")] = None,
+    trials: Annotated[Optional[int], typer.Option("--trials", "-n", min=1, help="Trials in the study, counting those of an earlier run of the same search (default: the whole grid, or 20).")] = None,
+    time_budget: Annotated[Optional[float], typer.Option("--time-budget", min=0.1, help="Minutes; no new wave of trials starts after it.")] = None,
+    sampler: Annotated[str, typer.Option("--sampler", help="auto (the grid when it fits in --trials, else TPE), grid, random, tpe or nsga2 (Optuna's).")] = "auto",
+    workers: Annotated[Optional[int], typer.Option("--workers", "-j", min=1, help="Builds side by side, each pinned to its share of the cores (default: one per core).")] = None,
+    storage: Annotated[Optional[str], typer.Option("--storage", help="Study database as a SQLAlchemy URL (default: sqlite:///OUT/study.db).")] = None,
+    cache: Annotated[Optional[Path], typer.Option("--cache", help="Pass-result cache folder, shareable between searches (default: OUT/cache).")] = None,
+    ray: Annotated[Optional[str], typer.Option("--ray", metavar="HOST:PORT", help="Run trials on this Ray cluster (its head's address); timing on the node labelled edgesmith.hardware=<the target's tag>.")] = None,
+    stop_when_met: Annotated[bool, typer.Option("--stop-when-met", help="Stop after the first wave in which a trial meets every budget.")] = False,
+    seed: Annotated[int, typer.Option("--seed", help="Sampler seed.")] = 0,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Search folder (study, trials, front, best run); the same folder resumes.")] = Path("edgesmith-out/search"),
+    trust_checkpoint: TrustOpt = False,
+    force: ForceOpt = False,
+) -> None:
+    """Find the Pareto front of accuracy, latency and size over the choices a recipe marks, measured on
+    the target; run the best trial in full. Trials are kept in an Optuna study (SQLite in the search
+    folder): run the same command again to resume an interrupted search — finished trials are kept,
+    cut-off ones run again under their own numbers. Pass results are cached by content, so trials that
+    share a prefix (the same pruned model, the same calibration) do not recompute it. Builds run side by
+    side; latency is timed only when no build runs. Exit 1 when no trial meets every budget (the
+    closest are reported).
+
+    Recipe example (passes:):
+
+        - type: prune_channels
+          ratio: {search: [0.3, 0.5, 0.7]}
+          recover: {epochs: 8}
+        - type: ptq_int8
+          enabled: {search: [true, false]}
+          calibration: {search: [minmax, entropy]}
+
+    Examples:
+
+        edgesmith search recipe.yaml --trials 12 --out out/search
+
+        edgesmith search recipe.yaml --sampler nsga2 --trials 40 --time-budget 30 --workers 2
+
+        edgesmith search recipe.yaml --ray 10.0.0.5:6379 --storage sqlite:////shared/study.db --cache /shared/cache
+    """
+    from edgesmith.schema import load_yaml
+    from edgesmith.search import Settings
+    from edgesmith.search import search as run_search
+
+    if not recipe_path.is_file():
+        raise ConfigError(f"recipe not found: {recipe_path}", hint="give the path of a recipe .yaml file")
+    data = load_yaml(recipe_path, "recipe")
+    settings = Settings(trials=trials, time_budget_s=time_budget * 60 if time_budget else None, sampler=sampler, workers=workers,
+                        storage=storage, cache_dir=cache, ray_address=ray, stop_when_met=stop_when_met, seed=seed, force=force,
+                        trust_checkpoint=trust_checkpoint)
+    result = run_search(data, recipe_path.parent.absolute(), out, target=target, settings=settings, reporter=RichReporter())
+    print((result.out_dir / "search.md").read_text())
+    if result.verdict == "interrupted":
+        err(f"interrupted: finished trials are kept in the study; run the same command again to resume ({result.out_dir})")
+        raise typer.Exit(130)
+    if result.verdict == "fail":
+        err(f"no trial met every budget of the target; the closest are listed in {result.out_dir / 'search.md'}")
+        raise typer.Exit(EXIT_BUDGET_FAILED)
+    if result.best_run is not None and result.best_run.verdict == "fail":
+        err(f"the best trial's full run failed a budget (see {result.out_dir / 'best' / 'report.md'})")
+        raise typer.Exit(EXIT_BUDGET_FAILED)
+    print(f"best: trial #{result.best.number} ({result.best.label}); full run in {result.out_dir / 'best'}")

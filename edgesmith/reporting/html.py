@@ -188,3 +188,40 @@ def _latency_plots(manifest: dict, gate: dict | None) -> list[str]:
             if any(len(v) for _, v in series):
                 out.append(svg.box_strip(f"latency-{name}-{b}", f"{name}, batch {b}: {sub}", series, "latency, ms"))
     return out or ["<p class='muted'>No latency samples were recorded.</p>"]
+
+
+def render_search_html(res: dict, target: str) -> str:
+    """A search's front and trials (``search.SearchResult.as_dict()``): accuracy vs latency, bubble area
+    the artifact's size, the front's trials filled and joined, trials outside a budget hollow."""
+    key = res["accuracy_key"]
+    trials = [t for t in res["trials"] if t["state"] == "complete" and t["accuracy"] is not None]
+    title = f"edgesmith search: {target}"
+    parts = [f"<h1>{escape(title)}</h1>",
+             f"<p>{_badge(res['verdict'])} {len(res['trials'])} trial(s), sampler {escape(str(res.get('sampler')))}, "
+             f"{escape(str(res.get('executor')))}; best: {escape(str('#' + str(res['best']) if res['best'] is not None else 'none'))}</p>"]
+    points = [{"x": t["latency_ms"], "y": t["accuracy"], "size": t["size_mb"], "label": f"#{t['number']} {t['label']}",
+               "group": "front" if t["on_front"] else "within budget" if t["feasible"] else "outside a budget",
+               "hollow": not t["feasible"], "short": f"#{t['number']}" if t["on_front"] else ""} for t in trials]
+    if points:
+        parts += ["<h2>Accuracy vs latency vs size</h2>",
+                  "<p class='muted'>Each point is a trial; bubble area is the artifact's size; hollow: outside a budget of the target.</p>",
+                  svg.scatter_pareto("search-front", f"{key} vs p50 latency", points, "p50 latency, ms", key)]
+    head = (f"<tr><th>trial</th><th>choices</th><th>{escape(key)}</th><th>p50 ms</th><th>speed-up</th><th>MB</th>"
+            "<th>result</th></tr>")
+
+    def row(t: dict) -> str:
+        if t["state"] != "complete":
+            return f"<tr class='s-fail'><td>{t['number']}</td><td>{escape(t['label'])}</td><td colspan=4></td><td>failed: {escape(t['error'])}</td></tr>"
+        status = ("front" if t["on_front"] else "within budget") if t["feasible"] else "outside: " + "; ".join(t["gaps"])
+        cls = "s-pass" if t["feasible"] else "s-fail"
+        return (f"<tr class='{cls}'><td class='num'>{t['number']}</td><td>{escape(t['label'])}</td><td class='num'>{_f(t['accuracy'])}</td>"
+                f"<td class='num'>{_f(t['latency_ms'])}</td><td class='num'>{_f(t['speedup'])}x</td><td class='num'>{_f(t['size_mb'])}</td>"
+                f"<td>{escape(status)}</td></tr>")
+
+    front = [t for t in res["trials"] if t["on_front"]]
+    parts += ["<h2>Pareto front</h2>", "<table class='sortable'><thead>" + head + "</thead><tbody>" + "".join(map(row, front)) + "</tbody></table>",
+              "<h2>Every trial</h2>", "<table class='sortable'><thead>" + head + "</thead><tbody>" + "".join(map(row, res["trials"])) + "</tbody></table>"]
+    if res.get("notes"):
+        parts.append("<ul>" + "".join(f"<li>{escape(n)}</li>" for n in res["notes"]) + "</ul>")
+    return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>" + escape(title) + "</title>" + ERROR_TRAP
+            + f"<style>{CSS}</style></head><body>" + "\n".join(parts) + "<div id='tip'></div>" + SCRIPT + "</body></html>\n")

@@ -1,0 +1,173 @@
+"""A content-addressed cache of pass results: a pass run on the same input with the same configuration
+is not run again (a search's trials share their prefixes: one calibrated INT8 model, one pruned and
+recovered network, feeds every trial that starts the same way).
+
+Key: SHA-256 over what determines the output — the input model's bytes (or, for the torch stage, the
+model's source, weights and data), the pass type and its full configuration, the target profile, the
+data it reads, and the libraries' versions. An entry is a folder of files plus ``entry.json`` listing
+each file's SHA-256, checked on every read: a changed or half-written entry is ignored, never used.
+
+The cache folder carries a stamp (``CACHEDIR.json``) naming the edgesmith that wrote it, down to a
+fingerprint of its code: a folder written by another version is ignored whole, with a note (its passes
+may have computed something else), and nothing is written into it.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+FORMAT = 1
+STAMP = "CACHEDIR.json"
+
+
+@functools.lru_cache(maxsize=1)
+def code_fingerprint() -> str:
+    """Hash of edgesmith's own source (.py, .cpp): a cache entry is only as good as the code that made it."""
+    root = Path(__file__).parent
+    h = hashlib.sha256()
+    for f in sorted(root.rglob("*")):
+        if f.suffix in (".py", ".cpp") and "__pycache__" not in f.parts:
+            h.update(str(f.relative_to(root)).encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _stamp() -> dict[str, Any]:
+    from edgesmith.environment import library_versions
+
+    return {"format": FORMAT, "edgesmith": library_versions().get("edgesmith", "unknown"), "code": code_fingerprint()}
+
+
+def file_digest(path: Path) -> str:
+    from edgesmith.outputs import sha256
+
+    return sha256(path)
+
+
+def key_of(material: dict[str, Any]) -> str:
+    from edgesmith.environment import library_versions
+
+    body = json.dumps({"material": material, "versions": library_versions(), "stamp": _stamp()}, sort_keys=True, default=str)
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+@dataclass
+class Hit:
+    folder: Path
+    files: list[str]
+    meta: dict[str, Any]
+
+
+@dataclass
+class PassCache:
+    """Entries under ``root``; ``hits``/``misses`` count this process's lookups (a search reports the rate)."""
+
+    root: Path
+    hits: int = 0
+    misses: int = 0
+    notes: list[str] = field(default_factory=list)
+    usable: bool = True
+    events: list[tuple[str, str]] = field(default_factory=list)  # (what, "hit" | "miss") in order
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root)
+        stamp_path = self.root / STAMP
+        mine = _stamp()
+        if stamp_path.is_file():
+            try:
+                theirs = json.loads(stamp_path.read_text())
+            except (OSError, ValueError):
+                theirs = {"edgesmith": "unreadable"}
+            if theirs != mine:
+                self.usable = False
+                self.notes.append(f"cache {self.root} was written by another edgesmith ({theirs.get('edgesmith')} code {theirs.get('code')}; "
+                                  f"this is {mine['edgesmith']} code {mine['code']}): ignored, every pass runs anew "
+                                  "(delete it, or give another --cache folder, to cache again)")
+            return
+        if self.root.exists() and any(self.root.iterdir()):
+            self.usable = False
+            self.notes.append(f"cache folder {self.root} holds files but no {STAMP}: not an edgesmith cache, ignored")
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        from edgesmith.outputs import atomic_write_text
+
+        atomic_write_text(stamp_path, json.dumps(mine) + "\n")
+
+    def _folder(self, key: str) -> Path:
+        return self.root / key[:2] / key
+
+    def get(self, key: str, what: str = "") -> Hit | None:
+        if not self.usable:
+            return None
+        folder = self._folder(key)
+        hit = self._read(folder)
+        if hit is None:
+            self.misses += 1
+            self.events.append((what, "miss"))
+            return None
+        self.hits += 1
+        self.events.append((what, "hit"))
+        return hit
+
+    def _read(self, folder: Path) -> Hit | None:
+        entry = folder / "entry.json"
+        if not entry.is_file():
+            return None
+        try:
+            data = json.loads(entry.read_text())
+            files = data["files"]
+            if data.get("stamp") != _stamp() or not isinstance(files, dict):
+                return None
+            for name, digest in files.items():
+                f = folder / name
+                if Path(name).name != name or not f.is_file() or file_digest(f) != digest:
+                    self.notes.append(f"cache entry {folder.name[:12]} failed its checksum ({name}): ignored and recomputed")
+                    return None
+            return Hit(folder, list(files), data.get("meta", {}))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def put(self, key: str, files: list[Path], meta: dict[str, Any]) -> None:
+        """Store ``files`` (copied) with ``meta`` (JSON); written aside and renamed into place, so a reader
+        never sees half an entry and two workers storing the same key keep one."""
+        if not self.usable:
+            return
+        folder = self._folder(key)
+        if (folder / "entry.json").is_file():
+            return
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{key[:8]}-", dir=folder.parent))
+        try:
+            digests = {}
+            for f in files:
+                shutil.copyfile(f, tmp / f.name)
+                digests[f.name] = file_digest(tmp / f.name)
+            (tmp / "entry.json").write_text(json.dumps({"stamp": _stamp(), "files": digests, "meta": meta}, default=str))
+            try:
+                os.rename(tmp, folder)
+            except OSError:  # another worker stored it first
+                pass
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+
+    def restore(self, hit: Hit, dest_dir: Path) -> list[Path]:
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        out = []
+        for name in hit.files:
+            shutil.copyfile(hit.folder / name, dest_dir / name)
+            out.append(dest_dir / name)
+        return out
+
+    @property
+    def rate(self) -> float | None:
+        n = self.hits + self.misses
+        return self.hits / n if n else None

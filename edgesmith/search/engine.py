@@ -1,0 +1,281 @@
+"""``edgesmith search``: the Pareto front of accuracy, latency and size over the choices a recipe marks.
+
+1. The space (search/space.py) is read from the recipe and every choice checked before any work.
+2. The study (search/study.py, Optuna) proposes trials; its database lives in the search folder
+   (``study.db``) or at ``--storage``. Trials a previous, interrupted search left running are run first,
+   under their own numbers; finished ones are never run again.
+3. Waves: the builds of up to ``workers`` trials run side by side (search/trial.py: the normal pipeline,
+   pass results from the content-addressed cache), then the wave is timed alone, interleaved with the
+   float model (search/measure.py). Accuracy comes from the build, on the target's runtime.
+4. Each trial is told to the study with its objectives and the target's budgets as constraints.
+5. The front: trials within every budget that no other such trial beats on all three objectives. The
+   best (fastest on the front; ties: more accurate, then smaller) gets a full run with its manifest in
+   ``best/``. No trial within budget: the closest ones are reported and the search exits 1.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgesmith.errors import ConfigError
+from edgesmith.metrics import FIDELITY_METRICS
+
+MARKER = ".edgesmith-search"
+
+
+@dataclass
+class TrialRecord:
+    number: int
+    params: dict[str, Any]
+    label: str
+    state: str  # complete | failed
+    accuracy: float | None = None
+    latency_ms: float | None = None
+    size_mb: float | None = None
+    speedup: float | None = None
+    low: float | None = None
+    high: float | None = None
+    feasible: bool = False
+    shortfall: float = 0.0
+    gaps: list[str] = field(default_factory=list)
+    error: str = ""
+    node: str = ""
+    timing_node: str = ""
+    seconds: float = 0.0
+    cache: dict[str, int] = field(default_factory=dict)
+    busy: bool = False
+    on_front: bool = False
+
+
+@dataclass
+class SearchResult:
+    out_dir: Path
+    trials: list[TrialRecord]
+    front: list[TrialRecord]
+    best: TrialRecord | None
+    closest: list[TrialRecord]
+    accuracy_key: str
+    reference: dict[str, Any]
+    info: dict[str, Any]
+    verdict: str  # pass | fail (no trial within budget) | interrupted
+    best_run: Any = None
+
+    def as_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return {"verdict": self.verdict, "accuracy_key": self.accuracy_key, "reference": self.reference, **self.info,
+                "best": self.best and self.best.number, "front": [t.number for t in self.front],
+                "closest": [t.number for t in self.closest], "trials": [asdict(t) for t in self.trials]}
+
+
+@dataclass
+class Settings:
+    trials: int | None = None
+    time_budget_s: float | None = None
+    sampler: str = "auto"
+    workers: int | None = None
+    storage: str | None = None
+    cache_dir: Path | None = None
+    ray_address: str | None = None
+    stop_when_met: bool = False
+    seed: int = 0
+    force: bool = False
+    trust_checkpoint: bool = False
+    run_best: bool = True
+
+
+def search(data: dict[str, Any], base_dir: Path, out_dir: Path, target: str | None = None, settings: Settings | None = None,
+           reporter: Any = None) -> SearchResult:
+    """Search the choices marked in ``data`` (a recipe as read from YAML) for ``target`` (default: the
+    recipe's only target). Writes search.md, search.json, search.html, study.db, trials/, best/."""
+    from edgesmith.progress import Reporter
+    from edgesmith.search.space import check_choices, parse_space
+    from edgesmith.search.study import canonical, make_sampler, open_study, resolve_sampler
+
+    s = settings or Settings()
+    rep = reporter or Reporter()
+    if not isinstance(data, dict):
+        raise ConfigError("a recipe must be a YAML mapping", hint="see `edgesmith search --help`")
+    space = parse_space(data.get("passes", []))
+    base = _base_recipe(data, target)
+    check_choices(space, lambda passes: _concrete(base, passes, base_dir))
+    profile = _profile(base, base_dir)
+    grid = space.grid() if space.size() is not None else None
+    sampler_name = resolve_sampler(s.sampler, len(grid) if grid is not None else None, s.trials)
+    trials_wanted = s.trials or (len(grid) if sampler_name == "grid" else 20)
+    identity = canonical({"recipe": {k: v for k, v in base.items() if k != "output_dir"}, "passes": space.passes})
+    import hashlib
+
+    study_name = "edgesmith-" + hashlib.sha256(identity.encode()).hexdigest()[:12]
+    out = _claim_folder(out_dir, study_name, s.force)
+    from edgesmith.outputs import _Lock
+
+    lock = _Lock(out)  # one search per folder at a time: every "running" trial in the study is then an orphan
+    try:
+        return _search(space, base, base_dir, out, profile, study_name, sampler_name, grid, trials_wanted, s, rep,
+                       lambda name: open_study(s.storage or f"sqlite:///{out / 'study.db'}", name,
+                                               make_sampler(sampler_name, s.seed, _workers(s)), grid if sampler_name == "grid" else None,
+                                               {"edgesmith_space": identity}))
+    finally:
+        lock.release()
+
+
+def _workers(s: Settings) -> int:
+    from edgesmith.search.executors import local_cores
+
+    return s.workers or len(local_cores())
+
+
+def _base_recipe(data: dict[str, Any], target: str | None) -> dict[str, Any]:
+    base = {k: v for k, v in data.items() if k != "passes"}
+    if target:
+        base["targets"] = [target]
+    targets = base.get("targets") or ["x86-avx512-vnni-ort"]
+    if len(targets) != 1:
+        raise ConfigError(f"search works on one target at a time, the recipe lists {len(targets)}", hint="give --target PROFILE")
+    base["targets"] = targets
+    return base
+
+
+def _concrete(base: dict[str, Any], passes: list[dict], base_dir: Path) -> Any:
+    from edgesmith import pipeline
+    from edgesmith.model_io import model_kind
+    from edgesmith.recipe import parse_recipe
+
+    recipe = parse_recipe({**base, "passes": passes})
+    pipeline.check_pass_order(recipe, model_kind(recipe.model.source))
+    return recipe
+
+
+def _profile(base: dict[str, Any], base_dir: Path) -> Any:
+    from edgesmith.profiles import load_profile
+    from edgesmith.recipe import parse_recipe
+    from edgesmith.runtime import get_backend, measurable_backends
+
+    t = parse_recipe({**base, "passes": []}).targets[0]
+    profile = load_profile(t.profile, base_dir).with_overrides(t.budgets, t.threads, t.batch_sizes)
+    if profile.backend not in measurable_backends():
+        raise ConfigError(f"search measures every trial on the target; {profile.backend} cannot run here",
+                          hint="search for an onnxruntime or openvino profile (TensorRT was never executed on this machine)")
+    get_backend(profile.backend)
+    return profile
+
+
+def _claim_folder(out: Path, study_name: str, force: bool) -> Path:
+    """A new folder, or one an earlier search of the same recipe and target wrote (resumed)."""
+    from edgesmith.outputs import check_writable
+
+    out = Path(out)
+    marker = out / MARKER
+    if marker.is_file():
+        theirs = marker.read_text().strip()
+        if theirs != study_name and not force:
+            raise ConfigError(f"{out} holds a search of another recipe or target ({theirs})",
+                              hint="choose another --out, or pass --force to start a new study there")
+    elif out.is_dir() and any(p for p in out.iterdir() if p.name != ".edgesmith.lock") and not force:
+        raise ConfigError(f"output directory {out} holds files and is not an edgesmith search: refusing to write into it",
+                          hint="choose a new or empty folder, or pass --force")
+    check_writable(out)
+    out.mkdir(parents=True, exist_ok=True)
+    from edgesmith.outputs import atomic_write_text
+
+    atomic_write_text(marker, study_name + "\n")
+    return out
+
+
+def _search(space: Any, base: dict, base_dir: Path, out: Path, profile: Any, study_name: str, sampler_name: str, grid: list | None,
+            trials_wanted: int, s: Settings, rep: Any, open_: Any) -> SearchResult:
+    from edgesmith.cache import PassCache
+    from edgesmith.search.study import finished, orphans
+
+    from edgesmith._lazy import require
+
+    require("optuna")
+    started = time.time()
+    cache = PassCache(Path(s.cache_dir) if s.cache_dir else out / "cache")
+    for note in cache.notes:
+        rep.info(f"[search] note: {note}")
+    study = open_(study_name)
+    done_before = len(finished(study))
+    resumed = orphans(study)
+    if done_before or resumed:
+        rep.info(f"[search] resuming study {study_name}: {done_before} trial(s) finished earlier are kept"
+                 + (f", {len(resumed)} cut off mid-way run again under their own numbers" if resumed else ""))
+    executor = _executor(s, profile, cache)
+    ref = _reference(base, base_dir, out, profile, cache, s, rep)
+    from edgesmith.search.waves import Waves
+
+    waves = Waves(study, space, base, base_dir, out, profile, ref, executor, cache, s, rep)
+    interrupted = False
+    try:
+        waves.run(resumed, trials_wanted, started)
+    except KeyboardInterrupt:
+        interrupted = True
+        executor.close(cancel=True)
+        rep.info("[search] interrupted: finished trials are saved in the study; run the same command again to resume")
+    finally:
+        if not interrupted:
+            executor.close()
+    from edgesmith.search.report import finish
+
+    info = {"study": study_name, "storage": s.storage or "sqlite:///study.db (in this folder)", "sampler": sampler_name,
+            "space": [p.describe() for p in space.params], "grid_size": len(grid) if grid is not None else None,
+            "trials_wanted": trials_wanted, "executor": executor.describe(), "workers": getattr(executor, "workers", 1),
+            "seconds": round(time.time() - started, 1), "build_seconds": round(waves.build_seconds, 1),
+            "timing_seconds": round(waves.timing_seconds, 1), "new_trials": waves.ran, "resumed_trials": len(resumed),
+            "trials_per_hour": round(3600 * waves.ran / max(time.time() - started, 1e-9), 1),
+            "cache": {"folder": str(cache.root), "hits": waves.cache_hits, "misses": waves.cache_misses,
+                      "hit_rate": waves.cache_hits / max(waves.cache_hits + waves.cache_misses, 1)},
+            "notes": list(cache.notes) + list(getattr(executor, "notes", [])) + waves.notes, "interrupted": interrupted,
+            "profile": profile.name, "batch": profile.batch_sizes[0]}
+    return finish(study, space, base, base_dir, out, profile, ref, info, s, rep, cache)
+
+
+def _executor(s: Settings, profile: Any, cache: Any) -> Any:
+    from edgesmith.search.executors import LocalPool, RayPool
+
+    if s.ray_address:
+        return RayPool(s.ray_address, profile, cache.root if cache.usable else None)
+    return LocalPool(_workers(s))
+
+
+@dataclass
+class Reference:
+    """The float model on the target: its artifact (every race's baseline), its metrics, the feeds."""
+
+    artifact: Any
+    metrics: dict[str, Any]
+    accuracy_key: str
+    feeds: dict
+    threads: int
+
+
+def _reference(base: dict, base_dir: Path, out: Path, profile: Any, cache: Any, s: Settings, rep: Any) -> Reference:
+    from edgesmith import pipeline
+    from edgesmith.recipe import parse_recipe
+    from edgesmith.runtime.base import Artifact
+    from edgesmith.runtime.bench import make_feeds
+
+    recipe = parse_recipe({**base, "passes": []})
+    with rep.step("[search] the float model on the target (export, compile, accuracy)"):
+        res = pipeline.run(recipe, base_dir, out_dir=out / "reference", cache=cache if cache.usable else None, measure_latency=False,
+                           force=True, trust_checkpoint=s.trust_checkpoint)
+    t = next(iter(res.manifest["targets"].values()))
+    art = Artifact(out / "reference" / t["bundle"]["artifact"], profile.backend, t["bundle"].get("artifact_options") or {})
+    metrics = {k: v for k, v in t.get("metrics", {}).items() if k != "artifact_mb"}
+    key = next((k for k in metrics if k not in FIDELITY_METRICS and not k.startswith(("latency_", "speedup", "peak_"))), "cosine")
+    from edgesmith.model_io import onnx_input_specs, resolve
+    from edgesmith.recipe import InputSpec
+
+    float_onnx = out / "reference" / "model.onnx"
+    float_onnx = float_onnx if float_onnx.is_file() else resolve(recipe.model.source, base_dir)
+    specs = list(recipe.inputs) if recipe.inputs else [InputSpec.model_validate(x) for x in onnx_input_specs(float_onnx)]
+    _, evaluation = pipeline.load_data(recipe, specs, base_dir, False)
+    batch = profile.batch_sizes[0]
+    feeds = make_feeds(specs, batch, evaluation.first(batch) if evaluation is not None else None)
+    metrics["artifact_mb"] = t.get("metrics", {}).get("artifact_mb")
+    return Reference(art, metrics, key, feeds, profile.threads)

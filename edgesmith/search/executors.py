@@ -1,0 +1,196 @@
+"""Where trials run: a local process pool (default) or a Ray cluster (``--ray ADDRESS``).
+
+Both run a search in waves: the builds of a wave run side by side (one per worker, each pinned to its
+own cores), then the wave is timed alone — nothing else of the search runs while latency is measured.
+Locally that is the machine the search runs on. On Ray, builds are tasks spread over the nodes and
+their folders come back through the object store; timing is one task on the node labelled with the
+target's hardware (``ray start --labels edgesmith.hardware=<tag>``), or on this machine when no node is.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import threading
+from pathlib import Path
+from typing import Any
+
+from edgesmith.errors import ConfigError
+
+LABEL = "edgesmith.hardware"
+CONNECT_TIMEOUT_S = 5.0
+INIT_TIMEOUT_S = 60.0
+
+
+def hardware_tag(profile: Any) -> str:
+    """The label value a node carries when it is the target's hardware, e.g. x86_64-avx512f-avx512_vnni."""
+    raw = "-".join([profile.hardware.arch, *profile.hardware.isa]).lower()
+    return re.sub(r"[^a-z0-9_.-]", "_", raw)[:63]
+
+
+def local_cores() -> list[int]:
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except AttributeError:
+        return list(range(os.cpu_count() or 1))
+
+
+class LocalPool:
+    """Up to ``workers`` trial builds at once, each in a fresh process (search/worker.py) pinned to its own
+    slot of the cores."""
+
+    kind = "local"
+    POLL_S = 0.2
+
+    def __init__(self, workers: int):
+        cores = local_cores()
+        if workers < 1:
+            raise ConfigError(f"--workers must be at least 1, got {workers}", hint="leave it out to use one per core")
+        self.workers = workers
+        per = max(1, len(cores) // workers)
+        self.slots = [cores[(j * per) % len(cores):(j * per) % len(cores) + per] for j in range(workers)]
+        self._running: list[Any] = []
+        self.notes: list[str] = []
+        if workers > len(cores):
+            self.notes.append(f"{workers} workers on {len(cores)} cores: builds share cores")
+
+    def describe(self) -> str:
+        return f"local process pool, {self.workers} worker(s), cores {self.slots}"
+
+    def build_wave(self, jobs: list[dict]) -> list[dict]:
+        import json
+        import subprocess
+        import sys
+        import tempfile
+
+        out: list[dict] = []
+        with tempfile.TemporaryDirectory(prefix="edgesmith-wave-") as tmp:
+            procs = []
+            for j, job in enumerate(jobs):
+                jp, rp = Path(tmp) / f"job{j}.json", Path(tmp) / f"result{j}.json"
+                jp.write_text(json.dumps(dict(job, cores=self.slots[j % self.workers]), default=str))
+                log = open(Path(tmp) / f"log{j}.txt", "wb")
+                procs.append((subprocess.Popen([sys.executable, "-m", "edgesmith.search.worker", str(jp), str(rp)],
+                                               stdout=log, stderr=subprocess.STDOUT), rp, log))
+            self._running = [p for p, _, _ in procs]
+            for p, rp, log in procs:
+                p.wait()
+                log.close()
+                if rp.is_file():
+                    out.append(json.loads(rp.read_text()))
+                else:
+                    tail = (Path(log.name).read_text(errors="replace").strip().splitlines() or ["no output"])[-1][:200]
+                    out.append({"ok": False, "error": f"the build process died (exit {p.returncode}): {tail}", "seconds": 0})
+            self._running = []
+        return out
+
+    def measure(self, artifacts: list[Any], ref: Any, feeds: dict, threads: int, reporter: Any = None) -> tuple[list, dict | None, str]:
+        from edgesmith.search.measure import race
+
+        res, machine = race(artifacts, ref, feeds, threads, reporter=reporter)
+        return res, machine, socket.gethostname()
+
+    def close(self, cancel: bool = False) -> None:
+        for p in self._running:  # interrupted: stop the builds now (their trials stay "running" and run again on resume)
+            if p.poll() is None:
+                p.terminate()
+        self._running = []
+
+
+def _reachable(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    if address.startswith("ray://"):
+        raise ConfigError("Ray Client addresses (ray://) are not supported", hint="give the head's GCS address, e.g. --ray 10.0.0.5:6379")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--ray takes HOST:PORT of the cluster's head, got {address!r}", hint="e.g. --ray 127.0.0.1:6379")
+    try:
+        with socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S):
+            pass
+    except OSError as exc:
+        why = "timed out" if isinstance(exc, (socket.timeout, TimeoutError)) else (exc.strerror or type(exc).__name__)
+        raise ConfigError(f"cannot reach the Ray cluster at {address}: {why} (after at most {CONNECT_TIMEOUT_S:.0f} s)",
+                          hint="start the head with `ray start --head --port PORT` and check the address, or leave --ray out to search locally") from None
+    return host, int(port)
+
+
+class RayPool:
+    """Trials as Ray tasks. Connects with a timeout: an unreachable address is a clear error, not a hang."""
+
+    kind = "ray"
+
+    def __init__(self, address: str, profile: Any, cache: Path | None):
+        from edgesmith._lazy import require
+
+        require("ray")
+        _reachable(address)
+        import ray
+
+        done: dict[str, Any] = {}
+
+        def connect() -> None:
+            try:
+                ray.init(address=address, log_to_driver=False, logging_level="ERROR", include_dashboard=False)
+                done["ok"] = True
+            except Exception as exc:  # noqa: BLE001
+                done["error"] = exc
+
+        t = threading.Thread(target=connect, daemon=True)
+        t.start()
+        t.join(INIT_TIMEOUT_S)
+        if "ok" not in done:
+            why = f"{type(done['error']).__name__}: {str(done['error']).splitlines()[0][:200]}" if "error" in done else f"no answer in {INIT_TIMEOUT_S:.0f} s"
+            raise ConfigError(f"{address} answers but is not a usable Ray cluster ({why})", hint="check that it is the head's GCS port (ray start --head prints it)")
+        self.ray = ray
+        self.tag = hardware_tag(profile)
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        self.node_count = len(nodes)
+        self.workers = max(1, int(sum(n["Resources"].get("CPU", 0) for n in nodes)))
+        tagged = [n for n in nodes if (n.get("Labels") or {}).get(LABEL) == self.tag]
+        self.timing_cpus = min([int(n["Resources"].get("CPU", 1)) for n in tagged] or [1])
+        self.tagged = bool(tagged)
+        self.notes: list[str] = [] if tagged else [
+            f"no Ray node is labelled {LABEL}={self.tag}: latency was timed on the machine running the search"]
+        self.cache = cache
+
+    def describe(self) -> str:
+        return f"Ray cluster, {self.node_count} node(s), {self.workers} CPU(s); timing on the node labelled {LABEL}={self.tag}" \
+            if self.tagged else f"Ray cluster, {self.node_count} node(s), {self.workers} CPU(s); timing on this machine"
+
+    def build_wave(self, jobs: list[dict]) -> list[dict]:
+        from edgesmith.search.trial import build_remote, unpack
+
+        task = self.ray.remote(num_cpus=1, scheduling_strategy="SPREAD", max_retries=0)(build_remote)
+        refs = [task.remote(dict(job, cores=None)) for job in jobs]
+        out = []
+        for job, ref in zip(jobs, refs):
+            try:
+                res = self.ray.get(ref)
+            except Exception as exc:  # noqa: BLE001 - the task or its node died
+                res = {"ok": False, "error": f"Ray task failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}", "seconds": 0}
+            data = res.pop("tar", None)
+            if data:
+                unpack(data, Path(job["trial_dir"]))
+            out.append(res)
+        return out
+
+    def measure(self, artifacts: list[Any], ref: Any, feeds: dict, threads: int, reporter: Any = None) -> tuple[list, dict | None, str]:
+        if not self.tagged:
+            from edgesmith.search.measure import race
+
+            res, machine = race(artifacts, ref, feeds, threads, reporter=reporter)
+            return res, machine, socket.gethostname()
+        from edgesmith.search.measure import race_remote
+
+        files: dict[str, bytes] = {}
+        names = []
+        for i, a in enumerate([ref, *artifacts]):
+            for f in sorted(Path(a.path).parent.glob(Path(a.path).stem + ".*")):
+                if f.suffix in (".onnx", ".xml", ".bin", ".data"):
+                    files[f"a{i}-{f.name}"] = f.read_bytes()
+            names.append(f"a{i}-{Path(a.path).name}")
+        task = self.ray.remote(num_cpus=self.timing_cpus, label_selector={LABEL: self.tag}, max_retries=0)(race_remote)
+        return self.ray.get(task.remote(files, names[1:], names[0], ref.backend, [a.options for a in artifacts], ref.options, feeds, threads))
+
+    def close(self, cancel: bool = False) -> None:
+        self.ray.shutdown()

@@ -1,0 +1,83 @@
+"""The timing phase of a search: the trials of one wave and the float model, timed interleaved round by
+round in one child process (the same drift hits all), each as an application calls its runtime. It runs
+only when no build runs (the scheduler's waves), so trials never time each other's noise.
+
+A race taken while other work competed for the cores (runtime.contention) is biased, not noisy: it is
+taken again after waiting for quiet; if it stays busy its figures are kept as estimates, marked busy.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+MAX_BUSY_RETRIES = 2
+
+
+def race(artifacts: list[Any], ref: Any, feeds: dict, threads: int, rounds: int = 10, per_round: int = 10,
+         reporter: Any = None) -> tuple[list[dict | None], dict | None]:
+    """Each artifact's latency and speed-up over ``ref`` (FP32) with a 95% bootstrap interval over rounds.
+    Returns (one record per artifact, None where it could not be timed; the machine record)."""
+    from edgesmith.runtime.compare import bootstrap_ratio
+    from edgesmith.runtime.contention import wait_for_quiet
+
+    everything = [ref, *artifacts]
+    machine = None
+    results: list[dict | None] = []
+    for attempt in range(1 + MAX_BUSY_RETRIES):
+        if attempt:
+            if reporter is not None:
+                reporter.info("[search] the machine was busy while timing: waiting for it to quiet down, then timing again")
+            wait_for_quiet(threads)
+        results = _time(everything, feeds, threads, rounds, per_round)
+        machine = next((r.get("machine") for r in results if r), None)
+        if not (machine and machine.get("busy")):
+            break
+    base = results[0]
+    if base is None:
+        return [None] * len(artifacts), machine
+    split = lambda times: [times[i * per_round:(i + 1) * per_round] for i in range(rounds)]  # noqa: E731
+    out: list[dict | None] = []
+    for res in results[1:]:
+        if res is None:
+            out.append(None)
+            continue
+        ratio, low, high = bootstrap_ratio(split(res["times_ms"]), split(base["times_ms"]), paired=True)
+        out.append({"p50_ms": res["p50_ms"], "p90_ms": res["p90_ms"], "p95_ms": res["p95_ms"], "p99_ms": res["p99_ms"],
+                    "fp32_p50_ms": base["p50_ms"], "speedup": ratio, "low": low, "high": high,
+                    "busy": bool(machine and machine.get("busy"))})
+    return out, machine
+
+
+def _time(artifacts: list[Any], feeds: dict, threads: int, rounds: int, per_round: int) -> list[dict | None]:
+    """One child times them all; when one artifact breaks the shared child, each is timed beside FP32 alone."""
+    from edgesmith.runtime.bench import run_worker
+
+    try:
+        return run_worker(artifacts, feeds, threads, 10, rounds * per_round, None, rounds, raw=True)
+    except Exception:  # noqa: BLE001
+        results: list[dict | None] = [None] * len(artifacts)
+        for i in range(1, len(artifacts)):
+            try:
+                results[0], results[i] = run_worker([artifacts[0], artifacts[i]], feeds, threads, 10, rounds * per_round, None, rounds, raw=True)
+            except Exception:  # noqa: BLE001 - this trial cannot be timed; it is recorded as failed
+                pass
+        return results
+
+
+def race_remote(files: dict[str, bytes], names: list[str], ref_name: str, backend: str, options: list[dict], ref_options: dict,
+                feeds: dict, threads: int) -> tuple[list[dict | None], dict | None, str]:
+    """The Ray flavour, run on the node tagged with the target: artifacts arrive as bytes (object store)."""
+    import tempfile
+    from pathlib import Path
+
+    from edgesmith.runtime.base import Artifact
+    from edgesmith.search.trial import _node, pin
+
+    pin(None)
+    with tempfile.TemporaryDirectory(prefix="edgesmith-race-") as tmp:
+        for name, data in files.items():
+            (Path(tmp) / name).write_bytes(data)
+        arts = [Artifact(Path(tmp) / n, backend, o) for n, o in zip(names, options)]
+        ref = Artifact(Path(tmp) / ref_name, backend, ref_options)
+        res, machine = race(arts, ref, feeds, threads)
+    return res, machine, _node()

@@ -1,0 +1,115 @@
+"""The end of a search: the front from the study, the best trial's full run, search.md/.json/.html."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from edgesmith.search.engine import SearchResult, TrialRecord
+
+
+def records(study: Any) -> list[TrialRecord]:
+    from optuna.trial import TrialState
+
+    out = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
+        a = t.user_attrs
+        r = TrialRecord(t.number, dict(t.params), a.get("label", ""), "complete" if t.state == TrialState.COMPLETE else "failed",
+                        error=a.get("error", ""), node=a.get("node", ""), timing_node=a.get("timing_node", ""),
+                        seconds=a.get("seconds") or 0.0, cache=a.get("cache") or {})
+        if t.state == TrialState.COMPLETE and t.values:
+            r.accuracy, r.latency_ms, r.size_mb = t.values
+            r.speedup, r.low, r.high, r.busy = a.get("speedup"), a.get("low"), a.get("high"), a.get("busy", False)
+            r.feasible, r.shortfall, r.gaps = bool(a.get("feasible")), float(a.get("shortfall") or 0.0), list(a.get("gaps") or [])
+        out.append(r)
+    return sorted(out, key=lambda r: r.number)
+
+
+def dominates(a: TrialRecord, b: TrialRecord) -> bool:
+    ge = a.accuracy >= b.accuracy and a.latency_ms <= b.latency_ms and a.size_mb <= b.size_mb
+    gt = a.accuracy > b.accuracy or a.latency_ms < b.latency_ms or a.size_mb < b.size_mb
+    return ge and gt
+
+
+def pareto(trials: list[TrialRecord]) -> list[TrialRecord]:
+    """Trials within every budget that no other such trial beats on accuracy, latency and size at once."""
+    ok = [t for t in trials if t.state == "complete" and t.feasible and t.accuracy == t.accuracy]
+    front = [t for t in ok if not any(dominates(o, t) for o in ok if o is not t)]
+    return sorted(front, key=lambda t: t.latency_ms)
+
+
+def finish(study: Any, space: Any, base: dict, base_dir: Path, out: Path, profile: Any, ref: Any, info: dict, s: Any, rep: Any,
+           cache: Any) -> SearchResult:
+    trials = records(study)
+    front = pareto(trials)
+    for t in front:
+        t.on_front = True
+    best = min(front, key=lambda t: (t.latency_ms, -t.accuracy, t.size_mb)) if front else None
+    closest = [] if front else sorted([t for t in trials if t.state == "complete"], key=lambda t: t.shortfall)[:3]
+    verdict = "interrupted" if info.get("interrupted") else ("pass" if best else "fail")
+    reference = dict(ref.metrics, fp32_p50_ms=study.user_attrs.get("fp32_p50_ms"))
+    res = SearchResult(out, trials, front, best, closest, ref.accuracy_key, reference, info, verdict)
+    if best is not None and s.run_best and not info.get("interrupted"):
+        res.best_run = _run_best(best, space, base, base_dir, out, cache, s, rep)
+    write(res, profile)
+    return res
+
+
+def _run_best(best: TrialRecord, space: Any, base: dict, base_dir: Path, out: Path, cache: Any, s: Any, rep: Any) -> Any:
+    """The best trial run again in full (latency judged against the budgets, the manifest, the report), in
+    ``best/``: its passes come from the cache. ``best.yaml`` reproduces it with `edgesmith run`."""
+    from edgesmith import pipeline
+    from edgesmith.outputs import atomic_write_text
+    from edgesmith.recipe import parse_recipe
+
+    recipe = parse_recipe({**base, "passes": space.concrete(best.params), "output_dir": "best"})
+    with rep.step(f"[search] full run of the best trial #{best.number} ({best.label})"):
+        result = pipeline.run(recipe, base_dir, out_dir=out / "best", cache=cache if cache.usable else None, force=True,
+                              trust_checkpoint=s.trust_checkpoint)
+    atomic_write_text(out / "best.yaml", recipe.relocated(base_dir, out).to_yaml())
+    return result
+
+
+def write(res: SearchResult, profile: Any) -> None:
+    from edgesmith.outputs import atomic_write_text
+
+    atomic_write_text(res.out_dir / "search.json", json.dumps(res.as_dict(), indent=1, default=str) + "\n")
+    atomic_write_text(res.out_dir / "search.md", render_markdown(res, profile))
+    from edgesmith.reporting.html import render_search_html
+
+    atomic_write_text(res.out_dir / "search.html", render_search_html(res.as_dict(), profile.name))
+
+
+def _row(t: TrialRecord, key: str) -> str:
+    if t.state != "complete":
+        return f"| {t.number} | {t.label} | — | — | — | — | failed: {t.error} |"
+    sp = f"{t.speedup:.2f}x ({t.low:.2f}-{t.high:.2f})" if t.low is not None else f"{t.speedup:.2f}x"
+    status = ("**front**" if t.on_front else "within budget") if t.feasible else "outside: " + "; ".join(t.gaps)
+    return f"| {t.number} | {t.label} | {t.accuracy:.4g} | {t.latency_ms:.4g} | {sp}{' (busy)' if t.busy else ''} | {t.size_mb:.4g} | {status} |"
+
+
+def render_markdown(res: SearchResult, profile: Any) -> str:
+    i, key = res.info, res.accuracy_key
+    c = i["cache"]
+    lines = [f"# edgesmith search: {'best #' + str(res.best.number) if res.best else 'no trial within budget'}", "",
+             f"- target `{profile.name}`; budgets: " + (", ".join(f"{g.metric} {g.goal} {g.value:g}" for g in profile.budgets) or "none"),
+             f"- space: {'; '.join(i['space'])}" + (f" ({i['grid_size']} combinations)" if i.get("grid_size") else ""),
+             f"- sampler {i['sampler']}, study `{i['study']}` in {i['storage']}; {len(res.trials)} trial(s) in the study, "
+             f"{i['new_trials']} run now ({i['resumed_trials']} resumed) in {i['seconds']:.0f} s: {i['trials_per_hour']:.0f} trials/hour",
+             f"- executor: {i['executor']}; builds {i['build_seconds']:.0f} s, timing {i['timing_seconds']:.0f} s (timed alone, after each wave's builds)",
+             f"- cache `{c['folder']}`: {c['hits']} hit(s), {c['misses']} miss(es) ({100 * c['hit_rate']:.0f}%)",
+             "- float reference: " + ", ".join(f"{k} {v:.4g}" for k, v in res.reference.items() if isinstance(v, (int, float))),
+             f"- latency: batch {i['batch']}, p50 ms = FP32's p50 in the first race / the trial's speed-up over FP32 in its own race "
+             "(interleaved, 95% bootstrap interval)", ""]
+    lines += [f"- note: {n}" for n in i.get("notes", [])]
+    if res.best:
+        b = res.best
+        lines += ["", f"**Best**: trial #{b.number} ({b.label}): {key} {b.accuracy:.4g}, {b.speedup:.2f}x FP32, {b.size_mb:.4g} MB; "
+                  "full run in `best/`, recipe `best.yaml`."]
+    elif res.closest:
+        lines += ["", "**No trial met every budget.** Closest: " + "; ".join(f"#{t.number} ({t.label}): {'; '.join(t.gaps)}" for t in res.closest)]
+    head = ["", f"| trial | choices | {key} | p50 ms | speed-up (interval) | MB | result |", "|---|---|---|---|---|---|---|"]
+    lines += ["", "## Pareto front (within budget)"] + head + [_row(t, key) for t in res.front]
+    lines += ["", "## Every trial"] + head + [_row(t, key) for t in res.trials]
+    return "\n".join(lines) + "\n"

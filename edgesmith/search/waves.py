@@ -1,0 +1,129 @@
+"""The search loop: ask the study for a wave of trials, build them side by side, time them alone, tell.
+
+Why waves: a latency measured while other trials build on the same cores is wrong (they steal cycles
+and cache), so the timing phase of a wave starts only when all its builds are done, and the next wave's
+builds start only when its timing is done. The cost is that a wave waits for its slowest build.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from edgesmith.search.study import finished
+
+
+class Waves:
+    def __init__(self, study: Any, space: Any, base: dict, base_dir: Path, out: Path, profile: Any, ref: Any, executor: Any,
+                 cache: Any, settings: Any, reporter: Any):
+        self.study, self.space, self.base, self.base_dir, self.out = study, space, base, base_dir, out
+        self.profile, self.ref, self.executor, self.cache, self.s, self.rep = profile, ref, executor, cache, settings, reporter
+        self.ran = 0
+        self.build_seconds = self.timing_seconds = 0.0
+        self.cache_hits = self.cache_misses = 0
+        self.notes: list[str] = []
+        self._fp32_ms = study.user_attrs.get("fp32_p50_ms")
+
+    def run(self, resumed: list[Any], trials_wanted: int, started: float) -> None:
+        from optuna.trial import Trial, TrialState
+
+        pending = [(Trial(self.study, t._trial_id), dict(t.params)) for t in resumed]
+        width = max(1, getattr(self.executor, "workers", 1))
+        while True:
+            done = len(finished(self.study))
+            wave: list[tuple[Any, dict]] = []
+            while pending and len(wave) < width:
+                wave.append(pending.pop(0))
+            budget_left = trials_wanted - done - len(wave)
+            out_of_time = self.s.time_budget_s is not None and time.time() - started > self.s.time_budget_s
+            while len(wave) < width and budget_left > 0 and not out_of_time:
+                t = self.study.ask()
+                wave.append((t, self.space.suggest(t)))
+                budget_left -= 1
+            if not wave:
+                break
+            self._wave(wave)
+            if self.s.stop_when_met and any(t.user_attrs.get("feasible") for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))):
+                self.notes.append("stopped early: a trial met every budget (--stop-when-met)")
+                break
+            if self.s.time_budget_s is not None and time.time() - started > self.s.time_budget_s and not pending:
+                if len(finished(self.study)) < trials_wanted:
+                    self.notes.append(f"stopped by the time budget ({self.s.time_budget_s / 60:.1f} min) after {len(finished(self.study))} trial(s)")
+                break
+
+    def _wave(self, wave: list[tuple[Any, dict]]) -> None:
+        from edgesmith.runtime.base import Artifact
+
+        jobs = []
+        for trial, values in wave:
+            number = trial.number
+            recipe = {**self.base, "passes": self.space.concrete(values), "output_dir": str(self.out / "trials" / f"{number:04d}")}
+            jobs.append({"recipe": recipe, "base_dir": str(self.base_dir), "trial_dir": str(self.out / "trials" / f"{number:04d}"),
+                         "cache": str(self.cache.root) if self.cache.usable else None, "trust_checkpoint": self.s.trust_checkpoint})
+        labels = ", ".join(f"#{t.number} {self.space.label(v)}" for t, v in wave)
+        t0 = time.time()
+        with self.rep.step(f"[search] building {len(wave)} trial(s) side by side: {labels}"):
+            built = self.executor.build_wave(jobs)
+        self.build_seconds += time.time() - t0
+        ok = [i for i, b in enumerate(built) if b.get("ok")]
+        arts = [Artifact(Path(jobs[i]["trial_dir"]) / built[i]["bundle"]["artifact"], self.profile.backend,
+                         built[i]["bundle"].get("artifact_options") or {}) for i in ok]
+        timings: list = []
+        node = ""
+        if arts:
+            t0 = time.time()
+            with self.rep.step(f"[search] timing {len(arts)} trial(s) against FP32, nothing else running (batch {self.profile.batch_sizes[0]})"):
+                timings, machine, node = self.executor.measure(arts, self.ref.artifact, self.ref.feeds, self.ref.threads, self.rep)
+            self.timing_seconds += time.time() - t0
+        if self._fp32_ms is None and timings and any(timings):
+            self._fp32_ms = next(t for t in timings if t)["fp32_p50_ms"]
+            self.study.set_user_attr("fp32_p50_ms", self._fp32_ms)
+        timing_of = {i: timings[k] for k, i in enumerate(ok)} if timings else {}
+        for i, (trial, values) in enumerate(wave):
+            self._tell(trial, values, built[i], timing_of.get(i), node)
+            self.ran += 1
+
+    def _tell(self, trial: Any, values: dict, b: dict, timing: dict | None, node: str) -> None:
+        from optuna.trial import TrialState
+
+        from edgesmith.evaluate.judge import gap_text, judge, shortfall
+
+        events = b.get("cache_events") or []
+        hits = sum(e["result"] == "hit" for e in events)
+        self.cache_hits += hits
+        self.cache_misses += len(events) - hits
+        attrs = {"label": self.space.label(values), "node": b.get("node", ""), "seconds": b.get("seconds"),
+                 "cache": {"hits": hits, "misses": len(events) - hits}, "timing_node": node}
+        for n in b.get("cache_notes") or []:
+            if n not in self.notes:
+                self.notes.append(n)
+        if not b.get("ok") or timing is None:
+            attrs["error"] = b.get("error") or "could not be timed"
+            for k, v in attrs.items():
+                trial.set_user_attr(k, v)
+            self.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+            self.rep.info(f"[search] trial #{trial.number} failed: {attrs['error']}")
+            return
+        batch = self.profile.batch_sizes[0]
+        metrics = dict(b["metrics"])
+        for q in ("p50", "p90", "p95", "p99"):
+            metrics[f"latency_{q}_ms@{batch}"] = timing[f"{q}_ms"]
+        metrics[f"speedup_vs_fp32@{batch}"] = timing["speedup"]
+        metrics[f"speedup_vs_fp32_low@{batch}"], metrics[f"speedup_vs_fp32_high@{batch}"] = timing["low"], timing["high"]
+        reference = {**b.get("reference", {}), f"speedup_vs_fp32@{batch}": 1.0}
+        verdicts = [v for v in judge(self.profile, metrics, reference) if v.status in ("pass", "fail", "inconclusive")]
+        fails = [v for v in verdicts if v.status == "fail"]
+        accuracy = metrics.get(self.ref.accuracy_key)
+        latency = (self._fp32_ms or timing["fp32_p50_ms"]) / max(timing["speedup"], 1e-9)
+        size = metrics.get("artifact_mb")
+        attrs.update(metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float))}, speedup=timing["speedup"],
+                     low=timing["low"], high=timing["high"], busy=timing.get("busy", False), feasible=not fails,
+                     gaps=[gap_text(v) for v in fails], shortfall=sum(shortfall(v) for v in fails),
+                     constraints=[shortfall(v) if v.status == "fail" else -1e-6 for v in verdicts] or [-1e-6])
+        for k, v in attrs.items():
+            trial.set_user_attr(k, v)
+        self.study.tell(trial, [float(accuracy if accuracy is not None else float("nan")), float(latency), float(size or 0.0)],
+                        skip_if_finished=True)
+        self.rep.info(f"[search] trial #{trial.number} {attrs['label']}: {self.ref.accuracy_key} {accuracy:.4g}, {timing['speedup']:.2f}x FP32 "
+                      f"({latency:.3g} ms), {size:.3g} MB" + (" — within budget" if not fails else f" — {'; '.join(attrs['gaps'])}"))
