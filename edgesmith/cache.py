@@ -14,6 +14,7 @@ may have computed something else), and nothing is written into it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -171,3 +172,55 @@ class PassCache:
     def rate(self) -> float | None:
         n = self.hits + self.misses
         return self.hits / n if n else None
+
+
+def identity(recipe: Any, base_dir: Path, kind: str, specs: list, inputs: dict[str, str]) -> dict[str, Any]:
+    """What determines the exported model and the data passes read: the cache keys' common part. A factory
+    is identified by its name and its module's source file (code it imports from elsewhere is not hashed)."""
+    import importlib.util
+
+    from edgesmith.model_io import resolve
+    from edgesmith.outputs import sha256
+
+    ident: dict[str, Any] = {"model": recipe.model.model_dump(mode="json"), "files": dict(inputs),
+                             "specs": [s.model_dump(mode="json") for s in specs], "export": recipe.export.model_dump(mode="json"),
+                             "outputs": recipe.outputs, "data": recipe.data.model_dump(mode="json")}
+    if kind == "torch":
+        with contextlib.suppress(Exception):
+            origin = importlib.util.find_spec(recipe.model.source.split(":")[0]).origin
+            ident["factory_source"] = sha256(Path(origin))
+    for role in ("calibration", "evaluation"):
+        src = getattr(recipe.data, role)
+        if src is not None and src.source.endswith(".npz"):
+            ident[f"{role}_file"] = sha256(resolve(src.source, base_dir))
+    return ident
+
+
+def cached(cache: Any, ident: dict[str, Any], what: str, material: dict[str, Any], dest: Path, compute: Any, ctx: Any = None,
+            extra: dict[str, Any] | None = None) -> Path:
+    """``compute()`` (which returns one file), or its earlier result from the cache, restored into ``dest``.
+    The notes and details it adds to ``ctx``, and ``extra`` (records for the manifest), travel with the
+    entry. A step that hands typed records on (contract.Records), or runs after one did, is not cached:
+    records live in memory only."""
+    import json
+
+    records = ctx.records if ctx is not None else None
+    if cache is None or (records is not None and records.kinds()):
+        return Path(compute())
+    key = key_of({**material, "step": what, "identity": ident})
+    hit = cache.get(key, what)
+    if hit is not None:
+        cache.restore(hit, dest)
+        if ctx is not None:
+            ctx.notes.extend(hit.meta.get("notes", []))
+            ctx.details.update(hit.meta.get("details", {}))
+        if extra is not None:
+            extra.update(hit.meta.get("extra", {}))
+        return dest / hit.meta["output"]
+    notes, details = (len(ctx.notes), dict(ctx.details)) if ctx is not None else (0, {})
+    out = Path(compute())
+    if records is None or not records.kinds():
+        new = {k: v for k, v in ctx.details.items() if k not in details or details[k] != v} if ctx is not None else {}
+        meta = {"output": out.name, "notes": ctx.notes[notes:] if ctx is not None else [], "details": new, "extra": extra or {}}
+        cache.put(key, [out], json.loads(json.dumps(meta, default=str)))
+    return out

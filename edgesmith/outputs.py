@@ -144,7 +144,7 @@ def check_output_dir(out_dir: Path, force: bool = False) -> None:
                           hint="choose a new or empty folder (an earlier run's folder is replaced whole), or pass --force")
 
 
-class _Lock:
+class FolderLock:
     """An exclusive, non-blocking lock on ``<out_dir>/.edgesmith.lock`` (released by the kernel if we die)."""
 
     def __init__(self, out_dir: Path):
@@ -174,7 +174,7 @@ class StagedOutput:
         check_output_dir(self.final, force)
         self.created = [d for d in (self.final, *self.final.parents) if not d.exists()]  # removed again if the run fails
         self.keep = set(keep)  # files of the folder the new run keeps (written by the command that runs it)
-        self.lock = _Lock(self.final)
+        self.lock = FolderLock(self.final)
         self.stage = Path(tempfile.mkdtemp(prefix=".edgesmith-staging-", dir=self.final))
         self.work = Path(tempfile.mkdtemp(prefix="edgesmith-work-"))
         self.committed = False

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgesmith.cache import cached
 from edgesmith.environment import host_info, library_versions
 from edgesmith.errors import ConfigError, ExportError
 from edgesmith.progress import Reporter
@@ -297,7 +298,9 @@ def _execute(recipe: Recipe, base_dir: Path, kind: str, profiles: dict[str, Any]
         _write_eval_bundle(evaluation, staged)
     opts = opts or _Options()
     if opts.cache is not None:
-        opts.identity = _identity(recipe, base_dir, kind, specs, manifest)
+        from edgesmith.cache import identity
+
+        opts.identity = identity(recipe, base_dir, kind, specs, manifest["inputs"])
         manifest["cache"] = {"folder": str(opts.cache.root), "notes": list(opts.cache.notes)}
     model = _torch_stage(recipe, kind, loaded, specs, passes, calib, evaluation, staged, manifest, rep, opts)
     if recipe.stop_after == "export":
@@ -312,61 +315,6 @@ def _execute(recipe: Recipe, base_dir: Path, kind: str, profiles: dict[str, Any]
     if opts.cache is not None:
         manifest["cache"]["events"] = [{"what": w, "result": r} for w, r in opts.cache.events]
     return manifest
-
-
-def _identity(recipe: Recipe, base_dir: Path, kind: str, specs: list, manifest: dict) -> dict[str, Any]:
-    """What determines the exported model and the data passes read: the cache keys' common part. A factory
-    is identified by its name and its module's source file (code it imports from elsewhere is not hashed)."""
-    import importlib.util
-
-    from edgesmith.model_io import resolve
-    from edgesmith.outputs import sha256
-
-    ident: dict[str, Any] = {"model": recipe.model.model_dump(mode="json"), "files": dict(manifest["inputs"]),
-                             "specs": [s.model_dump(mode="json") for s in specs], "export": recipe.export.model_dump(mode="json"),
-                             "outputs": recipe.outputs, "data": recipe.data.model_dump(mode="json")}
-    if kind == "torch":
-        with __import__("contextlib").suppress(Exception):
-            origin = importlib.util.find_spec(recipe.model.source.split(":")[0]).origin
-            ident["factory_source"] = sha256(Path(origin))
-    for role in ("calibration", "evaluation"):
-        src = getattr(recipe.data, role)
-        if src is not None and src.source.endswith(".npz"):
-            ident[f"{role}_file"] = sha256(resolve(src.source, base_dir))
-    return ident
-
-
-def _cached(opts: _Options, what: str, material: dict[str, Any], dest: Path, compute: Any, ctx: Any = None,
-            extra: dict[str, Any] | None = None) -> Path:
-    """``compute()`` (which returns one file), or its earlier result from the cache, restored into ``dest``.
-    The notes and details it adds to ``ctx``, and ``extra`` (records for the manifest), travel with the
-    entry. A step that hands typed records on (contract.Records), or runs after one did, is not cached:
-    records live in memory only."""
-    import json
-
-    from edgesmith.cache import key_of
-
-    cache = opts.cache
-    records = ctx.records if ctx is not None else None
-    if cache is None or (records is not None and records.kinds()):
-        return Path(compute())
-    key = key_of({**material, "step": what, "identity": opts.identity})
-    hit = cache.get(key, what)
-    if hit is not None:
-        cache.restore(hit, dest)
-        if ctx is not None:
-            ctx.notes.extend(hit.meta.get("notes", []))
-            ctx.details.update(hit.meta.get("details", {}))
-        if extra is not None:
-            extra.update(hit.meta.get("extra", {}))
-        return dest / hit.meta["output"]
-    notes, details = (len(ctx.notes), dict(ctx.details)) if ctx is not None else (0, {})
-    out = Path(compute())
-    if records is None or not records.kinds():
-        new = {k: v for k, v in ctx.details.items() if k not in details or details[k] != v} if ctx is not None else {}
-        meta = {"output": out.name, "notes": ctx.notes[notes:] if ctx is not None else [], "details": new, "extra": extra or {}}
-        cache.put(key, [out], json.loads(json.dumps(meta, default=str)))
-    return out
 
 
 def _load_model(recipe: Recipe, base_dir: Path, kind: str, trust_checkpoint: bool, manifest: dict, rep: Reporter) -> tuple[Any, list]:
@@ -426,7 +374,7 @@ def _torch_stage(recipe: Recipe, kind: str, loaded: Any, specs: list, passes: li
                                   evaluation or calib, rep, "float model"))
             return fp32_path
 
-        _cached(opts, "float export", {}, fp32_path.parent, export_float, extra=record)
+        cached(opts.cache, opts.identity, "float export", {}, fp32_path.parent, export_float, extra=record)
         manifest["export"] = record
     model = _Model(fp32_path, fp32_path, Records())
     torch_passes = [(info, cfg) for _, info, cfg in passes if info.stage == "torch"]
@@ -454,7 +402,7 @@ def _torch_stage(recipe: Recipe, kind: str, loaded: Any, specs: list, passes: li
         return path
 
     material = {"torch_passes": [[info.name, config_as_dict(cfg)] for info, cfg in torch_passes]}
-    model.start_path = _cached(opts, "torch passes", material, staged.path("model.torch_passes.onnx").parent, run_passes, ctx, extra)
+    model.start_path = cached(opts.cache, opts.identity, "torch passes", material, staged.path("model.torch_passes.onnx").parent, run_passes, ctx, extra)
     model.notes += ctx.notes
     model.details.update(ctx.details)
     manifest["torch_passes"] = model.details
@@ -544,7 +492,7 @@ def _run_target(recipe: Recipe, name: str, profile: Any, passes: list, model: _M
             material = {"input": file_digest(compressed), "pass": info.name, "config": config_as_dict(cfg),
                         "profile": profile.model_dump(mode="json")}
             with rep.step(f"[{name}] {info.name}"):
-                compressed = _cached(opts, info.name, material, ctx.work_dir / f"cached-{i}",
+                compressed = cached(opts.cache, opts.identity, info.name, material, ctx.work_dir / f"cached-{i}",
                                      lambda c=compressed, info=info, cfg=cfg: info.apply(c, cfg, ctx), ctx)
     if compressed == model.fp32_path and reference_path == model.fp32_path:
         ctx.note("no pass ran and no --reference/model.reference was given: the model is compared with itself, "

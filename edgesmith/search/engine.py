@@ -112,9 +112,9 @@ def search(data: dict[str, Any], base_dir: Path, out_dir: Path, target: str | No
 
     study_name = "edgesmith-" + hashlib.sha256(identity.encode()).hexdigest()[:12]
     out = _claim_folder(out_dir, study_name, s.force)
-    from edgesmith.outputs import _Lock
+    from edgesmith.outputs import FolderLock
 
-    lock = _Lock(out)  # one search per folder at a time: every "running" trial in the study is then an orphan
+    lock = FolderLock(out)  # one search per folder at a time: every "running" trial in the study is then an orphan
     try:
         return _search(space, base, base_dir, out, profile, study_name, sampler_name, grid, trials_wanted, s, rep,
                        lambda name: open_study(s.storage or f"sqlite:///{out / 'study.db'}", name,

@@ -71,7 +71,7 @@ def race_remote(files: dict[str, bytes], names: list[str], ref_name: str, backen
     from pathlib import Path
 
     from edgesmith.runtime.base import Artifact
-    from edgesmith.search.trial import _node, pin
+    from edgesmith.search.trial import node_id, pin
 
     pin(None)
     with tempfile.TemporaryDirectory(prefix="edgesmith-race-") as tmp:
@@ -80,4 +80,4 @@ def race_remote(files: dict[str, bytes], names: list[str], ref_name: str, backen
         arts = [Artifact(Path(tmp) / n, backend, o) for n, o in zip(names, options)]
         ref = Artifact(Path(tmp) / ref_name, backend, ref_options)
         res, machine = race(arts, ref, feeds, threads)
-    return res, machine, _node()
+    return res, machine, node_id()

@@ -44,7 +44,7 @@ def build(job: dict[str, Any]) -> dict[str, Any]:
     from edgesmith.cache import PassCache
     from edgesmith.recipe import parse_recipe
 
-    out: dict[str, Any] = {"ok": False, "pid": os.getpid(), "threads": threads, "node": _node()}
+    out: dict[str, Any] = {"ok": False, "pid": os.getpid(), "threads": threads, "node": node_id()}
     try:
         recipe = parse_recipe(job["recipe"])
         cache = PassCache(Path(job["cache"])) if job.get("cache") else None
@@ -88,7 +88,7 @@ def unpack(data: bytes, dest: Path) -> None:
         tar.extractall(dest, filter="data")
 
 
-def _node() -> str:
+def node_id() -> str:
     import socket
     import sys
 
