@@ -196,11 +196,12 @@ def quantize(model: Any, *, example_inputs: Any = None, inputs: list[dict] | Non
 
 def optimize(model: Any, *, example_inputs: Any = None, inputs: list[dict] | None = None, calibration: Any = None,
              evaluation: Any = None, metric: str | None = None, target: str = "x86-avx512-vnni-ort", out_dir: str | Path = "edgesmith-out/optimize",
-             time_budget_s: float = 300.0, same_runtime: bool = False, reporter: Any = None) -> Any:
+             time_budget_s: float = 300.0, same_runtime: bool = False, reporter: Any = None, train_budget: int | None = None) -> Any:
     """Pick, verify and explain the best compression for a target — ``edgesmith optimize``. Returns an
     ``OptimizeResult`` (``.winner.plan.name``, ``.winner.speedup``, ``.trials``, ``.out_dir``)."""
     from edgesmith.optimize import optimize as run_optimize
 
     recipe = _build(model, inputs=inputs, example_inputs=example_inputs, calibration=calibration, evaluation=evaluation or calibration,
                     metric=metric, passes=[], target=target, out_dir=out_dir, name="optimize")
-    return run_optimize(recipe, Path.cwd(), out_dir=Path(out_dir), time_budget_s=time_budget_s, other_runtimes=not same_runtime, reporter=reporter)
+    return run_optimize(recipe, Path.cwd(), out_dir=Path(out_dir), time_budget_s=time_budget_s, other_runtimes=not same_runtime, reporter=reporter,
+                        train_budget=train_budget)

@@ -60,6 +60,7 @@ def optimize(
     budget: Annotated[Optional[list[str]], typer.Option("--budget", "-b", help="Override an accuracy budget, METRIC=VALUE: top1=1.0 (max points lost), cosine=0.995 (min); repeatable.")] = None,
     same_runtime: Annotated[bool, typer.Option("--same-runtime", help="Only the target's runtime (default: also other runtimes of the same device, e.g. OpenVINO next to ONNX Runtime on a CPU).")] = False,
     time_budget: Annotated[float, typer.Option("--time-budget", min=0.1, help="Minutes the search may take (the final run comes after).")] = 5.0,
+    train_budget: Annotated[Optional[int], typer.Option("--train-budget", min=1, help="Recovery epochs per trial: pruning, binarization and 4-bit QAT join the search (needs a PyTorch model and labelled data).")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")] = Path("edgesmith-out/optimize"),
     trust_checkpoint: TrustOpt = False,
     force: ForceOpt = False,
@@ -78,6 +79,8 @@ def optimize(
         edgesmith optimize edgesmith.zoo:trained_digits_encoder --target x86-avx512-vnni-ov --same-runtime
 
         edgesmith optimize model.onnx -d calib.npz --eval-data val.npz --budget top1=1.0
+
+        edgesmith optimize edgesmith.zoo:trained_digits_resnet --train-budget 8   (pruning, binarization, QAT join)
     """
     from edgesmith.model_io import model_defaults
     from edgesmith.optimize import optimize as run_optimize
@@ -106,7 +109,7 @@ def optimize(
     if budget:
         recipe = recipe.model_copy(update={"targets": [recipe.targets[0].model_copy(update={"budgets": budget_overrides(budget, load_profile(recipe.targets[0].profile, base))})]})
     result = run_optimize(recipe, base, out_dir=out, time_budget_s=time_budget * 60, other_runtimes=not same_runtime, reporter=RichReporter(), force=force,
-                          trust_checkpoint=trust_checkpoint)
+                          trust_checkpoint=trust_checkpoint, train_budget=train_budget)
     print((result.out_dir / "optimize.md").read_text())
     print(f"winner: {result.winner.plan.name}; outputs in {result.out_dir}")
     if result.verdict == "fail":

@@ -64,6 +64,7 @@ class OptimizeResult:
     reference: dict[str, float]
     seconds: float
     machine: dict | None = None  # runtime.contention's record of the race that was kept
+    training: dict | None = None  # the training search (preset.py), when a training budget was given
 
     @property
     def claims_withheld(self) -> bool:
@@ -72,13 +73,13 @@ class OptimizeResult:
     def as_dict(self) -> dict[str, Any]:
         return {"structure": self.structure.as_dict(), "batch": self.batch, "winner": self.winner.plan.name,
                 "explanation": self.explanation, "verdict": self.verdict, "reference": self.reference,
-                "machine": self.machine, "claims_withheld": self.claims_withheld,
+                "machine": self.machine, "claims_withheld": self.claims_withheld, "training_search": self.training,
                 "search_seconds": round(self.seconds, 1), "candidates": [t.as_dict() for t in self.trials]}
 
 
 def optimize(recipe: Any, base_dir: Path, *, out_dir: Path | None = None, time_budget_s: float = 300.0,
              other_runtimes: bool = True, reporter: Any = None, plans: list[Plan] | None = None, force: bool = False,
-             trust_checkpoint: bool = False) -> OptimizeResult:
+             trust_checkpoint: bool = False, train_budget: int | None = None) -> OptimizeResult:
     import tempfile
 
     from edgesmith import pipeline
@@ -122,6 +123,10 @@ def optimize(recipe: Any, base_dir: Path, *, out_dir: Path | None = None, time_b
         structure = analyse(start)
         rep.info(f"model: {structure.describe()}")
         judge = _Judge(recipe, base_dir, float_path, profile, work)
+        if train_budget:
+            from edgesmith.optimize import preset
+
+            preset.check_labelled(recipe, base_dir, judge.specs)  # before any work on the post-training stage
         trials = [Trial(p) for p in (plans if plans is not None else plan(structure, profile.backend, runtimes))]
         quantized: dict[str, Path | Exception] = {}
         for i, t in enumerate(trials):
@@ -137,13 +142,44 @@ def optimize(recipe: Any, base_dir: Path, *, out_dir: Path | None = None, time_b
         elapsed = time.time() - started
 
     final = _final_recipe(recipe, winner, profiles[winner.plan.runtime], out, torch_passes)
-    with rep.step(f"full run of the winner: {winner.plan.name}"):
+    training = None
+    if train_budget:
+        final, training = _training_stage(recipe, base_dir, out, trials, winner, torch_passes, train_budget, final, rep, trust_checkpoint)
+        if training["chosen"]:
+            explanation = training["why"]
+    with rep.step(f"full run of the winner: {training['label'] if training and training['chosen'] else winner.plan.name}"):
         # NOTE: the folder passed the output policy above; the run keeps the profile file its recipe names
-        result = pipeline.run(final, base_dir, out_dir=out, reporter=rep, force=True, keep=("target.profile.yaml",),
+        result = pipeline.run(final, base_dir, out_dir=out, reporter=rep, force=True, keep=("target.profile.yaml", "search"),
                               trust_checkpoint=trust_checkpoint)
-    res = OptimizeResult(structure, trials, winner, explanation, out, batch, result.verdict, judge.reference, elapsed, machine)
+    res = OptimizeResult(structure, trials, winner, explanation, out, batch, result.verdict, judge.reference, elapsed, machine, training)
     _write(res, final, profile)
     return res
+
+
+def _training_stage(recipe: Any, base_dir: Path, out: Path, trials: list[Trial], winner: Trial, torch_passes: list, epochs: int,
+                    final: Any, rep: Any, trust_checkpoint: bool) -> tuple[Any, dict]:
+    """The preset's training search (preset.py) after the post-training pick; its best replaces the pick
+    when it is surely faster than FP32, faster than the pick, and within every budget."""
+    from edgesmith.optimize import preset
+    from edgesmith.recipe import PassSpec
+    from edgesmith.search.space import parse_space
+
+    target_rt = recipe.targets[0]
+    on_target = [t for t in trials if t.plan.pass_type and t.status in ("winner", "ok", "slower") and t.meets
+                 and t.plan.runtime == winner.plan.runtime]
+    int8_src = winner if winner.plan.pass_type else max(on_target, key=lambda t: t.speedup or 0.0, default=None)
+    int8 = {"type": int8_src.plan.pass_type, **int8_src.plan.options} if int8_src is not None else None
+    passes = [p.as_yaml() for p in torch_passes] + preset.space(epochs, int8)
+    res = preset.run(recipe.model_copy(update={"targets": [target_rt]}), base_dir, out / "search", passes, rep, trust_checkpoint)
+    chosen, why = preset.pick(res, winner.speedup if winner.plan.pass_type else 1.0)
+    info = {"folder": "search", "epochs": epochs, "trials": len(res.trials), "front": [t.number for t in res.front],
+            "best": res.best and {"number": res.best.number, "label": res.best.label, "speedup": res.best.speedup,
+                                  "accuracy": res.best.accuracy, "size_mb": res.best.size_mb},
+            "chosen": chosen is not None, "why": why, "label": chosen.label if chosen else None}
+    if chosen is None:
+        return final, info
+    concrete = [PassSpec.model_validate(p) for p in parse_space(passes).concrete(chosen.params)]
+    return final.model_copy(update={"passes": concrete, "targets": [target_rt]}), info
 
 
 def _sibling(profile: Any, runtime: str) -> Any:
@@ -401,4 +437,10 @@ def render(res: OptimizeResult, profile: Any) -> str:
         settings = json.dumps(t.plan.options) if t.plan.pass_type else "float"
         result = "**winner**" if t.status == "winner" else f"{t.status}: {t.reason}" if t.reason else t.status
         lines.append(f"| {t.plan.name} | {_rt(t.plan.runtime)} | `{t.plan.pass_type or ''} {settings}` | {t.plan.why} | {top1} | {cos} | {sp} | {result} |")
+    tr = res.training
+    if tr:
+        lines += ["", f"## Training search ({tr['epochs']} recovery epochs per trial; `search/search.md` has every trial)", "",
+                  f"{tr['trials']} trial(s), front {tr['front']}; " + (f"its best: #{tr['best']['number']} ({tr['best']['label']}), "
+                  f"{tr['best']['speedup']:.2f}x FP32, accuracy {tr['best']['accuracy']:.4g}, {tr['best']['size_mb']:.3g} MB. " if tr["best"] else "")
+                  + ("**Chosen**: " if tr["chosen"] else "Not chosen: ") + tr["why"]]
     return "\n".join(lines) + "\n"

@@ -120,7 +120,22 @@ class Space:
         return out
 
     def label(self, values: dict[str, Any]) -> str:
-        return ", ".join(f"{k.split('/', 1)[-1]}={v}" for k, v in values.items()) or "the recipe as written"
+        """Short: ``prune_channels, ratio=0.5, ptq_int8=on``."""
+        import re
+
+        parts = []
+        for k, v in values.items():
+            m = re.fullmatch(r"passes\[(\d+)\](?:/(.*))?", k)
+            rest = m.group(2) if m else k
+            spec = self.passes[int(m.group(1))] if m else {}
+            if rest is None:
+                parts.append("no pass" if v == "none" else str(v))
+            elif rest == "enabled":
+                parts.append(f"{spec.get('type', 'pass') if isinstance(spec, dict) else 'pass'}={'on' if v else 'off'}")
+            else:
+                name = rest.split("/", 1)[1] if isinstance(spec, dict) and _is_mark(spec) and "/" in rest else rest
+                parts.append(f"{name.replace('/', '.')}={v}")
+        return ", ".join(parts) or "the recipe as written"
 
 
 def _is_mark(v: Any) -> bool:

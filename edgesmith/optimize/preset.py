@@ -1,0 +1,76 @@
+"""optimize as the default preset of ``edgesmith search``.
+
+Post-training only, optimize's candidates are the preset's space (search.py in this package: every INT8
+setting the model's structure calls for, on every runtime of the device, timed in one race). Given a
+training budget (``--train-budget EPOCHS``) and labelled data, training passes join: the preset runs
+``edgesmith.search`` over
+
+    first:  prune_channels at 30/50/70% | binarize | 4-bit QAT | none   (each recovered through the
+            distillation engine for the budget)
+    then:   the post-training pick's INT8 setting, or not
+
+on the target, and keeps the search's best trial when it is faster than the post-training pick with a
+speed-up interval above FP32's and within every budget; otherwise the post-training pick stands.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from edgesmith.errors import ConfigError
+
+PRUNE_RATIOS = [0.3, 0.5, 0.7]
+
+
+def space(epochs: int, int8: dict | None) -> list[dict]:
+    recover = {"loss": "kd", "alpha": 0.5, "temperature": 4.0, "epochs": epochs, "eval_every": 20, "patience": 10}
+    first = [{"type": "prune_channels", "ratio": {"search": PRUNE_RATIOS}, "recover": recover},
+             {"type": "binarize", "recover": recover},
+             {"type": "qat", "weight_bits": 4, "steps": max(100, 40 * epochs)},
+             None]
+    passes: list[dict] = [{"search": first}]
+    if int8 is not None:
+        passes.append({**int8, "enabled": {"search": [True, False]}})
+    return passes
+
+
+def check_labelled(recipe: Any, base_dir: Path, specs: list) -> None:
+    from edgesmith import pipeline
+    from edgesmith.model_io import model_kind
+
+    if model_kind(recipe.model.source) == "onnx":
+        raise ConfigError("a training budget needs a PyTorch model (passes that train work on torch modules)",
+                          hint="give package.module:factory or a .pt2 program, or leave --train-budget out")
+    calib, _ = pipeline.load_data(recipe, specs, base_dir, True)
+    if calib is None or not calib.has_labels:
+        raise ConfigError("a training budget needs labelled data (the passes that train recover against labels)",
+                          hint="give calibration data with labels (npz key `labels`), or leave --train-budget out")
+
+
+def run(recipe: Any, base_dir: Path, out: Path, passes: list, reporter: Any, trust_checkpoint: bool) -> Any:
+    """The search over ``passes`` (the recipe's torch passes + ``space``) into ``out``; returns its SearchResult."""
+    from edgesmith.search import Settings, search
+
+    data = recipe.model_dump(mode="json")
+    data.pop("optimize", None)
+    if (data.get("data") or {}).get("calibration"):
+        data["data"]["calibration"]["samples"] = None  # training reads the whole calibration split, not the calibration cap
+    data["passes"] = passes
+    data["targets"] = [t.model_dump(mode="json", exclude_none=True) for t in recipe.targets]
+    return search(data, base_dir, out, settings=Settings(force=True, trust_checkpoint=trust_checkpoint, run_best=False), reporter=reporter)
+
+
+def pick(res: Any, ptq_speedup: float | None) -> tuple[Any, str]:
+    """The search's best when it beats the post-training pick (or FP32 when that is the pick), else None."""
+    best = res.best
+    if best is None:
+        return None, "no trial of the training search met every budget" + (
+            ": closest " + "; ".join(f"#{t.number} ({t.label}): {'; '.join(t.gaps)}" for t in res.closest) if res.closest else "")
+    base = ptq_speedup or 1.0
+    if best.low is None or best.low <= 1.0:
+        return None, f"the training search's best (#{best.number}, {best.label}) is not surely faster than FP32 ({best.speedup:.2f}x)"
+    if best.speedup <= base:
+        return None, f"the training search's best (#{best.number}, {best.label}, {best.speedup:.2f}x FP32) is not faster than the post-training pick ({base:.2f}x)"
+    return best, (f"the training search's best (#{best.number}, {best.label}): {best.speedup:.2f}x FP32 "
+                  f"(interval {best.low:.2f}-{best.high:.2f}) against {base:.2f}x for the post-training pick, within every budget")
