@@ -107,16 +107,23 @@ def search(data: dict[str, Any], base_dir: Path, out_dir: Path, target: str | No
     grid = space.grid() if space.size() is not None else None
     sampler_name = resolve_sampler(s.sampler, len(grid) if grid is not None else None, s.trials)
     trials_wanted = s.trials or (len(grid) if sampler_name == "grid" else 20)
+    if sampler_name == "grid":
+        trials_wanted = min(trials_wanted, len(grid))  # past the grid a trial would repeat one
     identity = canonical({"recipe": {k: v for k, v in base.items() if k != "output_dir"}, "passes": space.passes})
     import hashlib
 
     study_name = "edgesmith-" + hashlib.sha256(identity.encode()).hexdigest()[:12]
-    out = _claim_folder(out_dir, study_name, s.force)
+    executor = _executor(s, profile, Path(s.cache_dir) if s.cache_dir else Path(out_dir) / "cache")  # a bad --ray fails before anything is written
     from edgesmith.outputs import FolderLock
 
-    lock = FolderLock(out)  # one search per folder at a time: every "running" trial in the study is then an orphan
     try:
-        return _search(space, base, base_dir, out, profile, study_name, sampler_name, grid, trials_wanted, s, rep,
+        out = _claim_folder(out_dir, study_name, s.force)
+        lock = FolderLock(out)  # one search per folder at a time: every "running" trial in the study is then an orphan
+    except BaseException:
+        executor.close()
+        raise
+    try:
+        return _search(space, base, base_dir, out, profile, study_name, sampler_name, grid, trials_wanted, s, rep, executor,
                        lambda name: open_study(s.storage or f"sqlite:///{out / 'study.db'}", name,
                                                make_sampler(sampler_name, s.seed, _workers(s)), grid if sampler_name == "grid" else None,
                                                {"edgesmith_space": identity}))
@@ -188,7 +195,7 @@ def _claim_folder(out: Path, study_name: str, force: bool) -> Path:
 
 
 def _search(space: Any, base: dict, base_dir: Path, out: Path, profile: Any, study_name: str, sampler_name: str, grid: list | None,
-            trials_wanted: int, s: Settings, rep: Any, open_: Any) -> SearchResult:
+            trials_wanted: int, s: Settings, rep: Any, executor: Any, open_: Any) -> SearchResult:
     from edgesmith.cache import PassCache
     from edgesmith.search.study import finished, orphans
 
@@ -205,7 +212,6 @@ def _search(space: Any, base: dict, base_dir: Path, out: Path, profile: Any, stu
     if done_before or resumed:
         rep.info(f"[search] resuming study {study_name}: {done_before} trial(s) finished earlier are kept"
                  + (f", {len(resumed)} cut off mid-way run again under their own numbers" if resumed else ""))
-    executor = _executor(s, profile, cache)
     ref = _reference(base, base_dir, out, profile, cache, s, rep)
     from edgesmith.search.waves import Waves
 
@@ -235,11 +241,11 @@ def _search(space: Any, base: dict, base_dir: Path, out: Path, profile: Any, stu
     return finish(study, space, base, base_dir, out, profile, ref, info, s, rep, cache)
 
 
-def _executor(s: Settings, profile: Any, cache: Any) -> Any:
+def _executor(s: Settings, profile: Any, cache_root: Path) -> Any:
     from edgesmith.search.executors import LocalPool, RayPool
 
     if s.ray_address:
-        return RayPool(s.ray_address, profile, cache.root if cache.usable else None)
+        return RayPool(s.ray_address, profile, cache_root)
     return LocalPool(_workers(s))
 
 

@@ -1,0 +1,81 @@
+"""The content-addressed pass cache: hits on equal inputs and configs, misses on any change, and a
+cache written by another version (or tampered with) is never trusted."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from edgesmith.cache import STAMP, PassCache, key_of
+
+RECIPE = {"model": {"source": "edgesmith.zoo:pretrained_digits_cnn"}, "inputs": [{"name": "input", "shape": ["batch", 1, 8, 8]}],
+          "data": {"calibration": {"source": "digits", "split": "train", "samples": 128}, "evaluation": {"source": "digits", "split": "test"}},
+          "targets": ["x86-avx512-vnni-ort"]}
+
+
+def _run(tmp: Path, name: str, passes: list, cache: PassCache) -> dict:
+    from edgesmith import pipeline
+    from edgesmith.recipe import parse_recipe
+
+    res = pipeline.run(parse_recipe({**RECIPE, "passes": passes}), tmp, out_dir=tmp / name, cache=cache, measure_latency=False)
+    return res.manifest
+
+
+@pytest.mark.slow
+def test_a_second_run_takes_every_step_from_the_cache_and_a_changed_config_misses(tmp_path):
+    passes = [{"type": "prune_channels", "ratio": 0.25}, {"type": "ptq_int8", "calibration": "minmax"}]
+    first = _run(tmp_path, "a", passes, PassCache(tmp_path / "cache"))
+    assert [e["result"] for e in first["cache"]["events"]] == ["miss", "miss", "miss"]
+    again = _run(tmp_path, "b", passes, PassCache(tmp_path / "cache"))
+    assert [e["result"] for e in again["cache"]["events"]] == ["hit", "hit", "hit"]
+    t1, t2 = first["targets"]["x86-avx512-vnni-ort"], again["targets"]["x86-avx512-vnni-ort"]
+    assert t1["metrics"] == t2["metrics"] and t1["notes"] == t2["notes"]
+    changed = _run(tmp_path, "c", [{"type": "prune_channels", "ratio": 0.25}, {"type": "ptq_int8", "calibration": "entropy"}], PassCache(tmp_path / "cache"))
+    assert [(e["what"], e["result"]) for e in changed["cache"]["events"]] == [("float export", "hit"), ("torch passes", "hit"), ("ptq_int8", "miss")]
+
+
+def test_a_cache_written_by_another_version_is_ignored_with_a_note(tmp_path):
+    c = PassCache(tmp_path / "cache")
+    f = tmp_path / "x.bin"
+    f.write_bytes(b"data")
+    key = key_of({"k": 1})
+    c.put(key, [f], {"output": "x.bin"})
+    assert PassCache(tmp_path / "cache").get(key) is not None
+    stamp = json.loads((tmp_path / "cache" / STAMP).read_text())
+    (tmp_path / "cache" / STAMP).write_text(json.dumps({**stamp, "edgesmith": "0.0.1", "code": "older"}))
+    old = PassCache(tmp_path / "cache")
+    assert not old.usable and "another edgesmith (0.0.1" in old.notes[0]
+    assert old.get(key) is None
+    old.put(key_of({"k": 2}), [f], {"output": "x.bin"})
+    assert not any((tmp_path / "cache").glob(f"{key_of({'k': 2})[:2]}/*")), "nothing is written into a foreign cache"
+
+
+def test_a_changed_entry_fails_its_checksum_and_is_not_used(tmp_path):
+    c = PassCache(tmp_path / "cache")
+    f = tmp_path / "x.bin"
+    f.write_bytes(b"good")
+    key = key_of({"k": 1})
+    c.put(key, [f], {"output": "x.bin"})
+    (tmp_path / "cache" / key[:2] / key / "x.bin").write_bytes(b"evil")
+    fresh = PassCache(tmp_path / "cache")
+    assert fresh.get(key) is None and "failed its checksum" in fresh.notes[0]
+
+
+def test_a_folder_that_is_not_a_cache_is_left_alone(tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    c = PassCache(tmp_path / "mine")
+    assert not c.usable and "not an edgesmith cache" in c.notes[0]
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["notes.txt"]
+
+
+@pytest.mark.slow
+def test_a_pass_that_hands_records_on_is_recomputed_not_cached(tmp_path):
+    """fold_bn hands BatchNormFolded to later passes; records live in memory, so neither it nor what runs
+    after it may come from the cache (the later pass would miss the record)."""
+    passes = [{"type": "fold_bn"}, {"type": "ptq_int8"}]
+    _run(tmp_path, "a", passes, PassCache(tmp_path / "cache"))
+    again = _run(tmp_path, "b", passes, PassCache(tmp_path / "cache"))
+    assert [(e["what"], e["result"]) for e in again["cache"]["events"]] == [("float export", "hit"), ("torch passes", "miss")]

@@ -1,0 +1,82 @@
+"""edgesmith search on a real local Ray cluster, started and torn down by the test: a head and a second
+node on loopback, the second labelled with the target's hardware. Trials must land on both nodes,
+timing on the labelled one, and every trial's accuracy and size must equal the local run's."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import edgesmith_exe
+
+pytestmark = pytest.mark.slow
+
+RECIPE = {"name": "ray-test", "model": {"source": "edgesmith.zoo:pretrained_digits_cnn"},
+          "inputs": [{"name": "input", "shape": ["batch", 1, 8, 8]}],
+          "data": {"calibration": {"source": "digits", "split": "train", "samples": 128}, "evaluation": {"source": "digits", "split": "test"}},
+          "passes": [{"type": "ptq_int8", "enabled": {"search": [True, False]}, "calibration": {"search": ["minmax", "percentile"]}}],
+          "targets": ["x86-avx512-vnni-ort"]}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def ray_cluster(tmp_path):
+    pytest.importorskip("ray")
+    import sys
+
+    ray_exe = str(Path(sys.executable).with_name("ray"))
+    if not Path(ray_exe).exists():
+        ray_exe = shutil.which("ray")
+    from edgesmith.profiles import load_profile
+    from edgesmith.search.executors import LABEL, hardware_tag
+
+    tag = hardware_tag(load_profile("x86-avx512-vnni-ort"))
+    port = _free_port()
+    common = ["--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--disable-usage-stats"]
+    try:
+        subprocess.run([ray_exe, "start", "--head", "--port", str(port), "--include-dashboard", "false", *common],
+                       check=True, capture_output=True, timeout=120)
+        subprocess.run([ray_exe, "start", "--address", f"127.0.0.1:{port}", "--labels", f"{LABEL}={tag}", *common],
+                       check=True, capture_output=True, timeout=120)
+        yield f"127.0.0.1:{port}"
+    finally:
+        subprocess.run([ray_exe, "stop", "--force"], capture_output=True, timeout=120)
+
+
+def test_search_on_a_local_ray_cluster_spreads_trials_and_equals_the_local_run(ray_cluster, tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(RECIPE, sort_keys=False))
+    r = subprocess.run([edgesmith_exe(), "search", str(recipe), "--ray", ray_cluster, "--out", str(tmp_path / "ray")],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert r.returncode == 0, r.stderr[-2500:]
+    on_ray = json.loads((tmp_path / "ray" / "search.json").read_text())
+    assert on_ray["executor"].startswith("Ray cluster, 2 node(s)") and "timing on the node labelled" in on_ray["executor"]
+    nodes = {t["node"] for t in on_ray["trials"]}
+    assert len(nodes) >= 2, f"trials ran on {nodes}"
+    import ray
+
+    ray.init(address=ray_cluster, log_to_driver=False)
+    try:
+        labelled = [n["NodeID"] for n in ray.nodes() if (n.get("Labels") or {}).get("edgesmith.hardware")]
+    finally:
+        ray.shutdown()
+    assert {t["timing_node"] for t in on_ray["trials"]} == set(labelled)
+    # trial folders came back through the object store
+    assert all((tmp_path / "ray" / "trials" / f"{t['number']:04d}" / "manifest.json").is_file() for t in on_ray["trials"])
+    local = subprocess.run([edgesmith_exe(), "search", str(recipe), "--out", str(tmp_path / "local")],
+                           capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert local.returncode == 0, local.stderr[-2500:]
+    here = json.loads((tmp_path / "local" / "search.json").read_text())
+    key = lambda res: {json.dumps(t["params"], sort_keys=True): (t["accuracy"], round(t["size_mb"], 6)) for t in res["trials"]}  # noqa: E731
+    assert key(on_ray) == key(here)

@@ -1,0 +1,137 @@
+"""edgesmith search end to end on the bundled digits CNN: the front, the study, the best run, resume
+after an interruption (no trial lost or run twice), and the bad inputs the issue names."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import edgesmith_exe
+
+pytestmark = pytest.mark.slow
+
+BASE = {"name": "search-test", "model": {"source": "edgesmith.zoo:pretrained_digits_cnn"},
+        "inputs": [{"name": "input", "shape": ["batch", 1, 8, 8]}],
+        "data": {"calibration": {"source": "digits", "split": "train", "samples": 128}, "evaluation": {"source": "digits", "split": "test"}},
+        "targets": ["x86-avx512-vnni-ort"]}
+SPACE = [{"type": "ptq_int8", "enabled": {"search": [True, False]}, "calibration": {"search": ["minmax", "percentile"]}}]
+
+
+def _recipe(tmp: Path, passes=SPACE, **extra) -> Path:
+    p = tmp / "recipe.yaml"
+    p.write_text(yaml.safe_dump({**BASE, "passes": passes, **extra}, sort_keys=False))
+    return p
+
+
+def _study(out: Path):
+    import optuna
+
+    name = (out / ".edgesmith-search").read_text().strip()
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{out / 'study.db'}")
+
+
+def _states(out: Path) -> dict[int, str]:
+    return {t.number: t.state.name for t in _study(out).get_trials(deepcopy=False)}
+
+
+def test_search_writes_the_front_the_study_and_the_best_run(cli, tmp_path):
+    r = cli("search", _recipe(tmp_path), "--workers", "2", "--out", tmp_path / "s")
+    assert r.code == 0, r.stderr[-2000:]
+    out = tmp_path / "s"
+    res = json.loads((out / "search.json").read_text())
+    assert res["sampler"] == "grid" and len(res["trials"]) == 3  # ptq on x2 calibrations, off once
+    assert all(t["state"] == "complete" for t in res["trials"])
+    assert res["front"] and res["best"] in res["front"]
+    assert _states(out) == {0: "COMPLETE", 1: "COMPLETE", 2: "COMPLETE"}
+    best = json.loads((out / "best" / "manifest.json").read_text())
+    assert best["verdict"] in ("pass", "fail") and best["targets"]["x86-avx512-vnni-ort"]["latency"]
+    assert (out / "best.yaml").is_file() and "<svg" in (out / "search.html").read_text()
+    md = (out / "search.md").read_text()
+    assert "## Pareto front" in md and "trials/hour" in md
+    # the float export is shared by every trial (and the reference): cached after its first computation
+    assert res["cache"]["hits"] >= 2, res["cache"]
+    # builds ran side by side in separate pinned processes, timing after them
+    assert "2 worker(s)" in res["executor"]
+
+
+def test_an_interrupted_search_resumes_without_losing_or_repeating_a_trial(tmp_path):
+    passes = [{"type": "prune_channels", "ratio": {"search": [0.25, 0.5]}, "recover": {"epochs": 2}},
+              {"type": "ptq_int8", "calibration": {"search": ["minmax", "percentile"]}}]
+    recipe = _recipe(tmp_path, passes)
+    out = tmp_path / "s"
+    cmd = [edgesmith_exe(), "search", str(recipe), "--workers", "1", "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    deadline = time.time() + 240
+    while time.time() < deadline:  # wait until one trial is finished and the next is being built
+        time.sleep(0.5)
+        if (out / "study.db").is_file():
+            try:
+                states = _states(out)
+            except Exception:  # noqa: BLE001 - the study is being created
+                continue
+            if "COMPLETE" in states.values() and "RUNNING" in states.values():
+                break
+    else:
+        proc.kill()
+        pytest.fail("the search never reached its second trial")
+    os.kill(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-1500:]
+    assert "run the same command again to resume" in err
+    before = _states(out)
+    done = {n for n, s in before.items() if s == "COMPLETE"}
+    cut = {n for n, s in before.items() if s == "RUNNING"}
+    assert done and cut
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert r.returncode in (0, 1), r.stderr[-2000:]
+    res = json.loads((out / "search.json").read_text())
+    assert res["resumed_trials"] == len(cut)
+    assert res["new_trials"] == 4 - len(done), "finished trials are not run again"
+    after = _states(out)
+    assert sorted(after) == [0, 1, 2, 3] and set(after.values()) == {"COMPLETE"}, after
+    params = [json.dumps(t["params"], sort_keys=True) for t in res["trials"]]
+    assert len(set(params)) == 4, "every combination exactly once"
+
+
+def test_budgets_no_trial_meets_report_the_closest_and_exit_1(cli, tmp_path):
+    targets = [{"profile": "x86-avx512-vnni-ort", "budgets": [{"metric": "artifact_mb", "goal": "max", "value": 0.0001}]}]
+    r = cli("search", _recipe(tmp_path, targets=targets), "--out", tmp_path / "s")
+    assert r.code == 1, r.stderr[-1500:]
+    assert "no trial met every budget" in r.stderr
+    md = (tmp_path / "s" / "search.md").read_text()
+    assert "**No trial met every budget.** Closest: #" in md and "artifact_mb" in md
+    assert not (tmp_path / "s" / "best").exists()
+
+
+def test_a_recipe_with_nothing_to_search_is_a_one_line_error(cli, tmp_path):
+    r = cli("search", _recipe(tmp_path, [{"type": "ptq_int8"}]), "--out", tmp_path / "s")
+    assert r.code == 2 and len(r.error_lines) == 1
+    assert "nothing to search" in r.error_lines[0] and "hint:" in r.error_lines[0]
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1:1", "10.255.255.1:6379"])
+def test_an_unreachable_ray_address_fails_fast_and_clearly(cli, tmp_path, address):
+    t0 = time.time()
+    r = cli("search", _recipe(tmp_path), "--ray", address, "--out", tmp_path / "s", timeout=60)
+    assert r.code == 2 and len(r.error_lines) == 1, r.stderr[-1500:]
+    line = r.error_lines[0]
+    # nothing listens on port 1; what answers at the other address depends on the network (nothing, or a proxy)
+    assert (f"cannot reach the Ray cluster at {address}" in line and "ray start --head" in line) or (
+        f"{address} answers but is not a usable Ray cluster" in line), line
+    assert time.time() - t0 < 90
+    assert not (tmp_path / "s").exists(), "nothing is written before the cluster answers"
+
+
+def test_a_folder_holding_another_search_is_refused(cli, tmp_path):
+    out = tmp_path / "s"
+    out.mkdir()
+    (out / ".edgesmith-search").write_text("edgesmith-000000000000\n")
+    r = cli("search", _recipe(tmp_path), "--out", out)
+    assert r.code == 2 and "holds a search of another recipe" in r.error_lines[0]
