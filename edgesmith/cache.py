@@ -196,31 +196,100 @@ def identity(recipe: Any, base_dir: Path, kind: str, specs: list, inputs: dict[s
     return ident
 
 
-def cached(cache: Any, ident: dict[str, Any], what: str, material: dict[str, Any], dest: Path, compute: Any, ctx: Any = None,
-            extra: dict[str, Any] | None = None) -> Path:
-    """``compute()`` (which returns one file), or its earlier result from the cache, restored into ``dest``.
-    The notes and details it adds to ``ctx``, and ``extra`` (records for the manifest), travel with the
-    entry. A step that hands typed records on (contract.Records), or runs after one did, is not cached:
-    records live in memory only."""
-    import json
+RECORDS_FILE = "records.safetensors"
 
+
+def _records_state(records: Any) -> tuple[dict[str, Any], list[dict]] | None:
+    """Typed records (compress.contract) as tensors + JSON, or None when one has a type this cache cannot
+    store (a plugin's own record): then the step is not cached."""
+    tensors: dict[str, Any] = {}
+    meta: list[dict] = []
+    for rec in records.all():
+        kind = type(rec).__name__
+        if kind == "FloatWeights":
+            tensors.update({f"fw/{n}": t.detach().contiguous().cpu() for n, t in rec.entries.items()})
+            meta.append({"type": kind, "names": list(rec.entries)})
+        elif kind == "WeightGrids":
+            tensors.update({f"wg/{n}": g["scale"].detach().contiguous().cpu() for n, g in rec.entries.items()})
+            meta.append({"type": kind, "bits": {n: int(g["bits"]) for n, g in rec.entries.items()}})
+        elif kind == "BatchNormFolded":
+            meta.append({"type": kind, "layers": list(rec.layers)})
+        else:
+            return None
+    return tensors, meta
+
+
+def _records_digest(records: Any) -> str | None:
+    state = _records_state(records)
+    if state is None:
+        return None
+    tensors, meta = state
+    h = hashlib.sha256(json.dumps(meta, sort_keys=True).encode())
+    for name in sorted(tensors):
+        h.update(name.encode())
+        h.update(tensors[name].numpy().tobytes())
+    return h.hexdigest()
+
+
+def _restore_records(records: Any, meta: list[dict], folder: Path) -> None:
+    from edgesmith.compress.contract import BatchNormFolded, FloatWeights, WeightGrids
+
+    tensors = {}
+    if (folder / RECORDS_FILE).is_file():
+        from safetensors.torch import load_file
+
+        tensors = load_file(str(folder / RECORDS_FILE))
+    for m in meta:
+        if m["type"] == "FloatWeights":
+            records.add(FloatWeights({n: tensors[f"fw/{n}"] for n in m["names"]}))
+        elif m["type"] == "WeightGrids":
+            records.add(WeightGrids({n: {"scale": tensors[f"wg/{n}"], "bits": b} for n, b in m["bits"].items()}))
+        elif m["type"] == "BatchNormFolded":
+            records.add(BatchNormFolded(tuple(m["layers"])))
+
+
+def cached(cache: Any, ident: dict[str, Any], what: str, material: dict[str, Any], dest: Path, compute: Any, ctx: Any = None,
+           extra: dict[str, Any] | None = None) -> Path:
+    """``compute()`` (which returns one file), or its earlier result from the cache, restored into ``dest``.
+    The notes and details it adds to ``ctx``, the typed records it hands on (stored with safetensors) and
+    ``extra`` (records for the manifest) travel with the entry; the records a step receives are part of its
+    key. A record of a type the cache cannot store (a plugin's) turns caching off for the step."""
     records = ctx.records if ctx is not None else None
-    if cache is None or (records is not None and records.kinds()):
+    incoming = _records_digest(records) if records is not None and records.kinds() else ""
+    if cache is None or incoming is None:
         return Path(compute())
-    key = key_of({**material, "step": what, "identity": ident})
+    key = key_of({**material, "step": what, "identity": ident, "records_in": incoming})
     hit = cache.get(key, what)
     if hit is not None:
         cache.restore(hit, dest)
         if ctx is not None:
             ctx.notes.extend(hit.meta.get("notes", []))
             ctx.details.update(hit.meta.get("details", {}))
+            _restore_records(ctx.records, hit.meta.get("records", []), hit.folder)
         if extra is not None:
             extra.update(hit.meta.get("extra", {}))
+        (dest / RECORDS_FILE).unlink(missing_ok=True)
         return dest / hit.meta["output"]
     notes, details = (len(ctx.notes), dict(ctx.details)) if ctx is not None else (0, {})
     out = Path(compute())
-    if records is None or not records.kinds():
-        new = {k: v for k, v in ctx.details.items() if k not in details or details[k] != v} if ctx is not None else {}
-        meta = {"output": out.name, "notes": ctx.notes[notes:] if ctx is not None else [], "details": new, "extra": extra or {}}
-        cache.put(key, [out], json.loads(json.dumps(meta, default=str)))
+    state = _records_state(records) if records is not None else ({}, [])
+    if state is None:
+        return out
+    files = [out]
+    if state[0]:
+        import tempfile
+
+        from safetensors.torch import save_file
+
+        tmp = Path(tempfile.mkdtemp(prefix="edgesmith-records-"))
+        save_file(state[0], str(tmp / RECORDS_FILE))
+        files.append(tmp / RECORDS_FILE)
+    new = {k: v for k, v in ctx.details.items() if k not in details or details[k] != v} if ctx is not None else {}
+    meta = {"output": out.name, "notes": ctx.notes[notes:] if ctx is not None else [], "details": new, "extra": extra or {},
+            "records": state[1]}
+    cache.put(key, files, json.loads(json.dumps(meta, default=str)))
+    if len(files) > 1:
+        import shutil
+
+        shutil.rmtree(files[1].parent, ignore_errors=True)
     return out

@@ -173,8 +173,8 @@ def search(
     result = run_search(data, recipe_path.parent.absolute(), out, target=target, settings=settings, reporter=RichReporter())
     print((result.out_dir / "search.md").read_text())
     if result.verdict == "interrupted":
-        err(f"interrupted: finished trials are kept in the study; run the same command again to resume ({result.out_dir})")
-        raise typer.Exit(130)
+        err(f"interrupted ({result.info['interrupted']}): finished trials are kept in the study; run the same command again to resume ({result.out_dir})")
+        raise typer.Exit(143 if result.info["interrupted"] == "SIGTERM" else 130)
     if result.verdict == "fail":
         err(f"no trial met every budget of the target; the closest are listed in {result.out_dir / 'search.md'}")
         raise typer.Exit(EXIT_BUDGET_FAILED)

@@ -84,3 +84,6 @@ class Records:
 
     def kinds(self) -> list[str]:
         return sorted(k.__name__ for k in self._items)
+
+    def all(self) -> list[Any]:
+        return [self._items[k] for k in sorted(self._items, key=lambda k: k.__name__)]

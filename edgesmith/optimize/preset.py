@@ -10,7 +10,9 @@ training budget (``--train-budget EPOCHS``) and labelled data, training passes j
     then:   the post-training pick's INT8 setting, or not
 
 on the target, and keeps the search's best trial when it is faster than the post-training pick with a
-speed-up interval above FP32's and within every budget; otherwise the post-training pick stands.
+speed-up interval above FP32's and within every budget; otherwise the post-training pick stands. The
+training search judges the task metric only (its profile drops the fidelity budgets): a pruned or
+binarized network retrained by distillation keeps its decisions but not the float model's logits.
 """
 
 from __future__ import annotations
@@ -33,6 +35,21 @@ def space(epochs: int, int8: dict | None) -> list[dict]:
     if int8 is not None:
         passes.append({**int8, "enabled": {"search": [True, False]}})
     return passes
+
+
+def task_profile(profile: Any, folder: Path) -> Path:
+    """The target's profile without its fidelity budgets (cosine, SQNR, output fidelity, decision agreement),
+    written to ``folder``: trials that retrain are judged on the task metric against labels."""
+    import yaml
+
+    from edgesmith.metrics import FIDELITY_METRICS
+    from edgesmith.outputs import atomic_write_text
+
+    task = profile.model_copy(update={"budgets": [g for g in profile.budgets if g.metric not in FIDELITY_METRICS]})
+    folder.mkdir(parents=True, exist_ok=True)
+    path = (folder / "target.profile.yaml").absolute()
+    atomic_write_text(path, yaml.safe_dump(task.model_dump(mode="json"), sort_keys=False))
+    return path
 
 
 def check_labelled(recipe: Any, base_dir: Path, specs: list) -> None:

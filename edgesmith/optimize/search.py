@@ -144,7 +144,7 @@ def optimize(recipe: Any, base_dir: Path, *, out_dir: Path | None = None, time_b
     final = _final_recipe(recipe, winner, profiles[winner.plan.runtime], out, torch_passes)
     training = None
     if train_budget:
-        final, training = _training_stage(recipe, base_dir, out, trials, winner, torch_passes, train_budget, final, rep, trust_checkpoint)
+        final, training = _training_stage(recipe, base_dir, out, trials, winner, torch_passes, train_budget, final, rep, trust_checkpoint, profile)
         if training["chosen"]:
             explanation = training["why"]
     with rep.step(f"full run of the winner: {training['label'] if training and training['chosen'] else winner.plan.name}"):
@@ -157,14 +157,16 @@ def optimize(recipe: Any, base_dir: Path, *, out_dir: Path | None = None, time_b
 
 
 def _training_stage(recipe: Any, base_dir: Path, out: Path, trials: list[Trial], winner: Trial, torch_passes: list, epochs: int,
-                    final: Any, rep: Any, trust_checkpoint: bool) -> tuple[Any, dict]:
+                    final: Any, rep: Any, trust_checkpoint: bool, profile: Any) -> tuple[Any, dict]:
     """The preset's training search (preset.py) after the post-training pick; its best replaces the pick
-    when it is surely faster than FP32, faster than the pick, and within every budget."""
+    when it is surely faster than FP32, faster than the pick, and within every budget. A retrained network
+    is judged on the task (labels), not on reproducing the float model's logits: the fidelity budgets are
+    left out of the training search's profile (and of the final run when its trial is chosen)."""
     from edgesmith.optimize import preset
-    from edgesmith.recipe import PassSpec
+    from edgesmith.recipe import PassSpec, TargetSpec
     from edgesmith.search.space import parse_space
 
-    target_rt = recipe.targets[0]
+    target_rt = TargetSpec(profile=str(preset.task_profile(profile, out / "search")))
     on_target = [t for t in trials if t.plan.pass_type and t.status in ("winner", "ok", "slower") and t.meets
                  and t.plan.runtime == winner.plan.runtime]
     int8_src = winner if winner.plan.pass_type else max(on_target, key=lambda t: t.speedup or 0.0, default=None)
@@ -172,7 +174,7 @@ def _training_stage(recipe: Any, base_dir: Path, out: Path, trials: list[Trial],
     passes = [p.as_yaml() for p in torch_passes] + preset.space(epochs, int8)
     res = preset.run(recipe.model_copy(update={"targets": [target_rt]}), base_dir, out / "search", passes, rep, trust_checkpoint)
     chosen, why = preset.pick(res, winner.speedup if winner.plan.pass_type else 1.0)
-    info = {"folder": "search", "epochs": epochs, "trials": len(res.trials), "front": [t.number for t in res.front],
+    info = {"folder": "search", "epochs": epochs, "budgets": "the target's, less the fidelity ones (task metric only)", "trials": len(res.trials), "front": [t.number for t in res.front],
             "best": res.best and {"number": res.best.number, "label": res.best.label, "speedup": res.best.speedup,
                                   "accuracy": res.best.accuracy, "size_mb": res.best.size_mb},
             "chosen": chosen is not None, "why": why, "label": chosen.label if chosen else None}

@@ -212,15 +212,15 @@ def _search(space: Any, base: dict, base_dir: Path, out: Path, profile: Any, stu
     if done_before or resumed:
         rep.info(f"[search] resuming study {study_name}: {done_before} trial(s) finished earlier are kept"
                  + (f", {len(resumed)} cut off mid-way run again under their own numbers" if resumed else ""))
-    ref = _reference(base, base_dir, out, profile, cache, s, rep)
     from edgesmith.search.waves import Waves
 
-    waves = Waves(study, space, base, base_dir, out, profile, ref, executor, cache, s, rep)
-    interrupted = False
+    waves = Waves(study, space, base, base_dir, out, profile, None, executor, cache, s, rep)
+    interrupted: str | bool = False
     try:
+        waves.ref = ref = _reference(base, base_dir, out, profile, cache, s, rep)
         waves.run(resumed, trials_wanted, started)
-    except KeyboardInterrupt:
-        interrupted = True
+    except KeyboardInterrupt as exc:
+        interrupted = "SIGTERM" if type(exc).__name__ == "Terminated" else "Ctrl-C"
         executor.close(cancel=True)
         rep.info("[search] interrupted: finished trials are saved in the study; run the same command again to resume")
     finally:
@@ -238,7 +238,9 @@ def _search(space: Any, base: dict, base_dir: Path, out: Path, profile: Any, stu
                       "hit_rate": waves.cache_hits / max(waves.cache_hits + waves.cache_misses, 1)},
             "notes": list(cache.notes) + list(getattr(executor, "notes", [])) + waves.notes, "interrupted": interrupted,
             "profile": profile.name, "batch": profile.batch_sizes[0]}
-    return finish(study, space, base, base_dir, out, profile, ref, info, s, rep, cache)
+    if waves.ref is None:  # stopped before the float reference was measured: nothing to report but the study
+        raise KeyboardInterrupt
+    return finish(study, space, base, base_dir, out, profile, waves.ref, info, s, rep, cache)
 
 
 def _executor(s: Settings, profile: Any, cache_root: Path) -> Any:

@@ -96,7 +96,10 @@ class Space:
             combos = nxt
             if len(combos) > MAX_GRID:
                 raise ConfigError(f"the grid has more than {MAX_GRID} combinations", hint="use --sampler tpe or random, or narrow the choices")
-        return combos
+        # the first pass's choices vary fastest: trials built side by side then differ in their first passes, and
+        # the trials that share a prefix come in later waves, when the cache holds it (not two builds of it at once)
+        order = {p.name: {json.dumps(v): i for i, v in enumerate(p.grid())} for p in self.params}
+        return sorted(combos, key=lambda c: [order[p.name].get(json.dumps(c.get(p.name, None)), -1) for p in reversed(self.params)])
 
     def size(self) -> int | None:
         """Number of distinct combinations (None when a range has no step: continuous)."""

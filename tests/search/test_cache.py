@@ -72,10 +72,15 @@ def test_a_folder_that_is_not_a_cache_is_left_alone(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_pass_that_hands_records_on_is_recomputed_not_cached(tmp_path):
-    """fold_bn hands BatchNormFolded to later passes; records live in memory, so neither it nor what runs
-    after it may come from the cache (the later pass would miss the record)."""
-    passes = [{"type": "fold_bn"}, {"type": "ptq_int8"}]
-    _run(tmp_path, "a", passes, PassCache(tmp_path / "cache"))
+def test_typed_records_travel_with_the_entry(tmp_path):
+    """fold_bn hands BatchNormFolded on and weight quantizers hand FloatWeights/WeightGrids to ptq_int8: a
+    cached step restores the records it produced, and the records a step receives are part of its key."""
+    passes = [{"type": "rtn", "bits": 4}, {"type": "ptq_int8"}]
+    first = _run(tmp_path, "a", passes, PassCache(tmp_path / "cache"))
     again = _run(tmp_path, "b", passes, PassCache(tmp_path / "cache"))
-    assert [(e["what"], e["result"]) for e in again["cache"]["events"]] == [("float export", "hit"), ("torch passes", "miss")]
+    assert [e["result"] for e in again["cache"]["events"]] == ["hit", "hit", "hit"]
+    t1, t2 = first["targets"]["x86-avx512-vnni-ort"], again["targets"]["x86-avx512-vnni-ort"]
+    assert t1["metrics"] == t2["metrics"] and t1["size"] == t2["size"]
+    other = _run(tmp_path, "c", [{"type": "rtn", "bits": 3}, {"type": "ptq_int8"}], PassCache(tmp_path / "cache"))
+    # other grids in: the torch stage and the INT8 pass that reads its WeightGrids both miss
+    assert [(e["what"], e["result"]) for e in other["cache"]["events"]] == [("float export", "hit"), ("torch passes", "miss"), ("ptq_int8", "miss")]

@@ -102,7 +102,8 @@ def test_an_interrupted_search_resumes_without_losing_or_repeating_a_trial(tmp_p
 
 def test_budgets_no_trial_meets_report_the_closest_and_exit_1(cli, tmp_path):
     targets = [{"profile": "x86-avx512-vnni-ort", "budgets": [{"metric": "artifact_mb", "goal": "max", "value": 0.0001}]}]
-    r = cli("search", _recipe(tmp_path, targets=targets), "--out", tmp_path / "s")
+    r = cli("search", _recipe(tmp_path, [{"type": "ptq_int8", "calibration": {"search": ["minmax", "percentile"]}}], targets=targets),
+            "--out", tmp_path / "s")
     assert r.code == 1, r.stderr[-1500:]
     assert "no trial met every budget" in r.stderr
     md = (tmp_path / "s" / "search.md").read_text()
