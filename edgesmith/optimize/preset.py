@@ -29,7 +29,7 @@ def space(epochs: int, int8: dict | None) -> list[dict]:
     recover = {"loss": "kd", "alpha": 0.5, "temperature": 4.0, "epochs": epochs, "eval_every": 20, "patience": 10}
     first = [{"type": "prune_channels", "ratio": {"search": PRUNE_RATIOS}, "recover": recover},
              {"type": "binarize", "recover": recover},
-             {"type": "qat", "weight_bits": 4, "steps": max(100, 40 * epochs)},
+             {"type": "qat", "weight_bits": 4, "steps": max(100, 10 * epochs)},
              None]
     passes: list[dict] = [{"search": first}]
     if int8 is not None:
