@@ -226,7 +226,14 @@ def export_once(recipe: Recipe, base_dir: Path, work: Path, trust_checkpoint: bo
     """Export the float model (and the model after the recipe's torch passes) once, for a search:
     returns (float model, start of the ONNX passes)."""
     from edgesmith.compress import get_pass
+    from edgesmith.model_io import model_kind, resolve
 
+    if model_kind(recipe.model.source) == "onnx":  # nothing to export: the file is the float model (checked as ONNX here)
+        from edgesmith.model_io import onnx_input_specs
+
+        path = resolve(recipe.model.source, base_dir)
+        onnx_input_specs(path)
+        return path, path
     torch_passes = [p for p in recipe.passes if get_pass(p.type).stage == "torch"]
     run(recipe.model_copy(update={"passes": torch_passes, "stop_after": "export", "optimize": False}), base_dir, out_dir=work / "export",
         trust_checkpoint=trust_checkpoint)

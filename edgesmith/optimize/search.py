@@ -210,7 +210,7 @@ class _Judge:
         self.specs, self.calib, self.evaluation = setup.specs, setup.calibration, setup.evaluation
         self.evaluator, self.ref = setup.evaluator, setup.reference
         self.reference = {k: v for k, v in self.ref.metrics.items() if k != "sqnr_db"}
-        self.cache_dir = float_path.parent / "calibration-cache"
+        self.cache_dir = work / "calibration-cache"  # NOTE: not beside the float model: that may be the user's own ONNX file
         self.cache_dir.mkdir(exist_ok=True)
 
     def evaluate(self, t: Trial, start: Path, profile: Any, work: Path, quantized: dict) -> None:

@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -217,7 +216,7 @@ def _search(space: Any, base: dict, base_dir: Path, out: Path, profile: Any, stu
     waves = Waves(study, space, base, base_dir, out, profile, None, executor, cache, s, rep)
     interrupted: str | bool = False
     try:
-        waves.ref = ref = _reference(base, base_dir, out, profile, cache, s, rep)
+        waves.ref = _reference(base, base_dir, out, profile, cache, s, rep)
         waves.run(resumed, trials_wanted, started)
     except KeyboardInterrupt as exc:
         interrupted = "SIGTERM" if type(exc).__name__ == "Terminated" else "Ctrl-C"

@@ -55,7 +55,7 @@ def build(job: dict[str, Any]) -> dict[str, Any]:
                    verdicts=t.get("verdicts", []), size=t.get("size", {}), notes=t.get("notes", []), bundle=t.get("bundle", {}),
                    cache_events=(res.manifest.get("cache") or {}).get("events", []), cache_notes=(res.manifest.get("cache") or {}).get("notes", []))
     except Exception as exc:  # noqa: BLE001 - the trial failed; the search goes on and says why
-        msg = getattr(exc, "one_line", lambda: str(exc))()
+        msg = exc.one_line() if hasattr(exc, "one_line") else str(exc)
         out.update(error=f"{type(exc).__name__}: {(msg.strip().splitlines() or [''])[0][:300]}",
                    traceback=traceback.format_exc()[-2000:])
     out["seconds"] = round(time.time() - started, 2)

@@ -125,5 +125,9 @@ class Waves:
             trial.set_user_attr(k, v)
         self.study.tell(trial, [float(accuracy if accuracy is not None else float("nan")), float(latency), float(size or 0.0)],
                         skip_if_finished=True)
-        self.rep.info(f"[search] trial #{trial.number} {attrs['label']}: {self.ref.accuracy_key} {accuracy:.4g}, {timing['speedup']:.2f}x FP32 "
-                      f"({latency:.3g} ms), {size:.3g} MB" + (" — within budget" if not fails else f" — {'; '.join(attrs['gaps'])}"))
+        self.rep.info(f"[search] trial #{trial.number} {attrs['label']}: {self.ref.accuracy_key} {_g(accuracy)}, {timing['speedup']:.2f}x FP32 "
+                      f"({latency:.3g} ms), {_g(size)} MB" + (" — within budget" if not fails else f" — {'; '.join(attrs['gaps'])}"))
+
+
+def _g(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.4g}"
