@@ -3,7 +3,7 @@
     python benchmarks/search.py [throughput|front ...]
 
 - throughput: one grid (the trained digits ResNet, 32x32: channel pruning at 30/50% with 2 recovery epochs,
-  x ptq_int8 on/off, x 2 calibrations = 10 trials) searched with 1 worker and with 2 workers, each with a
+  x ptq_int8 on/off, x 2 calibrations = 9 trials: an option of a pass switched off is not searched) searched with 1 worker and with 2 workers, each with a
   fresh cache: trials per hour and their ratio (one run each), the cache hit rate, and the same search
   again in a new folder with the warm cache (its hit rate).
 - front: `optimize --train-budget 30 --budget top1=1.0` on the trained digits ResNet and MobileNet (its
@@ -52,7 +52,7 @@ def throughput(work: Path) -> None:
         c = i["cache"]
         print(f"| {label} | {workers} | {i['new_trials']} | {i['seconds']:.0f} | {i['build_seconds']:.0f} | {i['timing_seconds']:.0f} | "
               f"{i['trials_per_hour']:.0f} | {c['hits']}/{c['hits'] + c['misses']} ({100 * c['hit_rate']:.0f}%) | "
-              f"#{res.best.number} {res.best.label} ({res.best.speedup:.2f}x FP32)" if res.best else "none", flush=True)
+              + (f"#{res.best.number} {res.best.label} ({res.best.speedup:.2f}x FP32) |" if res.best else "none |"), flush=True)
     print(f"\n2 workers / 1 worker: {rates['2 workers'] / rates['1 worker']:.2f}x trials per hour (fresh caches; one run each)")
 
 
