@@ -4,8 +4,8 @@ resumed: trials complete are kept, trials cut off mid-way are run again under th
 
 Objectives: task accuracy (maximise), latency in ms (minimise; the FP32 latency of the first timing
 race divided by the trial's speed-up over FP32 in its own race, so races at different times compare),
-artifact size in MB (minimise). The target's budgets are Optuna constraints (``constraints`` user
-attribute, > 0 when a budget fails): TPE and NSGA-II steer away from infeasible regions.
+artifact size in MB (minimise). The target's budgets are Optuna constraints (``Trial.set_constraint``, one
+per budget, > 0 when it fails): TPE and NSGA-II steer away from infeasible regions.
 """
 
 from __future__ import annotations
@@ -20,19 +20,15 @@ OBJECTIVES = ("accuracy", "latency_ms", "size_mb")
 SAMPLERS = ("auto", "grid", "random", "tpe", "nsga2")
 
 
-def constraints(trial: Any) -> list[float]:
-    return list(trial.user_attrs.get("constraints", [1.0]))
-
-
 def make_sampler(name: str, seed: int, population: int) -> Any:
     import optuna
 
     if name in ("grid", "random"):  # grid: every combination is enqueued up front (open_study); nothing left to sample
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, constraints_func=constraints, n_startup_trials=min(10, max(2, population)))
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, population)))
     if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed, constraints_func=constraints, population_size=max(2, population))
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(2, population))
     raise ConfigError(f"unknown sampler {name!r}", hint=f"one of {', '.join(SAMPLERS)}")
 
 

@@ -119,10 +119,11 @@ class Waves:
         size = metrics.get("artifact_mb")
         attrs.update(metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float))}, speedup=timing["speedup"],
                      low=timing["low"], high=timing["high"], busy=timing.get("busy", False), feasible=not fails,
-                     gaps=[gap_text(v) for v in fails], shortfall=sum(shortfall(v) for v in fails),
-                     constraints=[shortfall(v) if v.status == "fail" else -1e-6 for v in verdicts] or [-1e-6])
+                     gaps=[gap_text(v) for v in fails], shortfall=sum(shortfall(v) for v in fails))
         for k, v in attrs.items():
             trial.set_user_attr(k, v)
+        for i, v in enumerate(verdicts):  # the budgets as Optuna constraints: > 0 when one fails (the samplers read them)
+            trial.set_constraint(f"{i}:{v.metric}" + (f"@{v.batch}" if v.batch else ""), shortfall(v) if v.status == "fail" else 0.0)
         self.study.tell(trial, [float(accuracy if accuracy is not None else float("nan")), float(latency), float(size or 0.0)],
                         skip_if_finished=True)
         self.rep.info(f"[search] trial #{trial.number} {attrs['label']}: {self.ref.accuracy_key} {_g(accuracy)}, {timing['speedup']:.2f}x FP32 "

@@ -136,3 +136,18 @@ def test_a_folder_holding_another_search_is_refused(cli, tmp_path):
     (out / ".edgesmith-search").write_text("edgesmith-000000000000\n")
     r = cli("search", _recipe(tmp_path), "--out", out)
     assert r.code == 2 and "holds a search of another recipe" in r.error_lines[0]
+
+
+def test_stop_when_met_and_a_study_in_another_database(cli, tmp_path):
+    db = tmp_path / "elsewhere" / "studies.db"
+    db.parent.mkdir()
+    int8_only = [{"type": "ptq_int8", "calibration": {"search": ["minmax", "percentile"]}}]  # each ~1.5x FP32: the first meets the budgets
+    r = cli("search", _recipe(tmp_path, int8_only), "--workers", "1", "--stop-when-met", "--storage", f"sqlite:///{db}", "--out", tmp_path / "s")
+    assert r.code == 0, r.stderr[-1500:]
+    res = json.loads((tmp_path / "s" / "search.json").read_text())
+    assert len(res["trials"]) == 1 and res["trials"][0]["feasible"]  # the first trial met every budget: no second wave
+    assert any("stopped early" in n for n in res["notes"])
+    assert not (tmp_path / "s" / "study.db").exists()
+    import optuna
+
+    assert [s.study_name for s in optuna.get_all_study_summaries(f"sqlite:///{db}")] == [(tmp_path / "s" / ".edgesmith-search").read_text().strip()]
