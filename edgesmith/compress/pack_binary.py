@@ -1,8 +1,9 @@
 """``pack_binary``: store binary convolutions bit-packed and run them on the compiled XNOR-popcount kernel.
 
 ``binarize`` exports its layers in the standard-op lowering: GreaterOrEqual(X, β) → Where(1, −1) → Conv
-whose weights are ±α per output channel (batch norm folded in by the exporter only rescales α). This pass
-finds that pattern and replaces it by one ``edgesmith.BinaryConv`` node carrying the weights as sign bits
+whose weights are ±α per output channel (batch norm folded in by the exporter only rescales α); a binary
+Linear exports as the same sign feeding Gemm (or MatMul) on a 2-D input. This pass finds those patterns and
+replaces each by one ``edgesmith.BinaryConv`` node (a Linear: a 1x1 one between Unsqueeze and Flatten) carrying the weights as sign bits
 (uint8 bytes of 64-bit words, 1 bit per weight) plus α, β and the bias — the artifact's binary layers shrink ~32x and ONNX
 Runtime runs them on the kernel (``runtime/ops/binary_conv.py``). A Conv whose weights are not ±α per
 channel, or whose input is not such a sign, is left alone; ``lower_custom_ops`` turns the result back
@@ -75,8 +76,20 @@ def pack(model: Any, rtol: float = 1e-5) -> tuple[Any, list[str]]:
 
     inits = {i.name: i for i in model.graph.initializer}
     producers = {o: n for n in model.graph.node for o in n.output}
+    ranks = _ranks(model)
     replaced, new_nodes, new_inits = [], [], []
     for node in model.graph.node:
+        if node.op_type in ("Gemm", "MatMul"):
+            linear = _linear(node, inits, producers, ranks)
+            if linear is None:
+                new_nodes.append(node)
+            else:
+                nodes, extra = _pack_linear(node, *linear, rtol)
+                new_nodes += nodes
+                new_inits += extra
+                if extra:
+                    replaced.append(node.name or node.output[0])
+            continue
         if node.op_type != "Conv" or len(node.input) < 2 or node.input[1] not in inits:
             new_nodes.append(node)
             continue
@@ -126,6 +139,81 @@ def pack(model: Any, rtol: float = 1e-5) -> tuple[Any, list[str]]:
     return out, replaced
 
 
+def _ranks(model: Any) -> dict[str, int]:
+    """Tensor ranks from ONNX shape inference (a Linear is packed only on a 2-D input: its sign is per column)."""
+    import onnx
+
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # noqa: BLE001 - no ranks: no Linear is packed, convolutions still are
+        return {}
+    out = {}
+    for v in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
+        t = v.type.tensor_type
+        if t.HasField("shape"):
+            out[v.name] = len(t.shape.dim)
+    return out
+
+
+def _linear(node: Any, inits: dict, producers: dict, ranks: dict) -> tuple | None:
+    """(X, β, W [O, C], bias or None) when a Gemm/MatMul computes sign(X − β) · Wᵀ (+ b) with ±α rows on a 2-D X."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    if len(node.input) < 2 or node.input[1] not in inits:
+        return None
+    found = _sign_input(node, inits, producers)
+    if found is None or ranks.get(node.input[0]) != 2:
+        return None
+    w = numpy_helper.to_array(inits[node.input[1]]).astype(np.float32)
+    if w.ndim != 2:
+        return None
+    bias = None
+    if node.op_type == "Gemm":
+        if _attr(node, "transA", 0) or _attr(node, "alpha", 1.0) != 1.0 or _attr(node, "beta", 1.0) != 1.0:
+            return None
+        w = w if _attr(node, "transB", 0) else w.T
+        if len(node.input) > 2 and node.input[2]:
+            if node.input[2] not in inits:
+                return None
+            bias = numpy_helper.to_array(inits[node.input[2]]).astype(np.float32)
+            if bias.size not in (1, w.shape[0]):
+                return None
+            bias = np.broadcast_to(bias.reshape(-1), (w.shape[0],)).copy()
+    else:
+        w = w.T
+    return found[0], found[1], np.ascontiguousarray(w), bias
+
+
+def _pack_linear(node: Any, x: str, beta: Any, w: Any, bias: Any, rtol: float) -> tuple[list, list]:
+    """Unsqueeze(X, [2, 3]) → 1x1 BinaryConv → Flatten(1): the Linear on the same kernel, its weights as bits."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    from edgesmith.runtime.kernels.binary import pack_nchw
+    from edgesmith.runtime.ops import binary_conv
+
+    mag = np.abs(w)
+    alpha = mag.mean(1)
+    o, c = w.shape
+    beta = np.asarray(beta, np.float32).reshape(-1)
+    if (alpha <= 0).any() or not np.allclose(mag, alpha[:, None], rtol=rtol, atol=0) or beta.size not in (1, c):
+        return [node], []
+    beta = np.broadcast_to(beta, (c,)).copy()
+    bits = pack_nchw(np.where(w >= 0, 1.0, -1.0).astype(np.float32).reshape(o, c, 1, 1))
+    base = node.name or node.output[0]
+    names = [f"{base}__bits", f"{base}__alpha", f"{base}__beta", f"{base}__bias", f"{base}__axes"]
+    inits = [numpy_helper.from_array(np.ascontiguousarray(bits).astype("<u8").view(np.uint8).reshape(*bits.shape[:3], -1), names[0]),
+             numpy_helper.from_array(alpha.astype(np.float32), names[1]), numpy_helper.from_array(beta, names[2]),
+             numpy_helper.from_array(bias if bias is not None else np.zeros(o, np.float32), names[3]),
+             numpy_helper.from_array(np.array([2, 3], np.int64), names[4])]
+    nodes = [helper.make_node("Unsqueeze", [x, names[4]], [f"{base}__x4"], name=f"{base}__unsqueeze"),
+             helper.make_node(binary_conv.OP, [f"{base}__x4"] + names[:4], [f"{base}__y4"], name=f"{base}__binary", domain=binary_conv.DOMAIN,
+                              channels=c, group=1, stride_h=1, stride_w=1, pad_h=0, pad_w=0, dilation_h=1, dilation_w=1),
+             helper.make_node("Flatten", [f"{base}__y4"], list(node.output), name=f"{base}__flatten", axis=1)]
+    return nodes, inits
+
+
 def _live(nodes: list, outputs: list[str]) -> list:
     """Nodes that feed a graph output (the sign subgraphs the fused nodes replaced fall away)."""
     needed, keep = set(outputs), []
@@ -154,7 +242,7 @@ def apply(onnx_path: Path, cfg: PackBinaryConfig, ctx: Any) -> Path:
     except BackendUnavailable as exc:
         kernel = f"no kernel ({exc}); ONNX Runtime cannot run the packed layers here: add lower_custom_ops"
     ctx.details["pack_binary"] = {"layers": replaced, "onnx_bytes": [before, after], "kernel": kernel}
-    ctx.note(f"pack_binary: {len(replaced)} binary convolutions stored bit-packed as edgesmith.BinaryConv "
+    ctx.note(f"pack_binary: {len(replaced)} binary convolutions/linear layers stored bit-packed as edgesmith.BinaryConv "
              f"(ONNX {before:,} -> {after:,} bytes, {before / max(after, 1):.1f}x smaller); ONNX Runtime runs them on the compiled "
              f"XNOR-popcount kernel through onnxruntime-extensions (kernel path here: {kernel}), OpenVINO converts them to its float ops"
              if replaced else "pack_binary: no binary convolution found (run binarize first): the model is unchanged")
@@ -162,5 +250,5 @@ def apply(onnx_path: Path, cfg: PackBinaryConfig, ctx: Any) -> Path:
 
 
 PASS = PassInfo("pack_binary", "onnx", PackBinaryConfig, apply,
-                "store binarize's convolutions bit-packed as edgesmith.BinaryConv (run on the compiled XNOR-popcount kernel)",
+                "store binarize's convolutions and linear layers bit-packed as edgesmith.BinaryConv (run on the compiled XNOR-popcount kernel)",
                 runs_after=("binarize",), custom_ops=("edgesmith",))

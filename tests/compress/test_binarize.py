@@ -189,3 +189,45 @@ def test_the_kernel_path_is_in_the_report(tmp_path):
     get_pass("pack_binary").apply(tmp_path / "plain.onnx", build_pass_config("pack_binary", {}), ctx)
     assert ctx.details["pack_binary"]["layers"] == [] and "no binary convolution found" in ctx.notes[0]
     assert ctx.details["pack_binary"]["kernel"].startswith("AVX-512" if has_vpopcntdq() else "the portable popcount")
+
+
+def test_binary_linear_layers_are_packed_too_and_equal_their_lowering(tmp_path):
+    """A binarized MLP: its hidden Linear layers (Gemm on a sign) become 1x1 BinaryConv between Unsqueeze and
+    Flatten, bit-packed; ONNX Runtime (kernel) and OpenVINO (extension) agree with the standard-op graph."""
+    import onnx
+    import onnxruntime as ort
+    import openvino as ov
+
+    from edgesmith.compress.pack_binary import pack
+    from edgesmith.data.sources import load_dataset
+    from edgesmith.export import export_onnx
+    from edgesmith.runtime.custom_ops import apply_registrations, lower_model
+    from edgesmith.runtime.kernels.ov_extension import library_path
+
+    torch.manual_seed(0)
+    mlp = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 96), torch.nn.ReLU(), torch.nn.Linear(96, 80), torch.nn.ReLU(),
+                              torch.nn.Linear(80, 72), torch.nn.ReLU(), torch.nn.Linear(72, 10))
+    data = load_dataset("digits", SPEC, role="calibration", split="train")
+    ctx = PassContext(work_dir=tmp_path, input_specs=SPEC, calibration=data)
+    cfg = build_pass_config("binarize", {"recover": {"steps": 20, "eval_every": 10, "seed": 0}})
+    model = get_pass("binarize").apply(mlp, cfg, ctx)
+    std = tmp_path / "mlp.onnx"
+    export_onnx(model, list(SPEC), std)
+    packed, replaced = pack(onnx.load(str(std)))
+    assert len(replaced) == 2, replaced  # the two hidden layers; first and last stay float
+    ops = [n.op_type for n in packed.graph.node]
+    assert ops.count("BinaryConv") == 2 and "Unsqueeze" in ops and "Flatten" in ops
+    onnx.save(packed, str(tmp_path / "packed.onnx"))
+    lowered, _ = lower_model(packed)
+    onnx.save(lowered, str(tmp_path / "lowered.onnx"))
+    x = np.random.default_rng(2).standard_normal((9, 1, 8, 8)).astype(np.float32)
+    so = ort.SessionOptions()
+    apply_registrations("onnxruntime", so, tmp_path / "packed.onnx")
+    got = ort.InferenceSession(str(tmp_path / "packed.onnx"), so, providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    run = lambda p: ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]  # noqa: E731
+    np.testing.assert_allclose(got, run(std), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got, run(tmp_path / "lowered.onnx"), rtol=1e-5, atol=1e-5)
+    core = ov.Core()
+    core.add_extension(library_path())
+    compiled = core.compile_model(core.read_model(str(tmp_path / "packed.onnx")), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    np.testing.assert_allclose(compiled({0: x})[0], got, rtol=1e-5, atol=1e-5)

@@ -62,32 +62,35 @@ uint64_t pack64_avx512(const float* src) {  // 64 floats -> 64 sign bits (x >= 0
 #endif
 
 #ifdef EDGESMITH_X86
+// signs of 16 positions x all channels of image b -> their channels-last words (one work item of the packing)
 __attribute__((target("avx512f")))
+void pack_chunk_avx512(const float* x, int64_t c, int64_t hw, int64_t cw, uint64_t* out, int64_t b, int64_t k) {
+    const int64_t p0 = k * 16;
+    const int left = static_cast<int>(std::min<int64_t>(16, hw - p0));
+    const __mmask16 tail = static_cast<__mmask16>(left == 16 ? 0xFFFF : (1u << left) - 1u);
+    const __m512 zero = _mm512_setzero_ps();
+    alignas(64) uint64_t words[16];
+    for (int64_t cb = 0; cb < cw; ++cb) {
+        __m512i lo = _mm512_setzero_si512(), hi = _mm512_setzero_si512();
+        const int64_t c_end = std::min(c, cb * 64 + 64);
+        for (int64_t ch = cb * 64; ch < c_end; ++ch) {
+            const __m512 v = _mm512_maskz_loadu_ps(tail, x + (b * c + ch) * hw + p0);
+            const __mmask16 m = _mm512_mask_cmp_ps_mask(tail, v, zero, _CMP_GE_OQ);
+            const __m512i bit = _mm512_set1_epi64(static_cast<long long>(1ULL << (ch - cb * 64)));
+            lo = _mm512_mask_or_epi64(lo, static_cast<__mmask8>(m & 0xFF), lo, bit);
+            hi = _mm512_mask_or_epi64(hi, static_cast<__mmask8>(m >> 8), hi, bit);
+        }
+        _mm512_store_si512(words, lo);
+        _mm512_store_si512(words + 8, hi);
+        for (int i = 0; i < left; ++i) out[(b * hw + p0 + i) * cw + cb] = words[i];
+    }
+}
+
 void pack_nchw_avx512(const float* x, int64_t n, int64_t c, int64_t hw, int64_t cw, uint64_t* out, int threads) {
     const int64_t chunks = (hw + 15) / 16;
 #pragma omp parallel for collapse(2) schedule(static) num_threads(std::max(1, threads)) if (n * c * hw > (1 << 15))
     for (int64_t b = 0; b < n; ++b)
-        for (int64_t k = 0; k < chunks; ++k) {
-            const int64_t p0 = k * 16;
-            const int left = static_cast<int>(std::min<int64_t>(16, hw - p0));
-            const __mmask16 tail = static_cast<__mmask16>(left == 16 ? 0xFFFF : (1u << left) - 1u);
-            const __m512 zero = _mm512_setzero_ps();
-            alignas(64) uint64_t words[16];
-            for (int64_t cb = 0; cb < cw; ++cb) {
-                __m512i lo = _mm512_setzero_si512(), hi = _mm512_setzero_si512();
-                const int64_t c_end = std::min(c, cb * 64 + 64);
-                for (int64_t ch = cb * 64; ch < c_end; ++ch) {
-                    const __m512 v = _mm512_maskz_loadu_ps(tail, x + (b * c + ch) * hw + p0);
-                    const __mmask16 m = _mm512_mask_cmp_ps_mask(tail, v, zero, _CMP_GE_OQ);
-                    const __m512i bit = _mm512_set1_epi64(static_cast<long long>(1ULL << (ch - cb * 64)));
-                    lo = _mm512_mask_or_epi64(lo, static_cast<__mmask8>(m & 0xFF), lo, bit);
-                    hi = _mm512_mask_or_epi64(hi, static_cast<__mmask8>(m >> 8), hi, bit);
-                }
-                _mm512_store_si512(words, lo);
-                _mm512_store_si512(words + 8, hi);
-                for (int i = 0; i < left; ++i) out[(b * hw + p0 + i) * cw + cb] = words[i];
-            }
-        }
+        for (int64_t k = 0; k < chunks; ++k) pack_chunk_avx512(x, c, hw, cw, out, b, k);
 }
 #endif
 
@@ -162,40 +165,85 @@ inline void dot8(bool wide, const uint64_t* patch, const uint64_t* block, int64_
 }
 
 
-// dot8 for T patches at once: each weight vector is loaded once and used for T patches (the weights of a
-// large layer live in L2, so reading them once per position was the bottleneck)
-template <int T>
-void dot8xT_portable(const uint64_t* const* patches, const uint64_t* block, int64_t words, int64_t (*diff)[8]) {
-    for (int t = 0; t < T; ++t) dot8_portable(patches[t], block, words, diff[t]);
+// dot8 for T patches and B blocks of 8 rows at once: each weight vector is loaded once and used for T
+// patches, each broadcast patch word for B blocks (the weights of a large layer live in L2, so reading them
+// once per position was the bottleneck; B*T independent accumulators keep the popcount units busy)
+template <int T, int B>
+void dotT_portable(const uint64_t* const* patches, const uint64_t* block, int64_t bstride, int64_t words, int64_t (*diff)[8 * B]) {
+    for (int b = 0; b < B; ++b)
+        for (int t = 0; t < T; ++t) {
+            int64_t d[8];
+            dot8_portable(patches[t], block + b * bstride, words, d);
+            for (int l = 0; l < 8; ++l) diff[t][b * 8 + l] = d[l];
+        }
 }
 
 #ifdef EDGESMITH_X86
-template <int T>
+template <int T, int B>
 __attribute__((target("avx512f,avx512vpopcntdq")))
-void dot8xT_avx512(const uint64_t* const* patches, const uint64_t* block, int64_t words, int64_t (*diff)[8]) {
-    __m512i acc[T];
-    for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_si512();
+void dotT_avx512(const uint64_t* const* patches, const uint64_t* block, int64_t bstride, int64_t words, int64_t (*diff)[8 * B]) {
+    __m512i acc[B][T];
+    for (int b = 0; b < B; ++b)
+        for (int t = 0; t < T; ++t) acc[b][t] = _mm512_setzero_si512();
     for (int64_t q = 0; q < words; ++q) {
-        const __m512i wv = _mm512_loadu_si512(block + q * 8);
-        for (int t = 0; t < T; ++t)
-            acc[t] = _mm512_add_epi64(acc[t], _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_set1_epi64(static_cast<long long>(patches[t][q])), wv)));
+        __m512i wv[B];
+        for (int b = 0; b < B; ++b) wv[b] = _mm512_loadu_si512(block + b * bstride + q * 8);
+        for (int t = 0; t < T; ++t) {
+            const __m512i pv = _mm512_set1_epi64(static_cast<long long>(patches[t][q]));
+            for (int b = 0; b < B; ++b) acc[b][t] = _mm512_add_epi64(acc[b][t], _mm512_popcnt_epi64(_mm512_xor_si512(pv, wv[b])));
+        }
     }
-    for (int t = 0; t < T; ++t) _mm512_storeu_si512(diff[t], acc[t]);
+    for (int b = 0; b < B; ++b)
+        for (int t = 0; t < T; ++t) _mm512_storeu_si512(diff[t] + b * 8, acc[b][t]);
 }
 #endif
 
-template <int T>
-inline void dot8xT(bool wide, const uint64_t* const* patches, const uint64_t* block, int64_t words, int64_t (*diff)[8]) {
+#ifdef EDGESMITH_X86
+// A full 8-position tile's results for one block of 8 channels: valid - 2 * (diff - correction), computed as
+// vectors and transposed 8x8, so each channel's 8 outputs leave in one 32-byte store (they are contiguous)
+__attribute__((target("avx512f,avx512vl,avx2")))
+void epilogue8x8(const int64_t (*diff)[8], const int32_t* const* corr, const int32_t* valid, int32_t* dst, int64_t plane, int64_t lmax) {
+    __m256i r[8];
+    for (int t = 0; t < 8; ++t) {
+        const __m256i d = _mm512_cvtepi64_epi32(_mm512_loadu_si512(diff[t]));
+        const __m256i c = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(corr[t]));
+        r[t] = _mm256_sub_epi32(_mm256_set1_epi32(valid[t]), _mm256_slli_epi32(_mm256_sub_epi32(d, c), 1));
+    }
+    const __m256i t0 = _mm256_unpacklo_epi32(r[0], r[1]), t1 = _mm256_unpackhi_epi32(r[0], r[1]);
+    const __m256i t2 = _mm256_unpacklo_epi32(r[2], r[3]), t3 = _mm256_unpackhi_epi32(r[2], r[3]);
+    const __m256i t4 = _mm256_unpacklo_epi32(r[4], r[5]), t5 = _mm256_unpackhi_epi32(r[4], r[5]);
+    const __m256i t6 = _mm256_unpacklo_epi32(r[6], r[7]), t7 = _mm256_unpackhi_epi32(r[6], r[7]);
+    const __m256i u0 = _mm256_unpacklo_epi64(t0, t2), u1 = _mm256_unpackhi_epi64(t0, t2);
+    const __m256i u2 = _mm256_unpacklo_epi64(t1, t3), u3 = _mm256_unpackhi_epi64(t1, t3);
+    const __m256i u4 = _mm256_unpacklo_epi64(t4, t6), u5 = _mm256_unpackhi_epi64(t4, t6);
+    const __m256i u6 = _mm256_unpacklo_epi64(t5, t7), u7 = _mm256_unpackhi_epi64(t5, t7);
+    const __m256i rows[8] = {_mm256_permute2x128_si256(u0, u4, 0x20), _mm256_permute2x128_si256(u1, u5, 0x20),
+                             _mm256_permute2x128_si256(u2, u6, 0x20), _mm256_permute2x128_si256(u3, u7, 0x20),
+                             _mm256_permute2x128_si256(u0, u4, 0x31), _mm256_permute2x128_si256(u1, u5, 0x31),
+                             _mm256_permute2x128_si256(u2, u6, 0x31), _mm256_permute2x128_si256(u3, u7, 0x31)};
+    for (int64_t l = 0; l < lmax; ++l) _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + l * plane), rows[l]);
+}
+#endif
+
+template <int T, int B>
+inline void dotT(bool wide, const uint64_t* const* patches, const uint64_t* block, int64_t bstride, int64_t words, int64_t (*diff)[8 * B]) {
 #ifdef EDGESMITH_X86
     if (wide) {
-        dot8xT_avx512<T>(patches, block, words, diff);
+        dotT_avx512<T, B>(patches, block, bstride, words, diff);
         return;
     }
 #endif
-    dot8xT_portable<T>(patches, block, words, diff);
+    dotT_portable<T, B>(patches, block, bstride, words, diff);
 }
 
 }  // namespace
+
+#ifndef BNN_TILE_T
+#define BNN_TILE_T 8  // positions per tile
+#endif
+#ifndef BNN_TILE_B
+#define BNN_TILE_B 1  // blocks of 8 output channels per tile
+#endif
 
 extern "C" {
 
@@ -273,62 +321,173 @@ void bnn_prepare_conv(const uint64_t* w, int64_t o, int64_t kh, int64_t kw, int6
 }
 
 // x: N x H x W x CW packed channels (C real channels); wb, block_pop from bnn_prepare_conv; out: N x O x OH x OW
-void bnn_conv2d_prepared(const uint64_t* x, const uint64_t* wbp, const int64_t* block_pop, int64_t n, int64_t h, int64_t wd,
-                         int64_t cw, int64_t c, int64_t o, int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw,
-                         int64_t dh, int64_t dw, int32_t* out, int threads, int impl) {
+// The convolution; with ``xf`` (float NCHW) the sign packing into ``xpack`` runs in the same parallel region
+// (one fork-join per layer instead of two: at 14x14 the second one cost as much as a tenth of the layer)
+static void conv2d_impl(const float* xf, uint64_t* xpack, const uint64_t* wbp, const int64_t* block_pop, int64_t n, int64_t h, int64_t wd,
+                        int64_t cw, int64_t c, int64_t o, int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw,
+                        int64_t dh, int64_t dw, int32_t* out, int threads, int impl) {
     const bool wide = use_avx512(impl);
+    const uint64_t* x = xpack;
+#ifdef EDGESMITH_X86
+    const bool pack_inside = xf != nullptr && cpu_has_avx512f();
+#else
+    const bool pack_inside = false;
+#endif
+    if (xf != nullptr && !pack_inside) bnn_pack_nchw(xf, n, c, h, wd, xpack, threads);
     const int64_t oh = (h + 2 * ph - dh * (kh - 1) - 1) / sh + 1;
     const int64_t ow = (wd + 2 * pw - dw * (kw - 1) - 1) / sw + 1;
-    const int64_t kwords = kh * kw * cw, nb = (o + 7) / 8, plane = oh * ow;
-    constexpr int T = 4;
+    const int64_t kk = kh * kw, kwords = kk * cw, nb = (o + 7) / 8, plane = oh * ow;
+    constexpr int T = BNN_TILE_T, B = BNN_TILE_B;
     const int64_t positions = n * plane, tiles = (positions + T - 1) / T;
+    // Padding: a tap outside the image is a zero word, so the XOR counted the weight's own bits there; the
+    // correction depends only on which taps of a position fall outside (a handful of patterns: interior,
+    // edges, corners), so it is computed once per pattern and channel, not per output
+    // a position's outside taps = its row's outside taps | its column's: patterns are (row class, column class)
+    // pairs, found in O(oh + ow) (kernels up to 8x8: a mask bit per tap)
+    auto classes = [](int64_t extent, int64_t out_extent, int64_t stride, int64_t pad, int64_t dil, int64_t k, std::vector<uint64_t>& kinds) {
+        std::vector<int64_t> id(out_extent);
+        for (int64_t i = 0; i < out_extent; ++i) {
+            uint64_t m = 0;
+            for (int64_t r = 0; r < k; ++r) {
+                const int64_t at = i * stride - pad + r * dil;
+                if (at < 0 || at >= extent) m |= uint64_t(1) << r;
+            }
+            auto it = std::find(kinds.begin(), kinds.end(), m);
+            id[i] = it - kinds.begin();
+            if (it == kinds.end()) kinds.push_back(m);
+        }
+        return id;
+    };
+    std::vector<uint64_t> row_kinds, col_kinds;
+    const std::vector<int64_t> row_id = classes(h, oh, sh, ph, dh, kh, row_kinds), col_id = classes(wd, ow, sw, pw, dw, kw, col_kinds);
+    const int64_t ncol = static_cast<int64_t>(col_kinds.size());
+    std::vector<uint64_t> masks;  // per pattern, its outside taps as bits (kernels up to 64 taps), else empty
+    std::vector<int64_t> outside;
+    for (uint64_t rm : row_kinds)
+        for (uint64_t cm : col_kinds) {
+            uint64_t m = 0;
+            int64_t count = 0;
+            for (int64_t r = 0; r < kh; ++r)
+                for (int64_t s2 = 0; s2 < kw; ++s2)
+                    if ((rm >> r & 1) || (cm >> s2 & 1)) {
+                        ++count;
+                        if (kk <= 64) m |= uint64_t(1) << (r * kw + s2);
+                    }
+            masks.push_back(m);
+            outside.push_back(count);
+        }
+    const int64_t np = static_cast<int64_t>(masks.size()), o8 = nb * 8;  // rows padded to whole blocks (vector loads)
+    std::vector<int32_t> corr(np * o8, 0), valid_of(np);
+    for (int64_t pi = 0; pi < np; ++pi) valid_of[pi] = static_cast<int32_t>((kk - outside[pi]) * c);
 #pragma omp parallel num_threads(std::max(1, threads))
     {
-        std::vector<uint64_t> patch(T * kwords);
-        std::vector<int64_t> invalid[T];
-        int64_t diff[T][8];
-        const uint64_t* pp[T];
-        for (int t = 0; t < T; ++t) {
-            invalid[t].reserve(kh * kw);
-            pp[t] = patch.data() + t * kwords;
+#ifdef EDGESMITH_X86
+        if (pack_inside) {
+            const int64_t chunks = (h * wd + 15) / 16;
+#pragma omp for collapse(2) schedule(static)
+            for (int64_t b = 0; b < n; ++b)
+                for (int64_t k = 0; k < chunks; ++k) pack_chunk_avx512(xf, c, h * wd, cw, xpack, b, k);
         }
+#endif
 #pragma omp for schedule(static)
+        for (int64_t oc = 0; oc < o; ++oc)
+            for (int64_t pi = 0; pi < np; ++pi) {
+                int64_t s3 = 0;
+                if (kk <= 64) {
+                    for (uint64_t m = masks[pi]; m; m &= m - 1) s3 += block_pop[oc * kk + __builtin_ctzll(m)];  // the outside taps only
+                } else {
+                    const uint64_t rm = row_kinds[pi / ncol], cm = col_kinds[pi % ncol];
+                    for (int64_t r = 0; r < kh; ++r)
+                        for (int64_t s2 = 0; s2 < kw; ++s2)
+                            if ((rm >> r & 1) || (cm >> s2 & 1)) s3 += block_pop[oc * kk + r * kw + s2];
+                }
+                corr[pi * o8 + oc] = static_cast<int32_t>(s3);
+            }
+        std::vector<uint64_t> patch(T * kwords);
+        int64_t diff[T][8 * B], diff1[T][8];
+        const uint64_t* pp[T];
+        for (int t = 0; t < T; ++t) pp[t] = patch.data() + t * kwords;
+        // NOTE: threads split the positions; splitting the output channels instead (each thread streaming half
+        // the weights) measured slower: 0.061 vs 0.051 ms at 14x14. Tiles are dealt round-robin: in blocks, the
+        // thread with the half-empty last tile had 12% fewer positions than the other (14x14: 104 vs 92)
+#pragma omp for schedule(static, 1)
         for (int64_t tile = 0; tile < tiles; ++tile) {
-            int64_t valid[T], bs[T], ys[T], xs[T];
+            const int64_t ob_begin = 0, ob_end = nb;
+            int64_t bs[T], ys[T], xs[T];
+            const int32_t* cp[T];
+            int32_t valid[T];
             const int used = static_cast<int>(std::min<int64_t>(T, positions - tile * T));
+            int64_t b = (tile * T) / plane, y = (tile * T - b * plane) / ow, xx = tile * T - b * plane - y * ow;  // then stepped, no divisions
             for (int t = 0; t < T; ++t) {
-                const int64_t pos = tile * T + std::min(t, used - 1);  // a short last tile repeats its last position
-                bs[t] = pos / plane, ys[t] = (pos % plane) / ow, xs[t] = pos % ow;
-                invalid[t].clear();
+                if (t > 0 && t < used && ++xx == ow) {  // a short last tile repeats its last position
+                    xx = 0;
+                    if (++y == oh) y = 0, ++b;
+                }
+                bs[t] = b, ys[t] = y, xs[t] = xx;
+                const int64_t pi = row_id[y] * ncol + col_id[xx];
+                cp[t] = corr.data() + pi * o8;
+                valid[t] = valid_of[pi];
                 for (int64_t r = 0; r < kh; ++r)
                     for (int64_t s2 = 0; s2 < kw; ++s2) {
                         const int64_t iy = ys[t] * sh - ph + r * dh, ix = xs[t] * sw - pw + s2 * dw;
                         uint64_t* dst = patch.data() + t * kwords + (r * kw + s2) * cw;
                         if (iy < 0 || iy >= h || ix < 0 || ix >= wd) {
                             for (int64_t q = 0; q < cw; ++q) dst[q] = 0;  // NOTE: loops, not memcpy: narrow layers copy 1 word
-                            invalid[t].push_back(r * kw + s2);
                         } else {
                             const uint64_t* src = x + ((bs[t] * h + iy) * wd + ix) * cw;
                             for (int64_t q = 0; q < cw; ++q) dst[q] = src[q];
                         }
                     }
-                valid[t] = (kh * kw - static_cast<int64_t>(invalid[t].size())) * c;
             }
-            for (int64_t ob = 0; ob < nb; ++ob) {
-                dot8xT<T>(wide, pp, wbp + ob * kwords * 8, kwords, diff);
-                for (int t = 0; t < used; ++t) {
-                    int32_t* base = out + bs[t] * o * plane + ys[t] * ow + xs[t];
-                    for (int64_t l = 0; l < 8; ++l) {
-                        const int64_t oc = ob * 8 + l;
-                        if (oc >= o) break;
-                        int64_t d = diff[t][l];
-                        for (int64_t p : invalid[t]) d -= block_pop[oc * kh * kw + p];
-                        base[oc * plane] = static_cast<int32_t>(valid[t] - 2 * d);
+            const bool contiguous = bs[used - 1] == bs[0];  // the tile's positions are consecutive in one image
+            const int64_t p0 = tile * T - bs[0] * plane;
+            for (int64_t ob = ob_begin; ob < ob_end; ob += B) {
+                const int blocks = static_cast<int>(std::min<int64_t>(B, ob_end - ob));
+                if (blocks == B)
+                    dotT<T, B>(wide, pp, wbp + ob * kwords * 8, kwords * 8, kwords, diff);
+                else
+                    dotT<T, 1>(wide, pp, wbp + ob * kwords * 8, kwords * 8, kwords, diff1);
+                const int64_t* dbase = blocks == B ? &diff[0][0] : &diff1[0][0];
+                const int dstride = blocks == B ? 8 * B : 8;
+                const int64_t lmax = std::min<int64_t>(8 * blocks, o - ob * 8);
+#ifdef EDGESMITH_X86
+                if constexpr (T == 8 && B == 1) {
+                    if (wide && contiguous && used == T) {
+                        const int32_t* cps[8];
+                        for (int t = 0; t < 8; ++t) cps[t] = cp[t] + ob * 8;
+                        epilogue8x8(reinterpret_cast<const int64_t (*)[8]>(dbase), cps, valid, out + (bs[0] * o + ob * 8) * plane + p0, plane, lmax);
+                        continue;
+                    }
+                }
+#endif
+                for (int64_t l = 0; l < lmax; ++l) {
+                    const int64_t oc = ob * 8 + l;
+                    if (contiguous) {
+                        int32_t* dst = out + (bs[0] * o + oc) * plane + p0;
+                        for (int t = 0; t < used; ++t)
+                            dst[t] = valid[t] - 2 * (static_cast<int32_t>(dbase[t * dstride + l]) - cp[t][oc]);
+                    } else {
+                        for (int t = 0; t < used; ++t)
+                            out[(bs[t] * o + oc) * plane + ys[t] * ow + xs[t]] =
+                                valid[t] - 2 * (static_cast<int32_t>(dbase[t * dstride + l]) - cp[t][oc]);
                     }
                 }
             }
         }
     }
+}
+
+void bnn_conv2d_prepared(const uint64_t* x, const uint64_t* wbp, const int64_t* block_pop, int64_t n, int64_t h, int64_t wd,
+                         int64_t cw, int64_t c, int64_t o, int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw,
+                         int64_t dh, int64_t dw, int32_t* out, int threads, int impl) {
+    conv2d_impl(nullptr, const_cast<uint64_t*>(x), wbp, block_pop, n, h, wd, cw, c, o, kh, kw, sh, sw, ph, pw, dh, dw, out, threads, impl);
+}
+
+// Float activations in (NCHW), their sign bits packed into ``scratch`` ([N, H, W, CW] words) on the way
+void bnn_conv2d_float(const float* x, uint64_t* scratch, const uint64_t* wbp, const int64_t* block_pop, int64_t n, int64_t h, int64_t wd,
+                      int64_t cw, int64_t c, int64_t o, int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw,
+                      int64_t dh, int64_t dw, int32_t* out, int threads, int impl) {
+    conv2d_impl(x, scratch, wbp, block_pop, n, h, wd, cw, c, o, kh, kw, sh, sw, ph, pw, dh, dw, out, threads, impl);
 }
 
 // The same, preparing the weights on every call (tests; a runtime prepares once)
