@@ -38,6 +38,11 @@ class BinarizeConfig:
     calibration_samples: int = 256  # to start each threshold β at its channel's median
     mst_regularizer: float = 0.0  # λ of the MST penalty (compress/mst.py): lowers the binary convs' tree weight
     mst_every: int = 25  # steps between recomputing each layer's tree for the penalty
+    mask: float | None = None  # Biprop-style: keep this share of each binary layer's weights, picked by learned scores
+
+    def __post_init__(self) -> None:
+        if self.mask is not None and not 0.0 < self.mask < 1.0:
+            raise ValueError(f"mask is the share of weights kept, between 0 and 1 (exclusive), got {self.mask}")
 
 
 def _sign_fn(kind: str) -> Any:
@@ -60,14 +65,27 @@ def _sign_fn(kind: str) -> Any:
     return SignSTE.apply
 
 
-def binary_layer(layer: Any, kind: str) -> Any:
-    """A trainable binary copy of a Conv2d or Linear (weights kept in float, binarized in the forward)."""
+def binary_layer(layer: Any, kind: str, keep: float | None = None) -> Any:
+    """A trainable binary copy of a Conv2d or Linear (weights kept in float, binarized in the forward). With
+    ``keep`` (Biprop, algorithms.md §5): a score per weight, learned straight through a top-``keep`` mask, and
+    α per output channel over the kept weights: the layer is ternary {−α, 0, +α}."""
     import torch
     import torch.nn as nn
     import torch.nn.functional as F
 
+    from edgesmith.compress.prune.subnetwork import subnet_mask
+
     sign = _sign_fn(kind)
     conv = isinstance(layer, nn.Conv2d)
+
+    class _Mask(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, scores: Any) -> Any:  # noqa: ARG004
+            return subnet_mask(scores, keep).to(scores.dtype)
+
+        @staticmethod
+        def backward(ctx: Any, grad: Any) -> Any:  # noqa: ARG004
+            return grad  # straight through to the scores
 
     class BinaryLayer(nn.Module):
         def __init__(self) -> None:
@@ -75,15 +93,24 @@ def binary_layer(layer: Any, kind: str) -> Any:
             self.layer = layer
             channels = layer.in_channels if conv else layer.in_features
             self.beta = nn.Parameter(torch.zeros(channels))
+            if keep is not None:  # scores start at |W|: the trained model's large weights are kept first
+                self.scores = nn.Parameter(layer.weight.detach().abs().clone())
 
         def _beta(self, x: Any) -> Any:
             return self.beta.view(1, -1, *([1] * (x.dim() - 2)))
 
         def binary_weight(self) -> Any:
             w = self.layer.weight
-            alpha = w.abs().mean(dim=tuple(range(1, w.dim())), keepdim=True)
+            dims = tuple(range(1, w.dim()))
+            if keep is None:
+                alpha = w.abs().mean(dim=dims, keepdim=True)
+                wb = torch.where(w >= 0, torch.ones_like(w), -torch.ones_like(w)) * alpha
+                return (wb - w).detach() + w  # straight through to the float weights
+            mask = _Mask.apply(self.scores.abs())  # NOTE: abs outside the STE, so the gradient reaches S with its sign
+            m = mask.detach()
+            alpha = (w.abs() * m).sum(dim=dims, keepdim=True) / m.sum(dim=dims, keepdim=True).clamp(min=1)
             wb = torch.where(w >= 0, torch.ones_like(w), -torch.ones_like(w)) * alpha
-            return (wb - w).detach() + w  # straight through to the float weights
+            return ((wb - w).detach() + w) * mask
 
         def forward(self, x: Any) -> Any:
             xb = sign(x - self._beta(x))
@@ -120,11 +147,13 @@ def deploy_layer(trained: Any) -> Any:
     return DeployBinary()
 
 
-def packed_bytes(layer: Any) -> int:
-    """1 bit per weight (rows padded to 64-bit words, as the kernels store them) plus one float32 α per output channel."""
+def packed_bytes(layer: Any, masked: bool = False) -> int:
+    """1 bit per weight (rows padded to 64-bit words, as the kernels store them; 2 with a Biprop mask: sign and
+    kept) plus one float32 α per output channel."""
     w = layer.weight
     per_row = w[0].numel()
-    return int(w.shape[0] * ((per_row + 63) // 64) * 8 + w.shape[0] * 4 + (layer.bias.numel() * 4 if layer.bias is not None else 0))
+    return int(w.shape[0] * ((per_row + 63) // 64) * 8 * (2 if masked else 1) + w.shape[0] * 4
+               + (layer.bias.numel() * 4 if layer.bias is not None else 0))
 
 
 def _init_thresholds(model: Any, wrapped: dict, ctx: Any, samples: int) -> None:
@@ -173,10 +202,10 @@ def apply(model: Any, cfg: BinarizeConfig, ctx: Any) -> Any:
                           hint="set keep_first/keep_last to false, or give a model with more conv/linear layers")
     teacher = copy.deepcopy(model).eval()
     float_bytes = sum(m.weight.numel() * 4 + (m.bias.numel() * 4 if m.bias is not None else 0) for _, m in chosen)
-    binary_bytes = sum(packed_bytes(m) for _, m in chosen)
+    binary_bytes = sum(packed_bytes(m, cfg.mask is not None) for _, m in chosen)
     wrapped = {}
     for n, m in chosen:
-        wrapped[n] = binary_layer(m, cfg.gradient)
+        wrapped[n] = binary_layer(m, cfg.gradient, cfg.mask)
         set_module(model, n, wrapped[n])
     _init_thresholds(model, wrapped, ctx, cfg.calibration_samples)
     extra, trees = None, {}
@@ -208,7 +237,7 @@ def apply(model: Any, cfg: BinarizeConfig, ctx: Any) -> Any:
                                "binary_layers_fp32_bytes": float_bytes, "binary_layers_packed_bytes": binary_bytes,
                                "binary_layers_ratio": round(float_bytes / max(binary_bytes, 1), 2),
                                "model_fp32_bytes": total_float, "model_packed_bytes": total_float - float_bytes + binary_bytes,
-                               "gradient": cfg.gradient, "mst_regularizer": cfg.mst_regularizer, "mst_ops": mst,
+                               "gradient": cfg.gradient, "mst_regularizer": cfg.mst_regularizer, "mst_ops": mst, "mask_keep": cfg.mask,
                                **({"recovery": fitted.summary()} if fitted else {})}
     ctx.note(f"binarize: {len(wrapped)} layers binary (weights sign·α per output channel, activations sign(x − β)); "
              f"kept in float: {', '.join(sorted(keep)) or 'none'}"
@@ -216,7 +245,10 @@ def apply(model: Any, cfg: BinarizeConfig, ctx: Any) -> Any:
              + f". Binary layers bit-packed: {binary_bytes:,} bytes vs {float_bytes:,} FP32 ({float_bytes / max(binary_bytes, 1):.1f}x); "
              f"whole model {total_float - float_bytes + binary_bytes:,} vs {total_float:,} bytes"
              + (f"; recovery: {fitted.summary()}" if fitted else "; no recovery training (recover: null)")
-             + ". Exported in the standard-op lowering (Where + Conv with ±α weights)")
+             + ". Exported in the standard-op lowering (Where + Conv with ±α weights)"
+             + (f". Biprop masks keep {cfg.mask:.0%} of each binary layer's weights: the layers are ternary (−α, 0, +α), which the "
+                "XNOR-popcount kernel cannot run (no zero weight), so pack_binary leaves them in the standard-op lowering"
+                if cfg.mask is not None else ""))
     return model
 
 

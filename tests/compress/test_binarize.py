@@ -231,3 +231,37 @@ def test_binary_linear_layers_are_packed_too_and_equal_their_lowering(tmp_path):
     core.add_extension(library_path())
     compiled = core.compile_model(core.read_model(str(tmp_path / "packed.onnx")), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     np.testing.assert_allclose(compiled({0: x})[0], got, rtol=1e-5, atol=1e-5)
+
+
+def test_biprop_masks_keep_the_share_asked_and_stay_in_the_lowering(tmp_path):
+    """mask: a learned Biprop mask keeps the asked share of each binary layer's weights (ternary −α/0/+α); the
+    model still beats chance by a wide margin, and pack_binary leaves such layers to the standard ops."""
+    import onnx
+
+    from edgesmith.compress.pack_binary import pack
+    from edgesmith.data.sources import load_dataset
+    from edgesmith.export import export_onnx
+    from edgesmith.zoo import pretrained_digits_cnn
+
+    torch.manual_seed(0)
+    data = load_dataset("digits", SPEC, role="calibration", split="train")
+    test = load_dataset("digits", SPEC, role="evaluation", split="test")
+    ctx = PassContext(work_dir=tmp_path, input_specs=SPEC, calibration=data)
+    cfg = build_pass_config("binarize", {"mask": 0.5, "recover": {"steps": 100, "eval_every": 25, "alpha": 0.5, "lr": 0.005, "seed": 0}})
+    model = get_pass("binarize").apply(pretrained_digits_cnn(), cfg, ctx)
+    for name in ctx.details["binarize"]["binary_layers"]:
+        w = model.get_submodule(name).layer.weight.detach()
+        assert abs(float((w == 0).float().mean()) - 0.5) < 0.01, name
+        assert torch.unique(w.abs()[w != 0].reshape(w.shape[0], -1).max(1).values).numel() >= 1
+    x, y = test.first(test.num_samples)["input"], test.labels()
+    with torch.no_grad():
+        top1 = float((model(torch.from_numpy(x)).argmax(1).numpy() == y).mean())
+    assert top1 > 0.5, top1  # chance is 0.1
+    assert "Biprop masks keep 50%" in " ".join(ctx.notes)
+    export_onnx(model, list(SPEC), tmp_path / "m.onnx")
+    _, replaced = pack(onnx.load(str(tmp_path / "m.onnx")))
+    assert replaced == []
+    from edgesmith.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="share of weights kept"):
+        build_pass_config("binarize", {"mask": 1.5})
