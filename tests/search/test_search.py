@@ -59,6 +59,13 @@ def test_search_writes_the_front_the_study_and_the_best_run(cli, tmp_path):
     assert res["cache"]["hits"] >= 2, res["cache"]
     # builds ran side by side in separate pinned processes, timing after them
     assert "2 worker(s)" in res["executor"]
+    from tests.gate.test_html_report import CHROMIUM, plots, render, root_attrs
+
+    if CHROMIUM or os.environ.get("CI"):  # the HTML front renders in a real browser: no script error, every trial drawn
+        dom = render(out / "search.html", tmp_path)
+        assert root_attrs(dom).get("data-ready") == "true" and "data-script-errors" not in root_attrs(dom)
+        front = next(p for p in plots(dom) if p["id"] == "search-front")
+        assert int(front["data-drawn"]) == 3 == int(front["data-marks"])
 
 
 def test_an_interrupted_search_resumes_without_losing_or_repeating_a_trial(tmp_path):
