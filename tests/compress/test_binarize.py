@@ -105,11 +105,9 @@ def test_packed_custom_op_equals_the_lowering_and_runs_on_the_kernel(trained, tm
     """pack_binary turns binarize's lowering into edgesmith.BinaryConv with bit-packed weights: ORT runs it on
     the compiled kernel and agrees with the standard-op graph it came from and with the lowering back."""
     import onnx
-    import onnxruntime as ort
 
     from edgesmith.compress.pack_binary import pack
     from edgesmith.export import export_onnx
-    from edgesmith.runtime.custom_ops import apply_registrations, lower_model
 
     model, _ = trained
     std = tmp_path / "bnn.onnx"
@@ -118,26 +116,7 @@ def test_packed_custom_op_equals_the_lowering_and_runs_on_the_kernel(trained, tm
     assert len(replaced) == 2 and {n.op_type for n in packed.graph.node if n.domain == "edgesmith"} == {"BinaryConv"}
     onnx.save(packed, str(tmp_path / "packed.onnx"))
     assert (tmp_path / "packed.onnx").stat().st_size < std.stat().st_size / 8
-    lowered, _ = lower_model(packed)
-    onnx.save(lowered, str(tmp_path / "lowered.onnx"))
-    x = np.random.default_rng(1).standard_normal((7, 1, 8, 8)).astype(np.float32)
-    so = ort.SessionOptions()
-    apply_registrations("onnxruntime", so, tmp_path / "packed.onnx")
-    got = ort.InferenceSession(str(tmp_path / "packed.onnx"), so, providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
-    run = lambda p: ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]  # noqa: E731
-    np.testing.assert_allclose(got, run(std), rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(got, run(tmp_path / "lowered.onnx"), rtol=1e-5, atol=1e-5)
-    # OpenVINO: the compiled extension keeps BinaryConv as its own op and runs the same kernel in evaluate()
-    import openvino as ov
-
-    from edgesmith.runtime.kernels.ov_extension import library_path
-
-    core = ov.Core()
-    core.add_extension(library_path())
-    ov_model = core.read_model(str(tmp_path / "packed.onnx"))
-    assert sum(op.get_type_name() == "BinaryConv" for op in ov_model.get_ops()) == 2
-    compiled = core.compile_model(ov_model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    np.testing.assert_allclose(compiled({0: x})[0], got, rtol=1e-5, atol=1e-5)
+    _packed_agrees_everywhere(packed, std, np.random.default_rng(1).standard_normal((7, 1, 8, 8)).astype(np.float32), tmp_path, 2)
 
 
 def test_pipeline_binarize_then_pack_runs_on_both_runtimes(tmp_path):
@@ -195,14 +174,10 @@ def test_binary_linear_layers_are_packed_too_and_equal_their_lowering(tmp_path):
     """A binarized MLP: its hidden Linear layers (Gemm on a sign) become 1x1 BinaryConv between Unsqueeze and
     Flatten, bit-packed; ONNX Runtime (kernel) and OpenVINO (extension) agree with the standard-op graph."""
     import onnx
-    import onnxruntime as ort
-    import openvino as ov
 
     from edgesmith.compress.pack_binary import pack
     from edgesmith.data.sources import load_dataset
     from edgesmith.export import export_onnx
-    from edgesmith.runtime.custom_ops import apply_registrations, lower_model
-    from edgesmith.runtime.kernels.ov_extension import library_path
 
     torch.manual_seed(0)
     mlp = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 96), torch.nn.ReLU(), torch.nn.Linear(96, 80), torch.nn.ReLU(),
@@ -217,20 +192,7 @@ def test_binary_linear_layers_are_packed_too_and_equal_their_lowering(tmp_path):
     assert len(replaced) == 2, replaced  # the two hidden layers; first and last stay float
     ops = [n.op_type for n in packed.graph.node]
     assert ops.count("BinaryConv") == 2 and "Unsqueeze" in ops and "Flatten" in ops
-    onnx.save(packed, str(tmp_path / "packed.onnx"))
-    lowered, _ = lower_model(packed)
-    onnx.save(lowered, str(tmp_path / "lowered.onnx"))
-    x = np.random.default_rng(2).standard_normal((9, 1, 8, 8)).astype(np.float32)
-    so = ort.SessionOptions()
-    apply_registrations("onnxruntime", so, tmp_path / "packed.onnx")
-    got = ort.InferenceSession(str(tmp_path / "packed.onnx"), so, providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
-    run = lambda p: ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]  # noqa: E731
-    np.testing.assert_allclose(got, run(std), rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(got, run(tmp_path / "lowered.onnx"), rtol=1e-5, atol=1e-5)
-    core = ov.Core()
-    core.add_extension(library_path())
-    compiled = core.compile_model(core.read_model(str(tmp_path / "packed.onnx")), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    np.testing.assert_allclose(compiled({0: x})[0], got, rtol=1e-5, atol=1e-5)
+    _packed_agrees_everywhere(packed, std, np.random.default_rng(2).standard_normal((9, 1, 8, 8)).astype(np.float32), tmp_path, 2)
 
 
 def test_biprop_masks_keep_the_share_asked_and_stay_in_the_lowering(tmp_path):
@@ -265,3 +227,31 @@ def test_biprop_masks_keep_the_share_asked_and_stay_in_the_lowering(tmp_path):
 
     with pytest.raises(ConfigError, match="share of weights kept"):
         build_pass_config("binarize", {"mask": 1.5})
+
+
+def _packed_agrees_everywhere(packed, std: Path, x: np.ndarray, tmp_path: Path, binary_ops: int) -> None:
+    """The packed model on ONNX Runtime (the kernel through onnxruntime-extensions) equals the standard-op graph it
+    came from and the lowering back; on OpenVINO the compiled extension keeps ``binary_ops`` BinaryConv ops and
+    runs the same kernel in evaluate(), with the same outputs."""
+    import onnx
+    import onnxruntime as ort
+    import openvino as ov
+
+    from edgesmith.runtime.custom_ops import apply_registrations, lower_model
+    from edgesmith.runtime.kernels.ov_extension import library_path
+
+    onnx.save(packed, str(tmp_path / "packed.onnx"))
+    lowered, _ = lower_model(packed)
+    onnx.save(lowered, str(tmp_path / "lowered.onnx"))
+    so = ort.SessionOptions()
+    apply_registrations("onnxruntime", so, tmp_path / "packed.onnx")
+    got = ort.InferenceSession(str(tmp_path / "packed.onnx"), so, providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    run = lambda p: ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]  # noqa: E731
+    np.testing.assert_allclose(got, run(std), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got, run(tmp_path / "lowered.onnx"), rtol=1e-5, atol=1e-5)
+    core = ov.Core()
+    core.add_extension(library_path())
+    ov_model = core.read_model(str(tmp_path / "packed.onnx"))
+    assert sum(op.get_type_name() == "BinaryConv" for op in ov_model.get_ops()) == binary_ops
+    compiled = core.compile_model(ov_model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    np.testing.assert_allclose(compiled({0: x})[0], got, rtol=1e-5, atol=1e-5)
