@@ -1,6 +1,6 @@
 """edgesmith search, measured: throughput, cache, and the front against optimize's post-training pick.
 
-    python benchmarks/search.py [throughput|front ...]
+    python benchmarks/search.py [throughput|front ...] [--target PROFILE]   (throughput's target; default x86-avx512-vnni-ort)
 
 - throughput: one grid (the trained digits ResNet, 32x32: channel pruning at 30/50% with 2 recovery epochs,
   x ptq_int8 on/off, x 2 calibrations = 9 trials: an option of a pass switched off is not searched) searched with 1 worker and with 2 workers, each with a
@@ -34,14 +34,14 @@ class Quiet:
         pass
 
 
-def throughput(work: Path) -> None:
+def throughput(work: Path, target: str = "x86-avx512-vnni-ort") -> None:
     from edgesmith.search import Settings, search
 
     data = {"name": "bench-search", "model": {"source": "edgesmith.zoo:trained_digits_resnet"}, "data": DIGITS32,
             "passes": [{"type": "prune_channels", "enabled": {"search": [True, False]}, "ratio": {"search": [0.3, 0.5]}, "recover": {"epochs": 2}},
                        {"type": "ptq_int8", "enabled": {"search": [True, False]}, "calibration": {"search": ["minmax", "entropy"]}}],
-            "targets": ["x86-avx512-vnni-ort"]}
-    print("\n### Throughput: the same 9-trial grid with 1 and 2 workers (fresh cache each), then again with the warm cache\n")
+            "targets": [target]}
+    print(f"\n### Throughput on {target}: the same 9-trial grid with 1 and 2 workers (fresh cache each), then again with the warm cache\n")
     print("| run | workers | trials | wall s | builds s | timing s | trials/hour | cache hits / lookups | best |")
     print("|---|---|---|---|---|---|---|---|---|", flush=True)
     rates = {}
@@ -112,11 +112,13 @@ def _feeds(out: Path) -> dict:
 
 
 def main() -> None:
-    which = sys.argv[1:] or ["throughput", "front"]
+    args = sys.argv[1:]
+    target = args[args.index("--target") + 1] if "--target" in args else "x86-avx512-vnni-ort"
+    which = [a for a in args if a in ("throughput", "front")] or ["throughput", "front"]
     with tempfile.TemporaryDirectory(prefix="edgesmith-bench-search-") as tmp:
         work = Path(tmp)
         if "throughput" in which:
-            throughput(work)
+            throughput(work, target)
         if "front" in which:
             front(work, ["edgesmith.zoo:trained_digits_resnet", "edgesmith.zoo:trained_digits_mobilenet"])
 
