@@ -145,12 +145,13 @@ def search(
 
     Recipe example (passes:):
 
-        - type: prune_channels
-          ratio: {search: [0.3, 0.5, 0.7]}
-          recover: {epochs: 8}
-        - type: ptq_int8
-          enabled: {search: [true, false]}
-          calibration: {search: [minmax, entropy]}
+    \b
+      - type: prune_channels
+        ratio: {search: [0.3, 0.5, 0.7]}
+        recover: {epochs: 8}
+      - type: ptq_int8
+        enabled: {search: [true, false]}
+        calibration: {search: [minmax, entropy]}
 
     Examples:
 
