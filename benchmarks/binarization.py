@@ -143,7 +143,7 @@ def mst(work: Path) -> None:
     spec = (InputSpec(name="input", shape=["batch", 1, 8, 8], dtype="float32"),)
     data = load_dataset("digits", spec, role="calibration", split="train")
     x_test, y_test = load_digits_split("test")
-    for lam in (0.0, 0.01, 0.05):
+    for lam in (0.0, 0.002, 0.01, 0.05):
         torch.manual_seed(0)
         ctx = PassContext(work_dir=work, input_specs=spec, calibration=data)
         cfg = build_pass_config("binarize", {"mst_regularizer": lam, "recover": {"steps": 300, "eval_every": 50, "alpha": 0.5, "lr": 0.005, "seed": 0}})
