@@ -73,19 +73,10 @@ def binary_layer(layer: Any, kind: str, keep: float | None = None) -> Any:
     import torch.nn as nn
     import torch.nn.functional as F
 
-    from edgesmith.compress.prune.subnetwork import subnet_mask
+    from edgesmith.compress.prune.subnetwork import subnet_mask_ste
 
     sign = _sign_fn(kind)
     conv = isinstance(layer, nn.Conv2d)
-
-    class _Mask(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx: Any, scores: Any) -> Any:  # noqa: ARG004
-            return subnet_mask(scores, keep).to(scores.dtype)
-
-        @staticmethod
-        def backward(ctx: Any, grad: Any) -> Any:  # noqa: ARG004
-            return grad  # straight through to the scores
 
     class BinaryLayer(nn.Module):
         def __init__(self) -> None:
@@ -106,7 +97,7 @@ def binary_layer(layer: Any, kind: str, keep: float | None = None) -> Any:
                 alpha = w.abs().mean(dim=dims, keepdim=True)
                 wb = torch.where(w >= 0, torch.ones_like(w), -torch.ones_like(w)) * alpha
                 return (wb - w).detach() + w  # straight through to the float weights
-            mask = _Mask.apply(self.scores.abs())  # NOTE: abs outside the STE, so the gradient reaches S with its sign
+            mask = subnet_mask_ste(self.scores.abs(), keep)  # NOTE: abs outside the STE, so the gradient reaches S with its sign
             m = mask.detach()
             alpha = (w.abs() * m).sum(dim=dims, keepdim=True) / m.sum(dim=dims, keepdim=True).clamp(min=1)
             wb = torch.where(w >= 0, torch.ones_like(w), -torch.ones_like(w)) * alpha

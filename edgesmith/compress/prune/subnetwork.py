@@ -15,6 +15,7 @@ into ordinary conv/linear weights (zeros where masked) and runs anywhere.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -56,6 +57,28 @@ def subnet_mask(scores: Any, keep: float) -> Any:
     return mask.view_as(scores)
 
 
+@functools.lru_cache(maxsize=1)
+def _mask_function() -> Any:
+    import torch
+
+    class _Mask(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, s: Any, keep: float) -> Any:  # noqa: ARG004
+            return subnet_mask(s, keep).to(s.dtype)
+
+        @staticmethod
+        def backward(ctx: Any, grad: Any) -> Any:  # noqa: ARG004
+            return grad, None  # straight through to the scores
+
+    return _Mask
+
+
+def subnet_mask_ste(scores: Any, keep: float) -> Any:
+    """The top-``keep`` mask of ``scores`` as a float tensor whose gradient passes straight through to the scores
+    (Edge-Popup / Biprop here, binarize's optional masks)."""
+    return _mask_function().apply(scores, keep)
+
+
 def biprop_alpha(weight: Any, mask: Any) -> Any:
     """α = ‖|W| ⊙ M‖₁ / |M|: the mean magnitude of the kept weights."""
     return (weight.abs() * mask).sum() / mask.sum().clamp(min=1)
@@ -82,15 +105,6 @@ def _subnet_layer(layer: Any, cfg: SubnetworkConfig) -> Any:
     import torch.nn as nn
     import torch.nn.functional as F
 
-    class _Mask(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx: Any, scores: Any) -> Any:  # noqa: ARG004
-            return subnet_mask(scores, cfg.keep).to(scores.dtype)
-
-        @staticmethod
-        def backward(ctx: Any, grad: Any) -> Any:  # noqa: ARG004
-            return grad  # straight through to the scores
-
     class SubnetLayer(nn.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -102,7 +116,7 @@ def _subnet_layer(layer: Any, cfg: SubnetworkConfig) -> Any:
                 layer.bias.requires_grad_(False)
 
         def effective_weight(self) -> Any:
-            mask = _Mask.apply(self.scores.abs())  # NOTE: abs outside the STE, so the gradient reaches S with its sign
+            mask = subnet_mask_ste(self.scores.abs(), cfg.keep)  # NOTE: abs outside the STE, so the gradient reaches S with its sign
             w = self.layer.weight
             if cfg.method == "biprop":
                 return torch.sign(w) * mask * biprop_alpha(w, mask.detach())
