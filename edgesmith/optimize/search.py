@@ -303,21 +303,14 @@ def _race(trials: list[Trial], judge: _Judge, profile: Any, batch: int, rounds: 
 
 def _time_all(runners: list[Trial], ref: Trial, feeds: dict, threads: int, rounds: int, per_round: int) -> list[dict | None]:
     """One child times them all interleaved (each call as an application makes it: numpy in, numpy out)."""
-    from edgesmith.runtime.bench import run_worker
+    from edgesmith.search.measure import time_interleaved
 
-    try:
-        return run_worker([t.artifact for t in runners], feeds, threads, 10, rounds * per_round, None, rounds, raw=True)
-    except Exception:  # noqa: BLE001 - one artifact broke the shared child: time each against FP32 on its own
-        results: list[dict | None] = [None] * len(runners)
-        for i, t in enumerate(runners):
-            if t is ref:
-                continue
-            try:
-                results[runners.index(ref)], results[i] = run_worker([ref.artifact, t.artifact], feeds, threads, 10,
-                                                                       rounds * per_round, None, rounds, raw=True)
-            except Exception as exc:  # noqa: BLE001
-                t.status, t.reason = "failed", f"timing failed: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}"
-        return results
+    order = [ref] + [t for t in runners if t is not ref]  # the shared helper takes the float baseline first
+    results, errors = time_interleaved([t.artifact for t in order], feeds, threads, rounds, per_round)
+    for i, why in errors.items():
+        order[i].status, order[i].reason = "failed", f"timing failed: {why}"
+    by_trial = {id(t): r for t, r in zip(order, results)}
+    return [by_trial[id(t)] for t in runners]
 
 
 def _choose(trials: list[Trial], target_runtime: str, machine: dict | None = None) -> tuple[Trial, str]:

@@ -28,7 +28,7 @@ def race(artifacts: list[Any], ref: Any, feeds: dict, threads: int, rounds: int 
             if reporter is not None:
                 reporter.info("[search] the machine was busy while timing: waiting for it to quiet down, then timing again")
             wait_for_quiet(threads)
-        results = _time(everything, feeds, threads, rounds, per_round)
+        results, _ = time_interleaved(everything, feeds, threads, rounds, per_round)
         machine = next((r.get("machine") for r in results if r), None)
         if not (machine and machine.get("busy")):
             break
@@ -48,20 +48,23 @@ def race(artifacts: list[Any], ref: Any, feeds: dict, threads: int, rounds: int 
     return out, machine
 
 
-def _time(artifacts: list[Any], feeds: dict, threads: int, rounds: int, per_round: int) -> list[dict | None]:
-    """One child times them all; when one artifact breaks the shared child, each is timed beside FP32 alone."""
+def time_interleaved(artifacts: list[Any], feeds: dict, threads: int, rounds: int, per_round: int) -> tuple[list[dict | None], dict[int, str]]:
+    """One child times them all, round by round (``artifacts[0]`` is the float baseline); when one artifact breaks the
+    shared child, each other is timed beside the baseline alone. Returns the raw records (None where timing failed)
+    and, by index, why it failed. optimize's race uses it too."""
     from edgesmith.runtime.bench import run_worker
 
     try:
-        return run_worker(artifacts, feeds, threads, 10, rounds * per_round, None, rounds, raw=True)
+        return run_worker(artifacts, feeds, threads, 10, rounds * per_round, None, rounds, raw=True), {}
     except Exception:  # noqa: BLE001
         results: list[dict | None] = [None] * len(artifacts)
+        errors: dict[int, str] = {}
         for i in range(1, len(artifacts)):
             try:
                 results[0], results[i] = run_worker([artifacts[0], artifacts[i]], feeds, threads, 10, rounds * per_round, None, rounds, raw=True)
-            except Exception:  # noqa: BLE001 - this trial cannot be timed; it is recorded as failed
-                pass
-        return results
+            except Exception as exc:  # noqa: BLE001 - this one cannot be timed; the caller records it as failed
+                errors[i] = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        return results, errors
 
 
 def race_remote(files: dict[str, bytes], names: list[str], ref_name: str, backend: str, options: list[dict], ref_options: dict,
