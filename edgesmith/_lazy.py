@@ -22,6 +22,9 @@ _EXTRAS = {
     "tensorrt": "pip install 'edgesmith[tensorrt]' (TensorRT wheels come from NVIDIA's index)",
     "optuna": "pip install -c constraints.txt 'edgesmith[search]'  (edgesmith search: Optuna samplers and study)",
     "ray": "pip install -c constraints.txt 'edgesmith[ray]'  (edgesmith search --ray: trials on a Ray cluster)",
+    "transformers": "pip install -c constraints.txt 'edgesmith[hf]'  (Transformers folders and tokenizers)",
+    "PIL": "pip install 'edgesmith[data]'  (Pillow: image folders)",
+    "pyarrow": "pip install 'edgesmith[data]'  (parquet, arrow and saved datasets folders)",
     "mlflow": "pip install -c constraints.txt 'edgesmith[mlflow]'  (MLflow logging is optional)",
 }
 

@@ -119,20 +119,50 @@ def _model_source(model: Any, inputs: list[dict] | None, example_inputs: Any) ->
     if inputs is None:
         if example_inputs is None:
             raise ConfigError("an in-memory model needs example_inputs or inputs", hint="e.g. example_inputs=torch.randn(1, 3, 224, 224)")
-        inputs = _specs_from_examples(example_inputs)
-    module = model.eval()
+        inputs = _specs_from_examples(example_inputs, model)
+    module = _transformers_object(model, inputs) if hasattr(model, "config") and hasattr(model, "main_input_name") else model.eval()
     return {"source": register(lambda: module, "model")}, inputs
 
 
-def _specs_from_examples(example: Any) -> list[dict]:
+def _transformers_object(model: Any, inputs: list[dict]) -> Any:
+    """A transformers model object: called with keyword inputs, outputs named from its ModelOutput (as a folder is)."""
+    from edgesmith.hf import wrap_model
+
+    names = [s["name"] for s in inputs]
+    shape = tuple(inputs[0]["shape"][1:]) if names == ["pixel_values"] else (3, 224, 224)
+    return wrap_model(model.eval(), names, image_shape=shape)
+
+
+def forward_names(module: Any, n: int) -> list[str]:
+    """The first ``n`` positional parameter names of ``module.forward`` (input, input_1, ... where it has none)."""
+    import inspect
+
+    names: list[str] = []
+    try:
+        params = inspect.signature(module.forward).parameters.values()
+        names = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    except (TypeError, ValueError):
+        pass
+    if len(names) < n:
+        return ["input"] if n == 1 else [f"input_{i}" for i in range(n)]
+    return names[:n]
+
+
+def _specs_from_examples(example: Any, module: Any = None) -> list[dict]:
     import numpy as np
 
-    items = example.items() if isinstance(example, dict) else [("input", example)] if not isinstance(example, (tuple, list)) \
-        else [(f"input_{i}", x) for i, x in enumerate(example)]
+    if isinstance(example, dict):
+        items = list(example.items())
+    else:
+        xs = list(example) if isinstance(example, (tuple, list)) else [example]
+        items = list(zip(forward_names(module, len(xs)), xs))  # NOTE: named as the model names its arguments
     specs = []
     for name, x in items:
         arr = x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
-        specs.append({"name": name, "shape": ["batch", *[int(d) for d in arr.shape[1:]]], "dtype": str(arr.dtype)})
+        dims: list[Any] = ["batch", *[int(d) for d in arr.shape[1:]]]
+        if arr.dtype.kind in "iu" and arr.ndim == 2 and hasattr(module, "main_input_name"):
+            dims[1] = "sequence"  # NOTE: token inputs of a transformers model: any length
+        specs.append({"name": name, "shape": dims, "dtype": "int64" if arr.dtype.kind in "iu" and hasattr(module, "main_input_name") else str(arr.dtype)})
     return specs
 
 
@@ -164,7 +194,8 @@ def _data_source(data: Any, batch_size: int = 32) -> str | None:
 
 
 def _build(model: Any, *, inputs: list[dict] | None, example_inputs: Any, calibration: Any, evaluation: Any, metric: str | None,
-           passes: list[dict], target: str | list[str], out_dir: Any, name: str, stop_after: str = "validate") -> Any:
+           passes: list[dict], target: str | list[str], out_dir: Any, name: str, stop_after: str = "validate",
+           outputs: list[str] | None = None) -> Any:
     from edgesmith.recipe import parse_recipe
 
     model_block, specs = _model_source(model, inputs, example_inputs)
@@ -178,6 +209,8 @@ def _build(model: Any, *, inputs: list[dict] | None, example_inputs: Any, calibr
         recipe["data"] = data
     if specs:
         recipe["inputs"] = specs
+    if outputs:
+        recipe["outputs"] = list(outputs)
     if out_dir is not None:
         recipe["output_dir"] = str(out_dir)
     return parse_recipe(recipe, "arguments")
@@ -205,3 +238,135 @@ def optimize(model: Any, *, example_inputs: Any = None, inputs: list[dict] | Non
                     metric=metric, passes=[], target=target, out_dir=out_dir, name="optimize")
     return run_optimize(recipe, Path.cwd(), out_dir=Path(out_dir), time_budget_s=time_budget_s, other_runtimes=not same_runtime, reporter=reporter,
                         train_budget=train_budget)
+
+
+# ---------------------------------------------------------------- the other commands
+
+def export(model: Any, *, example_inputs: Any = None, inputs: list[dict] | None = None, outputs: list[str] | None = None,
+           data: Any = None, opset: int = 18, out_dir: str | Path = "edgesmith-out/export", trust_remote_code: bool = False,
+           reporter: Any = None, force: bool = False) -> Result:
+    """Export to ONNX with a dynamic batch, check it, and check ONNX Runtime against torch — ``edgesmith export``.
+    ``model``: an nn.Module or transformers model (with ``example_inputs``), a Transformers folder, a factory
+    string, a .pt2 or TorchScript file. ``outputs`` names the outputs (default: the model's own)."""
+    _trust(trust_remote_code)
+    recipe = _build(model, inputs=inputs, example_inputs=example_inputs, calibration=data, evaluation=data, metric=None, passes=[],
+                    target="x86-avx512-vnni-ort", out_dir=out_dir, name="export", stop_after="export", outputs=outputs)
+    if data is None:
+        recipe = recipe.model_copy(update={"data": recipe.data.model_copy(update={"calibration": None, "evaluation": None})})
+    recipe = recipe.model_copy(update={"export": recipe.export.model_copy(update={"opset": opset})})
+    return run(recipe, out_dir=out_dir, reporter=reporter, force=force)
+
+
+def compile(model: Any, *, target: str | list[str] = "x86-avx512-vnni-ort", inputs: list[dict] | None = None,  # noqa: A001 - the command's name
+            out_dir: str | Path = "edgesmith-out/compile", reporter: Any = None, force: bool = False) -> Result:
+    """Compile a model for each target's runtime, without validation — ``edgesmith compile``."""
+    recipe = _build(model, inputs=inputs, example_inputs=None, calibration=None, evaluation=None, metric=None, passes=[], target=target,
+                    out_dir=out_dir, name="compile", stop_after="compile")
+    recipe = recipe.model_copy(update={"data": recipe.data.model_copy(update={"calibration": None, "evaluation": None})})
+    return run(recipe, out_dir=out_dir, reporter=reporter, force=force)
+
+
+def validate(model: Any, *, data: Any, reference: str | Path | None = None, target: str | list[str] = "x86-avx512-vnni-ort",
+             inputs: list[dict] | None = None, metric: str | None = None, out_dir: str | Path = "edgesmith-out/validate",
+             reporter: Any = None, force: bool = False) -> Result:
+    """Validate a model (against its float ``reference``) on ``data`` for the targets' budgets — ``edgesmith validate``.
+    A run folder as ``model`` re-validates its device bundle here (``data`` is then ignored) and returns its results."""
+    from edgesmith.recipe import parse_recipe
+
+    if isinstance(model, (str, Path)) and Path(model).is_dir() and (Path(model) / "manifest.json").is_file():
+        from edgesmith.device import validate_bundle
+
+        res = validate_bundle(Path(model), target if isinstance(target, str) else None, reporter)
+        return Result(res["verdict"], Path(model), res)
+    recipe = _build(model, inputs=inputs, example_inputs=None, calibration=None, evaluation=data, metric=metric, passes=[], target=target,
+                    out_dir=out_dir, name="validate")
+    recipe = parse_recipe(recipe.model_dump(mode="json") | {"passes": [], "model": {**recipe.model.model_dump(mode="json"),
+                          "reference": str(reference) if reference else None}, "data": {"calibration": None,
+                          "evaluation": recipe.data.evaluation.model_dump(mode="json") if recipe.data.evaluation else None}}, "arguments")
+    return run(recipe, out_dir=out_dir, reporter=reporter, force=force)
+
+
+@dataclass
+class BenchResult:
+    """One row per batch size: p50/p90/p95/p99/mean/std (ms), throughput, peak RSS, the noise flag."""
+
+    rows: list[dict[str, Any]]
+
+    def p50_ms(self, batch: int = 1) -> float:
+        return next(float(r["p50_ms"]) for r in self.rows if int(r["batch"]) == batch)
+
+
+def bench(artifact: str | Path, *, backend: str = "auto", target: str | None = None, threads: int | None = None,
+          batches: list[int] | None = None, warmup: int = 10, iterations: int = 100, duration_s: float | None = None,
+          inputs: list[dict] | None = None, until_stable: bool = False, reporter: Any = None) -> BenchResult:
+    """Benchmark an artifact (.onnx or OpenVINO .xml) in a fresh process — ``edgesmith bench``."""
+    from edgesmith.runtime.bench import bench_artifact
+
+    return BenchResult(bench_artifact(Path(artifact), backend, target=target, threads=threads, batches=batches, warmup=warmup,
+                                      iterations=iterations, duration_s=duration_s, input_shapes=inputs, until_stable=until_stable,
+                                      reporter=reporter))
+
+
+def compare(a: str | Path, b: str | Path, *, threads: int = 2, batch: int = 1, rounds: int = 20, per_round: int = 10,
+            confidence: float = 0.95, inputs: list[dict] | None = None) -> Any:
+    """Interleaved A/B latency of two artifacts: ``Comparison`` (ratio B/A of medians with its interval) — ``edgesmith compare``."""
+    from edgesmith.errors import InputError
+    from edgesmith.runtime.bench import artifact_for, make_feeds
+    from edgesmith.runtime.compare import compare as run_compare
+
+    art_a, specs = artifact_for(Path(a), inputs)
+    art_b, specs_b = artifact_for(Path(b), inputs)
+    if [s.name for s in specs] != [s.name for s in specs_b]:
+        raise InputError(f"{Path(a).name} and {Path(b).name} have different inputs", hint="compare two builds of the same model")
+    return run_compare(art_a, art_b, make_feeds(specs, batch), threads, rounds, per_round, confidence=confidence)
+
+
+def baseline_save(run_dir: str | Path, to: str | Path = "baseline.json", *, copy_artifacts: bool = True) -> dict[str, Any]:
+    """Record a run as the CI gate's baseline — ``edgesmith baseline save``; returns what was written."""
+    from edgesmith.gate import save_baseline
+
+    return save_baseline(Path(run_dir), Path(to), copy_artifacts=copy_artifacts)
+
+
+def check(run_dir: str | Path, baseline: str | Path = "baseline.json", *, out_dir: str | Path | None = None, force: bool = False,
+          strict: bool = False, remeasure: bool = True, reporter: Any = None) -> Any:
+    """Gate a run against a baseline — ``edgesmith check``: a ``GateReport`` (``.verdict``, ``.findings``); the
+    JUnit, Markdown and HTML outputs are written to ``out_dir`` (default RUN_DIR/check)."""
+    import time
+
+    from edgesmith.gate import check_run
+    from edgesmith.gate.publish import write_gate_outputs
+
+    started = time.time()
+    report = check_run(Path(run_dir), Path(baseline), force=force, remeasure=remeasure, strict=strict, reporter=reporter)
+    write_gate_outputs(report, report.baseline, report.manifest, Path(out_dir) if out_dir else Path(run_dir) / "check", time.time() - started)
+    return report
+
+
+def search(recipe: Any, *, out_dir: str | Path = "edgesmith-out/search", target: str | None = None, trials: int | None = None,
+           time_budget_s: float | None = None, sampler: str = "auto", workers: int | None = None, storage: str | None = None,
+           seed: int = 0, reporter: Any = None, force: bool = False) -> Any:
+    """The Pareto front over the choices a recipe marks — ``edgesmith search``. ``recipe``: a dict or a YAML path
+    (choices are marked in the raw recipe, so a parsed ``Recipe`` is not accepted). Returns a ``SearchResult``."""
+    from edgesmith.schema import load_yaml
+    from edgesmith.search import Settings
+    from edgesmith.search import search as run_search
+
+    if isinstance(recipe, dict):
+        data, base = recipe, Path.cwd()
+    else:
+        path = Path(recipe)
+        if not path.is_file():
+            raise ConfigError(f"recipe not found: {path}", hint="give a recipe .yaml path or a dict")
+        data, base = load_yaml(path, "recipe"), path.parent.absolute()
+    settings = Settings(trials=trials, time_budget_s=time_budget_s, sampler=sampler, workers=workers, storage=storage, seed=seed, force=force)
+    return run_search(data, base, Path(out_dir), target=target, settings=settings, reporter=reporter)
+
+
+def _trust(flag: bool) -> None:
+    if flag:
+        import os
+
+        from edgesmith.hf import TRUST_ENV
+
+        os.environ[TRUST_ENV] = "1"

@@ -7,6 +7,7 @@ unpickling is refused unless the user passes ``--trust-checkpoint``. safetensors
 from __future__ import annotations
 
 import importlib
+import os
 import pickle
 import sys
 from dataclasses import dataclass
@@ -15,24 +16,75 @@ from typing import Any, Literal
 
 from edgesmith.errors import ConfigError, InputError
 
-ModelKind = Literal["torch", "pt2", "onnx"]
+ModelKind = Literal["torch", "pt2", "onnx", "hf", "torchscript"]
+
+TORCHSCRIPT_SUFFIXES = (".ts", ".torchscript", ".jit")
 
 
 # ONNX metadata key naming the pass that produced a model (backends report where INT8 came from)
 PRODUCER_KEY = "edgesmith.producer"
 
 
-def model_kind(source: str) -> ModelKind:
+def model_kind(source: str, base_dir: Path | None = None) -> ModelKind:
     if source.endswith(".onnx"):
         return "onnx"
     if source.endswith(".pt2"):
         return "pt2"
-    if ":" in source and not source.startswith(("/", ".")):
+    if source.endswith(TORCHSCRIPT_SUFFIXES):
+        return "torchscript"
+    if ":" in source and not source.startswith(("/", ".")) and not (len(source) > 1 and source[1] == ":"):
         return "torch"
-    raise ConfigError(
-        f"cannot tell what model {source!r} is",
-        hint="give package.module:factory, a torch.export program (.pt2) or an ONNX file (.onnx)",
-    )
+    path = resolve(source, base_dir or Path.cwd())
+    suffix = path.suffix.lower()
+    if path.is_dir() or source.endswith(("/", os.sep)):
+        return "hf"
+    if suffix in (".pt", ".pth"):
+        if not path.exists():
+            raise InputError(f"model file not found: {path}", hint="check the path")
+        if _is_torchscript(path):
+            return "torchscript"
+    if suffix in (".pt", ".pth", ".bin", ".safetensors", ".ckpt"):
+        raise ConfigError(f"{source} holds weights, not a model: the architecture is missing",
+                          hint="give the factory that builds the model with -w/--weights (package.module:factory -w FILE), "
+                               "a Transformers folder, a TorchScript archive, a .pt2 program or an .onnx file")
+    if suffix in _FOREIGN:
+        raise ConfigError(f"{source} is a {_FOREIGN[suffix]} model: edgesmith takes PyTorch and ONNX models",
+                          hint="convert it to ONNX first (e.g. tf2onnx for TensorFlow/Keras), then give the .onnx file")
+    if suffix in (".pkl", ".pickle", ".joblib"):
+        raise ConfigError(f"{source} is a pickle: loading it would run arbitrary code, so it is refused",
+                          hint="save the model as a Transformers folder, TorchScript, .pt2, or a factory plus safetensors weights")
+    if suffix:
+        raise ConfigError(
+            f"cannot tell what model {source!r} is",
+            hint="give a Transformers folder, package.module:factory, a torch.export program (.pt2), a TorchScript archive (.ts) or an ONNX file (.onnx)",
+        )
+    return "hf"  # NOTE: a bare path is a model folder; loading says so if it is missing or not one
+
+
+_FOREIGN = {".tflite": "TensorFlow Lite", ".h5": "Keras", ".keras": "Keras", ".pb": "TensorFlow", ".mlmodel": "Core ML",
+            ".mlpackage": "Core ML", ".engine": "TensorRT engine", ".xml": "OpenVINO IR", ".caffemodel": "Caffe", ".gguf": "GGUF"}
+
+
+def _is_torchscript(path: Path) -> bool:
+    """A TorchScript archive is a zip with a ``code/`` folder (a state dict saved by torch.save has none)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any("/code/" in n for n in z.namelist()[:200])
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def hf_folder(source: str, base_dir: Path) -> Path | None:
+    """The folder, when ``source`` is a Transformers folder."""
+    try:
+        if model_kind(source, base_dir) != "hf":
+            return None
+    except ConfigError:
+        return None
+    path = resolve(source, base_dir)
+    return path if path.is_dir() else None
 
 
 def import_object(ref: str, what: str, base_dir: Path | None = None) -> Any:
@@ -103,11 +155,39 @@ class LoadedModel:
     program: Any = None  # torch.export.ExportedProgram for pt2 inputs
     onnx_path: Path | None = None
     default_inputs: list | None = None  # input spec the factory or file declares
+    tokenizer_dir: Path | None = None  # a Transformers folder's tokenizer (text data is tokenized with it)
+    labels: dict[str, int] | None = None  # class names -> indices (a Transformers config's id2label)
+    description: str = ""
 
 
 def load_model(spec: Any, base_dir: Path, trust_checkpoint: bool = False) -> LoadedModel:
     """``spec`` is the recipe's ModelSpec."""
-    kind = model_kind(spec.source)
+    kind = model_kind(spec.source, base_dir)
+    if kind == "hf":
+        from edgesmith.hf import load_folder
+
+        if spec.weights:
+            raise ConfigError("a Transformers folder carries its own weights; --weights does not apply", hint="drop -w/--weights")
+        path = resolve(spec.source, base_dir)
+        if not path.is_dir():
+            raise InputError(f"model folder not found: {path}", hint="give the folder written by save_pretrained")
+        if not (path / "config.json").is_file() and not (path / "modules.json").is_file():
+            raise InputError(f"{path} is a folder without config.json: not a Transformers model",
+                             hint="give a folder written by model.save_pretrained (config.json + model.safetensors + tokenizer)")
+        hf = load_folder(path)
+        return LoadedModel("hf", module=hf.module, default_inputs=hf.input_specs, tokenizer_dir=hf.tokenizer_dir, labels=hf.labels,
+                           description=hf.description)
+    if kind == "torchscript":
+        import torch
+
+        path = resolve(spec.source, base_dir)
+        _require_file(path, "TorchScript archive")
+        try:
+            module = torch.jit.load(str(path), map_location="cpu")
+        except Exception as exc:  # noqa: BLE001 - torch.jit raises RuntimeError and others for a bad archive
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise InputError(f"cannot load TorchScript archive {path}: {first}", hint="save it with torch.jit.save(torch.jit.script(model), 'model.ts')") from exc
+        return LoadedModel("torchscript", module=module.eval(), description="TorchScript archive")
     if kind == "onnx":
         path = resolve(spec.source, base_dir)
         _require_file(path, "ONNX model")

@@ -15,6 +15,8 @@ from typing import Any
 from edgesmith.cache import cached
 from edgesmith.environment import host_info, library_versions
 from edgesmith.errors import ConfigError, ExportError
+from edgesmith.data import run_data
+from edgesmith.data.run_data import data_record, load_data, write_eval_bundle
 from edgesmith.progress import Reporter
 from edgesmith.recipe import InputSpec, Recipe
 
@@ -136,7 +138,7 @@ def run(recipe: Recipe, base_dir: Path, *, out_dir: Path | None = None, trust_ch
         out = base_dir / out
     if recipe.optimize and not dry_run:
         raise ConfigError("`passes: auto` is run by optimize, not by the pipeline", hint="use edgesmith.run(recipe) or `edgesmith run`")
-    kind = model_kind(recipe.model.source)
+    kind = model_kind(recipe.model.source, base_dir)
     if kind == "onnx" and recipe.stop_after == "export":
         raise ConfigError(f"{recipe.model.source} is already ONNX: there is nothing to export", hint="export takes a PyTorch model "
                           "(package.module:factory or .pt2); compile an ONNX model with `edgesmith compile`")
@@ -167,7 +169,10 @@ def preflight(recipe: Recipe, base_dir: Path, out: Path, force: bool = False) ->
     from edgesmith.outputs import check_output_dir
 
     m = recipe.model
-    files = [(m.source, "model")] if model_kind(m.source) in ("onnx", "pt2") else []
+    kind = model_kind(m.source, base_dir)
+    files = [(m.source, "model")] if kind in ("onnx", "pt2", "torchscript") else []
+    if kind == "hf" and not resolve(m.source, base_dir).is_dir():
+        raise InputError(f"model folder not found: {resolve(m.source, base_dir)}", hint="give the folder written by save_pretrained")
     files += [(m.weights, "weights"), (m.reference, "reference model")]
     for src in (recipe.data.calibration, recipe.data.evaluation):
         if src is not None and src.source.endswith(".npz"):
@@ -177,7 +182,7 @@ def preflight(recipe: Recipe, base_dir: Path, out: Path, force: bool = False) ->
     for ref, what in files:
         if ref and not resolve(ref, base_dir).is_file():
             raise InputError(f"{what} not found: {resolve(ref, base_dir)}", hint="fix the path (relative paths are read from the recipe's folder)")
-    if model_kind(m.source) == "torch":
+    if kind == "torch":
         factory = import_object(m.source, "model factory", base_dir)
         if not callable(factory):
             raise ConfigError(f"model factory {m.source!r} is not callable", hint="point at a function or class that returns an nn.Module")
@@ -203,32 +208,13 @@ def needs_data(info: Any, cfg: Any) -> bool:
     return bool(info.needs_calibration or getattr(cfg, "recover", None) is not None or getattr(cfg, "uses_data", False))
 
 
-def load_data(recipe: Recipe, specs: list[InputSpec], base_dir: Path, needs_calibration: bool) -> tuple[Any, Any]:
-    """The recipe's calibration and evaluation sets, checked against the inputs (loaded once per command)."""
-    from edgesmith.data import load_dataset
-
-    def load(src: Any, role: str) -> Any:
-        return load_dataset(src.source, specs, role=role, split=src.split, samples=src.samples, batch_size=src.batch_size, base_dir=base_dir)
-
-    calib = load(recipe.data.calibration, "calibration") if (needs_calibration and recipe.data.calibration) else None
-    if needs_calibration and calib is None:
-        raise ConfigError("a pass needs calibration data but the recipe has none", hint="add `data: {calibration: {source: digits}}` or --data")
-    evaluation = load(recipe.data.evaluation, "evaluation") if recipe.data.evaluation else None
-    if evaluation is not None and recipe.metric == "top1" and not evaluation.has_labels:
-        from edgesmith.errors import InputError
-
-        raise InputError(f"metric top1 needs labels, and the evaluation data {evaluation.name} has none",
-                         hint="add labels (npz key `labels`), or use --metric fidelity to compare against the float model")
-    return calib, evaluation
-
-
 def export_once(recipe: Recipe, base_dir: Path, work: Path, trust_checkpoint: bool = False) -> tuple[Path, Path]:
     """Export the float model (and the model after the recipe's torch passes) once, for a search:
     returns (float model, start of the ONNX passes)."""
     from edgesmith.compress import get_pass
     from edgesmith.model_io import model_kind, resolve
 
-    if model_kind(recipe.model.source) == "onnx":  # nothing to export: the file is the float model (checked as ONNX here)
+    if model_kind(recipe.model.source, base_dir) == "onnx":  # nothing to export: the file is the float model (checked as ONNX here)
         from edgesmith.model_io import onnx_input_specs
 
         path = resolve(recipe.model.source, base_dir)
@@ -298,11 +284,18 @@ def _execute(recipe: Recipe, base_dir: Path, kind: str, profiles: dict[str, Any]
     loaded, specs = _load_model(recipe, base_dir, kind, trust_checkpoint, manifest, rep)
     passes = [(p, get_pass(p.type), p.config()) for p in recipe.passes]
     with rep.step("loading and checking data"):
-        calib, evaluation = load_data(recipe, specs, base_dir, any(needs_data(info, cfg) for _, info, cfg in passes))
-    manifest["data"] = {"calibration": calib and {"name": calib.name, "samples": calib.num_samples},
-                        "evaluation": evaluation and {"name": evaluation.name, "samples": evaluation.num_samples, "labels": evaluation.has_labels}}
+        calib, evaluation = load_data(recipe, specs, base_dir, any(needs_data(info, cfg) for _, info, cfg in passes), loaded, rep)
+    manifest["data"] = {"calibration": calib and data_record(calib),
+                        "evaluation": evaluation and {**data_record(evaluation), "labels": evaluation.has_labels}}
+    for ds in (calib, evaluation):
+        for note in (ds.notes if ds is not None else []):
+            rep.info(note)
     if evaluation is not None and recipe.stop_after == "validate":
-        _write_eval_bundle(evaluation, staged)
+        evaluation.bundle_samples = write_eval_bundle(evaluation, staged.path)
+        if evaluation.bundle_samples < evaluation.num_samples:
+            manifest["data"]["evaluation"]["bundle_samples"] = evaluation.bundle_samples
+            rep.info(f"the device bundle carries {evaluation.bundle_samples} of {evaluation.num_samples} evaluation samples "
+                     f"(at most {run_data.BUNDLE_MAX_BYTES >> 20} MB); `validate RUN_DIR` on a device judges those")
     opts = opts or _Options()
     if opts.cache is not None:
         from edgesmith.cache import identity
@@ -339,21 +332,16 @@ def _load_model(recipe: Recipe, base_dir: Path, kind: str, trust_checkpoint: boo
             from edgesmith.export.onnx_export import probe_forward
 
             probe_forward(loaded.module, specs)  # a spec that does not fit the model fails here, before data
-    input_files = ([recipe.model.source] if kind in ("onnx", "pt2") else []) + ([recipe.model.weights] if recipe.model.weights else [])
+    input_files = ([recipe.model.source] if kind in ("onnx", "pt2", "torchscript") else []) + ([recipe.model.weights] if recipe.model.weights else [])
     for ref in input_files:
         manifest["inputs"][ref] = sha256(resolve(ref, base_dir))
+    if kind == "hf":  # a folder is identified by its config, weights and tokenizer files
+        folder = resolve(recipe.model.source, base_dir)
+        for f in sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in (".json", ".safetensors", ".bin", ".txt", ".model")):
+            manifest["inputs"][str(f.relative_to(folder))] = sha256(f)
+    if loaded.description:
+        manifest["model"] = {"kind": kind, "description": loaded.description}
     return loaded, specs
-
-
-def _write_eval_bundle(evaluation: Any, staged: Any) -> None:
-    """The device bundle: evaluation data travels with the artifacts (see edgesmith.device)."""
-    import numpy as np
-
-    arrays = {f"input:{k}": v for k, v in evaluation.first(evaluation.num_samples).items()}
-    if evaluation.has_labels:
-        arrays["labels"] = evaluation.labels()
-    arrays["batch_size"] = np.array(evaluation.batches[0].size if evaluation.batches else 32)
-    np.savez(staged.path("bundle/eval_data.npz"), **arrays)
 
 
 def _parameters(module: Any) -> int | None:
@@ -549,7 +537,8 @@ def _run_target(recipe: Recipe, name: str, profile: Any, passes: list, model: _M
     if ref_out is not None:
         import numpy as np
 
-        np.savez(staged.path(f"bundle/{tdir}.reference_outputs.npz"), *ref_out)
+        k = getattr(evaluation, "bundle_samples", None)
+        np.savez(staged.path(f"bundle/{tdir}.reference_outputs.npz"), *[o[:k] if k is not None else o for o in ref_out])
         result["bundle"]["reference_outputs"] = f"bundle/{tdir}.reference_outputs.npz"
     return result
 

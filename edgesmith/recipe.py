@@ -33,10 +33,34 @@ from edgesmith.profiles.schema import Goal
 from edgesmith.schema import MAX_BATCH, MAX_ITERATIONS, MAX_SECONDS, MAX_THREADS, Dtype, InputSpec, ModelSpec, Strict, format_validation_error  # noqa: F401 - re-exported
 
 class DataSource(Strict):
+    """Where samples come from. Folders, text and table files are read lazily (``edgesmith.data.stream``)."""
+
     source: str = "digits"
     split: str | None = None
     samples: int | None = Field(default=None, ge=1)
-    batch_size: int = Field(default=32, ge=1)
+    batch_size: int = Field(default=32, ge=1, le=MAX_BATCH)
+    split_at: int | None = Field(default=None, ge=1, description="one source split in two: calibration reads the first split_at records of the "
+                                 "shuffled order (at most half), evaluation the rest, never the same sample")
+    seed: int | None = Field(default=0, description="shuffle of folders, text and tables before samples/skip; null keeps file order")
+    preprocess: str | dict[str, Any] | None = Field(default=None, description="images: a preset (imagenet, inception, clip, caffe, unit) or a block")
+    labels: str | dict[str, int] | None = Field(default=None, description="class names -> model indices: sorted (folders), model (its id2label), a mapping, or a file")
+    field: str | None = Field(default=None, description="text/table: the text (or image) field or column")
+    label_field: str | None = None
+    columns: dict[str, str] | None = Field(default=None, description="table: model input name -> column")
+    tokenizer: str | None = Field(default=None, description="text: a tokenizer folder (default: the model's own folder)")
+    max_length: int | None = Field(default=None, ge=1, le=65536)
+
+    @field_validator("preprocess")
+    @classmethod
+    def _preprocess(cls, v: Any) -> Any:
+        if v is not None:
+            from edgesmith.data.preprocess import preprocess_config
+
+            try:
+                preprocess_config(v)
+            except ConfigError as exc:
+                raise ValueError(exc.one_line()) from None
+        return v
 
 
 class DataSpec(Strict):
@@ -156,12 +180,13 @@ class Recipe(Strict):
 
         data = self.model_dump(mode="json")
         m = data["model"]
-        m["source"] = move(m["source"], m["source"].endswith((".onnx", ".pt2")))
+        m["source"] = move(m["source"], ":" not in m["source"] or Path(m["source"]).is_absolute())
         m["weights"], m["reference"] = move(m["weights"], True), move(m["reference"], True)
         for role in ("calibration", "evaluation"):
             if data["data"].get(role):
                 src = data["data"][role]["source"]
-                data["data"][role]["source"] = move(src, src.endswith(".npz"))
+                data["data"][role]["source"] = move(src, src not in ("digits", "digits32") and ":" not in src)
+                data["data"][role]["tokenizer"] = move(data["data"][role].get("tokenizer"), True)
         for t in data["targets"]:
             t["profile"] = move(t["profile"], t["profile"].endswith((".yaml", ".yml")))
         data["output_dir"] = move(data["output_dir"], True)

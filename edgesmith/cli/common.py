@@ -95,8 +95,19 @@ OutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Output dire
 TargetOpt = Annotated[Optional[list[str]], typer.Option("--target", "-t", help="Target profile name or .yaml file; repeatable.")]
 WeightsOpt = Annotated[Optional[str], typer.Option("--weights", "-w", help="safetensors or state-dict checkpoint for a factory model.")]
 InputOpt = Annotated[Optional[list[str]], typer.Option("--input-shape", "-i", help="NAME:DIMS[:DTYPE], e.g. input:batch,1,8,8 or ids:batch,128:int64; repeatable.")]
-DataOpt = Annotated[Optional[str], typer.Option("--data", "-d", help="Calibration data: digits, FILE.npz or package.module:function.")]
+DataOpt = Annotated[Optional[str], typer.Option("--data", "-d", help="Data: an image folder (flat or one sub-folder per class), a .txt/.jsonl/.csv/"
+                    ".parquet/.arrow file, a saved datasets folder, FILE.npz, package.module:function, or digits.")]
 EvalOpt = Annotated[Optional[str], typer.Option("--eval-data", help="Evaluation data (default: same source as --data, held-out split for digits).")]
+CalibSamplesOpt = Annotated[Optional[int], typer.Option("--calibration-samples", min=1, help="Calibration samples. With one folder or file "
+                            "(no --eval-data) it is split, shuffled with a fixed seed: this many for calibration (default 300, at most half), the rest for evaluation.")]
+EvalSamplesOpt = Annotated[Optional[int], typer.Option("--eval-samples", min=1, help="Evaluation samples (default: all that are left).")]
+PreprocessOpt = Annotated[Optional[str], typer.Option("--preprocess", help="Images: a preset (imagenet, inception, clip, caffe, unit); "
+                          "default: the input's size with ImageNet mean/std for 3 channels. Recipes take a full block.")]
+FieldOpt = Annotated[Optional[str], typer.Option("--field", help="Text/table data: the field or column to read (default: text, sentence, image ...).")]
+TokenizerOpt = Annotated[Optional[str], typer.Option("--tokenizer", help="Text data: a tokenizer folder (default: the model's own Transformers folder).")]
+MaxLengthOpt = Annotated[Optional[int], typer.Option("--max-length", min=1, max=65536, help="Text data: tokens per sample (padding/truncation; default 128).")]
+TrustRemoteOpt = Annotated[bool, typer.Option("--trust-remote-code", envvar="EDGESMITH_TRUST_REMOTE_CODE",
+                                              help="Run code shipped inside a Transformers folder (auto_map). Never read from a recipe.")]
 OutputNameOpt = Annotated[Optional[list[str]], typer.Option("--output-name", help="Name of an exported output, in order; repeatable (default: the module's own names).")]
 MetricOpt = Annotated[str, typer.Option("--metric", help="auto (top1 when the data has labels, else fidelity), top1, fidelity, or package.module:function.")]
 TrustOpt = Annotated[bool, typer.Option("--trust-checkpoint", envvar="EDGESMITH_TRUST_CHECKPOINT",
@@ -105,6 +116,40 @@ SaveOpt = Annotated[Optional[Path], typer.Option("--save-recipe", help="Write th
 DryOpt = Annotated[bool, typer.Option("--dry-run", help="Validate everything and print the plan; run nothing.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Write into an output folder that holds other files (an earlier run's folder is replaced whole without it).")]
 MlflowOpt = Annotated[Optional[str], typer.Option("--mlflow", metavar="URI", help="Also log to MLflow, e.g. file:./mlruns (needs the mlflow extra).")]
+
+
+DEFAULT_CALIBRATION_SAMPLES = 300
+
+
+def _brings_no_data(model: str) -> bool:
+    """A Transformers folder or TorchScript archive has no built-in data: the digits would not fit it."""
+    from edgesmith.errors import EdgesmithError
+    from edgesmith.model_io import model_kind
+
+    try:
+        return model_kind(model, Path.cwd()) in ("hf", "torchscript")
+    except EdgesmithError:
+        return False
+
+
+def default_data(model: str, data: Optional[str], defaults: dict) -> Optional[str]:
+    """--data, else the zoo model's own data (None here), else the digits for a factory or ONNX model."""
+    if data or defaults.get("data") or _brings_no_data(model):
+        return data
+    return "digits"
+
+
+def data_options(calibration_samples: Optional[int] = None, eval_samples: Optional[int] = None, preprocess: Optional[str] = None,
+                 field: Optional[str] = None, tokenizer: Optional[str] = None, max_length: Optional[int] = None) -> dict:
+    """The data flags every command shares, as DataSource keys."""
+    return {"calibration_samples": calibration_samples, "eval_samples": eval_samples, "preprocess": preprocess, "field": field,
+            "tokenizer": tokenizer, "max_length": max_length}
+
+
+def trust_remote(flag: bool) -> None:
+    """--trust-remote-code: for this process and the workers it starts (a recipe never sets it)."""
+    if flag:
+        os.environ["EDGESMITH_TRUST_REMOTE_CODE"] = "1"
 
 
 def parse_input(text: str) -> dict:
@@ -124,7 +169,7 @@ def build_recipe(model: str, *, weights: Optional[str] = None, inputs: Optional[
                  data: Optional[str] = None, eval_data: Optional[str] = None, metric: str = "auto", outputs: Optional[list[str]] = None,
                  passes: Optional[list[dict]] = None, targets: Optional[list[str]] = None,
                  out: Optional[Path] = None, stop_after: str = "validate",
-                 name: str = "cli") -> Any:
+                 name: str = "cli", data_options: Optional[dict] = None) -> Any:
     """The same Recipe object a YAML file gives, built from flags."""
     from edgesmith.recipe import parse_recipe
 
@@ -136,9 +181,25 @@ def build_recipe(model: str, *, weights: Optional[str] = None, inputs: Optional[
         recipe["inputs"] = [parse_input(i) for i in inputs]
     if outputs:
         recipe["outputs"] = list(outputs)
+    if not (data or eval_data) and _brings_no_data(model):
+        if stop_after != "export":
+            from edgesmith.errors import ConfigError
+
+            raise ConfigError(f"{model} needs data to calibrate and evaluate with, and none was given",
+                              hint="add -d with a text/JSONL/CSV file, an image folder, a datasets folder or an .npz")
+        recipe["data"] = {"calibration": None, "evaluation": None}
     if data or eval_data:
         calib_src = data or eval_data
-        recipe["data"] = {"calibration": {"source": calib_src}, "evaluation": {"source": eval_data or calib_src}}
+        opts = {k: v for k, v in (data_options or {}).items() if v is not None}
+        cal_n, eval_n = opts.pop("calibration_samples", None), opts.pop("eval_samples", None)
+        calibration = {"source": calib_src, **opts, **({"samples": cal_n} if cal_n else {})}
+        evaluation = {"source": eval_data or calib_src, **opts, **({"samples": eval_n} if eval_n else {})}
+        from edgesmith.data.records import is_record_source
+
+        if eval_data is None and is_record_source(calib_src, Path.cwd()):
+            # NOTE: one folder or file: calibration and evaluation get disjoint parts of it, never the same sample
+            calibration["split_at"] = evaluation["split_at"] = cal_n or DEFAULT_CALIBRATION_SAMPLES
+        recipe["data"] = {"calibration": calibration, "evaluation": evaluation}
     if targets:
         recipe["targets"] = targets
     if out:

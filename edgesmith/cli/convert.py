@@ -10,8 +10,9 @@ from typing import Annotated, Optional
 import typer
 
 from edgesmith.cli.app import app
-from edgesmith.cli.common import (ForceOpt, OutputNameOpt, EXIT_BUDGET_FAILED, DataOpt, DryOpt, EvalOpt, InputOpt, MetricOpt, MlflowOpt, OutOpt, RichReporter,
-                                  SaveOpt, TargetOpt, TrustOpt, WeightsOpt, build_recipe, execute, guarded)
+from edgesmith.cli.common import (ForceOpt, OutputNameOpt, EXIT_BUDGET_FAILED, CalibSamplesOpt, DataOpt, DryOpt, EvalOpt, EvalSamplesOpt, FieldOpt, InputOpt,
+                                  MaxLengthOpt, MetricOpt, MlflowOpt, OutOpt, PreprocessOpt, RichReporter, SaveOpt, TargetOpt, TokenizerOpt, TrustOpt,
+                                  TrustRemoteOpt, WeightsOpt, build_recipe, data_options, default_data, execute, guarded, trust_remote)
 
 
 class Calibration(str, Enum):
@@ -37,6 +38,7 @@ def run(
     dry_run: DryOpt = False,
     force: ForceOpt = False,
     mlflow: MlflowOpt = None,
+    trust_remote_code: TrustRemoteOpt = False,
 ) -> None:
     """Run a recipe: model -> passes -> export -> compile -> validate -> report.
 
@@ -58,6 +60,7 @@ def run(
     """
     from edgesmith.recipe import load_recipe
 
+    trust_remote(trust_remote_code)
     recipe = load_recipe(recipe_path)
     execute(recipe, recipe_path.parent.absolute(), save_recipe=save_recipe, dry_run=dry_run, force=force, trust=trust_checkpoint, out=out,
              mlflow=mlflow)
@@ -66,7 +69,7 @@ def run(
 @app.command()
 @guarded
 def quantize(
-    model: Annotated[str, typer.Argument(help="package.module:factory, model.pt2 or model.onnx")],
+    model: Annotated[str, typer.Argument(help="A Transformers folder, package.module:factory, model.pt2, model.ts or model.onnx")],
     weights: WeightsOpt = None,
     input_shape: InputOpt = None,
     output_name: OutputNameOpt = None,
@@ -77,13 +80,19 @@ def quantize(
     samples: Annotated[Optional[int], typer.Option(min=1, help="Calibration samples (default: all of --data).")] = None,
     per_channel: Annotated[Optional[bool], typer.Option("--per-channel/--per-tensor", help="Default: the target profile's choice.")] = None,
     exclude: Annotated[Optional[list[str]], typer.Option("--exclude", help="Node name to keep in float; repeatable.")] = None,
-    data: Annotated[Optional[str], typer.Option("--data", "-d", help="Calibration data: digits, FILE.npz or package.module:function "
-                                                "(default: the data a zoo model declares, else digits).")] = None,
+    data: DataOpt = None,
     eval_data: EvalOpt = None,
+    calibration_samples: CalibSamplesOpt = None,
+    eval_samples: EvalSamplesOpt = None,
+    preprocess: PreprocessOpt = None,
+    field: FieldOpt = None,
+    tokenizer: TokenizerOpt = None,
+    max_length: MaxLengthOpt = None,
     metric: MetricOpt = "auto",
     target: TargetOpt = None,
     out: OutOpt = Path("edgesmith-out/quantize"),
     trust_checkpoint: TrustOpt = False,
+    trust_remote_code: TrustRemoteOpt = False,
     save_recipe: SaveOpt = None,
     dry_run: DryOpt = False,
     force: ForceOpt = False,
@@ -95,16 +104,22 @@ def quantize(
         edgesmith quantize edgesmith.zoo:pretrained_digits_cnn --calibration entropy
 
         edgesmith quantize mypkg.models:net -w net.safetensors -i input:batch,3,224,224 -d calib.npz -t x86-avx512-vnni-ort
+
+        edgesmith quantize ./my-bert-folder -d reviews.jsonl --field text          (a Transformers folder; text tokenized with its tokenizer)
+
+        edgesmith quantize model.onnx -d photos/ --preprocess imagenet --calibration-samples 200   (the rest of photos/ evaluates)
     """
     from edgesmith.api import pass_for_mode
 
+    trust_remote(trust_remote_code)
     the_pass = pass_for_mode(mode.value, calibration=calibration.value if calibration else None, samples=samples, per_channel=per_channel,
                              exclude=exclude)
     from edgesmith.model_io import model_defaults
 
     defaults = model_defaults(model) if not (data or eval_data) else {}
-    recipe = build_recipe(model, weights=weights, inputs=input_shape, data=data or (None if defaults.get("data") else "digits"), eval_data=eval_data,
-                          metric=metric, outputs=output_name, passes=[the_pass], targets=target, out=out, name="quantize")
+    recipe = build_recipe(model, weights=weights, inputs=input_shape, data=default_data(model, data, defaults) if not eval_data else data, eval_data=eval_data,
+                          metric=metric, outputs=output_name, passes=[the_pass], targets=target, out=out, name="quantize",
+                          data_options=data_options(calibration_samples, eval_samples, preprocess, field, tokenizer, max_length))
     if defaults.get("data"):
         from edgesmith.recipe import DataSpec
 
@@ -115,24 +130,36 @@ def quantize(
 @app.command()
 @guarded
 def export(
-    model: Annotated[str, typer.Argument(help="package.module:factory or model.pt2")],
+    model: Annotated[str, typer.Argument(help="A Transformers folder, package.module:factory, model.pt2 or a TorchScript archive (.ts)")],
     weights: WeightsOpt = None,
     input_shape: InputOpt = None,
     output_name: OutputNameOpt = None,
     opset: Annotated[int, typer.Option(min=13, max=23, help="ONNX opset.")] = 18,
     data: DataOpt = None,
+    preprocess: PreprocessOpt = None,
+    field: FieldOpt = None,
+    tokenizer: TokenizerOpt = None,
+    max_length: MaxLengthOpt = None,
     out: OutOpt = Path("edgesmith-out/export"),
     trust_checkpoint: TrustOpt = False,
+    trust_remote_code: TrustRemoteOpt = False,
     save_recipe: SaveOpt = None,
     dry_run: DryOpt = False,
     force: ForceOpt = False,
 ) -> None:
     """Export to ONNX (dynamic batch), check it, and check ONNX Runtime against torch.
 
-    Example: edgesmith export edgesmith.zoo:resnet18 -o out/resnet18
+    Examples:
+
+        edgesmith export edgesmith.zoo:resnet18 -o out/resnet18
+
+        edgesmith export ./my-bert-folder -o out/bert        (inputs and outputs named from the tokenizer and the model)
+
+        edgesmith export model.ts -i input:batch,3,224,224   (a TorchScript archive)
     """
+    trust_remote(trust_remote_code)
     recipe = build_recipe(model, weights=weights, inputs=input_shape, outputs=output_name, data=data, out=out, stop_after="export",
-                          name="export")
+                          name="export", data_options=data_options(None, None, preprocess, field, tokenizer, max_length))
     recipe = recipe.model_copy(update={"export": recipe.export.model_copy(update={"opset": opset})})
     execute(recipe, Path.cwd(), save_recipe=save_recipe, dry_run=dry_run, force=force, trust=trust_checkpoint)
 

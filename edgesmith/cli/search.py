@@ -8,8 +8,9 @@ from typing import Annotated, Optional
 import typer
 
 from edgesmith.cli.app import app
-from edgesmith.cli.common import (ForceOpt, EXIT_BUDGET_FAILED, DataOpt, EvalOpt, InputOpt, OutOpt, RichReporter,
-                                  TrustOpt, WeightsOpt, build_recipe, err, guarded)
+from edgesmith.cli.common import (ForceOpt, EXIT_BUDGET_FAILED, CalibSamplesOpt, DataOpt, EvalOpt, EvalSamplesOpt, FieldOpt, InputOpt, MaxLengthOpt,
+                                  OutOpt, OutputNameOpt, PreprocessOpt, RichReporter, TokenizerOpt, TrustOpt, TrustRemoteOpt, WeightsOpt, build_recipe,
+                                  data_options, err, guarded, trust_remote)
 from edgesmith.errors import ConfigError
 
 
@@ -49,13 +50,20 @@ def tune(
 @app.command()
 @guarded
 def optimize(
-    model: Annotated[Optional[str], typer.Argument(help="package.module:factory, model.pt2 or model.onnx (or give --recipe).")] = None,
+    model: Annotated[Optional[str], typer.Argument(help="A Transformers folder, package.module:factory, model.pt2, model.ts or model.onnx (or give --recipe).")] = None,
     target: Annotated[Optional[str], typer.Option("--target", "-t", help="Target profile name or .yaml file (default: x86-avx512-vnni-ort, or the recipe's).")] = None,
     recipe_path: Annotated[Optional[Path], typer.Option("--recipe", "-r", help="Take model, data, metric and target from a recipe (its passes run first, in torch).")] = None,
     weights: WeightsOpt = None,
     input_shape: InputOpt = None,
+    output_name: OutputNameOpt = None,
     data: DataOpt = None,
     eval_data: EvalOpt = None,
+    calibration_samples: CalibSamplesOpt = None,
+    eval_samples: EvalSamplesOpt = None,
+    preprocess: PreprocessOpt = None,
+    field: FieldOpt = None,
+    tokenizer: TokenizerOpt = None,
+    max_length: MaxLengthOpt = None,
     metric: Annotated[Optional[str], typer.Option("--metric", help="top1, fidelity, or package.module:function (default: top1 if the data has labels).")] = None,
     budget: Annotated[Optional[list[str]], typer.Option("--budget", "-b", help="Override an accuracy budget, METRIC=VALUE: top1=1.0 (max points lost), cosine=0.995 (min); repeatable.")] = None,
     same_runtime: Annotated[bool, typer.Option("--same-runtime", help="Only the target's runtime (default: also other runtimes of the same device, e.g. OpenVINO next to ONNX Runtime on a CPU).")] = False,
@@ -63,6 +71,7 @@ def optimize(
     train_budget: Annotated[Optional[int], typer.Option("--train-budget", min=1, help="Recovery epochs per trial: pruning, binarization and 4-bit QAT join the search (needs a PyTorch model and labelled data).")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")] = Path("edgesmith-out/optimize"),
     trust_checkpoint: TrustOpt = False,
+    trust_remote_code: TrustRemoteOpt = False,
     force: ForceOpt = False,
 ) -> None:
     """Pick, verify and explain the best compression of a model for a target: recognises the model's
@@ -81,7 +90,12 @@ def optimize(
         edgesmith optimize model.onnx -d calib.npz --eval-data val.npz --budget top1=1.0
 
         edgesmith optimize edgesmith.zoo:trained_digits_resnet --train-budget 8   (pruning, binarization, QAT join)
+
+        edgesmith optimize ./my-bert-folder -d sentences.txt        (a Transformers folder and a text file, nothing else)
+
+        edgesmith optimize classifier.onnx -d photos/ --preprocess imagenet   (300 photos calibrate, the rest evaluate)
     """
+    trust_remote(trust_remote_code)
     from edgesmith.model_io import model_defaults
     from edgesmith.optimize import optimize as run_optimize
     from edgesmith.profiles import budget_overrides, load_profile
@@ -98,9 +112,9 @@ def optimize(
             recipe = recipe.model_copy(update={"targets": [TargetSpec(profile=target)]})
     else:
         defaults = model_defaults(model)
-        recipe = build_recipe(model, weights=weights, inputs=input_shape, data=data, eval_data=eval_data,
+        recipe = build_recipe(model, weights=weights, inputs=input_shape, data=data, eval_data=eval_data, outputs=output_name,
                               metric=metric or defaults.get("metric", "auto"), targets=[target or "x86-avx512-vnni-ort"], out=out,
-                              name="optimize")
+                              name="optimize", data_options=data_options(calibration_samples, eval_samples, preprocess, field, tokenizer, max_length))
         if not (data or eval_data) and defaults.get("data"):
             from edgesmith.recipe import DataSpec
 

@@ -7,7 +7,7 @@ labels under ``labels`` or ``y``), or ``package.module:function`` returning an i
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -30,20 +30,32 @@ class Batch:
 
 @dataclass
 class Dataset:
-    """Batches held in memory (calibration and evaluation sets are small by nature)."""
+    """Batches: a list held in memory, or (``streamed``) a re-iterable sequence read from the files on
+    each pass (``edgesmith.data.stream``), whose count and labels are known without decoding."""
 
     name: str
-    batches: list[Batch]
+    batches: Any  # list[Batch] or stream.StreamedBatches
+    known_samples: int | None = None
+    known_labels: np.ndarray | None = None
+    notes: list[str] = field(default_factory=list)
+    streamed: bool = False
+    skipped: dict[str, int] = field(default_factory=dict)
+    classes: list[str] | None = None
+    bundle_samples: int | None = None  # how many of them a run's device bundle carries
 
     @property
     def num_samples(self) -> int:
-        return sum(b.size for b in self.batches)
+        return self.known_samples if self.known_samples is not None else sum(b.size for b in self.batches)
 
     @property
     def has_labels(self) -> bool:
+        if self.streamed:
+            return self.known_labels is not None
         return bool(self.batches) and all(b.labels is not None for b in self.batches)
 
     def take(self, n: int) -> "Dataset":
+        if n >= self.num_samples:
+            return self
         out, left = [], n
         for b in self.batches:
             if left <= 0:
@@ -53,7 +65,7 @@ class Dataset:
             else:
                 out.append(Batch({k: v[:left] for k, v in b.inputs.items()}, None if b.labels is None else b.labels[:left]))
             left -= b.size
-        return Dataset(self.name, out)
+        return Dataset(self.name, out, notes=self.notes, classes=self.classes)
 
     def uniform_batches(self) -> tuple["Dataset", int]:
         """Re-batch to one batch size (the first batch's); returns the set and how many samples were left out.
@@ -75,6 +87,8 @@ class Dataset:
         return Dataset(self.name, split_batches(trimmed, None if labels is None else labels[:keep], size)), n - keep
 
     def labels(self) -> np.ndarray | None:
+        if self.streamed:
+            return self.known_labels
         return np.concatenate([b.labels for b in self.batches]) if self.has_labels else None
 
     def first(self, n: int) -> dict[str, np.ndarray]:
@@ -152,9 +166,21 @@ def _batches_of(items: Any, ref: str, names: Sequence[str]) -> list[Batch]:
 
 
 def load_dataset(source: str, input_specs: Sequence[Any], *, role: str, split: str | None = None,
-                 samples: int | None = None, batch_size: int = 32, base_dir: Path | None = None) -> Dataset:
-    """Load and check one data set. ``input_specs`` are recipe InputSpec objects (name, shape, dtype)."""
+                 samples: int | None = None, batch_size: int = 32, base_dir: Path | None = None, cfg: Any = None,
+                 tokenizer_dir: Path | None = None, model_labels: dict[str, int] | None = None, reporter: Any = None) -> Dataset:
+    """Load and check one data set. ``input_specs`` are recipe InputSpec objects (name, shape, dtype); ``cfg``
+    the recipe's DataSource (preprocess, fields, labels, seed, skip) for folders, text and tables."""
+    from edgesmith.data.records import is_record_source
+
     names = [s.name for s in input_specs]
+    if ":" not in source and not source.endswith(".npz") and source not in ("digits", "digits32") and is_record_source(source, base_dir):
+        from edgesmith.data.stream import load_records
+
+        return load_records(source, input_specs, role=role, cfg=cfg, base_dir=base_dir, batch_size=batch_size,
+                            tokenizer_dir=tokenizer_dir, model_labels=model_labels, reporter=reporter)
+    if getattr(cfg, "split_at", None):
+        raise ConfigError(f"{source}: a calibration/evaluation split of one source applies to folders, text and table files",
+                          hint="give --eval-data separately for this source")
     if source in ("digits", "digits32"):
         from edgesmith.data.digits import load_digits_split
 
@@ -171,7 +197,11 @@ def load_dataset(source: str, input_specs: Sequence[Any], *, role: str, split: s
     elif ":" in source:
         batches = _from_callable(source, names)
     else:
-        raise ConfigError(f"unknown data source {source!r}", hint="use `digits` (8x8), `digits32` (upsampled to 32x32), a path ending in .npz, or package.module:function")
+        p = Path(source) if base_dir is None or Path(source).is_absolute() else base_dir / source
+        if not p.exists() and ("/" in source or "." in Path(source).name):
+            raise InputError(f"data not found: {p}", hint="give an existing image folder, text/JSONL/CSV/parquet/arrow file, datasets folder or .npz")
+        raise ConfigError(f"unknown data source {source!r}", hint="use an image folder, a .txt/.jsonl/.csv/.parquet/.arrow file, a saved datasets folder, "
+                          "a .npz file, package.module:function, `digits` (8x8) or `digits32`")
     ds = Dataset(f"{source}{f'[{split}]' if split else ''}", batches)
     if samples is not None:
         ds = ds.take(samples)

@@ -81,6 +81,8 @@ def export_onnx(module: Any, input_specs: Sequence[Any], out_path: Path, *, opse
 
     from edgesmith._lazy import require
 
+    if exporter == "dynamo" and isinstance(module, torch.jit.ScriptModule):
+        exporter = "torchscript"  # NOTE: torch.export cannot trace a TorchScript archive; the TorchScript exporter can
     if exporter == "dynamo":
         require("onnxscript")  # the torch.export-based exporter needs it; say so instead of failing deep inside
     if exporter == "torchscript" and opset > 20:
@@ -113,6 +115,8 @@ def export_onnx(module: Any, input_specs: Sequence[Any], out_path: Path, *, opse
         other = "torchscript" if exporter == "dynamo" else "dynamo"
         raise ExportError(f"torch -> ONNX export failed ({exporter} exporter): {first[:240]}",
                           hint=f"try `export: {{exporter: {other}}}` in the recipe, or simplify the unsupported op") from exc
+    _drop_initializer_value_info(out_path)
+    _name_dims(out_path, input_specs)
     try:
         onnx.checker.check_model(str(out_path), full_check=True)
         # NOTE: store inferred shapes in the file; quantizers and runtimes read them
@@ -125,6 +129,46 @@ def export_onnx(module: Any, input_specs: Sequence[Any], out_path: Path, *, opse
         raise ExportError(f"asked for ONNX opset {opset}, the {exporter} exporter wrote opset {written}",
                           hint=f"request opset {written}" + (" or use `export: {exporter: torchscript}` for older opsets" if exporter == "dynamo" else ""))
     return out_path
+
+
+def _name_dims(path: Path, input_specs: Sequence[Any]) -> None:
+    """Dynamic dimensions carry the spec's names (``batch``, ``sequence``) in inputs, outputs and value_info,
+    not the exporter's symbols (``s85``, a torch.export program keeps its own)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    rename: dict[str, str] = {}
+    by_name = {s.name: s for s in input_specs}
+    for inp in model.graph.input:
+        spec = by_name.get(inp.name)
+        if spec is None:
+            continue
+        for d, want in zip(inp.type.tensor_type.shape.dim, spec.shape):
+            if d.dim_param and isinstance(want, str) and d.dim_param != want and rename.setdefault(d.dim_param, want) == want:
+                pass
+    rename = {k: v for k, v in rename.items() if k not in set(rename.values())}
+    if not rename:
+        return
+    for v in [*model.graph.input, *model.graph.output, *model.graph.value_info]:
+        for d in v.type.tensor_type.shape.dim:
+            if d.dim_param in rename:
+                d.dim_param = rename[d.dim_param]
+    onnx.save(model, str(path))
+
+
+def _drop_initializer_value_info(path: Path) -> None:
+    """The dynamo exporter records value_info for weights too; a quantizer that transposes a weight (a Gemm
+    with transB) then contradicts it and ONNX Runtime's shape inference refuses the model. An initializer
+    carries its own shape: its value_info entry is dropped."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    inits = {i.name for i in model.graph.initializer}
+    keep = [v for v in model.graph.value_info if v.name not in inits]
+    if len(keep) != len(model.graph.value_info):
+        del model.graph.value_info[:]
+        model.graph.value_info.extend(keep)
+        onnx.save(model, str(path))
 
 
 @dataclass

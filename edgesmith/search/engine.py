@@ -153,7 +153,7 @@ def _concrete(base: dict[str, Any], passes: list[dict], base_dir: Path) -> Any:
     from edgesmith.recipe import parse_recipe
 
     recipe = parse_recipe({**base, "passes": passes})
-    pipeline.check_pass_order(recipe, model_kind(recipe.model.source))
+    pipeline.check_pass_order(recipe, model_kind(recipe.model.source, base_dir))
     return recipe
 
 
