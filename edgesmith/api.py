@@ -172,6 +172,8 @@ def _data_source(data: Any, batch_size: int = 32) -> str | None:
         return data
     if isinstance(data, Path):
         return str(data)
+    if hasattr(data, "column_names") and hasattr(data, "save_to_disk"):
+        return _hf_dataset_path(data)
     import numpy as np
 
     def batches(x: Any, labels: Any) -> list:
@@ -191,6 +193,19 @@ def _data_source(data: Any, batch_size: int = 32) -> str | None:
     else:
         raise ConfigError(f"cannot use {type(data).__name__} as data", hint="give arrays, (x, labels), {name: array}, a DataLoader or a path")
     return register(items, "data")
+
+
+def _hf_dataset_path(ds: Any) -> str:
+    """A Hugging Face ``datasets.Dataset``: its own arrow file when it is backed by one, else saved once to a
+    temporary folder; either way read lazily like any table (text tokenized, images decoded, columns by name)."""
+    import tempfile
+
+    files = [f["filename"] for f in getattr(ds, "cache_files", None) or []]
+    if len(files) == 1 and getattr(ds, "_indices", None) is None:  # NOTE: a select()/filter() view is saved, not read whole
+        return files[0]
+    folder = tempfile.mkdtemp(prefix="edgesmith-dataset-")
+    ds.save_to_disk(folder)
+    return folder
 
 
 def _build(model: Any, *, inputs: list[dict] | None, example_inputs: Any, calibration: Any, evaluation: Any, metric: str | None,

@@ -179,6 +179,10 @@ def preflight(recipe: Recipe, base_dir: Path, out: Path, force: bool = False) ->
             files.append((src.source, "data file"))
         elif src is not None and ":" in src.source:
             import_object(src.source, "data function", base_dir)
+        elif src is not None and src.source not in ("digits", "digits32"):
+            from edgesmith.data.records import open_source
+
+            open_source(src.source, base_dir, field=src.field, label_field=src.label_field, split=src.split)  # lists, decodes nothing
     for ref, what in files:
         if ref and not resolve(ref, base_dir).is_file():
             raise InputError(f"{what} not found: {resolve(ref, base_dir)}", hint="fix the path (relative paths are read from the recipe's folder)")

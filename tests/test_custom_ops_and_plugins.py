@@ -70,7 +70,7 @@ def test_custom_op_model_through_run_bench_and_the_device_bundle(tmp_path, cli):
     x = np.random.default_rng(2).standard_normal((40, 1, 8, 8)).astype(np.float32)
     np.savez(tmp_path / "eval.npz", input=x)
     recipe = {"model": {"source": "bin.onnx"}, "data": {"evaluation": {"source": "eval.npz"}}, "metric": "fidelity",
-              "targets": [{"profile": p, "budgets": NO_SPEEDUP_BUDGET} for p in ("x86-avx512-vnni-ort", "x86-avx512-vnni-ov")],
+              "targets": [{"profile": p, "budgets": NO_SPEEDUP_BUDGET, "batch_sizes": [1]} for p in ("x86-avx512-vnni-ort", "x86-avx512-vnni-ov")],
               "passes": [], "output_dir": "out",
               "bench": {"iterations": 20, "warmup": 2}}
     (tmp_path / "r.yaml").write_text(json.dumps(recipe))

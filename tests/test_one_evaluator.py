@@ -14,7 +14,7 @@ def _recipe(out):
     return parse_recipe({"name": "one-evaluator", "model": {"source": "edgesmith.zoo:pretrained_digits_cnn"},
                          "data": {"calibration": {"source": "digits", "split": "train", "samples": 128},
                                   "evaluation": {"source": "digits", "split": "test"}},
-                         "metric": "top1", "passes": [{"type": "ptq_int8", **SETTINGS}], "targets": ["x86-avx512-vnni-ort"],
+                         "metric": "top1", "passes": [{"type": "ptq_int8", **SETTINGS}], "targets": [{"profile": "x86-avx512-vnni-ort", "batch_sizes": [1]}],
                          "bench": {"iterations": 20, "warmup": 2}, "output_dir": str(out)})
 
 

@@ -181,7 +181,9 @@ def build_recipe(model: str, *, weights: Optional[str] = None, inputs: Optional[
         recipe["inputs"] = [parse_input(i) for i in inputs]
     if outputs:
         recipe["outputs"] = list(outputs)
-    if not (data or eval_data) and _brings_no_data(model):
+    if not (data or eval_data) and stop_after == "export":
+        recipe["data"] = {"calibration": None, "evaluation": None}  # NOTE: parity runs on seeded inputs of the spec's shape
+    elif not (data or eval_data) and _brings_no_data(model):
         if stop_after != "export":
             from edgesmith.errors import ConfigError
 

@@ -191,7 +191,13 @@ def validate(
     target: TargetOpt = None,
     input_shape: InputOpt = None,
     reference: Annotated[Optional[str], typer.Option("--reference", "-r", help="Float ONNX model to compare against (accuracy drop, fidelity, speed-up).")] = None,
-    data: Annotated[Optional[str], typer.Option("--data", "-d", help="Evaluation data: digits, FILE.npz or package.module:function.")] = "digits",
+    data: Annotated[Optional[str], typer.Option("--data", "-d", help="Evaluation data: an image folder, a .txt/.jsonl/.csv/.parquet/.arrow file, "
+                                                "a saved datasets folder, FILE.npz, package.module:function or digits.")] = "digits",
+    eval_samples: EvalSamplesOpt = None,
+    preprocess: PreprocessOpt = None,
+    field: FieldOpt = None,
+    tokenizer: TokenizerOpt = None,
+    max_length: MaxLengthOpt = None,
     metric: MetricOpt = "auto",
     out: OutOpt = Path("edgesmith-out/validate"),
     save_recipe: SaveOpt = None,
@@ -210,7 +216,8 @@ def validate(
     """
     if Path(model).is_dir():
         return _validate_bundle(Path(model), target, json_out)
-    recipe = build_recipe(model, inputs=input_shape, eval_data=data, metric=metric, targets=target, out=out, name="validate")
+    recipe = build_recipe(model, inputs=input_shape, eval_data=data, metric=metric, targets=target, out=out, name="validate",
+                          data_options=data_options(None, eval_samples, preprocess, field, tokenizer, max_length))
     recipe = recipe.model_copy(update={"data": recipe.data.model_copy(update={"calibration": None}),
                                        "model": recipe.model.model_copy(update={"reference": reference})})
     if reference:  # re-validate so the reference field's own checks apply

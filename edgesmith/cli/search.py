@@ -147,6 +147,7 @@ def search(
     seed: Annotated[int, typer.Option("--seed", help="Sampler seed.")] = 0,
     out: Annotated[Path, typer.Option("--out", "-o", help="Search folder (study, trials, front, best run); the same folder resumes.")] = Path("edgesmith-out/search"),
     trust_checkpoint: TrustOpt = False,
+    trust_remote_code: TrustRemoteOpt = False,
     force: ForceOpt = False,
 ) -> None:
     """Find the Pareto front of accuracy, latency and size over the choices a recipe marks, measured on
@@ -179,6 +180,7 @@ def search(
     from edgesmith.search import Settings
     from edgesmith.search import search as run_search
 
+    trust_remote(trust_remote_code)
     if not recipe_path.is_file():
         raise ConfigError(f"recipe not found: {recipe_path}", hint="give the path of a recipe .yaml file")
     data = load_yaml(recipe_path, "recipe")

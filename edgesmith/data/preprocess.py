@@ -15,11 +15,16 @@ from __future__ import annotations
 
 from typing import Any, Literal, Sequence
 
+import warnings
+
 import numpy as np
 from pydantic import Field, model_validator
 
 from edgesmith.errors import ConfigError
 from edgesmith.schema import Strict
+
+# NOTE: Pillow warns on open past MAX_IMAGE_PIXELS; open_image refuses such images itself (no global filter per call: decoding is threaded)
+warnings.filterwarnings("ignore", message="Image size .* exceeds limit", category=Warning)
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"})
 
@@ -131,7 +136,7 @@ class ImageEncoder:
 
     def __call__(self, source: Any, rng: np.random.Generator | None = None) -> np.ndarray:
         img = open_image(source)
-        img = self._resize(to_color(img, self.color))
+        img = self._resize(to_color(img, self.color), rng)
         arr = np.asarray(img, dtype=np.float32)
         if arr.ndim == 2:
             arr = arr[:, :, None]
@@ -145,7 +150,7 @@ class ImageEncoder:
             arr = arr.transpose(2, 0, 1)
         return np.ascontiguousarray(arr, dtype=self.dtype)
 
-    def _resize(self, img: Any) -> Any:
+    def _resize(self, img: Any, rng: np.random.Generator | None = None) -> Any:
         from PIL import Image
 
         p, (h, w) = self.pre, self.size
@@ -163,7 +168,10 @@ class ImageEncoder:
                 s = max(w / iw, h / ih)
                 img = img.resize((max(w, round(iw * s)), max(h, round(ih * s))), Image.BILINEAR)
                 iw, ih = img.size
-            left, top = (iw - w) // 2, (ih - h) // 2
+            if p.random_crop and rng is not None:
+                left, top = int(rng.integers(0, iw - w + 1)), int(rng.integers(0, ih - h + 1))
+            else:
+                left, top = (iw - w) // 2, (ih - h) // 2
             img = img.crop((left, top, left + w, top + h))
         elif img.size != (w, h):
             img = img.resize((w, h), Image.BILINEAR)
@@ -173,14 +181,13 @@ class ImageEncoder:
 def open_image(source: Any) -> Any:
     """A path or bytes -> a decoded, upright Pillow image (errors propagate: the caller counts a skip)."""
     import io
-    import warnings
 
     from PIL import Image, ImageOps
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)  # NOTE: a bomb is refused, not decoded
-        img = Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source)
-        img.load()
+    img = Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source)
+    if img.size[0] * img.size[1] > (Image.MAX_IMAGE_PIXELS or 1 << 62):  # NOTE: a bomb is refused, not decoded
+        raise Image.DecompressionBombError(f"{img.size[0]}x{img.size[1]} pixels is over Pillow's limit")
+    img.load()
     return ImageOps.exif_transpose(img)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -290,46 +291,53 @@ def load_records(source: str, specs: Sequence[Any], *, role: str, cfg: Any, base
 
     def produce(stats: SkipCount | None, on_progress: Callable[[int, int], None] | None = None) -> Iterator[Any]:
         rng = np.random.default_rng(seed)
-        bomb: Any = ()
-        if src.kind == "image":
-            from PIL import Image
-
-            bomb = Image.DecompressionBombError
         values: list[Any] = []
         labels: list[int] = []
+        pending: list[Record] = []
         seen = 0
-        for i, rec in enumerate(src.records()):
-            if i >= src.count:
-                break
-            if not mask[i]:
-                continue
-            seen += 1
-            if isinstance(rec, Skip):
-                if stats is not None:
-                    stats.add(rec)
-                continue
-            value = rec.value
-            if src.kind == "image":
-                try:
-                    value = encode.one(value, rng)  # type: ignore[attr-defined]
-                except (OSError, ValueError, SyntaxError) as exc:  # NOTE: Pillow's errors for broken files
+        pool = ThreadPoolExecutor(decode_threads()) if src.kind == "image" else None
+
+        def drain() -> Iterator[Any]:
+            """Decode the pending images side by side (Pillow releases the GIL), keep order, yield full batches."""
+            nonlocal values, labels
+            seeds = rng.integers(0, 2**31, size=len(pending))
+            decoded = list(pool.map(lambda rs: _decode(encode, rs[0], rs[1]), zip(pending, seeds))) if pool else \
+                [(r.value, None) for r in pending]
+            for rec, (value, skipped) in zip(pending, decoded):
+                if skipped is not None:
                     if stats is not None:
-                        stats.add(Skip(rec.where, _image_reason(exc)))
+                        stats.add(skipped)
                     continue
-                except (Warning, bomb):
+                values.append(value)
+                if to_label is not None:
+                    labels.append(to_label(rec.label))
+                if len(values) == batch_size:
+                    yield _batch(values, labels)
+                    values, labels = [], []
+            pending.clear()
+
+        try:
+            for i, rec in enumerate(src.records()):
+                if i >= src.count:
+                    break
+                if not mask[i]:
+                    continue
+                seen += 1
+                if isinstance(rec, Skip):
                     if stats is not None:
-                        stats.add(Skip(rec.where, "image too large (decompression bomb guard)"))
+                        stats.add(rec)
                     continue
-            values.append(value)
-            if to_label is not None:
-                labels.append(to_label(rec.label))
-            if len(values) == batch_size:
+                pending.append(rec)
+                if len(pending) >= batch_size:
+                    yield from drain()
+                    if on_progress is not None:
+                        on_progress(seen, len(chosen))
+            yield from drain()
+            if values:
                 yield _batch(values, labels)
-                values, labels = [], []
-            if on_progress is not None:
-                on_progress(seen, len(chosen))
-        if values:
-            yield _batch(values, labels)
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True)
 
     def _batch(values: list[Any], labels: list[int]) -> Any:
         inputs = {encode.enc.name: np.stack(values)} if src.kind == "image" else encode(values, np.random.default_rng(0))  # type: ignore[attr-defined]
@@ -368,6 +376,26 @@ def load_records(source: str, specs: Sequence[Any], *, role: str, cfg: Any, base
                  known_samples=n_samples, known_labels=labels_arr, notes=notes, streamed=kept is None,
                  skipped=dict(skips.reasons), classes=src.classes)
     return ds
+
+
+def decode_threads() -> int:
+    """Images decoded side by side: one per core (at most 4), EDGESMITH_DECODE_THREADS to change it."""
+    try:
+        return max(1, int(os.environ["EDGESMITH_DECODE_THREADS"]))
+    except (KeyError, ValueError):
+        return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)))
+
+
+def _decode(encode: Any, rec: Record, seed: int) -> tuple[Any, Skip | None]:
+    """One image record -> (array, None), or (None, the reason it is skipped)."""
+    from PIL import Image
+
+    try:
+        return encode.one(rec.value, np.random.default_rng(seed)), None
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:  # NOTE: Pillow's errors for broken files
+        return None, Skip(rec.where, _image_reason(exc))
+    except Image.DecompressionBombError:
+        return None, Skip(rec.where, "image too large (decompression bomb guard)")
 
 
 def _image_reason(exc: BaseException) -> str:

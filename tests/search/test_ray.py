@@ -20,8 +20,8 @@ pytestmark = pytest.mark.slow
 RECIPE = {"name": "ray-test", "model": {"source": "edgesmith.zoo:pretrained_digits_cnn"},
           "inputs": [{"name": "input", "shape": ["batch", 1, 8, 8]}],
           "data": {"calibration": {"source": "digits", "split": "train", "samples": 128}, "evaluation": {"source": "digits", "split": "test"}},
-          "passes": [{"type": "ptq_int8", "enabled": {"search": [True, False]}, "calibration": {"search": ["minmax", "percentile"]}}],
-          "targets": ["x86-avx512-vnni-ort"]}
+          "passes": [{"type": "ptq_int8", "enabled": {"search": [True, False]}, "calibration": "minmax"}],
+          "targets": [{"profile": "x86-avx512-vnni-ort", "batch_sizes": [1]}]}
 
 
 def _free_port() -> int:

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 BASE = {"name": "search-test", "model": {"source": "edgesmith.zoo:pretrained_digits_cnn"},
         "inputs": [{"name": "input", "shape": ["batch", 1, 8, 8]}],
         "data": {"calibration": {"source": "digits", "split": "train", "samples": 128}, "evaluation": {"source": "digits", "split": "test"}},
-        "targets": ["x86-avx512-vnni-ort"]}
+        "targets": [{"profile": "x86-avx512-vnni-ort", "batch_sizes": [1]}]}
 SPACE = [{"type": "ptq_int8", "enabled": {"search": [True, False]}, "calibration": {"search": ["minmax", "percentile"]}}]
 
 
@@ -108,7 +108,7 @@ def test_an_interrupted_search_resumes_without_losing_or_repeating_a_trial(tmp_p
 
 
 def test_budgets_no_trial_meets_report_the_closest_and_exit_1(cli, tmp_path):
-    targets = [{"profile": "x86-avx512-vnni-ort", "budgets": [{"metric": "artifact_mb", "goal": "max", "value": 0.0001}]}]
+    targets = [{"profile": "x86-avx512-vnni-ort", "batch_sizes": [1], "budgets": [{"metric": "artifact_mb", "goal": "max", "value": 0.0001}]}]
     r = cli("search", _recipe(tmp_path, [{"type": "ptq_int8", "calibration": {"search": ["minmax", "percentile"]}}], targets=targets),
             "--out", tmp_path / "s")
     assert r.code == 1, r.stderr[-1500:]
