@@ -190,7 +190,10 @@ def test_cli_optimize_reports_every_candidate(cli, tmp_path, steady_profile):
     for c in res["candidates"]:
         assert c["status"] in ("winner", "reference", "ok", "slower", "accuracy", "failed", "skipped") and c["why"]
         if c["status"] in ("winner", "ok", "slower"):
-            assert c["speedup"] > 0 and c["low"] <= c["speedup"] <= c["high"]
+            if c["low"] is None:  # timed on a busy machine (CI shares its cores): no interval, and no claim made from it
+                assert res["claims_withheld"] or (res["machine"] or {}).get("busy"), c
+            else:
+                assert c["speedup"] > 0 and c["low"] <= c["speedup"] <= c["high"]
     md = (out / "optimize.md").read_text()
     assert all(n in md for n in names) and "**Why**" in md and "winner:" in r.stdout
     win = next(c for c in res["candidates"] if c["status"] == "winner")
@@ -215,7 +218,7 @@ def test_recipe_passes_auto_runs_optimize(cli, tmp_path):
 
     recipe = {"name": "auto", "model": {"source": "edgesmith.zoo:pretrained_digits_cnn"}, "passes": "auto",
               "data": {"calibration": {"source": "digits", "split": "train", "samples": 128}, "evaluation": {"source": "digits", "split": "test"}},
-              "targets": [{"profile": "x86-avx512-vnni-ort", "budgets": NO_SPEEDUP_BUDGET}], "output_dir": "out"}
+              "targets": [{"profile": "x86-avx512-vnni-ort", "batch_sizes": [1], "budgets": NO_SPEEDUP_BUDGET}], "output_dir": "out"}
     parsed = parse_recipe(recipe, "test")
     assert parsed.optimize and parsed.passes == [] and yaml.safe_load(parsed.to_yaml())["passes"] == "auto"
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))

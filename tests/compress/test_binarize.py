@@ -93,7 +93,7 @@ def test_binarized_model_exports_and_runs_on_both_runtimes(tmp_path):
     steady = [{"metric": "speedup_vs_fp32", "goal": "min", "value": 0.0, "batch": 1}]
     r = parse_recipe({"model": {"source": "edgesmith.zoo:pretrained_digits_cnn"}, "output_dir": "bnn",
                       "passes": [{"type": "binarize", "recover": {"steps": 60, "eval_every": 30, "alpha": 0.5, "lr": 0.005}}],
-                      "targets": [{"profile": "x86-avx512-vnni-ort", "budgets": steady}, {"profile": "x86-avx512-vnni-ov", "budgets": steady}]}, "t")
+                      "targets": [{"profile": "x86-avx512-vnni-ort", "batch_sizes": [1], "budgets": steady}, {"profile": "x86-avx512-vnni-ov", "batch_sizes": [1], "budgets": steady}]}, "t")
     pipeline.run(r, tmp_path)
     m = json.loads((tmp_path / "bnn" / "manifest.json").read_text())
     assert m["export_after_torch_passes"]["parity_max_abs"] < 1e-3
@@ -127,7 +127,7 @@ def test_pipeline_binarize_then_pack_runs_on_both_runtimes(tmp_path):
     r = parse_recipe({"model": {"source": "edgesmith.zoo:pretrained_digits_cnn"}, "output_dir": "packed",
                       "passes": [{"type": "binarize", "recover": {"steps": 60, "eval_every": 30, "alpha": 0.5, "lr": 0.005}},
                                  {"type": "pack_binary"}],
-                      "targets": [{"profile": "x86-avx512-vnni-ort", "budgets": steady}, {"profile": "x86-avx512-vnni-ov", "budgets": steady}]}, "t")
+                      "targets": [{"profile": "x86-avx512-vnni-ort", "batch_sizes": [1], "budgets": steady}, {"profile": "x86-avx512-vnni-ov", "batch_sizes": [1], "budgets": steady}]}, "t")
     pipeline.run(r, tmp_path)
     m = json.loads((tmp_path / "packed" / "manifest.json").read_text())
     for t in m["targets"].values():

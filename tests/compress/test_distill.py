@@ -289,7 +289,7 @@ def test_distill_pass_in_a_recipe_replaces_the_model_with_the_student(cli, tmp_p
     recipe = {"name": "distill", "model": {"source": "edgesmith.zoo:pretrained_digits_cnn"},
               "data": {"calibration": {"source": "digits", "split": "train"}, "evaluation": {"source": "digits", "split": "test"}},
               "passes": [{"type": "distill", "student": "edgesmith.zoo:digits_cnn", "steps": 60, "loss": "kd", "alpha": 0.7}],
-              "targets": [{"profile": "x86-avx512-vnni-ort", "budgets": [{"metric": "top1", "goal": "max-degradation", "value": 100}, {"metric": "output_fidelity", "goal": "min", "value": 0.0}, *NO_SPEEDUP_BUDGET]}],
+              "targets": [{"profile": "x86-avx512-vnni-ort", "batch_sizes": [1], "budgets": [{"metric": "top1", "goal": "max-degradation", "value": 100}, {"metric": "output_fidelity", "goal": "min", "value": 0.0}, *NO_SPEEDUP_BUDGET]}],
               "bench": {"iterations": 10}, "output_dir": "out"}
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
     r = cli("run", tmp_path / "r.yaml")

@@ -265,7 +265,7 @@ def test_pipeline_prunes_recovers_and_reports_sizes(tmp_path):
     steady = [{"metric": "speedup_vs_fp32", "goal": "min", "value": 0.0, "batch": 1}]
     r = parse_recipe({"model": {"source": "edgesmith.zoo:pretrained_digits_cnn"}, "output_dir": "chan",
                       "passes": [{"type": "prune_channels", "ratio": 0.5, "recover": {"steps": 80, "eval_every": 40, "alpha": 0.5}}],
-                      "targets": [{"profile": "x86-avx512-vnni-ort", "budgets": steady}]}, "t")
+                      "targets": [{"profile": "x86-avx512-vnni-ort", "batch_sizes": [1], "budgets": steady}]}, "t")
     pipeline.run(r, tmp_path)
     m = json.loads((tmp_path / "chan" / "manifest.json").read_text())
     t = next(iter(m["targets"].values()))
@@ -274,7 +274,7 @@ def test_pipeline_prunes_recovers_and_reports_sizes(tmp_path):
     assert "recovery" in t["details"]["prune_channels"]
     r = parse_recipe({"model": {"source": "edgesmith.zoo:digits_resnet"}, "output_dir": "sparse", "stop_after": "compile",
                       "data": {"calibration": None, "evaluation": None},
-                      "passes": [{"type": "prune_magnitude", "sparsity": 0.8}], "targets": ["x86-avx512-vnni-ort"]}, "t")
+                      "passes": [{"type": "prune_magnitude", "sparsity": 0.8}], "targets": [{"profile": "x86-avx512-vnni-ort", "batch_sizes": [1]}]}, "t")
     pipeline.run(r, tmp_path)
     t = next(iter(json.loads((tmp_path / "sparse" / "manifest.json").read_text())["targets"].values()))
     size = t["size"]

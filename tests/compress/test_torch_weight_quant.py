@@ -292,7 +292,7 @@ def test_low_bit_grid_survives_into_integer_kernels(tmp_path):
         "model": {"source": "edgesmith.zoo:pretrained_digits_cnn"},
         "data": {"calibration": {"source": "digits", "samples": 128}, "evaluation": {"source": "digits", "split": "test"}},
         "passes": [{"type": "fold_bn"}, {"type": "rtn", "bits": 4}, {"type": "ptq_int8"}],
-        "targets": ["x86-avx512-vnni-ort"], "bench": {"iterations": 10}, "output_dir": "out"}, "test")
+        "targets": [{"profile": "x86-avx512-vnni-ort", "batch_sizes": [1]}], "bench": {"iterations": 10}, "output_dir": "out"}, "test")
     pipeline.run(recipe, tmp_path)
     out = tmp_path / "out" / "x86-avx512-vnni-ort"
     ops = collections.Counter(n.op_type for n in onnx.load(str(out / "model.onnxruntime.onnx")).graph.node)
@@ -407,7 +407,7 @@ def test_inc_ptq_runs_integer_kernels(tmp_path):
     recipe = parse_recipe({
         "model": {"source": "edgesmith.zoo:pretrained_digits_cnn"},
         "data": {"calibration": {"source": "digits", "samples": 128}, "evaluation": {"source": "digits", "split": "test"}},
-        "passes": [{"type": "inc_ptq", "samples": 128}], "targets": ["x86-avx512-vnni-ort"], "bench": {"iterations": 10},
+        "passes": [{"type": "inc_ptq", "samples": 128}], "targets": [{"profile": "x86-avx512-vnni-ort", "batch_sizes": [1]}], "bench": {"iterations": 10},
         "output_dir": "out"}, "test")
     pipeline.run(recipe, tmp_path)
     ops = collections.Counter(n.op_type for n in onnx.load(str(tmp_path / "out" / "x86-avx512-vnni-ort" / "model.onnxruntime.onnx")).graph.node)

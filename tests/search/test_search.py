@@ -124,13 +124,13 @@ def test_a_recipe_with_nothing_to_search_is_a_one_line_error(cli, tmp_path):
     assert "nothing to search" in r.error_lines[0] and "hint:" in r.error_lines[0]
 
 
-@pytest.mark.parametrize("address", ["127.0.0.1:1", "10.255.255.1:6379"])
+@pytest.mark.parametrize("address", ["127.0.0.1:1"])  # NOTE: loopback only: tests send no traffic to other addresses
 def test_an_unreachable_ray_address_fails_fast_and_clearly(cli, tmp_path, address):
     t0 = time.time()
     r = cli("search", _recipe(tmp_path), "--ray", address, "--out", tmp_path / "s", timeout=60)
     assert r.code == 2 and len(r.error_lines) == 1, r.stderr[-1500:]
     line = r.error_lines[0]
-    # nothing listens on port 1; what answers at the other address depends on the network (nothing, or a proxy)
+    # nothing listens on port 1
     assert (f"cannot reach the Ray cluster at {address}" in line and "ray start --head" in line) or (
         f"{address} answers but is not a usable Ray cluster" in line), line
     assert time.time() - t0 < 90
