@@ -19,7 +19,7 @@ def recipe(out: Path, name: str = "gate-digits", **ptq) -> dict:
         "data": {"calibration": {"source": "digits", "split": "train", "samples": 256}, "evaluation": {"source": "digits", "split": "test"}},
         "metric": "top1",
         "passes": [{"type": "ptq_int8", **ptq}],
-        "targets": [{"profile": "x86-avx512-vnni-ort", "batch_sizes": [1]}],
+        "targets": ["x86-avx512-vnni-ort"],
         "bench": {"iterations": 60},
         "output_dir": str(out),
     }
