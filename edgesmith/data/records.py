@@ -56,7 +56,7 @@ class RecordSource:
         if self.kind == "image":
             for rel, cls in self._items:
                 p = self.path / rel
-                if cls == -1:
+                if cls is None and self.classes is not None:
                     yield Skip(rel, "outside every class folder")
                 elif p.suffix.lower() not in IMAGE_EXTENSIONS:
                     yield Skip(rel, f"not an image file ({p.suffix or 'no extension'})")
@@ -153,16 +153,8 @@ def _image_folder(root: Path) -> RecordSource:
         raise InputError(f"image folder {root} has one class folder ({classes[0]!r}): every label would be the same",
                          hint=f"for unlabelled images give the folder itself ({root / classes[0]}); for labels, one sub-folder per class")
     items += [(n, None) for n in sorted(top_files)]  # NOTE: files beside the class folders have no label: skipped below
-    src = RecordSource(root.name, "image", root, len(items), classes=classes, has_labels=True, _items=_LabelledItems(items))
+    src = RecordSource(root.name, "image", root, len(items), classes=classes, has_labels=True, _items=items)
     return src
-
-
-class _LabelledItems(list):
-    """ImageFolder items; a file outside every class folder is a counted skip."""
-
-    def __iter__(self) -> Iterator[tuple[str, int]]:
-        for rel, cls in super().__iter__():
-            yield (rel, -1) if cls is None else (rel, cls)
 
 
 def _walk_files(folder: Path) -> Iterator[str]:

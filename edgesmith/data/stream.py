@@ -105,9 +105,6 @@ class _Images(_Encoder):
     def one(self, value: Any, rng: np.random.Generator) -> np.ndarray:
         return self.enc(check_no_traversal(self.base, value) if isinstance(value, str) else value, rng)
 
-    def __call__(self, values: list[Any], rng: np.random.Generator) -> dict[str, np.ndarray]:
-        return {self.enc.name: np.stack([self.one(v, rng) for v in values])}
-
 
 class _Text(_Encoder):
     def __init__(self, specs: Sequence[Any], cfg: Any, tokenizer_dir: Path | None, skips: SkipCount):
