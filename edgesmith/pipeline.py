@@ -13,14 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from edgesmith.cache import cached
-from edgesmith.environment import host_info, library_versions
-from edgesmith.errors import ConfigError, ExportError
 from edgesmith.data import run_data
 from edgesmith.data.run_data import data_record, load_data, write_eval_bundle
+from edgesmith.environment import host_info, library_versions
+from edgesmith.errors import ConfigError, ExportError
+from edgesmith.plan import Plan, check_pass_order, needs_data, preflight, resolve_inputs, resolve_plan
 from edgesmith.progress import Reporter
 from edgesmith.recipe import InputSpec, Recipe
 
-__all__ = ["Reporter", "RunResult", "SearchSetup", "check_pass_order", "export_once", "load_data", "plan", "resolve_inputs", "run", "search_setup"]
+__all__ = ["Reporter", "RunResult", "SearchSetup", "check_pass_order", "export_once", "load_data", "needs_data", "resolve_inputs", "run", "search_setup"]
 
 
 @dataclass
@@ -49,8 +50,13 @@ def _ship_gzipped(artifact: Any, staged: Any, tdir: str, result: dict) -> None:
         dest = staged.path(f"{tdir}/download/{f.name}.gz")
         with open(f, "rb") as src, gzip.open(dest, "wb", compresslevel=6) as out:
             shutil.copyfileobj(src, out)
-        result["artifacts"].append({"path": f"{tdir}/download/{dest.name}", "mb": _mb(dest),
-                                    "what": f"gzip of {f.name}, the download (zeros of sparse weights compress; {_mb(f):.3f} MB unpacked)"})
+        result["artifacts"].append(
+            {
+                "path": f"{tdir}/download/{dest.name}",
+                "mb": _mb(dest),
+                "what": f"gzip of {f.name}, the download (zeros of sparse weights compress; {_mb(f):.3f} MB unpacked)",
+            }
+        )
 
 
 def _deflate_mb(path: Path) -> float:
@@ -65,72 +71,25 @@ def _deflate_mb(path: Path) -> float:
     return (total + len(z.flush())) / 2**20
 
 
-def resolve_inputs(recipe: Recipe, loaded: Any) -> list[InputSpec]:
-    from edgesmith.model_io import check_specs_against_onnx
-
-    if recipe.inputs:
-        specs = list(recipe.inputs)
-        if loaded.kind == "onnx":
-            check_specs_against_onnx(specs, loaded.default_inputs)
-        return specs
-    if loaded.default_inputs:
-        return [InputSpec.model_validate(s) for s in loaded.default_inputs]
-    raise ConfigError("the recipe does not say the model's inputs", hint="add `inputs: [{name: input, shape: [batch, 3, 224, 224]}]` or --input-shape")
-
-
-def plan(recipe: Recipe) -> list[str]:
-    """What a run would do, in order (``--dry-run``)."""
-    from edgesmith.compress import get_pass
-    from edgesmith.model_io import model_kind
-
-    kind = model_kind(recipe.model.source)
-    steps = [f"load {kind} model {recipe.model.source}" + (f" with weights {recipe.model.weights}" if recipe.model.weights else "")]
-    if recipe.optimize:
-        return steps + [f"[{t.profile}] optimize: read the model's structure, try the candidates its policy picks, measure "
-                        "fidelity and latency on the target, keep the best (or FP32), full run of the winner" for t in recipe.targets]
-    torch_passes = [p for p in recipe.passes if get_pass(p.type).stage == "torch"]
-    onnx_passes = [p for p in recipe.passes if get_pass(p.type).stage == "onnx"]
-    if kind != "onnx":
-        steps.append(f"export the float model to ONNX (opset {recipe.export.opset}, {recipe.export.exporter}) + parity check")
-    steps += [f"torch pass {p.type} {p.options or ''}".rstrip() for p in torch_passes]
-    if torch_passes:
-        steps.append("export the model after torch passes + parity check")
-    for t in recipe.targets:
-        steps += [f"[{t.profile}] onnx pass {p.type} {p.options or ''}".rstrip() for p in onnx_passes]
-        steps += [f"[{t.profile}] compile", f"[{t.profile}] validate against the profile's budgets"]
-    return steps
-
-
-def check_pass_order(recipe: Recipe, kind: str) -> None:
-    """Stages in order (torch before ONNX), torch passes only on torch models, and every pass's declared
-    requirements met (``compress.registry.check_order``)."""
-    from edgesmith.compress import get_pass
-    from edgesmith.compress.registry import check_order
-
-    seen_onnx = None
-    for p in recipe.passes:
-        stage = get_pass(p.type).stage
-        if stage == "torch" and kind == "onnx":
-            raise ConfigError(f"pass {p.type!r} works on torch models, but the model is an ONNX file", hint="start from the PyTorch model (package.module:factory or .pt2), or drop that pass")
-        if stage == "torch" and seen_onnx:
-            raise ConfigError(f"torch pass {p.type!r} comes after ONNX pass {seen_onnx!r}", hint="list torch-level passes before ONNX-level ones")
-        if stage == "onnx":
-            seen_onnx = p.type
-    check_order([p.type for p in recipe.passes])
-
-
-def run(recipe: Recipe, base_dir: Path, *, out_dir: Path | None = None, trust_checkpoint: bool = False,
-        dry_run: bool = False, reporter: Reporter | None = None, force: bool = False, keep: tuple[str, ...] = (),
-        cache: Any = None, measure_latency: bool = True) -> RunResult:
+def run(
+    recipe: Recipe,
+    base_dir: Path,
+    *,
+    out_dir: Path | None = None,
+    trust_checkpoint: bool = False,
+    dry_run: bool = False,
+    reporter: Reporter | None = None,
+    force: bool = False,
+    keep: tuple[str, ...] = (),
+    cache: Any = None,
+    measure_latency: bool = True,
+) -> RunResult:
     """Run ``recipe`` into ``out_dir`` (default: the recipe's ``output_dir``). The folder must be new, empty
     or an earlier run (replaced whole); ``force`` writes into another folder, ``keep`` names files of it
     the new run leaves in place. ``cache`` (edgesmith.cache.PassCache): exports and pass results with the
     same inputs and configuration are taken from it instead of recomputed. ``measure_latency=False``:
     accuracy and size only (a search times its trials later, when nothing else runs)."""
-    from edgesmith.model_io import model_kind
     from edgesmith.outputs import StagedOutput
-    from edgesmith.profiles import load_profile
-    from edgesmith.runtime import get_backend
 
     rep = reporter or Reporter()
     out = Path(out_dir or recipe.output_dir)
@@ -138,78 +97,19 @@ def run(recipe: Recipe, base_dir: Path, *, out_dir: Path | None = None, trust_ch
         out = base_dir / out
     if recipe.optimize and not dry_run:
         raise ConfigError("`passes: auto` is run by optimize, not by the pipeline", hint="use edgesmith.run(recipe) or `edgesmith run`")
-    kind = model_kind(recipe.model.source, base_dir)
-    if kind == "onnx" and recipe.stop_after == "export":
-        raise ConfigError(f"{recipe.model.source} is already ONNX: there is nothing to export", hint="export takes a PyTorch model "
-                          "(package.module:factory or .pt2); compile an ONNX model with `edgesmith compile`")
-    check_pass_order(recipe, kind)
-    profiles = {t.profile: load_profile(t.profile, base_dir).with_overrides(t.budgets, t.threads, t.batch_sizes) for t in recipe.targets}
-    _check_precisions(recipe, profiles)
-    for prof in profiles.values():
-        get_backend(prof.backend)  # a runtime that is not installed fails here, before any work
+    plan = resolve_plan(recipe, base_dir, out)
     if dry_run:
-        preflight(recipe, base_dir, out, force)
-        return RunResult(None, {"recipe": recipe.model_dump(mode="json")}, "dry-run", dry_run=True, plan=plan(recipe))
+        preflight(plan, force)
+        return RunResult(None, {"recipe": recipe.model_dump(mode="json")}, "dry-run", dry_run=True, plan=plan.steps())
     started = time.time()
     with StagedOutput(out, force=force, keep=keep) as staged:  # NOTE: checks the output-folder policy itself
-        manifest = _execute(recipe, base_dir, kind, profiles, staged, trust_checkpoint, rep, _Options(cache, measure_latency))
+        manifest = _execute(plan, staged, trust_checkpoint, rep, _Options(cache, measure_latency))
         manifest["duration_s"] = round(time.time() - started, 2)
         from edgesmith.report import render_markdown
 
         staged.path("report.md").write_text(render_markdown(manifest))
         staged.commit(manifest)
     return RunResult(out, manifest, manifest["verdict"])
-
-
-def preflight(recipe: Recipe, base_dir: Path, out: Path, force: bool = False) -> None:
-    """What ``--dry-run`` checks without running anything: every file the recipe names exists, every
-    factory and function it names imports, and the output directory may be written."""
-    from edgesmith.errors import InputError
-    from edgesmith.model_io import import_object, model_kind, resolve
-    from edgesmith.outputs import check_output_dir
-
-    m = recipe.model
-    kind = model_kind(m.source, base_dir)
-    files = [(m.source, "model")] if kind in ("onnx", "pt2", "torchscript") else []
-    if kind == "hf" and not resolve(m.source, base_dir).is_dir():
-        raise InputError(f"model folder not found: {resolve(m.source, base_dir)}", hint="give the folder written by save_pretrained")
-    files += [(m.weights, "weights"), (m.reference, "reference model")]
-    for src in (recipe.data.calibration, recipe.data.evaluation):
-        if src is not None and src.source.endswith(".npz"):
-            files.append((src.source, "data file"))
-        elif src is not None and ":" in src.source:
-            import_object(src.source, "data function", base_dir)
-        elif src is not None and src.source not in ("digits", "digits32"):
-            from edgesmith.data.records import open_source
-
-            open_source(src.source, base_dir, field=src.field, label_field=src.label_field, split=src.split)  # lists, decodes nothing
-    for ref, what in files:
-        if ref and not resolve(ref, base_dir).is_file():
-            raise InputError(f"{what} not found: {resolve(ref, base_dir)}", hint="fix the path (relative paths are read from the recipe's folder)")
-    if kind == "torch":
-        factory = import_object(m.source, "model factory", base_dir)
-        if not callable(factory):
-            raise ConfigError(f"model factory {m.source!r} is not callable", hint="point at a function or class that returns an nn.Module")
-    if recipe.metric not in ("top1", "fidelity", "auto"):
-        import_object(recipe.metric, "metric function", base_dir)
-    check_output_dir(out, force)
-
-
-def _check_precisions(recipe: Recipe, profiles: dict[str, Any]) -> None:
-    from edgesmith.compress import get_pass
-
-    for name, prof in profiles.items():
-        for p in recipe.passes:
-            prec = get_pass(p.type).precision
-            if prec and prec not in prof.precisions:
-                raise ConfigError(f"pass {p.type!r} produces {prec}, which target {name!r} does not allow (allowed: {', '.join(prof.precisions)})",
-                                  hint="drop the pass or choose a target profile that lists that precision")
-
-
-def needs_data(info: Any, cfg: Any) -> bool:
-    """Whether a pass, as configured, reads the calibration data: always (``needs_calibration``), when it
-    trains through a ``recover:`` block, or when its config says so (``uses_data``, e.g. Taylor importance)."""
-    return bool(info.needs_calibration or getattr(cfg, "recover", None) is not None or getattr(cfg, "uses_data", False))
 
 
 def export_once(recipe: Recipe, base_dir: Path, work: Path, trust_checkpoint: bool = False) -> tuple[Path, Path]:
@@ -225,8 +125,12 @@ def export_once(recipe: Recipe, base_dir: Path, work: Path, trust_checkpoint: bo
         onnx_input_specs(path)
         return path, path
     torch_passes = [p for p in recipe.passes if get_pass(p.type).stage == "torch"]
-    run(recipe.model_copy(update={"passes": torch_passes, "stop_after": "export", "optimize": False}), base_dir, out_dir=work / "export",
-        trust_checkpoint=trust_checkpoint)
+    run(
+        recipe.model_copy(update={"passes": torch_passes, "stop_after": "export", "optimize": False}),
+        base_dir,
+        out_dir=work / "export",
+        trust_checkpoint=trust_checkpoint,
+    )
     float_path = work / "export" / "model.onnx"
     start = work / "export" / "model.torch_passes.onnx"
     return float_path, (start if start.is_file() else float_path)
@@ -276,30 +180,33 @@ class _Options:
     identity: dict[str, Any] = field(default_factory=dict)  # what determines the exported model (cache keys)
 
 
-def _execute(recipe: Recipe, base_dir: Path, kind: str, profiles: dict[str, Any], staged: Any,
-             trust_checkpoint: bool, rep: Reporter, opts: _Options | None = None) -> dict[str, Any]:
-    from edgesmith.compress import get_pass
+def _execute(plan: Plan, staged: Any, trust_checkpoint: bool, rep: Reporter, opts: _Options | None = None) -> dict[str, Any]:
     from edgesmith.compress.registry import config_as_dict
+
+    recipe, base_dir, kind, passes = plan.recipe, plan.base_dir, plan.kind, plan.passes
 
     manifest: dict[str, Any] = {
         "recipe": {**recipe.model_dump(mode="json"), "passes": [p.as_yaml() for p in recipe.passes]},
-        "versions": library_versions(), "host": host_info(), "inputs": {}, "targets": {},
+        "versions": library_versions(),
+        "host": host_info(),
+        "inputs": {},
+        "targets": {},
     }
     loaded, specs = _load_model(recipe, base_dir, kind, trust_checkpoint, manifest, rep)
-    passes = [(p, get_pass(p.type), p.config()) for p in recipe.passes]
     with rep.step("loading and checking data"):
-        calib, evaluation = load_data(recipe, specs, base_dir, any(needs_data(info, cfg) for _, info, cfg in passes), loaded, rep)
-    manifest["data"] = {"calibration": calib and data_record(calib),
-                        "evaluation": evaluation and {**data_record(evaluation), "labels": evaluation.has_labels}}
+        calib, evaluation = load_data(recipe, specs, base_dir, plan.reads_calibration, loaded, rep)
+    manifest["data"] = {"calibration": calib and data_record(calib), "evaluation": evaluation and {**data_record(evaluation), "labels": evaluation.has_labels}}
     for ds in (calib, evaluation):
-        for note in (ds.notes if ds is not None else []):
+        for note in ds.notes if ds is not None else []:
             rep.info(note)
     if evaluation is not None and recipe.stop_after == "validate":
         evaluation.bundle_samples = write_eval_bundle(evaluation, staged.path)
         if evaluation.bundle_samples < evaluation.num_samples:
             manifest["data"]["evaluation"]["bundle_samples"] = evaluation.bundle_samples
-            rep.info(f"the device bundle carries {evaluation.bundle_samples} of {evaluation.num_samples} evaluation samples "
-                     f"(at most {run_data.BUNDLE_MAX_BYTES >> 20} MB); `validate RUN_DIR` on a device judges those")
+            rep.info(
+                f"the device bundle carries {evaluation.bundle_samples} of {evaluation.num_samples} evaluation samples "
+                f"(at most {run_data.BUNDLE_MAX_BYTES >> 20} MB); `validate RUN_DIR` on a device judges those"
+            )
     opts = opts or _Options()
     if opts.cache is not None:
         from edgesmith.cache import identity
@@ -311,10 +218,12 @@ def _execute(recipe: Recipe, base_dir: Path, kind: str, profiles: dict[str, Any]
         manifest["verdict"] = "exported"
         return manifest
     reference_path = _reference_path(recipe, base_dir, model.fp32_path, specs, manifest)
-    for name, profile in profiles.items():
+    for name, profile in plan.profiles.items():
         manifest["targets"][name] = _run_target(recipe, name, profile, passes, model, reference_path, specs, calib, evaluation, staged, rep, opts)
     statuses = [t["verdict"] for t in manifest["targets"].values()]
-    manifest["verdict"] = "fail" if "fail" in statuses else ("pass" if statuses and all(s == "pass" for s in statuses) else (statuses[0] if statuses else "pass"))
+    manifest["verdict"] = (
+        "fail" if "fail" in statuses else ("pass" if statuses and all(s == "pass" for s in statuses) else (statuses[0] if statuses else "pass"))
+    )
     manifest["pass_configs"] = {p.type: config_as_dict(cfg) for p, _, cfg in passes}
     if opts.cache is not None:
         manifest["cache"]["events"] = [{"what": w, "result": r} for w, r in opts.cache.events]
@@ -352,8 +261,9 @@ def _parameters(module: Any) -> int | None:
     return sum(int(p.numel()) for p in module.parameters()) if module is not None and hasattr(module, "parameters") else None
 
 
-def _torch_stage(recipe: Recipe, kind: str, loaded: Any, specs: list, passes: list, calib: Any, evaluation: Any, staged: Any,
-                 manifest: dict, rep: Reporter, opts: _Options) -> _Model:
+def _torch_stage(
+    recipe: Recipe, kind: str, loaded: Any, specs: list, passes: list, calib: Any, evaluation: Any, staged: Any, manifest: dict, rep: Reporter, opts: _Options
+) -> _Model:
     """Export the float model (the reference every target is judged against), then run the torch
     passes and, if any ran, export their result (re-checked for parity against the changed model) as
     the start of the ONNX passes. Both exports come from the cache when it holds them."""
@@ -369,8 +279,7 @@ def _torch_stage(recipe: Recipe, kind: str, loaded: Any, specs: list, passes: li
         record: dict[str, Any] = {}
 
         def export_float() -> Path:
-            record.update(_export(recipe, loaded.module, loaded.program if kind == "pt2" else None, specs, fp32_path,
-                                  evaluation or calib, rep, "float model"))
+            record.update(_export(recipe, loaded.module, loaded.program if kind == "pt2" else None, specs, fp32_path, evaluation or calib, rep, "float model"))
             return fp32_path
 
         cached(opts.cache, opts.identity, "float export", {}, fp32_path.parent, export_float, extra=record)
@@ -394,10 +303,14 @@ def _torch_stage(recipe: Recipe, kind: str, loaded: Any, specs: list, passes: li
                 module = info.apply(module, cfg, ctx)
         path = staged.path("model.torch_passes.onnx")
         quantized = any(info.precision == "int8" for info, _ in torch_passes)
-        extra["parameters"] = {"float": _parameters(loaded.module), "after_torch_passes": _parameters(module),
-                               "architecture_changed": any(info.changes_architecture for info, _ in torch_passes)}
-        extra["export_after_torch_passes"] = _export(recipe, module, None, specs, path, evaluation or calib, rep,
-                                                     "model after torch passes", quantized=quantized)
+        extra["parameters"] = {
+            "float": _parameters(loaded.module),
+            "after_torch_passes": _parameters(module),
+            "architecture_changed": any(info.changes_architecture for info, _ in torch_passes),
+        }
+        extra["export_after_torch_passes"] = _export(
+            recipe, module, None, specs, path, evaluation or calib, rep, "model after torch passes", quantized=quantized
+        )
         return path
 
     material = {"torch_passes": [[info.name, config_as_dict(cfg)] for info, cfg in torch_passes]}
@@ -430,27 +343,39 @@ def _reference_path(recipe: Recipe, base_dir: Path, fp32_path: Path, specs: list
 QUANTIZED_PARITY_MIN_COSINE = 0.999
 
 
-def _export(recipe: Recipe, module: Any, program: Any, specs: list, path: Path, data: Any, rep: Reporter, what: str,
-            quantized: bool = False) -> dict:
+def _export(recipe: Recipe, module: Any, program: Any, specs: list, path: Path, data: Any, rep: Reporter, what: str, quantized: bool = False) -> dict:
     from edgesmith.export import check_parity, export_onnx
     from edgesmith.export.onnx_export import example_inputs
 
     with rep.step(f"exporting the {what} to ONNX (opset {recipe.export.opset})"):
-        export_onnx(module, specs, path, opset=recipe.export.opset, exporter=recipe.export.exporter, program=program,
-                    output_names=recipe.outputs)
+        export_onnx(module, specs, path, opset=recipe.export.opset, exporter=recipe.export.exporter, program=program, output_names=recipe.outputs)
     with rep.step("checking ONNX Runtime against torch"):
         n = recipe.export.parity_samples
         feeds = data.first(n) if data is not None else example_inputs(specs, n)
         parity = check_parity(module, path, feeds, specs, recipe.export.parity_atol, recipe.export.parity_rtol)
     if quantized and not parity.ok and parity.min_cosine >= QUANTIZED_PARITY_MIN_COSINE:
-        return {"path": path.name, "opset": recipe.export.opset, "exporter": recipe.export.exporter, "mb": _mb(path),
-                "parity": f"{parity.describe()}; accepted for a quantized graph (integer kernels vs torch's reference ops): "
-                          f"cosine {parity.min_cosine:.5f} >= {QUANTIZED_PARITY_MIN_COSINE}", "parity_max_abs": parity.max_abs}
+        return {
+            "path": path.name,
+            "opset": recipe.export.opset,
+            "exporter": recipe.export.exporter,
+            "mb": _mb(path),
+            "parity": f"{parity.describe()}; accepted for a quantized graph (integer kernels vs torch's reference ops): "
+            f"cosine {parity.min_cosine:.5f} >= {QUANTIZED_PARITY_MIN_COSINE}",
+            "parity_max_abs": parity.max_abs,
+        }
     if not parity.ok:
-        raise ExportError(f"ONNX Runtime output differs from torch ({what}): {parity.describe()}",
-                          hint="raise export.parity_atol/parity_rtol if that is acceptable, or try `export: {exporter: torchscript}`")
-    return {"path": path.name, "opset": recipe.export.opset, "exporter": recipe.export.exporter,
-            "mb": _mb(path), "parity": parity.describe(), "parity_max_abs": parity.max_abs}
+        raise ExportError(
+            f"ONNX Runtime output differs from torch ({what}): {parity.describe()}",
+            hint="raise export.parity_atol/parity_rtol if that is acceptable, or try `export: {exporter: torchscript}`",
+        )
+    return {
+        "path": path.name,
+        "opset": recipe.export.opset,
+        "exporter": recipe.export.exporter,
+        "mb": _mb(path),
+        "parity": parity.describe(),
+        "parity_max_abs": parity.max_abs,
+    }
 
 
 def _check_custom_ops(info: Any, path: Path) -> None:
@@ -461,8 +386,10 @@ def _check_custom_ops(info: Any, path: Path) -> None:
     foreign = {d: ops for d, ops in found.items() if d not in info.custom_ops and "*" not in info.custom_ops}
     if foreign:
         d, ops = next(iter(sorted(foreign.items())))
-        raise ConfigError(f"pass {info.name!r} cannot process custom ops of domain {d!r} ({', '.join(sorted(ops))}) in {path.name}",
-                          hint=f"put `{LOWERING_PASS}` before it to turn them into standard ONNX ops, or drop the pass")
+        raise ConfigError(
+            f"pass {info.name!r} cannot process custom ops of domain {d!r} ({', '.join(sorted(ops))}) in {path.name}",
+            hint=f"put `{LOWERING_PASS}` before it to turn them into standard ONNX ops, or drop the pass",
+        )
 
 
 def _safe_dir(name: str) -> str:
@@ -470,47 +397,94 @@ def _safe_dir(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(name).stem) or "target"
 
 
-def _run_target(recipe: Recipe, name: str, profile: Any, passes: list, model: _Model, reference_path: Path, specs: list, calib: Any,
-                evaluation: Any, staged: Any, rep: Reporter, opts: _Options) -> dict[str, Any]:
+def _onnx_passes(passes: list, start: Path, profile: Any, name: str, ctx: Any, rep: Reporter, opts: _Options) -> Path:
+    """The ONNX-stage passes for one target, each result taken from the cache when it holds it."""
+    from edgesmith.cache import file_digest
+    from edgesmith.compress.registry import config_as_dict
+
+    compressed = start
+    for i, (_, info, cfg) in enumerate(passes):
+        if info.stage == "onnx":
+            _check_custom_ops(info, compressed)
+            material = {"input": file_digest(compressed), "pass": info.name, "config": config_as_dict(cfg), "profile": profile.model_dump(mode="json")}
+            with rep.step(f"[{name}] {info.name}"):
+                compressed = cached(
+                    opts.cache,
+                    opts.identity,
+                    info.name,
+                    material,
+                    ctx.work_dir / f"cached-{i}",
+                    lambda c=compressed, info=info, cfg=cfg: info.apply(c, cfg, ctx),
+                    ctx,
+                )
+    return compressed
+
+
+def _sizes(reference_path: Path, compressed: Path, ctx: Any) -> dict[str, float]:
+    """File sizes, and the deflated sizes where a sparse pass ran (its zeros shrink only the download)."""
+    size = {"fp32_mb": _mb(reference_path), "compressed_mb": _mb(compressed), "ratio": _mb(reference_path) / max(_mb(compressed), 1e-9)}
+    if any(k in ctx.details for k in SPARSE_PASSES):
+        # NOTE: ONNX sparse initializers were measured on an 80%-sparse ResNet: 1.65x smaller raw, no smaller
+        # after deflate than the dense file (183 vs 187 KB), and OpenVINO's ONNX frontend cannot read them
+        fz, cz = _deflate_mb(reference_path), _deflate_mb(compressed)
+        size.update(fp32_deflate_mb=fz, compressed_deflate_mb=cz, deflate_ratio=fz / max(cz, 1e-9))
+        ctx.note(
+            f"sparse weights: the compressed ONNX deflates to {cz:.3f} MB against {fz:.3f} MB for the float one "
+            f"({fz / max(cz, 1e-9):.2f}x smaller to ship); dense runtimes load and run it at full size"
+        )
+    return size
+
+
+def _run_target(
+    recipe: Recipe,
+    name: str,
+    profile: Any,
+    passes: list,
+    model: _Model,
+    reference_path: Path,
+    specs: list,
+    calib: Any,
+    evaluation: Any,
+    staged: Any,
+    rep: Reporter,
+    opts: _Options,
+) -> dict[str, Any]:
     from edgesmith.compress import PassContext
     from edgesmith.runtime import get_backend
 
     tdir = _safe_dir(profile.name or name)
     backend = get_backend(profile.backend)
-    ctx = PassContext(work_dir=staged.work / tdir, profile=profile, input_specs=tuple(specs), calibration=calib, evaluation=evaluation,
-                      notes=list(model.notes), details=dict(model.details), records=model.records)
+    ctx = PassContext(
+        work_dir=staged.work / tdir,
+        profile=profile,
+        input_specs=tuple(specs),
+        calibration=calib,
+        evaluation=evaluation,
+        notes=list(model.notes),
+        details=dict(model.details),
+        records=model.records,
+    )
     ctx.work_dir.mkdir(parents=True, exist_ok=True)
-    from edgesmith.compress.registry import config_as_dict
-
-    compressed = model.start_path
-    for i, (_, info, cfg) in enumerate(passes):
-        if info.stage == "onnx":
-            _check_custom_ops(info, compressed)
-            from edgesmith.cache import file_digest
-
-            material = {"input": file_digest(compressed), "pass": info.name, "config": config_as_dict(cfg),
-                        "profile": profile.model_dump(mode="json")}
-            with rep.step(f"[{name}] {info.name}"):
-                compressed = cached(opts.cache, opts.identity, info.name, material, ctx.work_dir / f"cached-{i}",
-                                     lambda c=compressed, info=info, cfg=cfg: info.apply(c, cfg, ctx), ctx)
+    compressed = _onnx_passes(passes, model.start_path, profile, name, ctx, rep, opts)
     if compressed == model.fp32_path and reference_path == model.fp32_path:
-        ctx.note("no pass ran and no --reference/model.reference was given: the model is compared with itself, "
-                 "so degradation budgets pass trivially; give the float model as reference")
-    result: dict[str, Any] = {"profile": profile.model_dump(mode="json"), "estimated": profile.estimated, "notes": ctx.notes,
-                              "details": ctx.details, "artifacts": [], "verdict": "pass"}
+        ctx.note(
+            "no pass ran and no --reference/model.reference was given: the model is compared with itself, "
+            "so degradation budgets pass trivially; give the float model as reference"
+        )
+    result: dict[str, Any] = {
+        "profile": profile.model_dump(mode="json"),
+        "estimated": profile.estimated,
+        "notes": ctx.notes,
+        "details": ctx.details,
+        "artifacts": [],
+        "verdict": "pass",
+    }
     if compressed != model.fp32_path:
         dest = staged.path(f"{tdir}/{compressed.name}")
         dest.write_bytes(compressed.read_bytes())
         compressed = dest
         result["artifacts"].append({"path": f"{tdir}/{dest.name}", "what": "compressed ONNX", "mb": _mb(dest)})
-    result["size"] = {"fp32_mb": _mb(reference_path), "compressed_mb": _mb(compressed), "ratio": _mb(reference_path) / max(_mb(compressed), 1e-9)}
-    if any(k in ctx.details for k in SPARSE_PASSES):
-        # NOTE: ONNX sparse initializers were measured on an 80%-sparse ResNet: 1.65x smaller raw, no smaller
-        # after deflate than the dense file (183 vs 187 KB), and OpenVINO's ONNX frontend cannot read them
-        fz, cz = _deflate_mb(reference_path), _deflate_mb(compressed)
-        result["size"].update(fp32_deflate_mb=fz, compressed_deflate_mb=cz, deflate_ratio=fz / max(cz, 1e-9))
-        ctx.note(f"sparse weights: the compressed ONNX deflates to {cz:.3f} MB against {fz:.3f} MB for the float one "
-                 f"({fz / max(cz, 1e-9):.2f}x smaller to ship); dense runtimes load and run it at full size")
+    result["size"] = _sizes(reference_path, compressed, ctx)
     if recipe.stop_after == "passes":
         result["verdict"] = "compressed"
         return result
@@ -528,15 +502,26 @@ def _run_target(recipe: Recipe, name: str, profile: Any, passes: list, model: _M
         result["verdict"] = "compiled"
         return result
     result.update(_validate(recipe, profile, backend, artifact, fp32_artifact, specs, evaluation, calib, rep, name, opts.measure_latency))
+    _bundle(result, profile, artifact, reference_path, evaluation, staged, tdir, ctx)
+    return result
+
+
+def _bundle(result: dict, profile: Any, artifact: Any, reference_path: Path, evaluation: Any, staged: Any, tdir: str, ctx: Any) -> None:
+    """Notes on batches timed on a busy machine, and what the device bundle carries for this target."""
     from edgesmith.evaluate.judge import busy_machine
 
     for b in profile.batch_sizes:
         busy = busy_machine(result.get("latency"), b)
         if busy:
-            ctx.note(f"batch {b} was timed while the machine was busy ({busy}): its latency and speed-up are not "
-                     "claimed and no latency budget was judged on them; re-run on a quiet machine")
-    result["bundle"] = {"artifact": f"{tdir}/{artifact.path.name}", "artifact_options": artifact.options,
-                        "float_model": reference_path.name if reference_path.parent == staged.stage else None}
+            ctx.note(
+                f"batch {b} was timed while the machine was busy ({busy}): its latency and speed-up are not "
+                "claimed and no latency budget was judged on them; re-run on a quiet machine"
+            )
+    result["bundle"] = {
+        "artifact": f"{tdir}/{artifact.path.name}",
+        "artifact_options": artifact.options,
+        "float_model": reference_path.name if reference_path.parent == staged.stage else None,
+    }
     ref_out = result.pop("_reference_outputs", None)
     if ref_out is not None:
         import numpy as np
@@ -544,11 +529,21 @@ def _run_target(recipe: Recipe, name: str, profile: Any, passes: list, model: _M
         k = getattr(evaluation, "bundle_samples", None)
         np.savez(staged.path(f"bundle/{tdir}.reference_outputs.npz"), *[o[:k] if k is not None else o for o in ref_out])
         result["bundle"]["reference_outputs"] = f"bundle/{tdir}.reference_outputs.npz"
-    return result
 
 
-def _validate(recipe: Recipe, profile: Any, backend: Any, artifact: Any, fp32_artifact: Any, specs: list,
-              evaluation: Any, calib: Any, rep: Reporter, name: str, measure_latency: bool = True) -> dict[str, Any]:
+def _validate(
+    recipe: Recipe,
+    profile: Any,
+    backend: Any,
+    artifact: Any,
+    fp32_artifact: Any,
+    specs: list,
+    evaluation: Any,
+    calib: Any,
+    rep: Reporter,
+    name: str,
+    measure_latency: bool = True,
+) -> dict[str, Any]:
     """Accuracy through the one evaluator, latency against the float model (unless told not to: the
     latency budgets then say "not computed in this run"), then the profile's budgets."""
     from edgesmith.evaluate import Evaluator, judge, overall, time_against_float
@@ -566,9 +561,28 @@ def _validate(recipe: Recipe, profile: Any, backend: Any, artifact: Any, fp32_ar
     real = (evaluation or calib).first(max(profile.batch_sizes)) if (evaluation or calib) else None
     latency = None
     if measure_latency:
-        latency = time_against_float(artifact, fp32_artifact, specs, profile, real, metrics, reference, warmup=recipe.bench.warmup,
-                                     iterations=recipe.bench.iterations, duration_s=recipe.bench.duration_s, reporter=rep, label=f"[{name}] ")
+        latency = time_against_float(
+            artifact,
+            fp32_artifact,
+            specs,
+            profile,
+            real,
+            metrics,
+            reference,
+            warmup=recipe.bench.warmup,
+            iterations=recipe.bench.iterations,
+            duration_s=recipe.bench.duration_s,
+            reporter=rep,
+            label=f"[{name}] ",
+        )
     metrics["artifact_mb"] = sum(_mb(f) for f in artifact.path.parent.glob(artifact.path.stem + ".*"))
     verdicts = judge(profile, metrics, reference, latency)
-    return {"metrics": metrics, "reference_metrics": reference, "latency": latency, "samples": samples,
-            "verdicts": [v.as_dict() for v in verdicts], "verdict": overall(verdicts), "_reference_outputs": ref_out}
+    return {
+        "metrics": metrics,
+        "reference_metrics": reference,
+        "latency": latency,
+        "samples": samples,
+        "verdicts": [v.as_dict() for v in verdicts],
+        "verdict": overall(verdicts),
+        "_reference_outputs": ref_out,
+    }

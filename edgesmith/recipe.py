@@ -11,7 +11,7 @@ Example (``edgesmith run recipe.yaml``)::
     data:
       calibration: {source: digits, split: train, samples: 256}
       evaluation: {source: digits, split: test}
-    metric: top1                                # top1 | fidelity | package.module:function
+    metric: auto                                # auto (top1 with labels, else fidelity) | top1 | fidelity | package.module:function
     passes:
       - {type: ptq_int8, calibration: entropy}
     targets: [x86-avx512-vnni-ort]
@@ -32,6 +32,7 @@ from edgesmith.errors import ConfigError
 from edgesmith.profiles.schema import Goal
 from edgesmith.schema import MAX_BATCH, MAX_ITERATIONS, MAX_SECONDS, MAX_THREADS, Dtype, InputSpec, ModelSpec, Strict, format_validation_error  # noqa: F401 - re-exported
 
+
 class DataSource(Strict):
     """Where samples come from. Folders, text and table files are read lazily (``edgesmith.data.stream``)."""
 
@@ -39,11 +40,17 @@ class DataSource(Strict):
     split: str | None = None
     samples: int | None = Field(default=None, ge=1)
     batch_size: int = Field(default=32, ge=1, le=MAX_BATCH)
-    split_at: int | None = Field(default=None, ge=1, description="one source split in two: calibration reads the first split_at records of the "
-                                 "shuffled order (at most half), evaluation the rest, never the same sample")
+    split_at: int | None = Field(
+        default=None,
+        ge=1,
+        description="one source split in two: calibration reads the first split_at records of the "
+        "shuffled order (at most half), evaluation the rest, never the same sample",
+    )
     seed: int | None = Field(default=0, description="shuffle of folders, text and tables before samples/skip; null keeps file order")
     preprocess: str | dict[str, Any] | None = Field(default=None, description="images: a preset (imagenet, inception, clip, caffe, unit) or a block")
-    labels: str | dict[str, int] | None = Field(default=None, description="class names -> model indices: sorted (folders), model (its id2label), a mapping, or a file")
+    labels: str | dict[str, int] | None = Field(
+        default=None, description="class names -> model indices: sorted (folders), model (its id2label), a mapping, or a file"
+    )
     field: str | None = Field(default=None, description="text/table: the text (or image) field or column")
     label_field: str | None = None
     columns: dict[str, str] | None = Field(default=None, description="table: model input name -> column")
@@ -85,7 +92,7 @@ class PassSpec(Strict):
         return data
 
     @model_validator(mode="after")
-    def _validate_options(self) -> "PassSpec":
+    def _validate_options(self) -> PassSpec:
         from edgesmith.compress import build_pass_config
 
         try:
@@ -135,7 +142,7 @@ class Recipe(Strict):
     inputs: list[InputSpec] | None = None
     outputs: list[str] | None = Field(default=None, description="names of the exported model's outputs (default: the module's own)")
     data: DataSpec = DataSpec()
-    metric: str = "top1"
+    metric: str = "auto"  # top1 when the evaluation data has labels, else fidelity
     passes: list[PassSpec] = []
     # ``passes: auto`` in YAML: `edgesmith optimize` picks and verifies the ONNX-stage passes per target
     optimize: bool = Field(default=False, description="set by `passes: auto`")
@@ -167,7 +174,7 @@ class Recipe(Strict):
             raise ValueError(f"a target is listed twice: {names}")
         return v
 
-    def relocated(self, from_dir: Path, to_dir: Path) -> "Recipe":
+    def relocated(self, from_dir: Path, to_dir: Path) -> Recipe:
         """The same recipe with every relative file path (model, weights, reference, .npz data, profile
         files, output_dir) rewritten from ``from_dir`` to ``to_dir``: a recipe saved into another folder
         still runs, since a recipe's paths are read relative to its own folder."""

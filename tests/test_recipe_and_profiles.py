@@ -100,6 +100,39 @@ def test_dry_run_plans_without_running(tmp_path):
     assert sum("ptq_int8" in s for s in result.plan) == 2  # once per target: defaults are per target
 
 
+def _photo_folder(root, n=3):
+    from PIL import Image
+
+    root.mkdir()
+    for i in range(n):
+        Image.new("RGB", (16, 16), (i * 40, 0, 0)).save(root / f"p{i}.jpg")
+    return root
+
+
+def test_dry_run_refuses_up_front_what_the_run_would_refuse(tmp_path):
+    """Data sources, input specs, labels: the dry run says no where the run would, before any work."""
+    from edgesmith import pipeline
+    from edgesmith.errors import InputError
+
+    photos = _photo_folder(tmp_path / "photos")
+    on_photos = {**BASE, "data": {"calibration": {"source": str(photos)}, "evaluation": {"source": str(photos)}}, "passes": ["ptq_int8"]}
+    with pytest.raises(InputError, match="metric top1 needs labels, and the evaluation data .*photos has none"):
+        pipeline.run(parse_recipe({**on_photos, "metric": "top1"}), tmp_path, out_dir=tmp_path / "o", dry_run=True)
+    assert pipeline.run(parse_recipe(on_photos), tmp_path, out_dir=tmp_path / "o", dry_run=True).dry_run  # metric auto: fidelity then
+    with pytest.raises(InputError, match="data not found"):
+        pipeline.run(parse_recipe({**BASE, "data": {"evaluation": {"source": str(tmp_path / "none")}}}), tmp_path, out_dir=tmp_path / "o", dry_run=True)
+    no_shape = {k: v for k, v in BASE.items() if k != "inputs"} | {"model": {"source": "torch.nn:Identity"}}
+    with pytest.raises(ConfigError, match="does not say the model's inputs"):
+        pipeline.run(parse_recipe(no_shape), tmp_path, out_dir=tmp_path / "o", dry_run=True)
+    with pytest.raises(ConfigError, match="a pass needs calibration data"):
+        pipeline.run(parse_recipe({**BASE, "passes": ["ptq_int8"], "data": {"calibration": None}}), tmp_path, out_dir=tmp_path / "o", dry_run=True)
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_recipe_without_a_metric_takes_auto():
+    assert parse_recipe(BASE).metric == "auto"
+
+
 def test_profiles_init_writes_a_loadable_profile_for_this_machine(cli, tmp_path):
     result = cli("profiles", "init", "this-box", "-o", "box.yaml", cwd=tmp_path)
     assert result.code == 0, result.stderr

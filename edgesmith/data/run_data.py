@@ -4,8 +4,9 @@ manifest, and the bounded sample of evaluation data a run's device bundle carrie
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from edgesmith.data.sources import load_dataset
 from edgesmith.errors import ConfigError, InputError
@@ -13,8 +14,7 @@ from edgesmith.hf import class_names
 from edgesmith.model_io import hf_folder
 
 
-def load_data(recipe: Any, specs: list, base_dir: Path, needs_calibration: bool, loaded: Any = None,
-              reporter: Any = None) -> tuple[Any, Any]:
+def load_data(recipe: Any, specs: list, base_dir: Path, needs_calibration: bool, loaded: Any = None, reporter: Any = None) -> tuple[Any, Any]:
     """The recipe's calibration and evaluation sets, checked against the inputs (loaded once per command).
     ``loaded`` (the model) lends text data its tokenizer and class folders its class names."""
     tokenizer_dir = getattr(loaded, "tokenizer_dir", None)
@@ -25,16 +25,29 @@ def load_data(recipe: Any, specs: list, base_dir: Path, needs_calibration: bool,
         model_labels = None if folder is None else class_names(folder)
 
     def load(src: Any, role: str) -> Any:
-        return load_dataset(src.source, specs, role=role, split=src.split, samples=src.samples, batch_size=src.batch_size, base_dir=base_dir,
-                            cfg=src, tokenizer_dir=tokenizer_dir, model_labels=model_labels, reporter=reporter)
+        return load_dataset(
+            src.source,
+            specs,
+            role=role,
+            split=src.split,
+            samples=src.samples,
+            batch_size=src.batch_size,
+            base_dir=base_dir,
+            cfg=src,
+            tokenizer_dir=tokenizer_dir,
+            model_labels=model_labels,
+            reporter=reporter,
+        )
 
     calib = load(recipe.data.calibration, "calibration") if (needs_calibration and recipe.data.calibration) else None
     if needs_calibration and calib is None:
         raise ConfigError("a pass needs calibration data but the recipe has none", hint="add `data: {calibration: {source: digits}}` or --data")
     evaluation = load(recipe.data.evaluation, "evaluation") if recipe.data.evaluation else None
     if evaluation is not None and recipe.metric == "top1" and not evaluation.has_labels:
-        raise InputError(f"metric top1 needs labels, and the evaluation data {evaluation.name} has none",
-                         hint="add labels (npz key `labels`), or use --metric fidelity to compare against the float model")
+        raise InputError(
+            f"metric top1 needs labels, and the evaluation data {evaluation.name} has none",
+            hint="label the data (class sub-folders, a label column, npz key `labels`), or set `metric: fidelity` (--metric fidelity) to compare against the float model",
+        )
     return calib, evaluation
 
 
@@ -70,5 +83,3 @@ def write_eval_bundle(evaluation: Any, path: Callable[[str], Path]) -> int:
     arrays["batch_size"] = np.array(batch)
     np.savez(path("bundle/eval_data.npz"), **arrays)
     return k
-
-
