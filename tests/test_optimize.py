@@ -10,12 +10,16 @@ from pathlib import Path
 import pytest
 
 from edgesmith.compress.quantize.policy import plan
-from edgesmith.optimize.search import Trial, _choose
 from edgesmith.compress.quantize.structure import analyse
+from edgesmith.optimize.search import Trial, _choose
 from tests.conftest import NO_SPEEDUP_BUDGET
 
-MODELS = {"transformer": "edgesmith.zoo:digits_encoder", "prelu": "edgesmith.zoo:digits_prelu_heads",
-          "residual": "edgesmith.zoo:digits_resnet", "depthwise": "edgesmith.zoo:digits_mobilenet"}
+MODELS = {
+    "transformer": "edgesmith.zoo:digits_encoder",
+    "prelu": "edgesmith.zoo:digits_prelu_heads",
+    "residual": "edgesmith.zoo:digits_resnet",
+    "depthwise": "edgesmith.zoo:digits_mobilenet",
+}
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +31,7 @@ def exported(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("optimize-models")
     out = {}
     for kind, src in MODELS.items():
-        r = parse_recipe({"name": kind, "model": {"source": src}, "stop_after": "export",
-                          "data": {"calibration": None, "evaluation": None}}, "test")
+        r = parse_recipe({"name": kind, "model": {"source": src}, "stop_after": "export", "data": {"calibration": None, "evaluation": None}}, "test")
         pipeline.run(r, Path.cwd(), out_dir=root / kind)
         out[kind] = root / kind / "model.onnx"
     return out
@@ -95,10 +98,12 @@ def _trial(name, runtime, pass_type, speedup, low, high, status="ok"):
 
 
 def test_choose_never_returns_a_candidate_that_is_not_surely_faster():
-    trials = [_trial("fp32 (ORT)", "onnxruntime", None, 1.0, 1.0, 1.0),
-              _trial("int8 a", "onnxruntime", "ptq_int8", 0.91, 0.84, 0.97),
-              _trial("int8 b", "onnxruntime", "ptq_int8", 1.04, 0.97, 1.12),  # maybe faster, maybe not
-              _trial("int8 c", "onnxruntime", "ptq_int8", None, None, None, status="accuracy")]
+    trials = [
+        _trial("fp32 (ORT)", "onnxruntime", None, 1.0, 1.0, 1.0),
+        _trial("int8 a", "onnxruntime", "ptq_int8", 0.91, 0.84, 0.97),
+        _trial("int8 b", "onnxruntime", "ptq_int8", 1.04, 0.97, 1.12),  # maybe faster, maybe not
+        _trial("int8 c", "onnxruntime", "ptq_int8", None, None, None, status="accuracy"),
+    ]
     win, why = _choose(trials, "onnxruntime")
     assert win.plan.name == "fp32 (ORT)" and win.status == "winner"
     assert "no INT8 setting paid" in why and "int8 a: not surely faster than FP32" in why and "int8 b: not surely" in why
@@ -106,15 +111,44 @@ def test_choose_never_returns_a_candidate_that_is_not_surely_faster():
 
 
 def test_choose_takes_the_fastest_within_budget_and_a_faster_runtime_for_fp32():
-    trials = [_trial("fp32 (ORT)", "onnxruntime", None, 1.0, 1.0, 1.0),
-              _trial("int8 a", "onnxruntime", "ptq_int8", 1.3, 1.2, 1.4),
-              _trial("int8 b", "openvino", "nncf_ptq", 1.9, 1.8, 2.0)]
+    trials = [
+        _trial("fp32 (ORT)", "onnxruntime", None, 1.0, 1.0, 1.0),
+        _trial("int8 a", "onnxruntime", "ptq_int8", 1.3, 1.2, 1.4),
+        _trial("int8 b", "openvino", "nncf_ptq", 1.9, 1.8, 2.0),
+    ]
     win, why = _choose(trials, "onnxruntime")
     assert win.plan.name == "int8 b" and "runner-up int8 a at 1.30x" in why
-    trials = [_trial("fp32 (ORT)", "onnxruntime", None, 1.0, 1.0, 1.0), _trial("fp32 (OpenVINO)", "openvino", None, 1.8, 1.7, 1.9),
-              _trial("int8 a", "onnxruntime", "ptq_int8", 0.9, 0.85, 0.95)]
+    trials = [
+        _trial("fp32 (ORT)", "onnxruntime", None, 1.0, 1.0, 1.0),
+        _trial("fp32 (OpenVINO)", "openvino", None, 1.8, 1.7, 1.9),
+        _trial("int8 a", "onnxruntime", "ptq_int8", 0.9, 0.85, 0.95),
+    ]
     win, why = _choose(trials, "onnxruntime")
     assert win.plan.name == "fp32 (OpenVINO)" and "on OpenVINO, surely faster than FP32 on ONNX Runtime: 1.80x" in why
+
+
+def test_when_speeds_cannot_be_told_apart_the_more_faithful_candidate_wins():
+    # the case that was judged wrong: 1.88x (1.85-1.92) at cosine 0.9853 kept over 1.86x (1.83-1.87) at cosine 0.9934
+    a = _trial("int8 a", "onnxruntime", "ptq_int8", 1.88, 1.85, 1.92)
+    b = _trial("int8 b", "onnxruntime", "ptq_int8", 1.86, 1.83, 1.87)
+    a.metrics, b.metrics = {"cosine": 0.9853}, {"cosine": 0.9934}
+    win, why = _choose([_trial("fp32 (ORT)", "onnxruntime", None, 1.0, 1.0, 1.0), a, b], "onnxruntime")
+    assert win is b and "cannot tell them apart" in why and "cosine 0.9934 vs cosine 0.9853" in why
+    # a speed-up surely above the other's still wins, whatever the fidelity
+    c = _trial("int8 c", "onnxruntime", "ptq_int8", 2.40, 2.30, 2.50)
+    c.metrics = {"cosine": 0.990}
+    win, why = _choose([_trial("fp32 (ORT)", "onnxruntime", None, 1.0, 1.0, 1.0), c, b], "onnxruntime")
+    assert win is c and "is the fastest candidate" in why
+
+
+def test_pick_fastest_is_the_one_rule_of_the_search_and_optimize():
+    from edgesmith.evaluate.judge import pick_fastest
+
+    cands = [("x", 3.0, (2.0, 4.0), 0.90), ("y", 2.5, (2.4, 2.6), 0.95), ("z", 1.5, (1.4, 1.6), 0.99)]
+    take = lambda cs: pick_fastest(cs, lambda c: c[1], lambda c: c[2], lambda c: c[3])[0]  # noqa: E731
+    assert take(cands) == "y"  # y's interval overlaps x's; z's does not
+    assert take([c[:2] + (None, c[3]) for c in cands]) == "x"  # no intervals: only equal speeds tie
+    assert pick_fastest([], None, None, None) is None
 
 
 class _Quiet:
@@ -129,10 +163,19 @@ class _Quiet:
 def _recipe(src: str = "edgesmith.zoo:digits_prelu_heads", **target):
     from edgesmith.recipe import parse_recipe
 
-    return parse_recipe({"name": "opt", "model": {"source": src},
-                         "data": {"calibration": {"source": "digits32", "split": "train", "samples": 64},
-                                  "evaluation": {"source": "digits32", "split": "test", "samples": 200}},
-                         "targets": [{"profile": "x86-avx512-vnni-ort", **target}], "bench": {"iterations": 20}}, "test")
+    return parse_recipe(
+        {
+            "name": "opt",
+            "model": {"source": src},
+            "data": {
+                "calibration": {"source": "digits32", "split": "train", "samples": 64},
+                "evaluation": {"source": "digits32", "split": "test", "samples": 200},
+            },
+            "targets": [{"profile": "x86-avx512-vnni-ort", **target}],
+            "bench": {"iterations": 20},
+        },
+        "test",
+    )
 
 
 def test_a_crashing_candidate_is_reported_and_the_search_goes_on(tmp_path, monkeypatch):
@@ -180,8 +223,7 @@ def test_when_no_int8_setting_meets_the_budget_fp32_is_kept_and_explained(cli, t
 def test_cli_optimize_reports_every_candidate(cli, tmp_path, steady_profile):
     out = tmp_path / "out"
     # a random-weight model: its outputs barely vary, so the fidelity judge is loosened (the subject is the report)
-    r = cli("optimize", "edgesmith.zoo:digits_prelu_heads", "--out", out, "--target", steady_profile,
-            "--budget", "output_fidelity=0.5", "--budget", "top1=100")
+    r = cli("optimize", "edgesmith.zoo:digits_prelu_heads", "--out", out, "--target", steady_profile, "--budget", "output_fidelity=0.5", "--budget", "top1=100")
     assert r.code == 0, r.stdout + r.stderr
     res = json.loads((out / "optimize.json").read_text())
     assert res["structure"]["kinds"] == ["cnn", "prelu", "multi-output"]
@@ -200,11 +242,14 @@ def test_cli_optimize_reports_every_candidate(cli, tmp_path, steady_profile):
     assert win["pass_type"] is None or win["low"] > 1.0  # never a candidate not surely faster than FP32
 
 
-@pytest.mark.parametrize("args, message", [
-    ((), "give a MODEL or --recipe"),
-    (("edgesmith.zoo:digits_prelu_heads", "--budget", "top1"), "is not METRIC=NUMBER"),
-    (("edgesmith.zoo:digits_prelu_heads", "--target", "jetson-orin-trt"), "cannot run here"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ((), "give a MODEL or --recipe"),
+        (("edgesmith.zoo:digits_prelu_heads", "--budget", "top1"), "is not METRIC=NUMBER"),
+        (("edgesmith.zoo:digits_prelu_heads", "--target", "jetson-orin-trt"), "cannot run here"),
+    ],
+)
 def test_bad_optimize_input_is_one_line_exit_2(cli, tmp_path, args, message):
     r = cli("optimize", *args, "--out", tmp_path / "out")
     assert r.code == 2 and len(r.error_lines) == 1 and message in r.stderr and "hint:" in r.stderr, r.stderr
@@ -216,9 +261,14 @@ def test_recipe_passes_auto_runs_optimize(cli, tmp_path):
 
     from edgesmith.recipe import parse_recipe
 
-    recipe = {"name": "auto", "model": {"source": "edgesmith.zoo:pretrained_digits_cnn"}, "passes": "auto",
-              "data": {"calibration": {"source": "digits", "split": "train", "samples": 128}, "evaluation": {"source": "digits", "split": "test"}},
-              "targets": [{"profile": "x86-avx512-vnni-ort", "batch_sizes": [1], "budgets": NO_SPEEDUP_BUDGET}], "output_dir": "out"}
+    recipe = {
+        "name": "auto",
+        "model": {"source": "edgesmith.zoo:pretrained_digits_cnn"},
+        "passes": "auto",
+        "data": {"calibration": {"source": "digits", "split": "train", "samples": 128}, "evaluation": {"source": "digits", "split": "test"}},
+        "targets": [{"profile": "x86-avx512-vnni-ort", "batch_sizes": [1], "budgets": NO_SPEEDUP_BUDGET}],
+        "output_dir": "out",
+    }
     parsed = parse_recipe(recipe, "test")
     assert parsed.optimize and parsed.passes == [] and yaml.safe_load(parsed.to_yaml())["passes"] == "auto"
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
@@ -237,11 +287,10 @@ def test_static_candidates_share_one_calibration(exported, tmp_path):
     from onnx import numpy_helper
 
     from edgesmith.compress import PassContext, build_pass_config, get_pass
+    from edgesmith.compress.contract import CalibrationCache, Records
     from edgesmith.data import load_dataset
     from edgesmith.profiles import load_profile
     from edgesmith.recipe import InputSpec
-
-    from edgesmith.compress.contract import CalibrationCache, Records
 
     specs = (InputSpec(name="input", shape=["batch", 1, 32, 32]),)
     calib = load_dataset("digits32", specs, role="calibration", split="train", samples=64)
@@ -251,8 +300,13 @@ def test_static_candidates_share_one_calibration(exported, tmp_path):
     def quantize(name: str, opts: dict, shared: bool) -> dict:
         work = tmp_path / name
         work.mkdir()
-        ctx = PassContext(work_dir=work, profile=load_profile("x86-avx512-vnni-ort"), input_specs=specs, calibration=calib,
-                          records=Records(CalibrationCache(cache)) if shared else Records())
+        ctx = PassContext(
+            work_dir=work,
+            profile=load_profile("x86-avx512-vnni-ort"),
+            input_specs=specs,
+            calibration=calib,
+            records=Records(CalibrationCache(cache)) if shared else Records(),
+        )
         path = get_pass("ptq_int8").apply(exported["prelu"], build_pass_config("ptq_int8", opts), ctx)
         g = onnx.load(str(path)).graph
         return {i.name: numpy_helper.to_array(i) for i in g.initializer if i.name.endswith("_scale")}

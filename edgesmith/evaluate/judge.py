@@ -6,8 +6,9 @@ and a one-line description of the gap (``gap_text``).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from edgesmith.environment import host_arch, missing_cpu_features
 from edgesmith.profiles.schema import LATENCY_METRICS, Profile
@@ -93,7 +94,7 @@ def judge(profile: Profile, metrics: dict[str, Any], reference: dict[str, Any], 
 
 def busy_machine(latency: dict | None, batch: int | None) -> str:
     """Why the timing of ``batch`` cannot be trusted ("" when the machine was free): runtime.contention's record."""
-    rec = (((latency or {}).get("compressed") or {}).get(batch) or ((latency or {}).get("compressed") or {}).get(str(batch)) or {})
+    rec = ((latency or {}).get("compressed") or {}).get(batch) or ((latency or {}).get("compressed") or {}).get(str(batch)) or {}
     machine = rec.get("machine") or {}
     return "; ".join(machine.get("reasons") or ["busy"]) if machine.get("busy") else ""
 
@@ -109,7 +110,8 @@ def _judge_interval(g: Any, metrics: dict[str, Any], key: str, v: Verdict) -> No
     outside = high < g.value if g.goal == "min" else low > g.value
     v.status = "pass" if within else "fail" if outside else "inconclusive"
     v.detail = f"{'>=' if g.goal == 'min' else '<='} {g.value:g}; 95% interval {low:.3g}-{high:.3g}" + (
-        ": the measurement cannot tell (not a failure)" if v.status == "inconclusive" else "")
+        ": the measurement cannot tell (not a failure)" if v.status == "inconclusive" else ""
+    )
 
 
 def overall(verdicts: Sequence[Verdict]) -> str:
@@ -133,5 +135,26 @@ def shortfall(v: Verdict) -> float:
     if v.goal.endswith("degradation"):
         drop = (v.reference or 0.0) - (v.value or 0.0)
         return max(drop - v.budget, 0.0) / max(v.budget, 1e-3)
-    scale = max(abs(v.budget), 1e-9) if v.goal == "max" else max(abs(1.0 - v.budget) if v.metric in ("cosine", "output_fidelity", "decision_agreement") else abs(v.budget), 1e-9)
+    scale = (
+        max(abs(v.budget), 1e-9)
+        if v.goal == "max"
+        else max(abs(1.0 - v.budget) if v.metric in ("cosine", "output_fidelity", "decision_agreement") else abs(v.budget), 1e-9)
+    )
     return abs((v.value or 0.0) - v.budget) / scale
+
+
+def pick_fastest(candidates: Sequence[Any], speed: Callable[[Any], Any], interval: Callable[[Any], Any], fidelity: Callable[[Any], Any]) -> Any:
+    """The candidate to keep among those within budget: the fastest, unless its speed cannot be told apart
+    from others' (their 95% intervals overlap the fastest's) — then the one among them with the best fidelity
+    (a hair of speed the measurement cannot confirm does not buy a clearly worse model). ``speed``,
+    ``interval`` (-> (low, high) or None) and ``fidelity`` are functions of a candidate. None when empty."""
+    if not candidates:
+        return None
+    lead = max(candidates, key=lambda c: (speed(c), fidelity(c)))
+    lo, hi = interval(lead) or (speed(lead), speed(lead))
+
+    def tied(c: Any) -> bool:
+        c_lo, c_hi = interval(c) or (speed(c), speed(c))
+        return bool(c_hi >= lo and c_lo <= hi)
+
+    return max((c for c in candidates if tied(c)), key=lambda c: (fidelity(c), speed(c)))

@@ -27,10 +27,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgesmith.errors import ConfigError
-from edgesmith.metrics import FIDELITY_METRICS
 from edgesmith.compress.quantize.policy import Plan, plan
-
+from edgesmith.errors import ConfigError
+from edgesmith.evaluate.judge import pick_fastest
+from edgesmith.metrics import FIDELITY_METRICS
 
 
 @dataclass
@@ -71,35 +71,44 @@ class OptimizeResult:
         return bool(self.machine and self.machine.get("busy"))
 
     def as_dict(self) -> dict[str, Any]:
-        return {"structure": self.structure.as_dict(), "batch": self.batch, "winner": self.winner.plan.name,
-                "explanation": self.explanation, "verdict": self.verdict, "reference": self.reference,
-                "machine": self.machine, "claims_withheld": self.claims_withheld, "training_search": self.training,
-                "search_seconds": round(self.seconds, 1), "candidates": [t.as_dict() for t in self.trials]}
+        return {
+            "structure": self.structure.as_dict(),
+            "batch": self.batch,
+            "winner": self.winner.plan.name,
+            "explanation": self.explanation,
+            "verdict": self.verdict,
+            "reference": self.reference,
+            "machine": self.machine,
+            "claims_withheld": self.claims_withheld,
+            "training_search": self.training,
+            "search_seconds": round(self.seconds, 1),
+            "candidates": [t.as_dict() for t in self.trials],
+        }
 
 
-def optimize(recipe: Any, base_dir: Path, *, out_dir: Path | None = None, time_budget_s: float = 300.0,
-             other_runtimes: bool = True, reporter: Any = None, plans: list[Plan] | None = None, force: bool = False,
-             trust_checkpoint: bool = False, train_budget: int | None = None) -> OptimizeResult:
+def optimize(
+    recipe: Any,
+    base_dir: Path,
+    *,
+    out_dir: Path | None = None,
+    time_budget_s: float = 300.0,
+    other_runtimes: bool = True,
+    reporter: Any = None,
+    plans: list[Plan] | None = None,
+    force: bool = False,
+    trust_checkpoint: bool = False,
+    train_budget: int | None = None,
+) -> OptimizeResult:
     import tempfile
 
     from edgesmith import pipeline
     from edgesmith.compress.quantize.structure import analyse
     from edgesmith.outputs import check_output_dir
-    from edgesmith.profiles import load_profile
     from edgesmith.progress import Reporter
     from edgesmith.runtime import get_backend, measurable_backends
 
     rep = reporter or Reporter()
-    if len(recipe.targets) != 1:
-        raise ConfigError(f"optimize works on one target, the recipe has {len(recipe.targets)}", hint="give one --target")
-    if recipe.data.calibration is None or recipe.data.evaluation is None:
-        raise ConfigError("optimize needs calibration and evaluation data", hint="give --data (and --eval-data), or `data:` in the recipe")
-    target = recipe.targets[0]
-    profile = load_profile(target.profile, base_dir).with_overrides(target.budgets, target.threads, target.batch_sizes)
-    if profile.backend not in measurable_backends():
-        raise ConfigError(f"optimize measures on the target; {profile.backend} cannot run here",
-                          hint="optimize for an onnxruntime or openvino profile (TensorRT was never executed on this machine)")
-    get_backend(profile.backend)  # a missing runtime is a clear error now, not a failed candidate later
+    profile = _target_profile(recipe, base_dir)
     out = Path(out_dir or recipe.output_dir)
     if not out.is_absolute() and out_dir is None:
         out = base_dir / out
@@ -116,8 +125,10 @@ def optimize(recipe: Any, base_dir: Path, *, out_dir: Path | None = None, time_b
 
         torch_passes = [p for p in recipe.passes if get_pass(p.type).stage == "torch"]
         if len(torch_passes) != len(recipe.passes):
-            rep.info("the recipe's ONNX-stage passes are left out: optimize chooses those itself "
-                     f"({', '.join(p.type for p in recipe.passes if p not in torch_passes)})")
+            rep.info(
+                "the recipe's ONNX-stage passes are left out: optimize chooses those itself "
+                f"({', '.join(p.type for p in recipe.passes if p not in torch_passes)})"
+            )
         with rep.step("exporting the float model once"):
             float_path, start = pipeline.export_once(recipe, base_dir, work, trust_checkpoint)
         structure = analyse(start)
@@ -149,15 +160,45 @@ def optimize(recipe: Any, base_dir: Path, *, out_dir: Path | None = None, time_b
             explanation = training["why"]
     with rep.step(f"full run of the winner: {training['label'] if training and training['chosen'] else winner.plan.name}"):
         # NOTE: the folder passed the output policy above; the run keeps the profile file its recipe names
-        result = pipeline.run(final, base_dir, out_dir=out, reporter=rep, force=True, keep=("target.profile.yaml", "search"),
-                              trust_checkpoint=trust_checkpoint)
+        result = pipeline.run(final, base_dir, out_dir=out, reporter=rep, force=True, keep=("target.profile.yaml", "search"), trust_checkpoint=trust_checkpoint)
     res = OptimizeResult(structure, trials, winner, explanation, out, batch, result.verdict, judge.reference, elapsed, machine, training)
     _write(res, final, profile)
     return res
 
 
-def _training_stage(recipe: Any, base_dir: Path, out: Path, trials: list[Trial], winner: Trial, torch_passes: list, epochs: int,
-                    final: Any, rep: Any, trust_checkpoint: bool, profile: Any) -> tuple[Any, dict]:
+def _target_profile(recipe: Any, base_dir: Path) -> Any:
+    """The one target's profile, refused up front when optimize cannot measure on it."""
+    from edgesmith.profiles import load_profile
+    from edgesmith.runtime import get_backend, measurable_backends
+
+    if len(recipe.targets) != 1:
+        raise ConfigError(f"optimize works on one target, the recipe has {len(recipe.targets)}", hint="give one --target")
+    if recipe.data.calibration is None or recipe.data.evaluation is None:
+        raise ConfigError("optimize needs calibration and evaluation data", hint="give --data (and --eval-data), or `data:` in the recipe")
+    target = recipe.targets[0]
+    profile = load_profile(target.profile, base_dir).with_overrides(target.budgets, target.threads, target.batch_sizes)
+    if profile.backend not in measurable_backends():
+        raise ConfigError(
+            f"optimize measures on the target; {profile.backend} cannot run here",
+            hint="optimize for an onnxruntime or openvino profile (TensorRT was never executed on this machine)",
+        )
+    get_backend(profile.backend)  # a missing runtime is a clear error now, not a failed candidate later
+    return profile
+
+
+def _training_stage(
+    recipe: Any,
+    base_dir: Path,
+    out: Path,
+    trials: list[Trial],
+    winner: Trial,
+    torch_passes: list,
+    epochs: int,
+    final: Any,
+    rep: Any,
+    trust_checkpoint: bool,
+    profile: Any,
+) -> tuple[Any, dict]:
     """The preset's training search (preset.py) after the post-training pick; its best replaces the pick
     when it is surely faster than FP32, faster than the pick, and within every budget. A retrained network
     is judged on the task (labels), not on reproducing the float model's logits: the fidelity budgets are
@@ -167,17 +208,24 @@ def _training_stage(recipe: Any, base_dir: Path, out: Path, trials: list[Trial],
     from edgesmith.search.space import parse_space
 
     target_rt = TargetSpec(profile=str(preset.task_profile(profile, out / "search")))
-    on_target = [t for t in trials if t.plan.pass_type and t.status in ("winner", "ok", "slower") and t.meets
-                 and t.plan.runtime == winner.plan.runtime]
+    on_target = [t for t in trials if t.plan.pass_type and t.status in ("winner", "ok", "slower") and t.meets and t.plan.runtime == winner.plan.runtime]
     int8_src = winner if winner.plan.pass_type else max(on_target, key=lambda t: t.speedup or 0.0, default=None)
     int8 = {"type": int8_src.plan.pass_type, **int8_src.plan.options} if int8_src is not None else None
     passes = [p.as_yaml() for p in torch_passes] + preset.space(epochs, int8)
     res = preset.run(recipe.model_copy(update={"targets": [target_rt]}), base_dir, out / "search", passes, rep, trust_checkpoint)
     chosen, why = preset.pick(res, winner.speedup if winner.plan.pass_type else 1.0)
-    info = {"folder": "search", "epochs": epochs, "budgets": "the target's, less the fidelity ones (task metric only)", "trials": len(res.trials), "front": [t.number for t in res.front],
-            "best": res.best and {"number": res.best.number, "label": res.best.label, "speedup": res.best.speedup,
-                                  "accuracy": res.best.accuracy, "size_mb": res.best.size_mb},
-            "chosen": chosen is not None, "why": why, "label": chosen.label if chosen else None}
+    info = {
+        "folder": "search",
+        "epochs": epochs,
+        "budgets": "the target's, less the fidelity ones (task metric only)",
+        "trials": len(res.trials),
+        "front": [t.number for t in res.front],
+        "best": res.best
+        and {"number": res.best.number, "label": res.best.label, "speedup": res.best.speedup, "accuracy": res.best.accuracy, "size_mb": res.best.size_mb},
+        "chosen": chosen is not None,
+        "why": why,
+        "label": chosen.label if chosen else None,
+    }
     if chosen is None:
         return final, info
     concrete = [PassSpec.model_validate(p) for p in parse_space(passes).concrete(chosen.params)]
@@ -240,13 +288,21 @@ class _Judge:
         from edgesmith.compress import PassContext, build_pass_config, get_pass
         from edgesmith.compress.contract import CalibrationCache, Records
 
+        assert p.pass_type is not None  # only candidates with a pass are quantized
+
         if p.quant_key in quantized:  # the same quantized model, compiled for another runtime
             done = quantized[p.quant_key]
             if isinstance(done, Exception):
                 raise done
             return done
-        ctx = PassContext(work_dir=work, profile=self.profile, input_specs=tuple(self.specs), calibration=self.calib,
-                          evaluation=self.evaluation, records=Records(CalibrationCache(self.cache_dir)))
+        ctx = PassContext(
+            work_dir=work,
+            profile=self.profile,
+            input_specs=tuple(self.specs),
+            calibration=self.calib,
+            evaluation=self.evaluation,
+            records=Records(CalibrationCache(self.cache_dir)),
+        )
         try:
             path = get_pass(p.pass_type).apply(start, build_pass_config(p.pass_type, p.options), ctx)
         except Exception as exc:
@@ -261,56 +317,29 @@ class _Judge:
         return make_feeds(self.specs, batch, self.evaluation.first(batch))
 
 
-MAX_BUSY_RETRIES = 2  # races re-run after waiting for a quiet machine
-
-
-def _race(trials: list[Trial], judge: _Judge, profile: Any, batch: int, rounds: int = 12, per_round: int = 10,
-          reporter: Any = None) -> dict | None:
-    """Time every FP32 model and every candidate within budget interleaved; speed-up over the target's FP32.
-    Returns the machine record (runtime.contention) of the race whose figures were kept: a race run
-    while other work competed for the cores is biased, so it is run again after waiting for quiet;
-    the figures of a race that stayed busy are kept as estimates only (``_choose`` claims nothing from them)."""
-    from edgesmith.runtime.contention import wait_for_quiet
+def _race(trials: list[Trial], judge: _Judge, profile: Any, batch: int, rounds: int = 12, per_round: int = 10, reporter: Any = None) -> dict | None:
+    """Time every FP32 model and every candidate within budget interleaved (search.measure.race: the one
+    measurement path, busy-machine retries included); speed-up over the target's FP32. Returns the machine
+    record of the race whose figures were kept (figures of a race that stayed busy are estimates only:
+    ``_choose`` claims nothing from them)."""
+    from edgesmith.search.measure import race
 
     runners = [t for t in trials if t.status == "ok" or (t.plan.pass_type is None and t.artifact is not None)]
     ref = next((t for t in runners if t.plan.pass_type is None and t.plan.runtime == profile.backend), None)
     if ref is None:
         return None
-    feeds = judge.feeds(batch)
-    machine = None
-    for attempt in range(1 + MAX_BUSY_RETRIES):
-        if attempt:
-            reason = "; ".join(machine.get("reasons", [])) if machine else ""
-            if reporter is not None:
-                reporter.info(f"[optimize] the machine was busy while timing ({reason}): waiting for it to quiet down, then timing again")
-            wait_for_quiet(profile.threads)
-        results = _time_all(runners, ref, feeds, profile.threads, rounds, per_round)
-        machine = next((r.get("machine") for r in results if r), None)
-        if not (machine and machine.get("busy")):
-            break
-    ref_times = results[runners.index(ref)]["times_ms"]
-    split = lambda times: [times[i * per_round:(i + 1) * per_round] for i in range(rounds)]  # noqa: E731
-    from edgesmith.runtime.compare import bootstrap_ratio
-
-    for t, res in zip(runners, results):
-        if res is None:
-            continue
-        t.p50_ms = res["p50_ms"]
-        ratio, low, high = bootstrap_ratio(split(res["times_ms"]), split(ref_times), paired=True)  # FP32 / candidate
-        t.speedup, t.low, t.high = ratio, low, high
-    return machine
-
-
-def _time_all(runners: list[Trial], ref: Trial, feeds: dict, threads: int, rounds: int, per_round: int) -> list[dict | None]:
-    """One child times them all interleaved (each call as an application makes it: numpy in, numpy out)."""
-    from edgesmith.search.measure import time_interleaved
-
-    order = [ref] + [t for t in runners if t is not ref]  # the shared helper takes the float baseline first
-    results, errors = time_interleaved([t.artifact for t in order], feeds, threads, rounds, per_round)
+    others = [t for t in runners if t is not ref]
+    errors: dict[int, str] = {}
+    records, machine = race([t.artifact for t in others], ref.artifact, judge.feeds(batch), profile.threads, rounds, per_round, reporter, errors)
     for i, why in errors.items():
-        order[i].status, order[i].reason = "failed", f"timing failed: {why}"
-    by_trial = {id(t): r for t, r in zip(order, results)}
-    return [by_trial[id(t)] for t in runners]
+        others[i].status, others[i].reason = "failed", f"timing failed: {why}"
+    for t, rec in zip(others, records):
+        if rec is not None:
+            t.p50_ms, t.speedup, t.low, t.high = rec["p50_ms"], rec["speedup"], rec["low"], rec["high"]
+            ref.p50_ms = rec["fp32_p50_ms"]
+    if ref.p50_ms is not None:
+        ref.speedup, ref.low, ref.high = 1.0, 1.0, 1.0
+    return machine
 
 
 def _choose(trials: list[Trial], target_runtime: str, machine: dict | None = None) -> tuple[Trial, str]:
@@ -320,25 +349,38 @@ def _choose(trials: list[Trial], target_runtime: str, machine: dict | None = Non
     for t in trials:
         if t.status == "ok" and t is not ref and t.speedup is not None and t.low is not None and t.low <= 1.0:
             t.status = "slower"
-            t.reason = (f"not surely faster than FP32 on {_rt(target_runtime)}: {t.speedup:.2f}x (interval {t.low:.2f}-{t.high:.2f})")
+            t.reason = f"not surely faster than FP32 on {_rt(target_runtime)}: {t.speedup:.2f}x (interval {t.low:.2f}-{t.high:.2f})"
     fast = [t for t in trials if t.status == "ok" and t.plan.pass_type is not None and t.speedup is not None]
     if fast:
-        win = max(fast, key=lambda t: (t.speedup, t.metrics.get("cosine", 0.0)))
-        why = (f"{win.plan.name} is the fastest candidate within the accuracy budget: {win.speedup:.2f}x FP32 on "
-               f"{_rt(target_runtime)} (interval {win.low:.2f}-{win.high:.2f}), cosine {win.metrics.get('cosine', float('nan')):.4f}")
+        win = pick_fastest(fast, lambda t: t.speedup, lambda t: (t.low, t.high) if t.low is not None else None, lambda t: t.metrics.get("cosine", 0.0))
+        lead = max(fast, key=lambda t: t.speedup or 0.0)
+        cos = lambda t: f"cosine {t.metrics.get('cosine', float('nan')):.4f}"  # noqa: E731
+        if lead is win:
+            why = f"{win.plan.name} is the fastest candidate within the accuracy budget: {win.speedup:.2f}x FP32 on "
+        else:
+            why = (
+                f"{win.plan.name} is as fast as the fastest candidate within the accuracy budget ({lead.plan.name}, {lead.speedup:.2f}x, "
+                f"interval {lead.low:.2f}-{lead.high:.2f}: the measurement cannot tell them apart) and more faithful ({cos(win)} vs {cos(lead)}): {win.speedup:.2f}x FP32 on "
+            )
+        why += f"{_rt(target_runtime)} (interval {win.low:.2f}-{win.high:.2f}), {cos(win)}"
         others = [t for t in fast if t is not win]
         if others:
-            second = max(others, key=lambda t: t.speedup)
+            second = max(others, key=lambda t: t.speedup or 0.0)
             why += f"; runner-up {second.plan.name} at {second.speedup:.2f}x"
     else:
         alt = [t for t in trials if t.plan.pass_type is None and t is not ref and t.status == "ok" and t.low is not None and t.low > 1.0]
-        win = max(alt, key=lambda t: t.speedup) if alt else ref
+        win = max(alt, key=lambda t: t.speedup or 0.0) if alt else ref
         lost = [t for t in trials if t.plan.pass_type is not None]
         reasons = "; ".join(f"{t.plan.name}: {t.reason or t.status}" for t in lost) or "no candidate applied"
-        why = ("no INT8 setting paid on this target, so the float model is kept"
-               + (f" — on {_rt(win.plan.runtime)}, surely faster than FP32 on {_rt(target_runtime)}: {win.speedup:.2f}x"
-                  f" (interval {win.low:.2f}-{win.high:.2f})" if win is not ref else "")
-               + f". Why each candidate lost: {reasons}")
+        why = (
+            "no INT8 setting paid on this target, so the float model is kept"
+            + (
+                f" — on {_rt(win.plan.runtime)}, surely faster than FP32 on {_rt(target_runtime)}: {win.speedup:.2f}x (interval {win.low:.2f}-{win.high:.2f})"
+                if win is not ref
+                else ""
+            )
+            + f". Why each candidate lost: {reasons}"
+        )
     _finish(trials, ref, win)
     return win, why
 
@@ -351,13 +393,18 @@ def _choose_busy(trials: list[Trial], ref: Trial, target_runtime: str, machine: 
     for t in trials:
         if t.speedup is not None:
             t.low = t.high = None  # an interval from a biased measurement is no interval
-    fast = [t for t in trials if t.status == "ok" and t.plan.pass_type is not None and t.speedup is not None
-            and t.plan.runtime == target_runtime and t.speedup > 1.0]
+    fast = [
+        t
+        for t in trials
+        if t.status == "ok" and t.plan.pass_type is not None and t.speedup is not None and t.plan.runtime == target_runtime and t.speedup > 1.0
+    ]
     win = max(fast, key=lambda t: (t.speedup, t.metrics.get("cosine", 0.0))) if fast else ref
-    why = (f"SPEED-UPS NOT CLAIMED: the machine was busy through every timing ({'; '.join(machine.get('reasons', []))}), "
-           "which biases the race; " + (f"{win.plan.name} is a best guess (within the accuracy budget, estimated faster than FP32)"
-                                        if win is not ref else "the float model is kept")
-           + ". Re-run optimize on a quiet machine to confirm.")
+    why = (
+        f"SPEED-UPS NOT CLAIMED: the machine was busy through every timing ({'; '.join(machine.get('reasons', []))}), "
+        "which biases the race; "
+        + (f"{win.plan.name} is a best guess (within the accuracy budget, estimated faster than FP32)" if win is not ref else "the float model is kept")
+        + ". Re-run optimize on a quiet machine to confirm."
+    )
     _finish(trials, ref, win)
     return win, why
 
@@ -409,33 +456,56 @@ def _write(res: OptimizeResult, final: Any, profile: Any) -> None:
 
 def render(res: OptimizeResult, profile: Any) -> str:
     w = res.winner
-    lines = [f"# edgesmith optimize: {w.plan.name}", "",
-             f"- model: {res.structure.describe()} ({', '.join(res.structure.kinds) or 'plain'})",
-             f"- target `{profile.name}` ({_rt(profile.backend)}); accuracy budgets: "
-             + ", ".join(f"{g.metric} {g.goal} {g.value:g}" for g in profile.budgets if not g.metric.startswith(("latency_", "speedup", "artifact", "peak"))),
-             "- float reference: " + ", ".join(f"{k} {v:.4g}" for k, v in res.reference.items()),
-             f"- latency: batch {res.batch}, every model timed interleaved in one process; speed-up over FP32 on {_rt(profile.backend)} "
-             "with a 95% bootstrap interval over rounds (wall time of each plain API call, numpy in and out, for every runtime: "
-             "what an application pays, the same clock for all)",
-             f"- machine while timing: {'BUSY — ' + '; '.join(res.machine.get('reasons', [])) + ' (no speed-up claimed)' if res.claims_withheld else 'quiet'}"
-             + (f" (other processes {res.machine['others_cores']:.2f} cores, steal {res.machine.get('steal') or 0:.0%})"
-                if res.machine and res.machine.get("others_cores") is not None else ""),
-             f"- search: {len(res.trials)} candidates in {res.seconds:.0f} s; the final run of the winner: {res.verdict}", "",
-             f"**Why**: {res.explanation}", "",
-             "| candidate | runtime | settings | why tried | top-1 | cosine | speed-up (interval) | result |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# edgesmith optimize: {w.plan.name}",
+        "",
+        f"- model: {res.structure.describe()} ({', '.join(res.structure.kinds) or 'plain'})",
+        f"- target `{profile.name}` ({_rt(profile.backend)}); accuracy budgets: "
+        + ", ".join(f"{g.metric} {g.goal} {g.value:g}" for g in profile.budgets if not g.metric.startswith(("latency_", "speedup", "artifact", "peak"))),
+        "- float reference: " + ", ".join(f"{k} {v:.4g}" for k, v in res.reference.items()),
+        f"- latency: batch {res.batch}, every model timed interleaved in one process; speed-up over FP32 on {_rt(profile.backend)} "
+        "with a 95% bootstrap interval over rounds (wall time of each plain API call, numpy in and out, for every runtime: "
+        "what an application pays, the same clock for all)",
+        f"- machine while timing: {'BUSY — ' + '; '.join((res.machine or {}).get('reasons', [])) + ' (no speed-up claimed)' if res.claims_withheld else 'quiet'}"
+        + (
+            f" (other processes {res.machine['others_cores']:.2f} cores, steal {res.machine.get('steal') or 0:.0%})"
+            if res.machine and res.machine.get("others_cores") is not None
+            else ""
+        ),
+        f"- search: {len(res.trials)} candidates in {res.seconds:.0f} s; the final run of the winner: {res.verdict}",
+        "",
+        f"**Why**: {res.explanation}",
+        "",
+        "| candidate | runtime | settings | why tried | top-1 | cosine | speed-up (interval) | result |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for t in res.trials:
         top1 = next((f"{v:.2f}" for k, v in t.metrics.items() if k not in FIDELITY_METRICS), "—")
         cos = f"{t.metrics['cosine']:.4f}" if "cosine" in t.metrics else "—"
-        sp = (f"{t.speedup:.2f}x ({t.low:.2f}-{t.high:.2f})" if t.speedup is not None and t.low is not None
-              else f"~{t.speedup:.2f}x (busy machine: not claimed)" if t.speedup is not None else "—")
+        sp = (
+            f"{t.speedup:.2f}x ({t.low:.2f}-{t.high:.2f})"
+            if t.speedup is not None and t.low is not None
+            else f"~{t.speedup:.2f}x (busy machine: not claimed)"
+            if t.speedup is not None
+            else "—"
+        )
         settings = json.dumps(t.plan.options) if t.plan.pass_type else "float"
         result = "**winner**" if t.status == "winner" else f"{t.status}: {t.reason}" if t.reason else t.status
         lines.append(f"| {t.plan.name} | {_rt(t.plan.runtime)} | `{t.plan.pass_type or ''} {settings}` | {t.plan.why} | {top1} | {cos} | {sp} | {result} |")
     tr = res.training
     if tr:
-        lines += ["", f"## Training search ({tr['epochs']} recovery epochs per trial; `search/search.md` has every trial)", "",
-                  f"{tr['trials']} trial(s), front {tr['front']}; " + (f"its best: #{tr['best']['number']} ({tr['best']['label']}), "
-                  f"{tr['best']['speedup']:.2f}x FP32, accuracy {tr['best']['accuracy']:.4g}, {tr['best']['size_mb']:.3g} MB. " if tr["best"] else "")
-                  + ("**Chosen**: " if tr["chosen"] else "Not chosen: ") + tr["why"]]
+        lines += [
+            "",
+            f"## Training search ({tr['epochs']} recovery epochs per trial; `search/search.md` has every trial)",
+            "",
+            f"{tr['trials']} trial(s), front {tr['front']}; "
+            + (
+                f"its best: #{tr['best']['number']} ({tr['best']['label']}), "
+                f"{tr['best']['speedup']:.2f}x FP32, accuracy {tr['best']['accuracy']:.4g}, {tr['best']['size_mb']:.3g} MB. "
+                if tr["best"]
+                else ""
+            )
+            + ("**Chosen**: " if tr["chosen"] else "Not chosen: ")
+            + tr["why"],
+        ]
     return "\n".join(lines) + "\n"

@@ -16,59 +16,18 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from edgesmith.errors import ConfigError
 from edgesmith.metrics import FIDELITY_METRICS
+from edgesmith.search.report import finish
+from edgesmith.search.result import SearchResult, TrialRecord
+
+__all__ = ["SearchResult", "Settings", "TrialRecord", "search"]
 
 MARKER = ".edgesmith-search"
-
-
-@dataclass
-class TrialRecord:
-    number: int
-    params: dict[str, Any]
-    label: str
-    state: str  # complete | failed
-    accuracy: float | None = None
-    latency_ms: float | None = None
-    size_mb: float | None = None
-    speedup: float | None = None
-    low: float | None = None
-    high: float | None = None
-    feasible: bool = False
-    shortfall: float = 0.0
-    gaps: list[str] = field(default_factory=list)
-    error: str = ""
-    node: str = ""
-    timing_node: str = ""
-    seconds: float = 0.0
-    cache: dict[str, int] = field(default_factory=dict)
-    busy: bool = False
-    on_front: bool = False
-
-
-@dataclass
-class SearchResult:
-    out_dir: Path
-    trials: list[TrialRecord]
-    front: list[TrialRecord]
-    best: TrialRecord | None
-    closest: list[TrialRecord]
-    accuracy_key: str
-    reference: dict[str, Any]
-    info: dict[str, Any]
-    verdict: str  # pass | fail (no trial within budget) | interrupted
-    best_run: Any = None
-
-    def as_dict(self) -> dict[str, Any]:
-        from dataclasses import asdict
-
-        return {"verdict": self.verdict, "accuracy_key": self.accuracy_key, "reference": self.reference, **self.info,
-                "best": self.best and self.best.number, "front": [t.number for t in self.front],
-                "closest": [t.number for t in self.closest], "trials": [asdict(t) for t in self.trials]}
 
 
 @dataclass
@@ -85,10 +44,12 @@ class Settings:
     force: bool = False
     trust_checkpoint: bool = False
     run_best: bool = True
+    dry_run: bool = False  # check the recipe, the space and every choice; print the plan; run nothing
 
 
-def search(data: dict[str, Any], base_dir: Path, out_dir: Path, target: str | None = None, settings: Settings | None = None,
-           reporter: Any = None) -> SearchResult:
+def search(
+    data: dict[str, Any], base_dir: Path, out_dir: Path, target: str | None = None, settings: Settings | None = None, reporter: Any = None
+) -> SearchResult:
     """Search the choices marked in ``data`` (a recipe as read from YAML) for ``target`` (default: the
     recipe's only target). Writes search.md, search.json, search.html, study.db, trials/, best/."""
     from edgesmith.progress import Reporter
@@ -101,13 +62,16 @@ def search(data: dict[str, Any], base_dir: Path, out_dir: Path, target: str | No
         raise ConfigError("a recipe must be a YAML mapping", hint="see `edgesmith search --help`")
     space = parse_space(data.get("passes", []))
     base = _base_recipe(data, target)
-    check_choices(space, lambda passes: _concrete(base, passes, base_dir))
+    checked: list[Any] = []
+    check_choices(space, lambda passes: checked.append(_concrete(base, passes, base_dir)))
     profile = _profile(base, base_dir)
     grid = space.grid() if space.size() is not None else None
     sampler_name = resolve_sampler(s.sampler, len(grid) if grid is not None else None, s.trials)
-    trials_wanted = s.trials or (len(grid) if sampler_name == "grid" else 20)
-    if sampler_name == "grid":
+    trials_wanted = s.trials or (len(grid) if grid is not None and sampler_name == "grid" else 20)
+    if sampler_name == "grid" and grid is not None:
         trials_wanted = min(trials_wanted, len(grid))  # past the grid a trial would repeat one
+    if s.dry_run:
+        return _dry_run(space, checked, base_dir, Path(out_dir), sampler_name, trials_wanted, s)
     identity = canonical({"recipe": {k: v for k, v in base.items() if k != "output_dir"}, "passes": space.passes})
     import hashlib
 
@@ -122,10 +86,27 @@ def search(data: dict[str, Any], base_dir: Path, out_dir: Path, target: str | No
         executor.close()
         raise
     try:
-        return _search(space, base, base_dir, out, profile, study_name, sampler_name, grid, trials_wanted, s, rep, executor,
-                       lambda name: open_study(s.storage or f"sqlite:///{out / 'study.db'}", name,
-                                               make_sampler(sampler_name, s.seed, _workers(s)), grid if sampler_name == "grid" else None,
-                                               {"edgesmith_space": identity}))
+        return _search(
+            space,
+            base,
+            base_dir,
+            out,
+            profile,
+            study_name,
+            sampler_name,
+            grid,
+            trials_wanted,
+            s,
+            rep,
+            executor,
+            lambda name: open_study(
+                s.storage or f"sqlite:///{out / 'study.db'}",
+                name,
+                make_sampler(sampler_name, s.seed, _workers(s)),
+                grid if sampler_name == "grid" else None,
+                {"edgesmith_space": identity},
+            ),
+        )
     finally:
         lock.release()
 
@@ -147,6 +128,27 @@ def _base_recipe(data: dict[str, Any], target: str | None) -> dict[str, Any]:
     return base
 
 
+def _dry_run(space: Any, checked: list[Any], base_dir: Path, out: Path, sampler_name: str, trials: int, s: Settings) -> SearchResult:
+    """What ``--dry-run`` checks beyond the choices (each already validated as a recipe): the first trial's
+    recipe passes everything a run would refuse up front (files, data sources, inputs, labels), and the
+    search folder may be written. The plan lists the space and the first trial's steps."""
+    from edgesmith.outputs import check_writable
+    from edgesmith.plan import preflight, resolve_plan
+
+    first = resolve_plan(checked[0], base_dir, out / "trials" / "0000") if checked else None
+    if first is not None:
+        preflight(first, force=True)
+    check_writable(out)
+    size = space.size()
+    steps = [
+        f"space: {'; '.join(p.describe() for p in space.params)} ({size if size is not None else 'a continuous range of'} combinations)",
+        f"sampler {sampler_name}, {trials} trial(s)" + (f", within {s.time_budget_s:.0f} s" if s.time_budget_s else ""),
+        *(f"each trial (first: {len(checked[0].passes)} pass(es)): {step}" for step in (first.steps() if first else [])),
+        "time each wave interleaved with the float model; the front of accuracy, latency and size; the best trial run in full",
+    ]
+    return SearchResult(out, [], [], None, [], "", {}, {"plan": steps}, "dry-run")
+
+
 def _concrete(base: dict[str, Any], passes: list[dict], base_dir: Path) -> Any:
     from edgesmith import pipeline
     from edgesmith.model_io import model_kind
@@ -165,8 +167,10 @@ def _profile(base: dict[str, Any], base_dir: Path) -> Any:
     t = parse_recipe({**base, "passes": []}).targets[0]
     profile = load_profile(t.profile, base_dir).with_overrides(t.budgets, t.threads, t.batch_sizes)
     if profile.backend not in measurable_backends():
-        raise ConfigError(f"search measures every trial on the target; {profile.backend} cannot run here",
-                          hint="search for an onnxruntime or openvino profile (TensorRT was never executed on this machine)")
+        raise ConfigError(
+            f"search measures every trial on the target; {profile.backend} cannot run here",
+            hint="search for an onnxruntime or openvino profile (TensorRT was never executed on this machine)",
+        )
     get_backend(profile.backend)
     return profile
 
@@ -180,11 +184,14 @@ def _claim_folder(out: Path, study_name: str, force: bool) -> Path:
     if marker.is_file():
         theirs = marker.read_text().strip()
         if theirs != study_name and not force:
-            raise ConfigError(f"{out} holds a search of another recipe or target ({theirs})",
-                              hint="choose another --out, or pass --force to start a new study there")
+            raise ConfigError(
+                f"{out} holds a search of another recipe or target ({theirs})", hint="choose another --out, or pass --force to start a new study there"
+            )
     elif out.is_dir() and any(p for p in out.iterdir() if p.name != ".edgesmith.lock") and not force:
-        raise ConfigError(f"output directory {out} holds files and is not an edgesmith search: refusing to write into it",
-                          hint="choose a new or empty folder, or pass --force")
+        raise ConfigError(
+            f"output directory {out} holds files and is not an edgesmith search: refusing to write into it",
+            hint="choose a new or empty folder, or pass --force",
+        )
     check_writable(out)
     out.mkdir(parents=True, exist_ok=True)
     from edgesmith.outputs import atomic_write_text
@@ -193,12 +200,24 @@ def _claim_folder(out: Path, study_name: str, force: bool) -> Path:
     return out
 
 
-def _search(space: Any, base: dict, base_dir: Path, out: Path, profile: Any, study_name: str, sampler_name: str, grid: list | None,
-            trials_wanted: int, s: Settings, rep: Any, executor: Any, open_: Any) -> SearchResult:
+def _search(
+    space: Any,
+    base: dict,
+    base_dir: Path,
+    out: Path,
+    profile: Any,
+    study_name: str,
+    sampler_name: str,
+    grid: list | None,
+    trials_wanted: int,
+    s: Settings,
+    rep: Any,
+    executor: Any,
+    open_: Any,
+) -> SearchResult:
+    from edgesmith._lazy import require
     from edgesmith.cache import PassCache
     from edgesmith.search.study import finished, orphans
-
-    from edgesmith._lazy import require
 
     require("optuna")
     started = time.time()
@@ -209,8 +228,10 @@ def _search(space: Any, base: dict, base_dir: Path, out: Path, profile: Any, stu
     done_before = len(finished(study))
     resumed = orphans(study)
     if done_before or resumed:
-        rep.info(f"[search] resuming study {study_name}: {done_before} trial(s) finished earlier are kept"
-                 + (f", {len(resumed)} cut off mid-way run again under their own numbers" if resumed else ""))
+        rep.info(
+            f"[search] resuming study {study_name}: {done_before} trial(s) finished earlier are kept"
+            + (f", {len(resumed)} cut off mid-way run again under their own numbers" if resumed else "")
+        )
     from edgesmith.search.waves import Waves
 
     waves = Waves(study, space, base, base_dir, out, profile, None, executor, cache, s, rep)
@@ -225,18 +246,33 @@ def _search(space: Any, base: dict, base_dir: Path, out: Path, profile: Any, stu
     finally:
         if not interrupted:
             executor.close()
-    from edgesmith.search.report import finish
 
-    info = {"study": study_name, "storage": s.storage or "sqlite:///study.db (in this folder)", "sampler": sampler_name,
-            "space": [p.describe() for p in space.params], "grid_size": len(grid) if grid is not None else None,
-            "trials_wanted": trials_wanted, "executor": executor.describe(), "workers": getattr(executor, "workers", 1),
-            "seconds": round(time.time() - started, 1), "build_seconds": round(waves.build_seconds, 1),
-            "timing_seconds": round(waves.timing_seconds, 1), "new_trials": waves.ran, "resumed_trials": len(resumed),
-            "trials_per_hour": round(3600 * waves.ran / max(time.time() - started, 1e-9), 1),
-            "cache": {"folder": str(cache.root), "hits": waves.cache_hits, "misses": waves.cache_misses,
-                      "hit_rate": waves.cache_hits / max(waves.cache_hits + waves.cache_misses, 1)},
-            "notes": list(cache.notes) + list(getattr(executor, "notes", [])) + waves.notes, "interrupted": interrupted,
-            "profile": profile.name, "batch": profile.batch_sizes[0]}
+    info = {
+        "study": study_name,
+        "storage": s.storage or "sqlite:///study.db (in this folder)",
+        "sampler": sampler_name,
+        "space": [p.describe() for p in space.params],
+        "grid_size": len(grid) if grid is not None else None,
+        "trials_wanted": trials_wanted,
+        "executor": executor.describe(),
+        "workers": getattr(executor, "workers", 1),
+        "seconds": round(time.time() - started, 1),
+        "build_seconds": round(waves.build_seconds, 1),
+        "timing_seconds": round(waves.timing_seconds, 1),
+        "new_trials": waves.ran,
+        "resumed_trials": len(resumed),
+        "trials_per_hour": round(3600 * waves.ran / max(time.time() - started, 1e-9), 1),
+        "cache": {
+            "folder": str(cache.root),
+            "hits": waves.cache_hits,
+            "misses": waves.cache_misses,
+            "hit_rate": waves.cache_hits / max(waves.cache_hits + waves.cache_misses, 1),
+        },
+        "notes": list(cache.notes) + list(getattr(executor, "notes", [])) + waves.notes,
+        "interrupted": interrupted,
+        "profile": profile.name,
+        "batch": profile.batch_sizes[0],
+    }
     if waves.ref is None:  # stopped before the float reference was measured: nothing to report but the study
         raise KeyboardInterrupt
     return finish(study, space, base, base_dir, out, profile, waves.ref, info, s, rep, cache)
@@ -269,8 +305,15 @@ def _reference(base: dict, base_dir: Path, out: Path, profile: Any, cache: Any, 
 
     recipe = parse_recipe({**base, "passes": []})
     with rep.step("[search] the float model on the target (export, compile, accuracy)"):
-        res = pipeline.run(recipe, base_dir, out_dir=out / "reference", cache=cache if cache.usable else None, measure_latency=False,
-                           force=True, trust_checkpoint=s.trust_checkpoint)
+        res = pipeline.run(
+            recipe,
+            base_dir,
+            out_dir=out / "reference",
+            cache=cache if cache.usable else None,
+            measure_latency=False,
+            force=True,
+            trust_checkpoint=s.trust_checkpoint,
+        )
     t = next(iter(res.manifest["targets"].values()))
     art = Artifact(out / "reference" / t["bundle"]["artifact"], profile.backend, t["bundle"].get("artifact_options") or {})
     metrics = {k: v for k, v in t.get("metrics", {}).items() if k != "artifact_mb"}

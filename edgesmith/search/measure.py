@@ -13,38 +13,62 @@ from typing import Any
 MAX_BUSY_RETRIES = 2
 
 
-def race(artifacts: list[Any], ref: Any, feeds: dict, threads: int, rounds: int = 10, per_round: int = 10,
-         reporter: Any = None) -> tuple[list[dict | None], dict | None]:
+def race(
+    artifacts: list[Any],
+    ref: Any,
+    feeds: dict,
+    threads: int,
+    rounds: int = 10,
+    per_round: int = 10,
+    reporter: Any = None,
+    errors: dict[int, str] | None = None,
+) -> tuple[list[dict | None], dict | None]:
     """Each artifact's latency and speed-up over ``ref`` (FP32) with a 95% bootstrap interval over rounds.
-    Returns (one record per artifact, None where it could not be timed; the machine record)."""
+    Returns (one record per artifact, None where it could not be timed; the machine record). ``errors``,
+    when given, is filled with why each untimed artifact failed (by its index in ``artifacts``).
+    optimize's race and the search's timing phase both come here: one measurement path."""
     from edgesmith.runtime.compare import bootstrap_ratio
     from edgesmith.runtime.contention import wait_for_quiet
 
     everything = [ref, *artifacts]
-    machine = None
+    machine: dict | None = None
     results: list[dict | None] = []
     for attempt in range(1 + MAX_BUSY_RETRIES):
         if attempt:
             if reporter is not None:
-                reporter.info("[search] the machine was busy while timing: waiting for it to quiet down, then timing again")
+                reasons = "; ".join((machine or {}).get("reasons") or [])
+                reporter.info(f"the machine was busy while timing{f' ({reasons})' if reasons else ''}: waiting for it to quiet down, then timing again")
             wait_for_quiet(threads)
-        results, _ = time_interleaved(everything, feeds, threads, rounds, per_round)
+        results, failed = time_interleaved(everything, feeds, threads, rounds, per_round)
+        if errors is not None:
+            errors.clear()
+            errors.update({i - 1: why for i, why in failed.items()})
         machine = next((r.get("machine") for r in results if r), None)
         if not (machine and machine.get("busy")):
             break
     base = results[0]
     if base is None:
         return [None] * len(artifacts), machine
-    split = lambda times: [times[i * per_round:(i + 1) * per_round] for i in range(rounds)]  # noqa: E731
+    split = lambda times: [times[i * per_round : (i + 1) * per_round] for i in range(rounds)]  # noqa: E731
     out: list[dict | None] = []
     for res in results[1:]:
         if res is None:
             out.append(None)
             continue
         ratio, low, high = bootstrap_ratio(split(res["times_ms"]), split(base["times_ms"]), paired=True)
-        out.append({"p50_ms": res["p50_ms"], "p90_ms": res["p90_ms"], "p95_ms": res["p95_ms"], "p99_ms": res["p99_ms"],
-                    "fp32_p50_ms": base["p50_ms"], "speedup": ratio, "low": low, "high": high,
-                    "busy": bool(machine and machine.get("busy"))})
+        out.append(
+            {
+                "p50_ms": res["p50_ms"],
+                "p90_ms": res["p90_ms"],
+                "p95_ms": res["p95_ms"],
+                "p99_ms": res["p99_ms"],
+                "fp32_p50_ms": base["p50_ms"],
+                "speedup": ratio,
+                "low": low,
+                "high": high,
+                "busy": bool(machine and machine.get("busy")),
+            }
+        )
     return out, machine
 
 
@@ -55,7 +79,8 @@ def time_interleaved(artifacts: list[Any], feeds: dict, threads: int, rounds: in
     from edgesmith.runtime.bench import run_worker
 
     try:
-        return run_worker(artifacts, feeds, threads, 10, rounds * per_round, None, rounds, raw=True), {}
+        timed: list[dict | None] = list(run_worker(artifacts, feeds, threads, 10, rounds * per_round, None, rounds, raw=True))
+        return timed, {}
     except Exception:  # noqa: BLE001
         results: list[dict | None] = [None] * len(artifacts)
         errors: dict[int, str] = {}
@@ -67,8 +92,9 @@ def time_interleaved(artifacts: list[Any], feeds: dict, threads: int, rounds: in
         return results, errors
 
 
-def race_remote(files: dict[str, bytes], names: list[str], ref_name: str, backend: str, options: list[dict], ref_options: dict,
-                feeds: dict, threads: int) -> tuple[list[dict | None], dict | None, str]:
+def race_remote(
+    files: dict[str, bytes], names: list[str], ref_name: str, backend: str, options: list[dict], ref_options: dict, feeds: dict, threads: int
+) -> tuple[list[dict | None], dict | None, str]:
     """The Ray flavour, run on the node tagged with the target: artifacts arrive as bytes (object store)."""
     import tempfile
     from pathlib import Path

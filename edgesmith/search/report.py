@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from edgesmith.search.engine import SearchResult, TrialRecord
+from edgesmith.evaluate.judge import pick_fastest
+from edgesmith.search.result import SearchResult, TrialRecord
 
 
 def records(study: Any) -> list[TrialRecord]:
@@ -15,9 +16,17 @@ def records(study: Any) -> list[TrialRecord]:
     out = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
         a = t.user_attrs
-        r = TrialRecord(t.number, dict(t.params), a.get("label", ""), "complete" if t.state == TrialState.COMPLETE else "failed",
-                        error=a.get("error", ""), node=a.get("node", ""), timing_node=a.get("timing_node", ""),
-                        seconds=a.get("seconds") or 0.0, cache=a.get("cache") or {})
+        r = TrialRecord(
+            t.number,
+            dict(t.params),
+            a.get("label", ""),
+            "complete" if t.state == TrialState.COMPLETE else "failed",
+            error=a.get("error", ""),
+            node=a.get("node", ""),
+            timing_node=a.get("timing_node", ""),
+            seconds=a.get("seconds") or 0.0,
+            cache=a.get("cache") or {},
+        )
         if t.state == TrialState.COMPLETE and t.values:
             r.accuracy, r.latency_ms, r.size_mb = t.values
             r.speedup, r.low, r.high, r.busy = a.get("speedup"), a.get("low"), a.get("high"), a.get("busy", False)
@@ -26,9 +35,16 @@ def records(study: Any) -> list[TrialRecord]:
     return sorted(out, key=lambda r: r.number)
 
 
+def _objectives(t: TrialRecord) -> tuple[float, float, float]:
+    """(accuracy, latency, size) of a completed trial; a missing value counts as the worst."""
+    inf = float("inf")
+    return (-inf if t.accuracy is None else t.accuracy, inf if t.latency_ms is None else t.latency_ms, inf if t.size_mb is None else t.size_mb)
+
+
 def dominates(a: TrialRecord, b: TrialRecord) -> bool:
-    ge = a.accuracy >= b.accuracy and a.latency_ms <= b.latency_ms and a.size_mb <= b.size_mb
-    gt = a.accuracy > b.accuracy or a.latency_ms < b.latency_ms or a.size_mb < b.size_mb
+    (acc_a, lat_a, mb_a), (acc_b, lat_b, mb_b) = _objectives(a), _objectives(b)
+    ge = acc_a >= acc_b and lat_a <= lat_b and mb_a <= mb_b
+    gt = acc_a > acc_b or lat_a < lat_b or mb_a < mb_b
     return ge and gt
 
 
@@ -36,16 +52,19 @@ def pareto(trials: list[TrialRecord]) -> list[TrialRecord]:
     """Trials within every budget that no other such trial beats on accuracy, latency and size at once."""
     ok = [t for t in trials if t.state == "complete" and t.feasible and t.accuracy == t.accuracy]
     front = [t for t in ok if not any(dominates(o, t) for o in ok if o is not t)]
-    return sorted(front, key=lambda t: t.latency_ms)
+    return sorted(front, key=lambda t: _objectives(t)[1])
 
 
-def finish(study: Any, space: Any, base: dict, base_dir: Path, out: Path, profile: Any, ref: Any, info: dict, s: Any, rep: Any,
-           cache: Any) -> SearchResult:
+def finish(study: Any, space: Any, base: dict, base_dir: Path, out: Path, profile: Any, ref: Any, info: dict, s: Any, rep: Any, cache: Any) -> SearchResult:
     trials = records(study)
     front = pareto(trials)
     for t in front:
         t.on_front = True
-    best = min(front, key=lambda t: (t.latency_ms, -t.accuracy, t.size_mb)) if front else None
+    # the judge's rule (evaluate.judge.pick_fastest), as optimize applies it: the fastest on the front, unless the
+    # measurement cannot tell its speed from others' (intervals overlap): then the more accurate of those
+    best = pick_fastest(
+        front, lambda t: t.speedup or 0.0, lambda t: (t.low, t.high) if t.low is not None else None, lambda t: (_objectives(t)[0], -_objectives(t)[2])
+    )
     closest = [] if front else sorted([t for t in trials if t.state == "complete"], key=lambda t: t.shortfall)[:3]
     verdict = "interrupted" if info.get("interrupted") else ("pass" if best else "fail")
     reference = dict(ref.metrics, fp32_p50_ms=study.user_attrs.get("fp32_p50_ms"))
@@ -65,8 +84,7 @@ def _run_best(best: TrialRecord, space: Any, base: dict, base_dir: Path, out: Pa
 
     recipe = parse_recipe({**base, "passes": space.concrete(best.params), "output_dir": "best"})
     with rep.step(f"[search] full run of the best trial #{best.number} ({best.label})"):
-        result = pipeline.run(recipe, base_dir, out_dir=out / "best", cache=cache if cache.usable else None, force=True,
-                              trust_checkpoint=s.trust_checkpoint)
+        result = pipeline.run(recipe, base_dir, out_dir=out / "best", cache=cache if cache.usable else None, force=True, trust_checkpoint=s.trust_checkpoint)
     atomic_write_text(out / "best.yaml", recipe.relocated(base_dir, out).to_yaml())
     return result
 
@@ -92,21 +110,28 @@ def _row(t: TrialRecord, key: str) -> str:
 def render_markdown(res: SearchResult, profile: Any) -> str:
     i, key = res.info, res.accuracy_key
     c = i["cache"]
-    lines = [f"# edgesmith search: {'best #' + str(res.best.number) if res.best else 'no trial within budget'}", "",
-             f"- target `{profile.name}`; budgets: " + (", ".join(f"{g.metric} {g.goal} {g.value:g}" for g in profile.budgets) or "none"),
-             f"- space: {'; '.join(i['space'])}" + (f" ({i['grid_size']} combinations)" if i.get("grid_size") else ""),
-             f"- sampler {i['sampler']}, study `{i['study']}` in {i['storage']}; {len(res.trials)} trial(s) in the study, "
-             f"{i['new_trials']} run now ({i['resumed_trials']} resumed) in {i['seconds']:.0f} s: {i['trials_per_hour']:.0f} trials/hour",
-             f"- executor: {i['executor']}; builds {i['build_seconds']:.0f} s, timing {i['timing_seconds']:.0f} s (timed alone, after each wave's builds)",
-             f"- cache `{c['folder']}`: {c['hits']} hit(s), {c['misses']} miss(es) ({100 * c['hit_rate']:.0f}%)",
-             "- float reference: " + ", ".join(f"{k} {v:.4g}" for k, v in res.reference.items() if isinstance(v, (int, float))),
-             f"- latency: batch {i['batch']}, p50 ms = FP32's p50 in the first race / the trial's speed-up over FP32 in its own race "
-             "(interleaved, 95% bootstrap interval)", ""]
+    lines = [
+        f"# edgesmith search: {'best #' + str(res.best.number) if res.best else 'no trial within budget'}",
+        "",
+        f"- target `{profile.name}`; budgets: " + (", ".join(f"{g.metric} {g.goal} {g.value:g}" for g in profile.budgets) or "none"),
+        f"- space: {'; '.join(i['space'])}" + (f" ({i['grid_size']} combinations)" if i.get("grid_size") else ""),
+        f"- sampler {i['sampler']}, study `{i['study']}` in {i['storage']}; {len(res.trials)} trial(s) in the study, "
+        f"{i['new_trials']} run now ({i['resumed_trials']} resumed) in {i['seconds']:.0f} s: {i['trials_per_hour']:.0f} trials/hour",
+        f"- executor: {i['executor']}; builds {i['build_seconds']:.0f} s, timing {i['timing_seconds']:.0f} s (timed alone, after each wave's builds)",
+        f"- cache `{c['folder']}`: {c['hits']} hit(s), {c['misses']} miss(es) ({100 * c['hit_rate']:.0f}%)",
+        "- float reference: " + ", ".join(f"{k} {v:.4g}" for k, v in res.reference.items() if isinstance(v, (int, float))),
+        f"- latency: batch {i['batch']}, p50 ms = FP32's p50 in the first race / the trial's speed-up over FP32 in its own race "
+        "(interleaved, 95% bootstrap interval)",
+        "",
+    ]
     lines += [f"- note: {n}" for n in i.get("notes", [])]
     if res.best:
         b = res.best
-        lines += ["", f"**Best**: trial #{b.number} ({b.label}): {key} {b.accuracy:.4g}, {b.speedup:.2f}x FP32, {b.size_mb:.4g} MB; "
-                  "full run in `best/`, recipe `best.yaml`."]
+        lines += [
+            "",
+            f"**Best**: trial #{b.number} ({b.label}): {key} {b.accuracy:.4g}, {b.speedup:.2f}x FP32, {b.size_mb:.4g} MB; "
+            "full run in `best/`, recipe `best.yaml`.",
+        ]
     elif res.closest:
         lines += ["", "**No trial met every budget.** Closest: " + "; ".join(f"#{t.number} ({t.label}): {'; '.join(t.gaps)}" for t in res.closest)]
     head = ["", f"| trial | choices | {key} | p50 ms | speed-up (interval) | MB | result |", "|---|---|---|---|---|---|---|"]
