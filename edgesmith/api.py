@@ -15,12 +15,14 @@ typed ``edgesmith.errors`` exceptions the CLI maps to exit codes (``ConfigError`
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from edgesmith.errors import ConfigError
 from edgesmith.memory import register
+from edgesmith.units import parse_duration
 
 MODES = {"auto": "auto_int8", "static": "ptq_int8", "dynamic": "dynamic_int8", "fp16": "fp16"}
 
@@ -39,9 +41,9 @@ class Result:
     plan: list[str] = field(default_factory=list)
 
     @classmethod
-    def of(cls, run: Any) -> "Result":
+    def of(cls, run: Any) -> Result:
         targets = run.manifest.get("targets") or {}
-        first = next(iter(targets.values()), {})
+        first: dict[str, Any] = next(iter(targets.values()), {})
         metrics = dict(first.get("metrics") or {})
         from edgesmith.evaluate.judge import busy_machine
 
@@ -51,8 +53,9 @@ class Result:
         return cls(run.verdict, run.out_dir, run.manifest, metrics, dict(first.get("reference_metrics") or {}), speed, arts, list(run.plan))
 
 
-def pass_for_mode(mode: str, *, calibration: str | None = None, samples: int | None = None, per_channel: bool | None = None,
-                  exclude: list[str] | None = None) -> dict[str, Any]:
+def pass_for_mode(
+    mode: str, *, calibration: str | None = None, samples: int | None = None, per_channel: bool | None = None, exclude: list[str] | None = None
+) -> dict[str, Any]:
     """The pass a quantize mode means with its options: ``auto`` (the default) INT8 chosen from the model's
     structure for the target's runtime, as optimize would try first — or static INT8 when static-only
     settings are given —, ``static`` (calibrated QDQ), ``dynamic`` (INT8 weights) or ``fp16``."""
@@ -83,8 +86,16 @@ def _to_recipe(recipe: Any) -> tuple[Any, Path]:
     return load_recipe(path), path.parent.absolute()
 
 
-def run(recipe: Any, *, out_dir: str | Path | None = None, base_dir: str | Path | None = None, trust_checkpoint: bool = False,
-        dry_run: bool = False, reporter: Any = None, force: bool = False) -> Result:
+def run(
+    recipe: Any,
+    *,
+    out_dir: str | Path | None = None,
+    base_dir: str | Path | None = None,
+    trust_checkpoint: bool = False,
+    dry_run: bool = False,
+    reporter: Any = None,
+    force: bool = False,
+) -> Result:
     """Run a recipe (a ``Recipe``, a dict, or a YAML path) — what ``edgesmith run`` does."""
     import json
 
@@ -114,8 +125,10 @@ def _model_source(model: Any, inputs: list[dict] | None, example_inputs: Any) ->
     if isinstance(model, (str, Path)):
         return {"source": str(model)}, inputs
     if not hasattr(model, "forward"):
-        raise ConfigError(f"model must be an nn.Module, a factory string or an .onnx/.pt2 path, got {type(model).__name__}",
-                          hint="pass the module itself, e.g. edgesmith.quantize(net, example_inputs=torch.randn(1, 3, 224, 224))")
+        raise ConfigError(
+            f"model must be an nn.Module, a factory string or an .onnx/.pt2 path, got {type(model).__name__}",
+            hint="pass the module itself, e.g. edgesmith.quantize(net, example_inputs=torch.randn(1, 3, 224, 224))",
+        )
     if inputs is None:
         if example_inputs is None:
             raise ConfigError("an in-memory model needs example_inputs or inputs", hint="e.g. example_inputs=torch.randn(1, 3, 224, 224)")
@@ -180,12 +193,12 @@ def _data_source(data: Any, batch_size: int = 32) -> str | None:
         n = len(next(iter(x.values()))) if isinstance(x, dict) else len(x)
         out = []
         for i in range(0, n, batch_size):
-            part = {k: v[i:i + batch_size] for k, v in x.items()} if isinstance(x, dict) else x[i:i + batch_size]
-            out.append(part if labels is None else (part, labels[i:i + batch_size]))
+            part = {k: v[i : i + batch_size] for k, v in x.items()} if isinstance(x, dict) else x[i : i + batch_size]
+            out.append(part if labels is None else (part, labels[i : i + batch_size]))
         return out
 
     if isinstance(data, tuple) and len(data) == 2 and not isinstance(data[0], (tuple, list)):
-        items = batches(data[0], np.asarray(data[1]) if not hasattr(data[1], "detach") else data[1])
+        items: Iterable[Any] = batches(data[0], np.asarray(data[1]) if not hasattr(data[1], "detach") else data[1])
     elif isinstance(data, dict) or hasattr(data, "shape"):
         items = batches(data, None)
     elif isinstance(data, Iterable):
@@ -208,9 +221,21 @@ def _hf_dataset_path(ds: Any) -> str:
     return folder
 
 
-def _build(model: Any, *, inputs: list[dict] | None, example_inputs: Any, calibration: Any, evaluation: Any, metric: str | None,
-           passes: list[dict], target: str | list[str], out_dir: Any, name: str, stop_after: str = "validate",
-           outputs: list[str] | None = None) -> Any:
+def _build(
+    model: Any,
+    *,
+    inputs: list[dict] | None,
+    example_inputs: Any,
+    calibration: Any,
+    evaluation: Any,
+    metric: str | None,
+    passes: list[dict],
+    target: str | list[str],
+    out_dir: Any,
+    name: str,
+    stop_after: str = "validate",
+    outputs: list[str] | None = None,
+) -> Any:
     from edgesmith.recipe import parse_recipe
 
     model_block, specs = _model_source(model, inputs, example_inputs)
@@ -218,8 +243,14 @@ def _build(model: Any, *, inputs: list[dict] | None, example_inputs: Any, calibr
     data: dict[str, Any] = {}
     if calib_src or eval_src:
         data = {"calibration": {"source": calib_src or eval_src}, "evaluation": {"source": eval_src or calib_src}}
-    recipe: dict[str, Any] = {"name": name, "model": model_block, "passes": passes, "stop_after": stop_after,
-                              "targets": [target] if isinstance(target, str) else list(target), "metric": metric or "auto"}
+    recipe: dict[str, Any] = {
+        "name": name,
+        "model": model_block,
+        "passes": passes,
+        "stop_after": stop_after,
+        "targets": [target] if isinstance(target, str) else list(target),
+        "metric": metric or "auto",
+    }
     if data:
         recipe["data"] = data
     if specs:
@@ -231,59 +262,157 @@ def _build(model: Any, *, inputs: list[dict] | None, example_inputs: Any, calibr
     return parse_recipe(recipe, "arguments")
 
 
-def quantize(model: Any, *, example_inputs: Any = None, inputs: list[dict] | None = None, calibration: Any = "digits",
-             evaluation: Any = None, metric: str | None = None, mode: str = "auto", target: str | list[str] = "x86-avx512-vnni-ort",
-             out_dir: str | Path = "edgesmith-out/quantize", calibration_method: str | None = None, per_channel: bool | None = None,
-             exclude: list[str] | None = None, reporter: Any = None) -> Result:
+def quantize(
+    model: Any,
+    *,
+    example_inputs: Any = None,
+    inputs: list[dict] | None = None,
+    calibration: Any = "digits",
+    evaluation: Any = None,
+    metric: str | None = None,
+    mode: str = "auto",
+    target: str | list[str] = "x86-avx512-vnni-ort",
+    out_dir: str | Path = "edgesmith-out/quantize",
+    calibration_method: str | None = None,
+    per_channel: bool | None = None,
+    exclude: list[str] | None = None,
+    reporter: Any = None,
+) -> Result:
     """Quantize for a target and validate against its budgets — ``edgesmith quantize``."""
-    recipe = _build(model, inputs=inputs, example_inputs=example_inputs, calibration=calibration, evaluation=evaluation, metric=metric,
-                    passes=[pass_for_mode(mode, calibration=calibration_method, per_channel=per_channel, exclude=exclude)],
-                    target=target, out_dir=out_dir, name="quantize")
+    recipe = _build(
+        model,
+        inputs=inputs,
+        example_inputs=example_inputs,
+        calibration=calibration,
+        evaluation=evaluation,
+        metric=metric,
+        passes=[pass_for_mode(mode, calibration=calibration_method, per_channel=per_channel, exclude=exclude)],
+        target=target,
+        out_dir=out_dir,
+        name="quantize",
+    )
     return run(recipe, out_dir=out_dir, reporter=reporter)
 
 
-def optimize(model: Any, *, example_inputs: Any = None, inputs: list[dict] | None = None, calibration: Any = None,
-             evaluation: Any = None, metric: str | None = None, target: str = "x86-avx512-vnni-ort", out_dir: str | Path = "edgesmith-out/optimize",
-             time_budget_s: float = 300.0, same_runtime: bool = False, reporter: Any = None, train_budget: int | None = None) -> Any:
+def optimize(
+    model: Any,
+    *,
+    example_inputs: Any = None,
+    inputs: list[dict] | None = None,
+    calibration: Any = None,
+    evaluation: Any = None,
+    metric: str | None = None,
+    target: str = "x86-avx512-vnni-ort",
+    out_dir: str | Path = "edgesmith-out/optimize",
+    time_budget_s: float = 300.0,
+    same_runtime: bool = False,
+    reporter: Any = None,
+    train_budget: int | None = None,
+    time_budget: str | float | None = None,
+) -> Any:
     """Pick, verify and explain the best compression for a target — ``edgesmith optimize``. Returns an
-    ``OptimizeResult`` (``.winner.plan.name``, ``.winner.speedup``, ``.trials``, ``.out_dir``)."""
+    ``OptimizeResult`` (``.winner.plan.name``, ``.winner.speedup``, ``.trials``, ``.out_dir``).
+    ``time_budget``: as on the command line (``"90s"``, ``"5m"``; a number is seconds), over ``time_budget_s``."""
+    if time_budget is not None:
+        time_budget_s = parse_duration(time_budget, "time_budget", bare_seconds=True)
     from edgesmith.optimize import optimize as run_optimize
 
-    recipe = _build(model, inputs=inputs, example_inputs=example_inputs, calibration=calibration, evaluation=evaluation or calibration,
-                    metric=metric, passes=[], target=target, out_dir=out_dir, name="optimize")
-    return run_optimize(recipe, Path.cwd(), out_dir=Path(out_dir), time_budget_s=time_budget_s, other_runtimes=not same_runtime, reporter=reporter,
-                        train_budget=train_budget)
+    recipe = _build(
+        model,
+        inputs=inputs,
+        example_inputs=example_inputs,
+        calibration=calibration,
+        evaluation=evaluation or calibration,
+        metric=metric,
+        passes=[],
+        target=target,
+        out_dir=out_dir,
+        name="optimize",
+    )
+    return run_optimize(
+        recipe, Path.cwd(), out_dir=Path(out_dir), time_budget_s=time_budget_s, other_runtimes=not same_runtime, reporter=reporter, train_budget=train_budget
+    )
 
 
 # ---------------------------------------------------------------- the other commands
 
-def export(model: Any, *, example_inputs: Any = None, inputs: list[dict] | None = None, outputs: list[str] | None = None,
-           data: Any = None, opset: int = 18, out_dir: str | Path = "edgesmith-out/export", trust_remote_code: bool = False,
-           reporter: Any = None, force: bool = False) -> Result:
+
+def export(
+    model: Any,
+    *,
+    example_inputs: Any = None,
+    inputs: list[dict] | None = None,
+    outputs: list[str] | None = None,
+    data: Any = None,
+    opset: int = 18,
+    out_dir: str | Path = "edgesmith-out/export",
+    trust_remote_code: bool = False,
+    reporter: Any = None,
+    force: bool = False,
+) -> Result:
     """Export to ONNX with a dynamic batch, check it, and check ONNX Runtime against torch — ``edgesmith export``.
     ``model``: an nn.Module or transformers model (with ``example_inputs``), a Transformers folder, a factory
     string, a .pt2 or TorchScript file. ``outputs`` names the outputs (default: the model's own)."""
     _trust(trust_remote_code)
-    recipe = _build(model, inputs=inputs, example_inputs=example_inputs, calibration=data, evaluation=data, metric=None, passes=[],
-                    target="x86-avx512-vnni-ort", out_dir=out_dir, name="export", stop_after="export", outputs=outputs)
+    recipe = _build(
+        model,
+        inputs=inputs,
+        example_inputs=example_inputs,
+        calibration=data,
+        evaluation=data,
+        metric=None,
+        passes=[],
+        target="x86-avx512-vnni-ort",
+        out_dir=out_dir,
+        name="export",
+        stop_after="export",
+        outputs=outputs,
+    )
     if data is None:
         recipe = recipe.model_copy(update={"data": recipe.data.model_copy(update={"calibration": None, "evaluation": None})})
     recipe = recipe.model_copy(update={"export": recipe.export.model_copy(update={"opset": opset})})
     return run(recipe, out_dir=out_dir, reporter=reporter, force=force)
 
 
-def compile(model: Any, *, target: str | list[str] = "x86-avx512-vnni-ort", inputs: list[dict] | None = None,  # noqa: A001 - the command's name
-            out_dir: str | Path = "edgesmith-out/compile", reporter: Any = None, force: bool = False) -> Result:
+def compile(
+    model: Any,
+    *,
+    target: str | list[str] = "x86-avx512-vnni-ort",
+    inputs: list[dict] | None = None,  # noqa: A001 - the command's name
+    out_dir: str | Path = "edgesmith-out/compile",
+    reporter: Any = None,
+    force: bool = False,
+) -> Result:
     """Compile a model for each target's runtime, without validation — ``edgesmith compile``."""
-    recipe = _build(model, inputs=inputs, example_inputs=None, calibration=None, evaluation=None, metric=None, passes=[], target=target,
-                    out_dir=out_dir, name="compile", stop_after="compile")
+    recipe = _build(
+        model,
+        inputs=inputs,
+        example_inputs=None,
+        calibration=None,
+        evaluation=None,
+        metric=None,
+        passes=[],
+        target=target,
+        out_dir=out_dir,
+        name="compile",
+        stop_after="compile",
+    )
     recipe = recipe.model_copy(update={"data": recipe.data.model_copy(update={"calibration": None, "evaluation": None})})
     return run(recipe, out_dir=out_dir, reporter=reporter, force=force)
 
 
-def validate(model: Any, *, data: Any, reference: str | Path | None = None, target: str | list[str] = "x86-avx512-vnni-ort",
-             inputs: list[dict] | None = None, metric: str | None = None, out_dir: str | Path = "edgesmith-out/validate",
-             reporter: Any = None, force: bool = False) -> Result:
+def validate(
+    model: Any,
+    *,
+    data: Any,
+    reference: str | Path | None = None,
+    target: str | list[str] = "x86-avx512-vnni-ort",
+    inputs: list[dict] | None = None,
+    metric: str | None = None,
+    out_dir: str | Path = "edgesmith-out/validate",
+    reporter: Any = None,
+    force: bool = False,
+) -> Result:
     """Validate a model (against its float ``reference``) on ``data`` for the targets' budgets — ``edgesmith validate``.
     A run folder as ``model`` re-validates its device bundle here (``data`` is then ignored) and returns its results."""
     from edgesmith.recipe import parse_recipe
@@ -293,11 +422,18 @@ def validate(model: Any, *, data: Any, reference: str | Path | None = None, targ
 
         res = validate_bundle(Path(model), target if isinstance(target, str) else None, reporter)
         return Result(res["verdict"], Path(model), res)
-    recipe = _build(model, inputs=inputs, example_inputs=None, calibration=None, evaluation=data, metric=metric, passes=[], target=target,
-                    out_dir=out_dir, name="validate")
-    recipe = parse_recipe(recipe.model_dump(mode="json") | {"passes": [], "model": {**recipe.model.model_dump(mode="json"),
-                          "reference": str(reference) if reference else None}, "data": {"calibration": None,
-                          "evaluation": recipe.data.evaluation.model_dump(mode="json") if recipe.data.evaluation else None}}, "arguments")
+    recipe = _build(
+        model, inputs=inputs, example_inputs=None, calibration=None, evaluation=data, metric=metric, passes=[], target=target, out_dir=out_dir, name="validate"
+    )
+    recipe = parse_recipe(
+        recipe.model_dump(mode="json")
+        | {
+            "passes": [],
+            "model": {**recipe.model.model_dump(mode="json"), "reference": str(reference) if reference else None},
+            "data": {"calibration": None, "evaluation": recipe.data.evaluation.model_dump(mode="json") if recipe.data.evaluation else None},
+        },
+        "arguments",
+    )
     return run(recipe, out_dir=out_dir, reporter=reporter, force=force)
 
 
@@ -311,19 +447,51 @@ class BenchResult:
         return next(float(r["p50_ms"]) for r in self.rows if int(r["batch"]) == batch)
 
 
-def bench(artifact: str | Path, *, backend: str = "auto", target: str | None = None, threads: int | None = None,
-          batches: list[int] | None = None, warmup: int = 10, iterations: int = 100, duration_s: float | None = None,
-          inputs: list[dict] | None = None, until_stable: bool = False, reporter: Any = None) -> BenchResult:
+def bench(
+    artifact: str | Path,
+    *,
+    backend: str = "auto",
+    target: str | None = None,
+    threads: int | None = None,
+    batches: list[int] | None = None,
+    warmup: int = 10,
+    iterations: int = 100,
+    duration_s: float | None = None,
+    inputs: list[dict] | None = None,
+    until_stable: bool = False,
+    reporter: Any = None,
+) -> BenchResult:
     """Benchmark an artifact (.onnx or OpenVINO .xml) in a fresh process — ``edgesmith bench``."""
     from edgesmith.runtime.bench import bench_artifact
 
-    return BenchResult(bench_artifact(Path(artifact), backend, target=target, threads=threads, batches=batches, warmup=warmup,
-                                      iterations=iterations, duration_s=duration_s, input_shapes=inputs, until_stable=until_stable,
-                                      reporter=reporter))
+    return BenchResult(
+        bench_artifact(
+            Path(artifact),
+            backend,
+            target=target,
+            threads=threads,
+            batches=batches,
+            warmup=warmup,
+            iterations=iterations,
+            duration_s=duration_s,
+            input_shapes=inputs,
+            until_stable=until_stable,
+            reporter=reporter,
+        )
+    )
 
 
-def compare(a: str | Path, b: str | Path, *, threads: int = 2, batch: int = 1, rounds: int = 20, per_round: int = 10,
-            confidence: float = 0.95, inputs: list[dict] | None = None) -> Any:
+def compare(
+    a: str | Path,
+    b: str | Path,
+    *,
+    threads: int = 2,
+    batch: int = 1,
+    rounds: int = 20,
+    per_round: int = 10,
+    confidence: float = 0.95,
+    inputs: list[dict] | None = None,
+) -> Any:
     """Interleaved A/B latency of two artifacts: ``Comparison`` (ratio B/A of medians with its interval) — ``edgesmith compare``."""
     from edgesmith.errors import InputError
     from edgesmith.runtime.bench import artifact_for, make_feeds
@@ -343,8 +511,16 @@ def baseline_save(run_dir: str | Path, to: str | Path = "baseline.json", *, copy
     return save_baseline(Path(run_dir), Path(to), copy_artifacts=copy_artifacts)
 
 
-def check(run_dir: str | Path, baseline: str | Path = "baseline.json", *, out_dir: str | Path | None = None, force: bool = False,
-          strict: bool = False, remeasure: bool = True, reporter: Any = None) -> Any:
+def check(
+    run_dir: str | Path,
+    baseline: str | Path = "baseline.json",
+    *,
+    out_dir: str | Path | None = None,
+    force: bool = False,
+    strict: bool = False,
+    remeasure: bool = True,
+    reporter: Any = None,
+) -> Any:
     """Gate a run against a baseline — ``edgesmith check``: a ``GateReport`` (``.verdict``, ``.findings``); the
     JUnit, Markdown and HTML outputs are written to ``out_dir`` (default RUN_DIR/check)."""
     import time
@@ -358,11 +534,27 @@ def check(run_dir: str | Path, baseline: str | Path = "baseline.json", *, out_di
     return report
 
 
-def search(recipe: Any, *, out_dir: str | Path = "edgesmith-out/search", target: str | None = None, trials: int | None = None,
-           time_budget_s: float | None = None, sampler: str = "auto", workers: int | None = None, storage: str | None = None,
-           seed: int = 0, reporter: Any = None, force: bool = False) -> Any:
+def search(
+    recipe: Any,
+    *,
+    out_dir: str | Path = "edgesmith-out/search",
+    target: str | None = None,
+    trials: int | None = None,
+    time_budget_s: float | None = None,
+    sampler: str = "auto",
+    workers: int | None = None,
+    storage: str | None = None,
+    seed: int = 0,
+    reporter: Any = None,
+    force: bool = False,
+    time_budget: str | float | None = None,
+    dry_run: bool = False,
+) -> Any:
     """The Pareto front over the choices a recipe marks — ``edgesmith search``. ``recipe``: a dict or a YAML path
-    (choices are marked in the raw recipe, so a parsed ``Recipe`` is not accepted). Returns a ``SearchResult``."""
+    (choices are marked in the raw recipe, so a parsed ``Recipe`` is not accepted). Returns a ``SearchResult``.
+    ``time_budget``: as on the command line (``"90s"``, ``"30m"``; a number is seconds), over ``time_budget_s``."""
+    if time_budget is not None:
+        time_budget_s = parse_duration(time_budget, "time_budget", bare_seconds=True)
     from edgesmith.schema import load_yaml
     from edgesmith.search import Settings
     from edgesmith.search import search as run_search
@@ -374,7 +566,7 @@ def search(recipe: Any, *, out_dir: str | Path = "edgesmith-out/search", target:
         if not path.is_file():
             raise ConfigError(f"recipe not found: {path}", hint="give a recipe .yaml path or a dict")
         data, base = load_yaml(path, "recipe"), path.parent.absolute()
-    settings = Settings(trials=trials, time_budget_s=time_budget_s, sampler=sampler, workers=workers, storage=storage, seed=seed, force=force)
+    settings = Settings(trials=trials, time_budget_s=time_budget_s, sampler=sampler, workers=workers, storage=storage, seed=seed, force=force, dry_run=dry_run)
     return run_search(data, base, Path(out_dir), target=target, settings=settings, reporter=reporter)
 
 

@@ -53,14 +53,21 @@ CASES = [
     (["run", "wrong_type.yaml"], "bench.iterations: Input should be a valid integer", "fix that field"),
     (["run", "unknown_pass.yaml"], "unknown pass type 'gpfqq'", "known pass types: auto_int8, bias_correction, binarize, distill, dynamic_int8,"),
     (["run", "unknown_option.yaml"], "unknown option 'calib' (allowed: calibration,", "spelling"),
-    (["run", "unknown_profile.yaml"], "unknown profile 'jetson-nano'", "built-in profiles: arm-cortex-a72-ort, intel-laptop-ov, jetson-orin-trt, x86-avx512-vnni-ort, x86-avx512-vnni-ov"),
+    (
+        ["run", "unknown_profile.yaml"],
+        "unknown profile 'jetson-nano'",
+        "built-in profiles: arm-cortex-a72-ort, intel-laptop-ov, jetson-orin-trt, x86-avx512-vnni-ort, x86-avx512-vnni-ov",
+    ),
     (["run", "not_yaml.yaml"], "is not valid YAML", "indentation"),
     (["run", "missing.yaml"], "recipe not found", "recipe .yaml"),
     (["run", "negative_budget.yaml"], "needs a value >= 0", "fix that field"),
     (["export", "edgesmith.zoo:digits_cnn", "-i", "input:batch,3,8,8"], "does not fit the model: RuntimeError", "--input-shape"),
-    (["validate", "m.onnx", "-i", "input:batch,3,8,8"], "does not fit the ONNX model's input['batch', 1, 8, 8]", "--input-shape"),
-    (["quantize", "edgesmith.zoo:pretrained_digits_cnn", "-d", "nan.npz"],
-     "contains 2 NaN and 1 Inf value(s); first at sample 12, position [0, 3, 4]", "clean or drop"),
+    (["validate", "m.onnx", "-d", "digits", "-i", "input:batch,3,8,8"], "does not fit the ONNX model's input['batch', 1, 8, 8]", "--input-shape"),
+    (
+        ["quantize", "edgesmith.zoo:pretrained_digits_cnn", "-d", "nan.npz"],
+        "contains 2 NaN and 1 Inf value(s); first at sample 12, position [0, 3, 4]",
+        "clean or drop",
+    ),
     (["quantize", "edgesmith.zoo:digits_cnn", "-w", "pickled.pt"], "needs full unpickling", "--trust-checkpoint"),
     (["quantize", "edgesmith.zoo:digits_cnn", "--out", "afile/out"], "cannot be created: ", "choose another --out"),
     (["quantize", "no_such_pkg.models:net"], "cannot import 'no_such_pkg.models'", "module path"),
@@ -117,9 +124,13 @@ def test_missing_optional_runtime_names_its_extra(tmp_path):
     import subprocess
     import sys
 
-    code = ("from edgesmith._lazy import require\nfrom edgesmith.errors import BackendUnavailable\n"
-            "try:\n    require('openvino')\nexcept BackendUnavailable as e:\n    print(e.one_line())")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**__import__("os").environ, **_blocking_package(tmp_path, "openvino")})
+    code = (
+        "from edgesmith._lazy import require\nfrom edgesmith.errors import BackendUnavailable\n"
+        "try:\n    require('openvino')\nexcept BackendUnavailable as e:\n    print(e.one_line())"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={**__import__("os").environ, **_blocking_package(tmp_path, "openvino")}
+    )
     assert "openvino is not installed" in out.stdout and "pip install 'edgesmith[openvino]'" in out.stdout
 
 

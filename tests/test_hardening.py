@@ -22,6 +22,7 @@ QUICK = ("edgesmith.zoo:pretrained_digits_cnn", "--dry-run")
 
 # ---- writing an output never destroys anything ---------------------------------------------------
 
+
 def test_outputs_refuse_fifos_devices_and_symlinks_and_keep_the_users_umask(cli, tmp_path):
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
@@ -45,8 +46,18 @@ def test_outputs_refuse_fifos_devices_and_symlinks_and_keep_the_users_umask(cli,
 
 def _recipe(tmp_path: Path, out: str, target: str = "x86-avx512-vnni-ort", **extra) -> Path:
     path = tmp_path / f"r-{abs(hash((out, target))) % 10**6}.yaml"
-    path.write_text(json.dumps({"model": {"source": str(tmp_path / "m.onnx")}, "targets": [target], "stop_after": "compile",
-                                "data": {"calibration": None, "evaluation": None}, "output_dir": out, **extra}))
+    path.write_text(
+        json.dumps(
+            {
+                "model": {"source": str(tmp_path / "m.onnx")},
+                "targets": [target],
+                "stop_after": "compile",
+                "data": {"calibration": None, "evaluation": None},
+                "output_dir": out,
+                **extra,
+            }
+        )
+    )
     return path
 
 
@@ -85,13 +96,14 @@ def test_a_folder_being_written_is_locked(cli, tmp_path, onnx_model):
 
 # ---- failure is never success; no work outlives the command ------------------------------------
 
+
 @pytest.mark.parametrize("where", ["factory module", "metric"])
 def test_user_code_cannot_decide_the_exit_code(cli, tmp_path, where):
     (tmp_path / "usercode.py").write_text(
-        "import sys\n" + ("sys.exit(0)\n" if where == "factory module" else "") +
-        "from edgesmith.zoo import pretrained_digits_cnn as build\n"
-        "def metric(outputs, labels):\n    sys.exit(0)\n")
-    args = ("validate", "m.onnx", "--metric", "usercode:metric", "--out", "out") if where == "metric" else ("export", "usercode:build", "--out", "out")
+        "import sys\n" + ("sys.exit(0)\n" if where == "factory module" else "") + "from edgesmith.zoo import pretrained_digits_cnn as build\n"
+        "def metric(outputs, labels):\n    sys.exit(0)\n"
+    )
+    args = ("validate", "m.onnx", "-d", "digits", "--metric", "usercode:metric", "--out", "out") if where == "metric" else ("export", "usercode:build", "--out", "out")
     if where == "metric":
         from edgesmith import pipeline
         from edgesmith.recipe import parse_recipe
@@ -106,8 +118,14 @@ def test_user_code_cannot_decide_the_exit_code(cli, tmp_path, where):
 def test_sigterm_cleans_up_like_ctrl_c(tmp_path):
     tmp = tmp_path / "tmpdir"
     tmp.mkdir()
-    proc = subprocess.Popen([edgesmith_exe(), "demo", "--out", str(tmp_path / "out")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, cwd=tmp_path, env={**os.environ, "TMPDIR": str(tmp), "COLUMNS": "200"})
+    proc = subprocess.Popen(
+        [edgesmith_exe(), "demo", "--out", str(tmp_path / "out")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "TMPDIR": str(tmp), "COLUMNS": "200"},
+    )
     seen = ""
     deadline = time.time() + 120
     while time.time() < deadline and "checking ONNX Runtime against torch" not in seen:
@@ -140,8 +158,7 @@ def _children(pid: int) -> list[int]:
 
 
 def test_the_benchmark_child_dies_with_its_parent(tmp_path, digits_onnx):
-    proc = subprocess.Popen([edgesmith_exe(), "bench", str(digits_onnx), "--duration", "60"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, cwd=tmp_path)
+    proc = subprocess.Popen([edgesmith_exe(), "bench", str(digits_onnx), "--duration", "60"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
     deadline = time.time() + 60
     kids: list[int] = []
     while time.time() < deadline and not kids:
@@ -151,16 +168,25 @@ def test_the_benchmark_child_dies_with_its_parent(tmp_path, digits_onnx):
     proc.kill()
     proc.wait()
     deadline = time.time() + 10
-    while time.time() < deadline and any(Path(f"/proc/{k}").exists() and b"bench_worker" in Path(f"/proc/{k}/cmdline").read_bytes()
-                                         for k in kids if Path(f"/proc/{k}/cmdline").exists()):
+    while time.time() < deadline and any(
+        Path(f"/proc/{k}").exists() and b"bench_worker" in Path(f"/proc/{k}/cmdline").read_bytes() for k in kids if Path(f"/proc/{k}/cmdline").exists()
+    ):
         time.sleep(0.2)
     assert not [k for k in kids if Path(f"/proc/{k}/cmdline").exists() and b"bench_worker" in Path(f"/proc/{k}/cmdline").read_bytes()]
 
 
-@pytest.mark.parametrize("args", [("bench", "m.onnx", "--threads", "10000"), ("bench", "m.onnx", "--batch", "0"),
-                                  ("bench", "m.onnx", "--cv", "-1"), ("bench", "m.onnx", "--duration", "-1"),
-                                  ("bench", "m.onnx", "--iterations", "0"), ("export", "edgesmith.zoo:digits_cnn", "--opset", "99"),
-                                  ("compare", "a.onnx", "b.onnx", "--threads", "0")])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("bench", "m.onnx", "--threads", "10000"),
+        ("bench", "m.onnx", "--batch", "0"),
+        ("bench", "m.onnx", "--cv", "-1"),
+        ("bench", "m.onnx", "--duration", "-1"),
+        ("bench", "m.onnx", "--iterations", "0"),
+        ("export", "edgesmith.zoo:digits_cnn", "--opset", "99"),
+        ("compare", "a.onnx", "b.onnx", "--threads", "0"),
+    ],
+)
 def test_numeric_options_are_range_checked(cli, args):
     r = cli(*args)
     assert r.code == 2 and "Invalid value" in r.stderr
@@ -176,16 +202,20 @@ def test_trust_comes_from_the_command_line_never_from_a_file(cli, tmp_path):
 
 # ---- every input is checked, and the answer is right or refused ---------------------------------
 
+
 def _npz(tmp_path: Path, name: str, **arrays) -> str:
     np.savez(tmp_path / name, **arrays)
     return name
 
 
-@pytest.mark.parametrize(("labels", "message"), [
-    (lambda y: y + 5, "but the model has 10 classes"),
-    (lambda y: np.eye(10)[y], "one-hot rows?"),
-    (lambda y: np.array([str(v) for v in y]), "not integer class indices"),
-])
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        (lambda y: y + 5, "but the model has 10 classes"),
+        (lambda y: np.eye(10)[y], "one-hot rows?"),
+        (lambda y: np.array([str(v) for v in y]), "not integer class indices"),
+    ],
+)
 def test_labels_that_are_not_the_models_classes_are_refused(cli, tmp_path, digits_onnx, digits_test, labels, message):
     x, y = digits_test
     (tmp_path / "m.onnx").write_bytes(digits_onnx.read_bytes())
@@ -221,12 +251,15 @@ def test_export_of_an_onnx_model_says_there_is_nothing_to_export(cli, tmp_path, 
     assert r.code == 2 and "already ONNX" in r.stderr and not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize(("recipe", "message"), [
-    ({"data": {"calibration": {"source": "missing.npz"}}}, "data file not found"),
-    ({"model": {"source": "edgesmith.zoo:pretrained_digits_cnn", "weights": "missing.safetensors"}}, "weights not found"),
-    ({"model": {"source": "no_such_module_xyz:build"}}, "cannot import 'no_such_module_xyz'"),
-    ({"output_dir": "a-file"}, "exists and is not a folder"),
-])
+@pytest.mark.parametrize(
+    ("recipe", "message"),
+    [
+        ({"data": {"calibration": {"source": "missing.npz"}}}, "data file not found"),
+        ({"model": {"source": "edgesmith.zoo:pretrained_digits_cnn", "weights": "missing.safetensors"}}, "weights not found"),
+        ({"model": {"source": "no_such_module_xyz:build"}}, "cannot import 'no_such_module_xyz'"),
+        ({"output_dir": "a-file"}, "exists and is not a folder"),
+    ],
+)
 def test_dry_run_checks_every_file_the_recipe_names(cli, tmp_path, recipe, message):
     (tmp_path / "a-file").write_text("x")
     full = {"model": {"source": "edgesmith.zoo:pretrained_digits_cnn"}, "passes": [{"type": "ptq_int8"}], **recipe}
@@ -254,8 +287,12 @@ def test_user_fixable_problems_are_exit_2_not_internal_errors(cli, tmp_path, dig
     torch.save(digits_cnn(width=8).state_dict(), tmp_path / "narrow.pt")  # weights of the wrong shape
     r = cli("export", "edgesmith.zoo:pretrained_digits_cnn", "-w", "narrow.pt", "--out", "o1")
     assert r.code == 2 and "weights do not fit the model: size mismatch" in r.stderr, r.stderr
-    m = onnx.helper.make_model(onnx.helper.make_graph([onnx.helper.make_node("Constant", [], ["y"], value_float=1.0)], "g", [],
-                                                      [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [])]), ir_version=10)
+    m = onnx.helper.make_model(
+        onnx.helper.make_graph(
+            [onnx.helper.make_node("Constant", [], ["y"], value_float=1.0)], "g", [], [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [])]
+        ),
+        ir_version=10,
+    )
     onnx.save(m, tmp_path / "noinputs.onnx")
     r = cli("bench", "noinputs.onnx")
     assert r.code == 2 and "has no inputs" in r.stderr
@@ -268,13 +305,13 @@ def test_a_custom_op_reaching_a_quantizer_names_the_lowering(cli, tmp_path):
     from tests.test_custom_ops_and_plugins import _custom_model
 
     _custom_model(tmp_path / "bin.onnx")
-    r = cli("quantize", "bin.onnx", "--mode", "static", "--out", "out")
+    r = cli("quantize", "bin.onnx", "-d", "digits", "--mode", "static", "--out", "out")
     assert r.code == 2 and "pass 'ptq_int8' cannot process custom ops of domain 'edgesmith'" in r.stderr and "lower_custom_ops" in r.stderr
 
 
 def test_a_yaml_alias_bomb_is_refused_quickly_and_briefly(cli, tmp_path):
     lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
-    for i, (prev, cur) in enumerate(zip("abcdefgh", "bcdefghi")):
+    for prev, cur in zip("abcdefgh", "bcdefghi"):
         lines.append(f"{cur}: &{cur} [{','.join(['*' + prev] * 9)}]")
     lines.append("name: *i")
     (tmp_path / "bomb.yaml").write_text("\n".join(lines) + "\n")
@@ -293,9 +330,12 @@ def test_markdown_outputs_escape_names_from_recipes(tmp_path):
     from edgesmith.report import md, render_markdown
 
     assert md("<img src=x onerror=alert(1)>|`x`") == "&lt;img src=x onerror=alert(1)>\\|&#96;x&#96;"
-    manifest = {"recipe": {"name": "<script>alert(1)</script>", "model": {"source": "a|b"}, "passes": []}, "verdict": "pass",
-                "versions": {}, "targets": {"<b>t</b>": {"verdict": "pass", "profile": {"description": "<i>x</i>"}, "verdicts": [],
-                                                          "notes": ["node <Conv_0>"], "artifacts": []}}}
+    manifest = {
+        "recipe": {"name": "<script>alert(1)</script>", "model": {"source": "a|b"}, "passes": []},
+        "verdict": "pass",
+        "versions": {},
+        "targets": {"<b>t</b>": {"verdict": "pass", "profile": {"description": "<i>x</i>"}, "verdicts": [], "notes": ["node <Conv_0>"], "artifacts": []}},
+    }
     text = render_markdown(manifest)
     assert "<script>" not in text and "<b>" not in text and "<i>" not in text and "<Conv_0>" not in text
 
@@ -312,9 +352,14 @@ def test_latency_budgets_are_not_judged_on_a_cpu_without_the_profiles_features()
     assert verdicts["speedup_vs_fp32"].status == "n/a" and verdicts["top1"].status == "pass"
 
 
-@pytest.mark.parametrize(("body", "message"), [("    raise KeyError('oops')\n", "failed: KeyError"),
-                                               ("    return 'high'\n", "failed: ValueError"),
-                                               ("    return float('nan')\n", "returned a non-finite")])
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("    raise KeyError('oops')\n", "failed: KeyError"),
+        ("    return 'high'\n", "failed: ValueError"),
+        ("    return float('nan')\n", "returned a non-finite"),
+    ],
+)
 def test_a_user_metric_that_fails_is_bad_input(tmp_path, body, message):
     from edgesmith.errors import InputError
     from edgesmith.evaluate import task_metrics

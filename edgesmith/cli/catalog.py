@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from edgesmith.schema import MAX_THREADS
-
 from edgesmith.cli.app import app, profiles_app, zoo_app
-from edgesmith.cli.common import (RichReporter,
-                                  guarded)
+from edgesmith.cli.common import RichReporter, guarded
 from edgesmith.errors import ConfigError
+from edgesmith.schema import MAX_THREADS
 
 
 @app.command()
@@ -39,6 +37,23 @@ def passes() -> None:
         print(f"BROKEN plugin {b.name!r} from {b.distribution}: {b.error}")
     for name, who in conflicts.items():
         print(f"CONFLICT pass {name!r} is claimed by {' and '.join(who)}: neither is used")
+
+
+@app.command()
+@guarded
+def backends() -> None:
+    """List the runtimes a profile or `bench --backend` may name (built-in and plugins), whether each is
+    installed here and whether it can be timed on this host's CPU.
+
+    Example: edgesmith backends
+    """
+    from edgesmith.runtime import get_backend, known_backends
+
+    for name in known_backends():
+        b = get_backend(name, require_installed=False)
+        here = "installed" if b.available() else "not installed"
+        cpu = ", runs on this CPU" if getattr(b, "runs_on_host_cpu", False) else ""
+        print(f"{name}  ({here}{cpu})")
 
 
 @profiles_app.command("list")
@@ -69,7 +84,7 @@ def profiles_init(
     name: Annotated[str, typer.Argument(help="Name of the new profile.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the profile YAML.")] = Path("profile.yaml"),
     backend: Annotated[str, typer.Option(help="onnxruntime or openvino.")] = "onnxruntime",
-    threads: Annotated[Optional[int], typer.Option(min=1, max=MAX_THREADS, help="Threads (default: all cores).")] = None,
+    threads: Annotated[int | None, typer.Option(min=1, max=MAX_THREADS, help="Threads (default: all cores).")] = None,
     no_benchmark: Annotated[bool, typer.Option("--no-benchmark", help="Skip the short INT8 benchmark.")] = False,
 ) -> None:
     """Write a profile for this machine: CPU features, cores, and INT8 defaults from a short benchmark.
@@ -79,8 +94,8 @@ def profiles_init(
     import yaml
 
     from edgesmith.outputs import atomic_write_text, check_writable
-    from edgesmith.runtime.probe import init_profile
     from edgesmith.profiles.schema import Profile
+    from edgesmith.runtime.probe import init_profile
 
     if backend not in ("onnxruntime", "openvino"):
         raise ConfigError(f"profiles init supports onnxruntime and openvino, not {backend!r}", hint="--backend onnxruntime")
@@ -97,9 +112,11 @@ def profiles_init(
 @zoo_app.command("train")
 @guarded
 def zoo_train(
-    names: Annotated[Optional[list[str]], typer.Argument(metavar="[NAME...]", help="digits_resnet, digits_mobilenet, digits_prelu_heads, digits_encoder (default: all).")] = None,
+    names: Annotated[
+        list[str] | None, typer.Argument(metavar="[NAME...]", help="digits_resnet, digits_mobilenet, digits_prelu_heads, digits_encoder (default: all).")
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Train again even if cached.")] = False,
-    epochs: Annotated[Optional[int], typer.Option(min=1, help="Epochs (default: each model's own).")] = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Epochs (default: each model's own).")] = None,
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """Train the zoo's digits models and cache them, so tests, benchmarks and recipes

@@ -8,8 +8,9 @@ import functools
 import os
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any, Callable, Iterator, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -42,8 +43,10 @@ def guarded(fn: Callable) -> Callable:
         except (typer.Exit, typer.Abort):
             raise
         except SystemExit as exc:  # NOTE: edgesmith's own exits are typer.Exit; this one came from user code
-            err(f"user code called sys.exit({exc.code!r}) while edgesmith was running; the command did not finish "
-                "(hint: remove the sys.exit from the model factory, metric or data function; it may not end edgesmith)")
+            err(
+                f"user code called sys.exit({exc.code!r}) while edgesmith was running; the command did not finish "
+                "(hint: remove the sys.exit from the model factory, metric or data function; it may not end edgesmith)"
+            )
             raise typer.Exit(EXIT_BAD_INPUT) from None
         except EdgesmithError as exc:
             if os.environ.get("EDGESMITH_DEBUG"):
@@ -91,31 +94,67 @@ class RichReporter:
 
 # ---- shared options -------------------------------------------------------------------------
 
-OutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Output directory (default: the recipe's output_dir).")]
-TargetOpt = Annotated[Optional[list[str]], typer.Option("--target", "-t", help="Target profile name or .yaml file; repeatable.")]
-WeightsOpt = Annotated[Optional[str], typer.Option("--weights", "-w", help="safetensors or state-dict checkpoint for a factory model.")]
-InputOpt = Annotated[Optional[list[str]], typer.Option("--input-shape", "-i", help="NAME:DIMS[:DTYPE], e.g. input:batch,1,8,8 or ids:batch,128:int64; repeatable.")]
-DataOpt = Annotated[Optional[str], typer.Option("--data", "-d", help="Data: an image folder (flat or one sub-folder per class), a .txt/.jsonl/.csv/"
-                    ".parquet/.arrow file, a saved datasets folder, FILE.npz, package.module:function, or digits.")]
-EvalOpt = Annotated[Optional[str], typer.Option("--eval-data", help="Evaluation data (default: same source as --data, held-out split for digits).")]
-CalibSamplesOpt = Annotated[Optional[int], typer.Option("--calibration-samples", min=1, help="Calibration samples. With one folder or file "
-                            "(no --eval-data) it is split, shuffled with a fixed seed: this many for calibration (default 300, at most half), the rest for evaluation.")]
-EvalSamplesOpt = Annotated[Optional[int], typer.Option("--eval-samples", min=1, help="Evaluation samples (default: all that are left).")]
-PreprocessOpt = Annotated[Optional[str], typer.Option("--preprocess", help="Images: a preset (imagenet, inception, clip, caffe, unit); "
-                          "default: the input's size with ImageNet mean/std for 3 channels. Recipes take a full block.")]
-FieldOpt = Annotated[Optional[str], typer.Option("--field", help="Text/table data: the field or column to read (default: text, sentence, image ...).")]
-TokenizerOpt = Annotated[Optional[str], typer.Option("--tokenizer", help="Text data: a tokenizer folder (default: the model's own Transformers folder).")]
-MaxLengthOpt = Annotated[Optional[int], typer.Option("--max-length", min=1, max=65536, help="Text data: tokens per sample (padding/truncation; default 128).")]
-TrustRemoteOpt = Annotated[bool, typer.Option("--trust-remote-code", envvar="EDGESMITH_TRUST_REMOTE_CODE",
-                                              help="Run code shipped inside a Transformers folder (auto_map). Never read from a recipe.")]
-OutputNameOpt = Annotated[Optional[list[str]], typer.Option("--output-name", help="Name of an exported output, in order; repeatable (default: the module's own names).")]
+OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="Output directory (default: the recipe's output_dir).")]
+TargetOpt = Annotated[list[str] | None, typer.Option("--target", "-t", help="Target profile name or .yaml file; repeatable.")]
+WeightsOpt = Annotated[str | None, typer.Option("--weights", "-w", help="safetensors or state-dict checkpoint for a factory model.")]
+InputOpt = Annotated[
+    list[str] | None, typer.Option("--input-shape", "-i", help="NAME:DIMS[:DTYPE], e.g. input:batch,1,8,8 or ids:batch,128:int64; repeatable.")
+]
+DataOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--data",
+        "-d",
+        help="Data: an image folder (flat or one sub-folder per class), a .txt/.jsonl/.csv/"
+        ".parquet/.arrow file, a saved datasets folder, FILE.npz, package.module:function, or digits.",
+    ),
+]
+EvalOpt = Annotated[str | None, typer.Option("--eval-data", help="Evaluation data (default: same source as --data, held-out split for digits).")]
+CalibSamplesOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--calibration-samples",
+        min=1,
+        help="Calibration samples. With one folder or file "
+        "(no --eval-data) it is split, shuffled with a fixed seed: this many for calibration (default 300, at most half), the rest for evaluation.",
+    ),
+]
+EvalSamplesOpt = Annotated[int | None, typer.Option("--eval-samples", min=1, help="Evaluation samples (default: all that are left).")]
+PreprocessOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--preprocess",
+        help="Images: a preset (imagenet, inception, clip, caffe, unit); "
+        "default: the input's size with ImageNet mean/std for 3 channels. Recipes take a full block.",
+    ),
+]
+FieldOpt = Annotated[str | None, typer.Option("--field", help="Text/table data: the field or column to read (default: text, sentence, image ...).")]
+TokenizerOpt = Annotated[str | None, typer.Option("--tokenizer", help="Text data: a tokenizer folder (default: the model's own Transformers folder).")]
+MaxLengthOpt = Annotated[int | None, typer.Option("--max-length", min=1, max=65536, help="Text data: tokens per sample (padding/truncation; default 128).")]
+TrustRemoteOpt = Annotated[
+    bool,
+    typer.Option(
+        "--trust-remote-code", envvar="EDGESMITH_TRUST_REMOTE_CODE", help="Run code shipped inside a Transformers folder (auto_map). Never read from a recipe."
+    ),
+]
+OutputNameOpt = Annotated[
+    list[str] | None, typer.Option("--output-name", help="Name of an exported output, in order; repeatable (default: the module's own names).")
+]
 MetricOpt = Annotated[str, typer.Option("--metric", help="auto (top1 when the data has labels, else fidelity), top1, fidelity, or package.module:function.")]
-TrustOpt = Annotated[bool, typer.Option("--trust-checkpoint", envvar="EDGESMITH_TRUST_CHECKPOINT",
-                                          help="Allow full unpickling of a checkpoint (runs code from the file!). Never read from a recipe.")]
-SaveOpt = Annotated[Optional[Path], typer.Option("--save-recipe", help="Write the recipe these flags build to this YAML file.")]
+TrustOpt = Annotated[
+    bool,
+    typer.Option(
+        "--trust-checkpoint",
+        envvar="EDGESMITH_TRUST_CHECKPOINT",
+        help="Allow full unpickling of a checkpoint (runs code from the file!). Never read from a recipe.",
+    ),
+]
+SaveOpt = Annotated[Path | None, typer.Option("--save-recipe", help="Write the recipe these flags build to this YAML file.")]
 DryOpt = Annotated[bool, typer.Option("--dry-run", help="Validate everything and print the plan; run nothing.")]
-ForceOpt = Annotated[bool, typer.Option("--force", help="Write into an output folder that holds other files (an earlier run's folder is replaced whole without it).")]
-MlflowOpt = Annotated[Optional[str], typer.Option("--mlflow", metavar="URI", help="Also log to MLflow, e.g. file:./mlruns (needs the mlflow extra).")]
+ForceOpt = Annotated[
+    bool, typer.Option("--force", help="Write into an output folder that holds other files (an earlier run's folder is replaced whole without it).")
+]
+MlflowOpt = Annotated[str | None, typer.Option("--mlflow", metavar="URI", help="Also log to MLflow, e.g. file:./mlruns (needs the mlflow extra).")]
 
 
 DEFAULT_CALIBRATION_SAMPLES = 300
@@ -132,18 +171,39 @@ def _brings_no_data(model: str) -> bool:
         return False
 
 
-def default_data(model: str, data: Optional[str], defaults: dict) -> Optional[str]:
-    """--data, else the zoo model's own data (None here), else the digits for a factory or ONNX model."""
-    if data or defaults.get("data") or _brings_no_data(model):
+def default_data(model: str, data: str | None, defaults: dict) -> str | None:
+    """--data, else the zoo model's own data (None here: the model's defaults fill it in). Any other model
+    without --data is an error: no toy data set stands in for the user's data (``-d digits`` asks for it)."""
+    if data or defaults.get("data"):
         return data
-    return "digits"
+    from edgesmith.errors import ConfigError
+    from edgesmith.plan import check_model
+
+    check_model(model, Path.cwd())  # a missing or broken model is the first thing to say
+    raise ConfigError(
+        f"{model} needs data to calibrate and evaluate with, and none was given",
+        hint="add -d with an image folder, a .txt/.jsonl/.csv/.parquet file, a datasets folder or an .npz "
+        "(-d digits takes the bundled 8x8 digits, for models made for them)",
+    )
 
 
-def data_options(calibration_samples: Optional[int] = None, eval_samples: Optional[int] = None, preprocess: Optional[str] = None,
-                 field: Optional[str] = None, tokenizer: Optional[str] = None, max_length: Optional[int] = None) -> dict:
+def data_options(
+    calibration_samples: int | None = None,
+    eval_samples: int | None = None,
+    preprocess: str | None = None,
+    field: str | None = None,
+    tokenizer: str | None = None,
+    max_length: int | None = None,
+) -> dict:
     """The data flags every command shares, as DataSource keys."""
-    return {"calibration_samples": calibration_samples, "eval_samples": eval_samples, "preprocess": preprocess, "field": field,
-            "tokenizer": tokenizer, "max_length": max_length}
+    return {
+        "calibration_samples": calibration_samples,
+        "eval_samples": eval_samples,
+        "preprocess": preprocess,
+        "field": field,
+        "tokenizer": tokenizer,
+        "max_length": max_length,
+    }
 
 
 def trust_remote(flag: bool) -> None:
@@ -165,16 +225,26 @@ def parse_input(text: str) -> dict:
     return spec
 
 
-def build_recipe(model: str, *, weights: Optional[str] = None, inputs: Optional[list[str]] = None,
-                 data: Optional[str] = None, eval_data: Optional[str] = None, metric: str = "auto", outputs: Optional[list[str]] = None,
-                 passes: Optional[list[dict]] = None, targets: Optional[list[str]] = None,
-                 out: Optional[Path] = None, stop_after: str = "validate",
-                 name: str = "cli", data_options: Optional[dict] = None) -> Any:
+def build_recipe(
+    model: str,
+    *,
+    weights: str | None = None,
+    inputs: list[str] | None = None,
+    data: str | None = None,
+    eval_data: str | None = None,
+    metric: str = "auto",
+    outputs: list[str] | None = None,
+    passes: list[dict] | None = None,
+    targets: list[str] | None = None,
+    out: Path | None = None,
+    stop_after: str = "validate",
+    name: str = "cli",
+    data_options: dict | None = None,
+) -> Any:
     """The same Recipe object a YAML file gives, built from flags."""
     from edgesmith.recipe import parse_recipe
 
-    recipe: dict[str, Any] = {"name": name, "model": {"source": model}, "metric": metric,
-                              "passes": passes or [], "stop_after": stop_after}
+    recipe: dict[str, Any] = {"name": name, "model": {"source": model}, "metric": metric, "passes": passes or [], "stop_after": stop_after}
     if weights:
         recipe["model"]["weights"] = weights
     if inputs:
@@ -187,8 +257,10 @@ def build_recipe(model: str, *, weights: Optional[str] = None, inputs: Optional[
         if stop_after != "export":
             from edgesmith.errors import ConfigError
 
-            raise ConfigError(f"{model} needs data to calibrate and evaluate with, and none was given",
-                              hint="add -d with a text/JSONL/CSV file, an image folder, a datasets folder or an .npz")
+            raise ConfigError(
+                f"{model} needs data to calibrate and evaluate with, and none was given",
+                hint="add -d with a text/JSONL/CSV file, an image folder, a datasets folder or an .npz",
+            )
         recipe["data"] = {"calibration": None, "evaluation": None}
     if data or eval_data:
         calib_src = data or eval_data
@@ -198,7 +270,7 @@ def build_recipe(model: str, *, weights: Optional[str] = None, inputs: Optional[
         evaluation = {"source": eval_data or calib_src, **opts, **({"samples": eval_n} if eval_n else {})}
         from edgesmith.data.records import is_record_source
 
-        if eval_data is None and is_record_source(calib_src, Path.cwd()):
+        if eval_data is None and calib_src is not None and is_record_source(calib_src, Path.cwd()):
             # NOTE: one folder or file: calibration and evaluation get disjoint parts of it, never the same sample
             calibration["split_at"] = evaluation["split_at"] = cal_n or DEFAULT_CALIBRATION_SAMPLES
         recipe["data"] = {"calibration": calibration, "evaluation": evaluation}
@@ -209,8 +281,18 @@ def build_recipe(model: str, *, weights: Optional[str] = None, inputs: Optional[
     return parse_recipe(recipe, "flags")
 
 
-def execute(recipe: Any, base_dir: Path, *, save_recipe: Optional[Path], dry_run: bool, trust: bool = False,
-             out: Optional[Path] = None, quiet: bool = False, mlflow: Optional[str] = None, force: bool = False) -> None:
+def execute(
+    recipe: Any,
+    base_dir: Path,
+    *,
+    save_recipe: Path | None,
+    dry_run: bool,
+    trust: bool = False,
+    out: Path | None = None,
+    quiet: bool = False,
+    mlflow: str | None = None,
+    force: bool = False,
+) -> None:
     from edgesmith import api
     from edgesmith.report import print_verdicts
 
@@ -231,12 +313,10 @@ def execute(recipe: Any, base_dir: Path, *, save_recipe: Optional[Path], dry_run
         print_verdicts(result.manifest, str(result.out_dir))
     else:
         print(f"done: {result.verdict}; outputs in {result.out_dir}")
-    if mlflow:
+    if mlflow and result.out_dir is not None:
         from edgesmith.tracking import log_to_mlflow
 
         run_id = log_to_mlflow(mlflow, result.manifest, [result.out_dir / "manifest.json", result.out_dir / "report.md"])
         print(f"logged to MLflow {mlflow} (run {run_id})", file=sys.stderr)
     if result.verdict == "fail":
         raise typer.Exit(EXIT_BUDGET_FAILED)
-
-

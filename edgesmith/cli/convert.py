@@ -5,14 +5,41 @@ from __future__ import annotations
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from edgesmith.cli.app import app
-from edgesmith.cli.common import (ForceOpt, OutputNameOpt, EXIT_BUDGET_FAILED, CalibSamplesOpt, DataOpt, DryOpt, EvalOpt, EvalSamplesOpt, FieldOpt, InputOpt,
-                                  MaxLengthOpt, MetricOpt, MlflowOpt, OutOpt, PreprocessOpt, RichReporter, SaveOpt, TargetOpt, TokenizerOpt, TrustOpt,
-                                  TrustRemoteOpt, WeightsOpt, build_recipe, data_options, default_data, execute, guarded, trust_remote)
+from edgesmith.cli.common import (
+    EXIT_BUDGET_FAILED,
+    CalibSamplesOpt,
+    DataOpt,
+    DryOpt,
+    EvalOpt,
+    EvalSamplesOpt,
+    FieldOpt,
+    ForceOpt,
+    InputOpt,
+    MaxLengthOpt,
+    MetricOpt,
+    MlflowOpt,
+    OutOpt,
+    OutputNameOpt,
+    PreprocessOpt,
+    RichReporter,
+    SaveOpt,
+    TargetOpt,
+    TokenizerOpt,
+    TrustOpt,
+    TrustRemoteOpt,
+    WeightsOpt,
+    build_recipe,
+    data_options,
+    default_data,
+    execute,
+    guarded,
+    trust_remote,
+)
 
 
 class Calibration(str, Enum):
@@ -62,8 +89,7 @@ def run(
 
     trust_remote(trust_remote_code)
     recipe = load_recipe(recipe_path)
-    execute(recipe, recipe_path.parent.absolute(), save_recipe=save_recipe, dry_run=dry_run, force=force, trust=trust_checkpoint, out=out,
-             mlflow=mlflow)
+    execute(recipe, recipe_path.parent.absolute(), save_recipe=save_recipe, dry_run=dry_run, force=force, trust=trust_checkpoint, out=out, mlflow=mlflow)
 
 
 @app.command()
@@ -73,13 +99,18 @@ def quantize(
     weights: WeightsOpt = None,
     input_shape: InputOpt = None,
     output_name: OutputNameOpt = None,
-    mode: Annotated[Mode, typer.Option(help="auto (INT8 chosen from the model's structure for the target's runtime, with the reason in the "
-                                            "report; static when --calibration/--per-channel/--exclude are given), static (calibrated QDQ "
-                                            "INT8), dynamic (INT8 weights) or fp16.")] = Mode.auto,
-    calibration: Annotated[Optional[Calibration], typer.Option(help="Calibration method for static INT8 (default: minmax).")] = None,
-    samples: Annotated[Optional[int], typer.Option(min=1, help="Calibration samples (default: all of --data).")] = None,
-    per_channel: Annotated[Optional[bool], typer.Option("--per-channel/--per-tensor", help="Default: the target profile's choice.")] = None,
-    exclude: Annotated[Optional[list[str]], typer.Option("--exclude", help="Node name to keep in float; repeatable.")] = None,
+    mode: Annotated[
+        Mode,
+        typer.Option(
+            help="auto (INT8 chosen from the model's structure for the target's runtime, with the reason in the "
+            "report; static when --calibration/--per-channel/--exclude are given), static (calibrated QDQ "
+            "INT8), dynamic (INT8 weights) or fp16."
+        ),
+    ] = Mode.auto,
+    calibration: Annotated[Calibration | None, typer.Option(help="Calibration method for static INT8 (default: minmax).")] = None,
+    samples: Annotated[int | None, typer.Option(min=1, help="Calibration samples (default: all of --data).")] = None,
+    per_channel: Annotated[bool | None, typer.Option("--per-channel/--per-tensor", help="Default: the target profile's choice.")] = None,
+    exclude: Annotated[list[str] | None, typer.Option("--exclude", help="Node name to keep in float; repeatable.")] = None,
     data: DataOpt = None,
     eval_data: EvalOpt = None,
     calibration_samples: CalibSamplesOpt = None,
@@ -112,14 +143,24 @@ def quantize(
     from edgesmith.api import pass_for_mode
 
     trust_remote(trust_remote_code)
-    the_pass = pass_for_mode(mode.value, calibration=calibration.value if calibration else None, samples=samples, per_channel=per_channel,
-                             exclude=exclude)
+    the_pass = pass_for_mode(mode.value, calibration=calibration.value if calibration else None, samples=samples, per_channel=per_channel, exclude=exclude)
     from edgesmith.model_io import model_defaults
 
     defaults = model_defaults(model) if not (data or eval_data) else {}
-    recipe = build_recipe(model, weights=weights, inputs=input_shape, data=default_data(model, data, defaults) if not eval_data else data, eval_data=eval_data,
-                          metric=metric, outputs=output_name, passes=[the_pass], targets=target, out=out, name="quantize",
-                          data_options=data_options(calibration_samples, eval_samples, preprocess, field, tokenizer, max_length))
+    recipe = build_recipe(
+        model,
+        weights=weights,
+        inputs=input_shape,
+        data=default_data(model, data, defaults) if not eval_data else data,
+        eval_data=eval_data,
+        metric=metric,
+        outputs=output_name,
+        passes=[the_pass],
+        targets=target,
+        out=out,
+        name="quantize",
+        data_options=data_options(calibration_samples, eval_samples, preprocess, field, tokenizer, max_length),
+    )
     if defaults.get("data"):
         from edgesmith.recipe import DataSpec
 
@@ -158,8 +199,17 @@ def export(
         edgesmith export model.ts -i input:batch,3,224,224   (a TorchScript archive)
     """
     trust_remote(trust_remote_code)
-    recipe = build_recipe(model, weights=weights, inputs=input_shape, outputs=output_name, data=data, out=out, stop_after="export",
-                          name="export", data_options=data_options(None, None, preprocess, field, tokenizer, max_length))
+    recipe = build_recipe(
+        model,
+        weights=weights,
+        inputs=input_shape,
+        outputs=output_name,
+        data=data,
+        out=out,
+        stop_after="export",
+        name="export",
+        data_options=data_options(None, None, preprocess, field, tokenizer, max_length),
+    )
     recipe = recipe.model_copy(update={"export": recipe.export.model_copy(update={"opset": opset})})
     execute(recipe, Path.cwd(), save_recipe=save_recipe, dry_run=dry_run, force=force, trust=trust_checkpoint)
 
@@ -190,9 +240,16 @@ def validate(
     model: Annotated[str, typer.Argument(help="model.onnx to validate (any model source works), or a run directory (device bundle)")],
     target: TargetOpt = None,
     input_shape: InputOpt = None,
-    reference: Annotated[Optional[str], typer.Option("--reference", "-r", help="Float ONNX model to compare against (accuracy drop, fidelity, speed-up).")] = None,
-    data: Annotated[Optional[str], typer.Option("--data", "-d", help="Evaluation data: an image folder, a .txt/.jsonl/.csv/.parquet/.arrow file, "
-                                                "a saved datasets folder, FILE.npz, package.module:function or digits.")] = "digits",
+    reference: Annotated[str | None, typer.Option("--reference", help="Float ONNX model to compare against (accuracy drop, fidelity, speed-up).")] = None,
+    data: Annotated[
+        str | None,
+        typer.Option(
+            "--data",
+            "-d",
+            help="Evaluation data: an image folder, a .txt/.jsonl/.csv/.parquet/.arrow file, "
+            "a saved datasets folder, FILE.npz, package.module:function or digits (default: a zoo model's own data).",
+        ),
+    ] = None,
     eval_samples: EvalSamplesOpt = None,
     preprocess: PreprocessOpt = None,
     field: FieldOpt = None,
@@ -212,14 +269,30 @@ def validate(
     Given a run directory, re-validates its artifacts here, without torch: on a device, after
     `pip install 'edgesmith[ort]'` (or [openvino]), `edgesmith validate RUN_DIR [-t TARGET]`.
 
-    Example: edgesmith validate out/x86-avx512-vnni-ort/model.int8.onnx -r out/model.onnx -t x86-avx512-vnni-ort -d eval.npz
+    Example: edgesmith validate out/x86-avx512-vnni-ort/model.int8.onnx --reference out/model.onnx -t x86-avx512-vnni-ort -d eval.npz
     """
     if Path(model).is_dir():
         return _validate_bundle(Path(model), target, json_out)
-    recipe = build_recipe(model, inputs=input_shape, eval_data=data, metric=metric, targets=target, out=out, name="validate",
-                          data_options=data_options(None, eval_samples, preprocess, field, tokenizer, max_length))
-    recipe = recipe.model_copy(update={"data": recipe.data.model_copy(update={"calibration": None}),
-                                       "model": recipe.model.model_copy(update={"reference": reference})})
+    from edgesmith.model_io import model_defaults
+
+    defaults = model_defaults(model) if not data else {}
+    recipe = build_recipe(
+        model,
+        inputs=input_shape,
+        eval_data=default_data(model, data, defaults),
+        metric=metric,
+        targets=target,
+        out=out,
+        name="validate",
+        data_options=data_options(None, eval_samples, preprocess, field, tokenizer, max_length),
+    )
+    if defaults.get("data"):  # a zoo model's own evaluation data
+        from edgesmith.recipe import DataSpec
+
+        recipe = recipe.model_copy(update={"data": DataSpec.model_validate(defaults["data"])})
+    recipe = recipe.model_copy(
+        update={"data": recipe.data.model_copy(update={"calibration": None}), "model": recipe.model.model_copy(update={"reference": reference})}
+    )
     if reference:  # re-validate so the reference field's own checks apply
         from edgesmith.recipe import parse_recipe
 
@@ -227,7 +300,7 @@ def validate(
     execute(recipe, Path.cwd(), save_recipe=save_recipe, dry_run=dry_run, force=force)
 
 
-def _validate_bundle(run_dir: Path, targets: Optional[list[str]], json_out: bool) -> None:
+def _validate_bundle(run_dir: Path, targets: list[str] | None, json_out: bool) -> None:
     import json
 
     from edgesmith.device import validate_bundle

@@ -5,13 +5,12 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
 from edgesmith.cli.app import app, baseline_app
-from edgesmith.cli.common import (EXIT_BUDGET_FAILED, MlflowOpt, RichReporter,
-                                  guarded)
+from edgesmith.cli.common import EXIT_BUDGET_FAILED, MlflowOpt, RichReporter, guarded
 
 
 @baseline_app.command("save")
@@ -19,8 +18,10 @@ from edgesmith.cli.common import (EXIT_BUDGET_FAILED, MlflowOpt, RichReporter,
 def baseline_save(
     run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="Output directory of a validated `edgesmith run`.")],
     to: Annotated[Path, typer.Option("--to", help="Baseline file to write (JSON).")] = Path("baseline.json"),
-    no_artifacts: Annotated[bool, typer.Option("--no-artifacts", help="Do not copy the compiled artifacts beside the baseline "
-                                               "(check then compares against recorded latencies only).")] = False,
+    no_artifacts: Annotated[
+        bool,
+        typer.Option("--no-artifacts", help="Do not copy the compiled artifacts beside the baseline (check then compares against recorded latencies only)."),
+    ] = False,
 ) -> None:
     """Record a run as the baseline: per target the accuracy metrics, every latency sample, artifact
     size and hash, peak memory; the recipe and library versions. The compiled artifacts are copied to
@@ -35,8 +36,10 @@ def baseline_save(
     copied = f", {n_files} artifact file(s) copied to {to.parent / (to.stem + '.artifacts')}" if not no_artifacts else ""
     print(f"baseline of {run_dir} ({', '.join(data['targets'])}) written to {to}{copied}")
     if data.get("verdict") == "fail":
-        print("note: this run failed its own profile budgets; the baseline records it as it is, and check judges "
-              "later runs against it, not against the budgets", file=sys.stderr)
+        print(
+            "note: this run failed its own profile budgets; the baseline records it as it is, and check judges later runs against it, not against the budgets",
+            file=sys.stderr,
+        )
 
 
 @app.command()
@@ -44,15 +47,16 @@ def baseline_save(
 def check(
     run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="Output directory of the run to gate.")],
     baseline: Annotated[Path, typer.Option("--baseline", "-b", help="Baseline file from `edgesmith baseline save`.")] = Path("baseline.json"),
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Where to write check.json, junit.xml, summary.md, report.html "
-                                                "(default: RUN_DIR/check).")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Where to write check.json, junit.xml, summary.md, report.html (default: RUN_DIR/check).")
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Compare even if the baseline comes from another model or recipe.")] = False,
     strict: Annotated[bool, typer.Option("--strict", help="Count inconclusive latency checks as failures.")] = False,
     no_remeasure: Annotated[bool, typer.Option("--no-remeasure", help="Compare latency with the recorded samples only.")] = False,
     rounds: Annotated[int, typer.Option(min=2, max=1000, help="Interleaved rounds when re-timing baseline vs candidate.")] = 20,
     per_round: Annotated[int, typer.Option(min=1, max=10_000, help="Timed runs of each per round.")] = 10,
-    latency_tolerance: Annotated[Optional[float], typer.Option(min=0.0, help="Allowed slowdown, e.g. 0.1 = 10% (default: the profile's gate).")] = None,
-    accuracy_tolerance: Annotated[Optional[float], typer.Option(min=0.0, help="Allowed drop in points (default: the profile's budget).")] = None,
+    latency_tolerance: Annotated[float | None, typer.Option(min=0.0, help="Allowed slowdown, e.g. 0.1 = 10% (default: the profile's gate).")] = None,
+    accuracy_tolerance: Annotated[float | None, typer.Option(min=0.0, help="Allowed drop in points (default: the profile's budget).")] = None,
     mlflow: MlflowOpt = None,
 ) -> None:
     """Gate a run against a baseline: exit 0 when nothing regressed, 1 on a regression, 2 on bad input.
@@ -72,8 +76,18 @@ def check(
     out_dir = out or run_dir / "check"
     check_writable(out_dir)
     started = time.time()
-    report = check_run(run_dir, baseline, force=force, remeasure=not no_remeasure, strict=strict, rounds=rounds, per_round=per_round,
-                       latency_tolerance=latency_tolerance, accuracy_tolerance=accuracy_tolerance, reporter=RichReporter())
+    report = check_run(
+        run_dir,
+        baseline,
+        force=force,
+        remeasure=not no_remeasure,
+        strict=strict,
+        rounds=rounds,
+        per_round=per_round,
+        latency_tolerance=latency_tolerance,
+        accuracy_tolerance=accuracy_tolerance,
+        reporter=RichReporter(),
+    )
     manifest = report.manifest
     written = write_gate_outputs(report, report.baseline, manifest, out_dir, time.time() - started)
     _print_gate(report)
@@ -99,8 +113,16 @@ def _print_gate(report: Any) -> None:
     style = {"fail": "bold red", "missing": "bold red", "inconclusive": "yellow", "pass": "green"}
     fmt = lambda v: "—" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))  # noqa: E731
     for f in report.sorted_findings():
-        table.add_row(escape(f.target), escape(f.metric), fmt(f.baseline), fmt(f.now), escape(f.delta), escape(f.budget),
-                      f"[{style.get(f.status, 'dim')}]{f.status.upper()}[/]", escape(f.detail))
+        table.add_row(
+            escape(f.target),
+            escape(f.metric),
+            fmt(f.baseline),
+            fmt(f.now),
+            escape(f.delta),
+            escape(f.budget),
+            f"[{style.get(f.status, 'dim')}]{f.status.upper()}[/]",
+            escape(f.detail),
+        )
     console.print(table)
     for c in report.changes:
         console.print(f"changed since the baseline: {escape(c)}")
@@ -113,7 +135,7 @@ def _print_gate(report: Any) -> None:
 def report(
     run_dirs: Annotated[list[Path], typer.Argument(metavar="RUN_DIR...", help="One or more run directories (e.g. one per recipe or pass).")],
     html: Annotated[Path, typer.Option("--html", help="HTML file to write.")] = Path("edgesmith-report.html"),
-    baseline: Annotated[Optional[Path], typer.Option("--baseline", "-b", help="Also plot this baseline (hollow points).")] = None,
+    baseline: Annotated[Path | None, typer.Option("--baseline", "-b", help="Also plot this baseline (hollow points).")] = None,
 ) -> None:
     """Write one self-contained HTML report across runs: accuracy vs latency vs size (Pareto view),
     latency distributions, per-layer sensitivity where a pass recorded it, and every budget.

@@ -5,21 +5,13 @@ from __future__ import annotations
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from edgesmith.schema import MAX_BATCH, MAX_ITERATIONS, MAX_SECONDS, MAX_THREADS
-
 from edgesmith.cli.app import app
-from edgesmith.cli.common import (InputOpt, RichReporter,
-                                  guarded, parse_input)
-
-
-class BackendChoice(str, Enum):
-    auto = "auto"
-    onnxruntime = "onnxruntime"
-    openvino = "openvino"
+from edgesmith.cli.common import InputOpt, RichReporter, guarded, parse_input
+from edgesmith.schema import MAX_BATCH, MAX_ITERATIONS, MAX_SECONDS, MAX_THREADS
 
 
 class GraphOptimization(str, Enum):
@@ -33,20 +25,28 @@ class GraphOptimization(str, Enum):
 @guarded
 def bench(
     model: Annotated[Path, typer.Argument(help="Artifact to benchmark: .onnx (ONNX Runtime) or .xml (OpenVINO IR)")],
-    backend: Annotated[BackendChoice, typer.Option(help="Runtime; auto picks it from the file type.")] = BackendChoice.auto,
-    target: Annotated[Optional[str], typer.Option("--target", "-t", help="Take threads and batch sizes from this profile.")] = None,
-    threads: Annotated[Optional[int], typer.Option(min=1, max=MAX_THREADS, help="Intra-op threads (default: the profile's, else 2).")] = None,
-    batch: Annotated[Optional[list[int]], typer.Option(min=1, max=MAX_BATCH, help="Batch size; repeatable (default: the profile's, else 1).")] = None,
+    backend: Annotated[
+        str, typer.Option(help="Runtime: auto (from the file type) or any registered backend (`edgesmith backends` lists them, plugins included).")
+    ] = "auto",
+    target: Annotated[str | None, typer.Option("--target", "-t", help="Take threads and batch sizes from this profile.")] = None,
+    threads: Annotated[int | None, typer.Option(min=1, max=MAX_THREADS, help="Intra-op threads (default: the profile's, else 2).")] = None,
+    batch: Annotated[list[int] | None, typer.Option(min=1, max=MAX_BATCH, help="Batch size; repeatable (default: the profile's, else 1).")] = None,
     warmup: Annotated[int, typer.Option(min=0, max=MAX_ITERATIONS)] = 10,
     iterations: Annotated[int, typer.Option(min=1, max=MAX_ITERATIONS)] = 100,
-    duration: Annotated[Optional[float], typer.Option(min=0.001, max=MAX_SECONDS, help="Seconds to run instead of a fixed count.")] = None,
+    duration: Annotated[float | None, typer.Option(min=0.001, max=MAX_SECONDS, help="Seconds to run instead of a fixed count.")] = None,
     input_shape: InputOpt = None,
     optimization: Annotated[GraphOptimization, typer.Option(help="ONNX Runtime graph optimisation when loading.")] = GraphOptimization.all,
     until_stable: Annotated[bool, typer.Option("--until-stable", help="Repeat until the coefficient of variation is below --cv.")] = False,
     cv: Annotated[float, typer.Option(min=0.0, max=100.0, help="Noise threshold: coefficient of variation above it flags the run (0.1 = 10%).")] = 0.10,
     max_repeats: Annotated[int, typer.Option(min=1, max=100, help="Most repeats with --until-stable.")] = 5,
-    inference_only: Annotated[bool, typer.Option("--inference-only", help="Bind inputs once and time inference alone "
-                                                 "(OpenVINO's own latency), as benchmark_app/trtexec do; default: each plain API call, numpy in and out.")] = False,
+    inference_only: Annotated[
+        bool,
+        typer.Option(
+            "--inference-only",
+            help="Bind inputs once and time inference alone "
+            "(OpenVINO's own latency), as benchmark_app/trtexec do; default: each plain API call, numpy in and out.",
+        ),
+    ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Benchmark a model or compiled artifact: p50/p90/p95/p99, mean, std, throughput, peak memory, noise flag.
@@ -65,10 +65,27 @@ def bench(
 
     from edgesmith.runtime.bench import bench_artifact
 
-    rows = bench_artifact(model, backend.value, target=target, threads=threads, batches=batch, warmup=warmup,
-                          iterations=iterations, duration_s=duration, input_shapes=[parse_input(i) for i in input_shape or []],
-                          ort_level=optimization.value, until_stable=until_stable, cv_threshold=cv, max_repeats=max_repeats,
-                          reporter=RichReporter(), timing="bound" if inference_only else "call")
+    if backend != "auto":
+        from edgesmith.runtime import get_backend
+
+        get_backend(backend)  # an unknown name lists the registered ones; a missing runtime names its extra
+    rows = bench_artifact(
+        model,
+        backend,
+        target=target,
+        threads=threads,
+        batches=batch,
+        warmup=warmup,
+        iterations=iterations,
+        duration_s=duration,
+        input_shapes=[parse_input(i) for i in input_shape or []],
+        ort_level=optimization.value,
+        until_stable=until_stable,
+        cv_threshold=cv,
+        max_repeats=max_repeats,
+        reporter=RichReporter(),
+        timing="bound" if inference_only else "call",
+    )
     if json_out:
         print(json.dumps(rows, indent=2))
         return
@@ -76,14 +93,23 @@ def bench(
     from rich.table import Table
 
     table = Table(title=f"{model.name} on {rows[0]['backend']}, {rows[0]['threads']} threads (latency in ms)")
-    cols = {"batch": "batch", "iterations": "runs", "p50_ms": "p50", "p90_ms": "p90", "p95_ms": "p95", "p99_ms": "p99",
-            "mean_ms": "mean", "std_ms": "std", "throughput_per_s": "items/s", "peak_rss_mb": "RSS MB"}
+    cols = {
+        "batch": "batch",
+        "iterations": "runs",
+        "p50_ms": "p50",
+        "p90_ms": "p90",
+        "p95_ms": "p95",
+        "p99_ms": "p99",
+        "mean_ms": "mean",
+        "std_ms": "std",
+        "throughput_per_s": "items/s",
+        "peak_rss_mb": "RSS MB",
+    }
     for header in [*cols.values(), "noise"]:
         table.add_column(header)
     for r in rows:
         machine = r.get("machine") or {}
-        noise = (f"BUSY: {'; '.join(machine.get('reasons', []))}" if machine.get("busy")
-                 else f"NOISY cv {r['cv']:.0%}" if r["noisy"] else f"ok cv {r['cv']:.0%}")
+        noise = f"BUSY: {'; '.join(machine.get('reasons', []))}" if machine.get("busy") else f"NOISY cv {r['cv']:.0%}" if r["noisy"] else f"ok cv {r['cv']:.0%}"
         if r.get("repeats", 1) > 1:
             noise += f", {r['repeats']} runs"
         table.add_row(*[f"{r[c]:.4g}" if isinstance(r[c], float) else str(r[c]) for c in cols], noise)
@@ -111,17 +137,18 @@ def compare(
     """
     import json
 
-    from edgesmith.runtime.bench import artifact_for
+    from edgesmith.runtime.bench import artifact_for, make_feeds
     from edgesmith.runtime.compare import compare as run_compare
-    from edgesmith.runtime.bench import make_feeds
 
     art_a, specs = artifact_for(a, [parse_input(i) for i in input_shape or []])
     art_b, specs_b = artifact_for(b, [parse_input(i) for i in input_shape or []])
     if [s.name for s in specs] != [s.name for s in specs_b]:
         from edgesmith.errors import InputError
 
-        raise InputError(f"{a.name} and {b.name} have different inputs ({[s.name for s in specs]} vs {[s.name for s in specs_b]})",
-                         hint="compare two builds of the same model")
+        raise InputError(
+            f"{a.name} and {b.name} have different inputs ({[s.name for s in specs]} vs {[s.name for s in specs_b]})",
+            hint="compare two builds of the same model",
+        )
     with RichReporter().step(f"comparing {a.name} (A) and {b.name} (B): {rounds} rounds x {per_round} runs"):
         result = run_compare(art_a, art_b, make_feeds(specs, batch), threads, rounds, per_round, confidence=confidence)
     if json_out:

@@ -3,23 +3,51 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from edgesmith.cli.app import app
-from edgesmith.cli.common import (ForceOpt, EXIT_BUDGET_FAILED, CalibSamplesOpt, DataOpt, EvalOpt, EvalSamplesOpt, FieldOpt, InputOpt, MaxLengthOpt,
-                                  OutOpt, OutputNameOpt, PreprocessOpt, RichReporter, TokenizerOpt, TrustOpt, TrustRemoteOpt, WeightsOpt, build_recipe,
-                                  data_options, err, guarded, trust_remote)
+from edgesmith.cli.common import (
+    EXIT_BUDGET_FAILED,
+    CalibSamplesOpt,
+    DataOpt,
+    DryOpt,
+    EvalOpt,
+    EvalSamplesOpt,
+    FieldOpt,
+    ForceOpt,
+    InputOpt,
+    MaxLengthOpt,
+    OutOpt,
+    OutputNameOpt,
+    PreprocessOpt,
+    RichReporter,
+    TokenizerOpt,
+    TrustOpt,
+    TrustRemoteOpt,
+    WeightsOpt,
+    build_recipe,
+    data_options,
+    default_data,
+    err,
+    guarded,
+    trust_remote,
+)
 from edgesmith.errors import ConfigError
+from edgesmith.units import parse_duration
 
 
 @app.command()
 @guarded
 def tune(
-    recipe_path: Annotated[Path, typer.Argument(metavar="RECIPE", help="Recipe YAML: model, data, one onnxruntime target, optionally torch passes and a ptq_int8 pass.")],
+    recipe_path: Annotated[
+        Path, typer.Argument(metavar="RECIPE", help="Recipe YAML: model, data, one onnxruntime target, optionally torch passes and a ptq_int8 pass.")
+    ],
     out: OutOpt = None,
-    time_budget: Annotated[float, typer.Option("--time-budget", min=0.1, help="Minutes the search may take (the final run comes after).")] = 5.0,
+    time_budget: Annotated[
+        str, typer.Option("--time-budget", help="How long the search may take, with a unit: 90s, 5m, 1h (the final run comes after).")
+    ] = "5m",
     force: ForceOpt = False,
     trust_checkpoint: TrustOpt = False,
 ) -> None:
@@ -28,15 +56,22 @@ def tune(
     with every candidate's numbers (tune.md, tune.json, tuned.yaml) and its full run. Exit 1, with the
     gap, when no setting meets the budget.
 
-    Example: edgesmith tune recipe.yaml --time-budget 3 --out out/tuned
+    Example: edgesmith tune recipe.yaml --time-budget 3m --out out/tuned
     """
     from edgesmith.recipe import load_recipe
     from edgesmith.report import print_verdicts
     from edgesmith.tune import tune as run_tune
 
     recipe = load_recipe(recipe_path)
-    result = run_tune(recipe, recipe_path.parent.absolute(), out_dir=out, time_budget_s=time_budget * 60, reporter=RichReporter(), force=force,
-                      trust_checkpoint=trust_checkpoint)
+    result = run_tune(
+        recipe,
+        recipe_path.parent.absolute(),
+        out_dir=out,
+        time_budget_s=parse_duration(time_budget, "--time-budget"),
+        reporter=RichReporter(),
+        force=force,
+        trust_checkpoint=trust_checkpoint,
+    )
     print((result.out_dir / "tune.md").read_text())
     import json
 
@@ -50,9 +85,15 @@ def tune(
 @app.command()
 @guarded
 def optimize(
-    model: Annotated[Optional[str], typer.Argument(help="A Transformers folder, package.module:factory, model.pt2, model.ts or model.onnx (or give --recipe).")] = None,
-    target: Annotated[Optional[str], typer.Option("--target", "-t", help="Target profile name or .yaml file (default: x86-avx512-vnni-ort, or the recipe's).")] = None,
-    recipe_path: Annotated[Optional[Path], typer.Option("--recipe", "-r", help="Take model, data, metric and target from a recipe (its passes run first, in torch).")] = None,
+    model: Annotated[
+        str | None, typer.Argument(help="A Transformers folder, package.module:factory, model.pt2, model.ts or model.onnx (or give --recipe).")
+    ] = None,
+    target: Annotated[
+        str | None, typer.Option("--target", "-t", help="Target profile name or .yaml file (default: x86-avx512-vnni-ort, or the recipe's).")
+    ] = None,
+    recipe_path: Annotated[
+        Path | None, typer.Option("--recipe", "-r", help="Take model, data, metric and target from a recipe (its passes run first, in torch).")
+    ] = None,
     weights: WeightsOpt = None,
     input_shape: InputOpt = None,
     output_name: OutputNameOpt = None,
@@ -64,11 +105,28 @@ def optimize(
     field: FieldOpt = None,
     tokenizer: TokenizerOpt = None,
     max_length: MaxLengthOpt = None,
-    metric: Annotated[Optional[str], typer.Option("--metric", help="top1, fidelity, or package.module:function (default: top1 if the data has labels).")] = None,
-    budget: Annotated[Optional[list[str]], typer.Option("--budget", "-b", help="Override an accuracy budget, METRIC=VALUE: top1=1.0 (max points lost), cosine=0.995 (min); repeatable.")] = None,
-    same_runtime: Annotated[bool, typer.Option("--same-runtime", help="Only the target's runtime (default: also other runtimes of the same device, e.g. OpenVINO next to ONNX Runtime on a CPU).")] = False,
-    time_budget: Annotated[float, typer.Option("--time-budget", min=0.1, help="Minutes the search may take (the final run comes after).")] = 5.0,
-    train_budget: Annotated[Optional[int], typer.Option("--train-budget", min=1, help="Recovery epochs per trial: pruning, binarization and 4-bit QAT join the search (needs a PyTorch model and labelled data).")] = None,
+    metric: Annotated[str | None, typer.Option("--metric", help="top1, fidelity, or package.module:function (default: top1 if the data has labels).")] = None,
+    budget: Annotated[
+        list[str] | None,
+        typer.Option("--budget", help="Override an accuracy budget, METRIC=VALUE: top1=1.0 (max points lost), cosine=0.995 (min); repeatable."),
+    ] = None,
+    same_runtime: Annotated[
+        bool,
+        typer.Option(
+            "--same-runtime", help="Only the target's runtime (default: also other runtimes of the same device, e.g. OpenVINO next to ONNX Runtime on a CPU)."
+        ),
+    ] = False,
+    time_budget: Annotated[
+        str, typer.Option("--time-budget", help="How long the search may take, with a unit: 90s, 5m, 1h (the final run comes after).")
+    ] = "5m",
+    train_budget: Annotated[
+        int | None,
+        typer.Option(
+            "--train-budget",
+            min=1,
+            help="Recovery epochs per trial: pruning, binarization and 4-bit QAT join the search (needs a PyTorch model and labelled data).",
+        ),
+    ] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")] = Path("edgesmith-out/optimize"),
     trust_checkpoint: TrustOpt = False,
     trust_remote_code: TrustRemoteOpt = False,
@@ -111,19 +169,41 @@ def optimize(
         if target:
             recipe = recipe.model_copy(update={"targets": [TargetSpec(profile=target)]})
     else:
+        assert model is not None  # one of the two, checked above
         defaults = model_defaults(model)
-        recipe = build_recipe(model, weights=weights, inputs=input_shape, data=data, eval_data=eval_data, outputs=output_name,
-                              metric=metric or defaults.get("metric", "auto"), targets=[target or "x86-avx512-vnni-ort"], out=out,
-                              name="optimize", data_options=data_options(calibration_samples, eval_samples, preprocess, field, tokenizer, max_length))
+        recipe = build_recipe(
+            model,
+            weights=weights,
+            inputs=input_shape,
+            data=default_data(model, data, defaults) if not eval_data else data,
+            eval_data=eval_data,
+            outputs=output_name,
+            metric=metric or defaults.get("metric", "auto"),
+            targets=[target or "x86-avx512-vnni-ort"],
+            out=out,
+            name="optimize",
+            data_options=data_options(calibration_samples, eval_samples, preprocess, field, tokenizer, max_length),
+        )
         if not (data or eval_data) and defaults.get("data"):
             from edgesmith.recipe import DataSpec
 
             recipe = recipe.model_copy(update={"data": DataSpec.model_validate(defaults["data"])})
         base = Path.cwd()
     if budget:
-        recipe = recipe.model_copy(update={"targets": [recipe.targets[0].model_copy(update={"budgets": budget_overrides(budget, load_profile(recipe.targets[0].profile, base))})]})
-    result = run_optimize(recipe, base, out_dir=out, time_budget_s=time_budget * 60, other_runtimes=not same_runtime, reporter=RichReporter(), force=force,
-                          trust_checkpoint=trust_checkpoint, train_budget=train_budget)
+        recipe = recipe.model_copy(
+            update={"targets": [recipe.targets[0].model_copy(update={"budgets": budget_overrides(budget, load_profile(recipe.targets[0].profile, base))})]}
+        )
+    result = run_optimize(
+        recipe,
+        base,
+        out_dir=out,
+        time_budget_s=parse_duration(time_budget, "--time-budget"),
+        other_runtimes=not same_runtime,
+        reporter=RichReporter(),
+        force=force,
+        trust_checkpoint=trust_checkpoint,
+        train_budget=train_budget,
+    )
     print((result.out_dir / "optimize.md").read_text())
     print(f"winner: {result.winner.plan.name}; outputs in {result.out_dir}")
     if result.verdict == "fail":
@@ -134,20 +214,41 @@ def optimize(
 @app.command()
 @guarded
 def search(
-    recipe_path: Annotated[Path, typer.Argument(metavar="RECIPE", help="Recipe YAML whose passes mark choices with {search: [...]} or {search: {low, high, step}}.")],
-    target: Annotated[Optional[str], typer.Option("--target", "-t", help="Target profile name or .yaml (default: the recipe's only target).")] = None,
-    trials: Annotated[Optional[int], typer.Option("--trials", "-n", min=1, help="Trials in the study, counting those of an earlier run of the same search (default: the whole grid, or 20).")] = None,
-    time_budget: Annotated[Optional[float], typer.Option("--time-budget", min=0.1, help="Minutes; no new wave of trials starts after it.")] = None,
-    sampler: Annotated[str, typer.Option("--sampler", help="auto (the grid when it fits in --trials, else TPE), grid, random, tpe or nsga2 (Optuna's).")] = "auto",
-    workers: Annotated[Optional[int], typer.Option("--workers", "-j", min=1, help="Builds side by side, each pinned to its share of the cores (default: one per core).")] = None,
-    storage: Annotated[Optional[str], typer.Option("--storage", help="Study database as a SQLAlchemy URL (default: sqlite:///OUT/study.db).")] = None,
-    cache: Annotated[Optional[Path], typer.Option("--cache", help="Pass-result cache folder, shareable between searches (default: OUT/cache).")] = None,
-    ray: Annotated[Optional[str], typer.Option("--ray", metavar="HOST:PORT", help="Run trials on this Ray cluster (its head's address); timing on the node labelled edgesmith.hardware=<the target's tag>.")] = None,
+    recipe_path: Annotated[
+        Path, typer.Argument(metavar="RECIPE", help="Recipe YAML whose passes mark choices with {search: [...]} or {search: {low, high, step}}.")
+    ],
+    target: Annotated[str | None, typer.Option("--target", "-t", help="Target profile name or .yaml (default: the recipe's only target).")] = None,
+    trials: Annotated[
+        int | None,
+        typer.Option(
+            "--trials", "-n", min=1, help="Trials in the study, counting those of an earlier run of the same search (default: the whole grid, or 20)."
+        ),
+    ] = None,
+    time_budget: Annotated[str | None, typer.Option("--time-budget", help="With a unit (90s, 5m, 1h); no new wave of trials starts after it.")] = None,
+    sampler: Annotated[
+        str, typer.Option("--sampler", help="auto (the grid when it fits in --trials, else TPE), grid, random, tpe or nsga2 (Optuna's).")
+    ] = "auto",
+    workers: Annotated[
+        int | None, typer.Option("--workers", "-j", min=1, help="Builds side by side, each pinned to its share of the cores (default: one per core).")
+    ] = None,
+    storage: Annotated[str | None, typer.Option("--storage", help="Study database as a SQLAlchemy URL (default: sqlite:///OUT/study.db).")] = None,
+    cache: Annotated[Path | None, typer.Option("--cache", help="Pass-result cache folder, shareable between searches (default: OUT/cache).")] = None,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            metavar="HOST:PORT",
+            help="Run trials on this Ray cluster (its head's address); timing on the node labelled edgesmith.hardware=<the target's tag>.",
+        ),
+    ] = None,
     stop_when_met: Annotated[bool, typer.Option("--stop-when-met", help="Stop after the first wave in which a trial meets every budget.")] = False,
     seed: Annotated[int, typer.Option("--seed", help="Sampler seed.")] = 0,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Search folder (study, trials, front, best run); the same folder resumes.")] = Path("edgesmith-out/search"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="Search folder (study, trials, front, best run); the same folder resumes.")] = Path(
+        "edgesmith-out/search"
+    ),
     trust_checkpoint: TrustOpt = False,
     trust_remote_code: TrustRemoteOpt = False,
+    dry_run: DryOpt = False,
     force: ForceOpt = False,
 ) -> None:
     """Find the Pareto front of accuracy, latency and size over the choices a recipe marks, measured on
@@ -172,7 +273,7 @@ def search(
 
         edgesmith search recipe.yaml --trials 12 --out out/search
 
-        edgesmith search recipe.yaml --sampler nsga2 --trials 40 --time-budget 30 --workers 2
+        edgesmith search recipe.yaml --sampler nsga2 --trials 40 --time-budget 30m --workers 2
 
         edgesmith search recipe.yaml --ray 10.0.0.5:6379 --storage sqlite:////shared/study.db --cache /shared/cache
     """
@@ -184,10 +285,26 @@ def search(
     if not recipe_path.is_file():
         raise ConfigError(f"recipe not found: {recipe_path}", hint="give the path of a recipe .yaml file")
     data = load_yaml(recipe_path, "recipe")
-    settings = Settings(trials=trials, time_budget_s=time_budget * 60 if time_budget else None, sampler=sampler, workers=workers,
-                        storage=storage, cache_dir=cache, ray_address=ray, stop_when_met=stop_when_met, seed=seed, force=force,
-                        trust_checkpoint=trust_checkpoint)
+    settings = Settings(
+        trials=trials,
+        time_budget_s=parse_duration(time_budget, "--time-budget") if time_budget else None,
+        sampler=sampler,
+        workers=workers,
+        storage=storage,
+        cache_dir=cache,
+        ray_address=ray,
+        stop_when_met=stop_when_met,
+        seed=seed,
+        force=force,
+        trust_checkpoint=trust_checkpoint,
+        dry_run=dry_run,
+    )
     result = run_search(data, recipe_path.parent.absolute(), out, target=target, settings=settings, reporter=RichReporter())
+    if result.verdict == "dry-run":
+        print("plan (dry run, nothing executed):")
+        for i, step in enumerate(result.info["plan"], 1):
+            print(f"  {i}. {step}")
+        return
     print((result.out_dir / "search.md").read_text())
     if result.verdict == "interrupted":
         err(f"interrupted ({result.info['interrupted']}): finished trials are kept in the study; run the same command again to resume ({result.out_dir})")
@@ -198,4 +315,5 @@ def search(
     if result.best_run is not None and result.best_run.verdict == "fail":
         err(f"the best trial's full run failed a budget (see {result.out_dir / 'best' / 'report.md'})")
         raise typer.Exit(EXIT_BUDGET_FAILED)
-    print(f"best: trial #{result.best.number} ({result.best.label}); full run in {result.out_dir / 'best'}")
+    if result.best is not None:
+        print(f"best: trial #{result.best.number} ({result.best.label}); full run in {result.out_dir / 'best'}")

@@ -42,3 +42,6 @@ def pretrained_digits_cnn():
 # Input specs the pipeline uses when a recipe names these factories without `inputs:`.
 digits_cnn.input_spec = [{"name": "input", "shape": ["batch", 1, 8, 8], "dtype": "float32"}]
 pretrained_digits_cnn.input_spec = digits_cnn.input_spec
+# The data they were made for: what a command uses when no --data is given (the 8x8 digits, train split to
+# calibrate, test split to evaluate). Any model without such defaults needs -d.
+digits_cnn.defaults = pretrained_digits_cnn.defaults = {"data": {"calibration": {"source": "digits"}, "evaluation": {"source": "digits"}}}

@@ -34,12 +34,24 @@ def test_the_training_search_replaces_the_pick_only_when_surely_faster_than_fp32
 
 
 def test_a_training_budget_needs_a_torch_model_and_labelled_data(cli, tmp_path, digits_onnx):
-    r = cli("optimize", digits_onnx, "--train-budget", "2", "--out", tmp_path / "o")
+    r = cli("optimize", digits_onnx, "-d", "digits", "--train-budget", "2", "--out", tmp_path / "o")
     assert r.code == 2 and "training budget needs a PyTorch model" in r.error_lines[0], r.stderr[-1500:]
     x = np.random.default_rng(0).normal(size=(64, 1, 8, 8)).astype(np.float32)
     np.savez(tmp_path / "unlabelled.npz", input=x)
-    r = cli("optimize", "edgesmith.zoo:pretrained_digits_cnn", "-i", "input:batch,1,8,8", "-d", tmp_path / "unlabelled.npz",
-            "--metric", "fidelity", "--train-budget", "2", "--out", tmp_path / "o2")
+    r = cli(
+        "optimize",
+        "edgesmith.zoo:pretrained_digits_cnn",
+        "-i",
+        "input:batch,1,8,8",
+        "-d",
+        tmp_path / "unlabelled.npz",
+        "--metric",
+        "fidelity",
+        "--train-budget",
+        "2",
+        "--out",
+        tmp_path / "o2",
+    )
     assert r.code == 2 and "needs labelled data" in r.error_lines[0], r.stderr[-1500:]
 
 
