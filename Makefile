@@ -5,12 +5,18 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.edgesmith-installed
 
-.PHONY: demo test bench browser clean
+.PHONY: demo test lint bench browser clean
 demo: $(STAMP)
 	$(BIN)/edgesmith demo
 
-test: $(STAMP) browser
+test: $(STAMP) browser lint
 	$(BIN)/python -m pytest -q
+
+# lint and types: ruff (rules and format) and mypy (settings in pyproject.toml)
+lint: $(STAMP)
+	$(BIN)/ruff check edgesmith tests benchmarks scripts
+	$(BIN)/ruff format --check edgesmith tests benchmarks scripts
+	$(BIN)/mypy
 
 # the HTML report is checked in a real headless browser: Debian's chromium (installed when root)
 browser:

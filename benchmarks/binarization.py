@@ -22,8 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-MODELS = {"digits CNN (8x8, bundled)": ("edgesmith.zoo:pretrained_digits_cnn", "digits", 8, 1),
-          "digits ResNet (32x32, trained)": ("edgesmith.zoo:trained_digits_resnet", "digits32", 32, 1)}
+MODELS = {
+    "digits CNN (8x8, bundled)": ("edgesmith.zoo:pretrained_digits_cnn", "digits", 8, 1),
+    "digits ResNet (32x32, trained)": ("edgesmith.zoo:trained_digits_resnet", "digits32", 32, 1),
+}
 RECOVER = {"loss": "kd", "alpha": 0.5, "temperature": 4.0, "epochs": 30, "eval_every": 20, "lr": 0.005}
 
 
@@ -31,11 +33,20 @@ def _run(work: Path, name: str, source: str, data: str, passes: list) -> dict:
     from edgesmith import pipeline
     from edgesmith.recipe import parse_recipe
 
-    r = parse_recipe({"name": name, "model": {"source": source}, "passes": passes, "output_dir": str(work / name),
-                      "data": {"calibration": {"source": data, "split": "train"}, "evaluation": {"source": data, "split": "test"}},
-                      "targets": [{"profile": p, "batch_sizes": [1, 32],
-                                   "budgets": [{"metric": "speedup_vs_fp32", "goal": "min", "value": 0.0, "batch": 1}]}
-                                  for p in ("x86-avx512-vnni-ort", "x86-avx512-vnni-ov")]}, "bench")
+    r = parse_recipe(
+        {
+            "name": name,
+            "model": {"source": source},
+            "passes": passes,
+            "output_dir": str(work / name),
+            "data": {"calibration": {"source": data, "split": "train"}, "evaluation": {"source": data, "split": "test"}},
+            "targets": [
+                {"profile": p, "batch_sizes": [1, 32], "budgets": [{"metric": "speedup_vs_fp32", "goal": "min", "value": 0.0, "batch": 1}]}
+                for p in ("x86-avx512-vnni-ort", "x86-avx512-vnni-ov")
+            ],
+        },
+        "bench",
+    )
     t0 = time.time()
     pipeline.run(r, work, force=True)
     m = json.loads((work / name / "manifest.json").read_text())
@@ -44,19 +55,21 @@ def _run(work: Path, name: str, source: str, data: str, passes: list) -> dict:
 
 
 def models(work: Path) -> None:
+    from edgesmith.profiles import load_profile
     from edgesmith.runtime import Artifact, get_backend
     from edgesmith.runtime.bench import make_feeds, run_worker
     from edgesmith.runtime.custom_ops import lower_file
-    from edgesmith.profiles import load_profile
     from edgesmith.schema import InputSpec
 
     print("\n### Whole models: FP32 vs INT8 vs binary, per runtime (2 threads, each runtime's variants interleaved in one child)\n")
     print("| model | runtime | variant | top-1 | ONNX bytes | p50 batch 1 | p50 batch 32 |")
     print("|---|---|---|---|---|---|---|", flush=True)
     for label, (src, data, size, ch) in MODELS.items():
-        runs = {"FP32": _run(work, f"{data}-fp32", src, data, []),
-                "INT8 (auto_int8)": _run(work, f"{data}-int8", src, data, [{"type": "auto_int8"}]),
-                "binary, packed (kernel)": _run(work, f"{data}-bin", src, data, [{"type": "binarize", "recover": RECOVER}, {"type": "pack_binary"}])}
+        runs = {
+            "FP32": _run(work, f"{data}-fp32", src, data, []),
+            "INT8 (auto_int8)": _run(work, f"{data}-int8", src, data, [{"type": "auto_int8"}]),
+            "binary, packed (kernel)": _run(work, f"{data}-bin", src, data, [{"type": "binarize", "recover": RECOVER}, {"type": "pack_binary"}]),
+        }
         binm = runs["binary, packed (kernel)"]
         lowered = work / f"{data}-bin" / "lowered.onnx"
         lower_file(binm["_dir"] / "x86-avx512-vnni-ort" / "model.binary.onnx", lowered)
@@ -94,11 +107,23 @@ def route(work: Path) -> None:  # noqa: ARG001
     print("\n### The custom-op route's per-call overhead (one binary conv, 64 -> 64, 3x3, 8x8, batch 1)\n")
     rng = np.random.default_rng(0)
     w = np.where(rng.standard_normal((64, 64, 3, 3)) >= 0, 0.5, -0.5).astype(np.float32)
-    g = helper.make_graph([helper.make_node("GreaterOrEqual", ["x", "beta"], ["ge"]), helper.make_node("Where", ["ge", "one", "minus"], ["s"]),
-                           helper.make_node("Conv", ["s", "w", "b"], ["y"], pads=[1, 1, 1, 1])], "g",
-                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64, 8, 8])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-                          [numpy_helper.from_array(np.zeros((1, 64, 1, 1), np.float32), "beta"), numpy_helper.from_array(np.float32(1.0), "one"),
-                           numpy_helper.from_array(np.float32(-1.0), "minus"), numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.zeros(64, np.float32), "b")])
+    g = helper.make_graph(
+        [
+            helper.make_node("GreaterOrEqual", ["x", "beta"], ["ge"]),
+            helper.make_node("Where", ["ge", "one", "minus"], ["s"]),
+            helper.make_node("Conv", ["s", "w", "b"], ["y"], pads=[1, 1, 1, 1]),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [
+            numpy_helper.from_array(np.zeros((1, 64, 1, 1), np.float32), "beta"),
+            numpy_helper.from_array(np.float32(1.0), "one"),
+            numpy_helper.from_array(np.float32(-1.0), "minus"),
+            numpy_helper.from_array(w, "w"),
+            numpy_helper.from_array(np.zeros(64, np.float32), "b"),
+        ],
+    )
     std = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     packed, _ = pack(std)
     path = Path(tempfile.mkdtemp()) / "p.onnx"
@@ -121,8 +146,10 @@ def route(work: Path) -> None:  # noqa: ARG001
         return float(np.median(ts)) * 1e6
 
     via_ort, kernel = t(lambda: sess.run(None, {"x": x})), t(lambda: layer(x))
-    print(f"- through ONNX Runtime + onnxruntime-extensions' Python op: {via_ort:.1f} us per call; the kernel called directly "
-          f"(sign, pack, conv): {kernel:.1f} us; the route adds {via_ort - kernel:.1f} us per binary layer")
+    print(
+        f"- through ONNX Runtime + onnxruntime-extensions' Python op: {via_ort:.1f} us per call; the kernel called directly "
+        f"(sign, pack, conv): {kernel:.1f} us; the route adds {via_ort - kernel:.1f} us per binary layer"
+    )
 
 
 def mst(work: Path) -> None:
@@ -138,7 +165,9 @@ def mst(work: Path) -> None:
     from edgesmith.zoo import pretrained_digits_cnn
 
     print("\n### MST-compression on the digits CNN's trained binary convs (300 recovery steps each)\n")
-    print("| regulariser λ | top-1 | layer | bit ops direct -> tree (fewer) | word ops direct -> tree (fewer) | direct AVX-512 | direct portable | tree, POPCNT | tree, portable |")
+    print(
+        "| regulariser λ | top-1 | layer | bit ops direct -> tree (fewer) | word ops direct -> tree (fewer) | direct AVX-512 | direct portable | tree, POPCNT | tree, portable |"
+    )
     print("|---|---|---|---|---|---|---|---|---|", flush=True)
     spec = (InputSpec(name="input", shape=["batch", 1, 8, 8], dtype="float32"),)
     data = load_dataset("digits", spec, role="calibration", split="train")
@@ -157,10 +186,12 @@ def mst(work: Path) -> None:
             tree = build_tree(rows)
             ops = op_counts(rows, tree)
             x = np.random.default_rng(0).standard_normal((64, w.shape[1], 8 if w.shape[1] == 32 else 4, 8 if w.shape[1] == 32 else 4)).astype(np.float32)
-            layers = {"direct avx512": B.BinaryConv2d(np.sign(w) + (w == 0), padding=(1, 1), threads=2, impl="avx512"),
-                      "direct portable": B.BinaryConv2d(np.sign(w) + (w == 0), padding=(1, 1), threads=2, impl="portable"),
-                      "tree popcnt": B.TreeConv2d(np.sign(w) + (w == 0), tree.parent, tree.order, padding=(1, 1), threads=2, impl="auto"),
-                      "tree portable": B.TreeConv2d(np.sign(w) + (w == 0), tree.parent, tree.order, padding=(1, 1), threads=2, impl="portable")}
+            layers = {
+                "direct avx512": B.BinaryConv2d(np.sign(w) + (w == 0), padding=(1, 1), threads=2, impl="avx512"),
+                "direct portable": B.BinaryConv2d(np.sign(w) + (w == 0), padding=(1, 1), threads=2, impl="portable"),
+                "tree popcnt": B.TreeConv2d(np.sign(w) + (w == 0), tree.parent, tree.order, padding=(1, 1), threads=2, impl="auto"),
+                "tree portable": B.TreeConv2d(np.sign(w) + (w == 0), tree.parent, tree.order, padding=(1, 1), threads=2, impl="portable"),
+            }
             times = {k: [] for k in layers}
             for _ in range(10):
                 for k, f in layers.items():
@@ -170,9 +201,12 @@ def mst(work: Path) -> None:
                         f(x)
                         times[k].append(time.perf_counter() - t0)
             med = {k: float(np.median(v)) * 1e3 for k, v in times.items()}
-            print(f"| {lam:g} | {top1:.2f} | {name} ({w.shape[1]}->{w.shape[0]}) | {ops['direct_bits']:,} -> {ops['tree_bits']:,} "
-                  f"({1 - ops['tree_bits'] / ops['direct_bits']:.0%}) | {ops['direct_words']} -> {ops['tree_words']} ({1 - ops['tree_words'] / ops['direct_words']:.0%}) | "
-                  f"{med['direct avx512']:.3f} ms | {med['direct portable']:.3f} ms | {med['tree popcnt']:.3f} ms | {med['tree portable']:.3f} ms |", flush=True)
+            print(
+                f"| {lam:g} | {top1:.2f} | {name} ({w.shape[1]}->{w.shape[0]}) | {ops['direct_bits']:,} -> {ops['tree_bits']:,} "
+                f"({1 - ops['tree_bits'] / ops['direct_bits']:.0%}) | {ops['direct_words']} -> {ops['tree_words']} ({1 - ops['tree_words'] / ops['direct_words']:.0%}) | "
+                f"{med['direct avx512']:.3f} ms | {med['direct portable']:.3f} ms | {med['tree popcnt']:.3f} ms | {med['tree portable']:.3f} ms |",
+                flush=True,
+            )
 
 
 def main() -> None:

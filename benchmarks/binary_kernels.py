@@ -16,13 +16,16 @@ import numpy as np
 
 
 def _onnx_conv(c: int, o: int, hw: int, w: np.ndarray):
-    import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    g = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])], "conv",
-                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, hw, hw])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [numpy_helper.from_array(w, "w")])
+    g = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])],
+        "conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, hw, hw])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(w, "w")],
+    )
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     so = ort.SessionOptions()
     so.intra_op_num_threads, so.inter_op_num_threads = 2, 1
@@ -54,8 +57,11 @@ def main() -> None:
                     f(x)
                     times[k].append(time.perf_counter() - t0)
         med = {k: float(np.median(v)) * 1e3 for k, v in times.items()}
-        print(f"| 256->256, 3x3, {hw}x{hw} | {med['ort']:.3f} ms | {med['avx512']:.3f} ms | {med['ort'] / med['avx512']:.1f}x | "
-              f"{med['portable']:.3f} ms | {med['ort'] / med['portable']:.1f}x |", flush=True)
+        print(
+            f"| 256->256, 3x3, {hw}x{hw} | {med['ort']:.3f} ms | {med['avx512']:.3f} ms | {med['ort'] / med['avx512']:.1f}x | "
+            f"{med['portable']:.3f} ms | {med['ort'] / med['portable']:.1f}x |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

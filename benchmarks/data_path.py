@@ -89,12 +89,26 @@ def images(n: int, work: Path) -> dict:
     folder = photos(work / "photos", n)
     spec = [InputSpec(name="input", shape=["batch", 3, 224, 224])]
     rate, count, streamed, reread = read_rate(str(folder), spec, {"preprocess": "imagenet"})
-    recipe = parse_recipe({"model": {"source": "edgesmith.zoo:mobilenet_v2"}, "inputs": [spec[0].model_dump()], "stop_after": "export",
-                           "output_dir": str(work / "mnv2"), "data": {"calibration": None, "evaluation": None}})
+    recipe = parse_recipe(
+        {
+            "model": {"source": "edgesmith.zoo:mobilenet_v2"},
+            "inputs": [spec[0].model_dump()],
+            "stop_after": "export",
+            "output_dir": str(work / "mnv2"),
+            "data": {"calibration": None, "evaluation": None},
+        }
+    )
     pipeline.run(recipe, work)
     model = ort_rate(work / "mnv2" / "model.onnx", {"input": np.random.default_rng(0).standard_normal((32, 3, 224, 224)).astype(np.float32)})
-    return {"images": count, "streamed": streamed, "first_read_images_per_s": round(rate, 1), "reread_images_per_s": round(reread, 1),
-            "model_fp32_images_per_s": round(model, 1), "first_read_over_model": round(rate / model, 2), "reread_over_model": round(reread / model, 2)}
+    return {
+        "images": count,
+        "streamed": streamed,
+        "first_read_images_per_s": round(rate, 1),
+        "reread_images_per_s": round(reread, 1),
+        "model_fp32_images_per_s": round(model, 1),
+        "first_read_over_model": round(rate / model, 2),
+        "reread_over_model": round(reread / model, 2),
+    }
 
 
 def text(minilm: Path, work: Path) -> dict:
@@ -116,8 +130,7 @@ def text(minilm: Path, work: Path) -> dict:
 
     feeds = load_dataset(str(txt), specs, role="evaluation", cfg=DataSource(source="x", max_length=128), tokenizer_dir=minilm).first(32)
     model = ort_rate(work / "minilm" / "model.onnx", feeds)
-    return {"lines": count, "data_tokens_per_s": round(rate * 128), "model_tokens_per_s": round(model * 128),
-            "data_over_model": round(rate / model, 2)}
+    return {"lines": count, "data_tokens_per_s": round(rate * 128), "model_tokens_per_s": round(model * 128), "data_over_model": round(rate / model, 2)}
 
 
 MEM = """

@@ -56,8 +56,11 @@ def bench_qat() -> None:
     print("\n### 4-bit QAT recovery (W4A8), same steps, top-1 on the held-out digits (mean ± sd over 3 seeds)\n")
     print("| model | float | RTN 4-bit, no recovery | QAT, labels only | QAT, distilled (KD) | steps |")
     print("|---|---|---|---|---|---|")
-    for name, factory, size, steps in (("digits CNN", pretrained_digits_cnn, 8, 200), ("digits ResNet", trained_digits_resnet, 32, 150),
-                                       ("digits MobileNet", trained_digits_mobilenet, 32, 150)):
+    for name, factory, size, steps in (
+        ("digits CNN", pretrained_digits_cnn, 8, 200),
+        ("digits ResNet", trained_digits_resnet, 32, 150),
+        ("digits MobileNet", trained_digits_mobilenet, 32, 150),
+    ):
         data = _data("digits" if size == 8 else "digits32", None, size)
         specs = (InputSpec(name="input", shape=["batch", 1, size, size]),)
 
@@ -92,8 +95,14 @@ def bench_topkld() -> None:
             torch.manual_seed(seed)
             s = digits_cnn(width=4)
             t0 = time.time()
-            fit(s, teacher, data, ["input"], RecoverConfig(loss=loss, alpha=alpha, temperature=8.0, k=3, steps=300, lr=3e-3,
-                                                           val_fraction=0.0, patience=None, seed=seed), progress=False)
+            fit(
+                s,
+                teacher,
+                data,
+                ["input"],
+                RecoverConfig(loss=loss, alpha=alpha, temperature=8.0, k=3, steps=300, lr=3e-3, val_fraction=0.0, patience=None, seed=seed),
+                progress=False,
+            )
             secs.append(time.time() - t0)
             accs.append(_top1(s))
         rows[label] = accs
@@ -131,8 +140,14 @@ def bench_bpkd() -> None:
         for seed in range(3):
             torch.manual_seed(seed)
             s = seg_student()
-            fit(s, teacher, train, ["input"], RecoverConfig(loss=loss, alpha=alpha, epochs=15, lr=3e-3, patience=None, seed=seed,
-                                                            temperature=4.0 if loss == "kd" else 1.0), progress=False)
+            fit(
+                s,
+                teacher,
+                train,
+                ["input"],
+                RecoverConfig(loss=loss, alpha=alpha, epochs=15, lr=3e-3, patience=None, seed=seed, temperature=4.0 if loss == "kd" else 1.0),
+                progress=False,
+            )
             vals.append(score(s))
         print(f"| {label} | {_ms(vals)} | {' '.join(f'{v:.1f}' for v in vals)} |", flush=True)
 
@@ -190,12 +205,15 @@ def bench_n2n() -> None:
     print("|---|---|---|---|")
     print(f"| teacher | {found['teacher_arch'].describe()} | {found['params_teacher']:,} | {t_acc:.2f} |")
     print(f"| N2N student | {found['arch'].describe()} | {found['params_student']:,} ({ratio:.1f}x smaller) | {s_acc:.2f} ({s_acc - t_acc:+.2f}) |")
-    print(f"\n{len(found['rollouts'])} students tried; search + final distillation {found['seconds']:.0f} s; "
-          f"mean reward per policy epoch: " + ", ".join(f"{np.mean([r['reward'] for r in found['rollouts'] if r['epoch'] == e]):.3f}"
-                                                         for e in range(1, 7)))
-    print("finalists (distilled 60 epochs; held-out = 15% of the training split): "
-          + "; ".join(f"{f['arch']} {f['params']:,} params {f['val_top1']:.2f}" for f in found["finalists"])
-          + f" — teacher {found['teacher_val_top1']:.2f}")
+    print(
+        f"\n{len(found['rollouts'])} students tried; search + final distillation {found['seconds']:.0f} s; "
+        f"mean reward per policy epoch: " + ", ".join(f"{np.mean([r['reward'] for r in found['rollouts'] if r['epoch'] == e]):.3f}" for e in range(1, 7))
+    )
+    print(
+        "finalists (distilled 60 epochs; held-out = 15% of the training split): "
+        + "; ".join(f"{f['arch']} {f['params']:,} params {f['val_top1']:.2f}" for f in found["finalists"])
+        + f" — teacher {found['teacher_val_top1']:.2f}"
+    )
 
 
 def main() -> None:

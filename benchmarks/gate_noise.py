@@ -34,7 +34,7 @@ TOL = 1.10
 THREADS = 2
 
 
-def _burn(stop: "mp.synchronize.Event", seed: int) -> None:
+def _burn(stop: mp.synchronize.Event, seed: int) -> None:
     rnd = random.Random(seed)
     while not stop.is_set():
         end = time.perf_counter() + rnd.uniform(0.1, 0.8)
@@ -68,8 +68,7 @@ def main() -> None:
     from edgesmith.runtime import Artifact, get_backend
     from edgesmith.runtime.bench import make_feeds
 
-    models = {"digits": ("edgesmith.zoo:pretrained_digits_cnn", "digits", [1, 1, 8, 8]),
-              "mobilenet_v2": ("edgesmith.zoo:mobilenet_v2", None, [1, 3, 224, 224])}
+    models = {"digits": ("edgesmith.zoo:pretrained_digits_cnn", "digits", [1, 1, 8, 8]), "mobilenet_v2": ("edgesmith.zoo:mobilenet_v2", None, [1, 3, 224, 224])}
     work = Path(tempfile.mkdtemp(prefix="gate-noise-"))
     backend, profile = get_backend("onnxruntime"), load_profile("x86-avx512-vnni-ort")
     rows = []
@@ -98,11 +97,23 @@ def main() -> None:
                         res = [gates(base, cand, feeds) for _ in range(args.repeats)]
                         ours = {s: sum(r[0] == s for r in res) for s in ("fail", "inconclusive", "pass")}
                         naive = {s: sum(r[2] == s for r in res) for s in ("fail", "pass")}
-                        row = (name, "loaded" if loaded else "quiet", scen, ours, float(np.median([r[1] for r in res])),
-                               naive, float(np.median([r[3] for r in res])), float(np.min([r[3] for r in res])), float(np.max([r[3] for r in res])))
+                        row = (
+                            name,
+                            "loaded" if loaded else "quiet",
+                            scen,
+                            ours,
+                            float(np.median([r[1] for r in res])),
+                            naive,
+                            float(np.median([r[3] for r in res])),
+                            float(np.min([r[3] for r in res])),
+                            float(np.max([r[3] for r in res])),
+                        )
                         rows.append(row)
-                        print(f"{name:13s} {row[1]:6s} {scen:14s} edgesmith {ours} (median ratio {row[4]:.3f})  "
-                              f"hand-written {naive} (ratio median {row[6]:.3f}, range {row[7]:.3f}-{row[8]:.3f})", flush=True)
+                        print(
+                            f"{name:13s} {row[1]:6s} {scen:14s} edgesmith {ours} (median ratio {row[4]:.3f})  "
+                            f"hand-written {naive} (ratio median {row[6]:.3f}, range {row[7]:.3f}-{row[8]:.3f})",
+                            flush=True,
+                        )
                 finally:
                     stop.set()
                     if burner:
@@ -112,7 +123,9 @@ def main() -> None:
     print("\n| model | machine | scenario | edgesmith fail / inconclusive / pass | hand-written fail / pass | hand-written ratio range |")
     print("|---|---|---|---|---|---|")
     for name, cond, scen, ours, _, naive, _, lo, hi in rows:
-        print(f"| {name} | {cond} | {scen} | {ours['fail']} / {ours['inconclusive']} / {ours['pass']} | {naive['fail']} / {naive['pass']} | {lo:.2f}-{hi:.2f} |")
+        print(
+            f"| {name} | {cond} | {scen} | {ours['fail']} / {ours['inconclusive']} / {ours['pass']} | {naive['fail']} / {naive['pass']} | {lo:.2f}-{hi:.2f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -42,12 +42,17 @@ def edgesmith_build(model: str, work: Path, calib: str, pass_type: str, target: 
     from edgesmith import pipeline
     from edgesmith.recipe import parse_recipe
 
-    recipe = parse_recipe({
-        "name": f"bench-{model}", "model": {"source": model},
-        "data": {"calibration": {"source": calib, "samples": 64, "batch_size": 8}, "evaluation": None},
-        "passes": [{"type": pass_type}], "targets": [target], "stop_after": "compile",
-        "output_dir": str(work),
-    })
+    recipe = parse_recipe(
+        {
+            "name": f"bench-{model}",
+            "model": {"source": model},
+            "data": {"calibration": {"source": calib, "samples": 64, "batch_size": 8}, "evaluation": None},
+            "passes": [{"type": pass_type}],
+            "targets": [target],
+            "stop_after": "compile",
+            "output_dir": str(work),
+        }
+    )
     pipeline.run(recipe, work)
     suffix = ".openvino.xml" if target.endswith("-ov") else ".onnxruntime.onnx"
     return work / "model.onnx", work / target / f"model{suffix}"
@@ -114,9 +119,14 @@ def main() -> None:
 
         ov_fp32 = get_backend("openvino").compile(fp32, work / f"{key}-ov" / "fp32.xml", load_profile("x86-avx512-vnni-ov")).path
         default = ort_default_static(fp32, work / f"{key}-ort" / "ort_default_static.onnx", calib_batches(model, calib))
-        sessions = {"ORT FP32": ort_session(fp32), "ORT quantize_static defaults": ort_session(default),
-                    "edgesmith INT8 (ORT)": ort_session(ours_ort), "OV FP32": ov_session(ov_fp32),
-                    "edgesmith INT8 ptq_int8 (OV)": ov_session(ours_ov), "edgesmith INT8 nncf_ptq (OV)": ov_session(ours_nncf)}
+        sessions = {
+            "ORT FP32": ort_session(fp32),
+            "ORT quantize_static defaults": ort_session(default),
+            "edgesmith INT8 (ORT)": ort_session(ours_ort),
+            "OV FP32": ov_session(ov_fp32),
+            "edgesmith INT8 ptq_int8 (OV)": ov_session(ours_ov),
+            "edgesmith INT8 nncf_ptq (OV)": ov_session(ours_nncf),
+        }
         for batch in (1, 8):
             if key == "digits":
                 from edgesmith.data.digits import load_digits_split

@@ -31,12 +31,21 @@ def build_irs(work: Path) -> dict[str, tuple[Path, list[int]]]:
 
     np.savez(work / "calib.npz", input=np.random.default_rng(0).standard_normal((32, 3, 224, 224)).astype(np.float32))
     irs = {}
-    for key, model, calib, shape in [("resnet18", "edgesmith.zoo:resnet18", str(work / "calib.npz"), [1, 3, 224, 224]),
-                                     ("digits", "edgesmith.zoo:pretrained_digits_cnn", "digits", [1, 1, 8, 8])]:
+    for key, model, calib, shape in [
+        ("resnet18", "edgesmith.zoo:resnet18", str(work / "calib.npz"), [1, 3, 224, 224]),
+        ("digits", "edgesmith.zoo:pretrained_digits_cnn", "digits", [1, 1, 8, 8]),
+    ]:
         out = work / key
-        recipe = parse_recipe({"model": {"source": model}, "data": {"calibration": {"source": calib, "samples": 32}, "evaluation": None},
-                               "passes": [{"type": "ptq_int8"}], "targets": ["x86-avx512-vnni-ov"], "stop_after": "compile",
-                               "output_dir": str(out)})
+        recipe = parse_recipe(
+            {
+                "model": {"source": model},
+                "data": {"calibration": {"source": calib, "samples": 32}, "evaluation": None},
+                "passes": [{"type": "ptq_int8"}],
+                "targets": ["x86-avx512-vnni-ov"],
+                "stop_after": "compile",
+                "output_dir": str(out),
+            }
+        )
         pipeline.run(recipe, work)
         fp32 = get_backend("openvino").compile(out / "model.onnx", out / "fp32.xml", load_profile("x86-avx512-vnni-ov"))
         irs[f"{key} FP32"] = (fp32.path, shape)
@@ -48,8 +57,23 @@ def benchmark_app_median(xml: Path, shape: list[int], seconds: float) -> float:
     exe = shutil.which("benchmark_app") or str(Path(sys.executable).with_name("benchmark_app"))
     # NOTE: benchmark_app refuses -nthreads with a hint; on this 2-core machine the latency hint uses
     # both cores, i.e. the same configuration as edgesmith's latency hint with 2 threads.
-    cmd = [exe, "-m", str(xml), "-d", "CPU", "-hint", "latency", "-api", "sync",
-           "-t", str(int(seconds)), "-shape", str(shape).replace(" ", ""), "-infer_precision", "f32"]
+    cmd = [
+        exe,
+        "-m",
+        str(xml),
+        "-d",
+        "CPU",
+        "-hint",
+        "latency",
+        "-api",
+        "sync",
+        "-t",
+        str(int(seconds)),
+        "-shape",
+        str(shape).replace(" ", ""),
+        "-infer_precision",
+        "f32",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
     found = re.search(r"Median:\s+([\d.]+) (ms|us)", proc.stdout + proc.stderr)
     if found is None:
@@ -59,8 +83,9 @@ def benchmark_app_median(xml: Path, shape: list[int], seconds: float) -> float:
 
 def edgesmith_median(xml: Path, seconds: float) -> float:
     exe = shutil.which("edgesmith") or str(Path(sys.executable).with_name("edgesmith"))
-    out = subprocess.run([exe, "bench", str(xml), "--threads", "2", "--batch", "1", "--duration", str(seconds), "--json"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [exe, "bench", str(xml), "--threads", "2", "--batch", "1", "--duration", str(seconds), "--json"], capture_output=True, text=True, check=True
+    ).stdout
     return json.loads(out)[0]["p50_ms"]
 
 
@@ -73,8 +98,10 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="edgesmith-ovfid-"))
     irs = build_irs(work)
-    print(f"# benchmark_app vs edgesmith bench: openvino {ov.__version__}, batch 1, 2 threads, "
-          f"{args.repeats} alternating repeats x {args.seconds:g} s each", file=sys.stderr)
+    print(
+        f"# benchmark_app vs edgesmith bench: openvino {ov.__version__}, batch 1, 2 threads, {args.repeats} alternating repeats x {args.seconds:g} s each",
+        file=sys.stderr,
+    )
     print("| model | benchmark_app median ms | edgesmith bench p50 ms | edgesmith / benchmark_app |")
     print("|---|---|---|---|")
     for name, (xml, shape) in irs.items():

@@ -58,19 +58,18 @@ def _defaults(source: str) -> tuple[dict, str]:
 def bench_model(label: str, source: str, work: Path) -> list[dict]:
     from edgesmith import pipeline
     from edgesmith.compress.quantize.onnx_common import DatasetReader, onnx_input_names
+    from edgesmith.evaluate import run_dataset, task_metrics
+    from edgesmith.metrics import fidelity
     from edgesmith.model_io import onnx_input_specs
     from edgesmith.optimize import optimize
     from edgesmith.profiles import load_profile
     from edgesmith.recipe import InputSpec, parse_recipe
     from edgesmith.runtime import Artifact, backend_for_artifact, get_backend
-    from edgesmith.runtime.bench import run_worker, make_feeds
+    from edgesmith.runtime.bench import make_feeds, run_worker
     from edgesmith.runtime.compare import bootstrap_ratio
-    from edgesmith.evaluate import run_dataset, task_metrics
-    from edgesmith.metrics import fidelity
 
     data, metric = _defaults(source)
-    recipe = parse_recipe({"name": "bench", "model": {"source": source}, "data": data, "metric": metric,
-                           "targets": ["x86-avx512-vnni-ort"]}, "bench")
+    recipe = parse_recipe({"name": "bench", "model": {"source": source}, "data": data, "metric": metric, "targets": ["x86-avx512-vnni-ort"]}, "bench")
     t0 = time.time()
     res = optimize(recipe, Path.cwd(), out_dir=work / "optimize", reporter=_Log())
     search_s = time.time() - t0
@@ -115,7 +114,7 @@ def bench_model(label: str, source: str, work: Path) -> list[dict]:
         import nncf
         import onnx
 
-        samples = [{n: b.inputs[n][i:i + 1] for n in names} for b in calib.batches for i in range(b.size)]
+        samples = [{n: b.inputs[n][i : i + 1] for n in names} for b in calib.batches for i in range(b.size)]
         q = nncf.quantize(onnx.load(str(float_path)), nncf.Dataset(samples))
         onnx.save(q, str(work / "nncf.onnx"))
         return work / "nncf.onnx"
@@ -124,8 +123,14 @@ def bench_model(label: str, source: str, work: Path) -> list[dict]:
         from onnxruntime.quantization import QuantType, quantize_static
 
         out = work / "ort_static_u8s8.onnx"
-        quantize_static(str(float_path), str(out), DatasetReader(calib, names, calib.num_samples), per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        quantize_static(
+            str(float_path),
+            str(out),
+            DatasetReader(calib, names, calib.num_samples),
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+        )
         return out
 
     def ort_dynamic_matmul():
@@ -141,7 +146,7 @@ def bench_model(label: str, source: str, work: Path) -> list[dict]:
         import nncf
         import onnx
 
-        samples = [{n: b.inputs[n][i:i + 1] for n in names} for b in calib.batches for i in range(b.size)]
+        samples = [{n: b.inputs[n][i : i + 1] for n in names} for b in calib.batches for i in range(b.size)]
         q = nncf.quantize(onnx.load(str(float_path)), nncf.Dataset(samples), model_type=nncf.ModelType.TRANSFORMER)
         onnx.save(q, str(work / "nncf_transformer.onnx"))
         return work / "nncf_transformer.onnx"
@@ -163,9 +168,15 @@ def bench_model(label: str, source: str, work: Path) -> list[dict]:
 
     bundle = next(iter(json.loads(m)["targets"].values()))["bundle"]
     art_path = work / "optimize" / bundle["artifact"]
-    win = {"model": label, "method": f"edgesmith optimize -> {res.winner.plan.name}", "runtime": backend_for_artifact(art_path),
-           "artifact": Artifact(art_path, backend_for_artifact(art_path), bundle["artifact_options"]), "search_s": search_s,
-           "claim": (res.winner.speedup, res.winner.low, res.winner.high), "busy": res.claims_withheld}
+    win = {
+        "model": label,
+        "method": f"edgesmith optimize -> {res.winner.plan.name}",
+        "runtime": backend_for_artifact(art_path),
+        "artifact": Artifact(art_path, backend_for_artifact(art_path), bundle["artifact_options"]),
+        "search_s": search_s,
+        "claim": (res.winner.speedup, res.winner.low, res.winner.high),
+        "busy": res.claims_withheld,
+    }
     out = run_dataset(get_backend(win["runtime"]).load(win["artifact"], 2), evaluation)
     win.update(fidelity(ref, out))
     win.update(task_metrics(out, evaluation.labels(), metric) if metric == "top1" else {})
@@ -175,7 +186,7 @@ def bench_model(label: str, source: str, work: Path) -> list[dict]:
     rounds, per_round = 12, 10
     feeds = make_feeds(specs, 1, evaluation.first(1))
     results = run_worker([r["artifact"] for r in timed], feeds, 2, 10, rounds * per_round, None, rounds, raw=True)
-    split = lambda t: [t[i * per_round:(i + 1) * per_round] for i in range(rounds)]  # noqa: E731
+    split = lambda t: [t[i * per_round : (i + 1) * per_round] for i in range(rounds)]  # noqa: E731
     fp32 = {r["runtime"]: res_ for r, res_ in zip(timed, results) if r["method"] == "FP32"}
     for r, res_ in zip(timed, results):
         r["p50_ms"] = res_["p50_ms"]
@@ -194,8 +205,10 @@ def main() -> None:
 
     torch.set_num_threads(2)
     wanted = sys.argv[1:]
-    print("| model | method | runtime | top-1 | R² (worst output) | decisions kept | speed-up over FP32, same runtime (95% CI) "
-          "| vs ORT FP32 | p50 ms | optimize's claim vs ORT FP32 -> plain timing |")
+    print(
+        "| model | method | runtime | top-1 | R² (worst output) | decisions kept | speed-up over FP32, same runtime (95% CI) "
+        "| vs ORT FP32 | p50 ms | optimize's claim vs ORT FP32 -> plain timing |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         for i, (label, source) in enumerate(MODELS.items()):
@@ -220,8 +233,10 @@ def _row(r: dict) -> str:
         else:
             ok = "inside" if low <= r["plain"] <= high else "OUTSIDE"
             check = f"{sp:.2f}x ({low:.2f}-{high:.2f}) -> plain {r['plain']:.2f}x, {ok}"
-    return (f"| {r['model']} | {r['method']}{extra} | {r['runtime']} | {top1} | {r['output_fidelity']:.4f} | {agree} | "
-            f"{r['speedup']:.2f}x ({r['low']:.2f}-{r['high']:.2f}) | {r['vs_ort_fp32']:.2f}x | {r['p50_ms']:.3f} | {check} |")
+    return (
+        f"| {r['model']} | {r['method']}{extra} | {r['runtime']} | {top1} | {r['output_fidelity']:.4f} | {agree} | "
+        f"{r['speedup']:.2f}x ({r['low']:.2f}-{r['high']:.2f}) | {r['vs_ort_fp32']:.2f}x | {r['p50_ms']:.3f} | {check} |"
+    )
 
 
 if __name__ == "__main__":

@@ -38,8 +38,7 @@ def _main() -> None:
     else:
         import openvino as ov
 
-        c = ov.Core().compile_model(path, "CPU", {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": THREADS,
-                                                   "INFERENCE_PRECISION_HINT": "f32"})
+        c = ov.Core().compile_model(path, "CPU", {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": THREADS, "INFERENCE_PRECISION_HINT": "f32"})
         call = lambda: c(feeds)  # noqa: E731
     deadline = time.perf_counter() + 0.5
     while time.perf_counter() < deadline:  # warm-up: half a second
@@ -56,8 +55,9 @@ def _main() -> None:
 
 
 def plain_median_s(model: Path, feeds_npz: Path, iterations: int = 2000) -> float:
-    out = subprocess.run([sys.executable, str(Path(__file__).resolve()), str(model), str(feeds_npz), str(iterations)],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), str(model), str(feeds_npz), str(iterations)], capture_output=True, text=True, check=True
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

@@ -36,8 +36,13 @@ def _run(work: Path, name: str, source: str, passes: list, data: dict | None, ta
     from edgesmith import pipeline
     from edgesmith.recipe import parse_recipe
 
-    spec = {"name": name, "model": {"source": source}, "passes": passes, "output_dir": str(work / name),
-            "targets": [{"profile": t, "budgets": [{"metric": "speedup_vs_fp32", "goal": "min", "value": 0.0, "batch": 1}]} for t in targets]}
+    spec = {
+        "name": name,
+        "model": {"source": source},
+        "passes": passes,
+        "output_dir": str(work / name),
+        "targets": [{"profile": t, "budgets": [{"metric": "speedup_vs_fp32", "goal": "min", "value": 0.0, "batch": 1}]} for t in targets],
+    }
     if data is None:  # the zoo factory's own data (seeded random images or tokens for the speed models)
         from edgesmith.model_io import import_object
 
@@ -68,12 +73,16 @@ def _speed(t: dict) -> str:
 
 def channels(work: Path) -> None:
     print("\n### 50% channel pruning: latency against the dense model, accuracy without and with recovery\n")
-    print("| model | top-1 dense | top-1 pruned | top-1 pruned + recovery | MACs dense -> pruned | ORT speed-up (95% CI) | OpenVINO speed-up (95% CI) | recovery |")
+    print(
+        "| model | top-1 dense | top-1 pruned | top-1 pruned + recovery | MACs dense -> pruned | ORT speed-up (95% CI) | OpenVINO speed-up (95% CI) | recovery |"
+    )
     print("|---|---|---|---|---|---|---|---|", flush=True)
-    for label, src, data in (("digits ResNet (trained)", "edgesmith.zoo:trained_digits_resnet", DIGITS32),
-                             ("digits MobileNetV2 (trained)", "edgesmith.zoo:trained_digits_mobilenet", DIGITS32),
-                             ("resnet18 224x224 (random weights)", "edgesmith.zoo:resnet18", None),
-                             ("mobilenet_v2 224x224 (random weights)", "edgesmith.zoo:mobilenet_v2", None)):
+    for label, src, data in (
+        ("digits ResNet (trained)", "edgesmith.zoo:trained_digits_resnet", DIGITS32),
+        ("digits MobileNetV2 (trained)", "edgesmith.zoo:trained_digits_mobilenet", DIGITS32),
+        ("resnet18 224x224 (random weights)", "edgesmith.zoo:resnet18", None),
+        ("mobilenet_v2 224x224 (random weights)", "edgesmith.zoo:mobilenet_v2", None),
+    ):
         trained = data is not None
         plain = _run(work, "chan-" + src.split(":")[1], src, [{"type": "prune_channels", "ratio": 0.5}], data)
         d = _t(plain, TARGETS[0])["details"]["prune_channels"]
@@ -82,8 +91,9 @@ def channels(work: Path) -> None:
         ref = f"{_t(plain, TARGETS[0])['reference_metrics']['top1']:.2f}" if trained else "—"
         rec, how = "—", "—"
         if trained:
-            recovered = _run(work, "chanrec-" + src.split(":")[1], src, [{"type": "prune_channels", "ratio": 0.5, "recover": RECOVER}], data,
-                             targets=TARGETS[:1])
+            recovered = _run(
+                work, "chanrec-" + src.split(":")[1], src, [{"type": "prune_channels", "ratio": 0.5, "recover": RECOVER}], data, targets=TARGETS[:1]
+            )
             rec = top(recovered)
             how = _t(recovered, TARGETS[0])["details"]["prune_channels"]["recovery"]
         print(f"| {label} | {ref} | {top(plain)} | {rec} | {macs} | {_speed(_t(plain, TARGETS[0]))} | {_speed(_t(plain, TARGETS[1]))} | {how} |", flush=True)
@@ -94,14 +104,19 @@ def sparse(work: Path) -> None:
     print("| setting | top-1 | float top-1 | raw ONNX ratio | deflated download ratio | ORT speed-up | note |")
     print("|---|---|---|---|---|---|---|", flush=True)
     src = "edgesmith.zoo:trained_digits_resnet"
-    for label, p in (("one-shot, no recovery", {"type": "prune_magnitude", "sparsity": 0.8}),
-                     ("gradual (cubic) + recovery", {"type": "prune_magnitude", "sparsity": 0.8, "schedule": "gradual", "recover": RECOVER}),
-                     ("TEDDY prune_l0 + recovery", {"type": "prune_l0", "sparsity": 0.8, "recover": {**RECOVER, "alpha": 0.1 / 1.1, "temperature": 1.0}})):
+    for label, p in (
+        ("one-shot, no recovery", {"type": "prune_magnitude", "sparsity": 0.8}),
+        ("gradual (cubic) + recovery", {"type": "prune_magnitude", "sparsity": 0.8, "schedule": "gradual", "recover": RECOVER}),
+        ("TEDDY prune_l0 + recovery", {"type": "prune_l0", "sparsity": 0.8, "recover": {**RECOVER, "alpha": 0.1 / 1.1, "temperature": 1.0}}),
+    ):
         m = _run(work, "sparse-" + p["type"] + ("-g" if "schedule" in p else ""), src, [p], DIGITS32, targets=TARGETS[:1])
         t = _t(m, TARGETS[0])
         s = t["size"]
-        print(f"| {label} ({p['type']}) | {t['metrics']['top1']:.2f} | {t['reference_metrics']['top1']:.2f} | {s['ratio']:.2f}x | "
-              f"{s.get('deflate_ratio', float('nan')):.2f}x | {_speed(t)} | dense runtime: no speed expected |", flush=True)
+        print(
+            f"| {label} ({p['type']}) | {t['metrics']['top1']:.2f} | {t['reference_metrics']['top1']:.2f} | {s['ratio']:.2f}x | "
+            f"{s.get('deflate_ratio', float('nan')):.2f}x | {_speed(t)} | dense runtime: no speed expected |",
+            flush=True,
+        )
 
 
 def subnetwork(work: Path) -> None:
@@ -111,12 +126,21 @@ def subnetwork(work: Path) -> None:
     print("| setting | top-1 mean ± sd | per seed |")
     print("|---|---|---|", flush=True)
     dense = _run(work, "sub-dense", "edgesmith.zoo:pretrained_digits_cnn", [], DIGITS8, targets=TARGETS[:1])
-    for label, opts in (("without recycling", {"recycle": False}), ("with recycling (every 2 epochs, top 10%)", {"recycle": True}),
-                        ("Biprop (binary weights) with recycling", {"recycle": True, "method": "biprop"})):
+    for label, opts in (
+        ("without recycling", {"recycle": False}),
+        ("with recycling (every 2 epochs, top 10%)", {"recycle": True}),
+        ("Biprop (binary weights) with recycling", {"recycle": True, "method": "biprop"}),
+    ):
         accs = []
         for seed in range(3):
-            m = _run(work, f"sub-{seed}-{len(accs)}-{opts.get('method', 'ep')}-{opts['recycle']}", "edgesmith.zoo:digits_cnn",
-                     [{"type": "subnetwork", "keep": 0.5, "epochs": 10, "seed": seed, **opts}], DIGITS8, targets=TARGETS[:1])
+            m = _run(
+                work,
+                f"sub-{seed}-{len(accs)}-{opts.get('method', 'ep')}-{opts['recycle']}",
+                "edgesmith.zoo:digits_cnn",
+                [{"type": "subnetwork", "keep": 0.5, "epochs": 10, "seed": seed, **opts}],
+                DIGITS8,
+                targets=TARGETS[:1],
+            )
             accs.append(_t(m, TARGETS[0])["metrics"]["top1"])
         print(f"| {label} | {np.mean(accs):.2f} ± {np.std(accs, ddof=1):.2f} | {', '.join(f'{a:.2f}' for a in accs)} |", flush=True)
     print(f"| trained dense CNN (reference) | {_t(dense, TARGETS[0])['metrics']['top1']:.2f} | |", flush=True)
@@ -131,9 +155,11 @@ def int8(work: Path) -> None:
     print("\n### 50% channels + INT8 against dense INT8, same runtime (batch 1, interleaved in one child)\n")
     print("| model | runtime | top-1 dense INT8 | top-1 pruned INT8 (recovered) | pruned INT8 speed over dense INT8 (95% CI) | machine |")
     print("|---|---|---|---|---|---|", flush=True)
-    for label, src, data in (("digits ResNet (trained)", "edgesmith.zoo:trained_digits_resnet", DIGITS32),
-                             ("digits MobileNetV2 (trained)", "edgesmith.zoo:trained_digits_mobilenet", DIGITS32),
-                             ("resnet18 224x224 (random weights, speed only)", "edgesmith.zoo:resnet18", None)):
+    for label, src, data in (
+        ("digits ResNet (trained)", "edgesmith.zoo:trained_digits_resnet", DIGITS32),
+        ("digits MobileNetV2 (trained)", "edgesmith.zoo:trained_digits_mobilenet", DIGITS32),
+        ("resnet18 224x224 (random weights, speed only)", "edgesmith.zoo:resnet18", None),
+    ):
         prune = {"type": "prune_channels", "ratio": 0.5, **({"recover": RECOVER} if data is not None else {})}
         dense = _run(work, "i8-dense-" + src.split(":")[1], src, [{"type": "auto_int8"}], data)
         pruned = _run(work, "i8-pruned-" + src.split(":")[1], src, [prune, {"type": "auto_int8"}], data)
@@ -145,12 +171,11 @@ def int8(work: Path) -> None:
                 arts.append(Artifact(m["_dir"] / b["artifact"], _t(m, target)["profile"]["backend"], b["artifact_options"]))
             feeds = make_feeds([InputSpec(name="input", shape=["batch", 3 if size == 224 else 1, size, size])], 1)
             a, b = run_worker(arts, feeds, 2, 10, 240, None, 24, raw=True)
-            split = lambda t: [t[i * 10:(i + 1) * 10] for i in range(24)]  # noqa: E731
+            split = lambda t: [t[i * 10 : (i + 1) * 10] for i in range(24)]  # noqa: E731
             ratio, low, high = bootstrap_ratio(split(b["times_ms"]), split(a["times_ms"]))
             machine = "BUSY" if a["machine"]["busy"] else "quiet"
             top = lambda m: f"{_t(m, target)['metrics']['top1']:.2f}" if data is not None else "—"  # noqa: E731
-            print(f"| {label} | {target} | {top(dense)} | {top(pruned)} | "
-                  f"{ratio:.2f}x ({low:.2f}-{high:.2f}) | {machine} |", flush=True)
+            print(f"| {label} | {target} | {top(dense)} | {top(pruned)} | {ratio:.2f}x ({low:.2f}-{high:.2f}) | {machine} |", flush=True)
 
 
 def ovsparse(work: Path) -> None:
@@ -160,15 +185,23 @@ def ovsparse(work: Path) -> None:
     from edgesmith.runtime.bench import time_interleaved
 
     print("\n### OpenVINO's sparse-weight decompression on an 80%-sparse INT8 transformer (bert_mini, batch 1)\n")
-    m = _run(work, "ovsparse", "edgesmith.zoo:bert_mini", [{"type": "prune_magnitude", "sparsity": 0.8}, {"type": "nncf_ptq", "model_type": "transformer"}],
-             None, targets=TARGETS[1:])
+    m = _run(
+        work,
+        "ovsparse",
+        "edgesmith.zoo:bert_mini",
+        [{"type": "prune_magnitude", "sparsity": 0.8}, {"type": "nncf_ptq", "model_type": "transformer"}],
+        None,
+        targets=TARGETS[1:],
+    )
     xml = m["_dir"] / _t(m, TARGETS[1])["bundle"]["artifact"]
     core = ov.Core()
     props = core.get_property("CPU", "SUPPORTED_PROPERTIES")
     print(f"- CPU plugin properties list CPU_SPARSE_WEIGHTS_DECOMPRESSION_RATE: {'CPU_SPARSE_WEIGHTS_DECOMPRESSION_RATE' in props}")
     model = core.read_model(str(xml))
-    feeds = {p.get_any_name(): np.ones([1 if d.is_dynamic else d.get_length() for d in p.get_partial_shape()], dtype=p.get_element_type().to_dtype())
-             for p in model.inputs}
+    feeds = {
+        p.get_any_name(): np.ones([1 if d.is_dynamic else d.get_length() for d in p.get_partial_shape()], dtype=p.get_element_type().to_dtype())
+        for p in model.inputs
+    }
 
     class S:
         def __init__(self, config):

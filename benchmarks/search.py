@@ -37,22 +37,33 @@ class Quiet:
 def throughput(work: Path, target: str = "x86-avx512-vnni-ort") -> None:
     from edgesmith.search import Settings, search
 
-    data = {"name": "bench-search", "model": {"source": "edgesmith.zoo:trained_digits_resnet"}, "data": DIGITS32,
-            "passes": [{"type": "prune_channels", "enabled": {"search": [True, False]}, "ratio": {"search": [0.3, 0.5]}, "recover": {"epochs": 2}},
-                       {"type": "ptq_int8", "enabled": {"search": [True, False]}, "calibration": {"search": ["minmax", "entropy"]}}],
-            "targets": [target]}
+    data = {
+        "name": "bench-search",
+        "model": {"source": "edgesmith.zoo:trained_digits_resnet"},
+        "data": DIGITS32,
+        "passes": [
+            {"type": "prune_channels", "enabled": {"search": [True, False]}, "ratio": {"search": [0.3, 0.5]}, "recover": {"epochs": 2}},
+            {"type": "ptq_int8", "enabled": {"search": [True, False]}, "calibration": {"search": ["minmax", "entropy"]}},
+        ],
+        "targets": [target],
+    }
     print(f"\n### Throughput on {target}: the same 9-trial grid with 1 and 2 workers (fresh cache each), then again with the warm cache\n")
     print("| run | workers | trials | wall s | builds s | timing s | trials/hour | cache hits / lookups | best |")
     print("|---|---|---|---|---|---|---|---|---|", flush=True)
     rates = {}
     for label, workers, cache in (("1 worker", 1, work / "c1"), ("2 workers", 2, work / "c2"), ("2 workers, warm cache", 2, work / "c2")):
-        res = search(data, work, work / label.replace(" ", "-").replace(",", ""), settings=Settings(workers=workers, cache_dir=cache, run_best=False), reporter=Quiet())
+        res = search(
+            data, work, work / label.replace(" ", "-").replace(",", ""), settings=Settings(workers=workers, cache_dir=cache, run_best=False), reporter=Quiet()
+        )
         i = res.info
         rates[label] = i["trials_per_hour"]
         c = i["cache"]
-        print(f"| {label} | {workers} | {i['new_trials']} | {i['seconds']:.0f} | {i['build_seconds']:.0f} | {i['timing_seconds']:.0f} | "
-              f"{i['trials_per_hour']:.0f} | {c['hits']}/{c['hits'] + c['misses']} ({100 * c['hit_rate']:.0f}%) | "
-              + (f"#{res.best.number} {res.best.label} ({res.best.speedup:.2f}x FP32) |" if res.best else "none |"), flush=True)
+        print(
+            f"| {label} | {workers} | {i['new_trials']} | {i['seconds']:.0f} | {i['build_seconds']:.0f} | {i['timing_seconds']:.0f} | "
+            f"{i['trials_per_hour']:.0f} | {c['hits']}/{c['hits'] + c['misses']} ({100 * c['hit_rate']:.0f}%) | "
+            + (f"#{res.best.number} {res.best.label} ({res.best.speedup:.2f}x FP32) |" if res.best else "none |"),
+            flush=True,
+        )
     print(f"\n2 workers / 1 worker: {rates['2 workers'] / rates['1 worker']:.2f}x trials per hour (fresh caches; one run each)")
 
 
@@ -69,8 +80,9 @@ def front(work: Path, models: list[str]) -> None:
     for src in models:
         out = work / src.split(":")[1]
         t0 = time.time()
-        proc = subprocess.run([exe, "optimize", src, "--train-budget", "30", "--budget", "top1=1.0", "--same-runtime", "--out", str(out)],
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            [exe, "optimize", src, "--train-budget", "30", "--budget", "top1=1.0", "--same-runtime", "--out", str(out)], capture_output=True, text=True
+        )
         if proc.returncode not in (0, 1):
             print(f"| {src} | optimize failed: {proc.stderr.strip().splitlines()[-1][:200]} |||||||", flush=True)
             continue
@@ -88,17 +100,26 @@ def front(work: Path, models: list[str]) -> None:
         # the preset's "no pass, <the pick's INT8>=on" trial is the post-training pick, rebuilt in the search
         same = next((t for t in s["trials"] if t["label"].startswith("no pass") and t["label"].endswith("=on")), None)
         front_trials = [t for t in s["trials"] if t["on_front"]]
-        timed, _ = race([artifact(t["number"]) for t in front_trials], artifact(same["number"]), _feeds(out), 2, rounds=12, per_round=20) \
-            if same and front_trials else ([], None)
+        timed, _ = (
+            race([artifact(t["number"]) for t in front_trials], artifact(same["number"]), _feeds(out), 2, rounds=12, per_round=20)
+            if same and front_trials
+            else ([], None)
+        )
         for t, tm in zip(front_trials, timed):
             within = ref_top1 is not None and ref_top1 - t["accuracy"] <= 1.0
-            print(f"| {src.split(':')[1]} | {pick['name']}: {pick['metrics'].get('top1', float('nan')):.2f}, {pick['speedup'] or 1:.2f}x | "
-                  f"#{t['number']} {t['label']} | {t['accuracy']:.2f} | {t['size_mb']:.3f} | {t['speedup']:.2f}x | "
-                  f"**{tm['speedup']:.2f}x** ({tm['low']:.2f}-{tm['high']:.2f}){' busy' if tm['busy'] else ''} | {'yes' if within else 'no'} |", flush=True)
+            print(
+                f"| {src.split(':')[1]} | {pick['name']}: {pick['metrics'].get('top1', float('nan')):.2f}, {pick['speedup'] or 1:.2f}x | "
+                f"#{t['number']} {t['label']} | {t['accuracy']:.2f} | {t['size_mb']:.3f} | {t['speedup']:.2f}x | "
+                f"**{tm['speedup']:.2f}x** ({tm['low']:.2f}-{tm['high']:.2f}){' busy' if tm['busy'] else ''} | {'yes' if within else 'no'} |",
+                flush=True,
+            )
         tr = opt.get("training_search") or {}
-        print(f"\n{src}: optimize + training search {time.time() - t0:.0f} s, {len(s['trials'])} trials, cache hit rate "
-              f"{100 * s['cache']['hit_rate']:.0f}%; optimize chose {'the training search' if tr.get('chosen') else 'the post-training pick'}: "
-              f"{tr.get('why', '')[:300]}\n", flush=True)
+        print(
+            f"\n{src}: optimize + training search {time.time() - t0:.0f} s, {len(s['trials'])} trials, cache hit rate "
+            f"{100 * s['cache']['hit_rate']:.0f}%; optimize chose {'the training search' if tr.get('chosen') else 'the post-training pick'}: "
+            f"{tr.get('why', '')[:300]}\n",
+            flush=True,
+        )
         failed = [f"#{t['number']} {t['label']}: {t['error'][:120]}" for t in s["trials"] if t["state"] != "complete"]
         if failed:
             print("failed trials: " + "; ".join(failed) + "\n", flush=True)

@@ -1,4 +1,4 @@
-"""Low-bit weights on the zoo: round-to-nearest vs GPFQ (algorithms.md §1), same grid, same models.
+"""Low-bit weights on the zoo: round-to-nearest vs GPFQ (docs/algorithms.md §1), same grid, same models.
 
     python benchmarks/weight_quant.py              # digits CNN, digits ResNet, digits MobileNetV2; 4 and 3 bits
     python benchmarks/weight_quant.py --bits 4
@@ -37,8 +37,7 @@ def main() -> None:
     from edgesmith.zoo import pretrained_digits_cnn, trained_digits_mobilenet, trained_digits_resnet
 
     torch.set_num_threads(2)
-    models = {"digits_cnn": (pretrained_digits_cnn, 8), "digits_resnet": (trained_digits_resnet, 32),
-              "digits_mobilenet": (trained_digits_mobilenet, 32)}
+    models = {"digits_cnn": (pretrained_digits_cnn, 8), "digits_resnet": (trained_digits_resnet, 32), "digits_mobilenet": (trained_digits_mobilenet, 32)}
     work = Path(tempfile.mkdtemp())
     rows = []
     for name in args.models.split(","):
@@ -60,11 +59,14 @@ def main() -> None:
         print(f"{name}: float top-1 {f_top1:.2f}%, loss {f_loss:.4f}", flush=True)
         for bits in (int(b) for b in args.bits.split(",")):
             res = {}
-            for label, passes in (("rtn", [("rtn", {"bits": bits})]), ("gpfq", [("gpfq", {"bits": bits})]),
-                                  ("gpfq+bias_correction", [("gpfq", {"bits": bits}), ("bias_correction", {})]),
-                                  ("mixed rtn", [("mixed_precision", {"average_bits": bits, "quantizer": "rtn"})]),
-                                  ("mixed gpfq", [("mixed_precision", {"average_bits": bits, "quantizer": "gpfq"})]),
-                                  ("eqnet", [("mixed_precision", {"average_bits": bits, "method": "eqnet"})])):
+            for label, passes in (
+                ("rtn", [("rtn", {"bits": bits})]),
+                ("gpfq", [("gpfq", {"bits": bits})]),
+                ("gpfq+bias_correction", [("gpfq", {"bits": bits}), ("bias_correction", {})]),
+                ("mixed rtn", [("mixed_precision", {"average_bits": bits, "quantizer": "rtn"})]),
+                ("mixed gpfq", [("mixed_precision", {"average_bits": bits, "quantizer": "gpfq"})]),
+                ("eqnet", [("mixed_precision", {"average_bits": bits, "method": "eqnet"})]),
+            ):
                 model, c = copy.deepcopy(base), ctx()
                 t0 = time.perf_counter()
                 for p, opts in passes:
@@ -75,11 +77,15 @@ def main() -> None:
                 print(f"  {bits}-bit {label:22s} top-1 {top1:6.2f}%  loss {loss:.4f} (+{loss - f_loss:.4f})  {took:.1f}s", flush=True)
             ratio = (res["gpfq"][1] - f_loss) / max(res["rtn"][1] - f_loss, 1e-9)
             rows.append((name, bits, f_top1, f_loss, res, ratio))
-    print("\n| model | bits | float top-1 / loss | RTN top-1 / loss | GPFQ top-1 / loss | GPFQ + bias corr. | mixed (avg b bits) RTN | mixed GPFQ | EQ-Net (avg b bits) | GPFQ loss increase / RTN's | GPFQ time | EQ-Net time |")
+    print(
+        "\n| model | bits | float top-1 / loss | RTN top-1 / loss | GPFQ top-1 / loss | GPFQ + bias corr. | mixed (avg b bits) RTN | mixed GPFQ | EQ-Net (avg b bits) | GPFQ loss increase / RTN's | GPFQ time | EQ-Net time |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, bits, ft, fl, res, ratio in rows:
         cell = lambda k, res=res: f"{res[k][0]:.2f} / {res[k][1]:.4f}"  # noqa: E731
-        print(f"| {name} | {bits} | {ft:.2f} / {fl:.4f} | {cell('rtn')} | {cell('gpfq')} | {cell('gpfq+bias_correction')} | {cell('mixed rtn')} | {cell('mixed gpfq')} | {cell('eqnet')} | {ratio:.2f} | {res['gpfq'][2]:.1f} s | {res['eqnet'][2]:.0f} s |")
+        print(
+            f"| {name} | {bits} | {ft:.2f} / {fl:.4f} | {cell('rtn')} | {cell('gpfq')} | {cell('gpfq+bias_correction')} | {cell('mixed rtn')} | {cell('mixed gpfq')} | {cell('eqnet')} | {ratio:.2f} | {res['gpfq'][2]:.1f} s | {res['eqnet'][2]:.0f} s |"
+        )
 
 
 if __name__ == "__main__":

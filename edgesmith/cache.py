@@ -89,9 +89,11 @@ class PassCache:
                 theirs = {"edgesmith": "unreadable"}
             if theirs != mine:
                 self.usable = False
-                self.notes.append(f"cache {self.root} was written by another edgesmith ({theirs.get('edgesmith')} code {theirs.get('code')}; "
-                                  f"this is {mine['edgesmith']} code {mine['code']}): ignored, every pass runs anew "
-                                  "(delete it, or give another --cache folder, to cache again)")
+                self.notes.append(
+                    f"cache {self.root} was written by another edgesmith ({theirs.get('edgesmith')} code {theirs.get('code')}; "
+                    f"this is {mine['edgesmith']} code {mine['code']}): ignored, every pass runs anew "
+                    "(delete it, or give another --cache folder, to cache again)"
+                )
             return
         if self.root.exists() and any(self.root.iterdir()):
             self.usable = False
@@ -182,13 +184,19 @@ def identity(recipe: Any, base_dir: Path, kind: str, specs: list, inputs: dict[s
     from edgesmith.model_io import resolve
     from edgesmith.outputs import sha256
 
-    ident: dict[str, Any] = {"model": recipe.model.model_dump(mode="json"), "files": dict(inputs),
-                             "specs": [s.model_dump(mode="json") for s in specs], "export": recipe.export.model_dump(mode="json"),
-                             "outputs": recipe.outputs, "data": recipe.data.model_dump(mode="json")}
+    ident: dict[str, Any] = {
+        "model": recipe.model.model_dump(mode="json"),
+        "files": dict(inputs),
+        "specs": [s.model_dump(mode="json") for s in specs],
+        "export": recipe.export.model_dump(mode="json"),
+        "outputs": recipe.outputs,
+        "data": recipe.data.model_dump(mode="json"),
+    }
     if kind == "torch":
         with contextlib.suppress(Exception):
-            origin = importlib.util.find_spec(recipe.model.source.split(":")[0]).origin
-            ident["factory_source"] = sha256(Path(origin))
+            spec = importlib.util.find_spec(recipe.model.source.split(":")[0])
+            if spec is not None and spec.origin:
+                ident["factory_source"] = sha256(Path(spec.origin))
     for role in ("calibration", "evaluation"):
         src = getattr(recipe.data, role)
         if src is not None and src.source.endswith(".npz"):
@@ -248,8 +256,9 @@ def _restore_records(records: Any, meta: list[dict], folder: Path) -> None:
             records.add(BatchNormFolded(tuple(m["layers"])))
 
 
-def cached(cache: Any, ident: dict[str, Any], what: str, material: dict[str, Any], dest: Path, compute: Any, ctx: Any = None,
-           extra: dict[str, Any] | None = None) -> Path:
+def cached(
+    cache: Any, ident: dict[str, Any], what: str, material: dict[str, Any], dest: Path, compute: Any, ctx: Any = None, extra: dict[str, Any] | None = None
+) -> Path:
     """``compute()`` (which returns one file), or its earlier result from the cache, restored into ``dest``.
     The notes and details it adds to ``ctx``, the typed records it hands on (stored with safetensors) and
     ``extra`` (records for the manifest) travel with the entry; the records a step receives are part of its
@@ -285,8 +294,7 @@ def cached(cache: Any, ident: dict[str, Any], what: str, material: dict[str, Any
         save_file(state[0], str(tmp / RECORDS_FILE))
         files.append(tmp / RECORDS_FILE)
     new = {k: v for k, v in ctx.details.items() if k not in details or details[k] != v} if ctx is not None else {}
-    meta = {"output": out.name, "notes": ctx.notes[notes:] if ctx is not None else [], "details": new, "extra": extra or {},
-            "records": state[1]}
+    meta = {"output": out.name, "notes": ctx.notes[notes:] if ctx is not None else [], "details": new, "extra": extra or {}, "records": state[1]}
     cache.put(key, files, json.loads(json.dumps(meta, default=str)))
     if len(files) > 1:
         import shutil

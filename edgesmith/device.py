@@ -55,8 +55,9 @@ def _bundle_data(run_dir: Path, manifest: dict) -> tuple[Any, list]:
         labels = npz["labels"] if "labels" in npz.files else None
         batch_size = int(npz["batch_size"]) if "batch_size" in npz.files else 32  # the run's batching: the same outputs bit for bit
     dataset = Dataset("bundle", split_batches(inputs, labels, batch_size))
-    specs = [InputSpec.model_validate(s) for s in manifest["recipe"]["inputs"] or []] or \
-        [InputSpec(name=k, shape=["batch", *v.shape[1:]], dtype=str(v.dtype)) for k, v in inputs.items()]
+    specs = [InputSpec.model_validate(s) for s in manifest["recipe"]["inputs"] or []] or [
+        InputSpec.model_validate({"name": k, "shape": ["batch", *v.shape[1:]], "dtype": str(v.dtype)}) for k, v in inputs.items()
+    ]
     return dataset, specs
 
 
@@ -81,12 +82,21 @@ def _validate_target(run_dir: Path, name: str, t: dict, evaluator: Any, dataset:
     latency: dict[str, dict] = {"compressed": {}, "fp32": {}}
     if bundle.get("float_model"):
         fp32 = backend.compile(inside(run_dir, bundle["float_model"]), Path(_scratch()) / f"fp32{backend.artifact_suffix}", profile, specs)
-        latency = time_against_float(artifact, fp32, specs, profile, dataset.first(max(profile.batch_sizes)), metrics, reference,
-                                     reporter=rep, label=f"[{name}] ")
+        latency = time_against_float(
+            artifact, fp32, specs, profile, dataset.first(max(profile.batch_sizes)), metrics, reference, reporter=rep, label=f"[{name}] "
+        )
     verdicts = judge(profile, metrics, reference, latency)
-    return {"profile": t["profile"], "estimated": profile.estimated, "metrics": metrics, "reference_metrics": reference,
-            "latency": latency, "samples": scored.samples, "verdicts": [v.as_dict() for v in verdicts], "verdict": overall(verdicts),
-            "notes": []}
+    return {
+        "profile": t["profile"],
+        "estimated": profile.estimated,
+        "metrics": metrics,
+        "reference_metrics": reference,
+        "latency": latency,
+        "samples": scored.samples,
+        "verdicts": [v.as_dict() for v in verdicts],
+        "verdict": overall(verdicts),
+        "notes": [],
+    }
 
 
 _SCRATCH: list[str] = []

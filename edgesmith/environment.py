@@ -9,8 +9,7 @@ import sys
 from importlib import metadata
 from typing import Any
 
-VERSIONED = ("edgesmith", "torch", "onnx", "onnxruntime", "onnxscript", "numpy", "scikit-learn", "pydantic", "typer", "openvino", "nncf",
-             "neural-compressor")
+VERSIONED = ("edgesmith", "torch", "onnx", "onnxruntime", "onnxscript", "numpy", "scikit-learn", "pydantic", "typer", "openvino", "nncf", "neural-compressor")
 
 
 def library_versions() -> dict[str, str]:
@@ -27,8 +26,7 @@ def host_info() -> dict[str, Any]:
     with contextlib.suppress(OSError):
         with open("/proc/cpuinfo") as f:
             cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    return {"machine": platform.machine(), "processor": platform.processor(), "cpu": cpu, "cores": os.cpu_count(),
-            "python": sys.version.split()[0]}
+    return {"machine": platform.machine(), "processor": platform.processor(), "cpu": cpu, "cores": os.cpu_count(), "python": sys.version.split()[0]}
 
 
 def host_arch() -> str:

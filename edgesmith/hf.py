@@ -106,8 +106,10 @@ def load_folder(folder: Path, trust: bool | None = None) -> HFModel:
     if cfg_json is None:
         raise InputError(f"{tdir} has no config.json", hint="a Transformers folder is written by model.save_pretrained(folder)")
     if not any((tdir / f).is_file() for f in WEIGHT_FILES):
-        raise InputError(f"Transformers folder {tdir} has no weights ({', '.join(WEIGHT_FILES[:2])} or pytorch_model.bin)",
-                         hint="save the model with model.save_pretrained(folder); the hub is never contacted")
+        raise InputError(
+            f"Transformers folder {tdir} has no weights ({', '.join(WEIGHT_FILES[:2])} or pytorch_model.bin)",
+            hint="save the model with model.save_pretrained(folder); the hub is never contacted",
+        )
     model = _instantiate(tdir, cfg_json, trust)
     tokenizer_dir = tdir if _has_tokenizer(tdir) else (folder if _has_tokenizer(folder) else None)
     specs, names = _input_specs(model, tdir, tokenizer_dir, cfg_json)
@@ -152,10 +154,14 @@ def _instantiate(tdir: Path, cfg_json: dict, trust: bool) -> Any:
     arch = archs[0] if archs else None
     remote = bool(cfg_json.get("auto_map")) and (arch is None or not hasattr(transformers, arch))
     if remote and not trust:
-        raise InputError(f"{tdir.name}/config.json asks to run code shipped in the folder (auto_map: {sorted(cfg_json['auto_map'])[:3]})",
-                         hint="pass --trust-remote-code only if you trust that folder's code (it is never honoured from a recipe)")
+        raise InputError(
+            f"{tdir.name}/config.json asks to run code shipped in the folder (auto_map: {sorted(cfg_json['auto_map'])[:3]})",
+            hint="pass --trust-remote-code only if you trust that folder's code (it is never honoured from a recipe)",
+        )
     if arch is not None and not hasattr(transformers, arch) and not remote:
-        raise InputError(f"architecture {arch!r} is not in transformers {transformers.__version__}", hint="upgrade transformers, or export the model to ONNX yourself")
+        raise InputError(
+            f"architecture {arch!r} is not in transformers {transformers.__version__}", hint="upgrade transformers, or export the model to ONNX yourself"
+        )
     try:
         if remote:
             cls = transformers.AutoModel
@@ -180,18 +186,24 @@ def _input_specs(model: Any, tdir: Path, tokenizer_dir: Path | None, cfg_json: d
         h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
         return [{"name": "pixel_values", "shape": ["batch", int(cfg_json.get("num_channels", 3)), h, w], "dtype": "float32"}], ["pixel_values"]
     if main != "input_ids":
-        raise ConfigError(f"{type(model).__name__} takes {main!r}; edgesmith reads text and image models from folders",
-                          hint="give the inputs with --input-shape NAME:DIMS[:DTYPE] (recipe `inputs:`)")
+        raise ConfigError(
+            f"{type(model).__name__} takes {main!r}; edgesmith reads text and image models from folders",
+            hint="give the inputs with --input-shape NAME:DIMS[:DTYPE] (recipe `inputs:`)",
+        )
     if tokenizer_dir is None:
-        raise InputError(f"Transformers folder {tdir} has no tokenizer files (tokenizer.json, vocab.txt, ...)",
-                         hint="save the tokenizer into the folder (tokenizer.save_pretrained(folder)), or give --input-shape and .npz data")
+        raise InputError(
+            f"Transformers folder {tdir} has no tokenizer files (tokenizer.json, vocab.txt, ...)",
+            hint="save the tokenizer into the folder (tokenizer.save_pretrained(folder)), or give --input-shape and .npz data",
+        )
     from transformers import AutoTokenizer
 
     try:
         tok = AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
     except Exception as exc:  # noqa: BLE001 - transformers raises many kinds for an unreadable tokenizer
-        raise InputError(f"cannot load the tokenizer in {tokenizer_dir}: {type(exc).__name__}: {str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''}",
-                         hint="re-save it with tokenizer.save_pretrained(folder)") from exc
+        raise InputError(
+            f"cannot load the tokenizer in {tokenizer_dir}: {type(exc).__name__}: {str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''}",
+            hint="re-save it with tokenizer.save_pretrained(folder)",
+        ) from exc
     names = [n for n in tok.model_input_names if n in params]
     if "input_ids" not in names:
         names = ["input_ids", *names]
@@ -216,13 +228,16 @@ def wrap_model(model: Any, names: list[str], pooling: str | None = None, normali
             if pooling is not None:
                 emb = _pool(out[0], kwargs.get("attention_mask"), pooling)
                 return torch.nn.functional.normalize(emb, p=2, dim=1) if normalize else emb
-            values = tuple(v for k, v in out.items() if torch.is_tensor(v) and k in self.output_names) if self.output_names else \
-                tuple(v for v in out.values() if torch.is_tensor(v))
+            values = (
+                tuple(v for k, v in out.items() if torch.is_tensor(v) and k in self.output_names)
+                if self.output_names
+                else tuple(v for v in out.values() if torch.is_tensor(v))
+            )
             return values[0] if len(values) == 1 else values
 
     TransformersFolder.forward.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-        [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
-        + [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in names])
+        [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)] + [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in names]
+    )
     wrapper = TransformersFolder()
     if pooling is not None:
         wrapper.output_names = ["sentence_embedding"]

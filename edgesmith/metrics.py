@@ -9,18 +9,21 @@ import numpy as np
 
 from edgesmith.errors import InputError
 
-
 # agreement with the float model (not a task metric): higher is better, 1 (or inf dB) is exact
 FIDELITY_METRICS = ("cosine", "sqnr_db", "output_fidelity", "decision_agreement")
 
 
 def top1(logits: np.ndarray, labels: np.ndarray) -> float:
     if logits.ndim != 2 or len(logits) != len(labels):
-        raise InputError(f"top1 needs [N, classes] outputs and N labels; got outputs {list(logits.shape)} and {len(labels)} labels",
-                         hint="use `metric: fidelity` for non-classifiers, or a user metric")
+        raise InputError(
+            f"top1 needs [N, classes] outputs and N labels; got outputs {list(logits.shape)} and {len(labels)} labels",
+            hint="use `metric: fidelity` for non-classifiers, or a user metric",
+        )
     if len(labels) and (int(labels.max()) >= logits.shape[1] or int(labels.min()) < 0):
-        raise InputError(f"labels run from {int(labels.min())} to {int(labels.max())}, but the model has {logits.shape[1]} classes (0..{logits.shape[1] - 1})",
-                         hint="these labels are not this model's classes; check the evaluation data")
+        raise InputError(
+            f"labels run from {int(labels.min())} to {int(labels.max())}, but the model has {logits.shape[1]} classes (0..{logits.shape[1] - 1})",
+            hint="these labels are not this model's classes; check the evaluation data",
+        )
     return float((logits.argmax(axis=1) == labels).mean() * 100.0)
 
 

@@ -44,15 +44,21 @@ def model_kind(source: str, base_dir: Path | None = None) -> ModelKind:
         if _is_torchscript(path):
             return "torchscript"
     if suffix in (".pt", ".pth", ".bin", ".safetensors", ".ckpt"):
-        raise ConfigError(f"{source} holds weights, not a model: the architecture is missing",
-                          hint="give the factory that builds the model with -w/--weights (package.module:factory -w FILE), "
-                               "a Transformers folder, a TorchScript archive, a .pt2 program or an .onnx file")
+        raise ConfigError(
+            f"{source} holds weights, not a model: the architecture is missing",
+            hint="give the factory that builds the model with -w/--weights (package.module:factory -w FILE), "
+            "a Transformers folder, a TorchScript archive, a .pt2 program or an .onnx file",
+        )
     if suffix in _FOREIGN:
-        raise ConfigError(f"{source} is a {_FOREIGN[suffix]} model: edgesmith takes PyTorch and ONNX models",
-                          hint="convert it to ONNX first (e.g. tf2onnx for TensorFlow/Keras), then give the .onnx file")
+        raise ConfigError(
+            f"{source} is a {_FOREIGN[suffix]} model: edgesmith takes PyTorch and ONNX models",
+            hint="convert it to ONNX first (e.g. tf2onnx for TensorFlow/Keras), then give the .onnx file",
+        )
     if suffix in (".pkl", ".pickle", ".joblib"):
-        raise ConfigError(f"{source} is a pickle: loading it would run arbitrary code, so it is refused",
-                          hint="save the model as a Transformers folder, TorchScript, .pt2, or a factory plus safetensors weights")
+        raise ConfigError(
+            f"{source} is a pickle: loading it would run arbitrary code, so it is refused",
+            hint="save the model as a Transformers folder, TorchScript, .pt2, or a factory plus safetensors weights",
+        )
     if suffix:
         raise ConfigError(
             f"cannot tell what model {source!r} is",
@@ -61,8 +67,18 @@ def model_kind(source: str, base_dir: Path | None = None) -> ModelKind:
     return "hf"  # NOTE: a bare path is a model folder; loading says so if it is missing or not one
 
 
-_FOREIGN = {".tflite": "TensorFlow Lite", ".h5": "Keras", ".keras": "Keras", ".pb": "TensorFlow", ".mlmodel": "Core ML",
-            ".mlpackage": "Core ML", ".engine": "TensorRT engine", ".xml": "OpenVINO IR", ".caffemodel": "Caffe", ".gguf": "GGUF"}
+_FOREIGN = {
+    ".tflite": "TensorFlow Lite",
+    ".h5": "Keras",
+    ".keras": "Keras",
+    ".pb": "TensorFlow",
+    ".mlmodel": "Core ML",
+    ".mlpackage": "Core ML",
+    ".engine": "TensorRT engine",
+    ".xml": "OpenVINO IR",
+    ".caffemodel": "Caffe",
+    ".gguf": "GGUF",
+}
 
 
 def _is_torchscript(path: Path) -> bool:
@@ -100,7 +116,9 @@ def import_object(ref: str, what: str, base_dir: Path | None = None) -> Any:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ConfigError(f"cannot import {module_name!r} for {what} {ref!r}: {exc}", hint="check the module path, or run from the directory that holds it") from exc
+        raise ConfigError(
+            f"cannot import {module_name!r} for {what} {ref!r}: {exc}", hint="check the module path, or run from the directory that holds it"
+        ) from exc
     obj = module
     for part in attr.split("."):
         if not hasattr(obj, part):
@@ -138,7 +156,9 @@ def load_state_dict(path: Path, trust_checkpoint: bool) -> dict:
             ) from exc
         obj = torch.load(str(path), map_location="cpu", weights_only=False)
     except Exception as exc:
-        raise InputError(f"cannot read checkpoint {path}: {type(exc).__name__}: {str(exc).splitlines()[0]}", hint="the file may be truncated or not a torch checkpoint") from exc
+        raise InputError(
+            f"cannot read checkpoint {path}: {type(exc).__name__}: {str(exc).splitlines()[0]}", hint="the file may be truncated or not a torch checkpoint"
+        ) from exc
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if isinstance(obj, torch.nn.Module):
@@ -172,11 +192,12 @@ def load_model(spec: Any, base_dir: Path, trust_checkpoint: bool = False) -> Loa
         if not path.is_dir():
             raise InputError(f"model folder not found: {path}", hint="give the folder written by save_pretrained")
         if not (path / "config.json").is_file() and not (path / "modules.json").is_file():
-            raise InputError(f"{path} is a folder without config.json: not a Transformers model",
-                             hint="give a folder written by model.save_pretrained (config.json + model.safetensors + tokenizer)")
+            raise InputError(
+                f"{path} is a folder without config.json: not a Transformers model",
+                hint="give a folder written by model.save_pretrained (config.json + model.safetensors + tokenizer)",
+            )
         hf = load_folder(path)
-        return LoadedModel("hf", module=hf.module, default_inputs=hf.input_specs, tokenizer_dir=hf.tokenizer_dir, labels=hf.labels,
-                           description=hf.description)
+        return LoadedModel("hf", module=hf.module, default_inputs=hf.input_specs, tokenizer_dir=hf.tokenizer_dir, labels=hf.labels, description=hf.description)
     if kind == "torchscript":
         import torch
 
@@ -186,7 +207,9 @@ def load_model(spec: Any, base_dir: Path, trust_checkpoint: bool = False) -> Loa
             module = torch.jit.load(str(path), map_location="cpu")
         except Exception as exc:  # noqa: BLE001 - torch.jit raises RuntimeError and others for a bad archive
             first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-            raise InputError(f"cannot load TorchScript archive {path}: {first}", hint="save it with torch.jit.save(torch.jit.script(model), 'model.ts')") from exc
+            raise InputError(
+                f"cannot load TorchScript archive {path}: {first}", hint="save it with torch.jit.save(torch.jit.script(model), 'model.ts')"
+            ) from exc
         return LoadedModel("torchscript", module=module.eval(), description="TorchScript archive")
     if kind == "onnx":
         path = resolve(spec.source, base_dir)
@@ -200,7 +223,10 @@ def load_model(spec: Any, base_dir: Path, trust_checkpoint: bool = False) -> Loa
         try:
             program = torch.export.load(str(path))
         except Exception as exc:
-            raise InputError(f"cannot load torch.export program {path}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", hint="save it with torch.export.save(program, 'model.pt2')") from exc
+            raise InputError(
+                f"cannot load torch.export program {path}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+                hint="save it with torch.export.save(program, 'model.pt2')",
+            ) from exc
         return LoadedModel("pt2", module=program.module(), program=program, default_inputs=_pt2_input_specs(program))
     factory = import_object(spec.source, "model factory", base_dir)
     if not callable(factory):
@@ -210,8 +236,10 @@ def load_model(spec: Any, base_dir: Path, trust_checkpoint: bool = False) -> Loa
     except TypeError as exc:
         raise ConfigError(f"model factory {spec.source!r} rejected its arguments: {exc}", hint="check `model.kwargs` in the recipe") from exc
     except Exception as exc:
-        raise InputError(f"model factory {spec.source!r} raised {type(exc).__name__}: {str(exc).strip()[:200]}",
-                         hint="run the factory on its own to debug it; EDGESMITH_DEBUG=1 shows the traceback") from exc
+        raise InputError(
+            f"model factory {spec.source!r} raised {type(exc).__name__}: {str(exc).strip()[:200]}",
+            hint="run the factory on its own to debug it; EDGESMITH_DEBUG=1 shows the traceback",
+        ) from exc
     import torch
 
     if not isinstance(module, torch.nn.Module):
@@ -263,7 +291,10 @@ def onnx_input_specs(path: Path) -> list[dict]:
         tt = inp.type.tensor_type
         shape = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "dim") for d in tt.shape.dim]
         if not inp.type.HasField("tensor_type") or tt.elem_type not in _ONNX_DTYPES:
-            raise InputError(f"{path}: input {inp.name!r} is not a tensor of a supported type", hint=f"supported input types: {', '.join(sorted(set(_ONNX_DTYPES.values())))}")
+            raise InputError(
+                f"{path}: input {inp.name!r} is not a tensor of a supported type",
+                hint=f"supported input types: {', '.join(sorted(set(_ONNX_DTYPES.values())))}",
+            )
         if not tt.HasField("shape"):
             raise InputError(f"{path}: input {inp.name!r} has no shape", hint="export with input shapes (a named first dimension for the batch)")
         specs.append({"name": inp.name, "shape": shape, "dtype": _ONNX_DTYPES[tt.elem_type]})
@@ -296,8 +327,10 @@ def _check_external_data(model: Any, path: Path) -> None:
         location = next((e.value for e in tensor.external_data if e.key == "location"), "")
         target = (root / location).resolve()
         if Path(location).is_absolute() or not target.is_relative_to(root):
-            raise InputError(f"{path.name}: tensor {tensor.name!r} points its external data at {location!r}, outside the model's folder",
-                             hint="refusing path traversal; keep external data files next to the model")
+            raise InputError(
+                f"{path.name}: tensor {tensor.name!r} points its external data at {location!r}, outside the model's folder",
+                hint="refusing path traversal; keep external data files next to the model",
+            )
 
 
 def check_specs_against_onnx(specs: list, onnx_inputs: list[dict]) -> None:
@@ -311,7 +344,9 @@ def check_specs_against_onnx(specs: list, onnx_inputs: list[dict]) -> None:
         want = by_name[s.name]["shape"]
         fixed_mismatch = len(want) != len(s.shape) or any(isinstance(a, int) and isinstance(b, int) and a != b for a, b in zip(s.shape, want))
         if fixed_mismatch:
-            raise InputError(f"input spec {s.name}{list(s.shape)} does not fit the ONNX model's {s.name}{want}", hint="fix `inputs:` (or --input-shape) to the model's shape")
+            raise InputError(
+                f"input spec {s.name}{list(s.shape)} does not fit the ONNX model's {s.name}{want}", hint="fix `inputs:` (or --input-shape) to the model's shape"
+            )
 
 
 def model_defaults(model: str) -> dict:

@@ -60,8 +60,9 @@ def check_writable(out_dir: Path) -> None:
 def check_output_file(path: Path) -> None:
     """A file destination must be absent or a regular file (never a device, FIFO, folder or symlink)."""
     if path.is_symlink():
-        raise ConfigError(f"refusing to write {path}: it is a symbolic link (edgesmith never writes through links)",
-                          hint="give the real path, or remove the link")
+        raise ConfigError(
+            f"refusing to write {path}: it is a symbolic link (edgesmith never writes through links)", hint="give the real path, or remove the link"
+        )
     if path.exists() and not path.is_file():
         kind = "a folder" if path.is_dir() else "not a regular file (a device, FIFO or socket)"
         raise ConfigError(f"refusing to write {path}: it is {kind}", hint="give the path of a regular file")
@@ -133,15 +134,21 @@ def check_output_dir(out_dir: Path, force: bool = False) -> None:
     """The output-directory policy: never a filesystem root or the home folder; a folder that exists
     must be empty or an earlier edgesmith run, unless ``force``."""
     resolved = out_dir.absolute().resolve()
-    if resolved == Path(resolved.anchor) or resolved == Path.home().resolve() or len(resolved.parts) <= 2 and resolved.parts[-1] in (
-            "bin", "boot", "dev", "etc", "lib", "lib64", "proc", "root", "sbin", "sys", "usr", "var", "tmp", "home", "opt", "srv"):
+    if (
+        resolved == Path(resolved.anchor)
+        or resolved == Path.home().resolve()
+        or len(resolved.parts) <= 2
+        and resolved.parts[-1] in ("bin", "boot", "dev", "etc", "lib", "lib64", "proc", "root", "sbin", "sys", "usr", "var", "tmp", "home", "opt", "srv")
+    ):
         raise ConfigError(f"refusing to use {resolved} as an output directory", hint="give a folder of its own, e.g. --out edgesmith-out/run")
     check_writable(out_dir)
     # NOTE: a run in progress holds only its lock and staging folder: the lock says who has it
     held = [p for p in out_dir.iterdir() if p.name != LOCK and not p.name.startswith(".edgesmith-staging-")] if out_dir.is_dir() else []
     if held and not is_run_dir(out_dir) and not force:
-        raise ConfigError(f"output directory {out_dir} holds files and is not an edgesmith run: refusing to write into it",
-                          hint="choose a new or empty folder (an earlier run's folder is replaced whole), or pass --force")
+        raise ConfigError(
+            f"output directory {out_dir} holds files and is not an edgesmith run: refusing to write into it",
+            hint="choose a new or empty folder (an earlier run's folder is replaced whole), or pass --force",
+        )
 
 
 class FolderLock:
@@ -179,7 +186,7 @@ class StagedOutput:
         self.work = Path(tempfile.mkdtemp(prefix="edgesmith-work-"))
         self.committed = False
 
-    def __enter__(self) -> "StagedOutput":
+    def __enter__(self) -> StagedOutput:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -236,7 +243,9 @@ def check_finite_metrics(data: dict[str, Any], where: str) -> None:
                         continue
                     raise InputError(f"{where}: {tname} {table}.{key} is {type(value).__name__}, not a number", hint="the file is damaged; rebuild it")
                 if math.isnan(value) or (math.isinf(value) and not key.startswith("sqnr_db")):
-                    raise InputError(f"{where}: {tname} {table}.{key} is {value}, not a finite number", hint="refusing to compare against a non-finite metric; rebuild it")
+                    raise InputError(
+                        f"{where}: {tname} {table}.{key} is {value}, not a finite number", hint="refusing to compare against a non-finite metric; rebuild it"
+                    )
 
 
 def verify_run(run_dir: Path, manifest: dict[str, Any]) -> None:
@@ -245,15 +254,18 @@ def verify_run(run_dir: Path, manifest: dict[str, Any]) -> None:
     if "digest" not in manifest or "outputs" not in manifest:
         raise InputError(f"{where} carries no file hashes or digest: it cannot be verified", hint="rebuild the run with this version of edgesmith")
     if manifest["digest"] != manifest_digest(manifest):
-        raise InputError(f"{where} was modified after the run wrote it (its content does not match its digest)",
-                         hint="rebuild the run; never edit a manifest by hand")
+        raise InputError(
+            f"{where} was modified after the run wrote it (its content does not match its digest)", hint="rebuild the run; never edit a manifest by hand"
+        )
     for rel, rec in manifest["outputs"].items():
         path = inside(run_dir, rel)
         if not path.is_file():
             raise InputError(f"{rel} of run {run_dir} is missing", hint="the run directory is incomplete; rebuild it")
         if sha256(path) != rec.get("sha256"):
-            raise InputError(f"{rel} of run {run_dir} does not match the hash its manifest recorded (replaced or modified)",
-                             hint="rebuild the run; a run's files must be the ones it measured")
+            raise InputError(
+                f"{rel} of run {run_dir} does not match the hash its manifest recorded (replaced or modified)",
+                hint="rebuild the run; a run's files must be the ones it measured",
+            )
     check_finite_metrics(manifest, str(where))
 
 
@@ -261,7 +273,9 @@ def load_manifest(run_dir: Path, verify: bool = True) -> dict:
     """A complete run's ``manifest.json``, verified against the run's files unless ``verify=False``."""
     path = run_dir / MANIFEST
     if not path.is_file():
-        raise InputError(f"{run_dir} has no manifest.json: it is not a complete edgesmith run", hint="give the output directory of `edgesmith run` / `quantize`")
+        raise InputError(
+            f"{run_dir} has no manifest.json: it is not a complete edgesmith run", hint="give the output directory of `edgesmith run` / `quantize`"
+        )
     try:
         manifest = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

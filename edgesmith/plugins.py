@@ -8,9 +8,10 @@ two distributions claiming one name is an error naming both, raised only when th
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -34,8 +35,10 @@ class Loaded:
         if name in self.conflicts:
             from edgesmith.errors import ConfigError
 
-            raise ConfigError(f"{what} {name!r} is claimed by more than one package: {' and '.join(self.conflicts[name])}",
-                              hint="uninstall one of them; `edgesmith passes` lists every pass and where it comes from")
+            raise ConfigError(
+                f"{what} {name!r} is claimed by more than one package: {' and '.join(self.conflicts[name])}",
+                hint="uninstall one of them; `edgesmith passes` lists every pass and where it comes from",
+            )
 
     def add(self, name: str, obj: Any, origin: str) -> None:
         if name in self.conflicts:

@@ -35,8 +35,7 @@ def _metric_label(v: dict) -> str:
 
 def budget_text(v: dict) -> str:
     b = f"{v['budget']:g}"
-    return {"max-degradation": f"drop <= {b} pt", "max-relative-degradation": f"drop <= {b}%",
-            "min": f">= {b}", "max": f"<= {b}"}[v["goal"]]
+    return {"max-degradation": f"drop <= {b} pt", "max-relative-degradation": f"drop <= {b}%", "min": f">= {b}", "max": f"<= {b}"}[v["goal"]]
 
 
 def verdict_rows(target: dict) -> list[list[str]]:
@@ -52,20 +51,29 @@ def verdict_rows(target: dict) -> list[list[str]]:
 
 def render_markdown(manifest: dict) -> str:
     lines = [f"# edgesmith run: {md(manifest['recipe']['name'])}", ""]
-    lines += [f"- verdict: **{manifest['verdict'].upper()}**", f"- model: {md(manifest['recipe']['model']['source'])}",
-              f"- passes: {md(', '.join(p['type'] for p in manifest['recipe']['passes'])) or 'none'}",
-              f"- edgesmith {manifest['versions'].get('edgesmith')}, onnxruntime {manifest['versions'].get('onnxruntime')}, torch {manifest['versions'].get('torch')}", ""]
+    lines += [
+        f"- verdict: **{manifest['verdict'].upper()}**",
+        f"- model: {md(manifest['recipe']['model']['source'])}",
+        f"- passes: {md(', '.join(p['type'] for p in manifest['recipe']['passes'])) or 'none'}",
+        f"- edgesmith {manifest['versions'].get('edgesmith')}, onnxruntime {manifest['versions'].get('onnxruntime')}, torch {manifest['versions'].get('torch')}",
+        "",
+    ]
     exp = manifest.get("export")
     if exp:
-        lines += ["## Export", "", f"- {md(exp['path'])} (opset {exp['opset']}, {exp['exporter']} exporter, {exp['mb']:.3f} MB)",
-                  f"- parity ONNX Runtime vs torch: {md(exp['parity'])}", ""]
+        lines += [
+            "## Export",
+            "",
+            f"- {md(exp['path'])} (opset {exp['opset']}, {exp['exporter']} exporter, {exp['mb']:.3f} MB)",
+            f"- parity ONNX Runtime vs torch: {md(exp['parity'])}",
+            "",
+        ]
     params = manifest.get("parameters")
     if params:
         changed = " (the architecture changed: re-exported and parity re-checked against the changed model)" if params.get("architecture_changed") else ""
         count = lambda n: f"{n:,}" if isinstance(n, int) else "—"  # noqa: E731
         lines += [f"- parameters: float model {count(params.get('float'))}, after torch passes {count(params.get('after_torch_passes'))}{changed}", ""]
     for name, t in manifest.get("targets", {}).items():
-        lines += [f"## Target {md(name)} — {t['verdict'].upper()}", "", md(t['profile']['description']), ""]
+        lines += [f"## Target {md(name)} — {t['verdict'].upper()}", "", md(t["profile"]["description"]), ""]
         if t.get("estimated"):
             lines += ["> Budgets of this profile are **estimates**, not measured on the device.", ""]
         lines += ["| metric | value | float reference | budget | verdict | detail |", "|---|---|---|---|---|---|"]
@@ -77,21 +85,34 @@ def render_markdown(manifest: dict) -> str:
             s = t["size"]
             lines.append(f"- size: float ONNX {s['fp32_mb']:.3f} MB → compressed ONNX {s['compressed_mb']:.3f} MB ({s['ratio']:.2f}× smaller)")
             if "deflate_ratio" in s:
-                lines.append(f"- compressed download (deflate): {s['fp32_deflate_mb']:.3f} MB → {s['compressed_deflate_mb']:.3f} MB "
-                             f"({s['deflate_ratio']:.2f}× smaller); sparse weights shrink what ships, not what a dense runtime loads")
+                lines.append(
+                    f"- compressed download (deflate): {s['fp32_deflate_mb']:.3f} MB → {s['compressed_deflate_mb']:.3f} MB "
+                    f"({s['deflate_ratio']:.2f}× smaller); sparse weights shrink what ships, not what a dense runtime loads"
+                )
         if t.get("latency"):
-            lines += ["", "### Latency (ms; compressed and FP32 timed interleaved in one process, each call as an application makes it)", "",
-                      "| model | batch | p50 | p90 | p99 | mean | std | throughput/s | speed-up (p50) | peak RSS MB | noise |",
-                      "|---|---|---|---|---|---|---|---|---|---|---|"]
+            lines += [
+                "",
+                "### Latency (ms; compressed and FP32 timed interleaved in one process, each call as an application makes it)",
+                "",
+                "| model | batch | p50 | p90 | p99 | mean | std | throughput/s | speed-up (p50) | peak RSS MB | noise |",
+                "|---|---|---|---|---|---|---|---|---|---|---|",
+            ]
             fp32 = t["latency"].get("fp32", {})
             for which, per_batch in t["latency"].items():
                 for b, s in per_batch.items():
                     speedup = fp32[b]["p50_ms"] / s["p50_ms"] if b in fp32 else float("nan")
                     machine = s.get("machine") or {}
-                    noise = ("BUSY MACHINE: " + "; ".join(machine.get("reasons", [])) if machine.get("busy")
-                             else f"noisy (cv {s['cv']:.0%})" if s.get("cv", 0) > 0.1 else "ok")
-                    lines.append(f"| {which} | {b} | {s['p50_ms']:.3f} | {s['p90_ms']:.3f} | {s['p99_ms']:.3f} | {s['mean_ms']:.3f} | "
-                                 f"{s['std_ms']:.3f} | {s['throughput_per_s']:.1f} | {speedup:.2f}x | {s['peak_rss_mb']:.0f} | {noise} |")
+                    noise = (
+                        "BUSY MACHINE: " + "; ".join(machine.get("reasons", []))
+                        if machine.get("busy")
+                        else f"noisy (cv {s['cv']:.0%})"
+                        if s.get("cv", 0) > 0.1
+                        else "ok"
+                    )
+                    lines.append(
+                        f"| {which} | {b} | {s['p50_ms']:.3f} | {s['p90_ms']:.3f} | {s['p99_ms']:.3f} | {s['mean_ms']:.3f} | "
+                        f"{s['std_ms']:.3f} | {s['throughput_per_s']:.1f} | {speedup:.2f}x | {s['peak_rss_mb']:.0f} | {noise} |"
+                    )
         if t.get("notes"):
             lines += ["", "### Notes", ""] + [f"- {md(n)}" for n in t["notes"]]
         lines.append("")
@@ -99,10 +120,10 @@ def render_markdown(manifest: dict) -> str:
 
 
 def print_verdicts(manifest: dict, out_dir: str, console: Any = None) -> None:
+    import sys
+
     from rich.console import Console
     from rich.table import Table
-
-    import sys
 
     # NOTE: piped output (CI logs) gets a wide table instead of rich's 80-column default
     console = console or Console(width=None if sys.stdout.isatty() else 140)

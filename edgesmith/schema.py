@@ -9,7 +9,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from edgesmith.errors import ConfigError
 
-
 # Bounds on every count a user can give (flags, recipes, profiles): past them a typo, not a measurement.
 MAX_THREADS = 256
 MAX_BATCH = 4096
@@ -80,8 +79,10 @@ class ModelSpec(Strict):
     def _no_trust_from_files(cls, v: bool) -> bool:
         # NOTE: only the person at the keyboard grants trust (the flag or EDGESMITH_TRUST_CHECKPOINT=1)
         if v:
-            raise ValueError("trust_checkpoint cannot be set in a recipe (hint: pass --trust-checkpoint, or set "
-                             "EDGESMITH_TRUST_CHECKPOINT=1, when you trust the checkpoint's source)")
+            raise ValueError(
+                "trust_checkpoint cannot be set in a recipe (hint: pass --trust-checkpoint, or set "
+                "EDGESMITH_TRUST_CHECKPOINT=1, when you trust the checkpoint's source)"
+            )
         return v
 
     @field_validator("reference")
@@ -112,8 +113,10 @@ def load_yaml(path: Any, what: str) -> Any:
         text = raw.decode()
         aliases = sum(isinstance(e, yaml.AliasEvent) for e in yaml.parse(text, Loader=yaml.SafeLoader))
         if aliases > MAX_YAML_ALIASES:
-            raise ConfigError(f"{path.name} uses {aliases} YAML aliases (at most {MAX_YAML_ALIASES}): refusing to expand it",
-                              hint=f"write the {what} out without deeply nested anchors")
+            raise ConfigError(
+                f"{path.name} uses {aliases} YAML aliases (at most {MAX_YAML_ALIASES}): refusing to expand it",
+                hint=f"write the {what} out without deeply nested anchors",
+            )
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path.name} is not valid YAML: {' '.join(str(exc).split())[:200]}", hint="check indentation and quoting") from exc

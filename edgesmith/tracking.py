@@ -20,8 +20,7 @@ def _metric_name(target: str, metric: str) -> str:
 
 def _params(manifest: dict[str, Any]) -> dict[str, str]:
     recipe = manifest.get("recipe", {})
-    out = {"recipe": str(recipe.get("name")), "model": str((recipe.get("model") or {}).get("source")),
-           "targets": ",".join(manifest.get("targets", {}))}
+    out = {"recipe": str(recipe.get("name")), "model": str((recipe.get("model") or {}).get("source")), "targets": ",".join(manifest.get("targets", {}))}
     for p, cfg in (manifest.get("pass_configs") or {}).items():
         for k, v in cfg.items():
             if v not in (None, [], {}):
@@ -29,8 +28,7 @@ def _params(manifest: dict[str, Any]) -> dict[str, str]:
     return out
 
 
-def log_to_mlflow(uri: str, manifest: dict[str, Any], files: list[Path], gate: dict[str, Any] | None = None,
-                  experiment: str | None = None) -> str:
+def log_to_mlflow(uri: str, manifest: dict[str, Any], files: list[Path], gate: dict[str, Any] | None = None, experiment: str | None = None) -> str:
     """One MLflow run for an edgesmith run (and its gate result); returns the MLflow run id."""
     from edgesmith._lazy import require
 

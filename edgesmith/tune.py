@@ -30,7 +30,6 @@ from edgesmith.errors import ConfigError
 from edgesmith.evaluate import accuracy_profile
 
 
-
 @dataclass
 class Candidate:
     stage: str
@@ -58,12 +57,25 @@ class TuneResult:
     reference: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"verdict": self.verdict, "stopped": self.stopped, "reference": self.reference,
-                "best": asdict(self.best) if self.best else None, "candidates": [asdict(c) for c in self.candidates]}
+        return {
+            "verdict": self.verdict,
+            "stopped": self.stopped,
+            "reference": self.reference,
+            "best": asdict(self.best) if self.best else None,
+            "candidates": [asdict(c) for c in self.candidates],
+        }
 
 
-def tune(recipe: Any, base_dir: Path, *, out_dir: Path | None = None, time_budget_s: float = 300.0, reporter: Any = None,
-         force: bool = False, trust_checkpoint: bool = False) -> TuneResult:
+def tune(
+    recipe: Any,
+    base_dir: Path,
+    *,
+    out_dir: Path | None = None,
+    time_budget_s: float = 300.0,
+    reporter: Any = None,
+    force: bool = False,
+    trust_checkpoint: bool = False,
+) -> TuneResult:
     import tempfile
 
     from edgesmith import pipeline
@@ -101,20 +113,26 @@ def _check(recipe: Any, base_dir: Path) -> tuple[Any, Any, dict]:
     from edgesmith.profiles import load_profile
 
     if recipe.optimize:
-        raise ConfigError("the recipe says `passes: auto`; tune searches ptq_int8 settings", hint="run it with `edgesmith run` (or optimize), or list a ptq_int8 pass")
+        raise ConfigError(
+            "the recipe says `passes: auto`; tune searches ptq_int8 settings", hint="run it with `edgesmith run` (or optimize), or list a ptq_int8 pass"
+        )
     if len(recipe.targets) != 1:
         raise ConfigError(f"tune works on one target, the recipe has {len(recipe.targets)}", hint="keep one entry under `targets:`")
     onnx_passes = [p for p in recipe.passes if get_pass(p.type).stage == "onnx"]
     if any(p.type != "ptq_int8" for p in onnx_passes) or len(onnx_passes) > 1:
-        raise ConfigError(f"tune searches ptq_int8 settings; the recipe has ONNX passes {[p.type for p in onnx_passes]}",
-                          hint="leave one ptq_int8 pass (or none) after any torch-level passes")
+        raise ConfigError(
+            f"tune searches ptq_int8 settings; the recipe has ONNX passes {[p.type for p in onnx_passes]}",
+            hint="leave one ptq_int8 pass (or none) after any torch-level passes",
+        )
     if recipe.data.evaluation is None or recipe.data.calibration is None:
         raise ConfigError("tune needs calibration and evaluation data", hint="add `data: {calibration: ..., evaluation: ...}`")
     target = recipe.targets[0]
     profile = load_profile(target.profile, base_dir).with_overrides(target.budgets, target.threads, target.batch_sizes)
     if profile.backend != "onnxruntime":
-        raise ConfigError(f"tune searches ONNX Runtime quantization; target {profile.name} runs {profile.backend}",
-                          hint="tune for an onnxruntime profile (OpenVINO targets: use nncf_ptq)")
+        raise ConfigError(
+            f"tune searches ONNX Runtime quantization; target {profile.name} runs {profile.backend}",
+            hint="tune for an onnxruntime profile (OpenVINO targets: use nncf_ptq)",
+        )
     acc_profile = accuracy_profile(profile)
     if not acc_profile.budgets:
         raise ConfigError(f"profile {profile.name} has no accuracy budget to tune for", hint="add e.g. {metric: top1, goal: max-degradation, value: 0.5}")
@@ -124,7 +142,7 @@ def _check(recipe: Any, base_dir: Path) -> tuple[Any, Any, dict]:
 class _Search:
     """The staged search over one export: calibration, then granularity, then layers kept in float."""
 
-    def __init__(self, ev: "_Candidates", start: Path, work: Path, time_budget_s: float, rep: Any):
+    def __init__(self, ev: _Candidates, start: Path, work: Path, time_budget_s: float, rep: Any):
         self.ev, self.start, self.work, self.budget, self.rep = ev, start, work, time_budget_s, rep
         self.cands: list[Candidate] = []
         self.started = time.time()
@@ -155,13 +173,19 @@ class _Search:
         if best is None or not best.meets:
             self.stopped = self.stopped if "time budget" in self.stopped else "every stage tried; none within the budget"
         if best is None:
-            raise ConfigError("every tune candidate failed: " + "; ".join(c.error or "" for c in self.cands)[:300],
-                              hint="run the recipe once with `edgesmith run` to see the error in full")
+            raise ConfigError(
+                "every tune candidate failed: " + "; ".join(c.error or "" for c in self.cands)[:300],
+                hint="run the recipe once with `edgesmith run` to see the error in full",
+            )
         return best
 
     def _calibration(self, base_opts: dict) -> None:
-        calibs = [{"calibration": "minmax"}, {"calibration": "entropy"}, {"calibration": "percentile", "percentile": 99.999},
-                  {"calibration": "percentile", "percentile": 99.99}]
+        calibs: list[dict[str, Any]] = [
+            {"calibration": "minmax"},
+            {"calibration": "entropy"},
+            {"calibration": "percentile", "percentile": 99.999},
+            {"calibration": "percentile", "percentile": 99.99},
+        ]
         rest = {k: v for k, v in base_opts.items() if k not in ("calibration", "percentile")}
         seen: list[dict] = []
         for opts in [dict(base_opts)] + [dict(rest, **c) for c in calibs]:
@@ -271,17 +295,25 @@ class _Candidates:
                 err = errors[node.input[0]].get("xmodel_err")
                 if err is not None:
                     score[node.name] = float(err)
-        return sorted(score, key=score.get)  # lowest SQNR first
+        return sorted(score, key=lambda n: score[n])  # lowest SQNR first
 
 
 def render_tune(tr: TuneResult, profile: Any) -> str:
-    lines = [f"# edgesmith tune: {'within budget' if tr.best and tr.best.meets else 'NO setting within budget'}", "",
-             f"- target `{profile.name}`; accuracy budgets: " + ", ".join(f"{g.metric} {g.goal} {g.value:g}" for g in accuracy_profile(profile).budgets),
-             "- float reference: " + ", ".join(f"{k} {v:.4g}" for k, v in tr.reference.items() if v != float("inf")),
-             f"- search ended: {tr.stopped}; {len(tr.candidates)} candidate(s)", ""]
+    lines = [
+        f"# edgesmith tune: {'within budget' if tr.best and tr.best.meets else 'NO setting within budget'}",
+        "",
+        f"- target `{profile.name}`; accuracy budgets: " + ", ".join(f"{g.metric} {g.goal} {g.value:g}" for g in accuracy_profile(profile).budgets),
+        "- float reference: " + ", ".join(f"{k} {v:.4g}" for k, v in tr.reference.items() if v != float("inf")),
+        f"- search ended: {tr.stopped}; {len(tr.candidates)} candidate(s)",
+        "",
+    ]
     if tr.best:
-        lines += [f"**Best**: {tr.best.stage} {json.dumps(tr.best.options)} — " + ", ".join(f"{k} {v:.6g}" for k, v in tr.best.metrics.items())
-                  + ("" if tr.best.meets else f" — **gap**: {tr.best.gap}"), ""]
+        lines += [
+            f"**Best**: {tr.best.stage} {json.dumps(tr.best.options)} — "
+            + ", ".join(f"{k} {v:.6g}" for k, v in tr.best.metrics.items())
+            + ("" if tr.best.meets else f" — **gap**: {tr.best.gap}"),
+            "",
+        ]
     lines += ["| # | stage | settings | metrics | within budget | seconds |", "|---|---|---|---|---|---|"]
     for i, c in enumerate(tr.candidates):
         m = c.error or ", ".join(f"{k} {v:.6g}" for k, v in c.metrics.items())

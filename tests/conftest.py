@@ -36,8 +36,14 @@ def cli(tmp_path):
     """Run the installed ``edgesmith`` console script; returns exit code and output."""
 
     def run(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: int = 300) -> CliResult:
-        proc = subprocess.run([edgesmith_exe(), *map(str, args)], capture_output=True, text=True, cwd=cwd or tmp_path,
-                              env={**os.environ, "COLUMNS": "200", **(env or {})}, timeout=timeout)
+        proc = subprocess.run(
+            [edgesmith_exe(), *map(str, args)],
+            capture_output=True,
+            text=True,
+            cwd=cwd or tmp_path,
+            env={**os.environ, "COLUMNS": "200", **(env or {})},
+            timeout=timeout,
+        )
         return CliResult(proc)
 
     return run

@@ -39,8 +39,9 @@ def test_in_memory_module_with_a_dataloader_and_dict_data(tmp_path):
 
     x, y = load_digits_split("test")
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.from_numpy(x), torch.from_numpy(y)), batch_size=32)
-    result = edgesmith.quantize(pretrained_digits_cnn(), example_inputs={"input": torch.randn(2, 1, 8, 8)}, calibration={"input": x[:128]},
-                                evaluation=loader, out_dir=tmp_path / "out")
+    result = edgesmith.quantize(
+        pretrained_digits_cnn(), example_inputs={"input": torch.randn(2, 1, 8, 8)}, calibration={"input": x[:128]}, evaluation=loader, out_dir=tmp_path / "out"
+    )
     assert result.verdict in ("pass", "fail") and result.metrics["top1"] > 90 and result.artifacts
     assert result.manifest["data"]["evaluation"]["samples"] == len(x)
 

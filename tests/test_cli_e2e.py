@@ -19,8 +19,7 @@ def demo_run(tmp_path_factory):
     from tests.conftest import edgesmith_exe
 
     out = tmp_path_factory.mktemp("demo") / "out"
-    proc = subprocess.run([edgesmith_exe(), "demo", "--out", str(out)], capture_output=True, text=True,
-                          env={**os.environ, "COLUMNS": "200"}, timeout=300)
+    proc = subprocess.run([edgesmith_exe(), "demo", "--out", str(out)], capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"}, timeout=300)
     return proc, out
 
 
@@ -66,7 +65,8 @@ def test_user_model_recipe_with_weights_npz_data_and_save_recipe(cli, tmp_path, 
     from edgesmith.data.digits import load_digits_split
     from edgesmith.zoo import pretrained_digits_cnn
 
-    (tmp_path / "mynet.py").write_text(textwrap.dedent("""
+    (tmp_path / "mynet.py").write_text(
+        textwrap.dedent("""
         import numpy as np
         from edgesmith.zoo import digits_cnn
 
@@ -75,12 +75,14 @@ def test_user_model_recipe_with_weights_npz_data_and_save_recipe(cli, tmp_path, 
 
         def error_rate(outputs, labels):
             return {"error_pct": float((outputs.argmax(1) != labels).mean() * 100)}
-    """))
+    """)
+    )
     torch.save(pretrained_digits_cnn().state_dict(), tmp_path / "net.pt")
     xtr, ytr = load_digits_split("train")
     np.savez(tmp_path / "calib.npz", input=xtr[:200])
     np.savez(tmp_path / "eval.npz", input=digits_test[0], labels=digits_test[1])
-    (tmp_path / "recipe.yaml").write_text(textwrap.dedent("""
+    (tmp_path / "recipe.yaml").write_text(
+        textwrap.dedent("""
         name: mynet-int8
         model: {source: "mynet:build", weights: net.pt, kwargs: {width: 32}}
         inputs: [{name: input, shape: [batch, 1, 8, 8]}]
@@ -97,7 +99,8 @@ def test_user_model_recipe_with_weights_npz_data_and_save_recipe(cli, tmp_path, 
               - {metric: speedup_vs_fp32, goal: min, value: 0.0, batch: 1}
         bench: {warmup: 2, iterations: 20}
         output_dir: out
-    """))
+    """)
+    )
     result = cli("run", "recipe.yaml", "--save-recipe", "saved.yaml", cwd=tmp_path)
     assert result.code == 0, result.stderr
     manifest = read_manifest(tmp_path / "out")
@@ -114,7 +117,8 @@ def test_budget_failure_exits_1(cli, tmp_path, digits_onnx):
     import shutil
 
     shutil.copy(digits_onnx, tmp_path / "m.onnx")
-    (tmp_path / "strict.yaml").write_text(textwrap.dedent("""
+    (tmp_path / "strict.yaml").write_text(
+        textwrap.dedent("""
         model: {source: m.onnx}
         data: {calibration: {source: digits, samples: 64}, evaluation: {source: digits, split: test}}
         passes: [{type: ptq_int8}]
@@ -124,7 +128,8 @@ def test_budget_failure_exits_1(cli, tmp_path, digits_onnx):
             budgets: [{metric: cosine, goal: min, value: 1.01}]
         bench: {warmup: 1, iterations: 5}
         output_dir: out
-    """))
+    """)
+    )
     result = cli("run", "strict.yaml", cwd=tmp_path)
     assert result.code == 1, result.stderr
     assert "FAIL" in result.stdout
@@ -158,8 +163,9 @@ def test_export_and_compile_commands(cli, tmp_path):
 
 def test_validate_a_quantized_model_against_its_float_reference(cli, tmp_path, demo_run, steady_profile):
     _, demo = demo_run
-    result = cli("validate", demo / "x86-avx512-vnni-ort" / "model.int8.onnx", "--reference", demo / "model.onnx",
-                 "--out", "val", "-t", steady_profile, cwd=tmp_path)
+    result = cli(
+        "validate", demo / "x86-avx512-vnni-ort" / "model.int8.onnx", "--reference", demo / "model.onnx", "--out", "val", "-t", steady_profile, cwd=tmp_path
+    )
     assert result.code == 0, result.stderr
     target = next(iter(read_manifest(tmp_path / "val")["targets"].values()))
     assert 0.99 < target["metrics"]["cosine"] < 1.0  # really compared with the float model, not itself
@@ -169,8 +175,9 @@ def test_validate_a_quantized_model_against_its_float_reference(cli, tmp_path, d
 
 def test_failed_run_leaves_nothing_behind(cli, tmp_path):
     """Parity fails after the export was written to staging: no output directory, no staging left."""
-    (tmp_path / "r.yaml").write_text("model: {source: edgesmith.zoo:pretrained_digits_cnn}\n"
-                                     "export: {parity_atol: 1.0e-12, parity_rtol: 0.0}\noutput_dir: out\n")
+    (tmp_path / "r.yaml").write_text(
+        "model: {source: edgesmith.zoo:pretrained_digits_cnn}\nexport: {parity_atol: 1.0e-12, parity_rtol: 0.0}\noutput_dir: out\n"
+    )
     result = cli("run", "r.yaml", cwd=tmp_path)
     assert result.code == 2 and "ONNX Runtime output differs from torch (float model): max |torch - onnx| =" in result.error_lines[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.yaml"]
@@ -186,9 +193,15 @@ def test_interrupted_run_leaves_no_half_written_artifact(tmp_path):
 
     # the child gets the default SIGINT disposition: an ignored SIGINT (left by a library earlier in this
     # test process) is inherited, and Python then installs no KeyboardInterrupt handler at all
-    proc = subprocess.Popen([edgesmith_exe(), "demo", "--out", str(tmp_path / "out")], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=tmp_path, env={**os.environ, "COLUMNS": "200"},
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        [edgesmith_exe(), "demo", "--out", str(tmp_path / "out")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "COLUMNS": "200"},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.time() + 120
     seen = ""
     while time.time() < deadline and "checking ONNX Runtime against torch" not in seen:
@@ -211,11 +224,13 @@ def test_internal_error_exits_3_with_a_pointer_to_the_traceback(tmp_path):
     import subprocess
     import sys
 
-    code = ("import edgesmith.pipeline as p\n"
-            "def boom(*a, **k):\n    raise RuntimeError('simulated bug')\n"
-            "p.run = boom\n"
-            "import sys\nsys.argv = ['edgesmith', 'demo']\n"
-            "from edgesmith.cli import main\nmain()")
+    code = (
+        "import edgesmith.pipeline as p\n"
+        "def boom(*a, **k):\n    raise RuntimeError('simulated bug')\n"
+        "p.run = boom\n"
+        "import sys\nsys.argv = ['edgesmith', 'demo']\n"
+        "from edgesmith.cli import main\nmain()"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 3
     assert "internal error: RuntimeError: simulated bug (set EDGESMITH_DEBUG=1 for the traceback)" in proc.stderr

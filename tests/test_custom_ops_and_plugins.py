@@ -21,13 +21,24 @@ def _custom_model(path: Path) -> Path:
     from edgesmith.runtime.ops.binary_sign import make_node
 
     rng = np.random.default_rng(0)
-    inits = [numpy_helper.from_array(rng.standard_normal((4, 1, 3, 3)).astype(np.float32), "w"),
-             numpy_helper.from_array(rng.standard_normal((10, 4 * 6 * 6)).astype(np.float32), "fc"),
-             numpy_helper.from_array(np.zeros(10, np.float32), "fcb")]
-    nodes = [helper.make_node("Conv", ["input", "w"], ["c"]), make_node("c", "s", 0.5),
-             helper.make_node("Flatten", ["s"], ["f"]), helper.make_node("Gemm", ["f", "fc", "fcb"], ["logits"], transB=1)]
-    graph = helper.make_graph(nodes, "binary", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 1, 8, 8])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])], inits)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((4, 1, 3, 3)).astype(np.float32), "w"),
+        numpy_helper.from_array(rng.standard_normal((10, 4 * 6 * 6)).astype(np.float32), "fc"),
+        numpy_helper.from_array(np.zeros(10, np.float32), "fcb"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["input", "w"], ["c"]),
+        make_node("c", "s", 0.5),
+        helper.make_node("Flatten", ["s"], ["f"]),
+        helper.make_node("Gemm", ["f", "fc", "fcb"], ["logits"], transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "binary",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 1, 8, 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("edgesmith", 1)], ir_version=10)
     onnx.save(model, str(path))
     return path
@@ -69,10 +80,15 @@ def test_custom_op_model_through_run_bench_and_the_device_bundle(tmp_path, cli):
     _custom_model(tmp_path / "bin.onnx")
     x = np.random.default_rng(2).standard_normal((40, 1, 8, 8)).astype(np.float32)
     np.savez(tmp_path / "eval.npz", input=x)
-    recipe = {"model": {"source": "bin.onnx"}, "data": {"evaluation": {"source": "eval.npz"}}, "metric": "fidelity",
-              "targets": [{"profile": p, "budgets": NO_SPEEDUP_BUDGET, "batch_sizes": [1]} for p in ("x86-avx512-vnni-ort", "x86-avx512-vnni-ov")],
-              "passes": [], "output_dir": "out",
-              "bench": {"iterations": 20, "warmup": 2}}
+    recipe = {
+        "model": {"source": "bin.onnx"},
+        "data": {"evaluation": {"source": "eval.npz"}},
+        "metric": "fidelity",
+        "targets": [{"profile": p, "budgets": NO_SPEEDUP_BUDGET, "batch_sizes": [1]} for p in ("x86-avx512-vnni-ort", "x86-avx512-vnni-ov")],
+        "passes": [],
+        "output_dir": "out",
+        "bench": {"iterations": 20, "warmup": 2},
+    }
     (tmp_path / "r.yaml").write_text(json.dumps(recipe))
     r = cli("run", "r.yaml")
     assert r.code == 0, r.stderr
@@ -101,7 +117,7 @@ def _distribution(site: Path, dist: str, module: str, body: str, entry: str) -> 
     (info / "RECORD").write_text("")
 
 
-PASS_BODY = '''from dataclasses import dataclass
+PASS_BODY = """from dataclasses import dataclass
 from edgesmith.compress.registry import PassInfo
 
 @dataclass(frozen=True)
@@ -112,7 +128,7 @@ def apply(model, cfg, ctx):
     return model
 
 PASS = PassInfo("{name}", "onnx", Cfg, apply, "{summary}")
-'''
+"""
 
 
 @pytest.mark.slow

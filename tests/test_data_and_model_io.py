@@ -39,10 +39,7 @@ def test_npz_with_wrong_names_is_explained(tmp_path):
 
 def test_data_function_batches(tmp_path, monkeypatch):
     (tmp_path / "mydata.py").write_text(
-        "import numpy as np\n"
-        "def batches():\n"
-        "    for i in range(3):\n"
-        "        yield np.full((4, 1, 8, 8), i, dtype=np.float32), np.full(4, i)\n"
+        "import numpy as np\ndef batches():\n    for i in range(3):\n        yield np.full((4, 1, 8, 8), i, dtype=np.float32), np.full(4, i)\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     ds = load_dataset("mydata:batches", SPEC, role="evaluation")

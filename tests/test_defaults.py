@@ -32,9 +32,15 @@ def test_static_settings_on_the_command_line_mean_static_int8(cli, tmp_path):
 def test_unlabelled_data_falls_back_to_fidelity(cli, tmp_path, digits_test):
     x, _ = digits_test
     np.savez(tmp_path / "nolabels.npz", input=x[:64])
-    recipe = {"model": {"source": "edgesmith.zoo:pretrained_digits_cnn"}, "metric": "auto", "passes": [{"type": "ptq_int8"}],
-              "data": {"calibration": {"source": "nolabels.npz"}, "evaluation": {"source": "nolabels.npz"}},
-              "targets": [{"profile": "x86-avx512-vnni-ort", "budgets": NO_SPEEDUP_BUDGET}], "bench": {"iterations": 10}, "output_dir": "out"}
+    recipe = {
+        "model": {"source": "edgesmith.zoo:pretrained_digits_cnn"},
+        "metric": "auto",
+        "passes": [{"type": "ptq_int8"}],
+        "data": {"calibration": {"source": "nolabels.npz"}, "evaluation": {"source": "nolabels.npz"}},
+        "targets": [{"profile": "x86-avx512-vnni-ort", "budgets": NO_SPEEDUP_BUDGET}],
+        "bench": {"iterations": 10},
+        "output_dir": "out",
+    }
     (tmp_path / "r.yaml").write_text(json.dumps(recipe))
     r = cli("run", "r.yaml")
     assert r.code == 0, r.stderr

@@ -24,8 +24,7 @@ def device_python(tmp_path_factory) -> Path:
     venv = tmp_path_factory.mktemp("device") / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     py = venv / "bin" / "python"
-    subprocess.run([str(py), "-m", "pip", "install", "--quiet", "-c", str(ROOT / "constraints.txt"), *requirements],
-                   check=True, capture_output=True, text=True)
+    subprocess.run([str(py), "-m", "pip", "install", "--quiet", "-c", str(ROOT / "constraints.txt"), *requirements], check=True, capture_output=True, text=True)
     assert subprocess.run([str(py), "-c", "import torch"], capture_output=True).returncode != 0  # really no torch
     return py
 
@@ -36,10 +35,16 @@ def built_run(tmp_path_factory) -> Path:
     from edgesmith.recipe import parse_recipe
 
     out = tmp_path_factory.mktemp("build") / "run"
-    recipe = parse_recipe({"model": {"source": "edgesmith.zoo:pretrained_digits_cnn"},
-                           "data": {"calibration": {"source": "digits", "samples": 256}, "evaluation": {"source": "digits", "split": "test"}},
-                           "passes": [{"type": "ptq_int8"}], "targets": [{"profile": "x86-avx512-vnni-ort", "batch_sizes": [1], "budgets": NO_SPEEDUP_BUDGET}],
-                           "bench": {"warmup": 2, "iterations": 20}, "output_dir": str(out)})
+    recipe = parse_recipe(
+        {
+            "model": {"source": "edgesmith.zoo:pretrained_digits_cnn"},
+            "data": {"calibration": {"source": "digits", "samples": 256}, "evaluation": {"source": "digits", "split": "test"}},
+            "passes": [{"type": "ptq_int8"}],
+            "targets": [{"profile": "x86-avx512-vnni-ort", "batch_sizes": [1], "budgets": NO_SPEEDUP_BUDGET}],
+            "bench": {"warmup": 2, "iterations": 20},
+            "output_dir": str(out),
+        }
+    )
     pipeline.run(recipe, out.parent)
     return out
 

@@ -29,12 +29,16 @@ def test_help_loads_no_heavy_library():
 
 
 def test_subcommand_help_and_pass_listing_load_no_heavy_library():
-    body = ("from edgesmith.cli import app\nfor a in (['run', '--help'], ['quantize', '--help'], ['passes']):\n"
-            "    try:\n        app(a)\n    except SystemExit:\n        pass")
+    body = (
+        "from edgesmith.cli import app\nfor a in (['run', '--help'], ['quantize', '--help'], ['passes']):\n"
+        "    try:\n        app(a)\n    except SystemExit:\n        pass"
+    )
     assert _loaded(body) == ""
 
 
 def test_recipe_validation_loads_no_heavy_library():
-    body = ("from edgesmith.recipe import parse_recipe\n"
-            "parse_recipe({'model': {'source': 'edgesmith.zoo:digits_cnn'}, 'passes': [{'type': 'ptq_int8', 'calibration': 'entropy'}]})")
+    body = (
+        "from edgesmith.recipe import parse_recipe\n"
+        "parse_recipe({'model': {'source': 'edgesmith.zoo:digits_cnn'}, 'passes': [{'type': 'ptq_int8', 'calibration': 'entropy'}]})"
+    )
     assert _loaded(body) == ""

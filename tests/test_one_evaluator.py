@@ -11,26 +11,37 @@ SETTINGS = {"calibration": "minmax", "per_channel": True}
 
 
 def _recipe(out):
-    return parse_recipe({"name": "one-evaluator", "model": {"source": "edgesmith.zoo:pretrained_digits_cnn"},
-                         "data": {"calibration": {"source": "digits", "split": "train", "samples": 128},
-                                  "evaluation": {"source": "digits", "split": "test"}},
-                         "metric": "top1", "passes": [{"type": "ptq_int8", **SETTINGS}], "targets": [{"profile": "x86-avx512-vnni-ort", "batch_sizes": [1]}],
-                         "bench": {"iterations": 20, "warmup": 2}, "output_dir": str(out)})
+    return parse_recipe(
+        {
+            "name": "one-evaluator",
+            "model": {"source": "edgesmith.zoo:pretrained_digits_cnn"},
+            "data": {"calibration": {"source": "digits", "split": "train", "samples": 128}, "evaluation": {"source": "digits", "split": "test"}},
+            "metric": "top1",
+            "passes": [{"type": "ptq_int8", **SETTINGS}],
+            "targets": [{"profile": "x86-avx512-vnni-ort", "batch_sizes": [1]}],
+            "bench": {"iterations": 20, "warmup": 2},
+            "output_dir": str(out),
+        }
+    )
 
 
 @pytest.mark.slow
 def test_run_tune_optimize_and_validate_give_identical_numbers(tmp_path, cli, monkeypatch):
     from edgesmith import pipeline
-    from edgesmith.optimize import optimize
     from edgesmith.compress.quantize.policy import Plan
+    from edgesmith.optimize import optimize
     from edgesmith.tune import tune
 
     monkeypatch.setenv("EDGESMITH_CACHE_DIR", str(tmp_path / "cache"))
     run = pipeline.run(_recipe(tmp_path / "run"), tmp_path).manifest["targets"]["x86-avx512-vnni-ort"]["metrics"]
     tuned = tune(_recipe(tmp_path / "tune"), tmp_path, time_budget_s=1.0).candidates[0]
     assert tuned.options == SETTINGS
-    opt = optimize(_recipe(tmp_path / "opt"), tmp_path, other_runtimes=False,
-                   plans=[Plan("float", "onnxruntime", None), Plan("int8", "onnxruntime", "ptq_int8", dict(SETTINGS))])
+    opt = optimize(
+        _recipe(tmp_path / "opt"),
+        tmp_path,
+        other_runtimes=False,
+        plans=[Plan("float", "onnxruntime", None), Plan("int8", "onnxruntime", "ptq_int8", dict(SETTINGS))],
+    )
     trial = next(t for t in opt.trials if t.plan.pass_type == "ptq_int8")
     r = cli("validate", tmp_path / "run", "--json")
     assert r.code == 0, r.stderr

@@ -13,19 +13,30 @@ def _order(*types: str) -> None:
     check_pass_order(parse_recipe({"model": {"source": "edgesmith.zoo:digits_cnn"}, "passes": [{"type": t} for t in types]}), "torch")
 
 
-@pytest.mark.parametrize(("passes", "message"), [
-    (("bias_correction",), r"pass 'bias_correction' needs the float weights a weight quantizer replaced \(FloatWeights\), and no pass before it"),
-    (("bias_correction", "rtn"), r"pass 'bias_correction' needs .*FloatWeights.* from 'rtn', which the recipe lists after it"),
-    (("equalize", "fold_bn"), r"pass 'equalize' must come after 'fold_bn', but the recipe lists 'fold_bn' after it"),
-])
+@pytest.mark.parametrize(
+    ("passes", "message"),
+    [
+        (("bias_correction",), r"pass 'bias_correction' needs the float weights a weight quantizer replaced \(FloatWeights\), and no pass before it"),
+        (("bias_correction", "rtn"), r"pass 'bias_correction' needs .*FloatWeights.* from 'rtn', which the recipe lists after it"),
+        (("equalize", "fold_bn"), r"pass 'equalize' must come after 'fold_bn', but the recipe lists 'fold_bn' after it"),
+    ],
+)
 def test_a_wrong_pass_order_is_refused_in_one_line_naming_both_passes(passes, message):
     with pytest.raises(ConfigError, match=message) as info:
         _order(*passes)
     assert "\n" not in info.value.one_line()
 
 
-@pytest.mark.parametrize("passes", [("rtn", "bias_correction"), ("gpfq", "bias_correction"), ("fold_bn", "equalize"), ("equalize",),
-                                    ("fold_bn", "equalize", "rtn", "bias_correction", "ptq_int8")])
+@pytest.mark.parametrize(
+    "passes",
+    [
+        ("rtn", "bias_correction"),
+        ("gpfq", "bias_correction"),
+        ("fold_bn", "equalize"),
+        ("equalize",),
+        ("fold_bn", "equalize", "rtn", "bias_correction", "ptq_int8"),
+    ],
+)
 def test_declared_orders_are_accepted(passes):
     _order(*passes)
 
@@ -59,8 +70,14 @@ def test_profiles_list_open_formats_and_refuse_what_they_do_not_run(tmp_path):
 def test_the_report_shows_both_parameter_counts_when_torch_passes_ran(tmp_path):
     from edgesmith import pipeline
 
-    recipe = parse_recipe({"model": {"source": "edgesmith.zoo:pretrained_digits_cnn"}, "passes": [{"type": "fold_bn"}, {"type": "rtn", "bits": 8}],
-                           "stop_after": "export", "output_dir": str(tmp_path / "out")})
+    recipe = parse_recipe(
+        {
+            "model": {"source": "edgesmith.zoo:pretrained_digits_cnn"},
+            "passes": [{"type": "fold_bn"}, {"type": "rtn", "bits": 8}],
+            "stop_after": "export",
+            "output_dir": str(tmp_path / "out"),
+        }
+    )
     manifest = pipeline.run(recipe, tmp_path).manifest
     params = manifest["parameters"]
     assert params["float"] > 0 and params["after_torch_passes"] > 0 and params["architecture_changed"] is False
@@ -83,12 +100,17 @@ def test_an_architecture_changing_torch_pass_is_re_exported_and_both_counts_repo
     from edgesmith import pipeline
     from edgesmith.compress.registry import PassInfo, register_pass, unregister_pass
 
-    register_pass(PassInfo("narrow_probe", "torch", _NarrowConfig, _narrow, "test: a narrower network", precision="pruned",
-                           changes_architecture=True))
+    register_pass(PassInfo("narrow_probe", "torch", _NarrowConfig, _narrow, "test: a narrower network", precision="pruned", changes_architecture=True))
     try:
-        recipe = parse_recipe({"model": {"source": "edgesmith.zoo:pretrained_digits_cnn"}, "passes": [{"type": "narrow_probe"}],
-                               "data": {"evaluation": {"source": "digits", "split": "test", "samples": 64}},
-                               "stop_after": "export", "output_dir": str(tmp_path / "out")})
+        recipe = parse_recipe(
+            {
+                "model": {"source": "edgesmith.zoo:pretrained_digits_cnn"},
+                "passes": [{"type": "narrow_probe"}],
+                "data": {"evaluation": {"source": "digits", "split": "test", "samples": 64}},
+                "stop_after": "export",
+                "output_dir": str(tmp_path / "out"),
+            }
+        )
         result = pipeline.run(recipe, tmp_path)
     finally:
         unregister_pass("narrow_probe")

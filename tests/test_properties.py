@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from edgesmith.runtime.bench import summarize
 from edgesmith.metrics import cosine, sqnr_db
+from edgesmith.runtime.bench import summarize
 
 finite = st.floats(-1e3, 1e3, allow_nan=False, width=32)
 

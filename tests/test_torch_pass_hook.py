@@ -47,8 +47,7 @@ def test_torch_pass_changes_what_is_exported(shift_pass, tmp_path, digits_onnx, 
     if source.endswith(".pt2"):
         program = torch.export.export(pretrained_digits_cnn(), (torch.zeros(2, 1, 8, 8),), dynamic_shapes=({0: torch.export.Dim("batch")},))
         torch.export.save(program, str(tmp_path / "digits.pt2"))
-    recipe = parse_recipe({"model": {"source": source}, "passes": [{"type": "shift_head", "shift": 2.5}],
-                           "stop_after": "export", "output_dir": "out"})
+    recipe = parse_recipe({"model": {"source": source}, "passes": [{"type": "shift_head", "shift": 2.5}], "stop_after": "export", "output_dir": "out"})
     pipeline.run(recipe, tmp_path)
     x = np.random.default_rng(0).random((4, 1, 8, 8), dtype=np.float32)
     run = lambda p: ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {ort.InferenceSession(str(p)).get_inputs()[0].name: x})[0]  # noqa: E731
@@ -58,9 +57,15 @@ def test_torch_pass_changes_what_is_exported(shift_pass, tmp_path, digits_onnx, 
 
 
 def test_torch_pass_is_judged_against_the_float_model(shift_pass, tmp_path):
-    recipe = parse_recipe({"model": {"source": "edgesmith.zoo:pretrained_digits_cnn"}, "passes": [{"type": "shift_head", "shift": 3.0}],
-                           "targets": [{"profile": "x86-avx512-vnni-ort", "batch_sizes": [1]}], "bench": {"warmup": 1, "iterations": 5},
-                           "output_dir": "out"})
+    recipe = parse_recipe(
+        {
+            "model": {"source": "edgesmith.zoo:pretrained_digits_cnn"},
+            "passes": [{"type": "shift_head", "shift": 3.0}],
+            "targets": [{"profile": "x86-avx512-vnni-ort", "batch_sizes": [1]}],
+            "bench": {"warmup": 1, "iterations": 5},
+            "output_dir": "out",
+        }
+    )
     target = pipeline.run(recipe, tmp_path).manifest["targets"]["x86-avx512-vnni-ort"]
     assert target["metrics"]["sqnr_db"] < 40  # a constant shift on every logit is visible against the float model
     assert "shifted the head by 3.0" in target["notes"]

@@ -19,8 +19,17 @@ RECIPE = {
 
 
 def _write(tmp_path, cosine_min: float, **extra) -> str:
-    recipe = dict(RECIPE, targets=[{"profile": "x86-avx512-vnni-ort", "batch_sizes": [1], "budgets": [
-        {"metric": "top1", "goal": "max-degradation", "value": 0.2}, {"metric": "cosine", "goal": "min", "value": cosine_min}]}], **extra)
+    recipe = dict(
+        RECIPE,
+        targets=[
+            {
+                "profile": "x86-avx512-vnni-ort",
+                "batch_sizes": [1],
+                "budgets": [{"metric": "top1", "goal": "max-degradation", "value": 0.2}, {"metric": "cosine", "goal": "min", "value": cosine_min}],
+            }
+        ],
+        **extra,
+    )
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
     return "r.yaml"
 

@@ -3,9 +3,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgesmith.profiles import load_profile
 from edgesmith.evaluate import judge, overall
 from edgesmith.metrics import cosine, sqnr_db, top1
+from edgesmith.profiles import load_profile
 
 
 def test_metrics_on_known_values():
@@ -19,8 +19,15 @@ def test_metrics_on_known_values():
 
 
 def _metrics(top1_value, cos=0.999, p90=1.0, speedup=2.0):
-    m = {"top1": top1_value, "cosine": cos, "output_fidelity": 0.99, "artifact_mb": 1.0, "peak_memory_mb": 100.0,
-         "latency_p90_ms@1": p90, "speedup_vs_fp32@1": speedup}
+    m = {
+        "top1": top1_value,
+        "cosine": cos,
+        "output_fidelity": 0.99,
+        "artifact_mb": 1.0,
+        "peak_memory_mb": 100.0,
+        "latency_p90_ms@1": p90,
+        "speedup_vs_fp32@1": speedup,
+    }
     r = {"top1": 99.0, "cosine": 1.0, "output_fidelity": 1.0, "latency_p90_ms@1": 2.0, "speedup_vs_fp32@1": 1.0, "peak_memory_mb": 100.0}
     return m, r
 

@@ -67,7 +67,7 @@ def _sign_fn(kind: str) -> Any:
 
 def binary_layer(layer: Any, kind: str, keep: float | None = None) -> Any:
     """A trainable binary copy of a Conv2d or Linear (weights kept in float, binarized in the forward). With
-    ``keep`` (Biprop, algorithms.md §5): a score per weight, learned straight through a top-``keep`` mask, and
+    ``keep`` (Biprop, docs/algorithms.md §5): a score per weight, learned straight through a top-``keep`` mask, and
     α per output channel over the kept weights: the layer is ternary {−α, 0, +α}."""
     import torch
     import torch.nn as nn
@@ -143,8 +143,7 @@ def packed_bytes(layer: Any, masked: bool = False) -> int:
     kept) plus one float32 α per output channel."""
     w = layer.weight
     per_row = w[0].numel()
-    return int(w.shape[0] * ((per_row + 63) // 64) * 8 * (2 if masked else 1) + w.shape[0] * 4
-               + (layer.bias.numel() * 4 if layer.bias is not None else 0))
+    return int(w.shape[0] * ((per_row + 63) // 64) * 8 * (2 if masked else 1) + w.shape[0] * 4 + (layer.bias.numel() * 4 if layer.bias is not None else 0))
 
 
 def _init_thresholds(model: Any, wrapped: dict, ctx: Any, samples: int) -> None:
@@ -177,8 +176,8 @@ def _init_thresholds(model: Any, wrapped: dict, ctx: Any, samples: int) -> None:
 def apply(model: Any, cfg: BinarizeConfig, ctx: Any) -> Any:
     import torch.nn as nn
 
-    from edgesmith.compress.layers import check_names, set_module, weight_layers
     from edgesmith.compress.distill.engine import recover
+    from edgesmith.compress.layers import check_names, set_module, weight_layers
     from edgesmith.errors import ConfigError
 
     layers = weight_layers(model)
@@ -189,8 +188,10 @@ def apply(model: Any, cfg: BinarizeConfig, ctx: Any) -> Any:
     unsupported = [n for n, m in layers if n not in keep and not isinstance(m, (nn.Conv2d, nn.Linear))]
     chosen = [(n, m) for n, m in layers if n not in keep and isinstance(m, (nn.Conv2d, nn.Linear))]
     if not chosen:
-        raise ConfigError("binarize: no layer left to binarize (first and last are kept in float by default)",
-                          hint="set keep_first/keep_last to false, or give a model with more conv/linear layers")
+        raise ConfigError(
+            "binarize: no layer left to binarize (first and last are kept in float by default)",
+            hint="set keep_first/keep_last to false, or give a model with more conv/linear layers",
+        )
     teacher = copy.deepcopy(model).eval()
     float_bytes = sum(m.weight.numel() * 4 + (m.bias.numel() * 4 if m.bias is not None else 0) for _, m in chosen)
     binary_bytes = sum(packed_bytes(m, cfg.mask is not None) for _, m in chosen)
@@ -211,6 +212,7 @@ def apply(model: Any, cfg: BinarizeConfig, ctx: Any) -> Any:
                 trees.update({n: build_tree(sign_rows(w.layer.weight.detach().numpy())).parent for n, w in convs.items()})
             calls[0] += 1
             return cfg.mst_regularizer * sum(tree_penalty(w.layer.weight, trees[n]) for n, w in convs.items())
+
     fitted = recover(model, teacher, ctx, cfg.recover, "binarize", extra_loss=extra) if cfg.recover is not None else None
     mst = {}
     if any(isinstance(w.layer, nn.Conv2d) for w in wrapped.values()):
@@ -224,25 +226,45 @@ def apply(model: Any, cfg: BinarizeConfig, ctx: Any) -> Any:
         set_module(model, n, deploy_layer(w))
     model.eval()
     total_float = sum(p.numel() * 4 for p in teacher.parameters())
-    ctx.details["binarize"] = {"binary_layers": sorted(wrapped), "kept_float": sorted(keep), "unsupported_kept_float": unsupported,
-                               "binary_layers_fp32_bytes": float_bytes, "binary_layers_packed_bytes": binary_bytes,
-                               "binary_layers_ratio": round(float_bytes / max(binary_bytes, 1), 2),
-                               "model_fp32_bytes": total_float, "model_packed_bytes": total_float - float_bytes + binary_bytes,
-                               "gradient": cfg.gradient, "mst_regularizer": cfg.mst_regularizer, "mst_ops": mst, "mask_keep": cfg.mask,
-                               **({"recovery": fitted.summary()} if fitted else {})}
-    ctx.note(f"binarize: {len(wrapped)} layers binary (weights sign·α per output channel, activations sign(x − β)); "
-             f"kept in float: {', '.join(sorted(keep)) or 'none'}"
-             + (f"; cannot be binarized, kept in float: {', '.join(unsupported)}" if unsupported else "")
-             + f". Binary layers bit-packed: {binary_bytes:,} bytes vs {float_bytes:,} FP32 ({float_bytes / max(binary_bytes, 1):.1f}x); "
-             f"whole model {total_float - float_bytes + binary_bytes:,} vs {total_float:,} bytes"
-             + (f"; recovery: {fitted.summary()}" if fitted else "; no recovery training (recover: null)")
-             + ". Exported in the standard-op lowering (Where + Conv with ±α weights)"
-             + (f". Biprop masks keep {cfg.mask:.0%} of each binary layer's weights: the layers are ternary (−α, 0, +α), which the "
-                "XNOR-popcount kernel cannot run (no zero weight), so pack_binary leaves them in the standard-op lowering"
-                if cfg.mask is not None else ""))
+    ctx.details["binarize"] = {
+        "binary_layers": sorted(wrapped),
+        "kept_float": sorted(keep),
+        "unsupported_kept_float": unsupported,
+        "binary_layers_fp32_bytes": float_bytes,
+        "binary_layers_packed_bytes": binary_bytes,
+        "binary_layers_ratio": round(float_bytes / max(binary_bytes, 1), 2),
+        "model_fp32_bytes": total_float,
+        "model_packed_bytes": total_float - float_bytes + binary_bytes,
+        "gradient": cfg.gradient,
+        "mst_regularizer": cfg.mst_regularizer,
+        "mst_ops": mst,
+        "mask_keep": cfg.mask,
+        **({"recovery": fitted.summary()} if fitted else {}),
+    }
+    ctx.note(
+        f"binarize: {len(wrapped)} layers binary (weights sign·α per output channel, activations sign(x − β)); "
+        f"kept in float: {', '.join(sorted(keep)) or 'none'}"
+        + (f"; cannot be binarized, kept in float: {', '.join(unsupported)}" if unsupported else "")
+        + f". Binary layers bit-packed: {binary_bytes:,} bytes vs {float_bytes:,} FP32 ({float_bytes / max(binary_bytes, 1):.1f}x); "
+        f"whole model {total_float - float_bytes + binary_bytes:,} vs {total_float:,} bytes"
+        + (f"; recovery: {fitted.summary()}" if fitted else "; no recovery training (recover: null)")
+        + ". Exported in the standard-op lowering (Where + Conv with ±α weights)"
+        + (
+            f". Biprop masks keep {cfg.mask:.0%} of each binary layer's weights: the layers are ternary (−α, 0, +α), which the "
+            "XNOR-popcount kernel cannot run (no zero weight), so pack_binary leaves them in the standard-op lowering"
+            if cfg.mask is not None
+            else ""
+        )
+    )
     return model
 
 
-PASS = PassInfo("binarize", "torch", BinarizeConfig, apply,
-                "binary conv/linear layers (sign·α weights, sign(x − β) activations, STE or Bi-Real gradients), first/last kept float, trained through the distillation engine",
-                needs_calibration=True, changes_architecture=False)
+PASS = PassInfo(
+    "binarize",
+    "torch",
+    BinarizeConfig,
+    apply,
+    "binary conv/linear layers (sign·α weights, sign(x − β) activations, STE or Bi-Real gradients), first/last kept float, trained through the distillation engine",
+    needs_calibration=True,
+    changes_architecture=False,
+)

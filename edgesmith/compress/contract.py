@@ -11,9 +11,10 @@ Formats are an open set: a pass says what it produces (``int8``, ``int4-weights`
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 

@@ -7,7 +7,8 @@ hooks on calibration batches; conv inputs are unfolded into the patches each out
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from edgesmith.errors import ConfigError
 
@@ -24,8 +25,9 @@ def check_names(layers: list[tuple[str, Any]], names: Any, pass_name: str, optio
     known = {n for n, _ in layers}
     unknown = [e for e in names if e not in known]
     if unknown:
-        raise ConfigError(f"{pass_name}: {option} names {unknown[0]!r}, which is not a conv/linear layer of the model",
-                          hint=f"layers: {', '.join(sorted(known)) or 'none'}")
+        raise ConfigError(
+            f"{pass_name}: {option} names {unknown[0]!r}, which is not a conv/linear layer of the model", hint=f"layers: {', '.join(sorted(known)) or 'none'}"
+        )
 
 
 def trace(model: Any) -> Any:
@@ -35,8 +37,10 @@ def trace(model: Any) -> Any:
     try:
         return torch.fx.symbolic_trace(model)
     except Exception as exc:  # noqa: BLE001 - any tracing failure becomes one clear message
-        raise ConfigError(f"cannot trace the model's graph with torch.fx ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})",
-                          hint="this pass needs an nn.Module whose forward has no data-dependent control flow") from exc
+        raise ConfigError(
+            f"cannot trace the model's graph with torch.fx ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})",
+            hint="this pass needs an nn.Module whose forward has no data-dependent control flow",
+        ) from exc
 
 
 def single_user(node: Any) -> Any | None:
@@ -92,7 +96,7 @@ def as_rows(layer: Any, x: Any, max_rows: int | None = None, seed: int = 0) -> A
             k, s, p, d = layer.kernel_size, layer.stride, layer.padding, layer.dilation
         if isinstance(p, str):
             raise ConfigError(f"padding={p!r} convolutions are not supported by this pass", hint="use numeric padding")
-        cols = F.unfold(x, k, dilation=d, padding=p, stride=s)  # [B, C*kh*kw, L]
+        cols = F.unfold(x, k, dilation=d, padding=p, stride=s)  # type: ignore[arg-type]  # p is numeric here (checked above)  # [B, C*kh*kw, L]
         g = layer.groups
         cols = cols.reshape(x.shape[0], g, -1, cols.shape[-1])  # [B, g, fan_in, L]
         rows = cols.permute(1, 0, 3, 2).reshape(g, -1, cols.shape[2])  # [g, B*L, fan_in]

@@ -28,5 +28,11 @@ def lower_custom_ops(onnx_path: Path, cfg: LowerCustomOpsConfig, ctx: Any) -> Pa
     return out
 
 
-PASS = PassInfo("lower_custom_ops", "onnx", LowerCustomOpsConfig, lower_custom_ops,
-                "replace custom-domain ops (e.g. edgesmith.BinarySign) with equivalent standard ONNX ops", custom_ops=("*",))
+PASS = PassInfo(
+    "lower_custom_ops",
+    "onnx",
+    LowerCustomOpsConfig,
+    lower_custom_ops,
+    "replace custom-domain ops (e.g. edgesmith.BinarySign) with equivalent standard ONNX ops",
+    custom_ops=("*",),
+)

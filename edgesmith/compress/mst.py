@@ -1,4 +1,4 @@
-"""MST-compression of binary layers (algorithms.md §3, derived from the abstract — no public code).
+"""MST-compression of binary layers (docs/algorithms.md §3, derived from the abstract — no public code).
 
 For binary weight rows w_i, w_j ∈ {±1}^K and a binary input x, y_j = y_i + 2·Σ_{k∈D_ij} w_j[k]·x[k] with
 D_ij the positions where the rows differ: given y_i, y_j costs |D_ij| (their Hamming distance) instead
@@ -89,9 +89,19 @@ def tree_conv(x: np.ndarray, w: np.ndarray, tree: Tree, stride=(1, 1), padding=(
     n, _, h, wd = xs.shape
     oh = (h - dilation[0] * (kh - 1) - 1) // stride[0] + 1
     ow = (wd - dilation[1] * (kw - 1) - 1) // stride[1] + 1
-    cols = np.stack([xs[:, :, r * dilation[0]: r * dilation[0] + stride[0] * (oh - 1) + 1: stride[0],
-                        s * dilation[1]: s * dilation[1] + stride[1] * (ow - 1) + 1: stride[1]]
-                     for r in range(kh) for s in range(kw)], axis=2)  # [N, C, KH*KW, OH, OW]
+    cols = np.stack(
+        [
+            xs[
+                :,
+                :,
+                r * dilation[0] : r * dilation[0] + stride[0] * (oh - 1) + 1 : stride[0],
+                s * dilation[1] : s * dilation[1] + stride[1] * (ow - 1) + 1 : stride[1],
+            ]
+            for r in range(kh)
+            for s in range(kw)
+        ],
+        axis=2,
+    )  # [N, C, KH*KW, OH, OW]
     patches = cols.reshape(n, c * kh * kw, oh * ow)  # K ordered (c, r, s) like the weight rows
     out = np.zeros((n, o, oh * ow), dtype=np.int64)
     out[:, tree.root] = np.einsum("k,nkp->np", rows[tree.root], patches)

@@ -84,7 +84,8 @@ def pack(model: Any, rtol: float = 1e-5) -> tuple[Any, list[str]]:
             if linear is None:
                 new_nodes.append(node)
             else:
-                nodes, extra = _pack_linear(node, *linear, rtol)
+                x, beta, w, bias = linear
+                nodes, extra = _pack_linear(node, x, beta, w, bias, rtol)
                 new_nodes += nodes
                 new_inits += extra
                 if extra:
@@ -112,18 +113,39 @@ def pack(model: Any, rtol: float = 1e-5) -> tuple[Any, list[str]]:
             new_nodes.append(node)
             continue
         og = w.shape[0] // group
-        bits = np.concatenate([pack_nchw(np.where(w[g * og:(g + 1) * og] >= 0, 1.0, -1.0).astype(np.float32)) for g in range(group)])
-        bias = numpy_helper.to_array(inits[node.input[2]]).astype(np.float32) if len(node.input) > 2 and node.input[2] in inits \
+        bits = np.concatenate([pack_nchw(np.where(w[g * og : (g + 1) * og] >= 0, 1.0, -1.0).astype(np.float32)) for g in range(group)])
+        bias = (
+            numpy_helper.to_array(inits[node.input[2]]).astype(np.float32)
+            if len(node.input) > 2 and node.input[2] in inits
             else np.zeros(w.shape[0], np.float32)
+        )
         base = node.name or node.output[0]
         names = [f"{base}__bits", f"{base}__alpha", f"{base}__beta", f"{base}__bias"]
         # NOTE: stored as bytes: OpenVINO's CPU plugin turns u64 (and i64) constants into i32, which would cut the bit words
-        new_inits += [numpy_helper.from_array(np.ascontiguousarray(bits).astype("<u8").view(np.uint8).reshape(*bits.shape[:3], -1), names[0]), numpy_helper.from_array(alpha.astype(np.float32), names[1]),
-                      numpy_helper.from_array(beta, names[2]), numpy_helper.from_array(bias, names[3])]
+        new_inits += [
+            numpy_helper.from_array(np.ascontiguousarray(bits).astype("<u8").view(np.uint8).reshape(*bits.shape[:3], -1), names[0]),
+            numpy_helper.from_array(alpha.astype(np.float32), names[1]),
+            numpy_helper.from_array(beta, names[2]),
+            numpy_helper.from_array(bias, names[3]),
+        ]
         strides, dil = list(_attr(node, "strides", [1, 1])), list(_attr(node, "dilations", [1, 1]))
-        new_nodes.append(helper.make_node(binary_conv.OP, [x] + names, list(node.output), name=f"{base}__binary", domain=binary_conv.DOMAIN,
-                                          channels=channels, group=group, stride_h=strides[0], stride_w=strides[1], pad_h=pads[0],
-                                          pad_w=pads[1], dilation_h=dil[0], dilation_w=dil[1]))
+        new_nodes.append(
+            helper.make_node(
+                binary_conv.OP,
+                [x] + names,
+                list(node.output),
+                name=f"{base}__binary",
+                domain=binary_conv.DOMAIN,
+                channels=channels,
+                group=group,
+                stride_h=strides[0],
+                stride_w=strides[1],
+                pad_h=pads[0],
+                pad_w=pads[1],
+                dilation_h=dil[0],
+                dilation_w=dil[1],
+            )
+        )
         replaced.append(node.name or node.output[0])
     out = onnx.ModelProto()
     out.CopyFrom(model)
@@ -203,14 +225,32 @@ def _pack_linear(node: Any, x: str, beta: Any, w: Any, bias: Any, rtol: float) -
     bits = pack_nchw(np.where(w >= 0, 1.0, -1.0).astype(np.float32).reshape(o, c, 1, 1))
     base = node.name or node.output[0]
     names = [f"{base}__bits", f"{base}__alpha", f"{base}__beta", f"{base}__bias", f"{base}__axes"]
-    inits = [numpy_helper.from_array(np.ascontiguousarray(bits).astype("<u8").view(np.uint8).reshape(*bits.shape[:3], -1), names[0]),
-             numpy_helper.from_array(alpha.astype(np.float32), names[1]), numpy_helper.from_array(beta, names[2]),
-             numpy_helper.from_array(bias if bias is not None else np.zeros(o, np.float32), names[3]),
-             numpy_helper.from_array(np.array([2, 3], np.int64), names[4])]
-    nodes = [helper.make_node("Unsqueeze", [x, names[4]], [f"{base}__x4"], name=f"{base}__unsqueeze"),
-             helper.make_node(binary_conv.OP, [f"{base}__x4"] + names[:4], [f"{base}__y4"], name=f"{base}__binary", domain=binary_conv.DOMAIN,
-                              channels=c, group=1, stride_h=1, stride_w=1, pad_h=0, pad_w=0, dilation_h=1, dilation_w=1),
-             helper.make_node("Flatten", [f"{base}__y4"], list(node.output), name=f"{base}__flatten", axis=1)]
+    inits = [
+        numpy_helper.from_array(np.ascontiguousarray(bits).astype("<u8").view(np.uint8).reshape(*bits.shape[:3], -1), names[0]),
+        numpy_helper.from_array(alpha.astype(np.float32), names[1]),
+        numpy_helper.from_array(beta, names[2]),
+        numpy_helper.from_array(bias if bias is not None else np.zeros(o, np.float32), names[3]),
+        numpy_helper.from_array(np.array([2, 3], np.int64), names[4]),
+    ]
+    nodes = [
+        helper.make_node("Unsqueeze", [x, names[4]], [f"{base}__x4"], name=f"{base}__unsqueeze"),
+        helper.make_node(
+            binary_conv.OP,
+            [f"{base}__x4"] + names[:4],
+            [f"{base}__y4"],
+            name=f"{base}__binary",
+            domain=binary_conv.DOMAIN,
+            channels=c,
+            group=1,
+            stride_h=1,
+            stride_w=1,
+            pad_h=0,
+            pad_w=0,
+            dilation_h=1,
+            dilation_w=1,
+        ),
+        helper.make_node("Flatten", [f"{base}__y4"], list(node.output), name=f"{base}__flatten", axis=1),
+    ]
     return nodes, inits
 
 
@@ -237,18 +277,26 @@ def apply(onnx_path: Path, cfg: PackBinaryConfig, ctx: Any) -> Path:
 
     try:
         path = impl_used()
-        kernel = ("AVX-512 VPOPCNTDQ" if path == "avx512" else
-                  "the portable popcount (this CPU has no AVX-512 VPOPCNTDQ: correct, slower)")
+        kernel = "AVX-512 VPOPCNTDQ" if path == "avx512" else "the portable popcount (this CPU has no AVX-512 VPOPCNTDQ: correct, slower)"
     except BackendUnavailable as exc:
         kernel = f"no kernel ({exc}); ONNX Runtime cannot run the packed layers here: add lower_custom_ops"
     ctx.details["pack_binary"] = {"layers": replaced, "onnx_bytes": [before, after], "kernel": kernel}
-    ctx.note(f"pack_binary: {len(replaced)} binary convolutions/linear layers stored bit-packed as edgesmith.BinaryConv "
-             f"(ONNX {before:,} -> {after:,} bytes, {before / max(after, 1):.1f}x smaller); ONNX Runtime runs them on the compiled "
-             f"XNOR-popcount kernel through onnxruntime-extensions (kernel path here: {kernel}), OpenVINO converts them to its float ops"
-             if replaced else "pack_binary: no binary convolution found (run binarize first): the model is unchanged")
+    ctx.note(
+        f"pack_binary: {len(replaced)} binary convolutions/linear layers stored bit-packed as edgesmith.BinaryConv "
+        f"(ONNX {before:,} -> {after:,} bytes, {before / max(after, 1):.1f}x smaller); ONNX Runtime runs them on the compiled "
+        f"XNOR-popcount kernel through onnxruntime-extensions (kernel path here: {kernel}), OpenVINO converts them to its float ops"
+        if replaced
+        else "pack_binary: no binary convolution found (run binarize first): the model is unchanged"
+    )
     return out
 
 
-PASS = PassInfo("pack_binary", "onnx", PackBinaryConfig, apply,
-                "store binarize's convolutions and linear layers bit-packed as edgesmith.BinaryConv (run on the compiled XNOR-popcount kernel)",
-                runs_after=("binarize",), custom_ops=("edgesmith",))
+PASS = PassInfo(
+    "pack_binary",
+    "onnx",
+    PackBinaryConfig,
+    apply,
+    "store binarize's convolutions and linear layers bit-packed as edgesmith.BinaryConv (run on the compiled XNOR-popcount kernel)",
+    runs_after=("binarize",),
+    custom_ops=("edgesmith",),
+)

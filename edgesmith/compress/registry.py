@@ -10,10 +10,11 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import pkgutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 from edgesmith.compress.contract import Records
 from edgesmith.errors import ConfigError
@@ -116,8 +117,10 @@ def get_pass(name: str) -> PassInfo:
     if name not in reg.objects:
         broken = [b for b in reg.broken if b.name == name]
         if broken:
-            raise ConfigError(f"pass type {name!r} comes from a plugin that failed to load ({broken[0].distribution}: {broken[0].error})",
-                              hint="fix or reinstall that package; `edgesmith passes` lists broken plugins")
+            raise ConfigError(
+                f"pass type {name!r} comes from a plugin that failed to load ({broken[0].distribution}: {broken[0].error})",
+                hint="fix or reinstall that package; `edgesmith passes` lists broken plugins",
+            )
         raise ConfigError(f"unknown pass type {name!r}", hint=f"known pass types: {', '.join(sorted(reg.objects))}")
     return reg.objects[name]
 
@@ -130,8 +133,10 @@ def build_pass_config(name: str, options: dict[str, Any]) -> Any:
     allowed = [f.name for f in dataclasses.fields(info.config)]
     unknown = [k for k in options if k not in allowed]
     if "recover" in unknown:
-        raise ConfigError(f"pass {name!r} has no recovery step: it does not train, so a `recover:` block cannot apply to it",
-                          hint="recovery goes on passes that train the compressed model (qat); or add a `distill` pass after it")
+        raise ConfigError(
+            f"pass {name!r} has no recovery step: it does not train, so a `recover:` block cannot apply to it",
+            hint="recovery goes on passes that train the compressed model (qat); or add a `distill` pass after it",
+        )
     if unknown:
         raise ConfigError(
             f"pass {name!r}: unknown option {unknown[0]!r} (allowed: {', '.join(allowed)})",
@@ -156,11 +161,13 @@ def check_order(pass_types: list[str]) -> None:
     """Refuse a pass order that breaks a declared requirement, in one line naming both passes."""
     infos = [get_pass(t) for t in pass_types]
     for i, info in enumerate(infos):
-        before, later = infos[:i], infos[i + 1:]
+        before, later = infos[:i], infos[i + 1 :]
         for name in info.runs_after:
             if any(p.name == name for p in later):
-                raise ConfigError(f"pass {info.name!r} must come after {name!r}, but the recipe lists {name!r} after it",
-                                  hint=f"move {name!r} before {info.name!r} in `passes:`")
+                raise ConfigError(
+                    f"pass {info.name!r} must come after {name!r}, but the recipe lists {name!r} after it",
+                    hint=f"move {name!r} before {info.name!r} in `passes:`",
+                )
         for kind in info.requires:
             if any(kind in p.produces for p in before):
                 continue
@@ -168,7 +175,11 @@ def check_order(pass_types: list[str]) -> None:
             late = [p.name for p in later if kind in p.produces]
             what = getattr(kind, "summary", kind.__name__)
             if late:
-                raise ConfigError(f"pass {info.name!r} needs {what} ({kind.__name__}) from {late[0]!r}, which the recipe lists after it",
-                                  hint=f"move {late[0]!r} before {info.name!r} in `passes:`")
-            raise ConfigError(f"pass {info.name!r} needs {what} ({kind.__name__}), and no pass before it produces them",
-                              hint=f"put one of {', '.join(repr(p) for p in producers)} before {info.name!r}")
+                raise ConfigError(
+                    f"pass {info.name!r} needs {what} ({kind.__name__}) from {late[0]!r}, which the recipe lists after it",
+                    hint=f"move {late[0]!r} before {info.name!r} in `passes:`",
+                )
+            raise ConfigError(
+                f"pass {info.name!r} needs {what} ({kind.__name__}), and no pass before it produces them",
+                hint=f"put one of {', '.join(repr(p) for p in producers)} before {info.name!r}",
+            )

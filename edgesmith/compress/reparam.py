@@ -1,4 +1,4 @@
-"""``reparam``: deploy-time re-parameterisation folds (algorithms.md §12) — a network trained with extra
+"""``reparam``: deploy-time re-parameterisation folds (docs/algorithms.md §12) — a network trained with extra
 structure runs as a plainer one that computes the same function.
 
 - **RIFormer** (``AffineMixerBlock``): a token mixer that is only an affine map after a GroupNorm, used in
@@ -98,11 +98,19 @@ def apply(model: Any, cfg: ReparamConfig, ctx: Any) -> Any:
     counts = reparameterise(model)
     after = sum(p.numel() for p in model.parameters())
     ctx.details["reparam"] = {"folded": counts, "parameters": [before, after]}
-    ctx.note(("reparam: folded " + ", ".join(f"{n} {k}" for k, n in counts.items()) + f"; parameters {before:,} -> {after:,}")
-             if counts else "reparam: no RIFormer/RepVGG block in this model: nothing to fold")
+    ctx.note(
+        ("reparam: folded " + ", ".join(f"{n} {k}" for k, n in counts.items()) + f"; parameters {before:,} -> {after:,}")
+        if counts
+        else "reparam: no RIFormer/RepVGG block in this model: nothing to fold"
+    )
     return model
 
 
-PASS = PassInfo("reparam", "torch", ReparamConfig, apply,
-                "deploy-time folds (§12): RIFormer affine token mixers into their GroupNorm, RepVGG branches into one 3x3 conv",
-                changes_architecture=True)
+PASS = PassInfo(
+    "reparam",
+    "torch",
+    ReparamConfig,
+    apply,
+    "deploy-time folds (§12): RIFormer affine token mixers into their GroupNorm, RepVGG branches into one 3x3 conv",
+    changes_architecture=True,
+)

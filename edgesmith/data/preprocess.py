@@ -13,9 +13,9 @@ images are converted to the colour the input wants (a 16-bit image is scaled, no
 
 from __future__ import annotations
 
-from typing import Any, Literal, Sequence
-
 import warnings
+from collections.abc import Sequence
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field, model_validator
@@ -69,7 +69,7 @@ class Preprocess(Strict):
         return data
 
     @model_validator(mode="after")
-    def _sizes(self) -> "Preprocess":
+    def _sizes(self) -> Preprocess:
         for what, v in (("resize", self.resize), ("crop", self.crop)):
             vals = [v] if isinstance(v, int) else (v or [])
             if isinstance(v, list) and len(v) != 2:
@@ -97,20 +97,28 @@ class ImageEncoder:
         self.name = spec.name
         given = pre is not None
         pre = pre or Preprocess()
-        layout = pre.layout or ("NHWC" if isinstance(shape[3], int) and shape[3] in (1, 3, 4) and not (isinstance(shape[1], int) and shape[1] in (1, 3)) else "NCHW")
+        layout = pre.layout or (
+            "NHWC" if isinstance(shape[3], int) and shape[3] in (1, 3, 4) and not (isinstance(shape[1], int) and shape[1] in (1, 3)) else "NCHW"
+        )
         c, h, w = (shape[1], shape[2], shape[3]) if layout == "NCHW" else (shape[3], shape[1], shape[2])
         if not isinstance(c, int):
             c = 1 if pre.color == "L" else 3
         if c not in (1, 3):
-            raise ConfigError(f"input {spec.name!r} has {c} channels; images give 1 (L) or 3 (RGB/BGR)", hint="set `preprocess: {layout: NHWC}` if the channels come last")
+            raise ConfigError(
+                f"input {spec.name!r} has {c} channels; images give 1 (L) or 3 (RGB/BGR)", hint="set `preprocess: {layout: NHWC}` if the channels come last"
+            )
         fixed = pre.crop if pre.crop is not None else (pre.resize if isinstance(pre.resize, list) else None)
         out_h, out_w = _pair(fixed) if fixed is not None else (h, w)
         if not (isinstance(out_h, int) and isinstance(out_w, int)):
-            raise ConfigError(f"input {spec.name!r} has dynamic height/width {shape}: the image size must be given",
-                              hint="add `preprocess: {resize: 256, crop: 224}` (or a preset such as imagenet) to the data source")
+            raise ConfigError(
+                f"input {spec.name!r} has dynamic height/width {shape}: the image size must be given",
+                hint="add `preprocess: {resize: 256, crop: 224}` (or a preset such as imagenet) to the data source",
+            )
         if isinstance(h, int) and isinstance(w, int) and (out_h, out_w) != (h, w):
-            raise ConfigError(f"preprocess gives {out_h}x{out_w} images, input {spec.name!r} takes {h}x{w}",
-                              hint="set preprocess crop/resize to the input's size, or leave them out to use it")
+            raise ConfigError(
+                f"preprocess gives {out_h}x{out_w} images, input {spec.name!r} takes {h}x{w}",
+                hint="set preprocess crop/resize to the input's size, or leave them out to use it",
+            )
         if not given and c == 3:  # NOTE: a colour model with no block: ImageNet conventions at the input's own size
             pre = Preprocess.model_validate({"preset": "imagenet", "resize": int(round(min(out_h, out_w) / 0.875)), "crop": [out_h, out_w]})
             self.defaulted = True
@@ -119,8 +127,10 @@ class ImageEncoder:
         self.pre, self.layout, self.channels, self.size = pre, layout, c, (out_h, out_w)
         self.color = pre.color or ("L" if c == 1 else "RGB")
         if (self.color == "L") != (c == 1):
-            raise ConfigError(f"preprocess color {self.color} gives {1 if self.color == 'L' else 3} channel(s), input {spec.name!r} takes {c}",
-                              hint="use color L for one channel, RGB or BGR for three")
+            raise ConfigError(
+                f"preprocess color {self.color} gives {1 if self.color == 'L' else 3} channel(s), input {spec.name!r} takes {c}",
+                hint="use color L for one channel, RGB or BGR for three",
+            )
         n = len(pre.mean)
         self.mean = np.asarray(pre.mean if n == c else pre.mean * c, np.float32)[:c]
         self.std = np.asarray(pre.std if len(pre.std) == c else pre.std * c, np.float32)[:c]
@@ -131,7 +141,9 @@ class ImageEncoder:
         steps = [f"resize {p.resize}" if p.resize else f"resize to {self.size[0]}x{self.size[1]}"]
         if p.crop:
             steps.append(f"{'random' if p.random_crop else 'centre'} crop {self.size[0]}x{self.size[1]}")
-        steps.append(f"{self.color}, x{p.scale:g}, mean {[round(float(m), 4) for m in self.mean]}, std {[round(float(s), 4) for s in self.std]}, {self.layout} {self.dtype}")
+        steps.append(
+            f"{self.color}, x{p.scale:g}, mean {[round(float(m), 4) for m in self.mean]}, std {[round(float(s), 4) for s in self.std]}, {self.layout} {self.dtype}"
+        )
         return ("ImageNet convention (default for a 3-channel input; set `preprocess:` to change it): " if self.defaulted else "") + ", ".join(steps)
 
     def __call__(self, source: Any, rng: np.random.Generator | None = None) -> np.ndarray:
@@ -155,18 +167,18 @@ class ImageEncoder:
 
         p, (h, w) = self.pre, self.size
         if p.resize is None and p.crop is None:
-            return img.resize((w, h), Image.BILINEAR)
+            return img.resize((w, h), Image.Resampling.BILINEAR)
         if p.resize is not None:
             if isinstance(p.resize, int):
                 s = p.resize / min(img.size)
-                img = img.resize((max(1, round(img.size[0] * s)), max(1, round(img.size[1] * s))), Image.BILINEAR)
+                img = img.resize((max(1, round(img.size[0] * s)), max(1, round(img.size[1] * s))), Image.Resampling.BILINEAR)
             else:
-                img = img.resize((p.resize[1], p.resize[0]), Image.BILINEAR)
+                img = img.resize((p.resize[1], p.resize[0]), Image.Resampling.BILINEAR)
         if p.crop is not None:
             iw, ih = img.size
             if iw < w or ih < h:  # smaller than the crop: scale up so the crop fits
                 s = max(w / iw, h / ih)
-                img = img.resize((max(w, round(iw * s)), max(h, round(ih * s))), Image.BILINEAR)
+                img = img.resize((max(w, round(iw * s)), max(h, round(ih * s))), Image.Resampling.BILINEAR)
                 iw, ih = img.size
             if p.random_crop and rng is not None:
                 left, top = int(rng.integers(0, iw - w + 1)), int(rng.integers(0, ih - h + 1))
@@ -174,7 +186,7 @@ class ImageEncoder:
                 left, top = (iw - w) // 2, (ih - h) // 2
             img = img.crop((left, top, left + w, top + h))
         elif img.size != (w, h):
-            img = img.resize((w, h), Image.BILINEAR)
+            img = img.resize((w, h), Image.Resampling.BILINEAR)
         return img
 
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from edgesmith.data.preprocess import IMAGE_EXTENSIONS
 from edgesmith.errors import ConfigError, InputError
@@ -74,6 +75,7 @@ class RecordSource:
 
 # ---------------------------------------------------------------- what a path is
 
+
 def is_record_source(source: str, base_dir: Path | None) -> bool:
     p = _resolve(source, base_dir)
     return p.suffix.lower() in TEXT_SUFFIXES + TABLE_SUFFIXES or p.is_dir()
@@ -84,8 +86,9 @@ def _resolve(source: str, base_dir: Path | None) -> Path:
     return p if p.is_absolute() or base_dir is None else base_dir / p
 
 
-def open_source(source: str, base_dir: Path | None, *, field: str | None = None, label_field: str | None = None,
-                split: str | None = None, role: str = "evaluation") -> RecordSource:
+def open_source(
+    source: str, base_dir: Path | None, *, field: str | None = None, label_field: str | None = None, split: str | None = None, role: str = "evaluation"
+) -> RecordSource:
     """A path -> its RecordSource (nothing decoded yet)."""
     path = _resolve(source, base_dir)
     if not path.exists():
@@ -123,6 +126,7 @@ def _count_lines(path: Path) -> int:
 
 # ---------------------------------------------------------------- image folders
 
+
 def _image_folder(root: Path) -> RecordSource:
     """Flat (every file a sample, unlabelled) or ImageFolder (one sub-folder per class, labels from the
     sorted folder names). Hidden files are ignored; a file that is not an image is a counted skip."""
@@ -137,11 +141,12 @@ def _image_folder(root: Path) -> RecordSource:
                 top_files.append(e.name)
     class_dirs.sort()
     if not class_dirs:
-        items = [(n, None) for n in sorted(top_files)]
+        items: list[tuple[str, int | None]] = [(n, None) for n in sorted(top_files)]
         if not items:
             raise InputError(f"image folder {root} is empty", hint="put image files in it (flat), or one sub-folder of images per class")
         return RecordSource(root.name, "image", root, len(items), _items=items)
-    classes, items = [], []
+    classes: list[str] = []
+    items = []
     for name in class_dirs:
         files = sorted(_walk_files(root / name))
         if files:
@@ -150,8 +155,10 @@ def _image_folder(root: Path) -> RecordSource:
     if not items:
         raise InputError(f"image folder {root} has sub-folders but no files in them", hint="one sub-folder of images per class")
     if len(classes) == 1:
-        raise InputError(f"image folder {root} has one class folder ({classes[0]!r}): every label would be the same",
-                         hint=f"for unlabelled images give the folder itself ({root / classes[0]}); for labels, one sub-folder per class")
+        raise InputError(
+            f"image folder {root} has one class folder ({classes[0]!r}): every label would be the same",
+            hint=f"for unlabelled images give the folder itself ({root / classes[0]}); for labels, one sub-folder per class",
+        )
     items += [(n, None) for n in sorted(top_files)]  # NOTE: files beside the class folders have no label: skipped below
     src = RecordSource(root.name, "image", root, len(items), classes=classes, has_labels=True, _items=items)
     return src
@@ -167,6 +174,7 @@ def _walk_files(folder: Path) -> Iterator[str]:
 
 
 # ---------------------------------------------------------------- text files
+
 
 def _text_lines(path: Path) -> Iterator[Record | Skip]:
     with open(path, "rb") as f:
@@ -201,9 +209,11 @@ def _jsonl_fields(path: Path, field: str | None, label_field: str | None) -> tup
                 keys = list(obj)
                 text = _pick(keys, field, TEXT_FIELDS, "field", path, f" line {i}")
                 if text is None:
-                    raise InputError(f"{path.name} line {i}: no text field among {keys[:12]}", hint="name it with `field:` in the data source (or --text-field)")
+                    raise InputError(
+                        f"{path.name} line {i}: no text field among {keys[:12]}", hint="name it with `field:` in the data source (or --text-field)"
+                    )
                 return text, _pick(keys, label_field, LABEL_FIELDS, "label field", path, f" line {i}")
-    raise InputError(f"{path} has no JSON object on any line", hint="one JSON object per line, e.g. {\"text\": \"...\", \"label\": 0}")
+    raise InputError(f"{path} has no JSON object on any line", hint='one JSON object per line, e.g. {"text": "...", "label": 0}')
 
 
 def _jsonl(path: Path, field: str | None, label_field: str | None) -> Iterator[Record | Skip]:
@@ -219,8 +229,10 @@ def _jsonl(path: Path, field: str | None, label_field: str | None) -> Iterator[R
                 yield Skip(where, "not JSON")
                 continue
             if not isinstance(obj, dict) or field not in obj:
-                raise InputError(f"{path.name} line {i} has no field {field!r}" + (f" (it has {list(obj)[:12]})" if isinstance(obj, dict) else " (not an object)"),
-                                 hint="every line needs the text field; fix the line or name the field with `field:`")
+                raise InputError(
+                    f"{path.name} line {i} has no field {field!r}" + (f" (it has {list(obj)[:12]})" if isinstance(obj, dict) else " (not an object)"),
+                    hint="every line needs the text field; fix the line or name the field with `field:`",
+                )
             if label_field is not None and label_field not in obj:
                 raise InputError(f"{path.name} line {i} has no label field {label_field!r}", hint="label every line, or drop the labels")
             if not isinstance(obj[field], str) or not obj[field].strip():
@@ -259,6 +271,7 @@ def _csv(path: Path, field: str | None, label_field: str | None) -> Iterator[Rec
 
 
 # ---------------------------------------------------------------- parquet, arrow, datasets folders
+
 
 def _datasets_folder(path: Path, split: str | None, role: str, field: str | None, label_field: str | None) -> RecordSource:
     """A folder written by ``datasets.Dataset.save_to_disk`` (state.json + arrow files) or a DatasetDict's
@@ -325,8 +338,10 @@ def _schema_and_rows(path: Path) -> tuple[Any, int]:
                 schema = pa.ipc.open_stream(f).schema
         return schema, rows
     except (pa.ArrowException, OSError) as exc:
-        raise InputError(f"cannot read {path} as {'parquet' if path.suffix == '.parquet' else 'arrow'}: {str(exc).splitlines()[0][:200]}",
-                         hint="the file may be truncated or of another format") from exc
+        raise InputError(
+            f"cannot read {path} as {'parquet' if path.suffix == '.parquet' else 'arrow'}: {str(exc).splitlines()[0][:200]}",
+            hint="the file may be truncated or of another format",
+        ) from exc
 
 
 def _tables(path: Path, files: list[Path], field: str | None, label_field: str | None) -> RecordSource:
@@ -338,6 +353,7 @@ def _tables(path: Path, files: list[Path], field: str | None, label_field: str |
             raise InputError(f"data file missing: {f}", hint="the dataset folder is incomplete; re-save it")
         s, n = _schema_and_rows(f)
         schema, count = schema or s, count + n
+    assert schema is not None  # files is not empty
     names = list(schema.names)
     if field is None:
         field = next((k for k in IMAGE_FIELDS + TEXT_FIELDS if k in names), None)

@@ -7,9 +7,10 @@ labels under ``labels`` or ``y``), or ``package.module:function`` returning an i
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -53,7 +54,7 @@ class Dataset:
             return self.known_labels is not None
         return bool(self.batches) and all(b.labels is not None for b in self.batches)
 
-    def take(self, n: int) -> "Dataset":
+    def take(self, n: int) -> Dataset:
         if n >= self.num_samples:
             return self
         out, left = [], n
@@ -67,7 +68,7 @@ class Dataset:
             left -= b.size
         return Dataset(self.name, out, notes=self.notes, classes=self.classes)
 
-    def uniform_batches(self) -> tuple["Dataset", int]:
+    def uniform_batches(self) -> tuple[Dataset, int]:
         """Re-batch to one batch size (the first batch's); returns the set and how many samples were left out.
 
         With fewer samples than one batch, everything goes in as batches of one.
@@ -100,8 +101,7 @@ class Dataset:
 def split_batches(inputs: dict[str, np.ndarray], labels: np.ndarray | None, batch_size: int) -> list[Batch]:
     n = len(next(iter(inputs.values())))
     return [
-        Batch({k: v[i : i + batch_size] for k, v in inputs.items()}, None if labels is None else labels[i : i + batch_size])
-        for i in range(0, n, batch_size)
+        Batch({k: v[i : i + batch_size] for k, v in inputs.items()}, None if labels is None else labels[i : i + batch_size]) for i in range(0, n, batch_size)
     ]
 
 
@@ -143,7 +143,9 @@ def _from_callable(ref: str, names: Sequence[str]) -> list[Batch]:
         raise
     except Exception as exc:  # NOTE: the user's code failed; that is bad input, not an edgesmith defect
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
-        raise InputError(f"data function {ref} raised {type(exc).__name__}: {first}", hint="run it on its own to debug it; EDGESMITH_DEBUG=1 shows the traceback") from exc
+        raise InputError(
+            f"data function {ref} raised {type(exc).__name__}: {first}", hint="run it on its own to debug it; EDGESMITH_DEBUG=1 shows the traceback"
+        ) from exc
 
 
 def _batches_of(items: Any, ref: str, names: Sequence[str]) -> list[Batch]:
@@ -165,9 +167,20 @@ def _batches_of(items: Any, ref: str, names: Sequence[str]) -> list[Batch]:
     return batches
 
 
-def load_dataset(source: str, input_specs: Sequence[Any], *, role: str, split: str | None = None,
-                 samples: int | None = None, batch_size: int = 32, base_dir: Path | None = None, cfg: Any = None,
-                 tokenizer_dir: Path | None = None, model_labels: dict[str, int] | None = None, reporter: Any = None) -> Dataset:
+def load_dataset(
+    source: str,
+    input_specs: Sequence[Any],
+    *,
+    role: str,
+    split: str | None = None,
+    samples: int | None = None,
+    batch_size: int = 32,
+    base_dir: Path | None = None,
+    cfg: Any = None,
+    tokenizer_dir: Path | None = None,
+    model_labels: dict[str, int] | None = None,
+    reporter: Any = None,
+) -> Dataset:
     """Load and check one data set. ``input_specs`` are recipe InputSpec objects (name, shape, dtype); ``cfg``
     the recipe's DataSource (preprocess, fields, labels, seed, skip) for folders, text and tables."""
     from edgesmith.data.records import is_record_source
@@ -176,11 +189,22 @@ def load_dataset(source: str, input_specs: Sequence[Any], *, role: str, split: s
     if ":" not in source and not source.endswith(".npz") and source not in ("digits", "digits32") and is_record_source(source, base_dir):
         from edgesmith.data.stream import load_records
 
-        return load_records(source, input_specs, role=role, cfg=cfg, base_dir=base_dir, batch_size=batch_size,
-                            tokenizer_dir=tokenizer_dir, model_labels=model_labels, reporter=reporter)
+        return load_records(
+            source,
+            input_specs,
+            role=role,
+            cfg=cfg,
+            base_dir=base_dir,
+            batch_size=batch_size,
+            tokenizer_dir=tokenizer_dir,
+            model_labels=model_labels,
+            reporter=reporter,
+        )
     if getattr(cfg, "split_at", None):
-        raise ConfigError(f"{source}: a calibration/evaluation split of one source applies to folders, text and table files",
-                          hint="give --eval-data separately for this source")
+        raise ConfigError(
+            f"{source}: a calibration/evaluation split of one source applies to folders, text and table files",
+            hint="give --eval-data separately for this source",
+        )
     if source in ("digits", "digits32"):
         from edgesmith.data.digits import load_digits_split
 
@@ -200,8 +224,11 @@ def load_dataset(source: str, input_specs: Sequence[Any], *, role: str, split: s
         p = Path(source) if base_dir is None or Path(source).is_absolute() else base_dir / source
         if not p.exists() and ("/" in source or "." in Path(source).name):
             raise InputError(f"data not found: {p}", hint="give an existing image folder, text/JSONL/CSV/parquet/arrow file, datasets folder or .npz")
-        raise ConfigError(f"unknown data source {source!r}", hint="use an image folder, a .txt/.jsonl/.csv/.parquet/.arrow file, a saved datasets folder, "
-                          "a .npz file, package.module:function, `digits` (8x8) or `digits32`")
+        raise ConfigError(
+            f"unknown data source {source!r}",
+            hint="use an image folder, a .txt/.jsonl/.csv/.parquet/.arrow file, a saved datasets folder, "
+            "a .npz file, package.module:function, `digits` (8x8) or `digits32`",
+        )
     ds = Dataset(f"{source}{f'[{split}]' if split else ''}", batches)
     if samples is not None:
         ds = ds.take(samples)
@@ -224,8 +251,10 @@ def check_dataset(ds: Dataset, input_specs: Sequence[Any], role: str) -> None:
                     hint="reshape the data or fix `inputs:` in the recipe (the first dimension is the batch)",
                 )
             if arr.dtype.kind not in "biuf":  # complex, strings, objects: a cast would lose or invent data
-                raise InputError(f"{role} data for input {spec.name!r} is {arr.dtype} ({'complex' if arr.dtype.kind == 'c' else 'not numeric'})",
-                                 hint=f"give real numbers castable to {spec.dtype}")
+                raise InputError(
+                    f"{role} data for input {spec.name!r} is {arr.dtype} ({'complex' if arr.dtype.kind == 'c' else 'not numeric'})",
+                    hint=f"give real numbers castable to {spec.dtype}",
+                )
             if arr.dtype != np.dtype(spec.dtype):
                 b.inputs[spec.name] = arr.astype(spec.dtype)
     _check_labels(ds, role)
@@ -241,8 +270,11 @@ def _check_labels(ds: Dataset, role: str) -> None:
         if y.dtype.kind not in "biuf":
             raise InputError(f"{role} labels are {y.dtype}, not integer class indices", hint="map class names to indices 0..C-1 before saving")
         if y.ndim != 1:
-            raise InputError(f"{role} labels of batch {i} have shape {list(y.shape)}: one integer class per sample is expected"
-                             + (" (one-hot rows?)" if y.ndim == 2 else ""), hint="give class indices, e.g. labels = y.argmax(1)")
+            raise InputError(
+                f"{role} labels of batch {i} have shape {list(y.shape)}: one integer class per sample is expected"
+                + (" (one-hot rows?)" if y.ndim == 2 else ""),
+                hint="give class indices, e.g. labels = y.argmax(1)",
+            )
         if len(y) != b.size:
             raise InputError(f"{role} batch {i} has {b.size} samples and {len(y)} labels", hint="give one label per sample")
         if y.dtype.kind == "f":
@@ -257,7 +289,7 @@ def _check_labels(ds: Dataset, role: str) -> None:
 def _check_finite(ds: Dataset, role: str) -> None:
     for name in ds.batches[0].inputs if ds.batches else []:
         nan = inf = 0
-        first = None
+        first: tuple[int, list[int]] | None = None
         offset = 0
         for b in ds.batches:
             arr = b.inputs[name]
@@ -270,7 +302,7 @@ def _check_finite(ds: Dataset, role: str) -> None:
                         idx = np.unravel_index(int(np.argmax(bad)), arr.shape)
                         first = (offset + int(idx[0]), list(int(i) for i in idx[1:]))
             offset += b.size
-        if nan or inf:
+        if first is not None:  # a NaN or Inf was found
             raise InputError(
                 f"{role} data for input {name!r} contains {nan} NaN and {inf} Inf value(s); first at sample {first[0]}, position {first[1]}",
                 hint="clean or drop those samples; quantization ranges and metrics would be meaningless with them",

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -86,6 +87,7 @@ class StreamedBatches:
 
 # ---------------------------------------------------------------- encoders
 
+
 class _Encoder:
     """Turns a list of record values into {input name: array}."""
 
@@ -112,8 +114,10 @@ class _Text(_Encoder):
 
         ref = getattr(cfg, "tokenizer", None) or (str(tokenizer_dir) if tokenizer_dir else None)
         if ref is None:
-            raise ConfigError("text data needs a tokenizer and the model is not a Transformers folder",
-                              hint="set `tokenizer: PATH/TO/TOKENIZER_FOLDER` in the data source (or --tokenizer)")
+            raise ConfigError(
+                "text data needs a tokenizer and the model is not a Transformers folder",
+                hint="set `tokenizer: PATH/TO/TOKENIZER_FOLDER` in the data source (or --tokenizer)",
+            )
         require("transformers")
         from transformers import AutoTokenizer
 
@@ -123,8 +127,10 @@ class _Text(_Encoder):
         try:
             self.tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
         except Exception as exc:  # noqa: BLE001 - transformers raises many kinds for a folder it cannot read
-            raise InputError(f"cannot load a tokenizer from {path}: {type(exc).__name__}: {str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''}",
-                             hint="the folder needs tokenizer.json or the tokenizer's vocabulary files") from exc
+            raise InputError(
+                f"cannot load a tokenizer from {path}: {type(exc).__name__}: {str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''}",
+                hint="the folder needs tokenizer.json or the tokenizer's vocabulary files",
+            ) from exc
         self.specs = [s for s in specs]
         fixed = next((s.shape[1] for s in specs if len(s.shape) == 2 and isinstance(s.shape[1], int)), None)
         limit = getattr(cfg, "max_length", None) or fixed or DEFAULT_MAX_LENGTH
@@ -165,8 +171,10 @@ class _Rows(_Encoder):
         for s in self.specs:
             col = self.columns.get(s.name, s.name)
             if col not in values[0]:
-                raise InputError(f"no column {col!r} for input {s.name!r} (columns: {sorted(values[0])[:12]})",
-                                 hint="name the column with `columns: {INPUT: COLUMN}` in the data source")
+                raise InputError(
+                    f"no column {col!r} for input {s.name!r} (columns: {sorted(values[0])[:12]})",
+                    hint="name the column with `columns: {INPUT: COLUMN}` in the data source",
+                )
             try:
                 out[s.name] = np.stack([np.asarray(v[col], dtype=s.dtype) for v in values])
             except (ValueError, TypeError) as exc:
@@ -192,8 +200,10 @@ def _encoder(src: RecordSource, specs: Sequence[Any], cfg: Any, tokenizer_dir: P
 
         fit = image_inputs(specs)
         if len(specs) != 1 or not fit:
-            raise ConfigError(f"images feed one image input; the model takes {[f'{s.name}{list(s.shape)}' for s in specs]}",
-                              hint="give an .npz or a data function for models with other inputs")
+            raise ConfigError(
+                f"images feed one image input; the model takes {[f'{s.name}{list(s.shape)}' for s in specs]}",
+                hint="give an .npz or a data function for models with other inputs",
+            )
         return _Images(fit[0], cfg, src.path if src.path.is_dir() else src.path.parent)
     if src.kind == "text":
         return _Text(specs, cfg, tokenizer_dir, skips)
@@ -201,6 +211,7 @@ def _encoder(src: RecordSource, specs: Sequence[Any], cfg: Any, tokenizer_dir: P
 
 
 # ---------------------------------------------------------------- labels
+
 
 def _label_mapper(src: RecordSource, cfg: Any, model_labels: dict[str, int] | None) -> Callable[[Any], int] | None:
     """Class names (folder names, string labels) -> the model's class indices."""
@@ -225,8 +236,10 @@ def _label_mapper(src: RecordSource, cfg: Any, model_labels: dict[str, int] | No
         folded = {k.lower(): v for k, v in mapping.items()}
         missing = [c for c in src.classes if c not in mapping and c.lower() not in folded]
         if missing:
-            raise InputError(f"class folder(s) {missing[:5]} are not among the model's classes ({len(mapping)}, e.g. {list(mapping)[:4]})",
-                             hint="rename the folders, or map them with `labels: {FOLDER: INDEX}` (or a file of class names)")
+            raise InputError(
+                f"class folder(s) {missing[:5]} are not among the model's classes ({len(mapping)}, e.g. {list(mapping)[:4]})",
+                hint="rename the folders, or map them with `labels: {FOLDER: INDEX}` (or a file of class names)",
+            )
         table = [mapping.get(c, folded.get(c.lower())) for c in src.classes]
         return lambda cls: int(table[cls])
 
@@ -253,20 +266,32 @@ def _label_mapper(src: RecordSource, cfg: Any, model_labels: dict[str, int] | No
 
 # ---------------------------------------------------------------- reading
 
+
 def select(count: int, skip: int, samples: int | None, seed: int | None) -> np.ndarray:
     """The record indices a data source reads, in file order: a seeded shuffle, then [skip, skip+samples)."""
     order = np.random.default_rng(seed).permutation(count) if seed is not None else np.arange(count)
-    chosen = order[skip: None if samples is None else skip + samples]
+    chosen = order[skip : None if samples is None else skip + samples]
     return np.sort(chosen)
 
 
-def load_records(source: str, specs: Sequence[Any], *, role: str, cfg: Any, base_dir: Path | None, batch_size: int,
-                 tokenizer_dir: Path | None = None, model_labels: dict[str, int] | None = None, reporter: Any = None) -> Any:
+def load_records(
+    source: str,
+    specs: Sequence[Any],
+    *,
+    role: str,
+    cfg: Any,
+    base_dir: Path | None,
+    batch_size: int,
+    tokenizer_dir: Path | None = None,
+    model_labels: dict[str, int] | None = None,
+    reporter: Any = None,
+) -> Any:
     """Read a record source into a checked Dataset (in memory when small, streamed otherwise)."""
     from edgesmith.data.sources import Batch, Dataset, check_dataset
 
-    src = open_source(source, base_dir, field=getattr(cfg, "field", None), label_field=getattr(cfg, "label_field", None),
-                      split=getattr(cfg, "split", None), role=role)
+    src = open_source(
+        source, base_dir, field=getattr(cfg, "field", None), label_field=getattr(cfg, "label_field", None), split=getattr(cfg, "split", None), role=role
+    )
     skips = SkipCount()
     encode = _encoder(src, specs, cfg, tokenizer_dir, skips)
     to_label = _label_mapper(src, cfg, model_labels)
@@ -274,8 +299,9 @@ def load_records(source: str, specs: Sequence[Any], *, role: str, cfg: Any, base
     split_at, samples, skip_n = getattr(cfg, "split_at", None), getattr(cfg, "samples", None), 0
     if split_at:
         if src.count < 2:
-            raise InputError(f"{src.name} has {src.count} sample: it cannot be split into calibration and evaluation",
-                             hint="give more samples, or --eval-data separately")
+            raise InputError(
+                f"{src.name} has {src.count} sample: it cannot be split into calibration and evaluation", hint="give more samples, or --eval-data separately"
+            )
         cut = max(1, min(split_at, src.count // 2))  # NOTE: the same cut in both roles: the parts never overlap
         if role == "calibration":
             samples = min(samples or cut, cut)
@@ -284,7 +310,6 @@ def load_records(source: str, specs: Sequence[Any], *, role: str, cfg: Any, base
     chosen = select(src.count, skip_n, samples, seed)
     mask = np.zeros(src.count, bool)
     mask[chosen] = True
-    base = src.path if src.path.is_dir() else src.path.parent
 
     def produce(stats: SkipCount | None, on_progress: Callable[[int, int], None] | None = None) -> Iterator[Any]:
         rng = np.random.default_rng(seed)
@@ -298,8 +323,7 @@ def load_records(source: str, specs: Sequence[Any], *, role: str, cfg: Any, base
             """Decode the pending images side by side (Pillow releases the GIL), keep order, yield full batches."""
             nonlocal values, labels
             seeds = rng.integers(0, 2**31, size=len(pending))
-            decoded = list(pool.map(lambda rs: _decode(encode, rs[0], rs[1]), zip(pending, seeds))) if pool else \
-                [(r.value, None) for r in pending]
+            decoded = list(pool.map(lambda rs: _decode(encode, rs[0], rs[1]), zip(pending, seeds))) if pool else [(r.value, None) for r in pending]
             for rec, (value, skipped) in zip(pending, decoded):
                 if skipped is not None:
                     if stats is not None:
@@ -363,15 +387,25 @@ def load_records(source: str, specs: Sequence[Any], *, role: str, cfg: Any, base
         why = f": {skips.describe()}" if skips.total else ""
         raise InputError(f"{role} data {src.name} gave no usable samples{why}", hint="check the files (see the skipped reasons)")
     part = "" if not split_at else (" (the calibration part of a seeded split)" if role == "calibration" else " (the part calibration did not take)")
-    notes = [f"{role} data {src.name}: {n_samples} of {src.count} sample(s){part}" + (f", shuffled with seed {seed}" if seed is not None and len(chosen) < src.count else ""),
-             encode.describe]
+    notes = [
+        f"{role} data {src.name}: {n_samples} of {src.count} sample(s){part}"
+        + (f", shuffled with seed {seed}" if seed is not None and len(chosen) < src.count else ""),
+        encode.describe,
+    ]
     if skips.total or skips.truncated:
         notes.append(f"{role} data {src.name}: skipped {skips.total}: {skips.describe()}" if skips.total else f"{role} data {src.name}: {skips.describe()}")
     batches: Any = kept if kept is not None else StreamedBatches(lambda: produce(None), n_batches, first)
     labels_arr = np.concatenate(all_labels) if to_label is not None and all_labels else None
-    ds = Dataset(f"{src.name}" + (f"[{getattr(cfg, 'split')}]" if getattr(cfg, "split", None) else ""), batches,
-                 known_samples=n_samples, known_labels=labels_arr, notes=notes, streamed=kept is None,
-                 skipped=dict(skips.reasons), classes=src.classes)
+    ds = Dataset(
+        f"{src.name}" + (f"[{cfg.split}]" if getattr(cfg, "split", None) else ""),
+        batches,
+        known_samples=n_samples,
+        known_labels=labels_arr,
+        notes=notes,
+        streamed=kept is None,
+        skipped=dict(skips.reasons),
+        classes=src.classes,
+    )
     return ds
 
 

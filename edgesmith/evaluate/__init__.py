@@ -8,5 +8,18 @@ from edgesmith.evaluate.evaluator import Evaluation, Evaluator, Reference, run_d
 from edgesmith.evaluate.judge import Verdict, accuracy_profile, gap_text, judge, overall, shortfall
 from edgesmith.evaluate.latency import record_latency, time_against_float
 
-__all__ = ["Evaluation", "Evaluator", "Reference", "Verdict", "accuracy_profile", "gap_text", "judge", "overall", "record_latency",
-           "run_dataset", "shortfall", "task_metrics", "time_against_float"]
+__all__ = [
+    "Evaluation",
+    "Evaluator",
+    "Reference",
+    "Verdict",
+    "accuracy_profile",
+    "gap_text",
+    "judge",
+    "overall",
+    "record_latency",
+    "run_dataset",
+    "shortfall",
+    "task_metrics",
+    "time_against_float",
+]

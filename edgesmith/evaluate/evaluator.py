@@ -14,9 +14,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -38,14 +39,15 @@ def run_dataset(session: Any, dataset: Any) -> list[np.ndarray]:
     return [np.concatenate(chunks) for chunks in per_output]
 
 
-def task_metrics(outputs: list[np.ndarray], labels: np.ndarray | None, metric: str,
-                 user_fn: Callable | None = None) -> dict[str, float]:
+def task_metrics(outputs: list[np.ndarray], labels: np.ndarray | None, metric: str, user_fn: Callable | None = None) -> dict[str, float]:
     if metric == "top1":
         if labels is None:
             raise InputError("metric top1 needs labels in the evaluation data", hint="add labels (npz key `labels`) or use `metric: fidelity`")
         return {"top1": top1(outputs[0], labels)}
     if metric == "fidelity":
         return {}
+    if user_fn is None:
+        raise ValueError(f"metric {metric!r} needs its function")
     try:
         value = user_fn(outputs if len(outputs) > 1 else outputs[0], labels)
         values = {str(k): float(v) for k, v in value.items()} if isinstance(value, dict) else {metric.rpartition(":")[2]: float(value)}
@@ -53,8 +55,10 @@ def task_metrics(outputs: list[np.ndarray], labels: np.ndarray | None, metric: s
         raise
     except Exception as exc:  # NOTE: the user's metric failed or returned a non-number: bad input, not an edgesmith defect
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
-        raise InputError(f"metric function {metric} failed: {type(exc).__name__}: {first}",
-                         hint="it gets the outputs (an array, or a list for several outputs) and the labels, and returns a number or {name: number}") from exc
+        raise InputError(
+            f"metric function {metric} failed: {type(exc).__name__}: {first}",
+            hint="it gets the outputs (an array, or a list for several outputs) and the labels, and returns a number or {name: number}",
+        ) from exc
     bad = [k for k, v in values.items() if v != v or v in (float("inf"), float("-inf"))]
     if bad:
         raise InputError(f"metric function {metric} returned a non-finite {bad[0]}", hint="a metric must be a finite number")
@@ -122,8 +126,13 @@ class Evaluator:
         return Reference(outputs, self.reference_metrics(outputs), cached)
 
     def reference_metrics(self, outputs: list[np.ndarray]) -> dict[str, float]:
-        return {**task_metrics(outputs, self.labels, self.metric, self.user_fn), "cosine": 1.0, "sqnr_db": float("inf"),
-                "output_fidelity": 1.0, "decision_agreement": 1.0}
+        return {
+            **task_metrics(outputs, self.labels, self.metric, self.user_fn),
+            "cosine": 1.0,
+            "sqnr_db": float("inf"),
+            "output_fidelity": 1.0,
+            "decision_agreement": 1.0,
+        }
 
     # ---- candidates ------------------------------------------------------------------------
     def outputs(self, backend: Any, artifact: Any, threads: int) -> list[np.ndarray]:
@@ -134,13 +143,18 @@ class Evaluator:
         bundle scores stored reference outputs through this too)."""
         ref = reference if isinstance(reference, Reference) else Reference(reference, self.reference_metrics(reference))
         if len(outputs) != len(ref.outputs) or any(a.shape != b.shape for a, b in zip(outputs, ref.outputs)):
-            raise InputError(f"outputs {[list(a.shape) for a in outputs]} differ from the float model's {[list(b.shape) for b in ref.outputs]}",
-                             hint="the artifact must be a compressed version of the reference model")
+            raise InputError(
+                f"outputs {[list(a.shape) for a in outputs]} differ from the float model's {[list(b.shape) for b in ref.outputs]}",
+                hint="the artifact must be a compressed version of the reference model",
+            )
         metrics = {**task_metrics(outputs, self.labels, self.metric, self.user_fn), **fidelity(ref.outputs, outputs)}
         samples: dict[str, Any] = {}
         if self.metric == "top1" and self.labels is not None:
-            samples = {"n": len(self.labels), "top1_correct": correct_bits(outputs[0], self.labels),
-                       "reference_top1_correct": correct_bits(ref.outputs[0], self.labels)}
+            samples = {
+                "n": len(self.labels),
+                "top1_correct": correct_bits(outputs[0], self.labels),
+                "reference_top1_correct": correct_bits(ref.outputs[0], self.labels),
+            }
         return Evaluation(metrics, dict(ref.metrics), samples, outputs)
 
     def evaluate(self, backend: Any, artifact: Any, threads: int, reference: Reference) -> Evaluation:
@@ -166,8 +180,14 @@ class Evaluator:
             h.update(f.suffix.encode())
             h.update(_file_digest(f).encode())
         versions = {k: v for k, v in library_versions().items() if k in ("edgesmith", "onnxruntime", "openvino", "numpy")}
-        meta = {"v": CACHE_VERSION, "backend": artifact.backend, "options": artifact.options, "threads": threads,
-                "data": self.data_digest(), "versions": versions}
+        meta = {
+            "v": CACHE_VERSION,
+            "backend": artifact.backend,
+            "options": artifact.options,
+            "threads": threads,
+            "data": self.data_digest(),
+            "versions": versions,
+        }
         h.update(json.dumps(meta, sort_keys=True, default=str).encode())
         return h.hexdigest()[:32]
 

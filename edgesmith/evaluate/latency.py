@@ -35,8 +35,7 @@ def _percentile_interval(rounds: list[np.ndarray], q: float, seed: int = 0, resa
     return float(low), float(high)
 
 
-def record_latency(metrics: dict[str, Any], reference: dict[str, Any], batch: int, cand: Any, base: Any,
-                   latency: dict[str, dict], first_batch: bool) -> None:
+def record_latency(metrics: dict[str, Any], reference: dict[str, Any], batch: int, cand: Any, base: Any, latency: dict[str, dict], first_batch: bool) -> None:
     """File one batch size's interleaved measurement (runtime.bench.BenchStats of candidate and FP32)
     under the metric names budgets use (``latency_p90_ms@1``, ``speedup_vs_fp32@1``, ...), each with its interval."""
     from edgesmith.runtime.compare import bootstrap_ratio
@@ -67,8 +66,13 @@ def _pooled(a: Any, b: Any) -> Any:
     times = list(a.times_ms or []) + list(b.times_ms or [])
     d = {**a.as_dict(), **summarize([t / 1e3 for t in times], a.batch, a.threads, a.warmup)}
     d.pop("cv", None)
-    d.update(times_ms=times, rounds=a.rounds + b.rounds, peak_rss_mb=max(a.peak_rss_mb, b.peak_rss_mb),
-             model_memory_mb=max(a.model_memory_mb, b.model_memory_mb), machine=merged([a.machine, b.machine]))
+    d.update(
+        times_ms=times,
+        rounds=a.rounds + b.rounds,
+        peak_rss_mb=max(a.peak_rss_mb, b.peak_rss_mb),
+        model_memory_mb=max(a.model_memory_mb, b.model_memory_mb),
+        machine=merged([a.machine, b.machine]),
+    )
     return BenchStats(**d)
 
 
@@ -76,9 +80,21 @@ def _busy(stats: Any) -> bool:
     return bool(stats.machine and stats.machine.get("busy"))
 
 
-def time_against_float(artifact: Any, fp32_artifact: Any, specs: list, profile: Any, real: dict | None, metrics: dict[str, Any],
-                       reference: dict[str, Any], *, warmup: int = 10, iterations: int = 100, duration_s: float | None = None,
-                       reporter: Reporter | None = None, label: str = "") -> dict[str, dict]:
+def time_against_float(
+    artifact: Any,
+    fp32_artifact: Any,
+    specs: list,
+    profile: Any,
+    real: dict | None,
+    metrics: dict[str, Any],
+    reference: dict[str, Any],
+    *,
+    warmup: int = 10,
+    iterations: int = 100,
+    duration_s: float | None = None,
+    reporter: Reporter | None = None,
+    label: str = "",
+) -> dict[str, dict]:
     """Each of the profile's batch sizes timed interleaved with the float model; fills ``metrics`` and
     ``reference`` and returns every sample (``{"compressed": {batch: ...}, "fp32": {...}}``).
 
@@ -94,7 +110,8 @@ def time_against_float(artifact: Any, fp32_artifact: Any, specs: list, profile: 
     latency: dict[str, dict] = {"compressed": {}, "fp32": {}}
     for batch in profile.batch_sizes:
         feeds = make_feeds(specs, batch, real)
-        cand = base = None
+        cand: Any = None
+        base: Any = None
         for attempt in range(1 + MAX_EXTRA):
             if cand is not None and _busy(cand):
                 with rep.step(f"{label}the machine was busy while timing ({cand.machine['reasons'][0]}): waiting for it to quiet down"):
@@ -112,6 +129,8 @@ def time_against_float(artifact: Any, fp32_artifact: Any, specs: list, profile: 
             if not unsure and not _busy(cand):
                 break
         if _busy(cand):
-            rep.info(f"{label}batch {batch} was timed on a busy machine ({'; '.join(cand.machine['reasons'])}): "
-                     "latency budgets are not judged and speed-ups are not claimed")
+            rep.info(
+                f"{label}batch {batch} was timed on a busy machine ({'; '.join(cand.machine['reasons'])}): "
+                "latency budgets are not judged and speed-ups are not claimed"
+            )
     return latency

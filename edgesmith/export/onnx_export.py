@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -68,13 +69,23 @@ def _output_names(sample_out: Any, module: Any = None, given: Sequence[str] | No
         names = list(sample_out._fields)
     if names:
         if len(names) != n or len(set(names)) != n:
-            raise InputError(f"output names {names} do not fit the model's {n} output(s)", hint="give one distinct name per output (recipe `outputs:` or --output-name)")
+            raise InputError(
+                f"output names {names} do not fit the model's {n} output(s)", hint="give one distinct name per output (recipe `outputs:` or --output-name)"
+            )
         return [str(x) for x in names]
     return [f"output_{i}" for i in range(n)] if isinstance(sample_out, (tuple, list)) else ["output"]
 
 
-def export_onnx(module: Any, input_specs: Sequence[Any], out_path: Path, *, opset: int = 18,
-                exporter: str = "dynamo", program: Any = None, output_names: Sequence[str] | None = None) -> Path:
+def export_onnx(
+    module: Any,
+    input_specs: Sequence[Any],
+    out_path: Path,
+    *,
+    opset: int = 18,
+    exporter: str = "dynamo",
+    program: Any = None,
+    output_names: Sequence[str] | None = None,
+) -> Path:
     """Write ``out_path``; returns it. ``program`` (a torch.export.ExportedProgram) is exported as is."""
     import onnx
     import torch
@@ -97,8 +108,7 @@ def export_onnx(module: Any, input_specs: Sequence[Any], out_path: Path, *, opse
         with contextlib.redirect_stdout(log), torch.no_grad(), _quiet_exporter():
             if exporter == "torchscript":
                 axes = {s.name: {i: str(d) for i, d in enumerate(s.shape) if not isinstance(d, int)} for s in input_specs}
-                torch.onnx.export(module, args, str(out_path), input_names=names, output_names=outputs,
-                                  dynamic_axes=axes, opset_version=opset, dynamo=False)
+                torch.onnx.export(module, args, str(out_path), input_names=names, output_names=outputs, dynamic_axes=axes, opset_version=opset, dynamo=False)
             else:
                 dyn = None
                 if program is None:
@@ -107,14 +117,25 @@ def export_onnx(module: Any, input_specs: Sequence[Any], out_path: Path, *, opse
                         {i: dims.setdefault(str(d), torch.export.Dim(str(d).replace("-", "_"))) for i, d in enumerate(s.shape) if not isinstance(d, int)}
                         for s in input_specs
                     )
-                torch.onnx.export(program if program is not None else module, args, str(out_path), input_names=names,
-                                  output_names=outputs, dynamic_shapes=dyn, opset_version=opset, dynamo=True,
-                                  external_data=False, optimize=True)
+                torch.onnx.export(
+                    program if program is not None else module,
+                    args,
+                    str(out_path),
+                    input_names=names,
+                    output_names=outputs,
+                    dynamic_shapes=dyn,
+                    opset_version=opset,
+                    dynamo=True,
+                    external_data=False,
+                    optimize=True,
+                )
     except Exception as exc:
         first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
         other = "torchscript" if exporter == "dynamo" else "dynamo"
-        raise ExportError(f"torch -> ONNX export failed ({exporter} exporter): {first[:240]}",
-                          hint=f"try `export: {{exporter: {other}}}` in the recipe, or simplify the unsupported op") from exc
+        raise ExportError(
+            f"torch -> ONNX export failed ({exporter} exporter): {first[:240]}",
+            hint=f"try `export: {{exporter: {other}}}` in the recipe, or simplify the unsupported op",
+        ) from exc
     _drop_initializer_value_info(out_path)
     _name_dims(out_path, input_specs)
     try:
@@ -122,12 +143,16 @@ def export_onnx(module: Any, input_specs: Sequence[Any], out_path: Path, *, opse
         # NOTE: store inferred shapes in the file; quantizers and runtimes read them
         onnx.shape_inference.infer_shapes_path(str(out_path), str(out_path), check_type=True)
     except Exception as exc:
-        raise ExportError(f"exported ONNX fails onnx.checker / shape inference: {str(exc).splitlines()[0][:240]}", hint="report the op; try another opset") from exc
+        raise ExportError(
+            f"exported ONNX fails onnx.checker / shape inference: {str(exc).splitlines()[0][:240]}", hint="report the op; try another opset"
+        ) from exc
     written = next((o.version for o in onnx.load(str(out_path), load_external_data=False).opset_import if o.domain in ("", "ai.onnx")), None)
     if written != opset:  # NOTE: the dynamo exporter writes its own minimum (18) when asked for less
         out_path.unlink(missing_ok=True)
-        raise ExportError(f"asked for ONNX opset {opset}, the {exporter} exporter wrote opset {written}",
-                          hint=f"request opset {written}" + (" or use `export: {exporter: torchscript}` for older opsets" if exporter == "dynamo" else ""))
+        raise ExportError(
+            f"asked for ONNX opset {opset}, the {exporter} exporter wrote opset {written}",
+            hint=f"request opset {written}" + (" or use `export: {exporter: torchscript}` for older opsets" if exporter == "dynamo" else ""),
+        )
     return out_path
 
 
@@ -186,12 +211,13 @@ class ParityResult:
         return self.max_abs <= self.atol or self.max_rel <= self.rtol
 
     def describe(self) -> str:
-        return (f"max |torch - onnx| = {self.max_abs:.3g} (atol {self.atol:g}), max relative {self.max_rel:.3g} "
-                f"(rtol {self.rtol:g}) on {self.samples} samples, output {self.worst_output!r}")
+        return (
+            f"max |torch - onnx| = {self.max_abs:.3g} (atol {self.atol:g}), max relative {self.max_rel:.3g} "
+            f"(rtol {self.rtol:g}) on {self.samples} samples, output {self.worst_output!r}"
+        )
 
 
-def check_parity(module: Any, onnx_path: Path, feeds: dict[str, np.ndarray], input_specs: Sequence[Any],
-                 atol: float, rtol: float) -> ParityResult:
+def check_parity(module: Any, onnx_path: Path, feeds: dict[str, np.ndarray], input_specs: Sequence[Any], atol: float, rtol: float) -> ParityResult:
     """ONNX Runtime (no graph optimisation, exact kernels) against torch on the same real inputs."""
     import onnxruntime as ort
     import torch
@@ -214,7 +240,9 @@ def check_parity(module: Any, onnx_path: Path, feeds: dict[str, np.ndarray], inp
     min_cos = 1.0
     for out, r, g in zip(sess.get_outputs(), ref, got):
         if r.shape != g.shape:
-            raise ExportError(f"ONNX output {out.name!r} has shape {list(g.shape)}, torch gives {list(r.shape)}", hint="check dynamic dimensions in the input spec")
+            raise ExportError(
+                f"ONNX output {out.name!r} has shape {list(g.shape)}, torch gives {list(r.shape)}", hint="check dynamic dimensions in the input spec"
+            )
         diff = np.abs(r.astype(np.float64) - g.astype(np.float64))
         max_abs = float(diff.max()) if diff.size else 0.0
         max_rel = float((diff / (np.abs(r).max() + 1e-12)).max()) if diff.size else 0.0

@@ -33,8 +33,10 @@ def load_run(run_dir: Path) -> dict[str, Any]:
         raise InputError(f"run {run_dir} has no targets", hint="the gate needs a run that compiled and validated at least one target")
     unvalidated = sorted(n for n, t in targets.items() if "metrics" not in t)
     if unvalidated:
-        raise InputError(f"run {run_dir} stopped before validation for {', '.join(unvalidated)} (verdict {manifest.get('verdict')!r})",
-                         hint="run the recipe through validation (no --stop-after) before gating it")
+        raise InputError(
+            f"run {run_dir} stopped before validation for {', '.join(unvalidated)} (verdict {manifest.get('verdict')!r})",
+            hint="run the recipe through validation (no --stop-after) before gating it",
+        )
     return manifest
 
 
@@ -81,19 +83,37 @@ def save_baseline(run_dir: Path, to: Path, copy_artifacts: bool = True) -> dict[
                 copies.append((f, art_root / rel))
             files.append(entry)
         targets[name] = {
-            "profile": {"name": t["profile"]["name"], "backend": t["profile"]["backend"], "threads": t["profile"]["threads"],
-                        "batch_sizes": t["profile"]["batch_sizes"]},
-            "metrics": t["metrics"], "reference_metrics": t.get("reference_metrics", {}), "samples": t.get("samples") or {},
-            "latency": t.get("latency", {}), "verdict": t.get("verdict"),
-            "artifact": {"main": Path(bundle.get("artifact", "")).name, "backend": t["profile"]["backend"],
-                         "options": bundle.get("artifact_options", {}), "files": files},
+            "profile": {
+                "name": t["profile"]["name"],
+                "backend": t["profile"]["backend"],
+                "threads": t["profile"]["threads"],
+                "batch_sizes": t["profile"]["batch_sizes"],
+            },
+            "metrics": t["metrics"],
+            "reference_metrics": t.get("reference_metrics", {}),
+            "samples": t.get("samples") or {},
+            "latency": t.get("latency", {}),
+            "verdict": t.get("verdict"),
+            "artifact": {
+                "main": Path(bundle.get("artifact", "")).name,
+                "backend": t["profile"]["backend"],
+                "options": bundle.get("artifact_options", {}),
+                "files": files,
+            },
             "details": t.get("details", {}),
         }
     baseline = {
-        "format": FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "source_run": str(run_dir.resolve()),
-        "identity": identity(manifest), "recipe": manifest.get("recipe"), "pass_configs": manifest.get("pass_configs", {}),
-        "inputs": manifest.get("inputs", {}), "versions": manifest.get("versions", {}), "host": manifest.get("host", {}),
-        "verdict": manifest.get("verdict"), "targets": targets,
+        "format": FORMAT,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "source_run": str(run_dir.resolve()),
+        "identity": identity(manifest),
+        "recipe": manifest.get("recipe"),
+        "pass_configs": manifest.get("pass_configs", {}),
+        "inputs": manifest.get("inputs", {}),
+        "versions": manifest.get("versions", {}),
+        "host": manifest.get("host", {}),
+        "verdict": manifest.get("verdict"),
+        "targets": targets,
     }
     # NOTE: artifacts first, JSON last and atomically: a baseline file never points at missing copies
     if copy_artifacts:
@@ -121,8 +141,10 @@ def load_baseline(path: Path) -> dict[str, Any]:
         raise InputError(f"baseline {path} is not valid JSON{where}", hint="the file is damaged; save the baseline again") from exc
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         found = data.get("format") if isinstance(data, dict) else type(data).__name__
-        raise InputError(f"{path} is not an edgesmith baseline (format {found!r}, expected {FORMAT!r})",
-                         hint="create one with `edgesmith baseline save RUN_DIR --to baseline.json`")
+        raise InputError(
+            f"{path} is not an edgesmith baseline (format {found!r}, expected {FORMAT!r})",
+            hint="create one with `edgesmith baseline save RUN_DIR --to baseline.json`",
+        )
     if not isinstance(data.get("targets"), dict) or not data["targets"]:
         raise InputError(f"baseline {path} records no targets", hint="save it from a run that validated at least one target")
     for name, t in data["targets"].items():
@@ -140,14 +162,20 @@ def _check_types(path: Path, name: str, t: dict[str, Any]) -> None:
     expect = {"reference_metrics": dict, "samples": dict, "latency": dict, "artifact": dict, "profile": dict}
     for key, kind in expect.items():
         if key in t and not isinstance(t[key], kind):
-            raise InputError(f"baseline {path}: target {name!r} field {key!r} is {type(t[key]).__name__}, expected {kind.__name__}",
-                             hint="the file is damaged; save the baseline again")
+            raise InputError(
+                f"baseline {path}: target {name!r} field {key!r} is {type(t[key]).__name__}, expected {kind.__name__}",
+                hint="the file is damaged; save the baseline again",
+            )
     prof = t.get("profile") or {}
     if not isinstance(prof.get("threads", 1), int) or not isinstance(prof.get("batch_sizes", []), list):
-        raise InputError(f"baseline {path}: target {name!r} profile threads/batch_sizes have the wrong type", hint="the file is damaged; save the baseline again")
+        raise InputError(
+            f"baseline {path}: target {name!r} profile threads/batch_sizes have the wrong type", hint="the file is damaged; save the baseline again"
+        )
     for f in (t.get("artifact") or {}).get("files") or []:
         if not isinstance(f, dict) or not all(isinstance(f.get(k), str) for k in ("name", "sha256")):
-            raise InputError(f"baseline {path}: target {name!r} lists an artifact file without name/sha256 strings", hint="the file is damaged; save the baseline again")
+            raise InputError(
+                f"baseline {path}: target {name!r} lists an artifact file without name/sha256 strings", hint="the file is damaged; save the baseline again"
+            )
 
 
 def baseline_artifact(baseline: dict[str, Any], baseline_path: Path, target: str) -> tuple[Path | None, str]:

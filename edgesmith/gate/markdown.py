@@ -22,17 +22,26 @@ def _cell(s: Any) -> str:
 
 
 def render_summary(report: Any, baseline: dict[str, Any]) -> str:
-    lines = [f"## edgesmith check: {md(report.headline())}", "",
-             f"Run {md(report.run_dir)} against baseline {md(report.baseline_path)} "
-             f"(saved {md(baseline.get('created', '?'))} from recipe {md((baseline.get('identity') or {}).get('recipe name'))}).", ""]
+    lines = [
+        f"## edgesmith check: {md(report.headline())}",
+        "",
+        f"Run {md(report.run_dir)} against baseline {md(report.baseline_path)} "
+        f"(saved {md(baseline.get('created', '?'))} from recipe {md((baseline.get('identity') or {}).get('recipe name'))}).",
+        "",
+    ]
     if report.forced_over:
         lines += ["> **Forced** past identity differences: " + md("; ".join(report.forced_over)), ""]
     if report.count("inconclusive"):
-        lines += [f"> {report.count('inconclusive')} check(s) **inconclusive**: the measurement was too noisy to tell either way"
-                  + (" — counted as failures (--strict)." if report.strict else " — not counted as failures."), ""]
+        lines += [
+            f"> {report.count('inconclusive')} check(s) **inconclusive**: the measurement was too noisy to tell either way"
+            + (" — counted as failures (--strict)." if report.strict else " — not counted as failures."),
+            "",
+        ]
     lines += ["| target | metric | baseline | now | delta | budget | verdict |", "|---|---|---|---|---|---|---|"]
     for f in report.sorted_findings():
-        lines.append("| " + " | ".join(_cell(c) for c in (f.target, f.metric, _v(f.baseline), _v(f.now), f.delta, f.budget, ICON.get(f.status, f.status))) + " |")
+        lines.append(
+            "| " + " | ".join(_cell(c) for c in (f.target, f.metric, _v(f.baseline), _v(f.now), f.delta, f.budget, ICON.get(f.status, f.status))) + " |"
+        )
     lines += ["", "<details><summary>Details</summary>", ""]
     lines += [f"- **{_cell(f.target)} / {_cell(f.metric)}** ({f.status}): {_cell(f.detail)}" for f in report.sorted_findings() if f.detail]
     if report.changes:

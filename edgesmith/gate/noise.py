@@ -23,8 +23,9 @@ def mcnemar_p(b: int, c: int) -> float:
     return min(1.0, 2.0 * tail)
 
 
-def accuracy_noise(base_pct: float, now_pct: float, n: int, base_correct: np.ndarray | None = None,
-                   now_correct: np.ndarray | None = None, confidence: float = 0.95) -> tuple[bool, str]:
+def accuracy_noise(
+    base_pct: float, now_pct: float, n: int, base_correct: np.ndarray | None = None, now_correct: np.ndarray | None = None, confidence: float = 0.95
+) -> tuple[bool, str]:
     """Whether ``now - base`` (percent of ``n`` samples) is within sampling noise, and how that was judged."""
     alpha = 1.0 - confidence
     if base_correct is not None and now_correct is not None and len(base_correct) == len(now_correct) == n:
@@ -32,8 +33,7 @@ def accuracy_noise(base_pct: float, now_pct: float, n: int, base_correct: np.nda
         gained = int(np.sum(~base_correct & now_correct))
         p = mcnemar_p(lost, gained)
         within = p > alpha
-        return within, (f"{'within' if within else 'beyond'} sampling noise (McNemar p={p:.2g}: "
-                        f"{lost} of {n} samples now wrong, {gained} now right)")
+        return within, (f"{'within' if within else 'beyond'} sampling noise (McNemar p={p:.2g}: {lost} of {n} samples now wrong, {gained} now right)")
     p1, p2 = base_pct / 100.0, now_pct / 100.0
     se = math.sqrt(max(p1 * (1 - p1), 1.0 / n) / n + max(p2 * (1 - p2), 1.0 / n) / n) * 100.0
     z = _z(confidence)
@@ -62,8 +62,15 @@ def blocks(times_ms: list[float], rounds: int) -> list[np.ndarray]:
     return [b for b in np.array_split(np.asarray(times_ms, dtype=np.float64), rounds) if len(b)]
 
 
-def relative_ratio(base_c: list[np.ndarray], base_f: list[np.ndarray], now_c: list[np.ndarray], now_f: list[np.ndarray],
-                   confidence: float = 0.95, resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+def relative_ratio(
+    base_c: list[np.ndarray],
+    base_f: list[np.ndarray],
+    now_c: list[np.ndarray],
+    now_f: list[np.ndarray],
+    confidence: float = 0.95,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> tuple[float, float, float]:
     """Drift-controlled ratio of two recorded runs: (now compressed / now FP32) / (base compressed / base FP32).
 
     Each run timed its artifact interleaved with its own FP32 model, round by round, so whatever the
@@ -81,8 +88,7 @@ def relative_ratio(base_c: list[np.ndarray], base_f: list[np.ndarray], now_c: li
     rng = np.random.default_rng(seed)
     ratios = np.empty(resamples)
     for i in range(resamples):
-        ratios[i] = (rel(now_c, now_f, rng.integers(0, len(now_c), len(now_c)))
-                     / rel(base_c, base_f, rng.integers(0, len(base_c), len(base_c))))
+        ratios[i] = rel(now_c, now_f, rng.integers(0, len(now_c), len(now_c))) / rel(base_c, base_f, rng.integers(0, len(base_c), len(base_c)))
     tail = (1.0 - confidence) / 2.0 * 100.0
     low, high = np.percentile(ratios, [tail, 100.0 - tail])
     return point, float(low), float(high)

@@ -7,8 +7,7 @@ from pathlib import Path
 from typing import Any
 
 
-def write_gate_outputs(report: Any, baseline: dict[str, Any], manifest: dict[str, Any], out_dir: Path,
-                       duration_s: float) -> dict[str, Path]:
+def write_gate_outputs(report: Any, baseline: dict[str, Any], manifest: dict[str, Any], out_dir: Path, duration_s: float) -> dict[str, Path]:
     from edgesmith.gate.check import github_step_summary
     from edgesmith.gate.junit import render_junit
     from edgesmith.gate.markdown import render_summary

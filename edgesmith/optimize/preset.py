@@ -27,10 +27,12 @@ PRUNE_RATIOS = [0.3, 0.5, 0.7]
 
 def space(epochs: int, int8: dict | None) -> list[dict]:
     recover = {"loss": "kd", "alpha": 0.5, "temperature": 4.0, "epochs": epochs, "eval_every": 20, "patience": 10}
-    first = [{"type": "prune_channels", "ratio": {"search": PRUNE_RATIOS}, "recover": recover},
-             {"type": "binarize", "recover": recover},
-             {"type": "qat", "weight_bits": 4, "steps": max(100, 10 * epochs)},
-             None]
+    first = [
+        {"type": "prune_channels", "ratio": {"search": PRUNE_RATIOS}, "recover": recover},
+        {"type": "binarize", "recover": recover},
+        {"type": "qat", "weight_bits": 4, "steps": max(100, 10 * epochs)},
+        None,
+    ]
     passes: list[dict] = [{"search": first}]
     if int8 is not None:
         passes.append({**int8, "enabled": {"search": [True, False]}})
@@ -57,12 +59,16 @@ def check_labelled(recipe: Any, base_dir: Path, specs: list) -> None:
     from edgesmith.model_io import model_kind
 
     if model_kind(recipe.model.source) == "onnx":
-        raise ConfigError("a training budget needs a PyTorch model (passes that train work on torch modules)",
-                          hint="give package.module:factory or a .pt2 program, or leave --train-budget out")
+        raise ConfigError(
+            "a training budget needs a PyTorch model (passes that train work on torch modules)",
+            hint="give package.module:factory or a .pt2 program, or leave --train-budget out",
+        )
     calib, _ = pipeline.load_data(recipe, specs, base_dir, True)
     if calib is None or not calib.has_labels:
-        raise ConfigError("a training budget needs labelled data (the passes that train recover against labels)",
-                          hint="give calibration data with labels (npz key `labels`), or leave --train-budget out")
+        raise ConfigError(
+            "a training budget needs labelled data (the passes that train recover against labels)",
+            hint="give calibration data with labels (npz key `labels`), or leave --train-budget out",
+        )
 
 
 def run(recipe: Any, base_dir: Path, out: Path, passes: list, reporter: Any, trust_checkpoint: bool) -> Any:
@@ -83,11 +89,17 @@ def pick(res: Any, ptq_speedup: float | None) -> tuple[Any, str]:
     best = res.best
     if best is None:
         return None, "no trial of the training search met every budget" + (
-            ": closest " + "; ".join(f"#{t.number} ({t.label}): {'; '.join(t.gaps)}" for t in res.closest) if res.closest else "")
+            ": closest " + "; ".join(f"#{t.number} ({t.label}): {'; '.join(t.gaps)}" for t in res.closest) if res.closest else ""
+        )
     base = ptq_speedup or 1.0
     if best.low is None or best.low <= 1.0:
         return None, f"the training search's best (#{best.number}, {best.label}) is not surely faster than FP32 ({best.speedup:.2f}x)"
     if best.speedup <= base:
-        return None, f"the training search's best (#{best.number}, {best.label}, {best.speedup:.2f}x FP32) is not faster than the post-training pick ({base:.2f}x)"
-    return best, (f"the training search's best (#{best.number}, {best.label}): {best.speedup:.2f}x FP32 "
-                  f"(interval {best.low:.2f}-{best.high:.2f}) against {base:.2f}x for the post-training pick, within every budget")
+        return (
+            None,
+            f"the training search's best (#{best.number}, {best.label}, {best.speedup:.2f}x FP32) is not faster than the post-training pick ({base:.2f}x)",
+        )
+    return best, (
+        f"the training search's best (#{best.number}, {best.label}): {best.speedup:.2f}x FP32 "
+        f"(interval {best.low:.2f}-{best.high:.2f}) against {base:.2f}x for the post-training pick, within every budget"
+    )

@@ -31,7 +31,7 @@ class Goal(Strict):
     batch: int | None = Field(default=None, description="batch size a latency goal applies to (default: the first)")
 
     @model_validator(mode="after")
-    def _check(self) -> "Goal":
+    def _check(self) -> Goal:
         if self.goal.endswith("degradation") and self.value < 0:
             raise ValueError(f"a {self.goal} goal needs a value >= 0, got {self.value}")
         if self.batch is not None and self.metric not in LATENCY_METRICS + ("speedup_vs_fp32",):
@@ -65,8 +65,11 @@ class OpenVINOSettings(Strict):
     # one has): pin f32 so "fp32" means fp32; a profile may opt into bf16/f16, or null for OpenVINO's default.
     inference_precision: Literal["f32", "bf16", "f16"] | None = "f32"
     streams: int | None = Field(default=None, ge=1, description="None: what the hint picks")
-    static_shapes: bool = Field(default=False, description="compile per input shape met, as an application that reshapes to "
-                                "known shapes would (benchmark_app -shape); off: the IR as shipped, as a plain application loading it runs it")
+    static_shapes: bool = Field(
+        default=False,
+        description="compile per input shape met, as an application that reshapes to "
+        "known shapes would (benchmark_app -shape); off: the IR as shipped, as a plain application loading it runs it",
+    )
     cache_dir: str | None = None
 
 
@@ -82,8 +85,9 @@ class TensorRTSettings(Strict):
 class GateTolerances(Strict):
     """How far a new run may fall behind a stored baseline before ``edgesmith check`` fails it."""
 
-    accuracy_drop: float | None = Field(default=None, ge=0, description=(
-        "points a task metric may drop; None: the profile's degradation budget for that metric, else 0.5"))
+    accuracy_drop: float | None = Field(
+        default=None, ge=0, description=("points a task metric may drop; None: the profile's degradation budget for that metric, else 0.5")
+    )
     cosine_drop: float = Field(default=0.002, ge=0, description="how much the fidelity cosine may drop")
     latency_ratio: float = Field(default=1.10, ge=1.0, description="now/baseline latency beyond which a slowdown fails")
     size_ratio: float = Field(default=1.05, ge=1.0, description="now/baseline artifact size beyond which it fails")
@@ -112,7 +116,7 @@ class Profile(Strict):
     notes: str = ""
 
     @model_validator(mode="after")
-    def _check(self) -> "Profile":
+    def _check(self) -> Profile:
         if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):
             raise ValueError(f"batch_sizes must be positive integers, got {self.batch_sizes}")
         for g in self.budgets:
@@ -120,7 +124,7 @@ class Profile(Strict):
                 raise ValueError(f"budget {g.metric} names batch {g.batch}, not in batch_sizes {self.batch_sizes}")
         return self
 
-    def with_overrides(self, budgets: list[Goal] | None, threads: int | None, batch_sizes: list[int] | None) -> "Profile":
+    def with_overrides(self, budgets: list[Goal] | None, threads: int | None, batch_sizes: list[int] | None) -> Profile:
         """Recipe-level overrides: a budget for a metric replaces the profile's budgets for that metric."""
         data = self.model_dump()
         if budgets:

@@ -7,8 +7,8 @@ and a ``data-tip`` text shown on hover.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from html import escape
-from typing import Sequence
 
 W, H = 640, 360
 PAD = {"l": 64, "r": 16, "t": 28, "b": 48}
@@ -58,22 +58,30 @@ class Frame:
         xt = xt if xticks else []
         for t in xt:
             px = self.x(t)
-            out.append(f'<line x1="{px:.1f}" x2="{px:.1f}" y1="{PAD["t"]}" y2="{H - PAD["b"]}" class="grid"/>'
-                       f'<text x="{px:.1f}" y="{H - PAD["b"] + 16}" class="tick" text-anchor="middle">{_fmt(t)}</text>')
+            out.append(
+                f'<line x1="{px:.1f}" x2="{px:.1f}" y1="{PAD["t"]}" y2="{H - PAD["b"]}" class="grid"/>'
+                f'<text x="{px:.1f}" y="{H - PAD["b"] + 16}" class="tick" text-anchor="middle">{_fmt(t)}</text>'
+            )
         for t in (t for t in nice_ticks(self.ylo, self.yhi) if self.ylo <= t <= self.yhi):
             py = self.y(t)
-            out.append(f'<line x1="{PAD["l"]}" x2="{W - PAD["r"]}" y1="{py:.1f}" y2="{py:.1f}" class="grid"/>'
-                       f'<text x="{PAD["l"] - 6}" y="{py + 4:.1f}" class="tick" text-anchor="end">{_fmt(t)}</text>')
+            out.append(
+                f'<line x1="{PAD["l"]}" x2="{W - PAD["r"]}" y1="{py:.1f}" y2="{py:.1f}" class="grid"/>'
+                f'<text x="{PAD["l"] - 6}" y="{py + 4:.1f}" class="tick" text-anchor="end">{_fmt(t)}</text>'
+            )
         out.append(f'<text x="{(PAD["l"] + W - PAD["r"]) / 2}" y="{H - 10}" class="label" text-anchor="middle">{escape(xlabel)}</text>')
-        out.append(f'<text x="14" y="{(PAD["t"] + H - PAD["b"]) / 2}" class="label" text-anchor="middle" '
-                   f'transform="rotate(-90 14 {(PAD["t"] + H - PAD["b"]) / 2})">{escape(ylabel)}</text>')
+        out.append(
+            f'<text x="14" y="{(PAD["t"] + H - PAD["b"]) / 2}" class="label" text-anchor="middle" '
+            f'transform="rotate(-90 14 {(PAD["t"] + H - PAD["b"]) / 2})">{escape(ylabel)}</text>'
+        )
         return out
 
 
 def _svg(plot_id: str, title: str, body: list[str]) -> str:
-    return (f'<svg class="plot" id="{escape(plot_id)}" viewBox="0 0 {W} {H}" width="{W}" height="{H}" role="img" '
-            f'xmlns="http://www.w3.org/2000/svg"><title>{escape(title)}</title>'
-            f'<text x="{PAD["l"]}" y="18" class="ptitle">{escape(title)}</text>' + "".join(body) + "</svg>")
+    return (
+        f'<svg class="plot" id="{escape(plot_id)}" viewBox="0 0 {W} {H}" width="{W}" height="{H}" role="img" '
+        f'xmlns="http://www.w3.org/2000/svg"><title>{escape(title)}</title>'
+        f'<text x="{PAD["l"]}" y="18" class="ptitle">{escape(title)}</text>' + "".join(body) + "</svg>"
+    )
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
@@ -104,8 +112,10 @@ def scatter_pareto(plot_id: str, title: str, points: list[dict], xlabel: str, yl
         fill = "none" if p.get("hollow") else colour
         tip = f"{p['label']}: {ylabel} {_fmt(p['y'])}, {xlabel} {_fmt(p['x'])}" + (f", {_fmt(p['size'])} MB" if p.get("size") else "")
         tip += " (Pareto-optimal)" if i in front else ""
-        body.append(f'<circle class="mark{" onfront" if i in front else ""}" cx="{f.x(p["x"]):.1f}" cy="{f.y(p["y"]):.1f}" r="{r:.1f}" '
-                    f'fill="{fill}" stroke="{colour}" fill-opacity="0.55" stroke-width="2" data-tip="{escape(tip)}"/>')
+        body.append(
+            f'<circle class="mark{" onfront" if i in front else ""}" cx="{f.x(p["x"]):.1f}" cy="{f.y(p["y"]):.1f}" r="{r:.1f}" '
+            f'fill="{fill}" stroke="{colour}" fill-opacity="0.55" stroke-width="2" data-tip="{escape(tip)}"/>'
+        )
         if p.get("short"):
             body.append(f'<text x="{f.x(p["x"]) + r + 3:.1f}" y="{f.y(p["y"]) - r:.1f}" class="tick">{escape(p["short"])}</text>')
     body += _legend([(g, PALETTE[k % len(PALETTE)]) for k, g in enumerate(groups)])
@@ -115,8 +125,7 @@ def scatter_pareto(plot_id: str, title: str, points: list[dict], xlabel: str, yl
 def _legend(items: list[tuple[str, str]]) -> list[str]:
     out, x = [], PAD["l"] + 8
     for label, colour in items:
-        out.append(f'<circle cx="{x}" cy="{PAD["t"] + 12}" r="5" fill="{colour}"/>'
-                   f'<text x="{x + 9}" y="{PAD["t"] + 16}" class="legend">{escape(label)}</text>')
+        out.append(f'<circle cx="{x}" cy="{PAD["t"] + 12}" r="5" fill="{colour}"/><text x="{x + 9}" y="{PAD["t"] + 16}" class="legend">{escape(label)}</text>')
         x += 18 + 7 * len(label)
     return out
 
@@ -140,8 +149,10 @@ def box_strip(plot_id: str, title: str, series: list[tuple[str, Sequence[float]]
         bw = min(60.0, slot * 0.3)
         tip = f"{label}: median {_fmt(med)} ms, IQR {_fmt(q1)}-{_fmt(q3)}, p95 {_fmt(p95)}, n={len(v)}"
         body.append(f'<line class="mark" x1="{cx - bw / 2:.1f}" x2="{cx - bw / 2:.1f}" y1="{f.y(p5):.1f}" y2="{f.y(p95):.1f}" stroke="{colour}"/>')
-        body.append(f'<rect class="mark" x="{cx - bw:.1f}" y="{f.y(q3):.1f}" width="{bw:.1f}" height="{max(f.y(q1) - f.y(q3), 1):.1f}" '
-                    f'fill="{colour}" fill-opacity="0.25" stroke="{colour}" data-tip="{escape(tip)}"/>')
+        body.append(
+            f'<rect class="mark" x="{cx - bw:.1f}" y="{f.y(q3):.1f}" width="{bw:.1f}" height="{max(f.y(q1) - f.y(q3), 1):.1f}" '
+            f'fill="{colour}" fill-opacity="0.25" stroke="{colour}" data-tip="{escape(tip)}"/>'
+        )
         body.append(f'<line class="mark" x1="{cx - bw:.1f}" x2="{cx:.1f}" y1="{f.y(med):.1f}" y2="{f.y(med):.1f}" stroke="{colour}" stroke-width="3"/>')
         shown = v if len(v) <= 400 else rng.choice(v, 400, replace=False)
         for s in shown:
@@ -161,9 +172,13 @@ def hbars(plot_id: str, title: str, items: list[tuple[str, float]], xlabel: str)
     for k, (name, v) in enumerate(items):
         y = PAD["t"] + 8 + 16 * k
         w = max(1.0, (W - left - PAD["r"]) * v / hi)
-        body.append(f'<text x="{left - 6}" y="{y + 11}" class="tick" text-anchor="end">{escape(name[-28:])}</text>'
-                    f'<rect class="mark" x="{left}" y="{y}" width="{w:.1f}" height="12" fill="{PALETTE[0]}" '
-                    f'data-tip="{escape(f"{name}: {_fmt(v)}")}"/>')
+        body.append(
+            f'<text x="{left - 6}" y="{y + 11}" class="tick" text-anchor="end">{escape(name[-28:])}</text>'
+            f'<rect class="mark" x="{left}" y="{y}" width="{w:.1f}" height="12" fill="{PALETTE[0]}" '
+            f'data-tip="{escape(f"{name}: {_fmt(v)}")}"/>'
+        )
     body.append(f'<text x="{(left + W) / 2}" y="{h - 10}" class="label" text-anchor="middle">{escape(xlabel)}</text>')
-    return (f'<svg class="plot" id="{escape(plot_id)}" viewBox="0 0 {W} {h}" width="{W}" height="{h}" role="img" xmlns="http://www.w3.org/2000/svg">'
-            f'<title>{escape(title)}</title><text x="{PAD["l"]}" y="18" class="ptitle">{escape(title)}</text>' + "".join(body) + "</svg>")
+    return (
+        f'<svg class="plot" id="{escape(plot_id)}" viewBox="0 0 {W} {h}" width="{W}" height="{h}" role="img" xmlns="http://www.w3.org/2000/svg">'
+        f'<title>{escape(title)}</title><text x="{PAD["l"]}" y="18" class="ptitle">{escape(title)}</text>' + "".join(body) + "</svg>"
+    )

@@ -76,4 +76,7 @@ def backend_for_artifact(path: str | Path) -> str:
     for name in known_backends():
         if getattr(_backend(name), "artifact_suffix", None) == suffix:
             return name
-    raise ConfigError(f"cannot tell which runtime runs {Path(path).name}", hint="known artifact types: .onnx (onnxruntime), .xml (openvino), .engine (tensorrt); or pass --backend")
+    raise ConfigError(
+        f"cannot tell which runtime runs {Path(path).name}",
+        hint="known artifact types: .onnx (onnxruntime), .xml (openvino), .engine (tensorrt); or pass --backend",
+    )

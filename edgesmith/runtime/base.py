@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -47,15 +48,15 @@ class Backend(Protocol):
 
     def load(self, artifact: Artifact, threads: int) -> Session: ...
 
-    def benchmark(self, artifact: Artifact, feeds: dict[str, np.ndarray], threads: int, warmup: int,
-                  iterations: int, duration_s: float | None) -> Any: ...
+    def benchmark(self, artifact: Artifact, feeds: dict[str, np.ndarray], threads: int, warmup: int, iterations: int, duration_s: float | None) -> Any: ...
 
 
 class MeasuredInChild:
     """The ``benchmark`` every backend shares: a fresh child process per measurement (runtime.bench)."""
 
-    def benchmark(self, artifact: Artifact, feeds: dict[str, np.ndarray], threads: int, warmup: int = 10,
-                  iterations: int = 100, duration_s: float | None = None) -> Any:
+    def benchmark(
+        self, artifact: Artifact, feeds: dict[str, np.ndarray], threads: int, warmup: int = 10, iterations: int = 100, duration_s: float | None = None
+    ) -> Any:
         from edgesmith.runtime.bench import benchmark
 
         return benchmark(artifact, feeds, threads, warmup, iterations, duration_s)

@@ -66,19 +66,27 @@ class BenchStats:
 def summarize(times_s: list[float], batch: int, threads: int, warmup: int) -> dict[str, float]:
     ms = np.asarray(times_s) * 1e3
     return {
-        "batch": batch, "threads": threads, "iterations": len(ms), "warmup": warmup,
-        "mean_ms": float(ms.mean()), "std_ms": float(ms.std(ddof=1)) if len(ms) > 1 else 0.0,
-        "p50_ms": float(np.percentile(ms, 50)), "p90_ms": float(np.percentile(ms, 90)),
-        "p95_ms": float(np.percentile(ms, 95)), "p99_ms": float(np.percentile(ms, 99)),
-        "min_ms": float(ms.min()), "throughput_per_s": float(batch / (ms.mean() / 1e3)),
+        "batch": batch,
+        "threads": threads,
+        "iterations": len(ms),
+        "warmup": warmup,
+        "mean_ms": float(ms.mean()),
+        "std_ms": float(ms.std(ddof=1)) if len(ms) > 1 else 0.0,
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p90_ms": float(np.percentile(ms, 90)),
+        "p95_ms": float(np.percentile(ms, 95)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "min_ms": float(ms.min()),
+        "throughput_per_s": float(batch / (ms.mean() / 1e3)),
     }
 
 
 TIMINGS = ("call", "bound")
 
 
-def time_interleaved(sessions: list[Any], feeds: dict[str, np.ndarray], warmup: int, iterations: int,
-                     duration_s: float | None, rounds: int = 1, timing: str = "call") -> list[list[float]]:
+def time_interleaved(
+    sessions: list[Any], feeds: dict[str, np.ndarray], warmup: int, iterations: int, duration_s: float | None, rounds: int = 1, timing: str = "call"
+) -> list[list[float]]:
     """Per-session run times. Rounds alternate between sessions; ``duration_s`` bounds the whole run.
 
     ``timing="call"`` (the default): wall time of the runtime's plain API call, numpy in and numpy out
@@ -143,20 +151,36 @@ def make_feeds(input_specs: list[Any], batch: int, data: dict[str, np.ndarray] |
     return feeds
 
 
-def run_worker(artifacts: list[Any], feeds: dict[str, np.ndarray], threads: int, warmup: int, iterations: int,
-                duration_s: float | None, rounds: int, raw: bool = False, timing: str = "call") -> list[dict]:
+def run_worker(
+    artifacts: list[Any],
+    feeds: dict[str, np.ndarray],
+    threads: int,
+    warmup: int,
+    iterations: int,
+    duration_s: float | None,
+    rounds: int,
+    raw: bool = False,
+    timing: str = "call",
+) -> list[dict]:
     batch = int(next(iter(feeds.values())).shape[0])
     with tempfile.TemporaryDirectory(prefix="edgesmith-bench-") as tmp:
         feeds_path = Path(tmp) / "feeds.npz"
-        np.savez(feeds_path, **feeds)
+        np.savez(feeds_path, **feeds)  # type: ignore[arg-type]  # numpy's stub types **kwds as the allow_pickle flag
         job = {
             "artifacts": [{"backend": a.backend, "path": str(a.path), "options": a.options} for a in artifacts],
-            "feeds": str(feeds_path), "threads": threads, "warmup": warmup, "iterations": iterations,
-            "duration_s": duration_s, "batch": batch, "rounds": rounds, "raw": raw, "timing": timing, "parent": os.getpid(),
+            "feeds": str(feeds_path),
+            "threads": threads,
+            "warmup": warmup,
+            "iterations": iterations,
+            "duration_s": duration_s,
+            "batch": batch,
+            "rounds": rounds,
+            "raw": raw,
+            "timing": timing,
+            "parent": os.getpid(),
         }
         env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-        proc = subprocess.run([sys.executable, "-m", "edgesmith.runtime.bench_worker"], input=json.dumps(job),
-                              capture_output=True, text=True, env=env)
+        proc = subprocess.run([sys.executable, "-m", "edgesmith.runtime.bench_worker"], input=json.dumps(job), capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         names = ", ".join(Path(a.path).name for a in artifacts)
@@ -164,14 +188,23 @@ def run_worker(artifacts: list[Any], feeds: dict[str, np.ndarray], threads: int,
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def benchmark(artifact: Any, feeds: dict[str, np.ndarray], threads: int, warmup: int = 10,
-              iterations: int = 100, duration_s: float | None = None, timing: str = "call") -> BenchStats:
+def benchmark(
+    artifact: Any, feeds: dict[str, np.ndarray], threads: int, warmup: int = 10, iterations: int = 100, duration_s: float | None = None, timing: str = "call"
+) -> BenchStats:
     """Benchmark one artifact (runtime.base.Artifact) in a child process; returns its statistics."""
     return BenchStats(**run_worker([artifact], feeds, threads, warmup, iterations, duration_s, 1, timing=timing)[0])
 
 
-def benchmark_against(candidate: Any, baseline: Any, feeds: dict[str, np.ndarray], threads: int, warmup: int = 10,
-                      iterations: int = 100, duration_s: float | None = None, rounds: int = 10) -> tuple[BenchStats, BenchStats]:
+def benchmark_against(
+    candidate: Any,
+    baseline: Any,
+    feeds: dict[str, np.ndarray],
+    threads: int,
+    warmup: int = 10,
+    iterations: int = 100,
+    duration_s: float | None = None,
+    rounds: int = 10,
+) -> tuple[BenchStats, BenchStats]:
     """Latency of ``candidate`` and ``baseline`` timed interleaved in one child (a fair ratio on a
     noisy machine); peak memory of each from its own child."""
     from concurrent.futures import ThreadPoolExecutor
@@ -185,8 +218,17 @@ def benchmark_against(candidate: Any, baseline: Any, feeds: dict[str, np.ndarray
     return BenchStats(**cand), BenchStats(**base)
 
 
-def bench_until_stable(artifact: Any, feeds: dict[str, np.ndarray], threads: int, warmup: int, iterations: int,
-                       duration_s: float | None, cv_threshold: float, max_repeats: int, timing: str = "call") -> tuple[BenchStats, int]:
+def bench_until_stable(
+    artifact: Any,
+    feeds: dict[str, np.ndarray],
+    threads: int,
+    warmup: int,
+    iterations: int,
+    duration_s: float | None,
+    cv_threshold: float,
+    max_repeats: int,
+    timing: str = "call",
+) -> tuple[BenchStats, int]:
     """Repeat the measurement until its coefficient of variation is at most ``cv_threshold``
     (or ``max_repeats`` runs); returns the steadiest run and how many runs it took."""
     best: BenchStats | None = None
@@ -199,11 +241,24 @@ def bench_until_stable(artifact: Any, feeds: dict[str, np.ndarray], threads: int
     return best, max_repeats  # type: ignore[return-value]
 
 
-def bench_artifact(path: Path, backend_name: str = "auto", *, target: str | None = None, threads: int | None = None,
-                   batches: list[int] | None = None, warmup: int = 10, iterations: int = 100,
-                   duration_s: float | None = None, input_shapes: list[dict] | None = None, ort_level: str = "all",
-                   until_stable: bool = False, cv_threshold: float = 0.10, max_repeats: int = 5,
-                   reporter: Any = None, timing: str = "call") -> list[dict[str, Any]]:
+def bench_artifact(
+    path: Path,
+    backend_name: str = "auto",
+    *,
+    target: str | None = None,
+    threads: int | None = None,
+    batches: list[int] | None = None,
+    warmup: int = 10,
+    iterations: int = 100,
+    duration_s: float | None = None,
+    input_shapes: list[dict] | None = None,
+    ort_level: str = "all",
+    until_stable: bool = False,
+    cv_threshold: float = 0.10,
+    max_repeats: int = 5,
+    reporter: Any = None,
+    timing: str = "call",
+) -> list[dict[str, Any]]:
     """What ``edgesmith bench`` does: resolve backend, profile and inputs, then measure each batch size."""
     from edgesmith.errors import ConfigError, InputError
     from edgesmith.progress import Reporter
@@ -220,11 +275,14 @@ def bench_artifact(path: Path, backend_name: str = "auto", *, target: str | None
     detected = backend_for_artifact(path)
     name = detected if backend_name == "auto" else backend_name
     if name != detected:
-        raise InputError(f"{path.name} is an artifact for {detected}; the {name} backend cannot run it",
-                         hint=f"use --backend {detected} (or leave --backend auto)")
+        raise InputError(
+            f"{path.name} is an artifact for {detected}; the {name} backend cannot run it", hint=f"use --backend {detected} (or leave --backend auto)"
+        )
     if profile is not None and profile.backend != name:
-        raise ConfigError(f"profile {profile.name} targets {profile.backend}, but {path.name} is an artifact for {name}",
-                          hint=f"compile for that profile first (`edgesmith compile ... -t {profile.name}`) or pick a profile for {name}")
+        raise ConfigError(
+            f"profile {profile.name} targets {profile.backend}, but {path.name} is an artifact for {name}",
+            hint=f"compile for that profile first (`edgesmith compile ... -t {profile.name}`) or pick a profile for {name}",
+        )
     artifact, specs = artifact_for(path, input_shapes, name, profile)
     if name == "onnxruntime":
         artifact.options["load_level"] = ort_level
@@ -243,13 +301,12 @@ def bench_artifact(path: Path, backend_name: str = "auto", *, target: str | None
     return rows
 
 
-def artifact_for(path: Path, input_shapes: list[dict] | None = None, backend_name: str | None = None,
-                 profile: Any = None) -> tuple[Any, list]:
+def artifact_for(path: Path, input_shapes: list[dict] | None = None, backend_name: str | None = None, profile: Any = None) -> tuple[Any, list]:
     """An Artifact for a file on disk (backend from its type) and its checked input specs."""
     from edgesmith.errors import InputError
     from edgesmith.model_io import check_specs_against_onnx
-    from edgesmith.schema import InputSpec
     from edgesmith.runtime import Artifact, backend_for_artifact, get_backend
+    from edgesmith.schema import InputSpec
 
     if not path.is_file():
         raise InputError(f"artifact not found: {path}", hint="give the path of an .onnx model or an OpenVINO .xml")

@@ -12,6 +12,7 @@ import json
 import resource
 import sys
 from pathlib import Path
+from typing import Any
 
 
 def _status_mb(field: str) -> float:
@@ -65,7 +66,7 @@ def main() -> None:
     peak = _status_mb("VmHWM")
     results = []
     for times in per_session:
-        stats = summarize(times, job["batch"], job["threads"], job["warmup"])
+        stats: dict[str, Any] = dict(summarize(times, job["batch"], job["threads"], job["warmup"]))
         stats.update(peak_rss_mb=peak, model_memory_mb=max(0.0, peak - before), timing=timing, machine=machine)
         if job.get("raw"):
             stats["times_ms"] = [t * 1e3 for t in times]

@@ -8,8 +8,9 @@ machine's state, so single runs are not independent draws).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -44,10 +45,12 @@ class Comparison:
 
     def describe(self) -> str:
         speed = 1.0 / self.ratio
-        return (f"latency B/A = {self.ratio:.3f} ({self.confidence:.0%} CI {self.low:.3f}-{self.high:.3f}, "
-                f"{self.rounds} rounds x {self.per_round} runs): {self.verdict}"
-                + (f", {speed:.2f}x the speed of A" if self.verdict in ("B is faster", "B is slower") else "")
-                + (f" ({'; '.join(self.machine.get('reasons', []))})" if self.busy else ""))
+        return (
+            f"latency B/A = {self.ratio:.3f} ({self.confidence:.0%} CI {self.low:.3f}-{self.high:.3f}, "
+            f"{self.rounds} rounds x {self.per_round} runs): {self.verdict}"
+            + (f", {speed:.2f}x the speed of A" if self.verdict in ("B is faster", "B is slower") else "")
+            + (f" ({'; '.join((self.machine or {}).get('reasons', []))})" if self.busy else "")
+        )
 
     def as_dict(self) -> dict[str, Any]:
         d = {**asdict(self), "verdict": self.verdict}
@@ -55,8 +58,14 @@ class Comparison:
         return d
 
 
-def bootstrap_ratio(a_rounds: Sequence[Sequence[float]], b_rounds: Sequence[Sequence[float]], confidence: float = 0.95,
-                    resamples: int = 2000, seed: int = 0, paired: bool = True) -> tuple[float, float, float]:
+def bootstrap_ratio(
+    a_rounds: Sequence[Any],
+    b_rounds: Sequence[Any],
+    confidence: float = 0.95,
+    resamples: int = 2000,
+    seed: int = 0,
+    paired: bool = True,
+) -> tuple[float, float, float]:
     """Median(B)/median(A) and its percentile bootstrap interval over resampled rounds.
 
     ``paired``: round i of A and of B ran back to back (interleaved), so they are resampled together;
@@ -77,13 +86,15 @@ def bootstrap_ratio(a_rounds: Sequence[Sequence[float]], b_rounds: Sequence[Sequ
     return point, float(low), float(high)
 
 
-def compare(a: Any, b: Any, feeds: dict[str, np.ndarray], threads: int, rounds: int = 20, per_round: int = 10,
-            warmup: int = 10, confidence: float = 0.95) -> Comparison:
+def compare(
+    a: Any, b: Any, feeds: dict[str, np.ndarray], threads: int, rounds: int = 20, per_round: int = 10, warmup: int = 10, confidence: float = 0.95
+) -> Comparison:
     """Interleaved A/B latency of two artifacts (runtime.base.Artifact) on this machine."""
     from edgesmith.runtime.bench import run_worker
 
     res_a, res_b = run_worker([a, b], feeds, threads, warmup, rounds * per_round, None, rounds, raw=True)
-    split = lambda times: [times[i * per_round:(i + 1) * per_round] for i in range(rounds)]  # noqa: E731
+    split = lambda times: [times[i * per_round : (i + 1) * per_round] for i in range(rounds)]  # noqa: E731
     ratio, low, high = bootstrap_ratio(split(res_a["times_ms"]), split(res_b["times_ms"]), confidence)
-    return Comparison(ratio, low, high, confidence, rounds, per_round, res_a["p50_ms"], res_b["p50_ms"],
-                      res_a["times_ms"], res_b["times_ms"], res_a.get("machine"))
+    return Comparison(
+        ratio, low, high, confidence, rounds, per_round, res_a["p50_ms"], res_b["p50_ms"], res_a["times_ms"], res_b["times_ms"], res_a.get("machine")
+    )

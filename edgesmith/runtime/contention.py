@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -113,8 +114,7 @@ def round_spread(times_per_session: Sequence[Sequence[float]], rounds: int) -> f
     return worst
 
 
-def assess(before: Snapshot, after: Snapshot, threads: int, round_cv: float | None = None,
-           cpus: int | None = None) -> Machine:
+def assess(before: Snapshot, after: Snapshot, threads: int, round_cv: float | None = None, cpus: int | None = None) -> Machine:
     """Whether other work competed with a measurement that used ``threads`` threads between two snapshots."""
     cpus = cpus or os.cpu_count() or 1
     m = Machine(False, cpus, threads, load1=after.load1, round_cv=round_cv)
@@ -126,7 +126,7 @@ def assess(before: Snapshot, after: Snapshot, threads: int, round_cv: float | No
         if m.others_cores > spare + SPARE_SLACK:
             m.reasons.append(f"other processes used {m.others_cores:.2f} cores while {threads} threads were timed on {cpus}")
         total = after.total - before.total if after.total is not None and before.total is not None else 0.0
-        if total > 0:
+        if total > 0 and after.steal is not None and before.steal is not None:
             m.steal = round((after.steal - before.steal) / total, 4)
             if m.steal > MAX_STEAL:
                 m.reasons.append(f"the hypervisor took {m.steal:.0%} of the CPU time (steal)")

@@ -15,10 +15,11 @@ group (an object with the ``CustomOpRoute`` fields).
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from edgesmith.errors import BackendUnavailable, InputError
 from edgesmith.plugins import Loaded, load_group
@@ -104,8 +105,10 @@ def routes_for(path: Path) -> list[CustomOpRoute]:
     routes = known_routes()
     unknown = sorted(d for d in domains if d not in routes)
     if unknown:
-        raise InputError(f"{Path(path).name} uses custom ops of domain {unknown[0]!r} ({', '.join(sorted(domains[unknown[0]]))}) that no "
-                         "installed route knows", hint=f"install the plugin that provides it, or export with standard ops (known: {', '.join(sorted(routes)) or 'none'})")
+        raise InputError(
+            f"{Path(path).name} uses custom ops of domain {unknown[0]!r} ({', '.join(sorted(domains[unknown[0]]))}) that no installed route knows",
+            hint=f"install the plugin that provides it, or export with standard ops (known: {', '.join(sorted(routes)) or 'none'})",
+        )
     return [routes[d] for d in sorted(domains)]
 
 
@@ -116,9 +119,10 @@ def apply_registrations(backend: str, target: Any, path: Path) -> list[str]:
     for route in routes_for(path):
         reg = route.register.get(backend)
         if reg is None:
-            raise BackendUnavailable(f"{backend} has no registration for custom op domain {route.name!r} ({', '.join(route.ops)}) used by {Path(path).name}",
-                                     hint=f"lower it to standard ONNX ops: add `{{type: {LOWERING_PASS}}}` to the recipe's passes "
-                                          f"(or run edgesmith.runtime.custom_ops.lower_file)")
+            raise BackendUnavailable(
+                f"{backend} has no registration for custom op domain {route.name!r} ({', '.join(route.ops)}) used by {Path(path).name}",
+                hint=f"lower it to standard ONNX ops: add `{{type: {LOWERING_PASS}}}` to the recipe's passes (or run edgesmith.runtime.custom_ops.lower_file)",
+            )
         reg(target)
         done.append(route.name)
     return done

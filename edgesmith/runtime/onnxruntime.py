@@ -73,8 +73,7 @@ class OnnxRuntimeBackend(MeasuredInChild):
     def available(self) -> bool:
         return importlib.util.find_spec("onnxruntime") is not None
 
-    def compile(self, onnx_path: Path, out_path: Path, profile: Any, input_specs: Any = (), calibration: Any = None,
-                level: str | None = None) -> Artifact:
+    def compile(self, onnx_path: Path, out_path: Path, profile: Any, input_specs: Any = (), calibration: Any = None, level: str | None = None) -> Artifact:
         ort = require("onnxruntime")
         level = level or (profile.graph_optimization if profile is not None else "all")
         so = session_options(profile.threads if profile else 1, level)
@@ -86,8 +85,10 @@ class OnnxRuntimeBackend(MeasuredInChild):
             from edgesmith.errors import EdgesmithError
 
             first = str(exc).strip().splitlines()[0][:240] if str(exc).strip() else type(exc).__name__
-            raise EdgesmithError(f"ONNX Runtime cannot compile {Path(onnx_path).name}: {first}",
-                                 hint="an op may lack a CPU kernel for this precision; check the pass and the profile's precisions") from exc
+            raise EdgesmithError(
+                f"ONNX Runtime cannot compile {Path(onnx_path).name}: {first}",
+                hint="an op may lack a CPU kernel for this precision; check the pass and the profile's precisions",
+            ) from exc
         return Artifact(out_path, self.name, {"optimization": level, "onnxruntime": ort.__version__, "provider": "CPUExecutionProvider"})
 
     def input_specs(self, path: Path) -> list[dict]:
@@ -103,7 +104,6 @@ class OnnxRuntimeBackend(MeasuredInChild):
         # start only and not saved: loading it with optimisations off ran ResNet-18 INT8 3% slower here.
         level = artifact.options.get("load_level") or "all"
         return OrtSession(artifact.path, threads, level)
-
 
 
 BACKEND = OnnxRuntimeBackend()

@@ -113,7 +113,7 @@ class OvSession:
         if got is None:
             if len(self._by_shape) >= self.MAX_STATIC_SHAPES:
                 return self._dynamic
-            got = self._by_shape[key] = self._compile(dict(zip(self.input_names, map(list, key))))
+            got = self._by_shape[key] = self._compile({n: tuple(dims) for n, dims in zip(self.input_names, key)})
         return got
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -153,8 +153,7 @@ class OpenVINOBackend(MeasuredInChild):
         model = ov.convert_model(str(onnx_path), **_extensions(onnx_path))
         ov.save_model(model, str(out_path), compress_to_fp16=False)
         settings = profile.openvino.model_dump() if profile is not None else {}
-        return Artifact(out_path, self.name, {"device": device.upper(), **settings, "openvino": ov.__version__,
-                                              "int8_from": _int8_source(onnx_path)})
+        return Artifact(out_path, self.name, {"device": device.upper(), **settings, "openvino": ov.__version__, "int8_from": _int8_source(onnx_path)})
 
     def input_specs(self, path: Path) -> list[dict]:
         """Input names/shapes/dtypes of an IR (dynamic dimensions become names)."""
@@ -179,7 +178,6 @@ class OpenVINOBackend(MeasuredInChild):
 
     def load(self, artifact: Artifact, threads: int) -> OvSession:
         return OvSession(artifact.path, threads, artifact.options)
-
 
 
 BACKEND = OpenVINOBackend()

@@ -46,15 +46,27 @@ def _conv_net(path: Path, seed: int = 0) -> None:
     for i, (cout, stride) in enumerate([(64, 1), (64, 1), (128, 2), (128, 1)]):
         w = (rng.standard_normal((cout, cin, 3, 3)) * np.sqrt(2 / (cin * 9))).astype(np.float32)
         inits += [numpy_helper.from_array(w, f"w{i}"), numpy_helper.from_array(np.zeros(cout, np.float32), f"b{i}")]
-        nodes += [helper.make_node("Conv", [x, f"w{i}", f"b{i}"], [f"c{i}"], pads=[1, 1, 1, 1], strides=[stride, stride]),
-                  helper.make_node("Relu", [f"c{i}"], [f"r{i}"])]
+        nodes += [
+            helper.make_node("Conv", [x, f"w{i}", f"b{i}"], [f"c{i}"], pads=[1, 1, 1, 1], strides=[stride, stride]),
+            helper.make_node("Relu", [f"c{i}"], [f"r{i}"]),
+        ]
         x, cin = f"r{i}", cout
-    inits += [numpy_helper.from_array((rng.standard_normal((10, cin)) * 0.1).astype(np.float32), "fc_w"),
-              numpy_helper.from_array(np.zeros(10, np.float32), "fc_b")]
-    nodes += [helper.make_node("GlobalAveragePool", [x], ["gap"]), helper.make_node("Flatten", ["gap"], ["flat"]),
-              helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["logits"], transB=1)]
-    graph = helper.make_graph(nodes, "profile_probe", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", PROBE_C, PROBE_HW, PROBE_HW])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])], inits)
+    inits += [
+        numpy_helper.from_array((rng.standard_normal((10, cin)) * 0.1).astype(np.float32), "fc_w"),
+        numpy_helper.from_array(np.zeros(10, np.float32), "fc_b"),
+    ]
+    nodes += [
+        helper.make_node("GlobalAveragePool", [x], ["gap"]),
+        helper.make_node("Flatten", ["gap"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["logits"], transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "profile_probe",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", PROBE_C, PROBE_HW, PROBE_HW])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])],
+        inits,
+    )
     # NOTE: an IR version ONNX Runtime reads (onnx.helper would stamp the newest one)
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), str(path))
 
@@ -72,6 +84,7 @@ def measure_activation_types(threads: int, rounds: int = 5, per_round: int = 20)
         _conv_net(fp32)
         variants = {}
         for name, act in (("uint8", QuantType.QUInt8), ("int8", QuantType.QInt8)):
+
             class Reader(CalibrationDataReader):
                 def __init__(self):
                     self.it = iter([{"input": rng.random((4, PROBE_C, PROBE_HW, PROBE_HW), dtype=np.float32)} for _ in range(4)])
@@ -80,8 +93,7 @@ def measure_activation_types(threads: int, rounds: int = 5, per_round: int = 20)
                     return next(self.it, None)
 
             out = Path(tmp) / f"probe.{name}.onnx"
-            quantize_static(str(fp32), str(out), Reader(), quant_format=QuantFormat.QDQ, activation_type=act,
-                            weight_type=QuantType.QInt8, per_channel=True)
+            quantize_static(str(fp32), str(out), Reader(), quant_format=QuantFormat.QDQ, activation_type=act, weight_type=QuantType.QInt8, per_channel=True)
             variants[name] = out
         sessions = [OrtSession(fp32, threads, "all")] + [OrtSession(p, threads, "all") for p in variants.values()]
         times = time_interleaved(sessions, {"input": rng.random((1, PROBE_C, PROBE_HW, PROBE_HW), dtype=np.float32)}, 5, rounds * per_round, None, rounds)
@@ -104,16 +116,27 @@ def init_profile(name: str, backend: str, threads: int | None = None, benchmark:
     if benchmark and backend == "onnxruntime":
         speed = measure_activation_types(threads)
         activation = "int8" if speed["int8"] > SWITCH_MARGIN * speed["uint8"] else "uint8"
-        notes.append("INT8 speed-up over FP32 on a probe conv net (ONNX Runtime, batch 1): "
-                     + ", ".join(f"{k} activations {v:.2f}x" for k, v in speed.items()) + f" -> {activation}")
+        notes.append(
+            "INT8 speed-up over FP32 on a probe conv net (ONNX Runtime, batch 1): "
+            + ", ".join(f"{k} activations {v:.2f}x" for k, v in speed.items())
+            + f" -> {activation}"
+        )
     profile = {
         "name": name,
         "description": f"This machine ({platform.processor() or arch}), {backend}, written by `edgesmith profiles init`.",
-        "backend": backend, "device": "cpu",
+        "backend": backend,
+        "device": "cpu",
         "hardware": {"arch": arch, "isa": flags, "cores": cores, "description": "measured by profiles init"},
-        "threads": threads, "batch_sizes": [1, 8], "precisions": ["fp32", "int8"],
-        "quantization": {"activation_type": activation, "weight_type": "int8", "per_channel": True,
-                         "reduce_range": reduce_range, "rationale": "; ".join(notes[1:]) or "defaults"},
+        "threads": threads,
+        "batch_sizes": [1, 8],
+        "precisions": ["fp32", "int8"],
+        "quantization": {
+            "activation_type": activation,
+            "weight_type": "int8",
+            "per_channel": True,
+            "reduce_range": reduce_range,
+            "rationale": "; ".join(notes[1:]) or "defaults",
+        },
         "budgets": [
             {"metric": "top1", "goal": "max-degradation", "value": 0.5},
             {"metric": "output_fidelity", "goal": "min", "value": 0.9},

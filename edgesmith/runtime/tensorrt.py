@@ -21,20 +21,21 @@ int64), and runs batches larger than the engine's profile in chunks.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from edgesmith.errors import BackendUnavailable, ConfigError
 from edgesmith.runtime.base import Artifact, MeasuredInChild
 
-INSTALL_HINT = ("pip install 'edgesmith[tensorrt]' with NVIDIA's package index configured "
-                "(TensorRT and cuda-python), on a machine with an NVIDIA GPU")
+INSTALL_HINT = "pip install 'edgesmith[tensorrt]' with NVIDIA's package index configured (TensorRT and cuda-python), on a machine with an NVIDIA GPU"
 
 
 # ---- what runs without TensorRT (unit-tested) -------------------------------------------------
+
 
 @dataclass(frozen=True)
 class ShapeRange:
@@ -67,18 +68,24 @@ def shape_ranges(input_specs: Sequence[Any], batch_sizes: Sequence[int], declare
         dims_min, dims_opt, dims_max = [], [], []
         for i, d in enumerate(spec.shape):
             if isinstance(d, int):
-                dims_min.append(d), dims_opt.append(d), dims_max.append(d)
+                lo, mid, hi = d, d, d
             elif i == 0:
-                dims_min.append(min(batches)), dims_opt.append(batch_sizes[0]), dims_max.append(max(batches))
+                lo, mid, hi = min(batches), batch_sizes[0], max(batches)
             else:
                 rng = declared.get(spec.name, {}).get(str(d))
                 if rng is None:
-                    raise ConfigError(f"input {spec.name!r} has a dynamic dimension {d!r} (axis {i}) and the profile gives no range for it",
-                                      hint=f"add `tensorrt: {{shape_ranges: {{{spec.name}: {{{d}: [min, opt, max]}}}}}}` to the profile, or make it static")
+                    raise ConfigError(
+                        f"input {spec.name!r} has a dynamic dimension {d!r} (axis {i}) and the profile gives no range for it",
+                        hint=f"add `tensorrt: {{shape_ranges: {{{spec.name}: {{{d}: [min, opt, max]}}}}}}` to the profile, or make it static",
+                    )
                 lo, mid, hi = rng
                 if not 1 <= lo <= mid <= hi:
-                    raise ConfigError(f"range for {spec.name}.{d} must satisfy 1 <= min <= opt <= max, got {list(rng)}", hint="fix the profile's tensorrt.shape_ranges")
-                dims_min.append(lo), dims_opt.append(mid), dims_max.append(hi)
+                    raise ConfigError(
+                        f"range for {spec.name}.{d} must satisfy 1 <= min <= opt <= max, got {list(rng)}", hint="fix the profile's tensorrt.shape_ranges"
+                    )
+            dims_min.append(lo)
+            dims_opt.append(mid)
+            dims_max.append(hi)
         out[spec.name] = ShapeRange(tuple(dims_min), tuple(dims_opt), tuple(dims_max))
     return out
 
@@ -114,13 +121,20 @@ def build_settings(profile: Any, input_specs: Sequence[Any], onnx_path: Path, ca
         raise ConfigError(f"the model carries Q/DQ (int8) nodes but profile {profile.name} does not allow int8", hint="add int8 to the profile's precisions")
     bad = qdq_zero_points_ok(onnx_path) if explicit else []
     if bad:
-        raise ConfigError(f"TensorRT's explicit quantization takes signed int8 with zero point 0; {len(bad)} Q/DQ node(s) differ (e.g. {bad[0]})",
-                          hint="quantize for the TensorRT profile (its quantization block asks ptq_int8 for symmetric int8)")
-    return BuildSettings(int8_mode="explicit" if explicit else "none", workspace_bytes=trt_cfg.workspace_mb * 2**20,
-                         shapes=shape_ranges(input_specs, profile.batch_sizes, trt_cfg.shape_ranges), timing_cache=trt_cfg.timing_cache)
+        raise ConfigError(
+            f"TensorRT's explicit quantization takes signed int8 with zero point 0; {len(bad)} Q/DQ node(s) differ (e.g. {bad[0]})",
+            hint="quantize for the TensorRT profile (its quantization block asks ptq_int8 for symmetric int8)",
+        )
+    return BuildSettings(
+        int8_mode="explicit" if explicit else "none",
+        workspace_bytes=trt_cfg.workspace_mb * 2**20,
+        shapes=shape_ranges(input_specs, profile.batch_sizes, trt_cfg.shape_ranges),
+        timing_cache=trt_cfg.timing_cache,
+    )
 
 
 # ---- what needs TensorRT and a GPU (not executed here) -----------------------------------------
+
 
 def _trt():
     try:
@@ -184,7 +198,9 @@ class TrtSession:
         for name in self.input_names:
             arr = self._input(name, feeds[name])
             if not self._context.set_input_shape(name, arr.shape):
-                raise ConfigError(f"TensorRT rejected input shape {list(arr.shape)} for {name!r}", hint="the shape is outside the engine's optimisation profile")
+                raise ConfigError(
+                    f"TensorRT rejected input shape {list(arr.shape)} for {name!r}", hint="the shape is outside the engine's optimisation profile"
+                )
             ptr = self._buffer(name, arr.nbytes)
             _check(self._cudart.cudaMemcpyAsync(ptr, arr.ctypes.data, arr.nbytes, h2d, self._stream))
             if not self._context.set_tensor_address(name, ptr):
@@ -205,7 +221,7 @@ class TrtSession:
         """Outputs for ``feeds``; a batch larger than the engine's profile runs in chunks of its maximum."""
         n, top = len(next(iter(feeds.values()))), self._max_batch()
         if n > top:
-            parts = [self._run_once({k: v[i:i + top] for k, v in feeds.items()}) for i in range(0, n, top)]
+            parts = [self._run_once({k: v[i : i + top] for k, v in feeds.items()}) for i in range(0, n, top)]
             return [np.concatenate([p[j] for p in parts]) for j in range(len(parts[0]))]
         return self._run_once(feeds)
 
@@ -251,8 +267,14 @@ class TensorRTBackend(MeasuredInChild):
     def input_specs(self, path: Path) -> list[dict]:
         session = TrtSession(path)
         engine = session._engine
-        return [{"name": n, "shape": [d if d >= 0 else ("batch" if i == 0 else f"dim{i}") for i, d in enumerate(engine.get_tensor_shape(n))],
-                 "dtype": session._dtype[n].name} for n in session.input_names]
+        return [
+            {
+                "name": n,
+                "shape": [d if d >= 0 else ("batch" if i == 0 else f"dim{i}") for i, d in enumerate(engine.get_tensor_shape(n))],
+                "dtype": session._dtype[n].name,
+            }
+            for n in session.input_names
+        ]
 
     def default_options(self) -> dict[str, Any]:
         return {}
@@ -287,12 +309,19 @@ class TensorRTBackend(MeasuredInChild):
         atomic_write_bytes(out_path, bytes(engine))
         if cache_file:
             atomic_write_bytes(cache_file, bytes(cache.serialize()))
-        return Artifact(out_path, self.name, {"tensorrt": trt.__version__, "strongly_typed": settings.strongly_typed, "int8": settings.int8_mode,
-                                              "shapes": {k: vars(v) for k, v in settings.shapes.items()}})
+        return Artifact(
+            out_path,
+            self.name,
+            {
+                "tensorrt": trt.__version__,
+                "strongly_typed": settings.strongly_typed,
+                "int8": settings.int8_mode,
+                "shapes": {k: vars(v) for k, v in settings.shapes.items()},
+            },
+        )
 
     def load(self, artifact: Artifact, threads: int) -> TrtSession:
         return TrtSession(artifact.path)
-
 
 
 BACKEND = TensorRTBackend()

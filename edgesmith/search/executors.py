@@ -9,6 +9,7 @@ target's hardware (``ray start --labels edgesmith.hardware=<tag>``), or on this 
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import socket
@@ -49,7 +50,7 @@ class LocalPool:
             raise ConfigError(f"--workers must be at least 1, got {workers}", hint="leave it out to use one per core")
         self.workers = workers
         per = max(1, len(cores) // workers)
-        self.slots = [cores[(j * per) % len(cores):(j * per) % len(cores) + per] for j in range(workers)]
+        self.slots = [cores[(j * per) % len(cores) : (j * per) % len(cores) + per] for j in range(workers)]
         self._running: list[Any] = []
         self.notes: list[str] = []
         if workers > len(cores):
@@ -71,8 +72,9 @@ class LocalPool:
                 jp, rp = Path(tmp) / f"job{j}.json", Path(tmp) / f"result{j}.json"
                 jp.write_text(json.dumps(dict(job, cores=self.slots[j % self.workers]), default=str))
                 log = open(Path(tmp) / f"log{j}.txt", "wb")
-                procs.append((subprocess.Popen([sys.executable, "-m", "edgesmith.search.worker", str(jp), str(rp)],
-                                               stdout=log, stderr=subprocess.STDOUT), rp, log))
+                procs.append(
+                    (subprocess.Popen([sys.executable, "-m", "edgesmith.search.worker", str(jp), str(rp)], stdout=log, stderr=subprocess.STDOUT), rp, log)
+                )
             self._running = [p for p, _, _ in procs]
             for p, rp, log in procs:
                 p.wait()
@@ -109,8 +111,10 @@ def _reachable(address: str) -> tuple[str, int]:
             pass
     except OSError as exc:
         why = "timed out" if isinstance(exc, (socket.timeout, TimeoutError)) else (exc.strerror or type(exc).__name__)
-        raise ConfigError(f"cannot reach the Ray cluster at {address}: {why} (after at most {CONNECT_TIMEOUT_S:.0f} s)",
-                          hint="start the head with `ray start --head --port PORT` and check the address, or leave --ray out to search locally") from None
+        raise ConfigError(
+            f"cannot reach the Ray cluster at {address}: {why} (after at most {CONNECT_TIMEOUT_S:.0f} s)",
+            hint="start the head with `ray start --head --port PORT` and check the address, or leave --ray out to search locally",
+        ) from None
     return host, int(port)
 
 
@@ -130,7 +134,7 @@ class RayPool:
 
         def connect() -> None:
             try:
-                ray.init(address=address, log_to_driver=False, logging_level="ERROR", include_dashboard=False)
+                ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR, include_dashboard=False)
                 done["ok"] = True
             except Exception as exc:  # noqa: BLE001
                 done["error"] = exc
@@ -140,7 +144,9 @@ class RayPool:
         t.join(INIT_TIMEOUT_S)
         if "ok" not in done:
             why = f"{type(done['error']).__name__}: {str(done['error']).splitlines()[0][:200]}" if "error" in done else f"no answer in {INIT_TIMEOUT_S:.0f} s"
-            raise ConfigError(f"{address} answers but is not a usable Ray cluster ({why})", hint="check that it is the head's GCS port (ray start --head prints it)")
+            raise ConfigError(
+                f"{address} answers but is not a usable Ray cluster ({why})", hint="check that it is the head's GCS port (ray start --head prints it)"
+            )
         self.ray = ray
         self.tag = hardware_tag(profile)
         nodes = [n for n in ray.nodes() if n.get("Alive")]
@@ -149,13 +155,15 @@ class RayPool:
         tagged = [n for n in nodes if (n.get("Labels") or {}).get(LABEL) == self.tag]
         self.timing_cpus = min([int(n["Resources"].get("CPU", 1)) for n in tagged] or [1])
         self.tagged = bool(tagged)
-        self.notes: list[str] = [] if tagged else [
-            f"no Ray node is labelled {LABEL}={self.tag}: latency was timed on the machine running the search"]
+        self.notes: list[str] = [] if tagged else [f"no Ray node is labelled {LABEL}={self.tag}: latency was timed on the machine running the search"]
         self.cache = cache
 
     def describe(self) -> str:
-        return f"Ray cluster, {self.node_count} node(s), {self.workers} CPU(s); timing on the node labelled {LABEL}={self.tag}" \
-            if self.tagged else f"Ray cluster, {self.node_count} node(s), {self.workers} CPU(s); timing on this machine"
+        return (
+            f"Ray cluster, {self.node_count} node(s), {self.workers} CPU(s); timing on the node labelled {LABEL}={self.tag}"
+            if self.tagged
+            else f"Ray cluster, {self.node_count} node(s), {self.workers} CPU(s); timing on this machine"
+        )
 
     def build_wave(self, jobs: list[dict]) -> list[dict]:
         from edgesmith.search.trial import build_remote, unpack

@@ -51,8 +51,9 @@ class Param:
             return list(self.choices)
         if self.step is None:
             raise ConfigError(f"grid search needs a step for the range {self.name}", hint="add `step:` to the range, or use --sampler tpe/random")
-        n = int(round((self.high - self.low) / self.step)) + 1
-        vals = [self.low + i * self.step for i in range(n)]
+        low, high = float(self.low or 0.0), float(self.high or 0.0)  # a range always has both (checked when read)
+        n = int(round((high - low) / self.step)) + 1
+        vals = [low + i * self.step for i in range(n)]
         return [int(round(v)) for v in vals] if self.integer else [round(v, 10) for v in vals]
 
     def describe(self) -> str:
@@ -78,7 +79,7 @@ class Space:
             if p.choices is not None:
                 values[p.name] = trial.suggest_categorical(p.name, list(p.choices))
             elif p.integer:
-                values[p.name] = trial.suggest_int(p.name, int(p.low), int(p.high), step=int(p.step or 1), log=p.log)
+                values[p.name] = trial.suggest_int(p.name, int(p.low or 0), int(p.high or 0), step=int(p.step or 1), log=p.log)
             else:
                 values[p.name] = trial.suggest_float(p.name, p.low, p.high, step=p.step, log=p.log)
         return values
@@ -197,8 +198,10 @@ def _collect(node: Any, path: str, when: tuple, out: list[Param]) -> None:
                 return
             bad = [c for c in spec if not _scalar_ok(c)]
             if bad:
-                raise ConfigError(f"{path}: a choice must be a number, string, true/false or null, got {json.dumps(bad[0])[:60]}",
-                                  hint="whole passes can be alternatives only as an entry of passes:")
+                raise ConfigError(
+                    f"{path}: a choice must be a number, string, true/false or null, got {json.dumps(bad[0])[:60]}",
+                    hint="whole passes can be alternatives only as an entry of passes:",
+                )
             if len(set(map(json.dumps, spec))) != len(spec):
                 raise ConfigError(f"{path}: a choice is listed twice: {spec}", hint="list each value once")
             out.append(Param(path, choices=tuple(spec), values=tuple(spec), when=when))
@@ -206,8 +209,10 @@ def _collect(node: Any, path: str, when: tuple, out: list[Param]) -> None:
         if isinstance(spec, dict):
             unknown = set(spec) - {"low", "high", "step", "log"}
             if unknown or not {"low", "high"} <= set(spec):
-                raise ConfigError(f"{path}: a range is {{low: ..., high: ..., step: ..., log: ...}}, got {sorted(spec)}",
-                                  hint="e.g. {search: {low: 0.2, high: 0.6, step: 0.1}}")
+                raise ConfigError(
+                    f"{path}: a range is {{low: ..., high: ..., step: ..., log: ...}}, got {sorted(spec)}",
+                    hint="e.g. {search: {low: 0.2, high: 0.6, step: 0.1}}",
+                )
             lo, hi, step = spec["low"], spec["high"], spec.get("step")
             if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (lo, hi)) or not lo < hi:
                 raise ConfigError(f"{path}: a range needs numbers with low < high, got {lo!r}..{hi!r}", hint="e.g. {low: 0.2, high: 0.6}")
@@ -218,12 +223,14 @@ def _collect(node: Any, path: str, when: tuple, out: list[Param]) -> None:
             integer = all(isinstance(x, int) for x in (lo, hi)) and (step is None or isinstance(step, int))
             out.append(Param(path, low=lo, high=hi, step=step, log=bool(spec.get("log")), integer=integer, when=when))
             return
-        raise ConfigError(f"{path}: `search:` takes a list of choices or a range {{low, high}}, got {type(spec).__name__}",
-                          hint="e.g. {search: [minmax, entropy]}")
+        raise ConfigError(
+            f"{path}: `search:` takes a list of choices or a range {{low, high}}, got {type(spec).__name__}", hint="e.g. {search: [minmax, entropy]}"
+        )
     if isinstance(node, dict):
         if MARK in node and len(node) > 1 and path.count("/") == 0:
-            raise ConfigError(f"{path}: `search:` must stand alone in a pass entry (it lists whole alternatives)",
-                              hint="mark an option instead: ratio: {search: [0.3, 0.5]}")
+            raise ConfigError(
+                f"{path}: `search:` must stand alone in a pass entry (it lists whole alternatives)", hint="mark an option instead: ratio: {search: [0.3, 0.5]}"
+            )
         for k, v in node.items():
             _collect(v, f"{path}/{k}", when, out)
     elif isinstance(node, list):
@@ -240,8 +247,9 @@ def parse_space(passes: Any) -> Space:
     out: list[Param] = []
     for i, spec in enumerate(passes):
         en = spec.get("enabled") if isinstance(spec, dict) else None
-        if en is not None and not (isinstance(en, bool) or (_is_mark(en) and isinstance(en[MARK], list) and en[MARK]
-                                                            and all(isinstance(v, bool) for v in en[MARK]))):
+        if en is not None and not (
+            isinstance(en, bool) or (_is_mark(en) and isinstance(en[MARK], list) and en[MARK] and all(isinstance(v, bool) for v in en[MARK]))
+        ):
             raise ConfigError(f"passes[{i}]/enabled must be true, false or {{search: [true, false]}}", hint="e.g. enabled: {search: [true, false]}")
         if _is_mark(en):  # the pass is optional: its other choices apply only when it runs
             _collect(en, f"passes[{i}]/enabled", (), out)
@@ -250,15 +258,17 @@ def parse_space(passes: Any) -> Space:
         else:
             _collect(spec, f"passes[{i}]", (), out)
     if not out:
-        raise ConfigError("nothing to search: the recipe marks no choice",
-                          hint="mark a value with {search: [...]}, e.g. `ratio: {search: [0.3, 0.5]}` under a pass (or run `edgesmith optimize`)")
+        raise ConfigError(
+            "nothing to search: the recipe marks no choice",
+            hint="mark a value with {search: [...]}, e.g. `ratio: {search: [0.3, 0.5]}` under a pass (or run `edgesmith optimize`)",
+        )
     return Space(copy.deepcopy(passes), out)
 
 
 def check_choices(space: Space, validate: Any) -> None:
     """Every choice of every parameter, each in turn with the others at their first value, validated as
     a concrete pass list by ``validate(passes)`` — a bad value fails before any trial runs."""
-    base = {}
+    base: dict[str, Any] = {}
     for p in space.params:
         if all(base.get(dep) == label for dep, label in p.when):
             base[p.name] = p.choices[0] if p.choices is not None else p.low
@@ -284,4 +294,3 @@ def check_choices(space: Space, validate: Any) -> None:
 
 def _param(space: Space, name: str) -> Param:
     return next(p for p in space.params if p.name == name)
-

@@ -11,11 +11,11 @@ per budget, > 0 when it fails): TPE and NSGA-II steer away from infeasible regio
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Literal
 
 from edgesmith.errors import ConfigError
 
-DIRECTIONS = ["maximize", "minimize", "minimize"]
+DIRECTIONS: list[Literal["maximize", "minimize"]] = ["maximize", "minimize", "minimize"]
 OBJECTIVES = ("accuracy", "latency_ms", "size_mb")
 SAMPLERS = ("auto", "grid", "random", "tpe", "nsga2")
 
@@ -52,8 +52,10 @@ def open_study(storage: str, name: str, sampler: Any, grid: list[dict] | None, a
     try:
         study = optuna.create_study(storage=storage, study_name=name, sampler=sampler, directions=DIRECTIONS, load_if_exists=True)
     except Exception as exc:  # noqa: BLE001 - a bad URL or an unreadable database: one line, with the cause
-        raise ConfigError(f"cannot open the study database {storage}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}",
-                          hint="give a SQLAlchemy URL such as sqlite:///study.db, or leave --storage out") from None
+        raise ConfigError(
+            f"cannot open the study database {storage}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}",
+            hint="give a SQLAlchemy URL such as sqlite:///study.db, or leave --storage out",
+        ) from None
     if not study.user_attrs:
         for k, v in attrs.items():
             study.set_user_attr(k, v)

@@ -48,16 +48,31 @@ def build(job: dict[str, Any]) -> dict[str, Any]:
     try:
         recipe = parse_recipe(job["recipe"])
         cache = PassCache(Path(job["cache"])) if job.get("cache") else None
-        res = pipeline.run(recipe, Path(job["base_dir"]), out_dir=Path(job["trial_dir"]), cache=cache, measure_latency=False,
-                           force=True, trust_checkpoint=job.get("trust_checkpoint", False))
+        res = pipeline.run(
+            recipe,
+            Path(job["base_dir"]),
+            out_dir=Path(job["trial_dir"]),
+            cache=cache,
+            measure_latency=False,
+            force=True,
+            trust_checkpoint=job.get("trust_checkpoint", False),
+        )
         name, t = next(iter(res.manifest["targets"].items()))
-        out.update(ok=True, target=name, metrics=t.get("metrics", {}), reference=t.get("reference_metrics", {}),
-                   verdicts=t.get("verdicts", []), size=t.get("size", {}), notes=t.get("notes", []), bundle=t.get("bundle", {}),
-                   cache_events=(res.manifest.get("cache") or {}).get("events", []), cache_notes=(res.manifest.get("cache") or {}).get("notes", []))
+        out.update(
+            ok=True,
+            target=name,
+            metrics=t.get("metrics", {}),
+            reference=t.get("reference_metrics", {}),
+            verdicts=t.get("verdicts", []),
+            size=t.get("size", {}),
+            notes=t.get("notes", []),
+            bundle=t.get("bundle", {}),
+            cache_events=(res.manifest.get("cache") or {}).get("events", []),
+            cache_notes=(res.manifest.get("cache") or {}).get("notes", []),
+        )
     except Exception as exc:  # noqa: BLE001 - the trial failed; the search goes on and says why
         msg = exc.one_line() if hasattr(exc, "one_line") else str(exc)
-        out.update(error=f"{type(exc).__name__}: {(msg.strip().splitlines() or [''])[0][:300]}",
-                   traceback=traceback.format_exc()[-2000:])
+        out.update(error=f"{type(exc).__name__}: {(msg.strip().splitlines() or [''])[0][:300]}", traceback=traceback.format_exc()[-2000:])
     out["seconds"] = round(time.time() - started, 2)
     return out
 

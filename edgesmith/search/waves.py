@@ -15,8 +15,9 @@ from edgesmith.search.study import finished
 
 
 class Waves:
-    def __init__(self, study: Any, space: Any, base: dict, base_dir: Path, out: Path, profile: Any, ref: Any, executor: Any,
-                 cache: Any, settings: Any, reporter: Any):
+    def __init__(
+        self, study: Any, space: Any, base: dict, base_dir: Path, out: Path, profile: Any, ref: Any, executor: Any, cache: Any, settings: Any, reporter: Any
+    ):
         self.study, self.space, self.base, self.base_dir, self.out = study, space, base, base_dir, out
         self.profile, self.ref, self.executor, self.cache, self.s, self.rep = profile, ref, executor, cache, settings, reporter
         self.ran = 0
@@ -59,16 +60,25 @@ class Waves:
         for trial, values in wave:
             number = trial.number
             recipe = {**self.base, "passes": self.space.concrete(values), "output_dir": str(self.out / "trials" / f"{number:04d}")}
-            jobs.append({"recipe": recipe, "base_dir": str(self.base_dir), "trial_dir": str(self.out / "trials" / f"{number:04d}"),
-                         "cache": str(self.cache.root) if self.cache.usable else None, "trust_checkpoint": self.s.trust_checkpoint})
+            jobs.append(
+                {
+                    "recipe": recipe,
+                    "base_dir": str(self.base_dir),
+                    "trial_dir": str(self.out / "trials" / f"{number:04d}"),
+                    "cache": str(self.cache.root) if self.cache.usable else None,
+                    "trust_checkpoint": self.s.trust_checkpoint,
+                }
+            )
         labels = ", ".join(f"#{t.number} {self.space.label(v)}" for t, v in wave)
         t0 = time.time()
         with self.rep.step(f"[search] building {len(wave)} trial(s) side by side: {labels}"):
             built = self.executor.build_wave(jobs)
         self.build_seconds += time.time() - t0
         ok = [i for i, b in enumerate(built) if b.get("ok")]
-        arts = [Artifact(Path(jobs[i]["trial_dir"]) / built[i]["bundle"]["artifact"], self.profile.backend,
-                         built[i]["bundle"].get("artifact_options") or {}) for i in ok]
+        arts = [
+            Artifact(Path(jobs[i]["trial_dir"]) / built[i]["bundle"]["artifact"], self.profile.backend, built[i]["bundle"].get("artifact_options") or {})
+            for i in ok
+        ]
         timings: list = []
         node = ""
         if arts:
@@ -93,8 +103,13 @@ class Waves:
         hits = sum(e["result"] == "hit" for e in events)
         self.cache_hits += hits
         self.cache_misses += len(events) - hits
-        attrs = {"label": self.space.label(values), "node": b.get("node", ""), "seconds": b.get("seconds"),
-                 "cache": {"hits": hits, "misses": len(events) - hits}, "timing_node": node}
+        attrs = {
+            "label": self.space.label(values),
+            "node": b.get("node", ""),
+            "seconds": b.get("seconds"),
+            "cache": {"hits": hits, "misses": len(events) - hits},
+            "timing_node": node,
+        }
         for n in b.get("cache_notes") or []:
             if n not in self.notes:
                 self.notes.append(n)
@@ -117,17 +132,25 @@ class Waves:
         accuracy = metrics.get(self.ref.accuracy_key)
         latency = (self._fp32_ms or timing["fp32_p50_ms"]) / max(timing["speedup"], 1e-9)
         size = metrics.get("artifact_mb")
-        attrs.update(metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float))}, speedup=timing["speedup"],
-                     low=timing["low"], high=timing["high"], busy=timing.get("busy", False), feasible=not fails,
-                     gaps=[gap_text(v) for v in fails], shortfall=sum(shortfall(v) for v in fails))
+        attrs.update(
+            metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float))},
+            speedup=timing["speedup"],
+            low=timing["low"],
+            high=timing["high"],
+            busy=timing.get("busy", False),
+            feasible=not fails,
+            gaps=[gap_text(v) for v in fails],
+            shortfall=sum(shortfall(v) for v in fails),
+        )
         for k, v in attrs.items():
             trial.set_user_attr(k, v)
         for i, v in enumerate(verdicts):  # the budgets as Optuna constraints: > 0 when one fails (the samplers read them)
             trial.set_constraint(f"{i}:{v.metric}" + (f"@{v.batch}" if v.batch else ""), shortfall(v) if v.status == "fail" else 0.0)
-        self.study.tell(trial, [float(accuracy if accuracy is not None else float("nan")), float(latency), float(size or 0.0)],
-                        skip_if_finished=True)
-        self.rep.info(f"[search] trial #{trial.number} {attrs['label']}: {self.ref.accuracy_key} {_g(accuracy)}, {timing['speedup']:.2f}x FP32 "
-                      f"({latency:.3g} ms), {_g(size)} MB" + (" — within budget" if not fails else f" — {'; '.join(attrs['gaps'])}"))
+        self.study.tell(trial, [float(accuracy if accuracy is not None else float("nan")), float(latency), float(size or 0.0)], skip_if_finished=True)
+        self.rep.info(
+            f"[search] trial #{trial.number} {attrs['label']}: {self.ref.accuracy_key} {_g(accuracy)}, {timing['speedup']:.2f}x FP32 "
+            f"({latency:.3g} ms), {_g(size)} MB" + (" — within budget" if not fails else f" — {'; '.join(attrs['gaps'])}")
+        )
 
 
 def _g(v: float | None) -> str:

@@ -1,4 +1,4 @@
-"""Training-time building blocks whose deploy form ``compress/reparam.py`` folds (algorithms.md §12):
+"""Training-time building blocks whose deploy form ``compress/reparam.py`` folds (docs/algorithms.md §12):
 RIFormer's affine token mixer and RepVGG's three-branch conv block, plus the mixer's folded form.
 Build a model from these, train it, and the ``reparam`` pass turns it into the plainer network."""
 

@@ -12,8 +12,9 @@ The cache lives in ``$EDGESMITH_CACHE`` (default ``~/.cache/edgesmith``)/zoo/<na
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from edgesmith.zoo.encoder import INPUT_SPEC as TOKEN_SPEC
 
@@ -134,9 +135,13 @@ def ink_targets(x: Any) -> list:
     return [box, centroid]
 
 
-ARCHS: dict[str, Callable[[], Any]] = {"digits_resnet": digits_resnet, "digits_mobilenet": digits_mobilenet,
-                                       "digits_prelu_heads": digits_prelu_heads, "digits_encoder": _encoder,
-                                       "digits_detector": digits_detector}
+ARCHS: dict[str, Callable[[], Any]] = {
+    "digits_resnet": digits_resnet,
+    "digits_mobilenet": digits_mobilenet,
+    "digits_prelu_heads": digits_prelu_heads,
+    "digits_encoder": _encoder,
+    "digits_detector": digits_detector,
+}
 EPOCHS = {"digits_resnet": 12, "digits_mobilenet": 20, "digits_prelu_heads": 10, "digits_encoder": 30, "digits_detector": 15}
 # how each is trained: image size, model arguments from the images, labels per output
 TRAIN: dict[str, dict[str, Any]] = {
@@ -154,8 +159,9 @@ def cached_path(name: str, seed: int = 0, epochs: int | None = None) -> Path:
     return cache_dir() / f"{name}-s{seed}-e{epochs or EPOCHS[name]}.safetensors"
 
 
-def train_cached(name: str, seed: int = 0, force: bool = False, log: Callable[[str], None] | None = None,
-                 epochs: int | None = None) -> tuple[Path, float | None]:
+def train_cached(
+    name: str, seed: int = 0, force: bool = False, log: Callable[[str], None] | None = None, epochs: int | None = None
+) -> tuple[Path, float | None]:
     """Train ``name`` on digits32 (train split) unless cached; returns the checkpoint and its held-out top-1 (None if cached)."""
     from safetensors.torch import save
 
@@ -218,8 +224,9 @@ for _f in (digits_resnet, digits_mobilenet, digits_prelu_heads, trained_digits_r
     _f.input_spec = INPUT_SPEC
     _f.defaults = {"data": DIGITS32}  # what `edgesmith optimize` uses when no --data is given
 trained_digits_encoder.input_spec = TOKEN_SPEC
-trained_digits_encoder.defaults = {"data": {"calibration": {"source": "edgesmith.zoo.encoder:tokens_train", "samples": 256},
-                                            "evaluation": {"source": "edgesmith.zoo.encoder:tokens_test"}}}
+trained_digits_encoder.defaults = {
+    "data": {"calibration": {"source": "edgesmith.zoo.encoder:tokens_train", "samples": 256}, "evaluation": {"source": "edgesmith.zoo.encoder:tokens_test"}}
+}
 DIGITS8 = {"calibration": {"source": "digits", "split": "train", "samples": 256}, "evaluation": {"source": "digits", "split": "test"}}
 for _f in (digits_detector, trained_digits_detector):
     _f.input_spec = [{"name": "input", "shape": ["batch", 1, 8, 8], "dtype": "float32"}]

@@ -16,7 +16,8 @@ data, small enough to train in a minute on 2 cores.
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
@@ -35,9 +36,9 @@ def tokenize(images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     ids[:, 0], mask[:, 0] = CLS, 1
     for i, row in enumerate(ink):
         pix = np.flatnonzero(row)
-        ids[i, 1:1 + len(pix)] = 1 + row[pix]
-        mask[i, :1 + len(pix)] = 1
-        positions[i, 1:1 + len(pix)] = 1 + pix
+        ids[i, 1 : 1 + len(pix)] = 1 + row[pix]
+        mask[i, : 1 + len(pix)] = 1
+        positions[i, 1 : 1 + len(pix)] = 1 + pix
     return ids, mask, positions
 
 
@@ -47,7 +48,7 @@ def _batches(split: str, batch: int = 32) -> Iterator[tuple[dict[str, np.ndarray
     x, y = load_digits_split(split)
     ids, mask, positions = tokenize(x)
     for i in range(0, len(y), batch):
-        yield {"input_ids": ids[i:i + batch], "attention_mask": mask[i:i + batch], "position_ids": positions[i:i + batch]}, y[i:i + batch]
+        yield {"input_ids": ids[i : i + batch], "attention_mask": mask[i : i + batch], "position_ids": positions[i : i + batch]}, y[i : i + batch]
 
 
 def tokens_train():
@@ -89,7 +90,7 @@ def _block(nn: Any, torch: Any, hidden: int, heads: int, ffn: int):
 
         def forward(self, h, bias):
             q, k, v = self.split(self.query(h)), self.split(self.key(h)), self.split(self.value(h))
-            scores = torch.matmul(q, k.transpose(-1, -2)) * (self.dim ** -0.5) + bias
+            scores = torch.matmul(q, k.transpose(-1, -2)) * (self.dim**-0.5) + bias
             ctx = torch.matmul(torch.softmax(scores, dim=-1), v).transpose(1, 2).reshape(h.shape)
             h = self.attn_norm(h + self.attn_out(ctx))
             return self.ffn_norm(h + self.ffn_out(torch.nn.functional.gelu(self.ffn_in(h))))
@@ -132,8 +133,11 @@ def _spec(seq: int) -> list[dict]:
 INPUT_SPEC = _spec(SEQ)
 digits_encoder.input_spec = INPUT_SPEC
 # the digits as token sentences (labelled): what quantize/optimize use when no --data is given
-digits_encoder.defaults = {"data": {"calibration": {"source": "edgesmith.zoo.encoder:tokens_train", "samples": 256},
-                                    "evaluation": {"source": "edgesmith.zoo.encoder:tokens_test"}}}
+digits_encoder.defaults = {
+    "data": {"calibration": {"source": "edgesmith.zoo.encoder:tokens_train", "samples": 256}, "evaluation": {"source": "edgesmith.zoo.encoder:tokens_test"}}
+}
 bert_mini.input_spec = _spec(128)
-bert_mini.defaults = {"metric": "fidelity", "data": {"calibration": {"source": "edgesmith.zoo.encoder:random_tokens"},
-                                                     "evaluation": {"source": "edgesmith.zoo.encoder:random_tokens"}}}
+bert_mini.defaults = {
+    "metric": "fidelity",
+    "data": {"calibration": {"source": "edgesmith.zoo.encoder:random_tokens"}, "evaluation": {"source": "edgesmith.zoo.encoder:random_tokens"}},
+}

@@ -70,7 +70,9 @@ def random_images(n: int = 128, batch: int = 16, size: int = 224, seed: int = 0)
         yield rng.standard_normal((min(batch, n - start), 3, size, size)).astype(np.float32)
 
 
-RANDOM_IMAGES = {"metric": "fidelity", "data": {"calibration": {"source": "edgesmith.zoo.resnet:random_images"},
-                                                "evaluation": {"source": "edgesmith.zoo.resnet:random_images"}}}
+RANDOM_IMAGES = {
+    "metric": "fidelity",
+    "data": {"calibration": {"source": "edgesmith.zoo.resnet:random_images"}, "evaluation": {"source": "edgesmith.zoo.resnet:random_images"}},
+}
 resnet18.input_spec = [{"name": "input", "shape": ["batch", 3, 224, 224], "dtype": "float32"}]
 resnet18.defaults = RANDOM_IMAGES

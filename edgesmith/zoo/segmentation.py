@@ -2,7 +2,7 @@
 
 Each digit (upsampled to 32x32) becomes an image to segment: every pixel whose ink exceeds ``INK`` is
 labelled with the digit's class + 1, every other pixel 0 (background) — 11 classes, with real, varied
-boundaries (the strokes) and a dominant background, the shape of the problem BPKD (algorithms.md §7)
+boundaries (the strokes) and a dominant background, the shape of the problem BPKD (docs/algorithms.md §7)
 is about. The networks are a three-stage conv encoder and a two-stage upsampling decoder with a skip
 connection, the teacher four times as wide as the student.
 
@@ -31,7 +31,7 @@ def _batches(split: str, batch: int = 32):
     x, y = load_digits_split(split, 32)
     masks = segment(x, y)
     for i in range(0, len(x), batch):
-        yield x[i:i + batch], masks[i:i + batch]
+        yield x[i : i + batch], masks[i : i + batch]
 
 
 def seg_train():

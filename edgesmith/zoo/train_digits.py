@@ -1,18 +1,26 @@
 """Train the digits CNN and write its safetensors checkpoint (reproduces the bundled weights).
 
-    python -m edgesmith.zoo.train_digits --out edgesmith/zoo/weights/digits_cnn.safetensors
+python -m edgesmith.zoo.train_digits --out edgesmith/zoo/weights/digits_cnn.safetensors
 """
 
 from __future__ import annotations
 
 import argparse
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 
-def train(factory: Callable[[], Any] | None = None, epochs: int = 30, seed: int = 0, lr: float = 3e-3, size: int = 8,
-          inputs: Callable[[np.ndarray], tuple] | None = None, heads: Callable[[Any], list] | None = None) -> tuple[Any, float]:
+def train(
+    factory: Callable[[], Any] | None = None,
+    epochs: int = 30,
+    seed: int = 0,
+    lr: float = 3e-3,
+    size: int = 8,
+    inputs: Callable[[np.ndarray], tuple] | None = None,
+    heads: Callable[[Any, Any], list] | None = None,
+) -> tuple[Any, float]:
     """Train ``factory()`` (default: the digits CNN) on the digits train split at ``size``x``size``;
     returns the model in eval mode and its held-out top-1 (fraction) on its first output.
 
@@ -28,7 +36,7 @@ def train(factory: Callable[[], Any] | None = None, epochs: int = 30, seed: int 
     torch.manual_seed(seed)
     x_np, y_np = load_digits_split("train", size)
     args, y = tuple(torch.from_numpy(a) for a in to_args(x_np)), torch.from_numpy(y_np)
-    model = (factory or digits_cnn)()
+    model: Any = (factory or digits_cnn)()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * ((len(y) + 63) // 64))
     gen = torch.Generator().manual_seed(seed)
@@ -38,8 +46,9 @@ def train(factory: Callable[[], Any] | None = None, epochs: int = 30, seed: int 
             out = model(*(a[idx] for a in args))
             outs = out if isinstance(out, (tuple, list)) else (out,)
             labels = heads(y[idx], args[0][idx]) if heads else [y[idx]]
-            loss = sum(torch.nn.functional.cross_entropy(o, t) if not t.is_floating_point() else torch.nn.functional.mse_loss(o, t)
-                       for o, t in zip(outs, labels))
+            loss = sum(
+                torch.nn.functional.cross_entropy(o, t) if not t.is_floating_point() else torch.nn.functional.mse_loss(o, t) for o, t in zip(outs, labels)
+            )
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -91,9 +91,18 @@ def test_binarized_model_exports_and_runs_on_both_runtimes(tmp_path):
     from edgesmith.recipe import parse_recipe
 
     steady = [{"metric": "speedup_vs_fp32", "goal": "min", "value": 0.0, "batch": 1}]
-    r = parse_recipe({"model": {"source": "edgesmith.zoo:pretrained_digits_cnn"}, "output_dir": "bnn",
-                      "passes": [{"type": "binarize", "recover": {"steps": 60, "eval_every": 30, "alpha": 0.5, "lr": 0.005}}],
-                      "targets": [{"profile": "x86-avx512-vnni-ort", "batch_sizes": [1], "budgets": steady}, {"profile": "x86-avx512-vnni-ov", "batch_sizes": [1], "budgets": steady}]}, "t")
+    r = parse_recipe(
+        {
+            "model": {"source": "edgesmith.zoo:pretrained_digits_cnn"},
+            "output_dir": "bnn",
+            "passes": [{"type": "binarize", "recover": {"steps": 60, "eval_every": 30, "alpha": 0.5, "lr": 0.005}}],
+            "targets": [
+                {"profile": "x86-avx512-vnni-ort", "batch_sizes": [1], "budgets": steady},
+                {"profile": "x86-avx512-vnni-ov", "batch_sizes": [1], "budgets": steady},
+            ],
+        },
+        "t",
+    )
     pipeline.run(r, tmp_path)
     m = json.loads((tmp_path / "bnn" / "manifest.json").read_text())
     assert m["export_after_torch_passes"]["parity_max_abs"] < 1e-3
@@ -124,10 +133,18 @@ def test_pipeline_binarize_then_pack_runs_on_both_runtimes(tmp_path):
     from edgesmith.recipe import parse_recipe
 
     steady = [{"metric": "speedup_vs_fp32", "goal": "min", "value": 0.0, "batch": 1}]
-    r = parse_recipe({"model": {"source": "edgesmith.zoo:pretrained_digits_cnn"}, "output_dir": "packed",
-                      "passes": [{"type": "binarize", "recover": {"steps": 60, "eval_every": 30, "alpha": 0.5, "lr": 0.005}},
-                                 {"type": "pack_binary"}],
-                      "targets": [{"profile": "x86-avx512-vnni-ort", "batch_sizes": [1], "budgets": steady}, {"profile": "x86-avx512-vnni-ov", "batch_sizes": [1], "budgets": steady}]}, "t")
+    r = parse_recipe(
+        {
+            "model": {"source": "edgesmith.zoo:pretrained_digits_cnn"},
+            "output_dir": "packed",
+            "passes": [{"type": "binarize", "recover": {"steps": 60, "eval_every": 30, "alpha": 0.5, "lr": 0.005}}, {"type": "pack_binary"}],
+            "targets": [
+                {"profile": "x86-avx512-vnni-ort", "batch_sizes": [1], "budgets": steady},
+                {"profile": "x86-avx512-vnni-ov", "batch_sizes": [1], "budgets": steady},
+            ],
+        },
+        "t",
+    )
     pipeline.run(r, tmp_path)
     m = json.loads((tmp_path / "packed" / "manifest.json").read_text())
     for t in m["targets"].values():
@@ -162,8 +179,12 @@ def test_the_kernel_path_is_in_the_report(tmp_path):
     import onnx
     from onnx import TensorProto, helper
 
-    g = helper.make_graph([helper.make_node("Relu", ["input"], ["y"])], "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 1, 8, 8])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    g = helper.make_graph(
+        [helper.make_node("Relu", ["input"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 1, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "plain.onnx"))
     get_pass("pack_binary").apply(tmp_path / "plain.onnx", build_pass_config("pack_binary", {}), ctx)
     assert ctx.details["pack_binary"]["layers"] == [] and "no binary convolution found" in ctx.notes[0]
@@ -180,8 +201,16 @@ def test_binary_linear_layers_are_packed_too_and_equal_their_lowering(tmp_path):
     from edgesmith.export import export_onnx
 
     torch.manual_seed(0)
-    mlp = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 96), torch.nn.ReLU(), torch.nn.Linear(96, 80), torch.nn.ReLU(),
-                              torch.nn.Linear(80, 72), torch.nn.ReLU(), torch.nn.Linear(72, 10))
+    mlp = torch.nn.Sequential(
+        torch.nn.Flatten(),
+        torch.nn.Linear(64, 96),
+        torch.nn.ReLU(),
+        torch.nn.Linear(96, 80),
+        torch.nn.ReLU(),
+        torch.nn.Linear(80, 72),
+        torch.nn.ReLU(),
+        torch.nn.Linear(72, 10),
+    )
     data = load_dataset("digits", SPEC, role="calibration", split="train")
     ctx = PassContext(work_dir=tmp_path, input_specs=SPEC, calibration=data)
     cfg = build_pass_config("binarize", {"recover": {"steps": 20, "eval_every": 10, "seed": 0}})

@@ -20,11 +20,14 @@ from tests.conftest import NO_SPEEDUP_BUDGET
 # ---- §8 self-distillation: the paper's own numbers -------------------------------------------------
 
 
-@pytest.mark.parametrize("alpha, steps, limit", [
-    (0.0, [0.16477, 0.15076, 0.14915, 0.15561, 0.16735, 0.18251], 0.49505),
-    (0.25, [0.16477, 0.15309, 0.14958, 0.14903, 0.14946, 0.15011], 0.15250),
-    (0.35, [0.16477, 0.15424, 0.15089, 0.14983, 0.14954, 0.14948], 0.14959),
-])
+@pytest.mark.parametrize(
+    "alpha, steps, limit",
+    [
+        (0.0, [0.16477, 0.15076, 0.14915, 0.15561, 0.16735, 0.18251], 0.49505),
+        (0.25, [0.16477, 0.15309, 0.14958, 0.14903, 0.14946, 0.15011], 0.15250),
+        (0.35, [0.16477, 0.15424, 0.15089, 0.14983, 0.14954, 0.14948], 0.14959),
+    ],
+)
 def test_self_distillation_reproduces_the_kernel_ridge_example(alpha, steps, limit):
     errors, lim, _ = kernel_ridge_steps(alpha)
     assert [round(e, 5) for e in errors] == steps
@@ -199,8 +202,7 @@ def test_hint_loss_builds_adapters_and_trains():
     assert float(twin.loss().detach()) == 0.0 and type(twin.adapters[0]).__name__ == "Identity"
     twin.remove()
     torch.manual_seed(0)
-    result = fit(digits_cnn(width=8), teacher, _digits(200), ["input"],
-                 RecoverConfig(loss="hint", features=(("5", "5"),), steps=30, seed=0), progress=False)
+    result = fit(digits_cnn(width=8), teacher, _digits(200), ["input"], RecoverConfig(loss="hint", features=(("5", "5"),), steps=30, seed=0), progress=False)
     assert result.steps == 30 and np.isfinite(result.losses).all()
 
 
@@ -286,11 +288,25 @@ def test_distill_pass_in_a_recipe_replaces_the_model_with_the_student(cli, tmp_p
 
     import yaml
 
-    recipe = {"name": "distill", "model": {"source": "edgesmith.zoo:pretrained_digits_cnn"},
-              "data": {"calibration": {"source": "digits", "split": "train"}, "evaluation": {"source": "digits", "split": "test"}},
-              "passes": [{"type": "distill", "student": "edgesmith.zoo:digits_cnn", "steps": 60, "loss": "kd", "alpha": 0.7}],
-              "targets": [{"profile": "x86-avx512-vnni-ort", "batch_sizes": [1], "budgets": [{"metric": "top1", "goal": "max-degradation", "value": 100}, {"metric": "output_fidelity", "goal": "min", "value": 0.0}, *NO_SPEEDUP_BUDGET]}],
-              "bench": {"iterations": 10}, "output_dir": "out"}
+    recipe = {
+        "name": "distill",
+        "model": {"source": "edgesmith.zoo:pretrained_digits_cnn"},
+        "data": {"calibration": {"source": "digits", "split": "train"}, "evaluation": {"source": "digits", "split": "test"}},
+        "passes": [{"type": "distill", "student": "edgesmith.zoo:digits_cnn", "steps": 60, "loss": "kd", "alpha": 0.7}],
+        "targets": [
+            {
+                "profile": "x86-avx512-vnni-ort",
+                "batch_sizes": [1],
+                "budgets": [
+                    {"metric": "top1", "goal": "max-degradation", "value": 100},
+                    {"metric": "output_fidelity", "goal": "min", "value": 0.0},
+                    *NO_SPEEDUP_BUDGET,
+                ],
+            }
+        ],
+        "bench": {"iterations": 10},
+        "output_dir": "out",
+    }
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
     r = cli("run", tmp_path / "r.yaml")
     assert r.code == 0, r.stdout + r.stderr

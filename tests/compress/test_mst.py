@@ -11,8 +11,9 @@ from edgesmith.compress.mst import build_tree, chain_weight, hamming, op_counts,
 from edgesmith.runtime.kernels import binary as B
 
 
-@pytest.mark.parametrize("o,c,k,stride,padding,dilation", [(8, 3, 3, (1, 1), (1, 1), (1, 1)), (13, 17, 3, (2, 1), (2, 0), (1, 2)),
-                                                           (16, 70, 1, (1, 1), (0, 0), (1, 1))])
+@pytest.mark.parametrize(
+    "o,c,k,stride,padding,dilation", [(8, 3, 3, (1, 1), (1, 1), (1, 1)), (13, 17, 3, (2, 1), (2, 0), (1, 2)), (16, 70, 1, (1, 1), (0, 0), (1, 1))]
+)
 def test_tree_outputs_equal_the_direct_binary_conv_exactly(o, c, k, stride, padding, dilation):
     rng = np.random.default_rng(o + c)
     x = rng.standard_normal((2, c, 9, 8)).astype(np.float32)
@@ -44,9 +45,12 @@ def test_a_bounded_tree_is_no_deeper_than_the_bound(bound):
 def test_equal_weight_ties_join_the_shallowest_parent():
     # root 0; 1 and 2 are one flip from 0; 3 is one flip from 1 and one flip from 0's... built so 3 ties between 0 and 1
     r0 = np.ones(8, dtype=np.int8)
-    r1 = r0.copy(); r1[0] = -1
-    r2 = r0.copy(); r2[1] = -1
-    r3 = r0.copy(); r3[0] = -1; r3[1] = -1  # distance 1 to r1 and r2, 2 to r0
+    r1 = r0.copy()
+    r1[0] = -1
+    r2 = r0.copy()
+    r2[1] = -1
+    r3 = r0.copy()  # distance 1 to r1 and r2, 2 to r0
+    r3[0] = r3[1] = -1
     tree = build_tree(np.stack([r0, r1, r2, r3]))
     assert tree.root == 0 and tree.depth.max() == 2 and tree.weight == 3
     assert hamming(np.stack([r0, r3]))[0, 1] == 2

@@ -13,11 +13,17 @@ pytest.importorskip("nncf")
 def _recipe(tmp_path, **opts):
     from edgesmith.recipe import parse_recipe
 
-    return parse_recipe({
-        "model": {"source": "edgesmith.zoo:pretrained_digits_cnn"},
-        "data": {"calibration": {"source": "digits", "samples": 128}, "evaluation": {"source": "digits", "split": "test"}},
-        "passes": [{"type": "nncf_ptq", "accuracy_control": True, **opts}],
-        "targets": [{"profile": "x86-avx512-vnni-ov", "batch_sizes": [1]}], "bench": {"iterations": 10}, "output_dir": "out"}, "test")
+    return parse_recipe(
+        {
+            "model": {"source": "edgesmith.zoo:pretrained_digits_cnn"},
+            "data": {"calibration": {"source": "digits", "samples": 128}, "evaluation": {"source": "digits", "split": "test"}},
+            "passes": [{"type": "nncf_ptq", "accuracy_control": True, **opts}],
+            "targets": [{"profile": "x86-avx512-vnni-ov", "batch_sizes": [1]}],
+            "bench": {"iterations": 10},
+            "output_dir": "out",
+        },
+        "test",
+    )
 
 
 def test_accuracy_control_runs_and_reports(tmp_path):

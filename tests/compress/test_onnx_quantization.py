@@ -12,9 +12,9 @@ import pytest
 
 from edgesmith.compress import PassContext, build_pass_config, get_pass
 from edgesmith.data import load_dataset
+from edgesmith.metrics import cosine
 from edgesmith.profiles import load_profile
 from edgesmith.recipe import InputSpec
-from edgesmith.metrics import cosine
 
 SPEC = [InputSpec(name="input", shape=["batch", 1, 8, 8])]
 

@@ -73,13 +73,19 @@ def test_channel_pruning_importances_and_global_scope(tmp_path, importance, scop
 
 def test_pruned_model_exports_with_smaller_shapes_and_ort_matches_torch(tmp_path):
     import onnx
-    import onnxruntime as ort
 
     from edgesmith import pipeline
     from edgesmith.recipe import parse_recipe
 
-    recipe = parse_recipe({"model": {"source": "edgesmith.zoo:digits_resnet"}, "passes": [{"type": "prune_channels", "ratio": 0.5}],
-                           "stop_after": "export", "output_dir": "out", "data": {"calibration": None, "evaluation": None}})
+    recipe = parse_recipe(
+        {
+            "model": {"source": "edgesmith.zoo:digits_resnet"},
+            "passes": [{"type": "prune_channels", "ratio": 0.5}],
+            "stop_after": "export",
+            "output_dir": "out",
+            "data": {"calibration": None, "evaluation": None},
+        }
+    )
     pipeline.run(recipe, tmp_path)
     dense, pruned = tmp_path / "out" / "model.onnx", tmp_path / "out" / "model.torch_passes.onnx"
     inits = lambda p: {i.name: list(i.dims) for i in onnx.load(str(p)).graph.initializer}  # noqa: E731
@@ -263,18 +269,32 @@ def test_pipeline_prunes_recovers_and_reports_sizes(tmp_path):
     from edgesmith.recipe import parse_recipe
 
     steady = [{"metric": "speedup_vs_fp32", "goal": "min", "value": 0.0, "batch": 1}]
-    r = parse_recipe({"model": {"source": "edgesmith.zoo:pretrained_digits_cnn"}, "output_dir": "chan",
-                      "passes": [{"type": "prune_channels", "ratio": 0.5, "recover": {"steps": 80, "eval_every": 40, "alpha": 0.5}}],
-                      "targets": [{"profile": "x86-avx512-vnni-ort", "batch_sizes": [1], "budgets": steady}]}, "t")
+    r = parse_recipe(
+        {
+            "model": {"source": "edgesmith.zoo:pretrained_digits_cnn"},
+            "output_dir": "chan",
+            "passes": [{"type": "prune_channels", "ratio": 0.5, "recover": {"steps": 80, "eval_every": 40, "alpha": 0.5}}],
+            "targets": [{"profile": "x86-avx512-vnni-ort", "batch_sizes": [1], "budgets": steady}],
+        },
+        "t",
+    )
     pipeline.run(r, tmp_path)
     m = json.loads((tmp_path / "chan" / "manifest.json").read_text())
     t = next(iter(m["targets"].values()))
     assert m["parameters"]["after_torch_passes"] < m["parameters"]["float"] / 2.5
     assert t["metrics"]["top1"] >= t["reference_metrics"]["top1"] - 5.0  # recovered: within 5 points after 80 steps
     assert "recovery" in t["details"]["prune_channels"]
-    r = parse_recipe({"model": {"source": "edgesmith.zoo:digits_resnet"}, "output_dir": "sparse", "stop_after": "compile",
-                      "data": {"calibration": None, "evaluation": None},
-                      "passes": [{"type": "prune_magnitude", "sparsity": 0.8}], "targets": [{"profile": "x86-avx512-vnni-ort", "batch_sizes": [1]}]}, "t")
+    r = parse_recipe(
+        {
+            "model": {"source": "edgesmith.zoo:digits_resnet"},
+            "output_dir": "sparse",
+            "stop_after": "compile",
+            "data": {"calibration": None, "evaluation": None},
+            "passes": [{"type": "prune_magnitude", "sparsity": 0.8}],
+            "targets": [{"profile": "x86-avx512-vnni-ort", "batch_sizes": [1]}],
+        },
+        "t",
+    )
     pipeline.run(r, tmp_path)
     t = next(iter(json.loads((tmp_path / "sparse" / "manifest.json").read_text())["targets"].values()))
     size = t["size"]
@@ -297,7 +317,8 @@ def test_teddy_edge_dropping_on_a_gcn_over_the_digits_graph():
     src, dst = kept
     assert int((src == dst).sum()) == n  # every self-loop survives
     assert int((src != dst).sum()) == int((g["edge_index"][0] != g["edge_index"][1]).sum()) - 2 * math.floor(
-        0.5 * int((g["edge_index"][0] < g["edge_index"][1]).sum()))
+        0.5 * int((g["edge_index"][0] < g["edge_index"][1]).sum())
+    )
     _, pruned = train_gcn(g, kept, epochs=150)
     assert full > 85 and pruned > full - 5
 
@@ -312,8 +333,9 @@ def test_gradual_magnitude_keeps_a_checkpoint_at_the_final_sparsity(tmp_path):
     spec = (InputSpec(name="input", shape=["batch", 1, 8, 8], dtype="float32"),)
     data = load_dataset("digits", spec, role="calibration", split="train")
     ctx = _ctx(tmp_path, specs=spec, calibration=data)
-    cfg = build_pass_config("prune_magnitude", {"sparsity": 0.8, "schedule": "gradual", "prune_every": 5,
-                                                "recover": {"steps": 100, "eval_every": 10, "alpha": 0.5}})
+    cfg = build_pass_config(
+        "prune_magnitude", {"sparsity": 0.8, "schedule": "gradual", "prune_every": 5, "recover": {"steps": 100, "eval_every": 10, "alpha": 0.5}}
+    )
     model = get_pass("prune_magnitude").apply(pretrained_digits_cnn(), cfg, ctx)
     layers = [(n, m) for n, m in model.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
     assert sparsity(layers)["total"] == pytest.approx(0.8, abs=1e-3)

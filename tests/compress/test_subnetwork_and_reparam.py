@@ -83,8 +83,7 @@ def _randomise_bn(model):
 def test_repvgg_fold_outputs_equal(tmp_path, groups):
     from edgesmith.zoo.blocks import RepVGGBlock
 
-    model = torch.nn.Sequential(RepVGGBlock(4, 8, 2, groups=groups), RepVGGBlock(8, 8, 1, groups=groups),
-                                RepVGGBlock(8, 8, 1, groups=groups)).eval()
+    model = torch.nn.Sequential(RepVGGBlock(4, 8, 2, groups=groups), RepVGGBlock(8, 8, 1, groups=groups), RepVGGBlock(8, 8, 1, groups=groups)).eval()
     _randomise_bn(model)
     x = torch.randn(3, 4, 12, 12)
     ref = model(x)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-
 import pytest
 import torch
 import torch.nn as nn
@@ -120,8 +119,9 @@ def _digits_calib(n=128):
     from edgesmith.data import load_dataset
     from edgesmith.recipe import InputSpec
 
-    return load_dataset("digits", [InputSpec(name="input", shape=["batch", 1, 8, 8])], role="calibration", split="train",
-                        samples=n, batch_size=32, base_dir=Path.cwd())
+    return load_dataset(
+        "digits", [InputSpec(name="input", shape=["batch", 1, 8, 8])], role="calibration", split="train", samples=n, batch_size=32, base_dir=Path.cwd()
+    )
 
 
 def test_fold_bn_keeps_outputs(tmp_path):
@@ -141,8 +141,16 @@ def test_fold_bn_keeps_outputs(tmp_path):
 
 def _relu_net(seed=0):
     torch.manual_seed(seed)
-    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.PReLU(),
-                        nn.Conv2d(8, 16, 1), nn.ReLU(), nn.Flatten(), nn.Linear(16 * 6 * 6, 10)).eval()
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1, groups=8),
+        nn.PReLU(),
+        nn.Conv2d(8, 16, 1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(16 * 6 * 6, 10),
+    ).eval()
     with torch.no_grad():  # very unequal channel ranges, where equalisation matters
         net[0].weight.mul_(torch.logspace(-2, 1, 8)[:, None, None, None])
     return net
@@ -227,8 +235,10 @@ def test_bias_correction_alone_is_refused(tmp_path):
         get_pass("bias_correction").apply(pretrained_digits_cnn(), build_pass_config("bias_correction", {}), _ctx(tmp_path, _digits_calib(32)))
 
 
-@pytest.mark.parametrize("name,opts,msg", [("rtn", {"bits": 1}, "bits must be between 2 and 8"), ("gpfq", {"bits": 9}, "bits must be between 2 and 8"),
-                                           ("rtn", {"exclude": ["nope"]}, None)])
+@pytest.mark.parametrize(
+    "name,opts,msg",
+    [("rtn", {"bits": 1}, "bits must be between 2 and 8"), ("gpfq", {"bits": 9}, "bits must be between 2 and 8"), ("rtn", {"exclude": ["nope"]}, None)],
+)
 def test_bad_options(tmp_path, name, opts, msg):
     from edgesmith.errors import ConfigError
     from edgesmith.zoo import pretrained_digits_cnn
@@ -270,8 +280,7 @@ def test_mixed_precision_budget_below_the_floor_is_refused(tmp_path):
     from edgesmith.zoo import pretrained_digits_cnn
 
     with pytest.raises(ConfigError, match="below what 2-bit weights everywhere take"):
-        get_pass("mixed_precision").apply(pretrained_digits_cnn(), build_pass_config("mixed_precision", {"size_mb": 0.001}),
-                                          _ctx(tmp_path, _digits_calib(32)))
+        get_pass("mixed_precision").apply(pretrained_digits_cnn(), build_pass_config("mixed_precision", {"size_mb": 0.001}), _ctx(tmp_path, _digits_calib(32)))
     with pytest.raises(ConfigError, match="outside what candidate_bits"):
         build_pass_config("mixed_precision", {"average_bits": 1.0})
 
@@ -288,11 +297,17 @@ def test_low_bit_grid_survives_into_integer_kernels(tmp_path):
     from edgesmith import pipeline
     from edgesmith.recipe import parse_recipe
 
-    recipe = parse_recipe({
-        "model": {"source": "edgesmith.zoo:pretrained_digits_cnn"},
-        "data": {"calibration": {"source": "digits", "samples": 128}, "evaluation": {"source": "digits", "split": "test"}},
-        "passes": [{"type": "fold_bn"}, {"type": "rtn", "bits": 4}, {"type": "ptq_int8"}],
-        "targets": [{"profile": "x86-avx512-vnni-ort", "batch_sizes": [1]}], "bench": {"iterations": 10}, "output_dir": "out"}, "test")
+    recipe = parse_recipe(
+        {
+            "model": {"source": "edgesmith.zoo:pretrained_digits_cnn"},
+            "data": {"calibration": {"source": "digits", "samples": 128}, "evaluation": {"source": "digits", "split": "test"}},
+            "passes": [{"type": "fold_bn"}, {"type": "rtn", "bits": 4}, {"type": "ptq_int8"}],
+            "targets": [{"profile": "x86-avx512-vnni-ort", "batch_sizes": [1]}],
+            "bench": {"iterations": 10},
+            "output_dir": "out",
+        },
+        "test",
+    )
     pipeline.run(recipe, tmp_path)
     out = tmp_path / "out" / "x86-avx512-vnni-ort"
     ops = collections.Counter(n.op_type for n in onnx.load(str(out / "model.onnxruntime.onnx")).graph.node)
@@ -317,7 +332,7 @@ def test_lsq_quantizer_levels_and_offset(bits, per_channel, symmetric):
     q = lsq_module(bits, per_channel, symmetric, channels=6)
     x = torch.randn(6, 50) * torch.linspace(0.1, 3, 6)[:, None] + (0 if symmetric else 1.0)
     y = q(x)
-    for row in (y if per_channel else y.reshape(1, -1)):
+    for row in y if per_channel else y.reshape(1, -1):
         assert len(torch.unique(row.detach())) <= 2**bits
     if symmetric:
         assert torch.all(q.offset == 0)
@@ -404,11 +419,17 @@ def test_inc_ptq_runs_integer_kernels(tmp_path):
     from edgesmith import pipeline
     from edgesmith.recipe import parse_recipe
 
-    recipe = parse_recipe({
-        "model": {"source": "edgesmith.zoo:pretrained_digits_cnn"},
-        "data": {"calibration": {"source": "digits", "samples": 128}, "evaluation": {"source": "digits", "split": "test"}},
-        "passes": [{"type": "inc_ptq", "samples": 128}], "targets": [{"profile": "x86-avx512-vnni-ort", "batch_sizes": [1]}], "bench": {"iterations": 10},
-        "output_dir": "out"}, "test")
+    recipe = parse_recipe(
+        {
+            "model": {"source": "edgesmith.zoo:pretrained_digits_cnn"},
+            "data": {"calibration": {"source": "digits", "samples": 128}, "evaluation": {"source": "digits", "split": "test"}},
+            "passes": [{"type": "inc_ptq", "samples": 128}],
+            "targets": [{"profile": "x86-avx512-vnni-ort", "batch_sizes": [1]}],
+            "bench": {"iterations": 10},
+            "output_dir": "out",
+        },
+        "test",
+    )
     pipeline.run(recipe, tmp_path)
     ops = collections.Counter(n.op_type for n in onnx.load(str(tmp_path / "out" / "x86-avx512-vnni-ort" / "model.onnxruntime.onnx")).graph.node)
     assert ops["QLinearConv"] == 3 and ops["Conv"] == 0
@@ -427,7 +448,7 @@ def test_eqnet_quantizer_forms_have_their_own_parameters():
         for sym, gran in FORMS:
             q.set(b, sym, gran)
             y = q(w)
-            for row in (y if gran == "per-channel" else y.reshape(1, -1)):
+            for row in y if gran == "per-channel" else y.reshape(1, -1):
                 assert len(torch.unique(row.detach())) <= 2**b
     keys = set(q.step.keys())
     assert len(keys) == len(BITS) * len(FORMS)  # one (s, beta) per form
@@ -465,8 +486,11 @@ def test_eqnet_mixed_precision_on_the_resnet_style_model(tmp_path):
     model = digits_resnet(width=8)  # untrained is enough to exercise the machinery; accuracy is benchmarked
     model = get_pass("fold_bn").apply(model, build_pass_config("fold_bn", {}), _ctx(tmp_path))
     ctx = PassContext(work_dir=tmp_path, input_specs=(spec,), calibration=calib)
-    get_pass("mixed_precision").apply(model, build_pass_config("mixed_precision", {
-        "method": "eqnet", "average_bits": 4.0, "steps": 5, "predictor_samples": 8, "candidate_bits": [8, 4, 2]}), ctx)
+    get_pass("mixed_precision").apply(
+        model,
+        build_pass_config("mixed_precision", {"method": "eqnet", "average_bits": 4.0, "steps": 5, "predictor_samples": 8, "candidate_bits": [8, 4, 2]}),
+        ctx,
+    )
     mp = ctx.details["mixed_precision"]
     assert mp["average_bits"] <= 4.0 + 1e-6
     names = list(mp["bits"])

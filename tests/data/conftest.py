@@ -21,8 +21,17 @@ def _tiny_bert(folder: Path, *, head: bool = True, shard: str | None = None) -> 
     vocab = folder / "vocab.txt"
     vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *list("abcdefghijklmnopqrstuvwxyz"), *WORDS]) + "\n")
     tok = BertTokenizerFast(vocab_file=str(vocab))
-    cfg = BertConfig(vocab_size=5 + 26 + len(WORDS), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                     max_position_embeddings=64, num_labels=2, id2label={0: "negative", 1: "positive"}, label2id={"negative": 0, "positive": 1})
+    cfg = BertConfig(
+        vocab_size=5 + 26 + len(WORDS),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        num_labels=2,
+        id2label={0: "negative", 1: "positive"},
+        label2id={"negative": 0, "positive": 1},
+    )
     import torch
 
     torch.manual_seed(0)
@@ -52,17 +61,33 @@ def sentence_folder(tmp_path_factory) -> Path:
     """A sentence-transformers folder: the encoder at the root, mean pooling, normalisation."""
     root = _tiny_bert(tmp_path_factory.mktemp("st") / "tiny-st", head=False)
     (root / "1_Pooling").mkdir()
-    (root / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 32, "pooling_mode_cls_token": False,
-                                                                "pooling_mode_mean_tokens": True, "pooling_mode_max_tokens": False}))
-    (root / "modules.json").write_text(json.dumps([
-        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-        {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]))
+    (root / "1_Pooling" / "config.json").write_text(
+        json.dumps({"word_embedding_dimension": 32, "pooling_mode_cls_token": False, "pooling_mode_mean_tokens": True, "pooling_mode_max_tokens": False})
+    )
+    (root / "modules.json").write_text(
+        json.dumps(
+            [
+                {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+                {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+                {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"},
+            ]
+        )
+    )
     return root
 
 
-SENTENCES = ["the movie is good", "a bad film", "very good plot", "awful movie not good", "the film is great",
-             "bad plot", "a great movie", "the plot is awful", "good good film", "not a bad movie"]
+SENTENCES = [
+    "the movie is good",
+    "a bad film",
+    "very good plot",
+    "awful movie not good",
+    "the film is great",
+    "bad plot",
+    "a great movie",
+    "the plot is awful",
+    "good good film",
+    "not a bad movie",
+]
 
 
 @pytest.fixture(scope="session")

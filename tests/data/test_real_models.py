@@ -72,8 +72,13 @@ def test_folder_refusals(cli, tmp_path, bert_folder):
     no_tok.mkdir()
     for f in ("config.json", "model.safetensors"):
         shutil.copy(bert_folder / f, no_tok / f)
-    cases = {remote: "--trust-remote-code", no_weights: "no weights", no_tok: "no tokenizer files",
-             bert_folder / "model.safetensors": "holds weights, not a model", tmp_path / "missing": "model folder not found"}
+    cases = {
+        remote: "--trust-remote-code",
+        no_weights: "no weights",
+        no_tok: "no tokenizer files",
+        bert_folder / "model.safetensors": "holds weights, not a model",
+        tmp_path / "missing": "model folder not found",
+    }
     for model, words in cases.items():
         r = cli("export", model, "-o", tmp_path / "out")
         assert r.code == 2 and len(r.error_lines) == 1 and words in r.error_lines[0] and "hint:" in r.error_lines[0], (model, r.stderr[-800:])
@@ -103,8 +108,10 @@ def test_sharded_weights_and_torchscript_and_pt2_names(tmp_path, make_tiny_bert)
     example = (torch.randn(2, 1, 8, 8), torch.ones(2, 1, 1, 1))
     res = edgesmith.export(net, example_inputs=example, out_dir=tmp_path / "mem")  # a tuple: named from forward's signature
     assert res.verdict == "exported"
-    assert _onnx_io(tmp_path / "mem" / "model.onnx") == ([("image", ["batch", 1, 8, 8]), ("scale", ["batch", 1, 1, 1])],
-                                                          [("features", ["batch", 4, 6, 6]), ("score", ["batch"])])
+    assert _onnx_io(tmp_path / "mem" / "model.onnx") == (
+        [("image", ["batch", 1, 8, 8]), ("scale", ["batch", 1, 1, 1])],
+        [("features", ["batch", 4, 6, 6]), ("score", ["batch"])],
+    )
     program = torch.export.export(net, example, dynamic_shapes=({0: torch.export.Dim("b")}, {0: torch.export.Dim("b")}))
     torch.export.save(program, tmp_path / "net.pt2")
     edgesmith.export(str(tmp_path / "net.pt2"), out_dir=tmp_path / "p2")
@@ -144,8 +151,9 @@ def test_device_bundle_is_a_bounded_sample(tmp_path, digits_images, monkeypatch)
     from edgesmith.data import run_data
 
     monkeypatch.setattr(run_data, "BUNDLE_MAX_BYTES", 64 * 4 * 40)  # 40 digits of 64 floats: one batch of 32
-    res = edgesmith.quantize("edgesmith.zoo:pretrained_digits_cnn", calibration=str(digits_images["flat"]),
-                             evaluation=str(digits_images["tree"]), out_dir=tmp_path / "b")
+    res = edgesmith.quantize(
+        "edgesmith.zoo:pretrained_digits_cnn", calibration=str(digits_images["flat"]), evaluation=str(digits_images["tree"]), out_dir=tmp_path / "b"
+    )
     assert res.manifest["data"]["evaluation"]["bundle_samples"] == 32 and res.manifest["data"]["evaluation"]["samples"] == 200
     with np.load(tmp_path / "b" / "bundle" / "eval_data.npz") as npz:
         assert npz["input:input"].shape[0] == 32 and npz["labels"].shape[0] == 32

@@ -3,9 +3,6 @@ checked, split without overlap, with every skipped file counted; hostile files o
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -120,8 +117,7 @@ def test_image_folder_errors(tmp_path, digits_images):
         _load(tmp_path / "empty")
     with pytest.raises(InputError, match="not among the model's classes"):
         load_dataset(str(digits_images["tree"]), DIGIT, role="evaluation", cfg=DataSource(source="x", labels={"0": 0, "1": 1}))
-    ds = load_dataset(str(digits_images["tree"]), DIGIT, role="evaluation",
-                      cfg=DataSource(source="x", labels={str(i): 9 - i for i in range(10)}, seed=None))
+    ds = load_dataset(str(digits_images["tree"]), DIGIT, role="evaluation", cfg=DataSource(source="x", labels={str(i): 9 - i for i in range(10)}, seed=None))
     assert ds.labels()[0] == 9  # class folder "0" mapped to index 9
     with pytest.raises(ConfigError, match="one image input"):
         _load(digits_images["flat"], TEXT)
@@ -139,8 +135,9 @@ def test_text_files_with_skips_and_line_numbers(tmp_path, bert_folder):
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "good film", "label": "positive"}\nnot json\n\n{"text": "awful", "label": "negative"}\n')
-    ds = load_dataset(str(bad), TEXT, role="evaluation", cfg=DataSource(source="x", seed=None), tokenizer_dir=bert_folder,
-                      model_labels={"negative": 0, "positive": 1})
+    ds = load_dataset(
+        str(bad), TEXT, role="evaluation", cfg=DataSource(source="x", seed=None), tokenizer_dir=bert_folder, model_labels={"negative": 0, "positive": 1}
+    )
     assert ds.num_samples == 2 and ds.skipped == {"not JSON": 1, "empty line": 1}
     assert list(ds.labels()) == [1, 0]
     missing = tmp_path / "missing.jsonl"

@@ -86,10 +86,12 @@ def _set_times(t: dict, batch: str, times: np.ndarray) -> None:
 
 def _synthetic(gate_runs, baseline, variant, base_times, now_times):
     """Baseline and run with the given latency samples (batch 1 and 8 alike)."""
+
     def edit(times):
         def f(m):
             for b in ("1", "8"):
                 _set_times(m["targets"][TARGET], b, times)
+
         return f
 
     data = json.loads(baseline.read_text())
@@ -197,8 +199,18 @@ def test_run_directory_without_manifest_is_refused(cli, baseline, tmp_path):
 def test_step_summary_goes_to_github_actions(cli, gate_runs, baseline, tmp_path):
     summary = tmp_path / "step-summary.md"
     summary.write_text("earlier step\n")
-    r = cli("check", gate_runs["again"], "--baseline", baseline, "--out", tmp_path / "gate", "--no-remeasure",
-            "--latency-tolerance", "1.0", env={"GITHUB_STEP_SUMMARY": str(summary)})  # timing noise is not the subject
+    r = cli(
+        "check",
+        gate_runs["again"],
+        "--baseline",
+        baseline,
+        "--out",
+        tmp_path / "gate",
+        "--no-remeasure",
+        "--latency-tolerance",
+        "1.0",
+        env={"GITHUB_STEP_SUMMARY": str(summary)},
+    )  # timing noise is not the subject
     assert r.code == 0, r.stdout + r.stderr
     text = summary.read_text()
     assert text.startswith("earlier step\n") and "## edgesmith check: PASS" in text

@@ -19,8 +19,12 @@ def base_copy(gate_runs, tmp_path):
 def test_a_degraded_artifact_copied_over_a_good_run_is_refused_naming_the_file(cli, gate_runs, baseline, base_copy):
     art = f"{TARGET}/model.int8.onnx"
     shutil.copyfile(gate_runs["worse"] / art, base_copy / art)
-    for args in (("check", base_copy, "--baseline", baseline, "--no-remeasure"), ("check", base_copy, "--baseline", baseline),
-                 ("validate", base_copy), ("baseline", "save", base_copy, "--to", base_copy.parent / "b.json")):
+    for args in (
+        ("check", base_copy, "--baseline", baseline, "--no-remeasure"),
+        ("check", base_copy, "--baseline", baseline),
+        ("validate", base_copy),
+        ("baseline", "save", base_copy, "--to", base_copy.parent / "b.json"),
+    ):
         r = cli(*args)
         assert r.code == 2 and f"{art} of run" in r.stderr and "does not match the hash its manifest recorded" in r.stderr, (args, r.stderr)
 
@@ -41,7 +45,7 @@ def test_a_missing_file_is_refused(cli, baseline, base_copy):
     assert r.code == 2 and "bundle/eval_data.npz of run" in r.stderr and "is missing" in r.stderr
 
 
-@pytest.mark.parametrize("value", ["NaN", "Infinity", "\"99\""])
+@pytest.mark.parametrize("value", ["NaN", "Infinity", '"99"'])
 def test_a_baseline_with_non_finite_or_mistyped_metrics_is_refused(cli, gate_runs, baseline, tmp_path, value):
     text = baseline.read_text()
     data = json.loads(text)

@@ -26,12 +26,16 @@ def _ref_conv(x: np.ndarray, w: np.ndarray, stride, padding, dilation, groups) -
     og = o // groups
     out = np.zeros((n, o, oh, ow), dtype=np.int64)
     for g in range(groups):
-        xg = xs[:, g * cg:(g + 1) * cg]
+        xg = xs[:, g * cg : (g + 1) * cg]
         for r in range(kh):
             for s in range(kw):
-                patch = xg[:, :, r * dilation[0]: r * dilation[0] + stride[0] * (oh - 1) + 1: stride[0],
-                           s * dilation[1]: s * dilation[1] + stride[1] * (ow - 1) + 1: stride[1]]
-                out[:, g * og:(g + 1) * og] += np.einsum("nchw,oc->nohw", patch, ws[g * og:(g + 1) * og, :, r, s])
+                patch = xg[
+                    :,
+                    :,
+                    r * dilation[0] : r * dilation[0] + stride[0] * (oh - 1) + 1 : stride[0],
+                    s * dilation[1] : s * dilation[1] + stride[1] * (ow - 1) + 1 : stride[1],
+                ]
+                out[:, g * og : (g + 1) * og] += np.einsum("nchw,oc->nohw", patch, ws[g * og : (g + 1) * og, :, r, s])
     return out
 
 

@@ -76,8 +76,9 @@ def test_openvino_executes_int8_layers(tmp_path, digits_onnx, calib):
     art, _ = _compile_run(qdq, tmp_path, np.zeros((1, 1, 8, 8), np.float32), "q")
     compiled = ov.Core().compile_model(str(art.path), "CPU")
     runtime = compiled.get_runtime_model()
-    conv_precisions = {op.get_rt_info()["runtimePrecision"].astype(str) for op in runtime.get_ops()
-                       if op.get_rt_info()["layerType"].astype(str) == "Convolution"}
+    conv_precisions = {
+        op.get_rt_info()["runtimePrecision"].astype(str) for op in runtime.get_ops() if op.get_rt_info()["layerType"].astype(str) == "Convolution"
+    }
     assert conv_precisions and conv_precisions <= {"u8", "i8"}
 
 
@@ -106,8 +107,7 @@ def test_profile_naming_a_missing_runtime_names_the_extra(cli, tmp_path):
     pkg = tmp_path / "blocked" / "openvino"
     pkg.mkdir(parents=True)
     (pkg / "__init__.py").write_text("raise ImportError('openvino blocked by the test')\n")
-    result = cli("quantize", "edgesmith.zoo:pretrained_digits_cnn", "-t", "x86-avx512-vnni-ov", cwd=tmp_path,
-                 env={"PYTHONPATH": str(tmp_path / "blocked")})
+    result = cli("quantize", "edgesmith.zoo:pretrained_digits_cnn", "-t", "x86-avx512-vnni-ov", cwd=tmp_path, env={"PYTHONPATH": str(tmp_path / "blocked")})
     assert result.code == 2, result.stderr
     assert "openvino is not installed" in result.error_lines[0] and "pip install 'edgesmith[openvino]'" in result.error_lines[0]
     assert not (tmp_path / "edgesmith-out").exists()
@@ -117,11 +117,16 @@ def test_pipeline_on_the_openvino_profile_reports_where_int8_came_from(tmp_path)
     from edgesmith import pipeline
     from edgesmith.recipe import parse_recipe
 
-    recipe = parse_recipe({"model": {"source": "edgesmith.zoo:pretrained_digits_cnn"},
-                           "data": {"calibration": {"source": "digits", "samples": 256}, "evaluation": {"source": "digits", "split": "test"}},
-                           "passes": [{"type": "ptq_int8"}],
-                           "targets": [{"profile": "x86-avx512-vnni-ov", "batch_sizes": [1]}],
-                           "bench": {"warmup": 2, "iterations": 20}, "output_dir": "out"})
+    recipe = parse_recipe(
+        {
+            "model": {"source": "edgesmith.zoo:pretrained_digits_cnn"},
+            "data": {"calibration": {"source": "digits", "samples": 256}, "evaluation": {"source": "digits", "split": "test"}},
+            "passes": [{"type": "ptq_int8"}],
+            "targets": [{"profile": "x86-avx512-vnni-ov", "batch_sizes": [1]}],
+            "bench": {"warmup": 2, "iterations": 20},
+            "output_dir": "out",
+        }
+    )
     manifest = pipeline.run(recipe, tmp_path).manifest
     target = manifest["targets"]["x86-avx512-vnni-ov"]
     assert "openvino INT8 source: QDQ ONNX from a quantization pass (ptq_int8)" in target["notes"]

@@ -14,6 +14,7 @@ import pytest
 from benchmarks.plain_timing import plain_ratio
 from edgesmith.runtime.contention import Snapshot, assess, merged, round_spread
 
+
 @pytest.fixture(scope="module")
 def two_runtimes(digits_onnx, tmp_path_factory):
     """The digits CNN (about 20 us: per-call overhead dominates) compiled for ONNX Runtime and OpenVINO."""
@@ -45,8 +46,9 @@ def test_cross_runtime_ratio_agrees_with_plain_timing(two_runtimes, digits_onnx)
     race = res_ort["p50_ms"] / res_ov["p50_ms"]
     # the plain side: each runtime in a process of its own with its own API (benchmarks/plain_timing.py)
     plain = plain_ratio(ort.path, ov.path, feeds)
-    assert 0.7 < race / plain < 1.45, (f"race says OpenVINO is {race:.2f}x ONNX Runtime, plain timing {plain:.2f}x "
-                                        f"(race {res_ort['p50_ms'] * 1e3:.1f} / {res_ov['p50_ms'] * 1e3:.1f} us)")
+    assert 0.7 < race / plain < 1.45, (
+        f"race says OpenVINO is {race:.2f}x ONNX Runtime, plain timing {plain:.2f}x (race {res_ort['p50_ms'] * 1e3:.1f} / {res_ov['p50_ms'] * 1e3:.1f} us)"
+    )
     assert res_ort["timing"] == "call" and res_ort["machine"]["threads"] == 2
 
 
@@ -59,7 +61,7 @@ def test_race_beside_a_cpu_hog_keeps_its_claim_true_or_withholds_it(two_runtimes
 
     ort, ov = two_runtimes
     feeds = {onnx_input_specs(ort.path)[0]["name"]: _feeds(digits_onnx)["input"]}
-    split = lambda t: [t[i * 10:(i + 1) * 10] for i in range(12)]  # noqa: E731
+    split = lambda t: [t[i * 10 : (i + 1) * 10] for i in range(12)]  # noqa: E731
     hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
         time.sleep(0.5)

@@ -10,9 +10,12 @@ import pytest
 
 from edgesmith.cache import STAMP, PassCache, key_of
 
-RECIPE = {"model": {"source": "edgesmith.zoo:pretrained_digits_cnn"}, "inputs": [{"name": "input", "shape": ["batch", 1, 8, 8]}],
-          "data": {"calibration": {"source": "digits", "split": "train", "samples": 128}, "evaluation": {"source": "digits", "split": "test"}},
-          "targets": ["x86-avx512-vnni-ort"]}
+RECIPE = {
+    "model": {"source": "edgesmith.zoo:pretrained_digits_cnn"},
+    "inputs": [{"name": "input", "shape": ["batch", 1, 8, 8]}],
+    "data": {"calibration": {"source": "digits", "split": "train", "samples": 128}, "evaluation": {"source": "digits", "split": "test"}},
+    "targets": ["x86-avx512-vnni-ort"],
+}
 
 
 def _run(tmp: Path, name: str, passes: list, cache: PassCache) -> dict:

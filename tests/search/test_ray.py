@@ -17,11 +17,14 @@ from tests.conftest import edgesmith_exe
 
 pytestmark = pytest.mark.slow
 
-RECIPE = {"name": "ray-test", "model": {"source": "edgesmith.zoo:pretrained_digits_cnn"},
-          "inputs": [{"name": "input", "shape": ["batch", 1, 8, 8]}],
-          "data": {"calibration": {"source": "digits", "split": "train", "samples": 128}, "evaluation": {"source": "digits", "split": "test"}},
-          "passes": [{"type": "ptq_int8", "enabled": {"search": [True, False]}, "calibration": "minmax"}],
-          "targets": [{"profile": "x86-avx512-vnni-ort", "batch_sizes": [1]}]}
+RECIPE = {
+    "name": "ray-test",
+    "model": {"source": "edgesmith.zoo:pretrained_digits_cnn"},
+    "inputs": [{"name": "input", "shape": ["batch", 1, 8, 8]}],
+    "data": {"calibration": {"source": "digits", "split": "train", "samples": 128}, "evaluation": {"source": "digits", "split": "test"}},
+    "passes": [{"type": "ptq_int8", "enabled": {"search": [True, False]}, "calibration": "minmax"}],
+    "targets": [{"profile": "x86-avx512-vnni-ort", "batch_sizes": [1]}],
+}
 
 
 def _free_port() -> int:
@@ -45,10 +48,10 @@ def ray_cluster(tmp_path):
     port = _free_port()
     common = ["--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--disable-usage-stats"]
     try:
-        subprocess.run([ray_exe, "start", "--head", "--port", str(port), "--include-dashboard", "false", *common],
-                       check=True, capture_output=True, timeout=120)
-        subprocess.run([ray_exe, "start", "--address", f"127.0.0.1:{port}", "--labels", f"{LABEL}={tag}", *common],
-                       check=True, capture_output=True, timeout=120)
+        subprocess.run([ray_exe, "start", "--head", "--port", str(port), "--include-dashboard", "false", *common], check=True, capture_output=True, timeout=120)
+        subprocess.run(
+            [ray_exe, "start", "--address", f"127.0.0.1:{port}", "--labels", f"{LABEL}={tag}", *common], check=True, capture_output=True, timeout=120
+        )
         yield f"127.0.0.1:{port}"
     finally:
         subprocess.run([ray_exe, "stop", "--force"], capture_output=True, timeout=120)
@@ -57,8 +60,13 @@ def ray_cluster(tmp_path):
 def test_search_on_a_local_ray_cluster_spreads_trials_and_equals_the_local_run(ray_cluster, tmp_path):
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(yaml.safe_dump(RECIPE, sort_keys=False))
-    r = subprocess.run([edgesmith_exe(), "search", str(recipe), "--ray", ray_cluster, "--out", str(tmp_path / "ray")],
-                       capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    r = subprocess.run(
+        [edgesmith_exe(), "search", str(recipe), "--ray", ray_cluster, "--out", str(tmp_path / "ray")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr[-2500:]
     on_ray = json.loads((tmp_path / "ray" / "search.json").read_text())
     assert on_ray["executor"].startswith("Ray cluster, 2 node(s)") and "timing on the node labelled" in on_ray["executor"]
@@ -74,8 +82,9 @@ def test_search_on_a_local_ray_cluster_spreads_trials_and_equals_the_local_run(r
     assert {t["timing_node"] for t in on_ray["trials"]} == set(labelled)
     # trial folders came back through the object store
     assert all((tmp_path / "ray" / "trials" / f"{t['number']:04d}" / "manifest.json").is_file() for t in on_ray["trials"])
-    local = subprocess.run([edgesmith_exe(), "search", str(recipe), "--out", str(tmp_path / "local")],
-                           capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    local = subprocess.run(
+        [edgesmith_exe(), "search", str(recipe), "--out", str(tmp_path / "local")], capture_output=True, text=True, cwd=tmp_path, timeout=600
+    )
     assert local.returncode == 0, local.stderr[-2500:]
     here = json.loads((tmp_path / "local" / "search.json").read_text())
     key = lambda res: {json.dumps(t["params"], sort_keys=True): (t["accuracy"], round(t["size_mb"], 6)) for t in res["trials"]}  # noqa: E731

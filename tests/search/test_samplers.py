@@ -8,8 +8,10 @@ from edgesmith.errors import ConfigError
 from edgesmith.search.space import parse_space
 from edgesmith.search.study import make_sampler, open_study, orphans, resolve_sampler
 
-SPACE = [{"type": "prune_channels", "ratio": {"search": {"low": 0.1, "high": 0.9}}},
-         {"type": "ptq_int8", "enabled": {"search": [True, False]}, "calibration": {"search": ["minmax", "entropy"]}}]
+SPACE = [
+    {"type": "prune_channels", "ratio": {"search": {"low": 0.1, "high": 0.9}}},
+    {"type": "ptq_int8", "enabled": {"search": [True, False]}, "calibration": {"search": ["minmax", "entropy"]}},
+]
 
 
 @pytest.mark.parametrize("name, cls", [("tpe", "TPESampler"), ("nsga2", "NSGAIISampler"), ("random", "RandomSampler")])
@@ -19,7 +21,7 @@ def test_model_based_samplers_propose_within_the_space_and_read_the_constraints(
     assert type(sampler).__name__ == cls
     study = open_study(f"sqlite:///{tmp_path / 'study.db'}", "s", sampler, None, {"edgesmith_space": "x"})
     seen_constraints = []
-    for i in range(6):
+    for _ in range(6):
         t = study.ask()
         v = sp.suggest(t)
         assert 0.1 <= v["passes[0]/ratio"] <= 0.9

@@ -16,15 +16,18 @@ def test_nothing_searchable_is_refused_with_a_hint():
         parse_space("auto")
 
 
-@pytest.mark.parametrize("mark, needle", [
-    ({"search": []}, "lists no choices"),
-    ({"search": [1, 1]}, "listed twice"),
-    ({"search": {"low": 0.5, "high": 0.2}}, "low < high"),
-    ({"search": {"low": 0.1, "high": 0.5, "step": -1}}, "step must be a positive"),
-    ({"search": {"low": 0.1, "high": 0.5, "what": 1}}, "a range is"),
-    ({"search": "minmax"}, "takes a list of choices or a range"),
-    ({"search": [[1, 2]]}, "must be a number, string"),
-])
+@pytest.mark.parametrize(
+    "mark, needle",
+    [
+        ({"search": []}, "lists no choices"),
+        ({"search": [1, 1]}, "listed twice"),
+        ({"search": {"low": 0.5, "high": 0.2}}, "low < high"),
+        ({"search": {"low": 0.1, "high": 0.5, "step": -1}}, "step must be a positive"),
+        ({"search": {"low": 0.1, "high": 0.5, "what": 1}}, "a range is"),
+        ({"search": "minmax"}, "takes a list of choices or a range"),
+        ({"search": [[1, 2]]}, "must be a number, string"),
+    ],
+)
 def test_malformed_marks_are_one_line_errors(mark, needle):
     with pytest.raises(ConfigError, match=needle):
         parse_space([{"type": "prune_channels", "ratio": mark}])
@@ -35,23 +38,28 @@ def test_an_optional_pass_makes_its_own_choices_conditional():
     grid = sp.grid()
     assert len(grid) == 3  # off once, not once per calibration it would not use
     combos = [sp.concrete(v) for v in grid]
-    assert sorted(map(str, combos)) == sorted(map(str, [[{"type": "ptq_int8", "calibration": "minmax"}],
-                                                        [{"type": "ptq_int8", "calibration": "entropy"}], []]))
+    assert sorted(map(str, combos)) == sorted(map(str, [[{"type": "ptq_int8", "calibration": "minmax"}], [{"type": "ptq_int8", "calibration": "entropy"}], []]))
     assert sp.label(grid[combos.index([])]) == "ptq_int8=off"
 
 
 def test_whole_pass_alternatives_with_nested_choices():
-    sp = parse_space([{"search": [{"type": "prune_channels", "ratio": {"search": [0.3, 0.5]}}, {"type": "binarize"}, None]},
-                      {"type": "ptq_int8"}])
+    sp = parse_space([{"search": [{"type": "prune_channels", "ratio": {"search": [0.3, 0.5]}}, {"type": "binarize"}, None]}, {"type": "ptq_int8"}])
     combos = [sp.concrete(v) for v in sp.grid()]
-    assert sorted(map(str, combos)) == sorted(map(str, [[{"type": "prune_channels", "ratio": 0.3}, {"type": "ptq_int8"}],
-                                                        [{"type": "prune_channels", "ratio": 0.5}, {"type": "ptq_int8"}],
-                                                        [{"type": "binarize"}, {"type": "ptq_int8"}], [{"type": "ptq_int8"}]]))
+    assert sorted(map(str, combos)) == sorted(
+        map(
+            str,
+            [
+                [{"type": "prune_channels", "ratio": 0.3}, {"type": "ptq_int8"}],
+                [{"type": "prune_channels", "ratio": 0.5}, {"type": "ptq_int8"}],
+                [{"type": "binarize"}, {"type": "ptq_int8"}],
+                [{"type": "ptq_int8"}],
+            ],
+        )
+    )
 
 
 def test_the_grid_varies_the_first_pass_fastest_so_a_wave_never_builds_one_prefix_twice():
-    sp = parse_space([{"type": "prune_channels", "ratio": {"search": [0.3, 0.5]}},
-                      {"type": "ptq_int8", "enabled": {"search": [True, False]}}])
+    sp = parse_space([{"type": "prune_channels", "ratio": {"search": [0.3, 0.5]}}, {"type": "ptq_int8", "enabled": {"search": [True, False]}}])
     ratios = [v["passes[0]/ratio"] for v in sp.grid()]
     assert ratios == [0.3, 0.5, 0.3, 0.5]  # two workers build 0.3 and 0.5; the next wave finds both in the cache
 

@@ -1,7 +1,7 @@
-"""BPKD — boundary-privileged knowledge distillation for semantic segmentation (algorithms.md §7).
+"""BPKD — boundary-privileged knowledge distillation for semantic segmentation (docs/algorithms.md §7).
 
 The authors' repository ships evaluation only; these losses follow the two public reimplementations
-summarised in algorithms.md:
+summarised in docs/algorithms.md:
 
 1. edge mask per class: M_E = dilate(onehot(GT)) − erode(onehot(GT)) with a 7×7 kernel, average-pooled
    to the logits' size (so M_E ∈ [0, 1]);
@@ -72,7 +72,11 @@ def bpkd_loss(student_logits: Any, teacher_logits: Any, labels: Any, temperature
     total = EDGE_WEIGHT * e + BODY_WEIGHT * b
     out = {"edge": e, "body": b}
     if with_ce:
-        up = student_logits if student_logits.shape[-2:] == labels.shape[-2:] else F.interpolate(student_logits, labels.shape[-2:], mode="bilinear", align_corners=False)
+        up = (
+            student_logits
+            if student_logits.shape[-2:] == labels.shape[-2:]
+            else F.interpolate(student_logits, labels.shape[-2:], mode="bilinear", align_corners=False)
+        )
         out["ce"] = F.cross_entropy(up, labels.long())
         total = total + out["ce"]
     out["total"] = total

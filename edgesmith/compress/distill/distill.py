@@ -50,14 +50,30 @@ def apply(model: Any, cfg: DistillConfig, ctx: Any) -> Any:
     teacher_params = sum(p.numel() for p in model.parameters())
     student_params = sum(p.numel() for p in student.parameters())
     result = fit(student, model, ctx.calibration, [s.name for s in ctx.input_specs], cfg, label=f"distill ({cfg.loss})")
-    ctx.details["distill"] = {"student": cfg.student, "loss": cfg.loss, "teacher_params": teacher_params, "student_params": student_params,
-                              "steps": result.steps, "seconds": round(result.seconds, 1), "best_metric": result.best_metric,
-                              "metric": result.metric_name, "stopped": result.stopped, "history": result.history}
-    ctx.note(f"distill: {cfg.student} ({student_params / 1e3:.1f} k parameters, {teacher_params / max(student_params, 1):.1f}x smaller "
-             f"than the teacher) trained with {cfg.loss}: {result.summary()}")
+    ctx.details["distill"] = {
+        "student": cfg.student,
+        "loss": cfg.loss,
+        "teacher_params": teacher_params,
+        "student_params": student_params,
+        "steps": result.steps,
+        "seconds": round(result.seconds, 1),
+        "best_metric": result.best_metric,
+        "metric": result.metric_name,
+        "stopped": result.stopped,
+        "history": result.history,
+    }
+    ctx.note(
+        f"distill: {cfg.student} ({student_params / 1e3:.1f} k parameters, {teacher_params / max(student_params, 1):.1f}x smaller "
+        f"than the teacher) trained with {cfg.loss}: {result.summary()}"
+    )
     return student
 
 
-PASS = PassInfo("distill", "torch", DistillConfig, apply,
-                "train a student against the incoming model (KD, TopKLD, feature hints, MSE, or labels alone), best checkpoint kept",
-                needs_calibration=True)
+PASS = PassInfo(
+    "distill",
+    "torch",
+    DistillConfig,
+    apply,
+    "train a student against the incoming model (KD, TopKLD, feature hints, MSE, or labels alone), best checkpoint kept",
+    needs_calibration=True,
+)

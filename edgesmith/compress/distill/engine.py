@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 from edgesmith.errors import ConfigError, InputError
 
@@ -46,8 +47,7 @@ class RecoverConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if (self.steps is not None and self.steps < 1) or (self.epochs is not None and self.epochs <= 0) \
-                or (self.minutes is not None and self.minutes <= 0):
+        if (self.steps is not None and self.steps < 1) or (self.epochs is not None and self.epochs <= 0) or (self.minutes is not None and self.minutes <= 0):
             raise ValueError("a training budget of zero: steps must be >= 1, epochs and minutes > 0")
         if not 0 <= self.alpha <= 1:
             raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
@@ -139,18 +139,33 @@ def check_pair(student: Any, teacher: Any, x: Any) -> None:
         try:
             s = _call(student.eval(), probe)
         except Exception as exc:
-            raise InputError(f"the student cannot run the data the teacher takes: {str(exc).splitlines()[0][:200]}",
-                             hint="the student must accept the teacher's inputs (same names, shapes, dtypes)") from None
+            raise InputError(
+                f"the student cannot run the data the teacher takes: {str(exc).splitlines()[0][:200]}",
+                hint="the student must accept the teacher's inputs (same names, shapes, dtypes)",
+            ) from None
         t = _call(teacher.eval(), probe)
     if s.shape != t.shape:
-        raise InputError(f"teacher and student outputs differ in shape: teacher {list(t.shape)}, student {list(s.shape)}",
-                         hint="the student's output layer must match the teacher's (e.g. the same number of classes)")
+        raise InputError(
+            f"teacher and student outputs differ in shape: teacher {list(t.shape)}, student {list(s.shape)}",
+            hint="the student's output layer must match the teacher's (e.g. the same number of classes)",
+        )
 
 
-def fit(student: Any, teacher: Any, data: Any, names: list[str], cfg: RecoverConfig, *,
-        param_groups: list[dict] | None = None, prepare: Callable[[Any], None] | None = None,
-        after_step: Callable[[Any, int], None] | None = None, best_from_step: int = 0,
-        extra_loss: Callable[[Any], Any] | None = None, progress: bool = True, label: str = "distilling") -> FitResult:
+def fit(
+    student: Any,
+    teacher: Any,
+    data: Any,
+    names: list[str],
+    cfg: RecoverConfig,
+    *,
+    param_groups: list[dict] | None = None,
+    prepare: Callable[[Any], None] | None = None,
+    after_step: Callable[[Any, int], None] | None = None,
+    best_from_step: int = 0,
+    extra_loss: Callable[[Any], Any] | None = None,
+    progress: bool = True,
+    label: str = "distilling",
+) -> FitResult:
     """Train ``student`` in place against the frozen ``teacher`` on ``data`` (an edgesmith Dataset).
 
     ``after_step(student, step)`` runs after every optimiser step, before evaluation: pruning passes keep
@@ -168,8 +183,10 @@ def fit(student: Any, teacher: Any, data: Any, names: list[str], cfg: RecoverCon
     if data is None or data.num_samples == 0:
         raise ConfigError("distillation needs training data", hint="add `data: {calibration: ...}` (the training inputs)")
     if cfg.needs_labels and not data.has_labels:
-        raise InputError(f"loss {cfg.loss!r} with alpha {cfg.alpha:g} uses the labels, and the data {data.name} has none",
-                         hint="give labelled data, or distil from the teacher alone with alpha: 1")
+        raise InputError(
+            f"loss {cfg.loss!r} with alpha {cfg.alpha:g} uses the labels, and the data {data.name} has none",
+            hint="give labelled data, or distil from the teacher alone with alpha: 1",
+        )
     x, y = labelled_tensors(data, names)
     check_pair(student, teacher, x)
     (xt, yt), (xv, yv) = split_train_val(x, y, cfg.val_fraction, cfg.seed) if cfg.val_fraction > 0 else ((x, y), (None, None))
@@ -180,7 +197,7 @@ def fit(student: Any, teacher: Any, data: Any, names: list[str], cfg: RecoverCon
     if cfg.loss == "hint":
         from edgesmith.compress.distill.hint import FeatureHint
 
-        hint = FeatureHint(student, teacher, [tuple(p) for p in cfg.features])
+        hint = FeatureHint(student, teacher, [(str(p[0]), str(p[1])) for p in cfg.features])
         student.eval()
         with torch.no_grad():  # build the adapters from the feature widths
             _call(student, _take(xt, slice(0, 2)))
@@ -231,7 +248,7 @@ def fit(student: Any, teacher: Any, data: Any, names: list[str], cfg: RecoverCon
             s_out = _call(student, xb)
             with torch.no_grad():
                 t_out = _call(teacher, xb)
-            yb = yt[idx] if yt is not None else None
+            yb: Any = yt[idx] if yt is not None else None  # None only where the loss needs no labels (checked when read)
             if cfg.loss == "kd":
                 loss = hinton_loss(s_out, t_out, yb, cfg.alpha, cfg.temperature)
             elif cfg.loss == "topkld":
@@ -244,6 +261,7 @@ def fit(student: Any, teacher: Any, data: Any, names: list[str], cfg: RecoverCon
                 loss = bpkd_loss(s_out, t_out, yb, cfg.temperature)["total"]
             elif cfg.loss == "hint":
                 kd = hinton_loss(s_out, t_out, yb, cfg.alpha, cfg.temperature)
+                assert hint is not None  # built above for loss: hint
                 loss = kd + cfg.hint_weight * hint.loss()
             else:
                 loss = F.cross_entropy(s_out, yb)
@@ -280,17 +298,20 @@ def fit(student: Any, teacher: Any, data: Any, names: list[str], cfg: RecoverCon
     return FitResult(step, time.time() - started, best_pair[0] if best_pair else None, best_step, metric_name, stopped, history, losses)
 
 
-def recover(model: Any, teacher: Any, ctx: Any, rec: RecoverConfig, label: str, after_step: Any = None, best_from_step: int = 0,
-            extra_loss: Any = None) -> Any:
+def recover(model: Any, teacher: Any, ctx: Any, rec: RecoverConfig, label: str, after_step: Any = None, best_from_step: int = 0, extra_loss: Any = None) -> Any:
     """A pass's ``recover:`` step: train the compressed ``model`` against its ``teacher`` on the run's calibration data
     (labels checked first, with a hint); returns the FitResult."""
     data = ctx.calibration
     if data is None:
-        raise ConfigError(f"{label}: recover trains on data, and the run has none",
-                          hint="add `data: {calibration: ...}` (labelled, or `recover: {alpha: 1}` to distil from the dense model alone)")
+        raise ConfigError(
+            f"{label}: recover trains on data, and the run has none",
+            hint="add `data: {calibration: ...}` (labelled, or `recover: {alpha: 1}` to distil from the dense model alone)",
+        )
     if rec.needs_labels and not data.has_labels:
-        raise ConfigError(f"{label}: recover with alpha {rec.alpha:g} uses labels, and the calibration data has none",
-                          hint="give labelled calibration data, or `recover: {alpha: 1}` to distil from the dense model alone")
+        raise ConfigError(
+            f"{label}: recover with alpha {rec.alpha:g} uses labels, and the calibration data has none",
+            hint="give labelled calibration data, or `recover: {alpha: 1}` to distil from the dense model alone",
+        )
     names = [s.name for s in ctx.input_specs]
     return fit(model, teacher, data, names, rec, after_step=after_step, best_from_step=best_from_step, extra_loss=extra_loss, label=label)
 
@@ -325,8 +346,7 @@ class _Progress:
         if enabled and sys.stderr.isatty():
             from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"), TimeElapsedColumn(),
-                                transient=True)
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"), TimeElapsedColumn(), transient=True)
             self.task = self.bar.add_task(label, total=total, status="")
             self.bar.start()
 

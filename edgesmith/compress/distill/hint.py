@@ -35,7 +35,7 @@ class FeatureHint:
         if not pairs:
             raise ConfigError("hint distillation needs at least one [student_layer, teacher_layer] pair", hint="e.g. features: [[features.3, features.3]]")
         self.pairs = [(str(s), str(t)) for s, t in pairs]
-        self.feats: dict[tuple[str, int], Any] = {}
+        self.feats: dict[tuple[str, int, str], Any] = {}  # (layer, pair index, s|t) -> feature
         self.handles = []
         for i, (s, t) in enumerate(self.pairs):
             self.handles.append(_module(student, s, "student").register_forward_hook(self._keep((s, i, "s"))))
@@ -46,6 +46,7 @@ class FeatureHint:
     def _keep(self, key: tuple) -> Any:
         def hook(_m: Any, _inp: Any, out: Any) -> None:
             self.feats[key] = out[0] if isinstance(out, (tuple, list)) else out
+
         return hook
 
     def _build(self) -> None:
@@ -68,15 +69,17 @@ class FeatureHint:
 
         if not self._built:
             self._build()
-        total = 0.0
+        total: Any = 0.0
         for i, (s, t) in enumerate(self.pairs):
             fs, ft = self.adapters[i](self.feats[(s, i, "s")]), self.feats[(t, i, "t")].detach()
             if fs.dim() == 4 and fs.shape[-2:] != ft.shape[-2:]:
                 size = min(fs.shape[-2], ft.shape[-2]), min(fs.shape[-1], ft.shape[-1])
                 fs, ft = F.adaptive_avg_pool2d(fs, size), F.adaptive_avg_pool2d(ft, size)
             if fs.shape != ft.shape:
-                raise ConfigError(f"hint layers {s!r} (student) and {t!r} (teacher) give features {list(fs.shape)} and {list(ft.shape)}",
-                                  hint="pair layers whose outputs have the same rank (feature map with feature map, vector with vector)")
+                raise ConfigError(
+                    f"hint layers {s!r} (student) and {t!r} (teacher) give features {list(fs.shape)} and {list(ft.shape)}",
+                    hint="pair layers whose outputs have the same rank (feature map with feature map, vector with vector)",
+                )
             total = total + F.mse_loss(fs, ft)
         return total / len(self.pairs)
 

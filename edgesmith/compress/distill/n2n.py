@@ -1,4 +1,4 @@
-"""N2N — shrink a teacher into a student with reinforcement learning (algorithms.md §10; authors' code anubhavashok/N2N).
+"""N2N — shrink a teacher into a student with reinforcement learning (docs/algorithms.md §10; authors' code anubhavashok/N2N).
 
 1. Each layer of the teacher is encoded as [type, kernel, stride, out_channels, padding]. A bidirectional
    LSTM reads the sequence and samples keep/remove per layer; a second LSTM reads the kept layers and
@@ -43,7 +43,7 @@ class Arch:
     blocks: list[tuple[int, int]]
     num_classes: int
 
-    def layers(self) -> list[list[float]]:
+    def layers(self) -> list[list[int]]:
         """[type, kernel, stride, out_channels, padding] per layer (type 0: conv, 1: basic block)."""
         return [[0, 3, 1, self.stem, 1]] + [[1, 3, s, c, 1] for c, s in self.blocks]
 
@@ -73,8 +73,10 @@ def describe_teacher(model: Any) -> Arch:
     blocks = [m for m in mods if type(m).__name__ == "BasicBlock"]
     if not mods or not isinstance(mods[0], nn.Conv2d) or not blocks or not isinstance(mods[-1], nn.Linear):
         kinds = ", ".join(type(m).__name__ for m in (mods or [model]))[:200]
-        raise ConfigError(f"n2n searches ResNet-style models (stem conv, basic blocks, pooling, linear head); this model is: {kinds}",
-                          hint="e.g. edgesmith.zoo:trained_digits_resnet")
+        raise ConfigError(
+            f"n2n searches ResNet-style models (stem conv, basic blocks, pooling, linear head); this model is: {kinds}",
+            hint="e.g. edgesmith.zoo:trained_digits_resnet",
+        )
     return Arch(mods[0].in_channels, mods[0].out_channels, [(b.conv1.out_channels, b.conv1.stride[0]) for b in blocks], mods[-1].out_features)
 
 
@@ -93,7 +95,7 @@ def recalibrate_bn(model: Any, x: Any, batch: int = 256) -> None:
     model.train()
     with torch.no_grad():
         for i in range(0, len(x), batch):
-            model(x[i:i + batch])
+            model(x[i : i + batch])
     for m in bns:
         m.momentum = 0.1
     model.eval()
@@ -185,9 +187,19 @@ def search(teacher: Any, data: Any, names: list[str], cfg: N2NConfig, log: Any =
     acc_teacher = float((predict(teacher, xv).argmax(1) == yv).float().mean())
     policy = Policy(seed=cfg.seed)
     opt = torch.optim.Adam(policy.parameters(), lr=cfg.policy_lr)
-    baseline, rollouts, seen, started = None, [], {}, time.time()
-    brief = RecoverConfig(loss="mse", alpha=1.0, epochs=cfg.candidate_epochs, lr=cfg.lr, batch_size=cfg.batch_size, val_fraction=0.15,
-                          eval_every=10**6, patience=None, seed=cfg.seed)
+    seen: dict[Any, Any] = {}
+    baseline, rollouts, started = None, [], time.time()
+    brief = RecoverConfig(
+        loss="mse",
+        alpha=1.0,
+        epochs=cfg.candidate_epochs,
+        lr=cfg.lr,
+        batch_size=cfg.batch_size,
+        val_fraction=0.15,
+        eval_every=10**6,
+        patience=None,
+        seed=cfg.seed,
+    )
     for epoch in range(cfg.epochs):
         losses = []
         for r in range(cfg.rollouts):
@@ -203,8 +215,16 @@ def search(teacher: Any, data: Any, names: list[str], cfg: N2NConfig, log: Any =
                 acc = float((predict(student, xv).argmax(1) == yv).float().mean())
                 comp = 1.0 - params_of(student) / p_teacher
                 R = reward(acc / acc_teacher, comp) if comp >= 0 else -1.0
-            rollouts.append({"epoch": epoch + 1, "arch": arch.describe(), "params": params_of(student) if student else 0,
-                             "accuracy": round(acc * 100, 2), "compression": round(comp, 4), "reward": round(R, 4)})
+            rollouts.append(
+                {
+                    "epoch": epoch + 1,
+                    "arch": arch.describe(),
+                    "params": params_of(student) if student else 0,
+                    "accuracy": round(acc * 100, 2),
+                    "compression": round(comp, 4),
+                    "reward": round(R, 4),
+                }
+            )
             if log:
                 log(f"n2n epoch {epoch + 1} rollout {r + 1}: {arch.describe()} -> reward {R:.3f} (acc {acc * 100:.1f}, C {comp:.2f})")
             key = arch.describe()
@@ -232,26 +252,51 @@ def search(teacher: Any, data: Any, names: list[str], cfg: N2NConfig, log: Any =
             log(f"n2n finalist {arch.describe()}: {params_of(student):,} parameters, held-out top-1 {val:.2f} (teacher {acc_teacher * 100:.2f})")
     within = [d for d in done if d["val_top1"] >= acc_teacher * 100 - cfg.max_drop]
     pick = min(within, key=lambda d: d["params"]) if within else max(done, key=lambda d: d["val_top1"])
-    return {"student": pick["student"], "arch": pick["arch"], "teacher_arch": arch_t, "params_teacher": p_teacher,
-            "params_student": pick["params"], "teacher_val_top1": acc_teacher * 100, "student_val_top1": pick["val_top1"],
-            "rollouts": rollouts, "final": pick["final"], "seconds": time.time() - started,
-            "finalists": [{"arch": d["arch"].describe(), "params": d["params"], "val_top1": round(d["val_top1"], 2)} for d in done]}
+    return {
+        "student": pick["student"],
+        "arch": pick["arch"],
+        "teacher_arch": arch_t,
+        "params_teacher": p_teacher,
+        "params_student": pick["params"],
+        "teacher_val_top1": acc_teacher * 100,
+        "student_val_top1": pick["val_top1"],
+        "rollouts": rollouts,
+        "final": pick["final"],
+        "seconds": time.time() - started,
+        "finalists": [{"arch": d["arch"].describe(), "params": d["params"], "val_top1": round(d["val_top1"], 2)} for d in done],
+    }
 
 
 def apply(model: Any, cfg: N2NConfig, ctx: Any) -> Any:
     names = [s.name for s in ctx.input_specs]
     found = search(model, ctx.calibration, names, cfg)
     ratio = found["params_teacher"] / found["params_student"]
-    ctx.details["n2n"] = {"teacher": found["teacher_arch"].describe(), "student": found["arch"].describe(),
-                          "params_teacher": found["params_teacher"], "params_student": found["params_student"], "compression_x": round(ratio, 2),
-                          "teacher_val_top1": found["teacher_val_top1"], "student_val_top1": found["student_val_top1"],
-                          "finalists": found["finalists"], "rollouts": found["rollouts"], "seconds": round(found["seconds"], 1)}
-    ctx.note(f"n2n: student architecture {found['arch'].describe()} (teacher {found['teacher_arch'].describe()}); "
-             f"{found['params_student']:,} parameters, {ratio:.1f}x smaller; held-out top-1 {found['student_val_top1']:.2f} "
-             f"(teacher {found['teacher_val_top1']:.2f}); {len(found['rollouts'])} students tried in {found['seconds']:.0f} s")
+    ctx.details["n2n"] = {
+        "teacher": found["teacher_arch"].describe(),
+        "student": found["arch"].describe(),
+        "params_teacher": found["params_teacher"],
+        "params_student": found["params_student"],
+        "compression_x": round(ratio, 2),
+        "teacher_val_top1": found["teacher_val_top1"],
+        "student_val_top1": found["student_val_top1"],
+        "finalists": found["finalists"],
+        "rollouts": found["rollouts"],
+        "seconds": round(found["seconds"], 1),
+    }
+    ctx.note(
+        f"n2n: student architecture {found['arch'].describe()} (teacher {found['teacher_arch'].describe()}); "
+        f"{found['params_student']:,} parameters, {ratio:.1f}x smaller; held-out top-1 {found['student_val_top1']:.2f} "
+        f"(teacher {found['teacher_val_top1']:.2f}); {len(found['rollouts'])} students tried in {found['seconds']:.0f} s"
+    )
     return found["student"]
 
 
-PASS = PassInfo("n2n", "torch", N2NConfig, apply,
-                "N2N (§10): RL search (LSTM policies, REINFORCE) for a smaller ResNet-family student, distilled from the model",
-                needs_calibration=True, changes_architecture=True)
+PASS = PassInfo(
+    "n2n",
+    "torch",
+    N2NConfig,
+    apply,
+    "N2N (§10): RL search (LSTM policies, REINFORCE) for a smaller ResNet-family student, distilled from the model",
+    needs_calibration=True,
+    changes_architecture=True,
+)

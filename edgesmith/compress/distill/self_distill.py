@@ -1,4 +1,4 @@
-"""Self-distillation with ground-truth weighting (algorithms.md §8; authors' code Kennethborup/self_distillation).
+"""Self-distillation with ground-truth weighting (docs/algorithms.md §8; authors' code Kennethborup/self_distillation).
 
 Step t refits the model (from scratch) on ỹ_t = α·y + (1 − α)·ŷ_{t−1}, its own previous predictions
 mixed with the labels; the incoming trained model is step 0. For kernel ridge regression (A = K(K + λI)⁻¹) the iterates converge to ridge regression with
@@ -23,19 +23,32 @@ import numpy as np
 
 from edgesmith.compress.registry import PassInfo
 
-# the authors' toy example (algorithms.md §8)
+# the authors' toy example (docs/algorithms.md §8)
 TOY_X = np.round(np.arange(11) * 0.1, 10)
-TOY_Y = np.array([0.38476636465198066, 1.2333967683416893, 1.33232242218057, 0.6920159488889518,
-                  -0.29756145531871736, -0.24189291901377769, -0.7964485769175675, -0.9616480167034174,
-                  -0.49672509509916934, -0.3469066003991437, 0.5589512650600734])
+TOY_Y = np.array(
+    [
+        0.38476636465198066,
+        1.2333967683416893,
+        1.33232242218057,
+        0.6920159488889518,
+        -0.29756145531871736,
+        -0.24189291901377769,
+        -0.7964485769175675,
+        -0.9616480167034174,
+        -0.49672509509916934,
+        -0.3469066003991437,
+        0.5589512650600734,
+    ]
+)
 
 
 def rbf(a: np.ndarray, b: np.ndarray, gamma: float = 80.0) -> np.ndarray:
     return np.exp(-gamma * (a[:, None] - b[None, :]) ** 2)
 
 
-def kernel_ridge_steps(alpha: float, steps: int = 6, x: np.ndarray = TOY_X, y: np.ndarray = TOY_Y, lam: float = 0.2,
-                       gamma: float = 80.0, grid: np.ndarray | None = None) -> tuple[list[float], float, list[np.ndarray]]:
+def kernel_ridge_steps(
+    alpha: float, steps: int = 6, x: np.ndarray = TOY_X, y: np.ndarray = TOY_Y, lam: float = 0.2, gamma: float = 80.0, grid: np.ndarray | None = None
+) -> tuple[list[float], float, list[np.ndarray]]:
     """Errors (mean squared distance to sin(2πx) on the grid) of self-distillation steps 1..``steps``,
     the error of the closed-form limit, and the grid predictions of each step."""
     grid = np.round(np.arange(101) * 0.01, 10) if grid is None else grid
@@ -95,14 +108,17 @@ def self_distill(model: Any, cfg: SelfDistillConfig, ctx: Any) -> Any:
 
     data = ctx.calibration
     if data is None or not data.has_labels:
-        raise ConfigError("self_distill mixes the labels into its targets and needs labelled data",
-                          hint="give labelled calibration data (npz key `labels`), e.g. `data: {calibration: {source: digits}}`")
+        raise ConfigError(
+            "self_distill mixes the labels into its targets and needs labelled data",
+            hint="give labelled calibration data (npz key `labels`), e.g. `data: {calibration: {source: digits}}`",
+        )
     names = [s.name for s in ctx.input_specs]
     x, y = labelled_tensors(data, names)
     (xt, yt), (xv, yv) = split_train_val(x, y, cfg.val_fraction, cfg.seed)
     num_classes = int(_predict(model, xt[:2]).shape[1])
     onehot_t = torch.nn.functional.one_hot(yt, num_classes).float()
     onehot_v = torch.nn.functional.one_hot(yv, num_classes).float().numpy()
+
     def fresh(seed: int) -> Any:  # each step refits from scratch, as in the paper
         torch.manual_seed(seed)
         m = copy.deepcopy(model)
@@ -130,10 +146,16 @@ def self_distill(model: Any, cfg: SelfDistillConfig, ctx: Any) -> Any:
         history.append({"round": r + 1, "alpha": round(alpha, 4), "val_top1": round(val_acc, 2)})
         prev_t = torch.softmax(_predict(student, xt), 1)
         model = student
-    ctx.details["self_distill"] = {"rounds": history, "seconds": round(time.time() - started, 1),
-                                   "alpha": "fixed" if cfg.alpha is not None else "closed-form per round (§8)"}
-    ctx.note("self_distill: " + "; ".join(f"round {h['round']} alpha {h['alpha']:.3f} val top-1 {h['val_top1']:.2f}" for h in history)
-             + f" ({time.time() - started:.0f} s)")
+    ctx.details["self_distill"] = {
+        "rounds": history,
+        "seconds": round(time.time() - started, 1),
+        "alpha": "fixed" if cfg.alpha is not None else "closed-form per round (§8)",
+    }
+    ctx.note(
+        "self_distill: "
+        + "; ".join(f"round {h['round']} alpha {h['alpha']:.3f} val top-1 {h['val_top1']:.2f}" for h in history)
+        + f" ({time.time() - started:.0f} s)"
+    )
     return model
 
 
@@ -143,5 +165,11 @@ def _predict(model: Any, x: Any) -> Any:
     return predict(model, x)
 
 
-PASS = PassInfo("self_distill", "torch", SelfDistillConfig, self_distill,
-                "self-distillation rounds with ground-truth weighting, alpha per round in closed form (§8)", needs_calibration=True)
+PASS = PassInfo(
+    "self_distill",
+    "torch",
+    SelfDistillConfig,
+    self_distill,
+    "self-distillation rounds with ground-truth weighting, alpha per round in closed form (§8)",
+    needs_calibration=True,
+)

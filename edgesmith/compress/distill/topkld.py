@@ -1,7 +1,7 @@
-"""TopKLD — distillation that balances explicit and implicit knowledge (algorithms.md §6).
+"""TopKLD — distillation that balances explicit and implicit knowledge (docs/algorithms.md §6).
 
 The paper ("Dissecting Bit-Level Scaling Laws in Quantizing Vision Generative Models") does not publish
-its formula. **This is edgesmith's reading of it**, as documented in algorithms.md §6: split the
+its formula. **This is edgesmith's reading of it**, as documented in docs/algorithms.md §6: split the
 teacher's distribution into its top-k classes (the explicit knowledge) and the rest (the implicit
 knowledge, the "dark" tail), and match each part separately so the tail is not drowned by the head:
 

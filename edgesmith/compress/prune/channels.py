@@ -49,8 +49,12 @@ class ChannelsConfig:
 
 
 def _importance(tp: Any, name: str) -> Any:
-    return {"l1": lambda: tp.importance.GroupMagnitudeImportance(p=1), "l2": lambda: tp.importance.GroupMagnitudeImportance(p=2),
-            "bn-scale": lambda: tp.importance.BNScaleImportance(), "taylor": lambda: tp.importance.GroupTaylorImportance()}[name]()
+    return {
+        "l1": lambda: tp.importance.GroupMagnitudeImportance(p=1),
+        "l2": lambda: tp.importance.GroupMagnitudeImportance(p=2),
+        "bn-scale": lambda: tp.importance.BNScaleImportance(),
+        "taylor": lambda: tp.importance.GroupTaylorImportance(),
+    }[name]()
 
 
 def _example(ctx: Any) -> tuple[Any, ...]:
@@ -144,7 +148,6 @@ def _taylor_grads(model: Any, example: tuple, ctx: Any) -> None:
 
 
 def apply(model: Any, cfg: ChannelsConfig, ctx: Any) -> Any:
-    import torch
 
     from edgesmith._lazy import require
 
@@ -153,13 +156,15 @@ def apply(model: Any, cfg: ChannelsConfig, ctx: Any) -> Any:
     by_name = {n: m for n, m in layers}
     unknown = [n for n in cfg.ratios if n not in by_name]
     if unknown:
-        raise ConfigError(f"prune_channels: ratios names {unknown[0]!r}, which is not a conv/linear layer of the model",
-                          hint=f"layers: {', '.join(sorted(by_name))}")
+        raise ConfigError(
+            f"prune_channels: ratios names {unknown[0]!r}, which is not a conv/linear layer of the model", hint=f"layers: {', '.join(sorted(by_name))}"
+        )
     for n, r in cfg.ratios.items():
         width = by_name[n].weight.shape[0]
         if round(float(r) * width) >= width:
-            raise ConfigError(f"prune_channels: ratio {r:g} would remove all {width} output channels of {n}",
-                              hint="give that layer a ratio below 1, or add it to ignore")
+            raise ConfigError(
+                f"prune_channels: ratio {r:g} would remove all {width} output channels of {n}", hint="give that layer a ratio below 1, or add it to ignore"
+            )
     example = _example(ctx)
     before = _outputs(model, example)
     work = copy.deepcopy(model).eval()
@@ -168,16 +173,17 @@ def apply(model: Any, cfg: ChannelsConfig, ctx: Any) -> Any:
         graph = tp.DependencyGraph().build_dependency(work, example_inputs=example)
     except Exception as exc:  # noqa: BLE001 - any tracing failure: the pass is skipped, the model untouched
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        ctx.note(f"prune_channels SKIPPED: Torch-Pruning's dependency graph cannot trace this model ({type(exc).__name__}: {first}); "
-                 "the model is unchanged")
+        ctx.note(f"prune_channels SKIPPED: Torch-Pruning's dependency graph cannot trace this model ({type(exc).__name__}: {first}); the model is unchanged")
         ctx.details["prune_channels"] = {"skipped": first}
         return model
     outs = output_layers(tp, graph, work)
     lost = _lost_layers(work, [m for m in work_layers.values() if m not in graph.module2node] + outs, example, before)
     if lost:
         names = ", ".join(next(n for n, m in work_layers.items() if m is x) for x in lost)
-        why = (f"Torch-Pruning's dependency graph loses the trail at {names}: it cannot follow that layer's output to a model "
-               "output (a data-dependent op such as nonzero or item(), a torch.no_grad block, or an op without gradients)")
+        why = (
+            f"Torch-Pruning's dependency graph loses the trail at {names}: it cannot follow that layer's output to a model "
+            "output (a data-dependent op such as nonzero or item(), a torch.no_grad block, or an op without gradients)"
+        )
         ctx.note(f"prune_channels SKIPPED: {why}; the model is unchanged")
         ctx.details["prune_channels"] = {"skipped": why}
         return model
@@ -186,9 +192,17 @@ def apply(model: Any, cfg: ChannelsConfig, ctx: Any) -> Any:
     macs0, params0 = tp.utils.count_ops_and_params(work, example)
     channels0 = {n: m.weight.shape[0] for n, m in work_layers.items()}
     imp = _importance(tp, cfg.importance)
-    pruner = tp.pruner.MetaPruner(work, example, importance=imp, pruning_ratio=cfg.ratio, global_pruning=cfg.scope == "global",
-                                  pruning_ratio_dict={work_layers[n]: float(r) for n, r in cfg.ratios.items()} or None,
-                                  ignored_layers=ignored, round_to=cfg.round_to, max_pruning_ratio=1.0)
+    pruner = tp.pruner.MetaPruner(
+        work,
+        example,
+        importance=imp,
+        pruning_ratio=cfg.ratio,
+        global_pruning=cfg.scope == "global",
+        pruning_ratio_dict={work_layers[n]: float(r) for n, r in cfg.ratios.items()} or None,
+        ignored_layers=ignored,
+        round_to=cfg.round_to,
+        max_pruning_ratio=1.0,
+    )
     if cfg.importance == "taylor":
         _taylor_grads(work, example, ctx)
     for group in pruner.step(interactive=True):
@@ -196,8 +210,10 @@ def apply(model: Any, cfg: ChannelsConfig, ctx: Any) -> Any:
         n_out = root.weight.shape[0] if hasattr(root, "weight") else None
         removed = len(group[0][1])
         if n_out is not None and removed >= n_out:
-            raise ConfigError(f"prune_channels: the plan removes all {n_out} output channels of {name_of.get(id(root), type(root).__name__)}",
-                              hint="lower ratio (or that layer's entry in ratios), or add the layer to ignore")
+            raise ConfigError(
+                f"prune_channels: the plan removes all {n_out} output channels of {name_of.get(id(root), type(root).__name__)}",
+                hint="lower ratio (or that layer's entry in ratios), or add the layer to ignore",
+            )
         group.prune()
     work.zero_grad(set_to_none=True)
     after = _outputs(work, example)
@@ -209,17 +225,32 @@ def apply(model: Any, cfg: ChannelsConfig, ctx: Any) -> Any:
         teacher = copy.deepcopy(model).eval()
         fitted = recover(work, teacher, ctx, cfg.recover, f"prune_channels {cfg.ratio:.0%}")
     changed = {n: [channels0[n], m.weight.shape[0]] for n, m in work_layers.items() if m.weight.shape[0] != channels0[n]}
-    ctx.details["prune_channels"] = {"importance": cfg.importance, "scope": cfg.scope, "ratio": cfg.ratio, "round_to": cfg.round_to,
-                                     "channels": changed, "kept_whole": sorted(name_of[id(m)] for m in outs if id(m) in name_of),
-                                     "macs": [int(macs0), int(macs1)], "params": [int(params0), int(params1)],
-                                     **({"recovery": fitted.summary(), "history": fitted.history} if fitted else {})}
-    ctx.note(f"prune_channels: {len(changed)} layers narrowed ({cfg.importance}, {cfg.scope}, ratio {cfg.ratio:g}"
-             + (f", multiples of {cfg.round_to}" if cfg.round_to else "") + f"); MACs {macs0 / 1e6:.2f} M -> {macs1 / 1e6:.2f} M "
-             f"({macs0 / max(macs1, 1):.2f}x fewer), parameters {int(params0):,} -> {int(params1):,}"
-             + (f"; recovery: {fitted.summary()}" if fitted else ""))
+    ctx.details["prune_channels"] = {
+        "importance": cfg.importance,
+        "scope": cfg.scope,
+        "ratio": cfg.ratio,
+        "round_to": cfg.round_to,
+        "channels": changed,
+        "kept_whole": sorted(name_of[id(m)] for m in outs if id(m) in name_of),
+        "macs": [int(macs0), int(macs1)],
+        "params": [int(params0), int(params1)],
+        **({"recovery": fitted.summary(), "history": fitted.history} if fitted else {}),
+    }
+    ctx.note(
+        f"prune_channels: {len(changed)} layers narrowed ({cfg.importance}, {cfg.scope}, ratio {cfg.ratio:g}"
+        + (f", multiples of {cfg.round_to}" if cfg.round_to else "")
+        + f"); MACs {macs0 / 1e6:.2f} M -> {macs1 / 1e6:.2f} M "
+        f"({macs0 / max(macs1, 1):.2f}x fewer), parameters {int(params0):,} -> {int(params1):,}" + (f"; recovery: {fitted.summary()}" if fitted else "")
+    )
     return work
 
 
-PASS = PassInfo("prune_channels", "torch", ChannelsConfig, apply,
-                "structured channel pruning through Torch-Pruning's dependency graph (L1/L2/BN-scale/Taylor): a smaller, faster dense network",
-                precision="pruned", changes_architecture=True)
+PASS = PassInfo(
+    "prune_channels",
+    "torch",
+    ChannelsConfig,
+    apply,
+    "structured channel pruning through Torch-Pruning's dependency graph (L1/L2/BN-scale/Taylor): a smaller, faster dense network",
+    precision="pruned",
+    changes_architecture=True,
+)

@@ -1,4 +1,4 @@
-"""TEDDY's degree-based edge scores for graph inputs (algorithms.md §4, step 1) and one-shot edge dropping.
+"""TEDDY's degree-based edge scores for graph inputs (docs/algorithms.md §4, step 1) and one-shot edge dropping.
 
 For an undirected graph with degrees d: g(v) = (1/d_v)·Σ_{u∈N(v)} d_u^(−½), and the score of edge (u, v)
 is T(u, v) = (g(u)/d_u)·(g(v)/d_v) — low for edges between well-connected nodes whose neighbourhoods
@@ -51,6 +51,7 @@ def drop_edges(edge_index: Any, num_nodes: int, fraction: float) -> Any:
         return edge_index.clone()
     drop_pairs = idx[torch.argsort(scores[idx], stable=True)[:k]]
     dropped = set(zip(src[drop_pairs].tolist(), dst[drop_pairs].tolist()))
-    keep = torch.tensor([bool(l) or (min(u, v), max(u, v)) not in dropped
-                         for u, v, l in zip(src.tolist(), dst.tolist(), loops.tolist())], dtype=torch.bool)
+    keep = torch.tensor(
+        [bool(loop) or (min(u, v), max(u, v)) not in dropped for u, v, loop in zip(src.tolist(), dst.tolist(), loops.tolist())], dtype=torch.bool
+    )
     return edge_index[:, keep]

@@ -1,4 +1,4 @@
-"""``prune_l0``: TEDDY's parameter sparsification (algorithms.md §4) — projected gradient descent on the ℓ0
+"""``prune_l0``: TEDDY's parameter sparsification (docs/algorithms.md §4) — projected gradient descent on the ℓ0
 ball. After every optimiser step the ⌈p·N⌉ smallest |θ| over all prunable weights *jointly* are set to
 zero (one threshold for the whole network, so layers keep what they need), while the model trains with
 cross-entropy plus λ·KL(teacher ‖ student), the dense model as teacher (λ = 0.1 by default).
@@ -49,7 +49,7 @@ def l0_project(tensors: list[Any], p: float) -> None:
     with torch.no_grad():
         for t in tensors:
             n = t.numel()
-            t.masked_fill_(drop[at:at + n].view_as(t), 0.0)
+            t.masked_fill_(drop[at : at + n].view_as(t), 0.0)
             at += n
 
 
@@ -67,11 +67,19 @@ def apply(model: Any, cfg: L0Config, ctx: Any) -> Any:
         l0_project(weights, cfg.sparsity)  # the restored best checkpoint was projected too; once more costs nothing
     got = sparsity(layers)
     ctx.details["prune_l0"] = {"sparsity": got, "recovery": fitted.summary(), "history": fitted.history}
-    ctx.note(f"prune_l0 (TEDDY): {got['total']:.1%} of {sum(w.numel() for w in weights):,} weights zero, one threshold over "
-             f"{len(layers)} layers; trained with the dense model as teacher: {fitted.summary()}")
+    ctx.note(
+        f"prune_l0 (TEDDY): {got['total']:.1%} of {sum(w.numel() for w in weights):,} weights zero, one threshold over "
+        f"{len(layers)} layers; trained with the dense model as teacher: {fitted.summary()}"
+    )
     return model
 
 
-PASS = PassInfo("prune_l0", "torch", L0Config, apply,
-                "TEDDY (§4): ℓ0-ball projected gradient descent — the smallest weights over the whole network zeroed after every step, distilled from the dense model",
-                needs_calibration=True, produces=(FloatWeights,))
+PASS = PassInfo(
+    "prune_l0",
+    "torch",
+    L0Config,
+    apply,
+    "TEDDY (§4): ℓ0-ball projected gradient descent — the smallest weights over the whole network zeroed after every step, distilled from the dense model",
+    needs_calibration=True,
+    produces=(FloatWeights,),
+)

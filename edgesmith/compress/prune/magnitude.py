@@ -57,7 +57,7 @@ def magnitude_masks(layers: list[tuple[str, Any]], share: float, scope: str) -> 
     keep[torch.topk(flat, k, largest=False).indices] = False
     out, at = {}, 0
     for n, m in layers:
-        out[n] = keep[at:at + m.weight.numel()].view_as(m.weight)
+        out[n] = keep[at : at + m.weight.numel()].view_as(m.weight)
         at += m.weight.numel()
     return out
 
@@ -91,20 +91,38 @@ def apply(model: Any, cfg: MagnitudeConfig, ctx: Any) -> Any:
 
         # NOTE: gradual: only checkpoints at the final sparsity may be kept as the best (a denser one scored
         # better and was restored, then cut to 80% at once: 16% top-1 where the schedule had reached 99%)
-        fitted = recover(model, teacher, ctx, cfg.recover, f"prune_magnitude {cfg.sparsity:.0%}", keep_zeros,
-                         best_from_step=int(0.8 * total) if cfg.schedule == "gradual" else 0)
+        fitted = recover(
+            model,
+            teacher,
+            ctx,
+            cfg.recover,
+            f"prune_magnitude {cfg.sparsity:.0%}",
+            keep_zeros,
+            best_from_step=int(0.8 * total) if cfg.schedule == "gradual" else 0,
+        )
         with torch.no_grad():  # the best checkpoint may predate the last mask update: the final mask, once more
             masks = magnitude_masks(layers, cfg.sparsity, cfg.scope)
             apply_masks(masks, by_name)
     got = sparsity(layers)
-    ctx.details["prune_magnitude"] = {"sparsity": got, "scope": cfg.scope, "schedule": cfg.schedule,
-                                      **({"recovery": fitted.summary(), "history": fitted.history} if fitted else {})}
-    ctx.note(f"prune_magnitude: {got['total']:.1%} of the weights of {len(layers)} layers are zero ({cfg.scope}, {cfg.schedule})"
-             + (f"; recovery: {fitted.summary()}" if fitted else "")
-             + ". Dense runtimes gain no speed from zeros: the artifact shrinks when compressed, not the latency")
+    ctx.details["prune_magnitude"] = {
+        "sparsity": got,
+        "scope": cfg.scope,
+        "schedule": cfg.schedule,
+        **({"recovery": fitted.summary(), "history": fitted.history} if fitted else {}),
+    }
+    ctx.note(
+        f"prune_magnitude: {got['total']:.1%} of the weights of {len(layers)} layers are zero ({cfg.scope}, {cfg.schedule})"
+        + (f"; recovery: {fitted.summary()}" if fitted else "")
+        + ". Dense runtimes gain no speed from zeros: the artifact shrinks when compressed, not the latency"
+    )
     return model
 
 
-PASS = PassInfo("prune_magnitude", "torch", MagnitudeConfig, apply,
-                "unstructured magnitude sparsity (global or per layer, one-shot or a cubic schedule); smaller compressed files, no dense speed-up",
-                produces=(FloatWeights,))  # NOTE: no precision: zeros in float weights run on every target
+PASS = PassInfo(
+    "prune_magnitude",
+    "torch",
+    MagnitudeConfig,
+    apply,
+    "unstructured magnitude sparsity (global or per layer, one-shot or a cubic schedule); smaller compressed files, no dense speed-up",
+    produces=(FloatWeights,),
+)  # NOTE: no precision: zeros in float weights run on every target

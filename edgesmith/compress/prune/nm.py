@@ -70,15 +70,29 @@ def apply(model: Any, cfg: NMConfig, ctx: Any) -> Any:
     pruned = [(n, m) for n, m in layers if n in masks]
     got = sparsity(pruned) if pruned else {"total": 0.0}
     accelerated = f"sparse-{cfg.n}:{cfg.m}" in (ctx.profile.precisions if ctx.profile is not None else [])
-    ctx.details["prune_nm"] = {"n": cfg.n, "m": cfg.m, "layers": sorted(masks), "left_dense": dense, "sparsity": got,
-                               "accelerated_on_target": accelerated, **({"recovery": fitted.summary()} if fitted else {})}
-    ctx.note(f"prune_nm: {cfg.n}:{cfg.m} in {len(masks)} layers ({got['total']:.0%} of their weights zero)"
-             + (f"; left dense: {', '.join(dense)}" if dense else "")
-             + (f"; recovery: {fitted.summary()}" if fitted else "")
-             + ("" if accelerated else f". This target does not list sparse-{cfg.n}:{cfg.m}: it runs the zeros as dense weights, no faster"))
+    ctx.details["prune_nm"] = {
+        "n": cfg.n,
+        "m": cfg.m,
+        "layers": sorted(masks),
+        "left_dense": dense,
+        "sparsity": got,
+        "accelerated_on_target": accelerated,
+        **({"recovery": fitted.summary()} if fitted else {}),
+    }
+    ctx.note(
+        f"prune_nm: {cfg.n}:{cfg.m} in {len(masks)} layers ({got['total']:.0%} of their weights zero)"
+        + (f"; left dense: {', '.join(dense)}" if dense else "")
+        + (f"; recovery: {fitted.summary()}" if fitted else "")
+        + ("" if accelerated else f". This target does not list sparse-{cfg.n}:{cfg.m}: it runs the zeros as dense weights, no faster")
+    )
     return model
 
 
-PASS = PassInfo("prune_nm", "torch", NMConfig, apply,
-                "N:M structured sparsity (2:4 default) along input channels, for sparse tensor cores; no speed-up on CPU runtimes",
-                produces=(FloatWeights,))
+PASS = PassInfo(
+    "prune_nm",
+    "torch",
+    NMConfig,
+    apply,
+    "N:M structured sparsity (2:4 default) along input channels, for sparse tensor cores; no speed-up on CPU runtimes",
+    produces=(FloatWeights,),
+)

@@ -1,6 +1,6 @@
 """``subnetwork``: find a subnetwork of a randomly initialised network instead of training its weights —
 Edge-Popup (Ramanujan et al. 2020) or Biprop (binary weights, Diffenderfer & Kailkhura 2021) — with
-Iterative Weight Recycling (Gorbett & Whitley 2023), as algorithms.md §5 states them.
+Iterative Weight Recycling (Gorbett & Whitley 2023), as docs/algorithms.md §5 states them.
 
 1. The weights are frozen (re-initialised to the signed Kaiming constant, scaled for the kept share, unless
    ``reinit: false``); a score per weight is learned. The forward pass uses W ⊙ M with M the top ``keep``
@@ -154,8 +154,10 @@ def apply(model: Any, cfg: SubnetworkConfig, ctx: Any) -> Any:
 
     data = ctx.calibration
     if data is None or not data.has_labels:
-        raise ConfigError("subnetwork trains scores on labelled data, and the run has none",
-                          hint="give labelled calibration data (npz key `labels`, or a built-in dataset such as digits)")
+        raise ConfigError(
+            "subnetwork trains scores on labelled data, and the run has none",
+            hint="give labelled calibration data (npz key `labels`, or a built-in dataset such as digits)",
+        )
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     layers = prunable_layers(model, cfg.ignore, "subnetwork")
@@ -210,14 +212,29 @@ def apply(model: Any, cfg: SubnetworkConfig, ctx: Any) -> Any:
     for p in model.parameters():
         p.requires_grad_(True)
     kept = float(np.mean([float((m.weight != 0).float().mean()) for _, m in layers]))
-    ctx.details["subnetwork"] = {"method": cfg.method, "keep": cfg.keep, "recycling": cfg.recycle, "recycled": recycled,
-                                 "steps": total, "held_out_top1": round(val_top1, 2), "kept_share": round(kept, 4)}
-    ctx.note(f"subnetwork: {cfg.method} keeping {cfg.keep:.0%} of {'re-initialised ' if cfg.reinit else ''}weights, "
-             f"{total} steps" + (f", weights recycled {recycled}x" if cfg.recycle else ", no recycling")
-             + f"; held-out top-1 {val_top1:.2f} (10% of the calibration data)")
+    ctx.details["subnetwork"] = {
+        "method": cfg.method,
+        "keep": cfg.keep,
+        "recycling": cfg.recycle,
+        "recycled": recycled,
+        "steps": total,
+        "held_out_top1": round(val_top1, 2),
+        "kept_share": round(kept, 4),
+    }
+    ctx.note(
+        f"subnetwork: {cfg.method} keeping {cfg.keep:.0%} of {'re-initialised ' if cfg.reinit else ''}weights, "
+        f"{total} steps"
+        + (f", weights recycled {recycled}x" if cfg.recycle else ", no recycling")
+        + f"; held-out top-1 {val_top1:.2f} (10% of the calibration data)"
+    )
     return model
 
 
-PASS = PassInfo("subnetwork", "torch", SubnetworkConfig, apply,
-                "Edge-Popup / Biprop subnetworks of a random network with Iterative Weight Recycling (§5): scores learned, weights frozen",
-                needs_calibration=True)
+PASS = PassInfo(
+    "subnetwork",
+    "torch",
+    SubnetworkConfig,
+    apply,
+    "Edge-Popup / Biprop subnetworks of a random network with Iterative Weight Recycling (§5): scores learned, weights frozen",
+    needs_calibration=True,
+)

@@ -1,4 +1,4 @@
-"""EQ-Net (algorithms.md §2): one weight-sharing network trained for many quantization forms, an
+"""EQ-Net (docs/algorithms.md §2): one weight-sharing network trained for many quantization forms, an
 accuracy predictor over them, and an evolutionary search under an average-bits budget.
 
 - ``ElasticQuantizer``: LSQ+ style x_q = clamp(round((x − β)/s), n, p)·s + β with straight-through
@@ -64,7 +64,9 @@ def elastic_quantizer(channels: int) -> Any:
             bits, sym, gran = self.form
             n, p = self.bounds()
             flat = x.detach().reshape(x.shape[0], -1) if gran == "per-channel" else x.detach().reshape(1, -1)
-            best_s = best_b = best_err = None
+            best_s: Any = None
+            best_b: Any = None
+            best_err: Any = None
             for i in range(80):
                 f = 1 - 0.01 * i
                 if sym:
@@ -153,9 +155,20 @@ def fit_predictor(configs: list[Config], accuracy: list[float], epochs: int = 40
     return lambda cs: (net(torch.tensor([encode(c) for c in cs])).detach().reshape(-1) * std + mean).tolist()
 
 
-def evolve(predict: Any, n_layers: int, sizes: list[int], budget_bits: float, bits: tuple[int, ...], population: int = 100,
-           iterations: int = 500, parents: float = 0.25, mutation: float = 0.5, p_gene: float = 0.1, seed: int = 0,
-           fixed_bits: int = 0) -> tuple[Config, float]:
+def evolve(
+    predict: Any,
+    n_layers: int,
+    sizes: list[int],
+    budget_bits: float,
+    bits: tuple[int, ...],
+    population: int = 100,
+    iterations: int = 500,
+    parents: float = 0.25,
+    mutation: float = 0.5,
+    p_gene: float = 0.1,
+    seed: int = 0,
+    fixed_bits: int = 0,
+) -> tuple[Config, float]:
     """Genetic search for the configuration with the best predicted accuracy under ``budget_bits``
     average bits per weight."""
     rng = random.Random(seed)
@@ -193,8 +206,19 @@ def evolve(predict: Any, n_layers: int, sizes: list[int], budget_bits: float, bi
     return pop[best], scores[best]
 
 
-def run_eqnet(model: Any, layers: list[tuple[str, Any]], budget_avg_bits: float, bits: tuple[int, ...], ctx: Any, *, steps: int,
-              predictor_samples: int, lr: float, batch_size: int = 64, seed: int = 0) -> dict[str, Any]:
+def run_eqnet(
+    model: Any,
+    layers: list[tuple[str, Any]],
+    budget_avg_bits: float,
+    bits: tuple[int, ...],
+    ctx: Any,
+    *,
+    steps: int,
+    predictor_samples: int,
+    lr: float,
+    batch_size: int = 64,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Train the elastic supernet on labelled calibration data, fit the predictor, search, and leave
     each layer's weights quantized in its chosen form. Returns what was chosen and measured."""
     import numpy as np
@@ -207,11 +231,14 @@ def run_eqnet(model: Any, layers: list[tuple[str, Any]], budget_avg_bits: float,
 
     data = ctx.calibration
     if data is None or not data.has_labels:
-        raise ConfigError("EQ-Net trains on labelled data, and the calibration data has no labels",
-                          hint="give labelled calibration data, or use `method: sensitivity`")
+        raise ConfigError(
+            "EQ-Net trains on labelled data, and the calibration data has no labels", hint="give labelled calibration data, or use `method: sensitivity`"
+        )
     if len(layers) < 3:
-        raise ConfigError(f"EQ-Net keeps the first and last layers at 8 bits and searches the rest; the model has {len(layers)} layers",
-                          hint="use `method: sensitivity` for models this small")
+        raise ConfigError(
+            f"EQ-Net keeps the first and last layers at 8 bits and searches the rest; the model has {len(layers)} layers",
+            hint="use `method: sensitivity` for models this small",
+        )
     torch.manual_seed(seed)
     rng = random.Random(seed)
     names = [s.name for s in ctx.input_specs]
@@ -290,10 +317,11 @@ def run_eqnet(model: Any, layers: list[tuple[str, Any]], budget_avg_bits: float,
     predict = fit_predictor(sampled, measured, seed=seed)
     budget_bits = budget_avg_bits * total
     if (budget_bits - fixed_bits) / max(sum(sizes), 1) < min(bits):
-        raise ConfigError(f"an average of {budget_avg_bits:g} bits cannot be met with the first and last layers at 8 bits "
-                          f"and {min(bits)}-bit weights elsewhere", hint="raise average_bits or allow narrower candidate_bits")
-    best, predicted = evolve(predict, len(search), sizes, (budget_bits - fixed_bits) / max(sum(sizes), 1) if sum(sizes) else 8,
-                             bits, seed=seed)
+        raise ConfigError(
+            f"an average of {budget_avg_bits:g} bits cannot be met with the first and last layers at 8 bits and {min(bits)}-bit weights elsewhere",
+            hint="raise average_bits or allow narrower candidate_bits",
+        )
+    best, predicted = evolve(predict, len(search), sizes, (budget_bits - fixed_bits) / max(sum(sizes), 1) if sum(sizes) else 8, bits, seed=seed)
     # NOTE: the budget covers all weights; first/last layers at 8 bits take their share, the rest is searched
     chosen_acc = accuracy(best)
     apply(best)
@@ -310,6 +338,13 @@ def run_eqnet(model: Any, layers: list[tuple[str, Any]], budget_avg_bits: float,
             set_module(model, name, w.layer)
             chosen[name] = {"bits": bits_, "symmetric": sym, "granularity": gran}
     avg = sum(chosen[nm]["bits"] * m.weight.numel() for nm, m in layers) / total
-    return {"choice": chosen, "average_bits": avg, "predicted_top1": predicted, "measured_top1": chosen_acc,
-            "predictor_samples": len(sampled), "predictor_mae": float(np.mean(np.abs(np.array(predict(sampled)) - np.array(measured)))),
-            "steps": steps, "validation_samples": int(n_val)}
+    return {
+        "choice": chosen,
+        "average_bits": avg,
+        "predicted_top1": predicted,
+        "measured_top1": chosen_acc,
+        "predictor_samples": len(sampled),
+        "predictor_mae": float(np.mean(np.abs(np.array(predict(sampled)) - np.array(measured)))),
+        "steps": steps,
+        "validation_samples": int(n_val),
+    }

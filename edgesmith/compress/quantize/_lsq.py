@@ -1,5 +1,5 @@
 """Learned-step-size fake quantization (LSQ, Esser et al. 2020; LSQ+ offsets) and the low-bit gradient
-quantizer of algorithms.md §9, as autograd-friendly torch modules for quantization-aware training."""
+quantizer of docs/algorithms.md §9, as autograd-friendly torch modules for quantization-aware training."""
 
 from __future__ import annotations
 

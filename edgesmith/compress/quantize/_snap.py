@@ -72,8 +72,14 @@ def snap_weights(onnx_path: Path, float_path: Path, grids: dict[str, dict], ctx:
     onnx.save(model, str(onnx_path))
     exact = sum(v == "exact" for v in outcome.values())
     bits = sorted({g["bits"] for g in grids.values()})
-    ctx.note(f"weight grids from the torch passes kept exactly in {exact} of {len(grids)} layer(s)"
-             + (f"; {'/'.join(map(str, bits))}-bit levels are stored in int8 (ORT's integer kernels read int8 weights; an INT4 "
-                f"DequantizeLinear is not fused into them)" if bits and max(bits) < 8 else "")
-             + "".join(f"; {n}: {why}" for n, why in outcome.items() if why != "exact"))
+    ctx.note(
+        f"weight grids from the torch passes kept exactly in {exact} of {len(grids)} layer(s)"
+        + (
+            f"; {'/'.join(map(str, bits))}-bit levels are stored in int8 (ORT's integer kernels read int8 weights; an INT4 "
+            f"DequantizeLinear is not fused into them)"
+            if bits and max(bits) < 8
+            else ""
+        )
+        + "".join(f"; {n}: {why}" for n, why in outcome.items() if why != "exact")
+    )
     return outcome

@@ -10,6 +10,7 @@ tries every candidate and keeps the fastest within budget. This is the default o
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,14 +39,21 @@ def auto_int8(onnx_path: Path, cfg: AutoInt8Config, ctx: PassContext) -> Path:
 
         raise ConfigError(f"auto_int8 has no INT8 recipe for {runtime}", hint="pick a pass yourself (ptq_int8, dynamic_int8, nncf_ptq)")
     chosen = candidates[0]
+    assert chosen.pass_type is not None  # the INT8 plans all name a pass
     options = dict(chosen.options)
-    if cfg.samples is not None and "samples" in {f for f in get_pass(chosen.pass_type).config.__dataclass_fields__}:
+    if cfg.samples is not None and "samples" in {f.name for f in dataclasses.fields(get_pass(chosen.pass_type).config)}:
         options["samples"] = cfg.samples
     ctx.note(f"auto_int8: {structure.describe()} -> {chosen.name} ({chosen.pass_type} {options}): {chosen.why}")
     ctx.details["auto_int8"] = {"structure": structure.kinds, "chosen": chosen.name, "pass": chosen.pass_type, "options": options, "why": chosen.why}
     return get_pass(chosen.pass_type).apply(onnx_path, build_pass_config(chosen.pass_type, options), ctx)
 
 
-PASS = PassInfo("auto_int8", "onnx", AutoInt8Config, auto_int8,
-                "INT8 chosen from the model's structure for the target's runtime (what optimize tries first), with the reason",
-                precision="int8", needs_calibration=True)
+PASS = PassInfo(
+    "auto_int8",
+    "onnx",
+    AutoInt8Config,
+    auto_int8,
+    "INT8 chosen from the model's structure for the target's runtime (what optimize tries first), with the reason",
+    precision="int8",
+    needs_calibration=True,
+)

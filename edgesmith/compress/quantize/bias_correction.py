@@ -35,8 +35,7 @@ def bias_correction(model: Any, cfg: BiasCorrectionConfig, ctx: Any) -> Any:
     record = ctx.records.get(FloatWeights)
     float_w = dict(record.entries) if record is not None else {}
     if not float_w:
-        raise ConfigError("bias_correction has no quantized weights to correct",
-                          hint="list it after a weight quantizer (rtn or gpfq) in the recipe's passes")
+        raise ConfigError("bias_correction has no quantized weights to correct", hint="list it after a weight quantizer (rtn or gpfq) in the recipe's passes")
     mods = dict(model.named_modules())
     shifts: dict[str, float] = {}
     for name, w_float in float_w.items():
@@ -57,11 +56,19 @@ def bias_correction(model: Any, cfg: BiasCorrectionConfig, ctx: Any) -> Any:
                 layer.bias.add_(shift.to(layer.bias.dtype))
         shifts[name] = float(shift.abs().max())
     ctx.details["bias_correction"] = {"max_abs_shift": shifts}
-    ctx.note(f"bias_correction: {len(shifts)} layer(s) corrected on {cfg.samples} samples"
-             + (f" (largest shift {max(shifts.values()):.3g} at {max(shifts, key=shifts.get)})" if shifts else ""))
+    ctx.note(
+        f"bias_correction: {len(shifts)} layer(s) corrected on {cfg.samples} samples"
+        + (f" (largest shift {max(shifts.values()):.3g} at {max(shifts, key=lambda n: shifts[n])})" if shifts else "")
+    )
     return model
 
 
-PASS = PassInfo("bias_correction", "torch", BiasCorrectionConfig, bias_correction,
-                "correct the expected-output shift weight quantization causes, from calibration data", needs_calibration=True,
-                      requires=(FloatWeights,))
+PASS = PassInfo(
+    "bias_correction",
+    "torch",
+    BiasCorrectionConfig,
+    bias_correction,
+    "correct the expected-output shift weight quantization causes, from calibration data",
+    needs_calibration=True,
+    requires=(FloatWeights,),
+)

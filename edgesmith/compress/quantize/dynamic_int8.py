@@ -57,9 +57,16 @@ def apply(onnx_path: Path, cfg: DynamicInt8Config, ctx: PassContext) -> Path:
     )
     import onnx
 
-    integer_ops = {n.op_type for n in onnx.load(str(out), load_external_data=False).graph.node} & {"MatMulInteger", "ConvInteger", "DynamicQuantizeMatMul", "DynamicQuantizeLinear"}
+    integer_ops = {n.op_type for n in onnx.load(str(out), load_external_data=False).graph.node} & {
+        "MatMulInteger",
+        "ConvInteger",
+        "DynamicQuantizeMatMul",
+        "DynamicQuantizeLinear",
+    }
     left = [n for n in float_compute_nodes(out, "DynamicQuantizeLinear") if not n.endswith("(MatMulInteger)")]
-    ctx.note(f"dynamic_int8: weights {cfg.weight_type}{' per-channel' if cfg.per_channel else ' per-tensor'}; integer ops: {', '.join(sorted(integer_ops)) or 'none'}")
+    ctx.note(
+        f"dynamic_int8: weights {cfg.weight_type}{' per-channel' if cfg.per_channel else ' per-tensor'}; integer ops: {', '.join(sorted(integer_ops)) or 'none'}"
+    )
     note_float_nodes(ctx, "dynamic_int8", left)
     ctx.details["dynamic_int8"] = {"per_channel": cfg.per_channel, "weight_type": cfg.weight_type, "float_nodes": left}
     return out

@@ -55,7 +55,7 @@ def find_pairs(model: Any) -> tuple[list[tuple[str, str]], list[str]]:
         nxt = mods.get(cur.target) if cur.op == "call_module" else None
         if isinstance(nxt, layer_types):
             l1 = mods[node.target]
-            ok = (l1.weight.shape[0] == (nxt.weight.shape[1] * getattr(nxt, "groups", 1)))
+            ok = l1.weight.shape[0] == (nxt.weight.shape[1] * getattr(nxt, "groups", 1))
             if ok and (getattr(nxt, "groups", 1) in (1, nxt.weight.shape[0])) and getattr(l1, "groups", 1) in (1, l1.weight.shape[0]):
                 pairs.append((node.target, cur.target))
             elif ok:
@@ -100,6 +100,11 @@ def _equalize_pair(l1: Any, l2: Any) -> None:
     l2.weight.mul_(s.reshape(view2))
 
 
-PASS = PassInfo("equalize", "torch", EqualizeConfig, equalize,
-                "cross-layer equalisation of consecutive conv/linear pairs through ReLU-like activations",
-                runs_after=("fold_bn",))
+PASS = PassInfo(
+    "equalize",
+    "torch",
+    EqualizeConfig,
+    equalize,
+    "cross-layer equalisation of consecutive conv/linear pairs through ReLU-like activations",
+    runs_after=("fold_bn",),
+)

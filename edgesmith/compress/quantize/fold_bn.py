@@ -1,4 +1,4 @@
-"""``fold_bn``: fold batch norm into the conv/linear layer before it (algorithms.md §12).
+"""``fold_bn``: fold batch norm into the conv/linear layer before it (docs/algorithms.md §12).
 
 W' = W · γ/σ, b' = (b − μ) · γ/σ + β with σ = sqrt(var + ε), per output channel — torch's own
 ``fuse_conv_bn_eval`` / ``fuse_linear_bn_eval`` do the arithmetic; this pass finds the pairs on a
@@ -41,17 +41,19 @@ def fold_bn(model: Any, cfg: FoldBNConfig, ctx: Any) -> Any:
             skipped.append(f"{node.target} (follows {getattr(prev, 'target', prev)}, not a conv/linear)")
             continue
         if single_user(prev) is not node or not bn.track_running_stats:
-            skipped.append(f"{node.target} ({prev.target}'s output is also used elsewhere)" if single_user(prev) is not node
-                           else f"{node.target} (no running statistics)")
+            skipped.append(
+                f"{node.target} ({prev.target}'s output is also used elsewhere)" if single_user(prev) is not node else f"{node.target} (no running statistics)"
+            )
             continue
         fuse = fuse_linear_bn_eval if isinstance(layer, nn.Linear) else fuse_conv_bn_eval
         fused = fuse(layer, bn)
         with torch.no_grad():
             layer.weight.copy_(fused.weight)
+            fused_bias: Any = fused.bias  # fusing always yields a bias
             if layer.bias is None:
-                layer.bias = nn.Parameter(fused.bias.detach().clone())
+                layer.bias = nn.Parameter(fused_bias.detach().clone())
             else:
-                layer.bias.copy_(fused.bias)
+                layer.bias.copy_(fused_bias)
         set_module(model, node.target, nn.Identity())
         folded.append(f"{node.target} -> {prev.target}")
     ctx.note(f"fold_bn: folded {len(folded)} batch norm(s)" + (f"; left {len(skipped)}: {'; '.join(skipped)}" if skipped else ""))
@@ -60,5 +62,6 @@ def fold_bn(model: Any, cfg: FoldBNConfig, ctx: Any) -> Any:
     return model
 
 
-PASS = PassInfo("fold_bn", "torch", FoldBNConfig, fold_bn, "fold batch norm into the preceding conv/linear (algorithms.md §12)",
-                produces=(BatchNormFolded,))
+PASS = PassInfo(
+    "fold_bn", "torch", FoldBNConfig, fold_bn, "fold batch norm into the preceding conv/linear (docs/algorithms.md §12)", produces=(BatchNormFolded,)
+)

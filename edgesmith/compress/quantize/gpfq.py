@@ -1,4 +1,4 @@
-"""``gpfq``: greedy path-following weight quantization (Lybrand & Saab; algorithms.md §1).
+"""``gpfq``: greedy path-following weight quantization (Lybrand & Saab; docs/algorithms.md §1).
 
 Layer by layer, each output neuron's weights are quantized one input at a time so that the running
 residual u_t = Σ_{s≤t} (w_s X_s − q_s X̃_s) stays small, where X holds the layer's inputs in the float
@@ -112,8 +112,10 @@ def quantize_layers(model: Any, plan: list[tuple[str, Any, int]], cfg: GPFQConfi
         raise ConfigError("gpfq needs calibration data", hint="add `data: {calibration: {source: digits, samples: 128}}`")
     have = ctx.calibration.num_samples
     if have < cfg.samples:
-        raise ConfigError(f"gpfq asks for {cfg.samples} calibration samples, the calibration data has {have}",
-                          hint=f"give at least {cfg.samples} calibration samples, or set the pass's `samples: {have}` or lower")
+        raise ConfigError(
+            f"gpfq asks for {cfg.samples} calibration samples, the calibration data has {have}",
+            hint=f"give at least {cfg.samples} calibration samples, or set the pass's `samples: {have}` or lower",
+        )
     model.eval()
     float_model = copy.deepcopy(model)
     ctx.records.add(FloatWeights({n: m.weight.detach().clone() for n, m, _ in plan}))
@@ -137,24 +139,38 @@ def quantize_layers(model: Any, plan: list[tuple[str, Any, int]], cfg: GPFQConfi
         lam = cfg.l0_lambda * rad if cfg.l0_lambda > 0 else None
         delta = ((cfg.C * rad - (lam if lam is not None else 0.0)) / lcfg.K).clamp(min=1e-12)
         with torch.no_grad():
-            Q, U = gpfq_quantize(Wg.double(), rows_f.double(), rows_q.double(), delta.double(), lcfg.K,
-                                 None if lam is None else lam.double())
+            Q, U = gpfq_quantize(Wg.double(), rows_f.double(), rows_q.double(), delta.double(), lcfg.K, None if lam is None else lam.double())
             ref = torch.einsum("gmn,gon->gom", rows_f.double(), Wg.double())
-            errors[name] = float((U ** 2).sum() / (ref ** 2).sum().clamp(min=1e-30))
+            errors[name] = float((U**2).sum() / (ref**2).sum().clamp(min=1e-30))
             layer.weight.copy_(Q.reshape(W.shape).to(layer.weight.dtype))
         if lam is None:  # the L0 variant's levels (λ + kδ) are not a multiple of one scale
             from edgesmith.compress.quantize._snap import record_grid
 
             record_grid(ctx, name, delta.reshape(-1), bits)
     ctx.details.setdefault("weight_quantization", {}).update(
-        {n: {"method": method, "bits": b, "levels": 2 * dataclasses.replace(cfg, bits=b).K + 1, "granularity": cfg.granularity,
-             "relative_layer_error": errors.get(n), "zero_fraction": float((m.weight == 0).float().mean())} for n, m, b in plan})
-    worst = max(errors, key=errors.get) if errors else None
+        {
+            n: {
+                "method": method,
+                "bits": b,
+                "levels": 2 * dataclasses.replace(cfg, bits=b).K + 1,
+                "granularity": cfg.granularity,
+                "relative_layer_error": errors.get(n),
+                "zero_fraction": float((m.weight == 0).float().mean()),
+            }
+            for n, m, b in plan
+        }
+    )
+    worst = max(errors, key=lambda n: errors[n]) if errors else None
     bits_used = sorted({b for _, _, b in plan}, reverse=True)
-    ctx.note(f"{method}: {len(errors)} layer(s) to {'/'.join(map(str, bits_used))}-bit weights ({cfg.granularity}, "
-             f"m={cfg.samples}, C={cfg.C}" + (f", L0 λ={cfg.l0_lambda}·rad" if cfg.l0_lambda else "") + ")"
-             + (f"; worst relative layer error {errors[worst]:.3g} at {worst}" if worst else "")
-             + (f"; skipped: {'; '.join(skipped)}" if skipped else "") + (f"; kept in float: {', '.join(cfg.exclude)}" if cfg.exclude else ""))
+    ctx.note(
+        f"{method}: {len(errors)} layer(s) to {'/'.join(map(str, bits_used))}-bit weights ({cfg.granularity}, "
+        f"m={cfg.samples}, C={cfg.C}"
+        + (f", L0 λ={cfg.l0_lambda}·rad" if cfg.l0_lambda else "")
+        + ")"
+        + (f"; worst relative layer error {errors[worst]:.3g} at {worst}" if worst else "")
+        + (f"; skipped: {'; '.join(skipped)}" if skipped else "")
+        + (f"; kept in float: {', '.join(cfg.exclude)}" if cfg.exclude else "")
+    )
     return model
 
 
@@ -168,6 +184,12 @@ def _subsample(rows: Any, cfg: GPFQConfig, layer_index: int) -> Any:
     return rows[:, torch.randperm(rows.shape[1], generator=gen)[:keep]]
 
 
-PASS = PassInfo("gpfq", "torch", GPFQConfig, gpfq, "GPFQ weight quantization, 2-8 bits, optional L0 sparsity (algorithms.md §1)",
-                needs_calibration=True,
-                produces=(FloatWeights, WeightGrids))
+PASS = PassInfo(
+    "gpfq",
+    "torch",
+    GPFQConfig,
+    gpfq,
+    "GPFQ weight quantization, 2-8 bits, optional L0 sparsity (docs/algorithms.md §1)",
+    needs_calibration=True,
+    produces=(FloatWeights, WeightGrids),
+)

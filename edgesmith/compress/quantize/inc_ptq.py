@@ -67,8 +67,7 @@ def inc_ptq(model: Any, cfg: INCPTQConfig, ctx: Any) -> Any:
 
     version = _version(metadata, "neural-compressor-pt") or _version(metadata, "neural-compressor") or "?"
     n = min(cfg.samples, ctx.calibration.num_samples)
-    ctx.note(f"inc_ptq: Intel Neural Compressor {version} default static INT8 (PT2E, x86 quantizer), "
-             f"calibrated on {n} samples")
+    ctx.note(f"inc_ptq: Intel Neural Compressor {version} default static INT8 (PT2E, x86 quantizer), calibrated on {n} samples")
     ctx.details["inc_ptq"] = {"version": version, "samples": n, "path": "pt2e"}
     return converted
 
@@ -80,5 +79,6 @@ def _version(metadata, dist: str) -> str | None:
         return None
 
 
-PASS = PassInfo("inc_ptq", "torch", INCPTQConfig, inc_ptq, "static INT8 through Intel Neural Compressor's PyTorch API (PT2E)",
-                precision="int8", needs_calibration=True)
+PASS = PassInfo(
+    "inc_ptq", "torch", INCPTQConfig, inc_ptq, "static INT8 through Intel Neural Compressor's PyTorch API (PT2E)", precision="int8", needs_calibration=True
+)

@@ -8,7 +8,7 @@ that costs the least sensitivity per weight bit saved is taken until the budget 
 are then quantized at their widths by ``rtn`` or ``gpfq``. Per-layer sensitivities go to the
 manifest (and the HTML report's sensitivity plot).
 
-``method: eqnet`` takes the EQ-Net route instead (algorithms.md §2, ``_eqnet.py``): an elastic
+``method: eqnet`` takes the EQ-Net route instead (docs/algorithms.md §2, ``_eqnet.py``): an elastic
 quantizer with its own learned step/offset per (bits, symmetry, granularity), trained as one supernet
 with the weight-distribution regulariser and group progressive guidance (``steps`` on the labelled
 calibration data, a quarter held back), an accuracy predictor fitted on ``predictor_samples`` measured
@@ -44,7 +44,7 @@ class MixedPrecisionConfig:
             raise ValueError("give a budget: average_bits or size_mb")
         if self.size_mb is not None and self.size_mb <= 0:
             raise ValueError(f"size_mb must be > 0, got {self.size_mb}")
-        if self.size_mb is None and not min(self.candidate_bits) <= self.average_bits <= 8:
+        if self.size_mb is None and self.average_bits is not None and not min(self.candidate_bits) <= self.average_bits <= 8:
             raise ValueError(f"average_bits {self.average_bits} is outside what candidate_bits {sorted(self.candidate_bits)} can reach")
 
 
@@ -53,8 +53,8 @@ def sensitivities(model: Any, layers: list[tuple[str, Any]], bits: list[int], ct
     import torch
     import torch.nn.functional as F
 
-    from edgesmith.compress.quantize._grid import Grid
     from edgesmith.compress.layers import calibration_batches, forward_batch
+    from edgesmith.compress.quantize._grid import Grid
 
     names = [s.name for s in ctx.input_specs]
     batches = list(calibration_batches(ctx, samples))
@@ -119,8 +119,10 @@ def mixed_precision(model: Any, cfg: MixedPrecisionConfig, ctx: Any) -> Any:
     budget = cfg.size_mb * 8 * 2**20 if cfg.size_mb is not None else cfg.average_bits * n_weights
     if budget < min(bits) * n_weights:
         floor_mb = min(bits) * n_weights / 8 / 2**20
-        raise ConfigError(f"mixed_precision: a weight budget of {budget / 8 / 2**20:.4f} MB is below what {min(bits)}-bit weights "
-                          f"everywhere take ({floor_mb:.4f} MB)", hint="raise the budget or allow narrower candidate_bits")
+        raise ConfigError(
+            f"mixed_precision: a weight budget of {budget / 8 / 2**20:.4f} MB is below what {min(bits)}-bit weights everywhere take ({floor_mb:.4f} MB)",
+            hint="raise the budget or allow narrower candidate_bits",
+        )
     if cfg.method == "eqnet":
         return _eqnet(model, layers, cfg, ctx, budget / max(n_weights, 1), bits)
     sens = sensitivities(model, layers, bits, ctx, cfg.samples)
@@ -128,8 +130,9 @@ def mixed_precision(model: Any, cfg: MixedPrecisionConfig, ctx: Any) -> Any:
     if cfg.quantizer == "gpfq":
         from edgesmith.compress.quantize.gpfq import GPFQConfig, quantize_layers
 
-        quantize_layers(model, [(n, m, choice[n]) for n, m in layers], GPFQConfig(samples=min(cfg.samples, ctx.calibration.num_samples)),
-                        ctx, method="mixed_precision+gpfq")
+        quantize_layers(
+            model, [(n, m, choice[n]) for n, m in layers], GPFQConfig(samples=min(cfg.samples, ctx.calibration.num_samples)), ctx, method="mixed_precision+gpfq"
+        )
     else:
         ctx.records.add(FloatWeights({n: m.weight.detach().clone() for n, m in layers}))
         from edgesmith.compress.quantize._snap import record_grid
@@ -142,12 +145,19 @@ def mixed_precision(model: Any, cfg: MixedPrecisionConfig, ctx: Any) -> Any:
     avg = sum(sizes[n] * choice[n] for n in sizes) / max(n_weights, 1)
     low = min(bits)
     ctx.details["sensitivity"] = {n: s[low] for n, s in sens.items()}
-    ctx.details["mixed_precision"] = {"bits": choice, "average_bits": avg, "weight_mb": avg * n_weights / 8 / 2**20,
-                                      "sensitivity_kl": sens, "quantizer": cfg.quantizer}
+    ctx.details["mixed_precision"] = {
+        "bits": choice,
+        "average_bits": avg,
+        "weight_mb": avg * n_weights / 8 / 2**20,
+        "sensitivity_kl": sens,
+        "quantizer": cfg.quantizer,
+    }
     hist = {b: sum(1 for v in choice.values() if v == b) for b in bits}
-    ctx.note(f"mixed_precision: {avg:.2f} average weight bits ({avg * n_weights / 8 / 2**20:.4f} MB of weights) over {len(layers)} layers "
-             f"({', '.join(f'{c}x{b}-bit' for b, c in hist.items() if c)}), by sensitivity; most sensitive at {low} bits: "
-             + ", ".join(sorted(sens, key=lambda n: -sens[n][low])[:3]))
+    ctx.note(
+        f"mixed_precision: {avg:.2f} average weight bits ({avg * n_weights / 8 / 2**20:.4f} MB of weights) over {len(layers)} layers "
+        f"({', '.join(f'{c}x{b}-bit' for b, c in hist.items() if c)}), by sensitivity; most sensitive at {low} bits: "
+        + ", ".join(sorted(sens, key=lambda n: -sens[n][low])[:3])
+    )
     return model
 
 
@@ -161,12 +171,20 @@ def _eqnet(model: Any, layers: list, cfg: MixedPrecisionConfig, ctx: Any, avg_bu
     ctx.records.add(FloatWeights({n: m.weight.detach().clone() for n, m in layers}))
     res = run_eqnet(model, layers, avg_budget, tuple(sorted(bits)), ctx, steps=cfg.steps, predictor_samples=cfg.predictor_samples, lr=cfg.lr)
     ctx.details["mixed_precision"] = {"method": "eqnet", "bits": {n: c["bits"] for n, c in res["choice"].items()}, **res}
-    ctx.note(f"mixed_precision (EQ-Net): {res['average_bits']:.2f} average weight bits; supernet {res['steps']} steps, predictor on "
-             f"{res['predictor_samples']} measured configurations (mean abs error {res['predictor_mae']:.2f} pt), genetic search: "
-             f"predicted top-1 {res['predicted_top1']:.2f}, measured {res['measured_top1']:.2f} on {res['validation_samples']} held-back samples")
+    ctx.note(
+        f"mixed_precision (EQ-Net): {res['average_bits']:.2f} average weight bits; supernet {res['steps']} steps, predictor on "
+        f"{res['predictor_samples']} measured configurations (mean abs error {res['predictor_mae']:.2f} pt), genetic search: "
+        f"predicted top-1 {res['predicted_top1']:.2f}, measured {res['measured_top1']:.2f} on {res['validation_samples']} held-back samples"
+    )
     return model
 
 
-PASS = PassInfo("mixed_precision", "torch", MixedPrecisionConfig, mixed_precision,
-                "per-layer weight bit-widths under an average-bits or size budget, by sensitivity ranking", needs_calibration=True,
-                produces=(FloatWeights, WeightGrids))
+PASS = PassInfo(
+    "mixed_precision",
+    "torch",
+    MixedPrecisionConfig,
+    mixed_precision,
+    "per-layer weight bit-widths under an average-bits or size budget, by sensitivity ranking",
+    needs_calibration=True,
+    produces=(FloatWeights, WeightGrids),
+)

@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Literal
 
 from edgesmith.compress.registry import PassContext, PassInfo
-from edgesmith.model_io import PRODUCER_KEY
 from edgesmith.errors import ConfigError
+from edgesmith.model_io import PRODUCER_KEY
 
 
 @dataclass(frozen=True)
@@ -65,8 +65,11 @@ def apply(onnx_path: Path, cfg: NNCFPTQConfig, ctx: PassContext) -> Path:
     ignored = None
     if cfg.exclude_nodes or cfg.exclude_op_types:
         ignored = nncf.IgnoredScope(names=list(cfg.exclude_nodes), types=list(cfg.exclude_op_types), validate=False)
-    kwargs = {"subset_size": subset, "fast_bias_correction": cfg.fast_bias_correction,
-              "preset": nncf.QuantizationPreset.PERFORMANCE if cfg.preset == "performance" else nncf.QuantizationPreset.MIXED}
+    kwargs = {
+        "subset_size": subset,
+        "fast_bias_correction": cfg.fast_bias_correction,
+        "preset": nncf.QuantizationPreset.PERFORMANCE if cfg.preset == "performance" else nncf.QuantizationPreset.MIXED,
+    }
     if cfg.model_type == "transformer":
         kwargs["model_type"] = nncf.ModelType.TRANSFORMER
     if ignored is not None:
@@ -79,8 +82,10 @@ def apply(onnx_path: Path, cfg: NNCFPTQConfig, ctx: PassContext) -> Path:
     out = ctx.work_dir / "model.nncf_int8.onnx"
     onnx.save(quantized, str(out))
     left = float_compute_nodes(out, "DequantizeLinear")
-    ctx.note(f"nncf_ptq: NNCF {nncf.__version__} {cfg.preset} preset{', transformer model type' if cfg.model_type else ''}, "
-             f"{subset} calibration samples, fast bias correction {'on' if cfg.fast_bias_correction else 'off'}{how}")
+    ctx.note(
+        f"nncf_ptq: NNCF {nncf.__version__} {cfg.preset} preset{', transformer model type' if cfg.model_type else ''}, "
+        f"{subset} calibration samples, fast bias correction {'on' if cfg.fast_bias_correction else 'off'}{how}"
+    )
     note_float_nodes(ctx, "nncf_ptq", left)
     ctx.details["nncf_ptq"] = {"preset": cfg.preset, "model_type": cfg.model_type, "subset_size": subset, "float_nodes": left}
     return out
@@ -90,8 +95,9 @@ def _with_accuracy_control(nncf, model, samples, names, cfg, ctx, kwargs):
     """NNCF's quantize_with_accuracy_control on the ONNX model, validating top-1 with ONNX Runtime."""
     data = ctx.calibration if cfg.validation == "calibration" else ctx.evaluation
     if data is None or not data.has_labels:
-        raise ConfigError(f"nncf_ptq accuracy control validates top-1 and needs labels in the {cfg.validation} data",
-                          hint="give labelled data, or drop accuracy_control")
+        raise ConfigError(
+            f"nncf_ptq accuracy control validates top-1 and needs labels in the {cfg.validation} data", hint="give labelled data, or drop accuracy_control"
+        )
     max_drop = cfg.max_drop
     if max_drop is None:
         budgets = [g.value for g in (ctx.profile.budgets if ctx.profile else []) if g.metric == "top1" and g.goal == "max-degradation"]
@@ -108,13 +114,12 @@ def _with_accuracy_control(nncf, model, samples, names, cfg, ctx, kwargs):
             total += len(labels)
         return float(right / max(total, 1))
 
-    quantized = nncf.quantize_with_accuracy_control(model, nncf.Dataset(samples), nncf.Dataset(validation), top1,
-                                                    max_drop=max_drop / 100.0, drop_type=nncf.DropType.ABSOLUTE, **kwargs)
+    quantized = nncf.quantize_with_accuracy_control(
+        model, nncf.Dataset(samples), nncf.Dataset(validation), top1, max_drop=max_drop / 100.0, drop_type=nncf.DropType.ABSOLUTE, **kwargs
+    )
     before, after = top1(model, validation), top1(quantized, validation)
-    ctx.details["nncf_accuracy_control"] = {"max_drop_pt": max_drop, "validation": cfg.validation,
-                                            "top1_float": before * 100, "top1_int8": after * 100}
-    return quantized, (f"; accuracy control on the {cfg.validation} data (max drop {max_drop:g} pt): "
-                       f"top-1 {before * 100:.2f} -> {after * 100:.2f}")
+    ctx.details["nncf_accuracy_control"] = {"max_drop_pt": max_drop, "validation": cfg.validation, "top1_float": before * 100, "top1_int8": after * 100}
+    return quantized, (f"; accuracy control on the {cfg.validation} data (max drop {max_drop:g} pt): top-1 {before * 100:.2f} -> {after * 100:.2f}")
 
 
 PASS = PassInfo(

@@ -57,41 +57,103 @@ def _ort(s: Any) -> list[Plan]:
     r = "onnxruntime"
     if s.transformer:
         out = [
-            Plan("ORT dynamic, MatMul weights per-channel", r, "dynamic_int8", {"op_types": ["MatMul"], "per_channel": True},
-                 "transformer: int8 weights with activations quantized per call keep softmax/LayerNorm outputs exact; "
-                 "MatMul only, so embeddings (Gather over int64 tokens) stay float"),
-            Plan("NNCF transformer (SmoothQuant) QDQ on ORT", r, "nncf_ptq", {"model_type": "transformer"},
-                 "transformer: NNCF's transformer type keeps softmax/LayerNorm float and smooths activation outliers into the weights"),
-            Plan("ORT static U8S8, linear layers only", r, "ptq_int8", {"op_types": ["MatMul", "Gemm"], "per_channel": True},
-                 "transformer: static int8 on the linear layers alone (tried to show whether calibrated activations hold up)"),
+            Plan(
+                "ORT dynamic, MatMul weights per-channel",
+                r,
+                "dynamic_int8",
+                {"op_types": ["MatMul"], "per_channel": True},
+                "transformer: int8 weights with activations quantized per call keep softmax/LayerNorm outputs exact; "
+                "MatMul only, so embeddings (Gather over int64 tokens) stay float",
+            ),
+            Plan(
+                "NNCF transformer (SmoothQuant) QDQ on ORT",
+                r,
+                "nncf_ptq",
+                {"model_type": "transformer"},
+                "transformer: NNCF's transformer type keeps softmax/LayerNorm float and smooths activation outliers into the weights",
+            ),
+            Plan(
+                "ORT static U8S8, linear layers only",
+                r,
+                "ptq_int8",
+                {"op_types": ["MatMul", "Gemm"], "per_channel": True},
+                "transformer: static int8 on the linear layers alone (tried to show whether calibrated activations hold up)",
+            ),
         ]
         return out
-    out = [Plan("ORT static U8S8 per-channel", r, "ptq_int8", {"per_channel": True, "activation_type": "uint8"},
-                "convolutions: uint8 activations and int8 per-channel weights run on VNNI's fast path (ORT's own int8-activation default ran slower than FP32 here)")]
+    out = [
+        Plan(
+            "ORT static U8S8 per-channel",
+            r,
+            "ptq_int8",
+            {"per_channel": True, "activation_type": "uint8"},
+            "convolutions: uint8 activations and int8 per-channel weights run on VNNI's fast path (ORT's own int8-activation default ran slower than FP32 here)",
+        )
+    ]
     if s.depthwise:
-        out.append(Plan("ORT static U8S8 per-channel, entropy calibration", r, "ptq_int8",
-                        {"per_channel": True, "activation_type": "uint8", "calibration": "entropy"},
-                        f"{s.depthwise} depthwise convolutions: their activations have heavy tails; entropy calibration clips them"))
+        out.append(
+            Plan(
+                "ORT static U8S8 per-channel, entropy calibration",
+                r,
+                "ptq_int8",
+                {"per_channel": True, "activation_type": "uint8", "calibration": "entropy"},
+                f"{s.depthwise} depthwise convolutions: their activations have heavy tails; entropy calibration clips them",
+            )
+        )
     if s.prelu or s.matmuls > 1:
-        out.append(Plan("ORT static U8S8, convolutions only", r, "ptq_int8", {"per_channel": True, "activation_type": "uint8", "op_types": ["Conv"]},
-                        ("PReLU has no integer kernel in ORT; " if s.prelu else "") + "linear heads kept float: fewer Q/DQ around ops that cannot run in int8"))
+        out.append(
+            Plan(
+                "ORT static U8S8, convolutions only",
+                r,
+                "ptq_int8",
+                {"per_channel": True, "activation_type": "uint8", "op_types": ["Conv"]},
+                ("PReLU has no integer kernel in ORT; " if s.prelu else "") + "linear heads kept float: fewer Q/DQ around ops that cannot run in int8",
+            )
+        )
     return out
 
 
 def _openvino(s: Any) -> list[Plan]:
     r = "openvino"
     if s.transformer:
-        return [Plan("NNCF transformer (SmoothQuant) on OpenVINO", r, "nncf_ptq", {"model_type": "transformer"},
-                     "transformer on OpenVINO: NNCF's transformer type (float softmax/LayerNorm, SmoothQuant), int8 MatMuls with VNNI")]
-    out = [Plan("NNCF performance preset on OpenVINO", r, "nncf_ptq", {"preset": "performance"},
-                "convolutions on OpenVINO: symmetric int8 everywhere, fused" + (" PReLU" if s.prelu else "") + " into int8 kernels")]
+        return [
+            Plan(
+                "NNCF transformer (SmoothQuant) on OpenVINO",
+                r,
+                "nncf_ptq",
+                {"model_type": "transformer"},
+                "transformer on OpenVINO: NNCF's transformer type (float softmax/LayerNorm, SmoothQuant), int8 MatMuls with VNNI",
+            )
+        ]
+    out = [
+        Plan(
+            "NNCF performance preset on OpenVINO",
+            r,
+            "nncf_ptq",
+            {"preset": "performance"},
+            "convolutions on OpenVINO: symmetric int8 everywhere, fused" + (" PReLU" if s.prelu else "") + " into int8 kernels",
+        )
+    ]
     if s.depthwise or s.prelu:
-        out.append(Plan("NNCF performance preset, full bias correction, on OpenVINO", r, "nncf_ptq",
-                        {"preset": "performance", "fast_bias_correction": False},
-                        ("PReLU" if s.prelu else "depthwise convolutions") + ": quantization error shifts the layer means; NNCF's full "
-                        "bias correction (layer by layer on the calibration data) repaired it where the fast one did not "
-                        "(PReLU CNN: cosine 0.963 -> 0.998)"))
+        out.append(
+            Plan(
+                "NNCF performance preset, full bias correction, on OpenVINO",
+                r,
+                "nncf_ptq",
+                {"preset": "performance", "fast_bias_correction": False},
+                ("PReLU" if s.prelu else "depthwise convolutions") + ": quantization error shifts the layer means; NNCF's full "
+                "bias correction (layer by layer on the calibration data) repaired it where the fast one did not "
+                "(PReLU CNN: cosine 0.963 -> 0.998)",
+            )
+        )
     if s.depthwise:
-        out.append(Plan("NNCF mixed preset on OpenVINO", r, "nncf_ptq", {"preset": "mixed"},
-                        "asymmetric activations: ReLU6 ranges of depthwise blocks would waste half of a symmetric int8 range"))
+        out.append(
+            Plan(
+                "NNCF mixed preset on OpenVINO",
+                r,
+                "nncf_ptq",
+                {"preset": "mixed"},
+                "asymmetric activations: ReLU6 ranges of depthwise blocks would waste half of a symmetric int8 range",
+            )
+        )
     return out

@@ -23,8 +23,8 @@ from typing import Literal
 
 from edgesmith.compress.contract import CalibrationCache, WeightGrids
 from edgesmith.compress.registry import PassContext, PassInfo
-from edgesmith.model_io import PRODUCER_KEY
 from edgesmith.errors import ConfigError
+from edgesmith.model_io import PRODUCER_KEY
 
 
 @dataclass(frozen=True)
@@ -66,9 +66,12 @@ def _check_for_tensorrt(chosen: dict, ctx: PassContext) -> None:
     if ctx.profile is None or ctx.profile.backend != "tensorrt":
         return
     if chosen["activation_type"] != "int8" or chosen["weight_type"] != "int8" or not chosen["symmetric_activations"]:
-        raise ConfigError(f"target {ctx.profile.name} runs TensorRT, whose explicit quantization takes signed int8 with zero point 0; "
-                          f"this pass asks for {chosen['activation_type']} activations (symmetric: {chosen['symmetric_activations']}), "
-                          f"{chosen['weight_type']} weights", hint="drop activation_type/weight_type/symmetric_activations from the pass (the profile sets them)")
+        raise ConfigError(
+            f"target {ctx.profile.name} runs TensorRT, whose explicit quantization takes signed int8 with zero point 0; "
+            f"this pass asks for {chosen['activation_type']} activations (symmetric: {chosen['symmetric_activations']}), "
+            f"{chosen['weight_type']} weights",
+            hint="drop activation_type/weight_type/symmetric_activations from the pass (the profile sets them)",
+        )
 
 
 def apply(onnx_path: Path, cfg: PTQInt8Config, ctx: PassContext) -> Path:
@@ -125,11 +128,17 @@ def apply(onnx_path: Path, cfg: PTQInt8Config, ctx: PassContext) -> Path:
     if grids is not None:
         from edgesmith.compress.quantize._snap import snap_weights
 
-        ctx.details["weight_grids"] = snap_weights(out, pre, dict(grids.entries), ctx)
+        ctx.details["weight_grids"] = snap_weights(out, pre, {k: dict(v) for k, v in grids.entries.items()}, ctx)
     _mark_producer(out, "ptq_int8")
     if cfg.exclude_op_types:
         ctx.note(f"op types excluded by the recipe: {', '.join(cfg.exclude_op_types)}")
-    source = "recipe" if any(getattr(cfg, k) is not None for k in ("activation_type", "weight_type", "per_channel", "reduce_range")) else f"profile {ctx.profile.name}" if ctx.profile else "defaults"
+    source = (
+        "recipe"
+        if any(getattr(cfg, k) is not None for k in ("activation_type", "weight_type", "per_channel", "reduce_range"))
+        else f"profile {ctx.profile.name}"
+        if ctx.profile
+        else "defaults"
+    )
     ctx.note(
         f"ptq_int8: {cfg.calibration} calibration on {n_samples} samples; "
         f"activations {chosen['activation_type']}, weights {chosen['weight_type']}"

@@ -7,7 +7,7 @@ temperature ``temperature`` mixed ``alpha`` : 1 − alpha with cross-entropy), f
 ``minutes`` of wall time, on CPU — through the shared recovery engine (compress/distill/engine.py), which
 keeps the best checkpoint on a held-out slice of the data. A ``recover:`` block hands the engine any of
 its options instead (loss kd | topkld | hint | mse | ce, budget, early stopping, ...). With ``grad_bits`` set, each layer's output gradient is quantized as in
-algorithms.md §9 (stochastic rounding over an adaptive range γ·max|G|; first and last layers at 8 bits).
+docs/algorithms.md §9 (stochastic rounding over an adaptive range γ·max|G|; first and last layers at 8 bits).
 Afterwards the weights are left on their learned grids (kept exactly through ``ptq_int8``) and the
 activation quantizers are removed: activations are quantized by the ONNX step (8-bit).
 """
@@ -17,8 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from edgesmith.compress.distill.engine import RecoverConfig
 from edgesmith.compress.contract import FloatWeights, WeightGrids
+from edgesmith.compress.distill.engine import RecoverConfig
 from edgesmith.compress.registry import PassInfo
 
 
@@ -95,12 +95,22 @@ def qat(model: Any, cfg: QATConfig, ctx: Any) -> Any:
     from edgesmith.errors import ConfigError
 
     data = ctx.calibration
-    rec = cfg.recover or RecoverConfig(loss="kd" if cfg.distill else "ce", alpha=cfg.alpha if cfg.distill else 0.0,
-                                       temperature=cfg.temperature, steps=cfg.steps if cfg.minutes is None else None,
-                                       minutes=cfg.minutes, lr=cfg.lr, batch_size=cfg.batch_size, patience=None, seed=cfg.seed)
+    rec = cfg.recover or RecoverConfig(
+        loss="kd" if cfg.distill else "ce",
+        alpha=cfg.alpha if cfg.distill else 0.0,
+        temperature=cfg.temperature,
+        steps=cfg.steps if cfg.minutes is None else None,
+        minutes=cfg.minutes,
+        lr=cfg.lr,
+        batch_size=cfg.batch_size,
+        patience=None,
+        seed=cfg.seed,
+    )
     if data is None or (rec.needs_labels and not data.has_labels):
-        raise ConfigError("qat trains on labelled data, and the calibration data has no labels",
-                          hint="give labelled calibration data (npz key `labels`), or `recover: {alpha: 1}` to distil from the float model alone")
+        raise ConfigError(
+            "qat trains on labelled data, and the calibration data has no labels",
+            hint="give labelled calibration data (npz key `labels`), or `recover: {alpha: 1}` to distil from the float model alone",
+        )
     torch.manual_seed(cfg.seed)
     layers = select_layers(model, cfg.exclude, ctx, "qat")
     teacher = copy.deepcopy(model).eval()
@@ -127,13 +137,26 @@ def qat(model: Any, cfg: QATConfig, ctx: Any) -> Any:
             w.layer.weight.copy_(w.wq(w.layer.weight))
             record_grid(ctx, n, w.wq.step.abs().detach(), cfg.weight_bits)
             set_module(model, n, w.layer)
-    first, last = float(np.mean(losses[:10])), float(np.mean(losses[-10:]))
-    ctx.details["qat"] = {"steps": step, "seconds": round(time.time() - start, 1), "loss_first10": first, "loss_last10": last,
-                          "weight_bits": cfg.weight_bits, "activation_bits": cfg.activation_bits, "grad_bits": cfg.grad_bits,
-                          "loss": rec.loss, "recovery": fitted.summary(), "history": fitted.history}
-    ctx.note(f"qat: {fitted.summary()} on {data.num_samples} samples, W{cfg.weight_bits}A{cfg.activation_bits}"
-             + (f"G{cfg.grad_bits}" if cfg.grad_bits else "") + (f", {rec.loss} from the float model (alpha {rec.alpha}, T {rec.temperature})" if rec.loss != "ce" else ", labels only")
-             + f"; loss {first:.3f} -> {last:.3f}" + ("; activations are exported 8-bit (the ONNX step quantizes them)" if cfg.activation_bits < 8 else ""))
+    loss_first, loss_last = float(np.mean(losses[:10])), float(np.mean(losses[-10:]))
+    ctx.details["qat"] = {
+        "steps": step,
+        "seconds": round(time.time() - start, 1),
+        "loss_first10": loss_first,
+        "loss_last10": loss_last,
+        "weight_bits": cfg.weight_bits,
+        "activation_bits": cfg.activation_bits,
+        "grad_bits": cfg.grad_bits,
+        "loss": rec.loss,
+        "recovery": fitted.summary(),
+        "history": fitted.history,
+    }
+    ctx.note(
+        f"qat: {fitted.summary()} on {data.num_samples} samples, W{cfg.weight_bits}A{cfg.activation_bits}"
+        + (f"G{cfg.grad_bits}" if cfg.grad_bits else "")
+        + (f", {rec.loss} from the float model (alpha {rec.alpha}, T {rec.temperature})" if rec.loss != "ce" else ", labels only")
+        + f"; loss {loss_first:.3f} -> {loss_last:.3f}"
+        + ("; activations are exported 8-bit (the ONNX step quantizes them)" if cfg.activation_bits < 8 else "")
+    )
     return model
 
 
@@ -151,6 +174,12 @@ def _freeze_bn(model: Any) -> None:
             m.eval()
 
 
-PASS = PassInfo("qat", "torch", QATConfig, qat, "quantization-aware fine-tuning with learned step sizes (LSQ), optional distillation and §9 gradient quantization",
-                needs_calibration=True,
-                produces=(FloatWeights, WeightGrids))
+PASS = PassInfo(
+    "qat",
+    "torch",
+    QATConfig,
+    qat,
+    "quantization-aware fine-tuning with learned step sizes (LSQ), optional distillation and §9 gradient quantization",
+    needs_calibration=True,
+    produces=(FloatWeights, WeightGrids),
+)

@@ -63,5 +63,6 @@ def rtn(model: Any, cfg: RTNConfig, ctx: Any) -> Any:
     return model
 
 
-PASS = PassInfo("rtn", "torch", RTNConfig, rtn, "round-to-nearest weight quantization, 2-8 bits, per-tensor/channel/group",
-                produces=(FloatWeights, WeightGrids))
+PASS = PassInfo(
+    "rtn", "torch", RTNConfig, rtn, "round-to-nearest weight quantization, 2-8 bits, per-tensor/channel/group", produces=(FloatWeights, WeightGrids)
+)

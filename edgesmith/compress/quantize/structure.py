@@ -69,8 +69,12 @@ def analyse(onnx_path: Path) -> Structure:
     init_names = {i.name for i in g.initializer}
     real_inputs = [i for i in g.input if i.name not in init_names]
     ints = {TensorProto.INT64, TensorProto.INT32, TensorProto.INT8, TensorProto.UINT8, TensorProto.BOOL}
-    s = Structure(ops=dict(ops), int_inputs=[i.name for i in real_inputs if i.type.tensor_type.elem_type in ints],
-                  float_inputs=[i.name for i in real_inputs if i.type.tensor_type.elem_type not in ints], outputs=len(g.output))
+    s = Structure(
+        ops=dict(ops),
+        int_inputs=[i.name for i in real_inputs if i.type.tensor_type.elem_type in ints],
+        float_inputs=[i.name for i in real_inputs if i.type.tensor_type.elem_type not in ints],
+        outputs=len(g.output),
+    )
     s.params = int(sum(_numel(t) for t in g.initializer))
 
     def weight_of(name: str) -> Any:

@@ -30,21 +30,23 @@ def library() -> ctypes.CDLL:
     here = Path(__file__).parent
     found = [here / f"_bnn{suffix}" for suffix in importlib.machinery.EXTENSION_SUFFIXES if (here / f"_bnn{suffix}").is_file()]
     if not found:
-        raise BackendUnavailable("the binary-network kernel (edgesmith/runtime/kernels/_bnn) is not built",
-                                 hint="reinstall edgesmith with a C++ compiler present (`pip install -e .` builds it); "
-                                      "the binary layers' standard-op lowering (lower_custom_ops) runs without it")
+        raise BackendUnavailable(
+            "the binary-network kernel (edgesmith/runtime/kernels/_bnn) is not built",
+            hint="reinstall edgesmith with a C++ compiler present (`pip install -e .` builds it); "
+            "the binary layers' standard-op lowering (lower_custom_ops) runs without it",
+        )
     lib = ctypes.CDLL(str(found[0]))
     lib.bnn_has_vpopcntdq.restype = ctypes.c_int
     lib.bnn_impl_used.restype = ctypes.c_int
     lib.bnn_impl_used.argtypes = [ctypes.c_int]
     lib.bnn_pack_signs.argtypes = [_f32p, _i64, _i64, _u64p]
     lib.bnn_gemm.argtypes = [_u64p, _u64p, _i64, _i64, _i64, _i64, _i32p, ctypes.c_int, ctypes.c_int]
-    lib.bnn_conv2d.argtypes = [_u64p, _u64p] + [_i64] * 14 + [_i32p, ctypes.c_int, ctypes.c_int]
+    lib.bnn_conv2d.argtypes = [_u64p, _u64p, *([_i64] * 14), _i32p, ctypes.c_int, ctypes.c_int]
     lib.bnn_pack_nchw.argtypes = [_f32p, _i64, _i64, _i64, _i64, _u64p, ctypes.c_int]
     _i64p = ctypes.POINTER(ctypes.c_int64)
-    lib.bnn_conv2d_tree.argtypes = [_u64p, _u64p, _i64p, _i64p, _u64p, _i64p, _i64p] + [_i64] * 14 + [_i32p, ctypes.c_int, ctypes.c_int]
+    lib.bnn_conv2d_tree.argtypes = [_u64p, _u64p, _i64p, _i64p, _u64p, _i64p, _i64p, *([_i64] * 14), _i32p, ctypes.c_int, ctypes.c_int]
     lib.bnn_prepare_conv.argtypes = [_u64p, _i64, _i64, _i64, _i64, _u64p, ctypes.POINTER(ctypes.c_int64)]
-    lib.bnn_conv2d_prepared.argtypes = [_u64p, _u64p, ctypes.POINTER(ctypes.c_int64)] + [_i64] * 14 + [_i32p, ctypes.c_int, ctypes.c_int]
+    lib.bnn_conv2d_prepared.argtypes = [_u64p, _u64p, ctypes.POINTER(ctypes.c_int64), *([_i64] * 14), _i32p, ctypes.c_int, ctypes.c_int]
     # addresses as plain integers: building ctypes pointer objects cost 1.6 us each, a tenth of a small layer
     _vp = ctypes.c_void_p
     lib.bnn_conv2d_float.argtypes = [_vp, _vp, _vp, _vp] + [_i64] * 14 + [_vp, ctypes.c_int, ctypes.c_int]
@@ -87,13 +89,20 @@ def gemm(a_bits: np.ndarray, b_bits: np.ndarray, k: int, threads: int = 1, impl:
     if a_bits.shape[1] != b_bits.shape[1] or a_bits.shape[1] != (k + 63) // 64:
         raise ValueError(f"packed widths {a_bits.shape[1]} and {b_bits.shape[1]} do not hold k={k} bits")
     out = np.empty((a_bits.shape[0], b_bits.shape[0]), dtype=np.int32)
-    library().bnn_gemm(_p(a_bits, _u64p), _p(b_bits, _u64p), a_bits.shape[0], b_bits.shape[0], a_bits.shape[1], k,
-                       _p(out, _i32p), threads, IMPLS[impl])
+    library().bnn_gemm(_p(a_bits, _u64p), _p(b_bits, _u64p), a_bits.shape[0], b_bits.shape[0], a_bits.shape[1], k, _p(out, _i32p), threads, IMPLS[impl])
     return out
 
 
-def conv2d(x_bits: np.ndarray, w_bits: np.ndarray, channels: int, stride: tuple = (1, 1), padding: tuple = (0, 0),
-           dilation: tuple = (1, 1), threads: int = 1, impl: str = "auto") -> np.ndarray:
+def conv2d(
+    x_bits: np.ndarray,
+    w_bits: np.ndarray,
+    channels: int,
+    stride: tuple = (1, 1),
+    padding: tuple = (0, 0),
+    dilation: tuple = (1, 1),
+    threads: int = 1,
+    impl: str = "auto",
+) -> np.ndarray:
     """Packed activations [N, H, W, CW] and weights [O, KH, KW, CW] (``channels`` real input channels, one
     group) -> [N, O, OH, OW] int32 ±1 convolution, zero padding contributing nothing."""
     x_bits, w_bits = np.ascontiguousarray(x_bits, np.uint64), np.ascontiguousarray(w_bits, np.uint64)
@@ -106,8 +115,27 @@ def conv2d(x_bits: np.ndarray, w_bits: np.ndarray, channels: int, stride: tuple 
     if oh < 1 or ow < 1:
         raise ValueError(f"a {kh}x{kw} kernel does not fit a {h}x{w} input with padding {padding} and dilation {dilation}")
     out = np.empty((n, o, oh, ow), dtype=np.int32)
-    library().bnn_conv2d(_p(x_bits, _u64p), _p(w_bits, _u64p), n, h, w, cw, channels, o, kh, kw, stride[0], stride[1],
-                         padding[0], padding[1], dilation[0], dilation[1], _p(out, _i32p), threads, IMPLS[impl])
+    library().bnn_conv2d(
+        _p(x_bits, _u64p),
+        _p(w_bits, _u64p),
+        n,
+        h,
+        w,
+        cw,
+        channels,
+        o,
+        kh,
+        kw,
+        stride[0],
+        stride[1],
+        padding[0],
+        padding[1],
+        dilation[0],
+        dilation[1],
+        _p(out, _i32p),
+        threads,
+        IMPLS[impl],
+    )
     return out
 
 
@@ -124,16 +152,32 @@ class BinaryConv2d:
     """A binary conv with its weights prepared once (packed, interleaved by 8 outputs, block popcounts), as a
     runtime holds a loaded layer: ``__call__(x)`` signs-and-packs float activations and convolves."""
 
-    def __init__(self, w_sign: np.ndarray, stride: tuple = (1, 1), padding: tuple = (0, 0), dilation: tuple = (1, 1),
-                 threads: int = 1, impl: str = "auto", groups: int = 1):
+    def __init__(
+        self,
+        w_sign: np.ndarray,
+        stride: tuple = (1, 1),
+        padding: tuple = (0, 0),
+        dilation: tuple = (1, 1),
+        threads: int = 1,
+        impl: str = "auto",
+        groups: int = 1,
+    ):
         o, cg = w_sign.shape[:2]
         og = o // groups
-        self._init(np.concatenate([pack_nchw(w_sign[g * og:(g + 1) * og]) for g in range(groups)]), cg, groups, stride, padding,
-                   dilation, threads, impl)
+        self._init(np.concatenate([pack_nchw(w_sign[g * og : (g + 1) * og]) for g in range(groups)]), cg, groups, stride, padding, dilation, threads, impl)
 
     @classmethod
-    def from_packed(cls, bits: np.ndarray, channels_per_group: int, groups: int = 1, stride: tuple = (1, 1), padding: tuple = (0, 0),
-                    dilation: tuple = (1, 1), threads: int = 1, impl: str = "auto") -> "BinaryConv2d":
+    def from_packed(
+        cls,
+        bits: np.ndarray,
+        channels_per_group: int,
+        groups: int = 1,
+        stride: tuple = (1, 1),
+        padding: tuple = (0, 0),
+        dilation: tuple = (1, 1),
+        threads: int = 1,
+        impl: str = "auto",
+    ) -> BinaryConv2d:
         """From stored bits [O, KH, KW, ceil(Cg/64)] (what the edgesmith.BinaryConv op carries)."""
         self = cls.__new__(cls)
         self._init(np.ascontiguousarray(bits, dtype=np.uint64), channels_per_group, groups, stride, padding, dilation, threads, impl)
@@ -149,11 +193,10 @@ class BinaryConv2d:
         og = self.o // groups
         self.prepared = []
         for g in range(groups):
-            part = np.ascontiguousarray(packed[g * og:(g + 1) * og])
+            part = np.ascontiguousarray(packed[g * og : (g + 1) * og])
             wb = np.zeros(((og + 7) // 8) * self.kh * self.kw * self.cw * 8, dtype=np.uint64)
             pop = np.zeros(og * self.kh * self.kw, dtype=np.int64)
-            library().bnn_prepare_conv(_p(part, _u64p), og, self.kh, self.kw, self.cw, _p(wb, _u64p),
-                                       pop.ctypes.data_as(ctypes.POINTER(ctypes.c_int64)))
+            library().bnn_prepare_conv(_p(part, _u64p), og, self.kh, self.kw, self.cw, _p(wb, _u64p), pop.ctypes.data_as(ctypes.POINTER(ctypes.c_int64)))
             self.prepared.append((wb, pop, wb.ctypes.data, pop.ctypes.data))  # addresses once: the arrays live as long as the layer
         self.stride, self.padding, self.dilation, self.threads, self.impl = stride, padding, dilation, threads, IMPLS[impl]
         self._fn = library().bnn_conv2d_float
@@ -165,8 +208,9 @@ class BinaryConv2d:
             raise ValueError(f"input has {c} channels, the layer takes {self.c}")
         if self.groups > 1:
             og = self.o // self.groups
-            return np.concatenate([self._one(np.ascontiguousarray(x[:, g * self.cg:(g + 1) * self.cg]), *self.prepared[g], og)
-                                   for g in range(self.groups)], axis=1)
+            return np.concatenate(
+                [self._one(np.ascontiguousarray(x[:, g * self.cg : (g + 1) * self.cg]), *self.prepared[g], og) for g in range(self.groups)], axis=1
+            )
         return self._one(x, *self.prepared[0], self.o)
 
     def _one(self, x: np.ndarray, wb: np.ndarray, pop: np.ndarray, wb_addr: int, pop_addr: int, o: int) -> np.ndarray:
@@ -181,8 +225,29 @@ class BinaryConv2d:
         if oh < 1 or ow < 1:
             raise ValueError(f"a {self.kh}x{self.kw} kernel does not fit a {h}x{w} input")
         out = np.empty((n, o, oh, ow), dtype=np.int32)
-        self._fn(x.ctypes.data, held[2], wb_addr, pop_addr, n, h, w, self.cw, c, o, self.kh, self.kw, self.stride[0], self.stride[1],
-                 self.padding[0], self.padding[1], self.dilation[0], self.dilation[1], out.ctypes.data, self.threads, self.impl)
+        self._fn(
+            x.ctypes.data,
+            held[2],
+            wb_addr,
+            pop_addr,
+            n,
+            h,
+            w,
+            self.cw,
+            c,
+            o,
+            self.kh,
+            self.kw,
+            self.stride[0],
+            self.stride[1],
+            self.padding[0],
+            self.padding[1],
+            self.dilation[0],
+            self.dilation[1],
+            out.ctypes.data,
+            self.threads,
+            self.impl,
+        )
         return out
 
 
@@ -191,8 +256,17 @@ class TreeConv2d:
     other channel from its parent over the 64-bit words where their weights differ. ``impl``: "portable"
     (SWAR popcount) or "auto" (the CPU's scalar POPCNT). One group. Same integers as ``conv2d``."""
 
-    def __init__(self, w_sign: np.ndarray, parent: np.ndarray, order: list, stride: tuple = (1, 1), padding: tuple = (0, 0),
-                 dilation: tuple = (1, 1), threads: int = 1, impl: str = "auto"):
+    def __init__(
+        self,
+        w_sign: np.ndarray,
+        parent: np.ndarray,
+        order: list,
+        stride: tuple = (1, 1),
+        padding: tuple = (0, 0),
+        dilation: tuple = (1, 1),
+        threads: int = 1,
+        impl: str = "auto",
+    ):
         self.o, self.c, self.kh, self.kw = w_sign.shape
         self.cw = (self.c + 63) // 64
         self.w = np.ascontiguousarray(pack_nchw(w_sign).reshape(self.o, -1))
@@ -219,8 +293,30 @@ class TreeConv2d:
         ow = (w + 2 * self.padding[1] - self.dilation[1] * (self.kw - 1) - 1) // self.stride[1] + 1
         out = np.empty((n, self.o, oh, ow), dtype=np.int32)
         i64 = lambda a: a.ctypes.data_as(ctypes.POINTER(ctypes.c_int64))  # noqa: E731
-        library().bnn_conv2d_tree(_p(xb, _u64p), _p(self.w, _u64p), i64(self.order), i64(self.parent), _p(self.dmask, _u64p),
-                                  i64(self.word_ptr), i64(self.words), n, h, w, self.cw, c, self.o, self.kh, self.kw,
-                                  self.stride[0], self.stride[1], self.padding[0], self.padding[1], self.dilation[0], self.dilation[1],
-                                  _p(out, _i32p), self.threads, self.impl)
+        library().bnn_conv2d_tree(
+            _p(xb, _u64p),
+            _p(self.w, _u64p),
+            i64(self.order),
+            i64(self.parent),
+            _p(self.dmask, _u64p),
+            i64(self.word_ptr),
+            i64(self.words),
+            n,
+            h,
+            w,
+            self.cw,
+            c,
+            self.o,
+            self.kh,
+            self.kw,
+            self.stride[0],
+            self.stride[1],
+            self.padding[0],
+            self.padding[1],
+            self.dilation[0],
+            self.dilation[1],
+            _p(out, _i32p),
+            self.threads,
+            self.impl,
+        )
         return out

@@ -43,8 +43,10 @@ def library_path() -> str:
         return str(target)
     compiler = shutil.which(os.environ.get("CXX", "g++")) or shutil.which("c++")
     if compiler is None or not include.is_dir():
-        raise BackendUnavailable("cannot build the OpenVINO binary-conv extension: " + ("no C++ compiler" if compiler is None else f"no headers in {include}"),
-                                 hint="install g++ (OpenVINO then runs edgesmith.BinaryConv as float ops meanwhile)")
+        raise BackendUnavailable(
+            "cannot build the OpenVINO binary-conv extension: " + ("no C++ compiler" if compiler is None else f"no headers in {include}"),
+            hint="install g++ (OpenVINO then runs edgesmith.BinaryConv as float ops meanwhile)",
+        )
     core = sorted(libs.glob("libopenvino.so*"), key=lambda p: len(p.name))
     onnx_fe = sorted(libs.glob("libopenvino_onnx_frontend.so*"), key=lambda p: len(p.name))
     if not core or not onnx_fe:
@@ -52,12 +54,29 @@ def library_path() -> str:
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         out = Path(tmp) / target.name
-        cmd = [compiler, "-O3", "-std=c++17", "-shared", "-fPIC", "-fopenmp", f"-I{include}", f"-I{HERE}", str(HERE / "ov_binary_conv.cpp"),
-               "-o", str(out), f"-L{libs}", f"-l:{core[0].name}", f"-l:{onnx_fe[0].name}", f"-Wl,-rpath,{libs}"]
+        cmd = [
+            compiler,
+            "-O3",
+            "-std=c++17",
+            "-shared",
+            "-fPIC",
+            "-fopenmp",
+            f"-I{include}",
+            f"-I{HERE}",
+            str(HERE / "ov_binary_conv.cpp"),
+            "-o",
+            str(out),
+            f"-L{libs}",
+            f"-l:{core[0].name}",
+            f"-l:{onnx_fe[0].name}",
+            f"-Wl,-rpath,{libs}",
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             tail = (proc.stderr.strip().splitlines() or ["no output"])[-1][:240]
-            raise BackendUnavailable(f"building the OpenVINO binary-conv extension failed: {tail}",
-                                     hint="OpenVINO runs edgesmith.BinaryConv as float ops meanwhile; set EDGESMITH_DEBUG=1 and run again")
+            raise BackendUnavailable(
+                f"building the OpenVINO binary-conv extension failed: {tail}",
+                hint="OpenVINO runs edgesmith.BinaryConv as float ops meanwhile; set EDGESMITH_DEBUG=1 and run again",
+            )
         os.replace(out, target)  # NOTE: atomic: a concurrent build of the same hash writes the same file
     return str(target)

@@ -69,15 +69,26 @@ def lower(model: Any) -> Any:
         alpha = numpy_helper.to_array(inits[aname]).astype(np.float32)
         beta = numpy_helper.to_array(inits[bname]).astype(np.float32)
         w = unpack_weights(bits, a["channels"] // a["group"]) * alpha.reshape(-1, 1, 1, 1)
-        new_inits += [numpy_helper.from_array(w.astype(np.float32), f"{base}__w"),
-                      numpy_helper.from_array(beta.reshape(1, -1, 1, 1), f"{base}__beta"),
-                      helper.make_tensor(f"{base}__one", TensorProto.FLOAT, [], [1.0]),
-                      helper.make_tensor(f"{base}__minus", TensorProto.FLOAT, [], [-1.0])]
-        nodes += [helper.make_node("GreaterOrEqual", [x, f"{base}__beta"], [f"{base}__ge"], name=f"{base}__ge"),
-                  helper.make_node("Where", [f"{base}__ge", f"{base}__one", f"{base}__minus"], [f"{base}__sign"], name=f"{base}__sign"),
-                  helper.make_node("Conv", [f"{base}__sign", f"{base}__w", biasname], list(node.output), name=f"{base}__conv",
-                                   group=a["group"], strides=[a["stride_h"], a["stride_w"]], dilations=[a["dilation_h"], a["dilation_w"]],
-                                   pads=[a["pad_h"], a["pad_w"], a["pad_h"], a["pad_w"]])]
+        new_inits += [
+            numpy_helper.from_array(w.astype(np.float32), f"{base}__w"),
+            numpy_helper.from_array(beta.reshape(1, -1, 1, 1), f"{base}__beta"),
+            helper.make_tensor(f"{base}__one", TensorProto.FLOAT, [], [1.0]),
+            helper.make_tensor(f"{base}__minus", TensorProto.FLOAT, [], [-1.0]),
+        ]
+        nodes += [
+            helper.make_node("GreaterOrEqual", [x, f"{base}__beta"], [f"{base}__ge"], name=f"{base}__ge"),
+            helper.make_node("Where", [f"{base}__ge", f"{base}__one", f"{base}__minus"], [f"{base}__sign"], name=f"{base}__sign"),
+            helper.make_node(
+                "Conv",
+                [f"{base}__sign", f"{base}__w", biasname],
+                list(node.output),
+                name=f"{base}__conv",
+                group=a["group"],
+                strides=[a["stride_h"], a["stride_w"]],
+                dilations=[a["dilation_h"], a["dilation_w"]],
+                pads=[a["pad_h"], a["pad_w"], a["pad_h"], a["pad_w"]],
+            ),
+        ]
     out = onnx.ModelProto()
     out.CopyFrom(model)
     del out.graph.node[:]
@@ -94,7 +105,7 @@ def lower(model: Any) -> Any:
     return out
 
 
-_PREPARED: "OrderedDict[tuple, Any]" = OrderedDict()
+_PREPARED: OrderedDict[tuple, Any] = OrderedDict()
 _MAX_PREPARED = 256  # layers kept prepared (least recently used dropped)
 _ORT_DEFINED: list[bool] = []
 
@@ -108,8 +119,15 @@ def _layer(w: np.ndarray, a: dict[str, int]) -> Any:
     key = (hashlib.blake2b(w.tobytes(), digest_size=16).digest(), w.shape, tuple(a.values()))
     layer = _PREPARED.get(key)
     if layer is None:
-        layer = BinaryConv2d.from_packed(w, a["channels"] // a["group"], a["group"], (a["stride_h"], a["stride_w"]),
-                                         (a["pad_h"], a["pad_w"]), (a["dilation_h"], a["dilation_w"]), threads=_threads())
+        layer = BinaryConv2d.from_packed(
+            w,
+            a["channels"] // a["group"],
+            a["group"],
+            (a["stride_h"], a["stride_w"]),
+            (a["pad_h"], a["pad_w"]),
+            (a["dilation_h"], a["dilation_w"]),
+            threads=_threads(),
+        )
         _PREPARED[key] = layer
         if len(_PREPARED) > _MAX_PREPARED:
             _PREPARED.popitem(last=False)
@@ -135,8 +153,12 @@ def define_onnxruntime() -> None:
     if not _ORT_DEFINED:
         d = ext.PyCustomOpDef
 
-        @ext.onnx_op(op_type=f"{DOMAIN}::{OP}", inputs=[d.dt_float, d.dt_uint8, d.dt_float, d.dt_float, d.dt_float],
-                     outputs=[d.dt_float], attrs={k: d.dt_int64 for k in INT_ATTRS})
+        @ext.onnx_op(
+            op_type=f"{DOMAIN}::{OP}",
+            inputs=[d.dt_float, d.dt_uint8, d.dt_float, d.dt_float, d.dt_float],
+            outputs=[d.dt_float],
+            attrs={k: d.dt_int64 for k in INT_ATTRS},
+        )
         def _binary_conv(x: Any, w: Any, alpha: Any, beta: Any, bias: Any, **attrs: Any) -> Any:
             a = attr_values(attrs.get)
             layer = _layer(words(w), a)

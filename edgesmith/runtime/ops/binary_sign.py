@@ -38,11 +38,15 @@ def lower(model: Any) -> Any:
             continue
         a, x, y = _alpha(node), node.input[0], node.output[0]
         base = node.name or y
-        inits += [helper.make_tensor(f"{base}__zero", TensorProto.FLOAT, [], [0.0]),
-                  helper.make_tensor(f"{base}__pos", TensorProto.FLOAT, [], [a]),
-                  helper.make_tensor(f"{base}__neg", TensorProto.FLOAT, [], [-a])]
-        nodes += [helper.make_node("GreaterOrEqual", [x, f"{base}__zero"], [f"{base}__ge"], name=f"{base}__ge"),
-                  helper.make_node("Where", [f"{base}__ge", f"{base}__pos", f"{base}__neg"], [y], name=f"{base}__where")]
+        inits += [
+            helper.make_tensor(f"{base}__zero", TensorProto.FLOAT, [], [0.0]),
+            helper.make_tensor(f"{base}__pos", TensorProto.FLOAT, [], [a]),
+            helper.make_tensor(f"{base}__neg", TensorProto.FLOAT, [], [-a]),
+        ]
+        nodes += [
+            helper.make_node("GreaterOrEqual", [x, f"{base}__zero"], [f"{base}__ge"], name=f"{base}__ge"),
+            helper.make_node("Where", [f"{base}__ge", f"{base}__pos", f"{base}__neg"], [y], name=f"{base}__where"),
+        ]
     out = onnx.ModelProto()
     out.CopyFrom(model)
     del out.graph.node[:]
@@ -68,8 +72,9 @@ def define_onnxruntime() -> None:
     if not _ORT_DEFINED:
         import numpy as np
 
-        @ext.onnx_op(op_type=f"{DOMAIN}::{OP}", inputs=[ext.PyCustomOpDef.dt_float], outputs=[ext.PyCustomOpDef.dt_float],
-                     attrs={"alpha": ext.PyCustomOpDef.dt_float})
+        @ext.onnx_op(
+            op_type=f"{DOMAIN}::{OP}", inputs=[ext.PyCustomOpDef.dt_float], outputs=[ext.PyCustomOpDef.dt_float], attrs={"alpha": ext.PyCustomOpDef.dt_float}
+        )
         def _binary_sign(x: Any, **attrs: Any) -> Any:
             a = np.float32(attrs.get("alpha", 1.0))
             return np.where(x >= 0, a, -a).astype(np.float32)

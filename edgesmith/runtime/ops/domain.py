@@ -32,7 +32,11 @@ def register_openvino(core: Any) -> None:
         core.add_extension(op.openvino_extension())
 
 
-ROUTE = CustomOpRoute(name=DOMAIN, ops=tuple(op.OP for op in OPS), lower=lower,
-                      register={"onnxruntime": register_onnxruntime, "openvino": register_openvino},
-                      summary="binary networks: BinarySign (alpha * sign(x), sign(0) = +1) and BinaryConv "
-                              "(bit-packed weights, run by the compiled XNOR-popcount kernel on ONNX Runtime)")
+ROUTE = CustomOpRoute(
+    name=DOMAIN,
+    ops=tuple(op.OP for op in OPS),
+    lower=lower,
+    register={"onnxruntime": register_onnxruntime, "openvino": register_openvino},
+    summary="binary networks: BinarySign (alpha * sign(x), sign(0) = +1) and BinaryConv "
+    "(bit-packed weights, run by the compiled XNOR-popcount kernel on ONNX Runtime)",
+)
