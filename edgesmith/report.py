@@ -19,6 +19,26 @@ def md(text: Any) -> str:
     return out
 
 
+class Markup(str):
+    """Markdown the writer composed itself (bold, a code span): a table row keeps it as it is."""
+
+
+def md_code(text: Any) -> Markup:
+    """A code span safe inside a table cell: one line, no backtick to close it early, ``|`` escaped (GFM
+    splits cells on it even inside code)."""
+    return Markup("`" + " ".join(str(text).split()).replace("`", "'").replace("|", "\\|") + "`")
+
+
+def md_row(cells: Any) -> str:
+    """One table row; every cell that is not ``Markup`` is escaped with ``md`` (labels, errors, reasons
+    and settings come from recipes, models and plugins). Every report's tables are written with it."""
+    return "| " + " | ".join(c if isinstance(c, Markup) else md(c) for c in cells) + " |"
+
+
+def md_table(headers: list[str]) -> list[str]:
+    return [md_row([Markup(h) for h in headers]), "|" + "---|" * len(headers)]
+
+
 def _fmt(v: Any) -> str:
     if v is None:
         return "—"
@@ -76,8 +96,8 @@ def render_markdown(manifest: dict) -> str:
         lines += [f"## Target {md(name)} — {t['verdict'].upper()}", "", md(t["profile"]["description"]), ""]
         if t.get("estimated"):
             lines += ["> Budgets of this profile are **estimates**, not measured on the device.", ""]
-        lines += ["| metric | value | float reference | budget | verdict | detail |", "|---|---|---|---|---|---|"]
-        lines += ["| " + " | ".join(md(c) for c in r) + " |" for r in verdict_rows(t)]
+        lines += md_table(["metric", "value", "float reference", "budget", "verdict", "detail"])
+        lines += [md_row(r) for r in verdict_rows(t)]
         lines += ["", "### Artifacts", ""]
         for a in t.get("artifacts", []):
             lines.append(f"- {md(a['path'])} — {md(a['what'])}, {a['mb']:.3f} MB")
@@ -94,8 +114,7 @@ def render_markdown(manifest: dict) -> str:
                 "",
                 "### Latency (ms; compressed and FP32 timed interleaved in one process, each call as an application makes it)",
                 "",
-                "| model | batch | p50 | p90 | p99 | mean | std | throughput/s | speed-up (p50) | peak RSS MB | noise |",
-                "|---|---|---|---|---|---|---|---|---|---|---|",
+                *md_table(["model", "batch", "p50", "p90", "p99", "mean", "std", "throughput/s", "speed-up (p50)", "peak RSS MB", "noise"]),
             ]
             fp32 = t["latency"].get("fp32", {})
             for which, per_batch in t["latency"].items():
@@ -109,10 +128,8 @@ def render_markdown(manifest: dict) -> str:
                         if s.get("cv", 0) > 0.1
                         else "ok"
                     )
-                    lines.append(
-                        f"| {which} | {b} | {s['p50_ms']:.3f} | {s['p90_ms']:.3f} | {s['p99_ms']:.3f} | {s['mean_ms']:.3f} | "
-                        f"{s['std_ms']:.3f} | {s['throughput_per_s']:.1f} | {speedup:.2f}x | {s['peak_rss_mb']:.0f} | {noise} |"
-                    )
+                    cells = [which, b, *(f"{s[k]:.3f}" for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms")), f"{s['throughput_per_s']:.1f}"]
+                    lines.append(md_row([*cells, f"{speedup:.2f}x", f"{s['peak_rss_mb']:.0f}", noise]))
         if t.get("notes"):
             lines += ["", "### Notes", ""] + [f"- {md(n)}" for n in t["notes"]]
         lines.append("")

@@ -28,6 +28,7 @@ from typing import Any
 
 from edgesmith.errors import ConfigError
 from edgesmith.evaluate import accuracy_profile
+from edgesmith.report import md_code, md_row, md_table
 
 
 @dataclass
@@ -314,9 +315,9 @@ def render_tune(tr: TuneResult, profile: Any) -> str:
             + ("" if tr.best.meets else f" — **gap**: {tr.best.gap}"),
             "",
         ]
-    lines += ["| # | stage | settings | metrics | within budget | seconds |", "|---|---|---|---|---|---|"]
+    lines += md_table(["#", "stage", "settings", "metrics", "within budget", "seconds"])
     for i, c in enumerate(tr.candidates):
         m = c.error or ", ".join(f"{k} {v:.6g}" for k, v in c.metrics.items())
         ok = "yes" if c.meets else ("error" if c.error else f"no ({c.gap})")
-        lines.append(f"| {i} | {c.stage} | `{json.dumps(c.options)}` | {m} | {ok} | {c.seconds:.1f} |")
+        lines.append(md_row([i, c.stage, md_code(json.dumps(c.options)), m, ok, f"{c.seconds:.1f}"]))
     return "\n".join(lines) + "\n"

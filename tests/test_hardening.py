@@ -103,7 +103,11 @@ def test_user_code_cannot_decide_the_exit_code(cli, tmp_path, where):
         "import sys\n" + ("sys.exit(0)\n" if where == "factory module" else "") + "from edgesmith.zoo import pretrained_digits_cnn as build\n"
         "def metric(outputs, labels):\n    sys.exit(0)\n"
     )
-    args = ("validate", "m.onnx", "-d", "digits", "--metric", "usercode:metric", "--out", "out") if where == "metric" else ("export", "usercode:build", "--out", "out")
+    args = (
+        ("validate", "m.onnx", "-d", "digits", "--metric", "usercode:metric", "--out", "out")
+        if where == "metric"
+        else ("export", "usercode:build", "--out", "out")
+    )
     if where == "metric":
         from edgesmith import pipeline
         from edgesmith.recipe import parse_recipe
@@ -338,6 +342,47 @@ def test_markdown_outputs_escape_names_from_recipes(tmp_path):
     }
     text = render_markdown(manifest)
     assert "<script>" not in text and "<b>" not in text and "<i>" not in text and "<Conv_0>" not in text
+
+
+def test_every_reports_table_rows_keep_their_columns_whatever_the_text():
+    """search, optimize and tune write their tables with report.md_row: a label, error or setting with
+    pipes, backticks or HTML cannot add a column, close a code span or inject markup."""
+    from edgesmith.optimize.search import OptimizeResult, Trial, render
+    from edgesmith.profiles import load_profile
+    from edgesmith.search.report import render_markdown
+    from edgesmith.search.result import SearchResult, TrialRecord
+
+    nasty = "a|b`c<script>"
+    bad = TrialRecord(0, {}, nasty, "failed", error=nasty)
+    info = {
+        "space": ["x"],
+        "sampler": "grid",
+        "study": "s",
+        "storage": "db",
+        "new_trials": 1,
+        "resumed_trials": 0,
+        "seconds": 1.0,
+        "trials_per_hour": 1.0,
+        "executor": "local",
+        "build_seconds": 1.0,
+        "timing_seconds": 0.0,
+        "batch": 1,
+        "cache": {"folder": "cachedir", "hits": 0, "misses": 0, "hit_rate": 0.0},
+    }
+    prof = load_profile("x86-avx512-vnni-ort")
+    text = render_markdown(SearchResult(__import__("pathlib").Path("."), [bad], [], None, [], "top1", {}, info, "fail"), prof)
+    from edgesmith.compress.quantize.policy import Plan
+
+    rows = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| trial")]
+    assert rows and all(line.replace("\\|", "").count("|") == 8 for line in rows), rows  # 7 columns
+    structure = type("S", (), {"describe": lambda self: "cnn", "kinds": ["cnn"]})()
+    t = Trial(Plan(nasty, "onnxruntime", "ptq_int8", {"k": nasty}, why=nasty), status="failed", reason=nasty)
+    opt = render(OptimizeResult(structure, [t], t, "why", __import__("pathlib").Path("."), 1, "pass", {}, 1.0), prof)
+    rows = [line for line in opt.splitlines() if line.startswith("| ") and not line.startswith("| candidate")]
+    assert rows and all(line.replace("\\|", "").count("|") == 9 for line in rows), rows  # 8 columns
+    outside_code = __import__("re").sub(r"`[^`]*`", "", text + opt)  # inside a code span HTML is text
+    assert "<script>" not in outside_code
+    assert "b`c" not in text + opt  # no backtick of the input survives to close a span
 
 
 def test_latency_budgets_are_not_judged_on_a_cpu_without_the_profiles_features():

@@ -31,6 +31,7 @@ from edgesmith.compress.quantize.policy import Plan, plan
 from edgesmith.errors import ConfigError
 from edgesmith.evaluate.judge import pick_fastest
 from edgesmith.metrics import FIDELITY_METRICS
+from edgesmith.report import Markup, md, md_code, md_row, md_table
 
 
 @dataclass
@@ -457,7 +458,7 @@ def _write(res: OptimizeResult, final: Any, profile: Any) -> None:
 def render(res: OptimizeResult, profile: Any) -> str:
     w = res.winner
     lines = [
-        f"# edgesmith optimize: {w.plan.name}",
+        f"# edgesmith optimize: {md(w.plan.name)}",
         "",
         f"- model: {res.structure.describe()} ({', '.join(res.structure.kinds) or 'plain'})",
         f"- target `{profile.name}` ({_rt(profile.backend)}); accuracy budgets: "
@@ -476,8 +477,7 @@ def render(res: OptimizeResult, profile: Any) -> str:
         "",
         f"**Why**: {res.explanation}",
         "",
-        "| candidate | runtime | settings | why tried | top-1 | cosine | speed-up (interval) | result |",
-        "|---|---|---|---|---|---|---|---|",
+        *md_table(["candidate", "runtime", "settings", "why tried", "top-1", "cosine", "speed-up (interval)", "result"]),
     ]
     for t in res.trials:
         top1 = next((f"{v:.2f}" for k, v in t.metrics.items() if k not in FIDELITY_METRICS), "—")
@@ -490,8 +490,8 @@ def render(res: OptimizeResult, profile: Any) -> str:
             else "—"
         )
         settings = json.dumps(t.plan.options) if t.plan.pass_type else "float"
-        result = "**winner**" if t.status == "winner" else f"{t.status}: {t.reason}" if t.reason else t.status
-        lines.append(f"| {t.plan.name} | {_rt(t.plan.runtime)} | `{t.plan.pass_type or ''} {settings}` | {t.plan.why} | {top1} | {cos} | {sp} | {result} |")
+        result = Markup("**winner**") if t.status == "winner" else f"{t.status}: {t.reason}" if t.reason else t.status
+        lines.append(md_row([t.plan.name, _rt(t.plan.runtime), md_code(f"{t.plan.pass_type or ''} {settings}"), t.plan.why, top1, cos, sp, result]))
     tr = res.training
     if tr:
         lines += [

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from edgesmith.evaluate.judge import pick_fastest
+from edgesmith.report import Markup, md, md_row, md_table
 from edgesmith.search.result import SearchResult, TrialRecord
 
 
@@ -101,10 +102,10 @@ def write(res: SearchResult, profile: Any) -> None:
 
 def _row(t: TrialRecord, key: str) -> str:
     if t.state != "complete":
-        return f"| {t.number} | {t.label} | — | — | — | — | failed: {t.error} |"
+        return md_row([t.number, t.label, "—", "—", "—", "—", f"failed: {t.error}"])
     sp = f"{t.speedup:.2f}x ({t.low:.2f}-{t.high:.2f})" if t.low is not None else f"{t.speedup:.2f}x"
-    status = ("**front**" if t.on_front else "within budget") if t.feasible else "outside: " + "; ".join(t.gaps)
-    return f"| {t.number} | {t.label} | {t.accuracy:.4g} | {t.latency_ms:.4g} | {sp}{' (busy)' if t.busy else ''} | {t.size_mb:.4g} | {status} |"
+    status = (Markup("**front**") if t.on_front else "within budget") if t.feasible else "outside: " + "; ".join(t.gaps)
+    return md_row([t.number, t.label, f"{t.accuracy:.4g}", f"{t.latency_ms:.4g}", f"{sp}{' (busy)' if t.busy else ''}", f"{t.size_mb:.4g}", status])
 
 
 def render_markdown(res: SearchResult, profile: Any) -> str:
@@ -134,7 +135,7 @@ def render_markdown(res: SearchResult, profile: Any) -> str:
         ]
     elif res.closest:
         lines += ["", "**No trial met every budget.** Closest: " + "; ".join(f"#{t.number} ({t.label}): {'; '.join(t.gaps)}" for t in res.closest)]
-    head = ["", f"| trial | choices | {key} | p50 ms | speed-up (interval) | MB | result |", "|---|---|---|---|---|---|---|"]
+    head = ["", *md_table(["trial", "choices", md(key), "p50 ms", "speed-up (interval)", "MB", "result"])]
     lines += ["", "## Pareto front (within budget)"] + head + [_row(t, key) for t in res.front]
     lines += ["", "## Every trial"] + head + [_row(t, key) for t in res.trials]
     return "\n".join(lines) + "\n"
