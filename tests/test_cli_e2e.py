@@ -164,7 +164,17 @@ def test_export_and_compile_commands(cli, tmp_path):
 def test_validate_a_quantized_model_against_its_float_reference(cli, tmp_path, demo_run, steady_profile):
     _, demo = demo_run
     result = cli(
-        "validate", demo / "x86-avx512-vnni-ort" / "model.int8.onnx", "--reference", demo / "model.onnx", "--out", "val", "-t", steady_profile, cwd=tmp_path
+        "validate",
+        demo / "x86-avx512-vnni-ort" / "model.int8.onnx",
+        "--reference",
+        demo / "model.onnx",
+        "-d",
+        "digits",
+        "--out",
+        "val",
+        "-t",
+        steady_profile,
+        cwd=tmp_path,
     )
     assert result.code == 0, result.stderr
     target = next(iter(read_manifest(tmp_path / "val")["targets"].values()))
