@@ -66,9 +66,9 @@ _ORT_DEFINED: list[bool] = []
 
 def define_onnxruntime() -> None:
     """Define the op for onnxruntime-extensions (once per process); ``runtime/ops/domain.py`` registers the library."""
-    from edgesmith._lazy import require
+    from edgesmith.runtime.ops import ortx
 
-    ext = require("onnxruntime_extensions")
+    ext = ortx.load()
     if not _ORT_DEFINED:
         import numpy as np
 

@@ -20,11 +20,11 @@ def lower(model: Any) -> Any:
 
 
 def register_onnxruntime(session_options: Any) -> None:
-    from edgesmith._lazy import require
+    from edgesmith.runtime.ops import ortx
 
     for op in OPS:
         op.define_onnxruntime()
-    session_options.register_custom_ops_library(require("onnxruntime_extensions").get_library_path())
+    session_options.register_custom_ops_library(ortx.load().get_library_path())
 
 
 def register_openvino(core: Any) -> None:
