@@ -31,22 +31,54 @@ class CliResult:
         return [line for line in self.stderr.splitlines() if line.startswith("edgesmith: error:")]
 
 
+# An environment that changes what an interpreter imports at start-up needs a new interpreter.
+_STARTUP_ENV = ("PYTHONPATH", "PYTHONHOME", "PYTHONNOUSERSITE", "PYTHONSAFEPATH", "VIRTUAL_ENV", "LD_PRELOAD", "LD_LIBRARY_PATH")
+
+
+@pytest.fixture(scope="session")
+def _forkserver():
+    """A process that imported torch, onnx and onnxruntime once; each ``cli`` call is a fork of it."""
+    import multiprocessing
+
+    from tests import _cli_fork
+
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(_cli_fork.PRELOAD)
+    return ctx
+
+
 @pytest.fixture
-def cli(tmp_path):
-    """Run the installed ``edgesmith`` console script; returns exit code and output."""
+def cli(tmp_path, _forkserver):
+    """Run the ``edgesmith`` entry point as its own process; returns exit code and output. A fork of a
+    pre-imported server (tests/_cli_fork.py) unless the call's environment needs a new interpreter."""
 
     def run(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: int = 300) -> CliResult:
-        proc = subprocess.run(
-            [edgesmith_exe(), *map(str, args)],
-            capture_output=True,
-            text=True,
-            cwd=cwd or tmp_path,
-            env={**os.environ, "COLUMNS": "200", **(env or {})},
-            timeout=timeout,
-        )
-        return CliResult(proc)
+        full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
+        argv = list(map(str, args))
+        if any(full_env.get(k) != os.environ.get(k) for k in _STARTUP_ENV):
+            proc = subprocess.run([edgesmith_exe(), *argv], capture_output=True, text=True, cwd=cwd or tmp_path, env=full_env, timeout=timeout)
+            return CliResult(proc)
+        return _forked(_forkserver, argv, Path(cwd or tmp_path), full_env, timeout)
 
     return run
+
+
+def _forked(ctx, argv: list[str], cwd: Path, env: dict, timeout: int) -> CliResult:
+    import tempfile
+
+    from tests import _cli_fork
+
+    with tempfile.TemporaryDirectory(prefix="edgesmith-cli-") as tmp:
+        out, err = Path(tmp) / "stdout", Path(tmp) / "stderr"
+        proc = ctx.Process(target=_cli_fork.run, args=(argv, str(cwd), env, str(out), str(err)))
+        proc.start()
+        proc.join(timeout)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+            raise subprocess.TimeoutExpired(["edgesmith", *argv], timeout)
+        text = {p: p.read_bytes().decode("utf-8", "backslashreplace") if p.exists() else "" for p in (out, err)}
+        return CliResult(subprocess.CompletedProcess(["edgesmith", *argv], proc.exitcode, text[out], text[err]))
 
 
 @pytest.fixture(scope="session")
