@@ -9,11 +9,17 @@ target's hardware (``ray start --labels edgesmith.hardware=<tag>``), or on this 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
+import signal
 import socket
+import subprocess
+import sys
+import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +44,9 @@ def local_cores() -> list[int]:
 
 
 class LocalPool:
-    """Up to ``workers`` trial builds at once, each in a fresh process (search/worker.py) pinned to its own
-    slot of the cores."""
+    """Up to ``workers`` trial builds at once, each a process of its own pinned to its own slot of the
+    cores: forked from a zygote that imported the build stack once (search/zygote.py), or, where the
+    zygote cannot start, a fresh interpreter per build (search/worker.py)."""
 
     kind = "local"
     POLL_S = 0.2
@@ -51,7 +58,9 @@ class LocalPool:
         self.workers = workers
         per = max(1, len(cores) // workers)
         self.slots = [cores[(j * per) % len(cores) : (j * per) % len(cores) + per] for j in range(workers)]
-        self._running: list[Any] = []
+        self._running: list[_Build] = []
+        self._zygote: Any = None
+        self._zygote_failed = False
         self.notes: list[str] = []
         if workers > len(cores):
             self.notes.append(f"{workers} workers on {len(cores)} cores: builds share cores")
@@ -60,32 +69,64 @@ class LocalPool:
         return f"local process pool, {self.workers} worker(s), cores {self.slots}"
 
     def build_wave(self, jobs: list[dict]) -> list[dict]:
-        import json
-        import subprocess
-        import sys
-        import tempfile
-
         out: list[dict] = []
         with tempfile.TemporaryDirectory(prefix="edgesmith-wave-") as tmp:
-            procs = []
+            builds = []
             for j, job in enumerate(jobs):
-                jp, rp = Path(tmp) / f"job{j}.json", Path(tmp) / f"result{j}.json"
+                jp, rp, lp = Path(tmp) / f"job{j}.json", Path(tmp) / f"result{j}.json", Path(tmp) / f"log{j}.txt"
                 jp.write_text(json.dumps(dict(job, cores=self.slots[j % self.workers]), default=str))
-                log = open(Path(tmp) / f"log{j}.txt", "wb")
-                procs.append(
-                    (subprocess.Popen([sys.executable, "-m", "edgesmith.search.worker", str(jp), str(rp)], stdout=log, stderr=subprocess.STDOUT), rp, log)
-                )
-            self._running = [p for p, _, _ in procs]
-            for p, rp, log in procs:
-                p.wait()
-                log.close()
-                if rp.is_file():
-                    out.append(json.loads(rp.read_text()))
+                builds.append(self._start(jp, rp, lp))
+            self._running = builds
+            while any(b.alive() for b in builds):
+                time.sleep(self.POLL_S)
+            for b in builds:
+                if b.result.is_file():
+                    out.append(json.loads(b.result.read_text()))
                 else:
-                    tail = (Path(log.name).read_text(errors="replace").strip().splitlines() or ["no output"])[-1][:200]
-                    out.append({"ok": False, "error": f"the build process died (exit {p.returncode}): {tail}", "seconds": 0})
+                    tail = (b.log.read_text(errors="replace").strip().splitlines() or ["no output"])[-1][:200] if b.log.is_file() else "no output"
+                    out.append({"ok": False, "error": f"the build process died{b.exit_text()}: {tail}", "seconds": 0})
             self._running = []
         return out
+
+    def _start(self, job: Path, result: Path, log: Path) -> _Build:
+        zygote = self._ensure_zygote()
+        if zygote is not None:
+            try:
+                zygote.stdin.write(json.dumps({"job": str(job), "result": str(result), "log": str(log)}) + "\n")
+                zygote.stdin.flush()
+                return _Build(result, log, pid=int(json.loads(zygote.stdout.readline())["pid"]))
+            except (OSError, ValueError, KeyError):  # the zygote died: this and later builds start their own interpreter
+                self._stop_zygote()
+                self._zygote_failed = True
+        with open(log, "wb") as fh:
+            proc = subprocess.Popen([sys.executable, "-m", "edgesmith.search.worker", str(job), str(result)], stdout=fh, stderr=subprocess.STDOUT)
+        return _Build(result, log, proc=proc)
+
+    def _ensure_zygote(self) -> Any:
+        if self._zygote_failed or not hasattr(os, "fork"):
+            return None
+        if self._zygote is None or self._zygote.poll() is not None:
+            try:
+                self._zygote = subprocess.Popen(
+                    [sys.executable, "-m", "edgesmith.search.zygote"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+                )
+                if "ready" not in json.loads(self._zygote.stdout.readline() or "{}"):
+                    raise OSError("the zygote did not start")
+            except (OSError, ValueError):
+                self._stop_zygote()
+                self._zygote_failed = True
+                self.notes.append("builds ran in a fresh interpreter each (the build zygote did not start)")
+                return None
+        return self._zygote
+
+    def _stop_zygote(self) -> None:
+        z, self._zygote = self._zygote, None
+        if z is not None:
+            try:
+                z.stdin.close()  # end of input ends the zygote
+                z.wait(timeout=10)
+            except (OSError, ValueError, subprocess.TimeoutExpired):
+                z.kill()
 
     def measure(self, artifacts: list[Any], ref: Any, feeds: dict, threads: int, reporter: Any = None) -> tuple[list, dict | None, str]:
         from edgesmith.search.measure import race
@@ -94,10 +135,54 @@ class LocalPool:
         return res, machine, socket.gethostname()
 
     def close(self, cancel: bool = False) -> None:
-        for p in self._running:  # interrupted: stop the builds now (their trials stay "running" and run again on resume)
-            if p.poll() is None:
-                p.terminate()
+        for b in self._running:  # interrupted: stop the builds now (their trials stay "running" and run again on resume)
+            b.terminate()
         self._running = []
+        self._stop_zygote()
+
+
+class _Build:
+    """One running build: a fork of the zygote (known by pid; the kernel reaps it) or a Popen."""
+
+    def __init__(self, result: Path, log: Path, pid: int | None = None, proc: Any = None):
+        self.result, self.log, self.pid, self.proc = result, log, pid, proc
+
+    def alive(self) -> bool:
+        if self.proc is not None:
+            return self.proc.poll() is None
+        try:
+            os.kill(self.pid, 0)  # type: ignore[arg-type]
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # the pid was reused by another user's process: ours is gone
+            return False
+        return _not_a_zombie(self.pid)
+
+    def terminate(self) -> None:
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.terminate()
+            return
+        if self.alive():
+            try:
+                os.kill(self.pid, signal.SIGTERM)  # type: ignore[arg-type]
+            except ProcessLookupError:
+                pass
+
+    def exit_text(self) -> str:
+        return f" (exit {self.proc.returncode})" if self.proc is not None else ""
+
+
+def _not_a_zombie(pid: int | None) -> bool:
+    """False when ``pid`` has exited but nobody reaped it (an orphan under a PID 1 that does not reap,
+    as in some containers); from /proc/PID/stat's state field where there is a /proc."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return not Path("/proc/self").exists()  # no /proc (macOS): os.kill said it exists
+    except (OSError, IndexError):
+        return True
+    return state not in ("Z", "X")
 
 
 def _reachable(address: str) -> tuple[str, int]:
