@@ -103,10 +103,12 @@ def time_against_float(
     is biased, not noisy: it is never pooled with a clean one but replaced, after waiting for the
     machine to quiet down; if every try was busy, the record says so and the judge rules nothing on time."""
     from edgesmith.evaluate.judge import judge
+    from edgesmith.runtime.base import same_model
     from edgesmith.runtime.bench import benchmark_against, make_feeds
     from edgesmith.runtime.contention import wait_for_quiet
 
     rep = reporter or Reporter()
+    itself = same_model(artifact, fp32_artifact)  # the float model against itself: its speed-up is exactly 1
     latency: dict[str, dict] = {"compressed": {}, "fp32": {}}
     for batch in profile.batch_sizes:
         feeds = make_feeds(specs, batch, real)
@@ -125,6 +127,8 @@ def time_against_float(
                 cand, base = _pooled(cand, c), _pooled(base, b)
             # NOTE: a busy re-measurement after a clean one is dropped: it would bias the pooled rounds
             record_latency(metrics, reference, batch, cand, base, latency, batch == profile.batch_sizes[0])
+            if itself:
+                metrics[f"speedup_vs_fp32@{batch}"] = metrics[f"speedup_vs_fp32_low@{batch}"] = metrics[f"speedup_vs_fp32_high@{batch}"] = 1.0
             unsure = [v for v in judge(profile, metrics, reference, latency) if v.status == "inconclusive" and v.batch == batch]
             if not unsure and not _busy(cand):
                 break

@@ -19,6 +19,40 @@ class Artifact:
     options: dict[str, Any] = field(default_factory=dict)
 
 
+def same_file(a: Path, b: Path) -> bool:
+    """Byte-identical files (one path, or equal size and SHA-256)."""
+    import hashlib
+
+    a, b = Path(a), Path(b)
+    try:
+        if a.resolve() == b.resolve():
+            return True
+        if a.stat().st_size != b.stat().st_size:
+            return False
+        digests = []
+        for f in (a, b):
+            h = hashlib.sha256()
+            with open(f, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(block)
+            digests.append(h.digest())
+        return digests[0] == digests[1]
+    except OSError:
+        return False
+
+
+def same_model(a: Artifact, b: Artifact) -> bool:
+    """True when ``a`` and ``b`` are one model on one runtime with one set of options (one file, or
+    byte-identical ones; an OpenVINO IR's weights too). Its speed-up over itself is exactly 1: timing the
+    pair measures only noise (a trial that leaves the float model unchanged, a run with no passes), and a
+    ``speedup >= 1`` budget would be decided by that noise."""
+    if a.backend != b.backend or a.options != b.options:
+        return False
+    pa, pb = Path(a.path), Path(b.path)
+    parts = [(pa, pb)] + ([(pa.with_suffix(".bin"), pb.with_suffix(".bin"))] if pa.suffix == ".xml" else [])
+    return all(same_file(x, y) or (not x.exists() and not y.exists()) for x, y in parts)
+
+
 class Session(Protocol):
     input_names: list[str]
     output_names: list[str]

@@ -27,6 +27,7 @@ def race(
     Returns (one record per artifact, None where it could not be timed; the machine record). ``errors``,
     when given, is filled with why each untimed artifact failed (by its index in ``artifacts``).
     optimize's race and the search's timing phase both come here: one measurement path."""
+    from edgesmith.runtime.base import same_model
     from edgesmith.runtime.compare import bootstrap_ratio
     from edgesmith.runtime.contention import wait_for_quiet
 
@@ -51,11 +52,13 @@ def race(
         return [None] * len(artifacts), machine
     split = lambda times: [times[i * per_round : (i + 1) * per_round] for i in range(rounds)]  # noqa: E731
     out: list[dict | None] = []
-    for res in results[1:]:
+    for art, res in zip(artifacts, results[1:]):
         if res is None:
             out.append(None)
             continue
         ratio, low, high = bootstrap_ratio(split(res["times_ms"]), split(base["times_ms"]), paired=True)
+        if same_model(art, ref):  # the float model itself (a trial that changed nothing): exactly 1, not noise around it
+            ratio = low = high = 1.0
         out.append(
             {
                 "p50_ms": res["p50_ms"],

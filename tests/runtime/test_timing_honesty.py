@@ -174,3 +174,25 @@ def test_optimize_claims_nothing_from_a_busy_race():
     slow = Trial(Plan("int8", "onnxruntime", "ptq_int8", {}, ""), status="ok", speedup=0.8, low=0.7, high=0.9)
     win, why = _choose([fp32b, ovb, slow], "onnxruntime", {"busy": True, "reasons": ["r"]})
     assert win is fp32b and "float model is kept" in why
+
+
+def test_the_float_model_timed_against_itself_is_exactly_1x(digits_onnx, tmp_path, two_runtimes):
+    """A run that changes nothing (and a search trial with every pass off) compares the float model with
+    itself: its speed-up is 1 by definition. Measured, it was noise around 1 — a `speedup >= 1` budget then
+    failed such a run at random (the search's best trial, FP32, failed its own full run once: 0.97x)."""
+    import json
+
+    from edgesmith import pipeline
+    from edgesmith.recipe import parse_recipe
+    from edgesmith.runtime.base import Artifact, same_model
+
+    recipe = {"model": {"source": str(digits_onnx)}, "passes": [], "targets": ["x86-avx512-vnni-ort"], "bench": {"iterations": 20}}
+    pipeline.run(parse_recipe(recipe), tmp_path, out_dir=tmp_path / "out")
+    t = json.loads((tmp_path / "out" / "manifest.json").read_text())["targets"]["x86-avx512-vnni-ort"]
+    m = t["metrics"]
+    assert m["speedup_vs_fp32@1"] == m["speedup_vs_fp32_low@1"] == m["speedup_vs_fp32_high@1"] == 1.0
+    speed = next(v for v in t["verdicts"] if v["metric"] == "speedup_vs_fp32")
+    assert speed["status"] == "pass", speed
+    ort, ov = two_runtimes
+    assert same_model(ort, Artifact(ort.path, ort.backend, dict(ort.options)))
+    assert not same_model(ort, ov) and not same_model(ort, Artifact(digits_onnx, ort.backend, dict(ort.options)))
