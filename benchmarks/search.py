@@ -1,11 +1,12 @@
 """edgesmith search, measured: throughput, cache, and the front against optimize's post-training pick.
 
-    python benchmarks/search.py [throughput|front ...] [--target PROFILE]   (throughput's target; default x86-avx512-vnni-ort)
+    python benchmarks/search.py [throughput|zygote|front ...] [--target PROFILE]   (throughput's target; default x86-avx512-vnni-ort)
 
 - throughput: one grid (the trained digits ResNet, 32x32: channel pruning at 30/50% with 2 recovery epochs,
   x ptq_int8 on/off, x 2 calibrations = 9 trials: an option of a pass switched off is not searched) searched with 1 worker and with 2 workers, each with a
   fresh cache: trials per hour and their ratio (one run each), the cache hit rate, and the same search
   again in a new folder with the warm cache (its hit rate).
+- zygote: the same grid, 2 workers, builds forked from the zygote against a fresh interpreter per build.
 - front: `optimize --train-budget 30 --budget top1=1.0` on the trained digits ResNet and MobileNet (its
   post-training pick, then the preset's training search), then every trial on the training search's front
   timed against the post-training pick's artifact, interleaved in one child (the ratio is measured, not
@@ -34,10 +35,8 @@ class Quiet:
         pass
 
 
-def throughput(work: Path, target: str = "x86-avx512-vnni-ort") -> None:
-    from edgesmith.search import Settings, search
-
-    data = {
+def _grid(target: str) -> dict:
+    return {
         "name": "bench-search",
         "model": {"source": "edgesmith.zoo:trained_digits_resnet"},
         "data": DIGITS32,
@@ -47,6 +46,12 @@ def throughput(work: Path, target: str = "x86-avx512-vnni-ort") -> None:
         ],
         "targets": [target],
     }
+
+
+def throughput(work: Path, target: str = "x86-avx512-vnni-ort") -> None:
+    from edgesmith.search import Settings, search
+
+    data = _grid(target)
     print(f"\n### Throughput on {target}: the same 9-trial grid with 1 and 2 workers (fresh cache each), then again with the warm cache\n")
     print("| run | workers | trials | wall s | builds s | timing s | trials/hour | cache hits / lookups | best |")
     print("|---|---|---|---|---|---|---|---|---|", flush=True)
@@ -65,6 +70,32 @@ def throughput(work: Path, target: str = "x86-avx512-vnni-ort") -> None:
             flush=True,
         )
     print(f"\n2 workers / 1 worker: {rates['2 workers'] / rates['1 worker']:.2f}x trials per hour (fresh caches; one run each)")
+
+
+def zygote(work: Path, target: str = "x86-avx512-vnni-ort") -> None:
+    """The throughput grid with 2 workers and a fresh cache each, its builds forked from the zygote
+    (search/zygote.py, the default) and each in a fresh interpreter (the fallback, what every build did
+    before): trials per hour and their ratio, one run each, in alternating order (fresh, zygote, fresh, zygote)."""
+    from edgesmith.search import Settings, search
+    from edgesmith.search.executors import LocalPool
+
+    data = _grid(target)
+    real = LocalPool._ensure_zygote
+    print(f"\n### Build start-up on {target}: zygote forks vs a fresh interpreter per build (9-trial grid, 2 workers, fresh cache each)\n")
+    print("| builds | run | wall s | builds s | timing s | trials/hour |")
+    print("|---|---|---|---|---|---|", flush=True)
+    rates: dict[str, list[float]] = {"fresh interpreter": [], "zygote": []}
+    for n, label in enumerate(["fresh interpreter", "zygote", "fresh interpreter", "zygote"]):
+        LocalPool._ensure_zygote = real if label == "zygote" else (lambda self: None)  # type: ignore[method-assign]
+        try:
+            res = search(data, work, work / f"z{n}", settings=Settings(workers=2, cache_dir=work / f"zc{n}", run_best=False), reporter=Quiet())
+        finally:
+            LocalPool._ensure_zygote = real  # type: ignore[method-assign]
+        i = res.info
+        rates[label].append(i["trials_per_hour"])
+        print(f"| {label} | {n + 1} | {i['seconds']:.0f} | {i['build_seconds']:.0f} | {i['timing_seconds']:.0f} | {i['trials_per_hour']:.0f} |", flush=True)
+    z, f = sum(rates["zygote"]), sum(rates["fresh interpreter"])
+    print(f"\nzygote / fresh interpreter: {z / f:.2f}x trials per hour (two runs each, summed)")
 
 
 def front(work: Path, models: list[str]) -> None:
@@ -135,11 +166,13 @@ def _feeds(out: Path) -> dict:
 def main() -> None:
     args = sys.argv[1:]
     target = args[args.index("--target") + 1] if "--target" in args else "x86-avx512-vnni-ort"
-    which = [a for a in args if a in ("throughput", "front")] or ["throughput", "front"]
+    which = [a for a in args if a in ("throughput", "zygote", "front")] or ["throughput", "zygote", "front"]
     with tempfile.TemporaryDirectory(prefix="edgesmith-bench-search-") as tmp:
         work = Path(tmp)
         if "throughput" in which:
             throughput(work, target)
+        if "zygote" in which:
+            zygote(work, target)
         if "front" in which:
             front(work, ["edgesmith.zoo:trained_digits_resnet", "edgesmith.zoo:trained_digits_mobilenet"])
 

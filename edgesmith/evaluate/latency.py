@@ -25,11 +25,10 @@ def _rounds(stats: Any) -> list[np.ndarray]:
 
 
 def _percentile_interval(rounds: list[np.ndarray], q: float, seed: int = 0, resamples: int = 1000) -> tuple[float, float]:
+    from edgesmith.runtime.compare import pooled_percentiles
+
     rng = np.random.default_rng(seed)
-    vals = np.empty(resamples)
-    for i in range(resamples):
-        pick = rng.integers(0, len(rounds), size=len(rounds))
-        vals[i] = np.percentile(np.concatenate([rounds[j] for j in pick]), q)
+    vals = pooled_percentiles(rounds, rng.integers(0, len(rounds), size=(resamples, len(rounds))), q)
     tail = (1.0 - CONFIDENCE) / 2.0 * 100.0
     low, high = np.percentile(vals, [tail, 100.0 - tail])
     return float(low), float(high)

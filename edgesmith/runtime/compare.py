@@ -58,6 +58,24 @@ class Comparison:
         return d
 
 
+def pooled_percentiles(rounds: Sequence[Any], picks: np.ndarray, q: float) -> np.ndarray:
+    """For each row of ``picks`` (indices into ``rounds``: one bootstrap resample), the ``q``-th percentile
+    of the picked rounds pooled. Rounds of one length are gathered as one array, a block of resamples at a
+    time (a loop of 2000 concatenations cost 0.1 s per interval: 2.4 s of a digits run); others row by row."""
+    arrays = [np.asarray(r, dtype=np.float64) for r in rounds]
+    out = np.empty(len(picks))
+    if len({len(r) for r in arrays}) == 1:
+        stack = np.stack(arrays)
+        step = max(1, 2_000_000 // max(1, picks.shape[1] * stack.shape[1]))  # at most ~16 MB gathered at once
+        for start in range(0, len(picks), step):
+            rows = picks[start : start + step]
+            out[start : start + len(rows)] = np.percentile(stack[rows].reshape(len(rows), -1), q, axis=1)
+        return out
+    for i, row in enumerate(picks):
+        out[i] = np.percentile(np.concatenate([arrays[j] for j in row]), q)
+    return out
+
+
 def bootstrap_ratio(
     a_rounds: Sequence[Any],
     b_rounds: Sequence[Any],
@@ -76,11 +94,9 @@ def bootstrap_ratio(
         raise ValueError("need the same, non-zero number of rounds for A and B" if paired else "need rounds for A and B")
     point = float(np.median(np.concatenate(b)) / np.median(np.concatenate(a)))
     rng = np.random.default_rng(seed)
-    ratios = np.empty(resamples)
-    for i in range(resamples):
-        ia = rng.integers(0, len(a), size=len(a))
-        ib = ia if paired else rng.integers(0, len(b), size=len(b))
-        ratios[i] = np.median(np.concatenate([b[j] for j in ib])) / np.median(np.concatenate([a[j] for j in ia]))
+    ia = rng.integers(0, len(a), size=(resamples, len(a)))
+    ib = ia if paired else rng.integers(0, len(b), size=(resamples, len(b)))
+    ratios = pooled_percentiles(b, ib, 50.0) / pooled_percentiles(a, ia, 50.0)
     tail = (1.0 - confidence) / 2.0 * 100.0
     low, high = np.percentile(ratios, [tail, 100.0 - tail])
     return point, float(low), float(high)
