@@ -119,7 +119,10 @@ def time_against_float(
                     wait_for_quiet(profile.threads)
             more = " (again: a latency budget was inconclusive)" if attempt and not _busy(cand) else " (again: the machine was busy)" if attempt else ""
             with rep.step(f"{label}benchmarking batch {batch} ({profile.threads} threads){more}"):
-                c, b = benchmark_against(artifact, fp32_artifact, feeds, profile.threads, warmup, iterations, duration_s)
+                c, b = benchmark_against(artifact, fp32_artifact, feeds, profile.threads, warmup, iterations, duration_s, memory=cand is None)
+            if cand is not None:  # a re-measurement times again; memory was measured once, in children of its own
+                for new, first in ((c, cand), (b, base)):
+                    new.peak_rss_mb, new.model_memory_mb = first.peak_rss_mb, first.model_memory_mb
             if cand is None or (_busy(cand) and not _busy(c)):
                 cand, base = c, b
             elif _busy(c) == _busy(cand):

@@ -204,12 +204,16 @@ def benchmark_against(
     iterations: int = 100,
     duration_s: float | None = None,
     rounds: int = 10,
+    memory: bool = True,
 ) -> tuple[BenchStats, BenchStats]:
     """Latency of ``candidate`` and ``baseline`` timed interleaved in one child (a fair ratio on a
-    noisy machine); peak memory of each from its own child."""
+    noisy machine); peak memory of each from its own child (``memory=False``: not measured, the fields
+    hold the shared timing child's figures — for a re-measurement whose caller keeps the first's)."""
     from concurrent.futures import ThreadPoolExecutor
 
     cand, base = run_worker([candidate, baseline], feeds, threads, warmup, iterations, duration_s, rounds, raw=True)
+    if not memory:
+        return BenchStats(**dict(cand, rounds=rounds)), BenchStats(**dict(base, rounds=rounds))
     # NOTE: memory is not timing: the two children that measure each artifact's peak memory run side by side
     with ThreadPoolExecutor(2) as pool:
         alone = list(pool.map(lambda art: run_worker([art], feeds, threads, 2, 5, None, 1)[0], (candidate, baseline)))
