@@ -192,7 +192,8 @@ def test_the_float_model_timed_against_itself_is_exactly_1x(digits_onnx, tmp_pat
     m = t["metrics"]
     assert m["speedup_vs_fp32@1"] == m["speedup_vs_fp32_low@1"] == m["speedup_vs_fp32_high@1"] == 1.0
     speed = next(v for v in t["verdicts"] if v["metric"] == "speedup_vs_fp32")
-    assert speed["status"] == "pass", speed
+    busy = any((rec.get("machine") or {}).get("busy") for rec in t["latency"]["compressed"].values())
+    assert speed["status"] == "pass" or (busy and speed["status"] != "fail"), speed  # a busy machine: nothing is ruled on time
     ort, ov = two_runtimes
     assert same_model(ort, Artifact(ort.path, ort.backend, dict(ort.options)))
     assert not same_model(ort, ov) and not same_model(ort, Artifact(digits_onnx, ort.backend, dict(ort.options)))
