@@ -21,22 +21,13 @@ class Artifact:
 
 def same_file(a: Path, b: Path) -> bool:
     """Byte-identical files (one path, or equal size and SHA-256)."""
-    import hashlib
+    from edgesmith.outputs import sha256
 
     a, b = Path(a), Path(b)
     try:
         if a.resolve() == b.resolve():
             return True
-        if a.stat().st_size != b.stat().st_size:
-            return False
-        digests = []
-        for f in (a, b):
-            h = hashlib.sha256()
-            with open(f, "rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(block)
-            digests.append(h.digest())
-        return digests[0] == digests[1]
+        return a.stat().st_size == b.stat().st_size and sha256(a) == sha256(b)
     except OSError:
         return False
 
