@@ -22,36 +22,22 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgesmith import engine
+from edgesmith.engine import TrialRecord
 from edgesmith.errors import ConfigError
 from edgesmith.evaluate import accuracy_profile
+from edgesmith.metrics import FIDELITY_METRICS
 from edgesmith.report import md_code, md_row, md_table
 
 
 @dataclass
-class Candidate:
-    stage: str
-    options: dict[str, Any]
-    metrics: dict[str, float] = field(default_factory=dict)
-    meets: bool = False
-    gap: str = ""
-    score: float = float("-inf")  # the task metric (or cosine): higher is better
-    shortfall: float = 0.0  # how far outside its budgets, relative (0 when within)
-    error: str | None = None
-    seconds: float = 0.0
-
-    @property
-    def excluded(self) -> int:
-        return len(self.options.get("exclude_nodes", []))
-
-
-@dataclass
 class TuneResult:
-    candidates: list[Candidate]
-    best: Candidate | None
+    candidates: list[TrialRecord]
+    best: TrialRecord | None
     out_dir: Path
     verdict: str  # pass | fail (no candidate within budget, or the final run failed a budget)
     stopped: str  # why the search ended
@@ -62,8 +48,8 @@ class TuneResult:
             "verdict": self.verdict,
             "stopped": self.stopped,
             "reference": self.reference,
-            "best": asdict(self.best) if self.best else None,
-            "candidates": [asdict(c) for c in self.candidates],
+            "best": self.best.as_dict() if self.best else None,
+            "candidates": [c.as_dict() for c in self.candidates],
         }
 
 
@@ -95,12 +81,12 @@ def tune(
         work = Path(tmp)
         with rep.step("exporting the float model once"):
             float_path, start = pipeline.export_once(recipe, base_dir, work, trust_checkpoint)
-        search = _Search(_Candidates(recipe, base_dir, float_path, acc_profile, profile, work), start, work, time_budget_s, rep)
-        best = search.run_stages(base_opts, profile)
-    final = recipe.model_copy(update={"passes": torch_passes + [_pass_spec(best.options)]})
+        search = _Stages(_Candidates(recipe, base_dir, float_path, acc_profile, profile, work), start, work, time_budget_s, base_opts, rep)
+        best = search.run()
+    final = recipe.model_copy(update={"passes": torch_passes + [_pass_spec(best.params)]})
     with rep.step("full run of the best configuration"):
         result = pipeline.run(final, base_dir, out_dir=out, reporter=rep, force=True, trust_checkpoint=trust_checkpoint)  # NOTE: the policy was checked above
-    verdict = "pass" if best.meets and result.verdict == "pass" else "fail"
+    verdict = "pass" if best.feasible and result.verdict == "pass" else "fail"
     tr = TuneResult(search.cands, best, out, verdict, search.stopped, search.ev.reference)
     atomic_write_text(out / "tune.json", json.dumps(tr.as_dict(), indent=1, default=str) + "\n")
     atomic_write_text(out / "tuned.yaml", final.model_copy(update={"output_dir": str(out)}).to_yaml())
@@ -140,74 +126,88 @@ def _check(recipe: Any, base_dir: Path) -> tuple[Any, Any, dict]:
     return profile, acc_profile, (dict(onnx_passes[0].options) if onnx_passes else {})
 
 
-class _Search:
-    """The staged search over one export: calibration, then granularity, then layers kept in float."""
+class _Stages:
+    """tune's preset of the engine: one trial at a time, each stage proposed from the results so far —
+    calibration methods, then the weight granularity flipped on the best, then layers kept in float."""
 
-    def __init__(self, ev: _Candidates, start: Path, work: Path, time_budget_s: float, rep: Any):
-        self.ev, self.start, self.work, self.budget, self.rep = ev, start, work, time_budget_s, rep
-        self.cands: list[Candidate] = []
-        self.started = time.time()
+    def __init__(self, ev: _Candidates, start: Path, work: Path, time_budget_s: float, base_opts: dict, rep: Any):
+        self.ev, self.start, self.work, self.budget, self.base_opts, self.rep = ev, start, work, time_budget_s, base_opts, rep
+        self.cands: list[TrialRecord] = []
         self.stopped = "a stage found settings within the budget"
+        self.queue: list[tuple[str, dict, str]] = self._calibration()
+        self.stage = "calibration"
+        self.ranked: list[str] = []
+        self.k = 1
 
-    def _out_of_time(self) -> bool:
-        if time.time() - self.started > self.budget:
-            self.stopped = f"time budget ({self.budget:.0f} s) spent"
-            return True
-        return False
-
-    def _try(self, stage: str, opts: dict, what: str) -> Candidate:
-        with self.rep.step(f"[tune] {what}"):
-            c = self.ev.evaluate(stage, opts, self.start, self.work / f"cand{len(self.cands)}")
-        self.cands.append(c)
-        return c
-
-    def run_stages(self, base_opts: dict, profile: Any) -> Candidate:
-        self._calibration(base_opts)
+    def run(self) -> TrialRecord:
+        out = engine.run(self, self.budget, self.rep)
+        self.cands = out.records
         best = _best(self.cands)
-        if (best is None or not best.meets) and not self._out_of_time():
-            pc = best.options.get("per_channel", profile.quantization.per_channel) if best else profile.quantization.per_channel
-            self._try("granularity", dict(best.options if best else base_opts, per_channel=not pc), f"granularity: per_channel={not pc}")
-            best = _best(self.cands)
-        if best is not None and not best.meets and not self._out_of_time():
-            self._float_layers(best)
-            best = _best(self.cands)
-        if best is None or not best.meets:
-            self.stopped = self.stopped if "time budget" in self.stopped else "every stage tried; none within the budget"
+        if out.out_of_time and (best is None or not best.feasible):
+            self.stopped = f"time budget ({self.budget:.0f} s) spent"
+        elif best is None or not best.feasible:
+            self.stopped = "every stage tried; none within the budget"
         if best is None:
             raise ConfigError(
-                "every tune candidate failed: " + "; ".join(c.error or "" for c in self.cands)[:300],
+                "every tune candidate failed: " + "; ".join(c.error for c in self.cands)[:300],
                 hint="run the recipe once with `edgesmith run` to see the error in full",
             )
         return best
 
-    def _calibration(self, base_opts: dict) -> None:
+    def propose(self, done: list[TrialRecord], out_of_time: bool) -> list[TrialRecord]:
+        if out_of_time:
+            return []
+        if not self.queue:
+            self._next_stage(done)
+        if not self.queue:
+            return []
+        stage, opts, what = self.queue.pop(0)
+        return [TrialRecord(len(done), opts, what, "pending", stage=stage)]
+
+    def _next_stage(self, done: list[TrialRecord]) -> None:
+        best = _best(done)
+        if best is not None and best.feasible:
+            return
+        if self.stage == "calibration":
+            self.stage = "granularity"
+            default = self.ev.profile.quantization.per_channel
+            pc = best.params.get("per_channel", default) if best else default
+            self.queue = [("granularity", dict(best.params if best else self.base_opts, per_channel=not pc), f"granularity: per_channel={not pc}")]
+        elif self.stage in ("granularity", "float layers") and best is not None:
+            if self.stage == "granularity":
+                self.stage, self.anchor = "float layers", best
+                with self.rep.step("[tune] ranking layers by sensitivity (ONNX Runtime QDQ debugger)"):
+                    self.ranked = self.ev.sensitive_nodes(self.start, best, self.work / "sens")
+            else:
+                self.k *= 2
+            if self.k <= max(1, len(self.ranked) // 2):
+                keep = sorted(set(self.anchor.params.get("exclude_nodes", [])) | set(self.ranked[: self.k]))
+                self.queue = [("float layers", dict(self.anchor.params, exclude_nodes=keep), f"keeping {self.k} most sensitive layer(s) in float")]
+
+    def build(self, wave: list[TrialRecord], out_of_time: Any) -> None:
+        for t in wave:
+            with self.rep.step(f"[tune] {t.label}"):
+                self.ev.evaluate(t, self.start, self.work / f"cand{t.number}")
+
+    def timing(self, wave: list[TrialRecord]) -> None:
+        return None  # tune judges accuracy only; the final run of the best times it
+
+    def tell(self, wave: list[TrialRecord]) -> None:
+        pass
+
+    def _calibration(self) -> list[tuple[str, dict, str]]:
         calibs: list[dict[str, Any]] = [
             {"calibration": "minmax"},
             {"calibration": "entropy"},
             {"calibration": "percentile", "percentile": 99.999},
             {"calibration": "percentile", "percentile": 99.99},
         ]
-        rest = {k: v for k, v in base_opts.items() if k not in ("calibration", "percentile")}
+        rest = {k: v for k, v in self.base_opts.items() if k not in ("calibration", "percentile")}
         seen: list[dict] = []
-        for opts in [dict(base_opts)] + [dict(rest, **c) for c in calibs]:
-            if opts in seen:
-                continue
-            seen.append(opts)
-            if self._out_of_time():
-                break
-            self._try("calibration", opts, f"calibration: {opts or 'recipe settings'}")
-
-    def _float_layers(self, best: Candidate) -> None:
-        with self.rep.step("[tune] ranking layers by sensitivity (ONNX Runtime QDQ debugger)"):
-            ranked = self.ev.sensitive_nodes(self.start, best, self.work / "sens")
-        k = 1
-        while k <= max(1, len(ranked) // 2):
-            if self._out_of_time():
-                break
-            opts = dict(best.options, exclude_nodes=sorted(set(best.options.get("exclude_nodes", [])) | set(ranked[:k])))
-            if self._try("float layers", opts, f"keeping {k} most sensitive layer(s) in float").meets:
-                break
-            k *= 2
+        for opts in [dict(self.base_opts)] + [dict(rest, **c) for c in calibs]:
+            if opts not in seen:
+                seen.append(opts)
+        return [("calibration", opts, f"calibration: {json.dumps(opts) if opts else 'recipe settings'}") for opts in seen]
 
 
 def _pass_spec(options: dict) -> Any:
@@ -216,14 +216,16 @@ def _pass_spec(options: dict) -> Any:
     return PassSpec.model_validate({"type": "ptq_int8", **options})
 
 
-def _best(cands: list[Candidate]) -> Candidate | None:
-    ok = [c for c in cands if c.error is None]
+def _best(cands: list[TrialRecord]) -> TrialRecord | None:
+    """Within budget with the fewest layers in float and the best metric; else the closest to the budget."""
+    ok = [c for c in cands if c.state == "complete"]
     if not ok:
         return None
-    meeting = [c for c in ok if c.meets]
+    score = lambda c: c.accuracy if c.accuracy is not None else float("-inf")  # noqa: E731
+    meeting = [c for c in ok if c.feasible]
     if meeting:
-        return min(meeting, key=lambda c: (c.excluded, -c.score))
-    return min(ok, key=lambda c: (c.shortfall, -c.score))  # the closest to the budget
+        return min(meeting, key=lambda c: (len(c.params.get("exclude_nodes", [])), -score(c)))
+    return min(ok, key=lambda c: (c.shortfall, -score(c)))
 
 
 class _Candidates:
@@ -239,11 +241,11 @@ class _Candidates:
         self.backend, self.evaluator, self.ref = setup.backend, setup.evaluator, setup.reference
         self.reference = dict(self.ref.metrics)
 
-    def evaluate(self, stage: str, opts: dict, start: Path, work: Path) -> Candidate:
+    def evaluate(self, c: TrialRecord, start: Path, work: Path) -> None:
         from edgesmith.compress import PassContext, build_pass_config, get_pass
         from edgesmith.evaluate import gap_text, judge, shortfall
 
-        c = Candidate(stage, dict(opts))
+        opts = c.params
         t0 = time.perf_counter()
         work.mkdir(parents=True, exist_ok=True)
         try:
@@ -252,22 +254,19 @@ class _Candidates:
             artifact = self.backend.compile(path, work / f"model{self.backend.artifact_suffix}", self.profile, self.specs)
             c.metrics = dict(self.evaluator.evaluate(self.backend, artifact, self.profile.threads, self.ref).metrics)
         except Exception as exc:  # noqa: BLE001 - one candidate's failure is reported and the search goes on
-            c.error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+            c.state, c.error = "failed", f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
             c.seconds = time.perf_counter() - t0
-            return c
+            return
         verdicts = [v for v in judge(self.acc_profile, c.metrics, self.reference) if v.status != "n/a"]
-        c.meets = all(v.status == "pass" for v in verdicts)
+        c.state, c.feasible = "complete", all(v.status == "pass" for v in verdicts)
         failing = [v for v in verdicts if v.status == "fail"]
-        c.gap = "; ".join(gap_text(v) for v in failing)
+        c.gaps = [gap_text(v) for v in failing]
         c.shortfall = sum(shortfall(v) for v in failing)
-        from edgesmith.metrics import FIDELITY_METRICS
-
         key = next((k for k in c.metrics if k not in FIDELITY_METRICS), "output_fidelity")
-        c.score = c.metrics[key]
+        c.accuracy = c.metrics[key]  # the task metric (or the output's fidelity): higher is better
         c.seconds = time.perf_counter() - t0
-        return c
 
-    def sensitive_nodes(self, start: Path, best: Candidate, work: Path) -> list[str]:
+    def sensitive_nodes(self, start: Path, best: TrialRecord, work: Path) -> list[str]:
         """Quantized compute nodes, most sensitive first: those whose input activation the QDQ model
         reproduces worst (lowest SQNR against the float model's activation)."""
         import onnx
@@ -277,7 +276,7 @@ class _Candidates:
         from edgesmith.compress.quantize.onnx_common import DatasetReader, onnx_input_names
 
         work.mkdir(parents=True, exist_ok=True)
-        opts = {k: v for k, v in best.options.items() if k != "exclude_nodes"}
+        opts = {k: v for k, v in best.params.items() if k != "exclude_nodes"}
         ctx = PassContext(work_dir=work, profile=self.profile, input_specs=tuple(self.specs), calibration=self.calib)
         qdq = get_pass("ptq_int8").apply(start, build_pass_config("ptq_int8", opts), ctx)
         pre = work / "ptq_int8.pre.onnx"
@@ -301,7 +300,7 @@ class _Candidates:
 
 def render_tune(tr: TuneResult, profile: Any) -> str:
     lines = [
-        f"# edgesmith tune: {'within budget' if tr.best and tr.best.meets else 'NO setting within budget'}",
+        f"# edgesmith tune: {'within budget' if tr.best and tr.best.feasible else 'NO setting within budget'}",
         "",
         f"- target `{profile.name}`; accuracy budgets: " + ", ".join(f"{g.metric} {g.goal} {g.value:g}" for g in accuracy_profile(profile).budgets),
         "- float reference: " + ", ".join(f"{k} {v:.4g}" for k, v in tr.reference.items() if v != float("inf")),
@@ -310,14 +309,14 @@ def render_tune(tr: TuneResult, profile: Any) -> str:
     ]
     if tr.best:
         lines += [
-            f"**Best**: {tr.best.stage} {json.dumps(tr.best.options)} — "
+            f"**Best**: {tr.best.stage} {json.dumps(tr.best.params)} — "
             + ", ".join(f"{k} {v:.6g}" for k, v in tr.best.metrics.items())
-            + ("" if tr.best.meets else f" — **gap**: {tr.best.gap}"),
+            + ("" if tr.best.feasible else f" — **gap**: {'; '.join(tr.best.gaps)}"),
             "",
         ]
     lines += md_table(["#", "stage", "settings", "metrics", "within budget", "seconds"])
     for i, c in enumerate(tr.candidates):
         m = c.error or ", ".join(f"{k} {v:.6g}" for k, v in c.metrics.items())
-        ok = "yes" if c.meets else ("error" if c.error else f"no ({c.gap})")
-        lines.append(md_row([i, c.stage, md_code(json.dumps(c.options)), m, ok, f"{c.seconds:.1f}"]))
+        ok = "yes" if c.feasible else ("error" if c.error else f"no ({'; '.join(c.gaps)})")
+        lines.append(md_row([i, c.stage, md_code(json.dumps(c.params)), m, ok, f"{c.seconds:.1f}"]))
     return "\n".join(lines) + "\n"

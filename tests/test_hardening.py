@@ -347,7 +347,7 @@ def test_markdown_outputs_escape_names_from_recipes(tmp_path):
 def test_every_reports_table_rows_keep_their_columns_whatever_the_text():
     """search, optimize and tune write their tables with report.md_row: a label, error or setting with
     pipes, backticks or HTML cannot add a column, close a code span or inject markup."""
-    from edgesmith.optimize.search import OptimizeResult, Trial, render
+    from edgesmith.optimize.search import OptimizeResult, render
     from edgesmith.profiles import load_profile
     from edgesmith.search.report import render_markdown
     from edgesmith.search.result import SearchResult, TrialRecord
@@ -376,7 +376,7 @@ def test_every_reports_table_rows_keep_their_columns_whatever_the_text():
     rows = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| trial")]
     assert rows and all(line.replace("\\|", "").count("|") == 8 for line in rows), rows  # 7 columns
     structure = type("S", (), {"describe": lambda self: "cnn", "kinds": ["cnn"]})()
-    t = Trial(Plan(nasty, "onnxruntime", "ptq_int8", {"k": nasty}, why=nasty), status="failed", reason=nasty)
+    t = TrialRecord(0, {}, nasty, "failed", plan=Plan(nasty, "onnxruntime", "ptq_int8", {"k": nasty}, why=nasty), status="failed", reason=nasty)
     opt = render(OptimizeResult(structure, [t], t, "why", __import__("pathlib").Path("."), 1, "pass", {}, 1.0), prof)
     rows = [line for line in opt.splitlines() if line.startswith("| ") and not line.startswith("| candidate")]
     assert rows and all(line.replace("\\|", "").count("|") == 9 for line in rows), rows  # 8 columns

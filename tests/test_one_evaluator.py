@@ -35,7 +35,7 @@ def test_run_tune_optimize_and_validate_give_identical_numbers(tmp_path, cli, mo
     monkeypatch.setenv("EDGESMITH_CACHE_DIR", str(tmp_path / "cache"))
     run = pipeline.run(_recipe(tmp_path / "run"), tmp_path).manifest["targets"]["x86-avx512-vnni-ort"]["metrics"]
     tuned = tune(_recipe(tmp_path / "tune"), tmp_path, time_budget_s=1.0).candidates[0]
-    assert tuned.options == SETTINGS
+    assert tuned.params == SETTINGS
     opt = optimize(
         _recipe(tmp_path / "opt"),
         tmp_path,

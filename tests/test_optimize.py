@@ -11,7 +11,8 @@ import pytest
 
 from edgesmith.compress.quantize.policy import plan
 from edgesmith.compress.quantize.structure import analyse
-from edgesmith.optimize.search import Trial, _choose
+from edgesmith.optimize.search import _choose
+from edgesmith.search.result import TrialRecord
 from tests.conftest import NO_SPEEDUP_BUDGET
 
 MODELS = {
@@ -92,7 +93,7 @@ def test_policy_depthwise_cnn_adds_entropy_calibration_and_asymmetric_preset(exp
 def _trial(name, runtime, pass_type, speedup, low, high, status="ok"):
     from edgesmith.compress.quantize.policy import Plan
 
-    t = Trial(Plan(name, runtime, pass_type, {}), status=status, metrics={"cosine": 0.999})
+    t = TrialRecord(0, {}, name, "complete", plan=Plan(name, runtime, pass_type, {}), status=status, metrics={"cosine": 0.999})
     t.speedup, t.low, t.high = speedup, low, high
     return t
 

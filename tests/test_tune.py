@@ -39,11 +39,11 @@ def test_tune_finds_settings_within_budget(cli, tmp_path):
     assert r.code == 0, r.stderr
     result = json.loads((tmp_path / "tuned" / "tune.json").read_text())
     first, best = result["candidates"][0], result["best"]
-    assert not first["meets"] and "top1 drop" in first["gap"]  # the recipe's own settings miss the budget
-    assert best["meets"] and best["metrics"]["top1"] >= 99.0
-    assert best["options"] != first["options"]
+    assert not first["feasible"] and "top1 drop" in "; ".join(first["gaps"])  # the recipe's own settings miss the budget
+    assert best["feasible"] and best["metrics"]["top1"] >= 99.0
+    assert best["params"] != first["params"]
     tuned = yaml.safe_load((tmp_path / "tuned" / "tuned.yaml").read_text())
-    assert tuned["passes"][0] == {"type": "ptq_int8", **best["options"]}
+    assert tuned["passes"][0] == {"type": "ptq_int8", **best["params"]}
     manifest = json.loads((tmp_path / "tuned" / "manifest.json").read_text())
     assert manifest["verdict"] == "pass"
 
@@ -55,7 +55,7 @@ def test_unreachable_budget_still_writes_the_best_and_states_the_gap(cli, tmp_pa
     result = json.loads((tmp_path / "tuned" / "tune.json").read_text())
     stages = [c["stage"] for c in result["candidates"]]
     assert {"calibration", "granularity", "float layers"} <= set(stages)  # every stage was tried
-    assert not result["best"]["meets"] and result["best"]["gap"]
+    assert not result["best"]["feasible"] and result["best"]["gaps"]
     assert (tmp_path / "tuned" / "manifest.json").is_file() and (tmp_path / "tuned" / "tuned.yaml").is_file()
     assert "NO setting within budget" in (tmp_path / "tuned" / "tune.md").read_text()
 

@@ -77,7 +77,7 @@ def tune(
 
     print_verdicts(json.loads((result.out_dir / "manifest.json").read_text()), str(result.out_dir))
     if result.verdict == "fail":
-        gap = result.best.gap if result.best and not result.best.meets else "the final run failed a latency/size budget"
+        gap = "; ".join(result.best.gaps) if result.best and not result.best.feasible else "the final run failed a latency/size budget"
         err(f"no setting met the budget (best written to {result.out_dir}): {gap}")
         raise typer.Exit(EXIT_BUDGET_FAILED)
 

@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgesmith import engine
 from edgesmith.compress.quantize.policy import Plan, plan
+from edgesmith.engine import TrialRecord
 from edgesmith.errors import ConfigError
 from edgesmith.evaluate.judge import pick_fastest
 from edgesmith.metrics import FIDELITY_METRICS
@@ -35,29 +37,10 @@ from edgesmith.report import Markup, md, md_code, md_row, md_table
 
 
 @dataclass
-class Trial:
-    plan: Plan
-    status: str = "pending"  # winner | ok | failed | accuracy | slower | skipped
-    reason: str = ""
-    metrics: dict[str, float] = field(default_factory=dict)
-    meets: bool = False
-    speedup: float | None = None  # over FP32 on the target runtime, at the search batch
-    low: float | None = None
-    high: float | None = None
-    p50_ms: float | None = None
-    seconds: float = 0.0
-    artifact: Any = None
-
-    def as_dict(self) -> dict[str, Any]:
-        d = {k: v for k, v in asdict(self).items() if k not in ("plan", "artifact")}
-        return {**asdict(self.plan), **d}
-
-
-@dataclass
 class OptimizeResult:
     structure: Any
-    trials: list[Trial]
-    winner: Trial
+    trials: list[TrialRecord]
+    winner: TrialRecord
     explanation: str
     out_dir: Path
     batch: int
@@ -139,17 +122,10 @@ def optimize(
             from edgesmith.optimize import preset
 
             preset.check_labelled(recipe, base_dir, judge.specs)  # before any work on the post-training stage
-        trials = [Trial(p) for p in (plans if plans is not None else plan(structure, profile.backend, runtimes))]
-        quantized: dict[str, Path | Exception] = {}
-        for i, t in enumerate(trials):
-            if time.time() - started > time_budget_s:
-                t.status, t.reason = "skipped", f"time budget ({time_budget_s:.0f} s) spent before this candidate"
-                continue
-            with rep.step(f"[optimize] {t.plan.name}"):
-                judge.evaluate(t, start, profiles[t.plan.runtime], work / f"c{i}", quantized)
-        batch = profile.batch_sizes[0]
-        with rep.step(f"[optimize] timing {sum(t.status == 'ok' for t in trials)} model(s) interleaved at batch {batch}"):
-            machine = _race(trials, judge, profile, batch, reporter=rep)
+        proposed = plans if plans is not None else plan(structure, profile.backend, runtimes)
+        candidates = _Candidates(proposed, judge, profiles, profile, start, work, rep, time_budget_s)
+        outcome = engine.run(candidates, time_budget_s, rep, started)
+        trials, machine, batch = outcome.records, outcome.machine, candidates.batch
         winner, explanation = _choose(trials, profile.backend, machine)
         elapsed = time.time() - started
 
@@ -191,8 +167,8 @@ def _training_stage(
     recipe: Any,
     base_dir: Path,
     out: Path,
-    trials: list[Trial],
-    winner: Trial,
+    trials: list[TrialRecord],
+    winner: TrialRecord,
     torch_passes: list,
     epochs: int,
     final: Any,
@@ -209,7 +185,7 @@ def _training_stage(
     from edgesmith.search.space import parse_space
 
     target_rt = TargetSpec(profile=str(preset.task_profile(profile, out / "search")))
-    on_target = [t for t in trials if t.plan.pass_type and t.status in ("winner", "ok", "slower") and t.meets and t.plan.runtime == winner.plan.runtime]
+    on_target = [t for t in trials if t.plan.pass_type and t.status in ("winner", "ok", "slower") and t.feasible and t.plan.runtime == winner.plan.runtime]
     int8_src = winner if winner.plan.pass_type else max(on_target, key=lambda t: t.speedup or 0.0, default=None)
     int8 = {"type": int8_src.plan.pass_type, **int8_src.plan.options} if int8_src is not None else None
     passes = [p.as_yaml() for p in torch_passes] + preset.space(epochs, int8)
@@ -262,7 +238,7 @@ class _Judge:
         self.cache_dir = work / "calibration-cache"  # NOTE: not beside the float model: that may be the user's own ONNX file
         self.cache_dir.mkdir(exist_ok=True)
 
-    def evaluate(self, t: Trial, start: Path, profile: Any, work: Path, quantized: dict) -> None:
+    def evaluate(self, t: TrialRecord, start: Path, profile: Any, work: Path, quantized: dict) -> None:
         from edgesmith.evaluate import gap_text, judge
         from edgesmith.runtime import get_backend
 
@@ -275,14 +251,16 @@ class _Judge:
             t.metrics = dict(self.evaluator.evaluate(backend, t.artifact, profile.threads, self.ref).metrics)
         except Exception as exc:  # noqa: BLE001 - one candidate's crash is its own failure; the search goes on
             first = str(exc).strip().splitlines()[0][:240] if str(exc).strip() else ""
-            t.status, t.reason = "failed", f"{type(exc).__name__}: {first}"
+            t.state, t.status, t.reason = "failed", "failed", f"{type(exc).__name__}: {first}"
+            t.error = t.reason
             t.seconds = time.perf_counter() - t0
             return
         verdicts = [v for v in judge(self.acc_profile, t.metrics, self.ref.metrics) if v.status != "n/a"]
-        t.meets = all(v.status == "pass" for v in verdicts)
-        t.status = "ok" if t.meets else "accuracy"
-        if not t.meets:
-            t.reason = "outside the accuracy budget: " + "; ".join(gap_text(v) for v in verdicts if v.status == "fail")
+        t.state, t.feasible = "complete", all(v.status == "pass" for v in verdicts)
+        t.status = "ok" if t.feasible else "accuracy"
+        t.gaps = [gap_text(v) for v in verdicts if v.status == "fail"]
+        if not t.feasible:
+            t.reason = "outside the accuracy budget: " + "; ".join(t.gaps)
         t.seconds = time.perf_counter() - t0
 
     def _quantize(self, p: Plan, start: Path, work: Path, quantized: dict) -> Path:
@@ -318,32 +296,55 @@ class _Judge:
         return make_feeds(self.specs, batch, self.evaluation.first(batch))
 
 
-def _race(trials: list[Trial], judge: _Judge, profile: Any, batch: int, rounds: int = 12, per_round: int = 10, reporter: Any = None) -> dict | None:
-    """Time every FP32 model and every candidate within budget interleaved (search.measure.race: the one
-    measurement path, busy-machine retries included); speed-up over the target's FP32. Returns the machine
-    record of the race whose figures were kept (figures of a race that stayed busy are estimates only:
-    ``_choose`` claims nothing from them)."""
-    from edgesmith.search.measure import race
+class _Candidates:
+    """optimize's preset of the engine: every candidate the policy gives is proposed at once (one wave), built
+    in this process from the one export (ORT static candidates share one calibration per method), and the
+    candidates within the accuracy budget are timed in one race against FP32 on the target's runtime."""
 
-    runners = [t for t in trials if t.status == "ok" or (t.plan.pass_type is None and t.artifact is not None)]
-    ref = next((t for t in runners if t.plan.pass_type is None and t.plan.runtime == profile.backend), None)
-    if ref is None:
-        return None
-    others = [t for t in runners if t is not ref]
-    errors: dict[int, str] = {}
-    records, machine = race([t.artifact for t in others], ref.artifact, judge.feeds(batch), profile.threads, rounds, per_round, reporter, errors)
-    for i, why in errors.items():
-        others[i].status, others[i].reason = "failed", f"timing failed: {why}"
-    for t, rec in zip(others, records):
-        if rec is not None:
-            t.p50_ms, t.speedup, t.low, t.high = rec["p50_ms"], rec["speedup"], rec["low"], rec["high"]
-            ref.p50_ms = rec["fp32_p50_ms"]
-    if ref.p50_ms is not None:
-        ref.speedup, ref.low, ref.high = 1.0, 1.0, 1.0
-    return machine
+    def __init__(self, plans: list[Plan], judge: _Judge, profiles: dict, profile: Any, start: Path, work: Path, rep: Any, budget_s: float):
+        self.plans, self.judge, self.profiles, self.profile, self.start, self.work, self.rep = plans, judge, profiles, profile, start, work, rep
+        self.budget_s = budget_s
+        self.batch = profile.batch_sizes[0]
+        self.ref: TrialRecord | None = None
+
+    def propose(self, done: list[TrialRecord], out_of_time: bool) -> list[TrialRecord]:
+        if done:
+            return []
+        return [TrialRecord(i, dict(p.options), p.name, "pending", stage=p.why, plan=p) for i, p in enumerate(self.plans)]
+
+    def build(self, wave: list[TrialRecord], out_of_time: Any) -> None:
+        quantized: dict[str, Path | Exception] = {}
+        for t in wave:
+            if out_of_time():
+                t.state = t.status = "skipped"
+                t.reason = f"time budget ({self.budget_s:.0f} s) spent before this candidate"
+                continue
+            with self.rep.step(f"[optimize] {t.plan.name}"):
+                self.judge.evaluate(t, self.start, self.profiles[t.plan.runtime], self.work / f"c{t.number}", quantized)
+
+    def timing(self, wave: list[TrialRecord]) -> tuple[engine.Timing, list[TrialRecord]] | None:
+        """Every FP32 model and every candidate within the accuracy budget, against FP32 on the target."""
+        from edgesmith.search.executors import local_measure
+
+        runners = [t for t in wave if t.status == "ok" or (t.plan.pass_type is None and t.artifact is not None)]
+        self.ref = next((t for t in runners if t.plan.pass_type is None and t.plan.runtime == self.profile.backend), None)
+        if self.ref is None:
+            return None
+        others = [t for t in runners if t is not self.ref]
+        self.rep.info(f"[optimize] timing {len(runners)} model(s) interleaved at batch {self.batch}")
+        return engine.Timing(self.ref.artifact, self.judge.feeds(self.batch), self.profile.threads, local_measure, rounds=12), others
+
+    def tell(self, wave: list[TrialRecord]) -> None:
+        for t in wave:
+            if t.state == "failed" and t.status == "ok":  # built and within budget, but its timing failed
+                t.status, t.reason = "failed", t.error
+        fp32 = next((t.timing["fp32_p50_ms"] for t in wave if t.timing.get("fp32_p50_ms")), None)
+        if self.ref is not None and fp32 is not None:
+            self.ref.timing = {"p50_ms": fp32}
+            self.ref.speedup = self.ref.low = self.ref.high = 1.0
 
 
-def _choose(trials: list[Trial], target_runtime: str, machine: dict | None = None) -> tuple[Trial, str]:
+def _choose(trials: list[TrialRecord], target_runtime: str, machine: dict | None = None) -> tuple[TrialRecord, str]:
     ref = next(t for t in trials if t.plan.pass_type is None and t.plan.runtime == target_runtime)
     if machine and machine.get("busy"):
         return _choose_busy(trials, ref, target_runtime, machine)
@@ -386,7 +387,7 @@ def _choose(trials: list[Trial], target_runtime: str, machine: dict | None = Non
     return win, why
 
 
-def _choose_busy(trials: list[Trial], ref: Trial, target_runtime: str, machine: dict) -> tuple[Trial, str]:
+def _choose_busy(trials: list[TrialRecord], ref: TrialRecord, target_runtime: str, machine: dict) -> tuple[TrialRecord, str]:
     """The machine stayed busy through every race: no speed-up is claimed. Load biases a race (the larger
     model loses more when a core is shared), so the choice is only a best guess: the candidate within
     the accuracy budget with the largest point estimate, on the target's runtime only (a switch of runtime
@@ -410,7 +411,7 @@ def _choose_busy(trials: list[Trial], ref: Trial, target_runtime: str, machine: 
     return win, why
 
 
-def _finish(trials: list[Trial], ref: Trial, win: Trial) -> None:
+def _finish(trials: list[TrialRecord], ref: TrialRecord, win: TrialRecord) -> None:
     for t in trials:
         if t.status == "ok" and t is not win:
             t.status = "reference" if t is ref else t.status
@@ -422,7 +423,7 @@ def _rt(runtime: str) -> str:
     return {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}.get(runtime, runtime)
 
 
-def _final_recipe(recipe: Any, winner: Trial, profile: Any, out: Path, torch_passes: list) -> Any:
+def _final_recipe(recipe: Any, winner: TrialRecord, profile: Any, out: Path, torch_passes: list) -> Any:
     """The recipe that reproduces the winner: its pass (if any) on its runtime's profile. A float winner
     is not judged on speed-up over FP32 (it *is* FP32; its speed-up over the target's FP32 is in optimize.md)."""
     import yaml

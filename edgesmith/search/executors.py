@@ -43,6 +43,16 @@ def local_cores() -> list[int]:
         return list(range(os.cpu_count() or 1))
 
 
+def local_measure(
+    artifacts: list[Any], ref: Any, feeds: dict, threads: int, reporter: Any = None, errors: dict | None = None, rounds: int = 10
+) -> tuple[list, dict | None, str]:
+    """The race on this machine (search.measure.race); also optimize's and tune's timing."""
+    from edgesmith.search.measure import race
+
+    res, machine = race(artifacts, ref, feeds, threads, rounds=rounds, reporter=reporter, errors=errors)
+    return res, machine, socket.gethostname()
+
+
 class LocalPool:
     """Up to ``workers`` trial builds at once, each a process of its own pinned to its own slot of the
     cores: forked from a zygote that imported the build stack once (search/zygote.py), or, where the
@@ -128,11 +138,10 @@ class LocalPool:
             except (OSError, ValueError, subprocess.TimeoutExpired):
                 z.kill()
 
-    def measure(self, artifacts: list[Any], ref: Any, feeds: dict, threads: int, reporter: Any = None) -> tuple[list, dict | None, str]:
-        from edgesmith.search.measure import race
-
-        res, machine = race(artifacts, ref, feeds, threads, reporter=reporter)
-        return res, machine, socket.gethostname()
+    def measure(
+        self, artifacts: list[Any], ref: Any, feeds: dict, threads: int, reporter: Any = None, errors: dict | None = None, rounds: int = 10
+    ) -> tuple[list, dict | None, str]:
+        return local_measure(artifacts, ref, feeds, threads, reporter, errors, rounds)
 
     def close(self, cancel: bool = False) -> None:
         for b in self._running:  # interrupted: stop the builds now (their trials stay "running" and run again on resume)
@@ -267,12 +276,11 @@ class RayPool:
             out.append(res)
         return out
 
-    def measure(self, artifacts: list[Any], ref: Any, feeds: dict, threads: int, reporter: Any = None) -> tuple[list, dict | None, str]:
+    def measure(
+        self, artifacts: list[Any], ref: Any, feeds: dict, threads: int, reporter: Any = None, errors: dict | None = None, rounds: int = 10
+    ) -> tuple[list, dict | None, str]:
         if not self.tagged:
-            from edgesmith.search.measure import race
-
-            res, machine = race(artifacts, ref, feeds, threads, reporter=reporter)
-            return res, machine, socket.gethostname()
+            return local_measure(artifacts, ref, feeds, threads, reporter, errors, rounds)
         from edgesmith.search.measure import race_remote
 
         files: dict[str, bytes] = {}

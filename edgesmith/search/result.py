@@ -1,35 +1,16 @@
-"""What a search found: one record per trial and the result (front, best, closest), which the report writes
-and the engine returns (kept apart from both so neither imports the other)."""
+"""What a search found: its trials (the engine's one record, ``edgesmith.engine.TrialRecord``) and the result
+(front, best, closest), which the report writes and the search returns (kept apart from both so neither
+imports the other)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgesmith.engine import TrialRecord
 
-@dataclass
-class TrialRecord:
-    number: int
-    params: dict[str, Any]
-    label: str
-    state: str  # complete | failed
-    accuracy: float | None = None
-    latency_ms: float | None = None
-    size_mb: float | None = None
-    speedup: float | None = None
-    low: float | None = None
-    high: float | None = None
-    feasible: bool = False
-    shortfall: float = 0.0
-    gaps: list[str] = field(default_factory=list)
-    error: str = ""
-    node: str = ""
-    timing_node: str = ""
-    seconds: float = 0.0
-    cache: dict[str, int] = field(default_factory=dict)
-    busy: bool = False
-    on_front: bool = False
+__all__ = ["SearchResult", "TrialRecord"]
 
 
 @dataclass
@@ -46,8 +27,6 @@ class SearchResult:
     best_run: Any = None
 
     def as_dict(self) -> dict[str, Any]:
-        from dataclasses import asdict
-
         return {
             "verdict": self.verdict,
             "accuracy_key": self.accuracy_key,
@@ -56,5 +35,5 @@ class SearchResult:
             "best": self.best and self.best.number,
             "front": [t.number for t in self.front],
             "closest": [t.number for t in self.closest],
-            "trials": [asdict(t) for t in self.trials],
+            "trials": [t.as_dict() for t in self.trials],
         }

@@ -1,4 +1,5 @@
-"""The search loop: ask the study for a wave of trials, build them side by side, time them alone, tell.
+"""The search preset of the engine (edgesmith/engine.py): the study asks for a wave of trials, the pool builds
+them side by side, the engine times them alone, the study is told.
 
 Why waves: a latency measured while other trials build on the same cores is wrong (they steal cycles
 and cache), so the timing phase of a wave starts only when all its builds are done, and the next wave's
@@ -7,14 +8,17 @@ builds start only when its timing is done. The cost is that a wave waits for its
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
+from edgesmith.engine import TrialRecord
 from edgesmith.search.study import finished
 
 
 class Waves:
+    """The search preset of the engine (edgesmith/engine.py): the study proposes, the pool (or Ray) builds a
+    wave side by side, the wave is timed alone, each trial is told to the study."""
+
     def __init__(
         self, study: Any, space: Any, base: dict, base_dir: Path, out: Path, profile: Any, ref: Any, executor: Any, cache: Any, settings: Any, reporter: Any
     ):
@@ -25,76 +29,85 @@ class Waves:
         self.cache_hits = self.cache_misses = 0
         self.notes: list[str] = []
         self._fp32_ms = study.user_attrs.get("fp32_p50_ms")
+        self._pending: list[tuple[Any, dict]] = []
+        self._optuna: dict[int, tuple[Any, dict]] = {}  # trial number -> (Optuna trial, values)
+        self._built: dict[int, dict] = {}
+        self._stop = False
 
     def run(self, resumed: list[Any], trials_wanted: int, started: float) -> None:
-        from optuna.trial import Trial, TrialState
+        from optuna.trial import Trial
 
-        pending = [(Trial(self.study, t._trial_id), dict(t.params)) for t in resumed]
+        from edgesmith import engine
+
+        self._pending = [(Trial(self.study, t._trial_id), dict(t.params)) for t in resumed]
+        self._wanted = trials_wanted
+        out = engine.run(self, self.s.time_budget_s, self.rep, started)
+        self.build_seconds, self.timing_seconds = out.build_seconds, out.timing_seconds
+        if out.out_of_time and self.s.time_budget_s is not None and len(finished(self.study)) < trials_wanted and not self._stop:
+            self.notes.append(f"stopped by the time budget ({self.s.time_budget_s / 60:.1f} min) after {len(finished(self.study))} trial(s)")
+
+    def propose(self, done: list[TrialRecord], out_of_time: bool) -> list[TrialRecord]:
+        if self._stop or (out_of_time and not self._pending):
+            return []
         width = max(1, getattr(self.executor, "workers", 1))
-        while True:
-            done = len(finished(self.study))
-            wave: list[tuple[Any, dict]] = []
-            while pending and len(wave) < width:
-                wave.append(pending.pop(0))
-            budget_left = trials_wanted - done - len(wave)
-            out_of_time = self.s.time_budget_s is not None and time.time() - started > self.s.time_budget_s
-            while len(wave) < width and budget_left > 0 and not out_of_time:
-                t = self.study.ask()
-                wave.append((t, self.space.suggest(t)))
-                budget_left -= 1
-            if not wave:
-                break
-            self._wave(wave)
-            if self.s.stop_when_met and any(t.user_attrs.get("feasible") for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))):
-                self.notes.append("stopped early: a trial met every budget (--stop-when-met)")
-                break
-            if self.s.time_budget_s is not None and time.time() - started > self.s.time_budget_s and not pending:
-                if len(finished(self.study)) < trials_wanted:
-                    self.notes.append(f"stopped by the time budget ({self.s.time_budget_s / 60:.1f} min) after {len(finished(self.study))} trial(s)")
-                break
+        wave: list[tuple[Any, dict]] = []
+        while self._pending and len(wave) < width:
+            wave.append(self._pending.pop(0))
+        budget_left = self._wanted - len(finished(self.study)) - len(wave)
+        while len(wave) < width and budget_left > 0 and not out_of_time:
+            t = self.study.ask()
+            wave.append((t, self.space.suggest(t)))
+            budget_left -= 1
+        self._optuna.update({t.number: (t, v) for t, v in wave})
+        return [TrialRecord(t.number, v, self.space.label(v), "pending") for t, v in wave]
 
-    def _wave(self, wave: list[tuple[Any, dict]]) -> None:
+    def build(self, wave: list[TrialRecord], out_of_time: Any) -> None:
         from edgesmith.runtime.base import Artifact
 
         jobs = []
-        for trial, values in wave:
-            number = trial.number
-            recipe = {**self.base, "passes": self.space.concrete(values), "output_dir": str(self.out / "trials" / f"{number:04d}")}
-            jobs.append(
-                {
-                    "recipe": recipe,
-                    "base_dir": str(self.base_dir),
-                    "trial_dir": str(self.out / "trials" / f"{number:04d}"),
-                    "cache": str(self.cache.root) if self.cache.usable else None,
-                    "trust_checkpoint": self.s.trust_checkpoint,
-                }
-            )
-        labels = ", ".join(f"#{t.number} {self.space.label(v)}" for t, v in wave)
-        t0 = time.time()
+        for r in wave:
+            trial_dir = str(self.out / "trials" / f"{r.number:04d}")
+            recipe = {**self.base, "passes": self.space.concrete(r.params), "output_dir": trial_dir}
+            cache = str(self.cache.root) if self.cache.usable else None
+            jobs.append({"recipe": recipe, "base_dir": str(self.base_dir), "trial_dir": trial_dir, "cache": cache, "trust_checkpoint": self.s.trust_checkpoint})
+        labels = ", ".join(f"#{r.number} {r.label}" for r in wave)
         with self.rep.step(f"[search] building {len(wave)} trial(s) side by side: {labels}"):
             built = self.executor.build_wave(jobs)
-        self.build_seconds += time.time() - t0
-        ok = [i for i, b in enumerate(built) if b.get("ok")]
-        arts = [
-            Artifact(Path(jobs[i]["trial_dir"]) / built[i]["bundle"]["artifact"], self.profile.backend, built[i]["bundle"].get("artifact_options") or {})
-            for i in ok
-        ]
-        timings: list = []
-        node = ""
-        if arts:
-            t0 = time.time()
-            with self.rep.step(f"[search] timing {len(arts)} trial(s) against FP32, nothing else running (batch {self.profile.batch_sizes[0]})"):
-                timings, machine, node = self.executor.measure(arts, self.ref.artifact, self.ref.feeds, self.ref.threads, self.rep)
-            self.timing_seconds += time.time() - t0
-        if self._fp32_ms is None and timings and any(timings):
-            self._fp32_ms = next(t for t in timings if t)["fp32_p50_ms"]
-            self.study.set_user_attr("fp32_p50_ms", self._fp32_ms)
-        timing_of = {i: timings[k] for k, i in enumerate(ok)} if timings else {}
-        for i, (trial, values) in enumerate(wave):
-            self._tell(trial, values, built[i], timing_of.get(i), node)
-            self.ran += 1
+        for r, job, b in zip(wave, jobs, built):
+            self._built[r.number] = b
+            r.seconds, r.node = b.get("seconds") or 0.0, b.get("node", "")
+            if b.get("ok"):
+                r.state, r.metrics = "complete", dict(b["metrics"])
+                r.artifact = Artifact(Path(job["trial_dir"]) / b["bundle"]["artifact"], self.profile.backend, b["bundle"].get("artifact_options") or {})
+            else:
+                r.state, r.error = "failed", b.get("error") or "the build failed"
 
-    def _tell(self, trial: Any, values: dict, b: dict, timing: dict | None, node: str) -> None:
+    def timing(self, wave: list[TrialRecord]) -> tuple[Any, list[TrialRecord]] | None:
+        from edgesmith.engine import Timing
+
+        runners = [r for r in wave if r.state == "complete"]
+        if not runners:
+            return None
+        self.rep.info(f"[search] timing {len(runners)} trial(s) against FP32, nothing else running (batch {self.profile.batch_sizes[0]})")
+        return Timing(self.ref.artifact, self.ref.feeds, self.ref.threads, self.executor.measure), runners
+
+    def tell(self, wave: list[TrialRecord]) -> None:
+        from optuna.trial import TrialState
+
+        for r in wave:
+            if self._fp32_ms is None and r.timing.get("fp32_p50_ms"):
+                self._fp32_ms = r.timing["fp32_p50_ms"]
+                self.study.set_user_attr("fp32_p50_ms", self._fp32_ms)
+        for r in wave:
+            trial, values = self._optuna.pop(r.number)
+            timing = {**r.timing, "speedup": r.speedup, "low": r.low, "high": r.high, "busy": r.busy} if r.timing else None
+            self._tell(trial, values, self._built.pop(r.number), timing, r.timing_node, r.error)
+            self.ran += 1
+        if self.s.stop_when_met and any(t.user_attrs.get("feasible") for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))):
+            self.notes.append("stopped early: a trial met every budget (--stop-when-met)")
+            self._stop = True
+
+    def _tell(self, trial: Any, values: dict, b: dict, timing: dict | None, node: str, error: str = "") -> None:
         from optuna.trial import TrialState
 
         from edgesmith.evaluate.judge import gap_text, judge, shortfall
@@ -114,7 +127,7 @@ class Waves:
             if n not in self.notes:
                 self.notes.append(n)
         if not b.get("ok") or timing is None:
-            attrs["error"] = b.get("error") or "could not be timed"
+            attrs["error"] = b.get("error") or error or "could not be timed"
             for k, v in attrs.items():
                 trial.set_user_attr(k, v)
             self.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)

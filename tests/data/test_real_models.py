@@ -132,7 +132,7 @@ def test_transformers_object_and_api_names_stay_functions(tmp_path, bert_folder)
 
     import edgesmith
     import edgesmith.optimize.preset  # noqa: F401 - importing the subpackage must not replace the function
-    import edgesmith.search.engine  # noqa: F401
+    import edgesmith.search.pareto  # noqa: F401
 
     assert callable(edgesmith.optimize) and callable(edgesmith.search) and callable(edgesmith.export)
     model = AutoModelForSequenceClassification.from_pretrained(str(bert_folder))

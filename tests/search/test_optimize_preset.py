@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgesmith.optimize import preset
-from edgesmith.search.engine import SearchResult, TrialRecord
+from edgesmith.search.result import SearchResult, TrialRecord
 from edgesmith.search.space import parse_space
 
 
