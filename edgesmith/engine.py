@@ -19,9 +19,12 @@ most faithful of those).
 from __future__ import annotations
 
 import copy
+import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any, Protocol
 
 
@@ -153,3 +156,28 @@ def time_wave(timing: Timing, runners: list[TrialRecord], reporter: Any = None) 
         r.speedup, r.low, r.high, r.busy = rec["speedup"], rec["low"], rec["high"], bool(rec.get("busy"))
         r.timing = {k: rec[k] for k in ("p50_ms", "p90_ms", "p95_ms", "p99_ms", "fp32_p50_ms") if k in rec}
     return machine
+
+
+def store_study(records: list[TrialRecord], folder: Path, preset: str, objectives: dict[str, str]) -> str | None:
+    """The trials of a preset that proposes its own (optimize, tune) stored as the search stores its trials:
+    an Optuna study, ``study.db`` in the output folder (readable with Optuna's tools, e.g. optuna-dashboard),
+    each trial's whole record in its user attributes. ``objectives``: record field -> maximize | minimize.
+    Written aside and moved into place. Returns a note instead when Optuna is not installed."""
+    try:
+        import optuna
+    except ImportError:
+        return "no study.db: Optuna is not installed (pip install 'edgesmith[search]')"
+    from optuna.trial import TrialState, create_trial
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    tmp = folder / ".study.db.tmp"
+    tmp.unlink(missing_ok=True)
+    study = optuna.create_study(storage=f"sqlite:///{tmp}", study_name=f"edgesmith-{preset}", directions=list(objectives.values()))  # type: ignore[arg-type]
+    for r in records:
+        values = [getattr(r, k) for k in objectives]
+        done = r.state == "complete" and all(isinstance(v, (int, float)) and v == v for v in values)
+        attrs = json.loads(json.dumps(r.as_dict(), default=str))
+        study.add_trial(create_trial(state=TrialState.COMPLETE if done else TrialState.FAIL, values=values if done else None, user_attrs=attrs))
+    del study
+    os.replace(tmp, folder / "study.db")
+    return None

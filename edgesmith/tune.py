@@ -91,6 +91,9 @@ def tune(
     atomic_write_text(out / "tune.json", json.dumps(tr.as_dict(), indent=1, default=str) + "\n")
     atomic_write_text(out / "tuned.yaml", final.model_copy(update={"output_dir": str(out)}).to_yaml())
     atomic_write_text(out / "tune.md", render_tune(tr, profile))
+    note = engine.store_study(tr.candidates, out, "tune", {"accuracy": "maximize"})
+    if note:
+        rep.info(note)
     return tr
 
 

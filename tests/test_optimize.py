@@ -241,6 +241,7 @@ def test_cli_optimize_reports_every_candidate(cli, tmp_path, steady_profile):
     assert all(n in md for n in names) and "**Why**" in md and "winner:" in r.stdout
     win = next(c for c in res["candidates"] if c["status"] == "winner")
     assert win["pass_type"] is None or win["low"] > 1.0  # never a candidate not surely faster than FP32
+    assert (out / "study.db").is_file()  # the engine's study store, as the search's
 
 
 @pytest.mark.parametrize(

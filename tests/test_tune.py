@@ -46,6 +46,10 @@ def test_tune_finds_settings_within_budget(cli, tmp_path):
     assert tuned["passes"][0] == {"type": "ptq_int8", **best["params"]}
     manifest = json.loads((tmp_path / "tuned" / "manifest.json").read_text())
     assert manifest["verdict"] == "pass"
+    import optuna  # the engine's study store: every candidate, as the search stores its trials
+
+    study = optuna.load_study(study_name="edgesmith-tune", storage=f"sqlite:///{tmp_path / 'tuned' / 'study.db'}")
+    assert [t.user_attrs["params"] for t in study.get_trials()] == [c["params"] for c in result["candidates"]]
 
 
 def test_unreachable_budget_still_writes_the_best_and_states_the_gap(cli, tmp_path):

@@ -139,7 +139,9 @@ def optimize(
         # NOTE: the folder passed the output policy above; the run keeps the profile file its recipe names
         result = pipeline.run(final, base_dir, out_dir=out, reporter=rep, force=True, keep=("target.profile.yaml", "search"), trust_checkpoint=trust_checkpoint)
     res = OptimizeResult(structure, trials, winner, explanation, out, batch, result.verdict, judge.reference, elapsed, machine, training)
-    _write(res, final, profile)
+    note = _write(res, final, profile)
+    if note:
+        rep.info(note)
     return res
 
 
@@ -257,6 +259,7 @@ class _Judge:
             return
         verdicts = [v for v in judge(self.acc_profile, t.metrics, self.ref.metrics) if v.status != "n/a"]
         t.state, t.feasible = "complete", all(v.status == "pass" for v in verdicts)
+        t.accuracy = next((v for k, v in t.metrics.items() if k not in FIDELITY_METRICS), t.metrics.get("cosine"))
         t.status = "ok" if t.feasible else "accuracy"
         t.gaps = [gap_text(v) for v in verdicts if v.status == "fail"]
         if not t.feasible:
@@ -448,12 +451,13 @@ def _final_recipe(recipe: Any, winner: TrialRecord, profile: Any, out: Path, tor
     return recipe.model_copy(update={"passes": passes, "targets": [spec], "output_dir": str(out)})
 
 
-def _write(res: OptimizeResult, final: Any, profile: Any) -> None:
+def _write(res: OptimizeResult, final: Any, profile: Any) -> str | None:
     from edgesmith.outputs import atomic_write_text
 
     atomic_write_text(res.out_dir / "optimize.json", json.dumps(res.as_dict(), indent=1, default=str) + "\n")
     atomic_write_text(res.out_dir / "optimized.yaml", final.to_yaml())
     atomic_write_text(res.out_dir / "optimize.md", render(res, profile))
+    return engine.store_study(res.trials, res.out_dir, "optimize", {"accuracy": "maximize", "speedup": "maximize"})
 
 
 def render(res: OptimizeResult, profile: Any) -> str:
