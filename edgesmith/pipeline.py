@@ -106,9 +106,12 @@ def run(
     with StagedOutput(out, force=force, keep=keep) as staged:  # NOTE: checks the output-folder policy itself
         manifest = _execute(plan, staged, trust_checkpoint, rep, _Options(cache, measure_latency))
         manifest["duration_s"] = round(time.time() - started, 2)
-        from edgesmith.report import render_markdown
+        from edgesmith.reporting.document import to_html, to_junit, to_markdown
+        from edgesmith.reporting.runs import runs_report
 
-        staged.path("report.md").write_text(render_markdown(manifest))
+        doc = runs_report([("run", manifest)])
+        for name, writer in (("report.md", to_markdown), ("report.html", to_html), ("report.junit.xml", to_junit)):
+            staged.path(name).write_text(writer(doc))
         staged.commit(manifest)
     return RunResult(out, manifest, manifest["verdict"])
 

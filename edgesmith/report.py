@@ -1,4 +1,5 @@
-"""report.md and the console verdict table, both from the manifest."""
+"""Markdown made safe (every report's escaping and table rows), a run's verdict rows, and the console verdict
+table. The reports themselves are built in reporting/ (one model, four writers)."""
 
 from __future__ import annotations
 
@@ -67,73 +68,6 @@ def verdict_rows(target: dict) -> list[list[str]]:
             detail = detail.partition("; ")[2]
         rows.append([_metric_label(v), _fmt(v["value"]), _fmt(v["reference"]), budget_text(v), status, detail])
     return rows
-
-
-def render_markdown(manifest: dict) -> str:
-    lines = [f"# edgesmith run: {md(manifest['recipe']['name'])}", ""]
-    lines += [
-        f"- verdict: **{manifest['verdict'].upper()}**",
-        f"- model: {md(manifest['recipe']['model']['source'])}",
-        f"- passes: {md(', '.join(p['type'] for p in manifest['recipe']['passes'])) or 'none'}",
-        f"- edgesmith {manifest['versions'].get('edgesmith')}, onnxruntime {manifest['versions'].get('onnxruntime')}, torch {manifest['versions'].get('torch')}",
-        "",
-    ]
-    exp = manifest.get("export")
-    if exp:
-        lines += [
-            "## Export",
-            "",
-            f"- {md(exp['path'])} (opset {exp['opset']}, {exp['exporter']} exporter, {exp['mb']:.3f} MB)",
-            f"- parity ONNX Runtime vs torch: {md(exp['parity'])}",
-            "",
-        ]
-    params = manifest.get("parameters")
-    if params:
-        changed = " (the architecture changed: re-exported and parity re-checked against the changed model)" if params.get("architecture_changed") else ""
-        count = lambda n: f"{n:,}" if isinstance(n, int) else "—"  # noqa: E731
-        lines += [f"- parameters: float model {count(params.get('float'))}, after torch passes {count(params.get('after_torch_passes'))}{changed}", ""]
-    for name, t in manifest.get("targets", {}).items():
-        lines += [f"## Target {md(name)} — {t['verdict'].upper()}", "", md(t["profile"]["description"]), ""]
-        if t.get("estimated"):
-            lines += ["> Budgets of this profile are **estimates**, not measured on the device.", ""]
-        lines += md_table(["metric", "value", "float reference", "budget", "verdict", "detail"])
-        lines += [md_row(r) for r in verdict_rows(t)]
-        lines += ["", "### Artifacts", ""]
-        for a in t.get("artifacts", []):
-            lines.append(f"- {md(a['path'])} — {md(a['what'])}, {a['mb']:.3f} MB")
-        if t.get("size"):
-            s = t["size"]
-            lines.append(f"- size: float ONNX {s['fp32_mb']:.3f} MB → compressed ONNX {s['compressed_mb']:.3f} MB ({s['ratio']:.2f}× smaller)")
-            if "deflate_ratio" in s:
-                lines.append(
-                    f"- compressed download (deflate): {s['fp32_deflate_mb']:.3f} MB → {s['compressed_deflate_mb']:.3f} MB "
-                    f"({s['deflate_ratio']:.2f}× smaller); sparse weights shrink what ships, not what a dense runtime loads"
-                )
-        if t.get("latency"):
-            lines += [
-                "",
-                "### Latency (ms; compressed and FP32 timed interleaved in one process, each call as an application makes it)",
-                "",
-                *md_table(["model", "batch", "p50", "p90", "p99", "mean", "std", "throughput/s", "speed-up (p50)", "peak RSS MB", "noise"]),
-            ]
-            fp32 = t["latency"].get("fp32", {})
-            for which, per_batch in t["latency"].items():
-                for b, s in per_batch.items():
-                    speedup = fp32[b]["p50_ms"] / s["p50_ms"] if b in fp32 else float("nan")
-                    machine = s.get("machine") or {}
-                    noise = (
-                        "BUSY MACHINE: " + "; ".join(machine.get("reasons", []))
-                        if machine.get("busy")
-                        else f"noisy (cv {s['cv']:.0%})"
-                        if s.get("cv", 0) > 0.1
-                        else "ok"
-                    )
-                    cells = [which, b, *(f"{s[k]:.3f}" for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms")), f"{s['throughput_per_s']:.1f}"]
-                    lines.append(md_row([*cells, f"{speedup:.2f}x", f"{s['peak_rss_mb']:.0f}", noise]))
-        if t.get("notes"):
-            lines += ["", "### Notes", ""] + [f"- {md(n)}" for n in t["notes"]]
-        lines.append("")
-    return "\n".join(lines)
 
 
 def print_verdicts(manifest: dict, out_dir: str, console: Any = None) -> None:

@@ -13,7 +13,7 @@ Stages, cheapest first, each tried only if the one before found nothing within b
 
 The best candidate — within budget with the fewest float layers and the best metric, else the one
 closest to the budget — is always written, with every candidate's numbers, even when none meets the
-budget or the time budget runs out: ``tune.json``, ``tune.md``, ``tuned.yaml`` (the recipe with the
+budget or the time budget runs out: ``tune.md``/``.json``/``.html``/``.junit.xml``, ``tuned.yaml`` (the recipe with the
 winning settings) and the full run of that recipe (artifact, report, manifest) in the output directory.
 Torch-level mixed bit-widths (``mixed_precision``) are not in this search yet.
 """
@@ -31,7 +31,8 @@ from edgesmith.engine import TrialRecord
 from edgesmith.errors import ConfigError
 from edgesmith.evaluate import accuracy_profile
 from edgesmith.metrics import FIDELITY_METRICS
-from edgesmith.report import md_code, md_row, md_table
+from edgesmith.report import md, md_code
+from edgesmith.reporting.document import Report, Section, Table, trial_checks, write
 
 
 @dataclass
@@ -88,9 +89,8 @@ def tune(
         result = pipeline.run(final, base_dir, out_dir=out, reporter=rep, force=True, trust_checkpoint=trust_checkpoint)  # NOTE: the policy was checked above
     verdict = "pass" if best.feasible and result.verdict == "pass" else "fail"
     tr = TuneResult(search.cands, best, out, verdict, search.stopped, search.ev.reference)
-    atomic_write_text(out / "tune.json", json.dumps(tr.as_dict(), indent=1, default=str) + "\n")
     atomic_write_text(out / "tuned.yaml", final.model_copy(update={"output_dir": str(out)}).to_yaml())
-    atomic_write_text(out / "tune.md", render_tune(tr, profile))
+    write(tune_report(tr, profile), out, "tune")
     note = engine.store_study(tr.candidates, out, "tune", {"accuracy": "maximize"})
     if note:
         rep.info(note)
@@ -301,25 +301,32 @@ class _Candidates:
         return sorted(score, key=lambda n: score[n])  # lowest SQNR first
 
 
-def render_tune(tr: TuneResult, profile: Any) -> str:
-    lines = [
-        f"# edgesmith tune: {'within budget' if tr.best and tr.best.feasible else 'NO setting within budget'}",
-        "",
+def tune_report(tr: TuneResult, profile: Any) -> Report:
+    best = tr.best
+    facts = [
         f"- target `{profile.name}`; accuracy budgets: " + ", ".join(f"{g.metric} {g.goal} {g.value:g}" for g in accuracy_profile(profile).budgets),
         "- float reference: " + ", ".join(f"{k} {v:.4g}" for k, v in tr.reference.items() if v != float("inf")),
         f"- search ended: {tr.stopped}; {len(tr.candidates)} candidate(s)",
-        "",
     ]
-    if tr.best:
-        lines += [
-            f"**Best**: {tr.best.stage} {json.dumps(tr.best.params)} — "
-            + ", ".join(f"{k} {v:.6g}" for k, v in tr.best.metrics.items())
-            + ("" if tr.best.feasible else f" — **gap**: {'; '.join(tr.best.gaps)}"),
-            "",
-        ]
-    lines += md_table(["#", "stage", "settings", "metrics", "within budget", "seconds"])
+    summary = []
+    if best:
+        summary.append(
+            f"**Best**: {best.stage} {md_code(json.dumps(best.params))} — "
+            + ", ".join(f"{k} {v:.6g}" for k, v in best.metrics.items())
+            + ("" if best.feasible else f" — **gap**: {md('; '.join(best.gaps))}")
+        )
+    table = Table(["#", "stage", "settings", "metrics", "within budget", "seconds"])
     for i, c in enumerate(tr.candidates):
         m = c.error or ", ".join(f"{k} {v:.6g}" for k, v in c.metrics.items())
         ok = "yes" if c.feasible else ("error" if c.error else f"no ({'; '.join(c.gaps)})")
-        lines.append(md_row([i, c.stage, md_code(json.dumps(c.params)), m, ok, f"{c.seconds:.1f}"]))
-    return "\n".join(lines) + "\n"
+        table.rows.append([i, c.stage, md_code(json.dumps(c.params)), m, ok, f"{c.seconds:.1f}"])
+        table.row_status.append("pass" if c.feasible else "fail")
+    return Report(
+        f"edgesmith tune: {'within budget' if best and best.feasible else 'NO setting within budget'}",
+        tr.verdict,
+        facts,
+        summary,
+        [Section("", table=table)],
+        trial_checks(tr.candidates, f"edgesmith.tune.{profile.name}"),
+        tr.as_dict(),
+    )

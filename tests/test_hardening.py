@@ -331,7 +331,9 @@ def test_long_input_is_never_quoted_in_full(cli, tmp_path):
 
 
 def test_markdown_outputs_escape_names_from_recipes(tmp_path):
-    from edgesmith.report import md, render_markdown
+    from edgesmith.report import md
+    from edgesmith.reporting.document import to_html, to_markdown
+    from edgesmith.reporting.runs import runs_report
 
     assert md("<img src=x onerror=alert(1)>|`x`") == "&lt;img src=x onerror=alert(1)>\\|&#96;x&#96;"
     manifest = {
@@ -340,16 +342,20 @@ def test_markdown_outputs_escape_names_from_recipes(tmp_path):
         "versions": {},
         "targets": {"<b>t</b>": {"verdict": "pass", "profile": {"description": "<i>x</i>"}, "verdicts": [], "notes": ["node <Conv_0>"], "artifacts": []}},
     }
-    text = render_markdown(manifest)
+    doc = runs_report([("run", manifest)])
+    text = to_markdown(doc)
     assert "<script>" not in text and "<b>" not in text and "<i>" not in text and "<Conv_0>" not in text
+    html = to_html(doc)  # the same model through the HTML writer
+    assert "<script>alert" not in html and "<b>t</b>" not in html and "<i>x</i>" not in html and "<Conv_0>" not in html
 
 
 def test_every_reports_table_rows_keep_their_columns_whatever_the_text():
     """search, optimize and tune write their tables with report.md_row: a label, error or setting with
     pipes, backticks or HTML cannot add a column, close a code span or inject markup."""
-    from edgesmith.optimize.search import OptimizeResult, render
+    from edgesmith.optimize.search import OptimizeResult, optimize_report
     from edgesmith.profiles import load_profile
-    from edgesmith.search.report import render_markdown
+    from edgesmith.reporting.document import to_html, to_junit, to_markdown
+    from edgesmith.search.report import search_report
     from edgesmith.search.result import SearchResult, TrialRecord
 
     nasty = "a|b`c<script>"
@@ -370,19 +376,26 @@ def test_every_reports_table_rows_keep_their_columns_whatever_the_text():
         "cache": {"folder": "cachedir", "hits": 0, "misses": 0, "hit_rate": 0.0},
     }
     prof = load_profile("x86-avx512-vnni-ort")
-    text = render_markdown(SearchResult(__import__("pathlib").Path("."), [bad], [], None, [], "top1", {}, info, "fail"), prof)
+    text = to_markdown(search_report(SearchResult(__import__("pathlib").Path("."), [bad], [], None, [], "top1", {}, info, "fail"), prof))
     from edgesmith.compress.quantize.policy import Plan
 
     rows = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| trial")]
     assert rows and all(line.replace("\\|", "").count("|") == 8 for line in rows), rows  # 7 columns
-    structure = type("S", (), {"describe": lambda self: "cnn", "kinds": ["cnn"]})()
+    structure = type("S", (), {"describe": lambda self: "cnn", "kinds": ["cnn"], "as_dict": lambda self: {}})()
     t = TrialRecord(0, {}, nasty, "failed", plan=Plan(nasty, "onnxruntime", "ptq_int8", {"k": nasty}, why=nasty), status="failed", reason=nasty)
-    opt = render(OptimizeResult(structure, [t], t, "why", __import__("pathlib").Path("."), 1, "pass", {}, 1.0), prof)
+    report = optimize_report(OptimizeResult(structure, [t], t, "why", __import__("pathlib").Path("."), 1, "pass", {}, 1.0), prof)
+    opt = to_markdown(report)
     rows = [line for line in opt.splitlines() if line.startswith("| ") and not line.startswith("| candidate")]
     assert rows and all(line.replace("\\|", "").count("|") == 9 for line in rows), rows  # 8 columns
     outside_code = __import__("re").sub(r"`[^`]*`", "", text + opt)  # inside a code span HTML is text
     assert "<script>" not in outside_code
     assert "b`c" not in text + opt  # no backtick of the input survives to close a span
+    html = to_html(report)  # the same model through the other writers: no markup of the input survives
+    assert nasty not in html and "<script>" not in html.replace("<script>window.__errors", "").replace("<script>\ndocument", "")
+    import xml.etree.ElementTree as ET
+
+    case = ET.fromstring(to_junit(report)).find("testsuite/testcase")
+    assert case is not None and nasty in case.get("name") and case.find("error").get("message") == nasty  # XML-escaped, read back whole
 
 
 def test_latency_budgets_are_not_judged_on_a_cpu_without_the_profiles_features():

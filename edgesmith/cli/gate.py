@@ -144,9 +144,10 @@ def report(
     """
     from edgesmith.gate.baseline import load_baseline, load_run
     from edgesmith.outputs import atomic_write_text, check_writable
-    from edgesmith.reporting.html import render_html
+    from edgesmith.reporting.document import to_html
+    from edgesmith.reporting.runs import runs_report
 
     check_writable(html.parent)
     runs = [(d.name or str(d), load_run(d)) for d in run_dirs]
-    atomic_write_text(html, render_html(runs, baseline=load_baseline(baseline) if baseline else None))
+    atomic_write_text(html, to_html(runs_report(runs, baseline=load_baseline(baseline) if baseline else None)))
     print(f"report written to {html}")

@@ -33,7 +33,8 @@ from edgesmith.engine import TrialRecord
 from edgesmith.errors import ConfigError
 from edgesmith.evaluate.judge import pick_fastest
 from edgesmith.metrics import FIDELITY_METRICS
-from edgesmith.report import Markup, md, md_code, md_row, md_table
+from edgesmith.report import Markup, md, md_code
+from edgesmith.reporting.document import Report, Section, Table, trial_checks, write
 
 
 @dataclass
@@ -454,17 +455,15 @@ def _final_recipe(recipe: Any, winner: TrialRecord, profile: Any, out: Path, tor
 def _write(res: OptimizeResult, final: Any, profile: Any) -> str | None:
     from edgesmith.outputs import atomic_write_text
 
-    atomic_write_text(res.out_dir / "optimize.json", json.dumps(res.as_dict(), indent=1, default=str) + "\n")
     atomic_write_text(res.out_dir / "optimized.yaml", final.to_yaml())
-    atomic_write_text(res.out_dir / "optimize.md", render(res, profile))
+    write(optimize_report(res, profile), res.out_dir, "optimize")
     return engine.store_study(res.trials, res.out_dir, "optimize", {"accuracy": "maximize", "speedup": "maximize"})
 
 
-def render(res: OptimizeResult, profile: Any) -> str:
+def optimize_report(res: OptimizeResult, profile: Any) -> Report:
     w = res.winner
-    lines = [
-        f"# edgesmith optimize: {md(w.plan.name)}",
-        "",
+    m = res.machine or {}
+    facts = [
         f"- model: {res.structure.describe()} ({', '.join(res.structure.kinds) or 'plain'})",
         f"- target `{profile.name}` ({_rt(profile.backend)}); accuracy budgets: "
         + ", ".join(f"{g.metric} {g.goal} {g.value:g}" for g in profile.budgets if not g.metric.startswith(("latency_", "speedup", "artifact", "peak"))),
@@ -472,18 +471,11 @@ def render(res: OptimizeResult, profile: Any) -> str:
         f"- latency: batch {res.batch}, every model timed interleaved in one process; speed-up over FP32 on {_rt(profile.backend)} "
         "with a 95% bootstrap interval over rounds (wall time of each plain API call, numpy in and out, for every runtime: "
         "what an application pays, the same clock for all)",
-        f"- machine while timing: {'BUSY — ' + '; '.join((res.machine or {}).get('reasons', [])) + ' (no speed-up claimed)' if res.claims_withheld else 'quiet'}"
-        + (
-            f" (other processes {res.machine['others_cores']:.2f} cores, steal {res.machine.get('steal') or 0:.0%})"
-            if res.machine and res.machine.get("others_cores") is not None
-            else ""
-        ),
+        f"- machine while timing: {'BUSY — ' + '; '.join(m.get('reasons', [])) + ' (no speed-up claimed)' if res.claims_withheld else 'quiet'}"
+        + (f" (other processes {m['others_cores']:.2f} cores, steal {m.get('steal') or 0:.0%})" if m.get("others_cores") is not None else ""),
         f"- search: {len(res.trials)} candidates in {res.seconds:.0f} s; the final run of the winner: {res.verdict}",
-        "",
-        f"**Why**: {res.explanation}",
-        "",
-        *md_table(["candidate", "runtime", "settings", "why tried", "top-1", "cosine", "speed-up (interval)", "result"]),
     ]
+    table = Table(["candidate", "runtime", "settings", "why tried", "top-1", "cosine", "speed-up (interval)", "result"])
     for t in res.trials:
         top1 = next((f"{v:.2f}" for k, v in t.metrics.items() if k not in FIDELITY_METRICS), "—")
         cos = f"{t.metrics['cosine']:.4f}" if "cosine" in t.metrics else "—"
@@ -496,21 +488,29 @@ def render(res: OptimizeResult, profile: Any) -> str:
         )
         settings = json.dumps(t.plan.options) if t.plan.pass_type else "float"
         result = Markup("**winner**") if t.status == "winner" else f"{t.status}: {t.reason}" if t.reason else t.status
-        lines.append(md_row([t.plan.name, _rt(t.plan.runtime), md_code(f"{t.plan.pass_type or ''} {settings}"), t.plan.why, top1, cos, sp, result]))
+        table.rows.append([t.plan.name, _rt(t.plan.runtime), md_code(f"{t.plan.pass_type or ''} {settings}"), t.plan.why, top1, cos, sp, result])
+        table.row_status.append({"winner": "pass", "failed": "fail", "accuracy": "fail"}.get(t.status, ""))
+    sections = [Section("", table=table)]
     tr = res.training
     if tr:
-        lines += [
-            "",
-            f"## Training search ({tr['epochs']} recovery epochs per trial; `search/search.md` has every trial)",
-            "",
+        best = tr["best"]
+        text = (
             f"{tr['trials']} trial(s), front {tr['front']}; "
             + (
-                f"its best: #{tr['best']['number']} ({tr['best']['label']}), "
-                f"{tr['best']['speedup']:.2f}x FP32, accuracy {tr['best']['accuracy']:.4g}, {tr['best']['size_mb']:.3g} MB. "
-                if tr["best"]
+                f"its best: #{best['number']} ({md(best['label'])}), {best['speedup']:.2f}x FP32, accuracy {best['accuracy']:.4g}, {best['size_mb']:.3g} MB. "
+                if best
                 else ""
             )
             + ("**Chosen**: " if tr["chosen"] else "Not chosen: ")
-            + tr["why"],
-        ]
-    return "\n".join(lines) + "\n"
+            + md(tr["why"])
+        )
+        sections.append(Section(f"Training search ({tr['epochs']} recovery epochs per trial; `search/search.md` has every trial)", [text]))
+    return Report(
+        f"edgesmith optimize: {md(w.plan.name)}",
+        res.verdict,
+        facts,
+        [f"**Why**: {md(res.explanation)}"],
+        sections,
+        trial_checks(res.trials, f"edgesmith.optimize.{profile.name}"),
+        res.as_dict(),
+    )

@@ -1,4 +1,5 @@
-"""One self-contained HTML file (no network, no external scripts) from runs, a baseline and a gate result.
+"""The HTML page every report is written into (reporting/document.py's HTML writer): self-contained (no network,
+no external scripts); and the data of the runs' plots (reporting/runs.py).
 
 Plots: accuracy vs latency vs artifact size across targets, passes and runs with the Pareto front
 (the baseline as hollow points); latency distributions, baseline vs now (or FP32 vs compressed);
@@ -59,6 +60,12 @@ document.addEventListener('DOMContentLoaded',function(){
 </script>"""
 
 
+def page(title: str, parts: list[str]) -> str:
+    """The HTML page every report is written into: the styles, the error trap, the tooltip and sorting script."""
+    head = f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{escape(title)}</title>{ERROR_TRAP}<style>{CSS}</style></head><body>"
+    return head + "\n".join(parts) + "<div id='tip'></div>" + SCRIPT + "</body></html>\n"
+
+
 def _f(v: Any) -> str:
     if v is None:
         return "—"
@@ -109,110 +116,7 @@ def pareto_points(runs: list[tuple[str, dict]], baseline: dict | None) -> tuple[
     return points, acc
 
 
-def _gate_table(gate: dict) -> str:
-    rows = []
-    for f in gate["findings"]:
-        rows.append(
-            f'<tr class="s-{f["status"]}"><td>{escape(f["target"])}</td><td>{escape(f["metric"])}</td>'
-            f'<td class="num">{_f(f["baseline"])}</td><td class="num">{_f(f["now"])}</td><td class="num">{escape(f["delta"])}</td>'
-            f'<td>{escape(f["budget"])}</td><td data-v="{_rank(f["status"])}">{escape(f["status"])}</td><td>{escape(f["detail"])}</td></tr>'
-        )
-    return (
-        '<table class="sortable"><thead><tr><th>target</th><th>metric</th><th>baseline</th><th>now</th><th>delta</th>'
-        "<th>budget</th><th>verdict</th><th>detail</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
-    )
-
-
-def _rank(status: str) -> int:
-    from edgesmith.report import STATUS_RANK
-
-    return STATUS_RANK.get(status, 9)
-
-
-def _verdict_table(t: dict) -> str:
-    from edgesmith.report import verdict_rows
-
-    rows = "".join(f'<tr class="s-{escape(r[4].split()[0].lower())}">' + "".join(f"<td>{escape(c)}</td>" for c in r) + "</tr>" for r in verdict_rows(t))
-    return (
-        '<table class="sortable"><thead><tr><th>metric</th><th>value</th><th>float</th><th>budget</th><th>verdict</th><th>detail</th>'
-        "</tr></thead><tbody>" + rows + "</tbody></table>"
-    )
-
-
-def _badge(verdict: str) -> str:
-    cls = {"pass": "b-pass", "fail": "b-fail"}.get(verdict, "b-other")
-    return f'<span class="badge {cls}">{escape(verdict.upper())}</span>'
-
-
-def render_html(runs: list[tuple[str, dict]], baseline: dict | None = None, gate: dict | None = None, title: str | None = None) -> str:
-    """``runs``: (label, manifest) pairs; ``gate``: ``GateReport.as_dict()`` of a check of ``runs[0]``."""
-    title = title or ("edgesmith check" if gate else "edgesmith report") + f": {runs[0][1]['recipe']['name']}"
-    parts = [f"<h1>{escape(title)}</h1>"]
-    if gate:
-        parts.append(f"<p>Gate: {_badge(gate['verdict'])} <code>{escape(gate['run_dir'])}</code> against <code>{escape(gate['baseline_path'])}</code></p>")
-    for label, m in runs:
-        parts.append(
-            f"<p>{escape(label)}: {_badge(m.get('verdict', '?'))} recipe <code>{escape(m['recipe']['name'])}</code>, model "
-            f"<code>{escape(str(m['recipe']['model']['source']))}</code>, passes "
-            f"{escape(', '.join(p['type'] for p in m['recipe'].get('passes', [])) or 'none')}; "
-            f"<span class='muted'>edgesmith {escape(str(m.get('versions', {}).get('edgesmith')))}, "
-            f"{escape(str((m.get('host') or {}).get('cpu', '')))}</span></p>"
-        )
-    if gate:
-        parts += ["<h2>Gate: baseline vs now (worst first; click a column to sort)</h2>", _gate_table(gate)]
-        if gate.get("changes"):
-            parts.append("<p>Changed since the baseline:</p><ul>" + "".join(f"<li>{escape(c)}</li>" for c in gate["changes"]) + "</ul>")
-    points, acc = pareto_points(runs, baseline)
-    if points:
-        parts += [
-            "<h2>Accuracy vs latency vs size</h2>",
-            "<p class='muted'>Each point is a model on a target; bubble area is artifact size; the dashed line joins the "
-            "Pareto-optimal points (no other point is both faster and more accurate); hollow points are the baseline.</p>",
-            svg.scatter_pareto(
-                "pareto",
-                f"{acc} vs p50 latency",
-                points,
-                "p50 latency, ms (first batch size)",
-                "top-1 accuracy, %" if acc == "top1" else "cosine vs float outputs",
-            ),
-        ]
-    parts += ["<h2>Latency distributions</h2>"] + _latency_plots(runs[0][1], gate)
-    sens = [
-        (name, t["details"]["sensitivity"])
-        for name, t in runs[0][1].get("targets", {}).items()
-        if isinstance((t.get("details") or {}).get("sensitivity"), dict) and t["details"]["sensitivity"]
-    ]
-    if sens:
-        parts.append("<h2>Per-layer sensitivity</h2>")
-        for name, s in sens:
-            parts.append(
-                svg.hbars(
-                    f"sensitivity-{name}",
-                    f"{name}: loss when the layer alone is quantized",
-                    [(str(k), float(v)) for k, v in s.items()],
-                    "sensitivity (higher: keep in higher precision)",
-                )
-            )
-    for label, m in runs:
-        for name, t in m.get("targets", {}).items():
-            if t.get("verdicts"):
-                parts += [f"<h2>{escape(label)} · {escape(name)} budgets {_badge(t.get('verdict', '?'))}</h2>", _verdict_table(t)]
-            if t.get("notes"):
-                parts.append("<ul>" + "".join(f"<li>{escape(n)}</li>" for n in t["notes"]) + "</ul>")
-    return (
-        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>"
-        + escape(title)
-        + "</title>"
-        + ERROR_TRAP
-        + f"<style>{CSS}</style></head><body>"
-        + "\n".join(parts)
-        + "<div id='tip'></div>"
-        + SCRIPT
-        + "</body></html>\n"
-    )
-
-
-def _latency_plots(manifest: dict, gate: dict | None) -> list[str]:
+def latency_plots(manifest: dict, gate: dict | None) -> list[str]:
     out = []
     for name, t in manifest.get("targets", {}).items():
         per_batch = (gate or {}).get("latency_samples", {}).get(name) or {}
@@ -228,68 +132,4 @@ def _latency_plots(manifest: dict, gate: dict | None) -> list[str]:
                 sub = "FP32 vs compressed, timed interleaved"
             if any(len(v) for _, v in series):
                 out.append(svg.box_strip(f"latency-{name}-{b}", f"{name}, batch {b}: {sub}", series, "latency, ms"))
-    return out or ["<p class='muted'>No latency samples were recorded.</p>"]
-
-
-def render_search_html(res: dict, target: str) -> str:
-    """A search's front and trials (``search.SearchResult.as_dict()``): accuracy vs latency, bubble area
-    the artifact's size, the front's trials filled and joined, trials outside a budget hollow."""
-    key = res["accuracy_key"]
-    trials = [t for t in res["trials"] if t["state"] == "complete" and t["accuracy"] is not None]
-    title = f"edgesmith search: {target}"
-    parts = [
-        f"<h1>{escape(title)}</h1>",
-        f"<p>{_badge(res['verdict'])} {len(res['trials'])} trial(s), sampler {escape(str(res.get('sampler')))}, "
-        f"{escape(str(res.get('executor')))}; best: {escape(str('#' + str(res['best']) if res['best'] is not None else 'none'))}</p>",
-    ]
-    points = [
-        {
-            "x": t["latency_ms"],
-            "y": t["accuracy"],
-            "size": t["size_mb"],
-            "label": f"#{t['number']} {t['label']}",
-            "group": "front" if t["on_front"] else "within budget" if t["feasible"] else "outside a budget",
-            "hollow": not t["feasible"],
-            "short": f"#{t['number']}" if t["on_front"] else "",
-        }
-        for t in trials
-    ]
-    if points:
-        parts += [
-            "<h2>Accuracy vs latency vs size</h2>",
-            "<p class='muted'>Each point is a trial; bubble area is the artifact's size; hollow: outside a budget of the target.</p>",
-            svg.scatter_pareto("search-front", f"{key} vs p50 latency", points, "p50 latency, ms", key),
-        ]
-    head = f"<tr><th>trial</th><th>choices</th><th>{escape(key)}</th><th>p50 ms</th><th>speed-up</th><th>MB</th><th>result</th></tr>"
-
-    def row(t: dict) -> str:
-        if t["state"] != "complete":
-            return f"<tr class='s-fail'><td>{t['number']}</td><td>{escape(t['label'])}</td><td colspan=4></td><td>failed: {escape(t['error'])}</td></tr>"
-        status = ("front" if t["on_front"] else "within budget") if t["feasible"] else "outside: " + "; ".join(t["gaps"])
-        cls = "s-pass" if t["feasible"] else "s-fail"
-        return (
-            f"<tr class='{cls}'><td class='num'>{t['number']}</td><td>{escape(t['label'])}</td><td class='num'>{_f(t['accuracy'])}</td>"
-            f"<td class='num'>{_f(t['latency_ms'])}</td><td class='num'>{_f(t['speedup'])}x</td><td class='num'>{_f(t['size_mb'])}</td>"
-            f"<td>{escape(status)}</td></tr>"
-        )
-
-    front = [t for t in res["trials"] if t["on_front"]]
-    parts += [
-        "<h2>Pareto front</h2>",
-        "<table class='sortable'><thead>" + head + "</thead><tbody>" + "".join(map(row, front)) + "</tbody></table>",
-        "<h2>Every trial</h2>",
-        "<table class='sortable'><thead>" + head + "</thead><tbody>" + "".join(map(row, res["trials"])) + "</tbody></table>",
-    ]
-    if res.get("notes"):
-        parts.append("<ul>" + "".join(f"<li>{escape(n)}</li>" for n in res["notes"]) + "</ul>")
-    return (
-        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>"
-        + escape(title)
-        + "</title>"
-        + ERROR_TRAP
-        + f"<style>{CSS}</style></head><body>"
-        + "\n".join(parts)
-        + "<div id='tip'></div>"
-        + SCRIPT
-        + "</body></html>\n"
-    )
+    return out

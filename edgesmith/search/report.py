@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from edgesmith.evaluate.judge import pick_fastest
-from edgesmith.report import Markup, md, md_row, md_table
+from edgesmith.report import Markup, md, md_code
+from edgesmith.reporting.document import Report, Section, Table, trial_checks
 from edgesmith.search.result import SearchResult, TrialRecord
 
 
@@ -91,51 +91,81 @@ def _run_best(best: TrialRecord, space: Any, base: dict, base_dir: Path, out: Pa
 
 
 def write(res: SearchResult, profile: Any) -> None:
-    from edgesmith.outputs import atomic_write_text
+    from edgesmith.reporting.document import write as write_report
 
-    atomic_write_text(res.out_dir / "search.json", json.dumps(res.as_dict(), indent=1, default=str) + "\n")
-    atomic_write_text(res.out_dir / "search.md", render_markdown(res, profile))
-    from edgesmith.reporting.html import render_search_html
-
-    atomic_write_text(res.out_dir / "search.html", render_search_html(res.as_dict(), profile.name))
+    write_report(search_report(res, profile), res.out_dir, "search")
 
 
-def _row(t: TrialRecord, key: str) -> str:
+def _row(t: TrialRecord) -> list[Any]:
     if t.state != "complete":
-        return md_row([t.number, t.label, "—", "—", "—", "—", f"failed: {t.error}"])
+        return [t.number, t.label, "—", "—", "—", "—", f"failed: {t.error}"]
     sp = f"{t.speedup:.2f}x ({t.low:.2f}-{t.high:.2f})" if t.low is not None else f"{t.speedup:.2f}x"
     status = (Markup("**front**") if t.on_front else "within budget") if t.feasible else "outside: " + "; ".join(t.gaps)
-    return md_row([t.number, t.label, f"{t.accuracy:.4g}", f"{t.latency_ms:.4g}", f"{sp}{' (busy)' if t.busy else ''}", f"{t.size_mb:.4g}", status])
+    return [t.number, t.label, f"{t.accuracy:.4g}", f"{t.latency_ms:.4g}", f"{sp}{' (busy)' if t.busy else ''}", f"{t.size_mb:.4g}", status]
 
 
-def render_markdown(res: SearchResult, profile: Any) -> str:
+def _table(trials: list[TrialRecord], key: str) -> Table:
+    return Table(
+        ["trial", "choices", md(key), "p50 ms", "speed-up (interval)", "MB", "result"],
+        [_row(t) for t in trials],
+        ["pass" if t.state == "complete" and t.feasible else "fail" for t in trials],
+    )
+
+
+def _figure(res: SearchResult) -> list[str]:
+    """Accuracy vs latency, bubble area the artifact's size; the front's trials filled and joined, trials outside a budget hollow."""
+    from edgesmith.reporting import svg
+
+    points = [
+        {
+            "x": t.latency_ms,
+            "y": t.accuracy,
+            "size": t.size_mb,
+            "label": f"#{t.number} {t.label}",
+            "group": "front" if t.on_front else "within budget" if t.feasible else "outside a budget",
+            "hollow": not t.feasible,
+            "short": f"#{t.number}" if t.on_front else "",
+        }
+        for t in res.trials
+        if t.state == "complete" and t.accuracy is not None
+    ]
+    key = res.accuracy_key
+    return [svg.scatter_pareto("search-front", f"{key} vs p50 latency", points, "p50 latency, ms", key)] if points else []
+
+
+def search_report(res: SearchResult, profile: Any) -> Report:
     i, key = res.info, res.accuracy_key
     c = i["cache"]
-    lines = [
-        f"# edgesmith search: {'best #' + str(res.best.number) if res.best else 'no trial within budget'}",
-        "",
+    facts = [
         f"- target `{profile.name}`; budgets: " + (", ".join(f"{g.metric} {g.goal} {g.value:g}" for g in profile.budgets) or "none"),
-        f"- space: {'; '.join(i['space'])}" + (f" ({i['grid_size']} combinations)" if i.get("grid_size") else ""),
-        f"- sampler {i['sampler']}, study `{i['study']}` in {i['storage']}; {len(res.trials)} trial(s) in the study, "
+        f"- space: {md('; '.join(i['space']))}" + (f" ({i['grid_size']} combinations)" if i.get("grid_size") else ""),
+        f"- sampler {i['sampler']}, study `{i['study']}` in {md(i['storage'])}; {len(res.trials)} trial(s) in the study, "
         f"{i['new_trials']} run now ({i['resumed_trials']} resumed) in {i['seconds']:.0f} s: {i['trials_per_hour']:.0f} trials/hour",
-        f"- executor: {i['executor']}; builds {i['build_seconds']:.0f} s, timing {i['timing_seconds']:.0f} s (timed alone, after each wave's builds)",
-        f"- cache `{c['folder']}`: {c['hits']} hit(s), {c['misses']} miss(es) ({100 * c['hit_rate']:.0f}%)",
+        f"- executor: {md(i['executor'])}; builds {i['build_seconds']:.0f} s, timing {i['timing_seconds']:.0f} s (timed alone, after each wave's builds)",
+        f"- cache {md_code(c['folder'])}: {c['hits']} hit(s), {c['misses']} miss(es) ({100 * c['hit_rate']:.0f}%)",
         "- float reference: " + ", ".join(f"{k} {v:.4g}" for k, v in res.reference.items() if isinstance(v, (int, float))),
         f"- latency: batch {i['batch']}, p50 ms = FP32's p50 in the first race / the trial's speed-up over FP32 in its own race "
         "(interleaved, 95% bootstrap interval)",
-        "",
+        *(f"- note: {md(n)}" for n in i.get("notes", [])),
     ]
-    lines += [f"- note: {n}" for n in i.get("notes", [])]
+    summary = []
     if res.best:
         b = res.best
-        lines += [
-            "",
-            f"**Best**: trial #{b.number} ({b.label}): {key} {b.accuracy:.4g}, {b.speedup:.2f}x FP32, {b.size_mb:.4g} MB; "
-            "full run in `best/`, recipe `best.yaml`.",
-        ]
+        summary.append(
+            f"**Best**: trial #{b.number} ({md(b.label)}): {md(key)} {b.accuracy:.4g}, {b.speedup:.2f}x FP32, {b.size_mb:.4g} MB; "
+            "full run in `best/`, recipe `best.yaml`."
+        )
     elif res.closest:
-        lines += ["", "**No trial met every budget.** Closest: " + "; ".join(f"#{t.number} ({t.label}): {'; '.join(t.gaps)}" for t in res.closest)]
-    head = ["", *md_table(["trial", "choices", md(key), "p50 ms", "speed-up (interval)", "MB", "result"])]
-    lines += ["", "## Pareto front (within budget)"] + head + [_row(t, key) for t in res.front]
-    lines += ["", "## Every trial"] + head + [_row(t, key) for t in res.trials]
-    return "\n".join(lines) + "\n"
+        summary.append("**No trial met every budget.** Closest: " + "; ".join(f"#{t.number} ({md(t.label)}): {md('; '.join(t.gaps))}" for t in res.closest))
+    return Report(
+        f"edgesmith search: {'best #' + str(res.best.number) if res.best else 'no trial within budget'}",
+        res.verdict,
+        facts,
+        summary,
+        [
+            Section("Pareto front (within budget)", table=_table(res.front, key), figures=_figure(res)),
+            Section("Every trial", table=_table(res.trials, key)),
+        ],
+        trial_checks(res.trials, f"edgesmith.search.{profile.name}"),
+        res.as_dict(),
+    )

@@ -86,9 +86,10 @@ def _report() -> GateReport:
 def test_junit_matches_the_schema_ci_systems_read():
     from lxml import etree
 
-    from edgesmith.gate.junit import render_junit
+    from edgesmith.gate.publish import gate_report
+    from edgesmith.reporting.document import to_junit
 
-    xml = render_junit(_report(), 1.5)
+    xml = to_junit(gate_report(_report(), {}, None, 1.5))
     schema = etree.XMLSchema(etree.parse(str(Path(__file__).with_name("junit.xsd"))))
     doc = etree.fromstring(xml.encode())
     schema.assertValid(doc)
@@ -101,9 +102,10 @@ def test_junit_matches_the_schema_ci_systems_read():
 
 
 def test_markdown_summary_is_worst_first_and_escapes_cells():
-    from edgesmith.gate.markdown import render_summary
+    from edgesmith.gate.publish import gate_report
+    from edgesmith.reporting.document import to_markdown
 
-    md = render_summary(_report(), {"created": "2026-01-01", "identity": {"recipe name": "r"}})
+    md = to_markdown(gate_report(_report(), {"created": "2026-01-01", "identity": {"recipe name": "r"}}))
     rows = [line for line in md.splitlines() if line.startswith(("| t1", "| t2"))]
     assert [r.split("|")[2].strip() for r in rows] == ["top1", "target", "latency p50 (batch 1)", "artifact_mb", "sqnr_db"]
     assert md.startswith("## edgesmith check: FAIL: 1 fail, 1 missing, 1 inconclusive, 1 pass")

@@ -88,9 +88,10 @@ def test_report_across_runs_with_sensitivity(cli, gate_runs, variant, tmp_path):
 @needs_browser
 def test_the_browser_check_can_fail(gate_runs, tmp_path):
     from edgesmith.gate.baseline import load_run
-    from edgesmith.reporting.html import render_html
+    from edgesmith.reporting.document import to_html
+    from edgesmith.reporting.runs import runs_report
 
-    html = render_html([("run", load_run(gate_runs["base"]))])
+    html = to_html(runs_report([("run", load_run(gate_runs["base"]))]))
     broken = tmp_path / "broken.html"
     broken.write_text(html.replace("</body>", "<script>notDefinedAnywhere();</script></body>"))
     assert root_attrs(render(broken, tmp_path)).get("data-script-errors") == "1"
@@ -98,7 +99,8 @@ def test_the_browser_check_can_fail(gate_runs, tmp_path):
 
 def test_report_is_self_contained(gate_runs):
     from edgesmith.gate.baseline import load_run
-    from edgesmith.reporting.html import render_html
+    from edgesmith.reporting.document import to_html
+    from edgesmith.reporting.runs import runs_report
 
-    html = render_html([("run", load_run(gate_runs["base"]))])
+    html = to_html(runs_report([("run", load_run(gate_runs["base"]))]))
     assert not re.search(r"(src|href)=[\"']https?://", html)  # nothing fetched from the network
