@@ -120,3 +120,20 @@ def test_every_relative_link_in_the_docs_resolves():
             if not (md.parent / target).exists():
                 broken.append(f"{md.relative_to(ROOT)} -> {target}")
     assert not broken, f"links to missing files: {broken}"
+
+
+def test_the_recipe_goes_back_up_at_most_ten_times_from_the_cli_through_a_run(digits_onnx, tmp_path):
+    """Issue 23's measure (benchmarks/recipe_trace.py): every call that receives the Recipe, from the CLI
+    through a whole run; an entry into a higher layer than the last one's is the recipe going back up."""
+    from benchmarks.recipe_trace import layer_of, layers, trace_run
+
+    assert layer_of("edgesmith.cli.common", layers()) == 0 and layer_of("edgesmith.data.run_data", layers()) > layer_of("edgesmith.pipeline", layers())
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        f"model: {{source: {digits_onnx}}}\npasses: [{{type: ptq_int8}}]\ndata: {{calibration: {{source: digits, split: train, samples: 256}}, evaluation: {{source: digits, split: test}}}}\nmetric: top1\n"
+        "targets: [{profile: x86-avx512-vnni-ort, batch_sizes: [1]}]\n"
+    )
+    t = trace_run(["run", str(recipe), "--out", str(tmp_path / "out")])
+    assert (tmp_path / "out" / "manifest.json").is_file(), "the traced run did not finish"
+    assert "edgesmith.pipeline" in t.entries and "edgesmith.plan" in t.entries  # the trace saw the recipe go down
+    assert len(t.ups) <= 10, t.ups

@@ -17,7 +17,11 @@ def _report() -> Report:
         ["- a fact"],
         ["**Why**: because"],
         [Section("Trials", ["- a line"], table), Section("Plots", ["only in HTML"], figures=["<svg class='plot'></svg>"], html_only=True)],
-        [Check("edgesmith.t", "top1", "fail", "drop 3 pt", "detail", "budget"), Check("edgesmith.t", "size", "pass"), Check("edgesmith.u", "p50", "skipped", "noisy")],
+        [
+            Check("edgesmith.t", "top1", "fail", "drop 3 pt", "detail", "budget"),
+            Check("edgesmith.t", "size", "pass"),
+            Check("edgesmith.u", "p50", "skipped", "noisy"),
+        ],
         {"verdict": "fail", "n": 2},
         {"run_dir": "runs/x"},
     )
