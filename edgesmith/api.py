@@ -15,13 +15,33 @@ typed ``edgesmith.errors`` exceptions the CLI maps to exit codes (``ConfigError`
 
 from __future__ import annotations
 
+import inspect
+import json
+import os
+import tempfile
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgesmith.errors import ConfigError
+import numpy as np
+
+from edgesmith import pipeline
+from edgesmith.device import validate_bundle
+from edgesmith.errors import ConfigError, InputError
+from edgesmith.evaluate.judge import busy_machine
+from edgesmith.gate import check_run, save_baseline
+from edgesmith.gate.publish import write_gate_outputs
+from edgesmith.hf import TRUST_ENV, wrap_model
 from edgesmith.memory import register
+from edgesmith.optimize import optimize as run_optimize
+from edgesmith.recipe import Recipe, load_recipe, parse_recipe
+from edgesmith.runtime.bench import artifact_for, bench_artifact, make_feeds
+from edgesmith.runtime.compare import compare as run_compare
+from edgesmith.schema import load_yaml
+from edgesmith.search import Settings
+from edgesmith.search import search as run_search
 from edgesmith.units import parse_duration
 
 MODES = {"auto": "auto_int8", "static": "ptq_int8", "dynamic": "dynamic_int8", "fp16": "fp16"}
@@ -45,7 +65,6 @@ class Result:
         targets = run.manifest.get("targets") or {}
         first: dict[str, Any] = next(iter(targets.values()), {})
         metrics = dict(first.get("metrics") or {})
-        from edgesmith.evaluate.judge import busy_machine
 
         key = next((k for k in metrics if k.partition("@")[0] == "speedup_vs_fp32"), None)
         speed = metrics[key] if key and not busy_machine(first.get("latency"), int(key.split("@")[1])) else None
@@ -76,7 +95,6 @@ def pass_for_mode(
 
 
 def _to_recipe(recipe: Any) -> tuple[Any, Path]:
-    from edgesmith.recipe import Recipe, load_recipe, parse_recipe
 
     if isinstance(recipe, Recipe):
         return recipe, Path.cwd()
@@ -97,10 +115,6 @@ def run(
     force: bool = False,
 ) -> Result:
     """Run a recipe (a ``Recipe``, a dict, or a YAML path) — what ``edgesmith run`` does."""
-    import json
-
-    from edgesmith import pipeline
-    from edgesmith.optimize import optimize as run_optimize
 
     rec, base = _to_recipe(recipe)
     base = Path(base_dir) if base_dir else base
@@ -139,7 +153,6 @@ def _model_source(model: Any, inputs: list[dict] | None, example_inputs: Any) ->
 
 def _transformers_object(model: Any, inputs: list[dict]) -> Any:
     """A transformers model object: called with keyword inputs, outputs named from its ModelOutput (as a folder is)."""
-    from edgesmith.hf import wrap_model
 
     names = [s["name"] for s in inputs]
     shape = tuple(inputs[0]["shape"][1:]) if names == ["pixel_values"] else (3, 224, 224)
@@ -148,7 +161,6 @@ def _transformers_object(model: Any, inputs: list[dict]) -> Any:
 
 def forward_names(module: Any, n: int) -> list[str]:
     """The first ``n`` positional parameter names of ``module.forward`` (input, input_1, ... where it has none)."""
-    import inspect
 
     names: list[str] = []
     try:
@@ -162,7 +174,6 @@ def forward_names(module: Any, n: int) -> list[str]:
 
 
 def _specs_from_examples(example: Any, module: Any = None) -> list[dict]:
-    import numpy as np
 
     if isinstance(example, dict):
         items = list(example.items())
@@ -187,7 +198,6 @@ def _data_source(data: Any, batch_size: int = 32) -> str | None:
         return str(data)
     if hasattr(data, "column_names") and hasattr(data, "save_to_disk"):
         return _hf_dataset_path(data)
-    import numpy as np
 
     def batches(x: Any, labels: Any) -> list:
         n = len(next(iter(x.values()))) if isinstance(x, dict) else len(x)
@@ -211,7 +221,6 @@ def _data_source(data: Any, batch_size: int = 32) -> str | None:
 def _hf_dataset_path(ds: Any) -> str:
     """A Hugging Face ``datasets.Dataset``: its own arrow file when it is backed by one, else saved once to a
     temporary folder; either way read lazily like any table (text tokenized, images decoded, columns by name)."""
-    import tempfile
 
     files = [f["filename"] for f in getattr(ds, "cache_files", None) or []]
     if len(files) == 1 and getattr(ds, "_indices", None) is None:  # NOTE: a select()/filter() view is saved, not read whole
@@ -236,7 +245,6 @@ def _build(
     stop_after: str = "validate",
     outputs: list[str] | None = None,
 ) -> Any:
-    from edgesmith.recipe import parse_recipe
 
     model_block, specs = _model_source(model, inputs, example_inputs)
     calib_src, eval_src = _data_source(calibration), _data_source(evaluation)
@@ -315,7 +323,6 @@ def optimize(
     ``time_budget``: as on the command line (``"90s"``, ``"5m"``; a number is seconds), over ``time_budget_s``."""
     if time_budget is not None:
         time_budget_s = parse_duration(time_budget, "time_budget", bare_seconds=True)
-    from edgesmith.optimize import optimize as run_optimize
 
     recipe = _build(
         model,
@@ -415,11 +422,8 @@ def validate(
 ) -> Result:
     """Validate a model (against its float ``reference``) on ``data`` for the targets' budgets — ``edgesmith validate``.
     A run folder as ``model`` re-validates its device bundle here (``data`` is then ignored) and returns its results."""
-    from edgesmith.recipe import parse_recipe
 
     if isinstance(model, (str, Path)) and Path(model).is_dir() and (Path(model) / "manifest.json").is_file():
-        from edgesmith.device import validate_bundle
-
         res = validate_bundle(Path(model), target if isinstance(target, str) else None, reporter)
         return Result(res["verdict"], Path(model), res)
     recipe = _build(
@@ -462,7 +466,6 @@ def bench(
     reporter: Any = None,
 ) -> BenchResult:
     """Benchmark an artifact (.onnx or OpenVINO .xml) in a fresh process — ``edgesmith bench``."""
-    from edgesmith.runtime.bench import bench_artifact
 
     return BenchResult(
         bench_artifact(
@@ -493,9 +496,6 @@ def compare(
     inputs: list[dict] | None = None,
 ) -> Any:
     """Interleaved A/B latency of two artifacts: ``Comparison`` (ratio B/A of medians with its interval) — ``edgesmith compare``."""
-    from edgesmith.errors import InputError
-    from edgesmith.runtime.bench import artifact_for, make_feeds
-    from edgesmith.runtime.compare import compare as run_compare
 
     art_a, specs = artifact_for(Path(a), inputs)
     art_b, specs_b = artifact_for(Path(b), inputs)
@@ -506,7 +506,6 @@ def compare(
 
 def baseline_save(run_dir: str | Path, to: str | Path = "baseline.json", *, copy_artifacts: bool = True) -> dict[str, Any]:
     """Record a run as the CI gate's baseline — ``edgesmith baseline save``; returns what was written."""
-    from edgesmith.gate import save_baseline
 
     return save_baseline(Path(run_dir), Path(to), copy_artifacts=copy_artifacts)
 
@@ -523,10 +522,6 @@ def check(
 ) -> Any:
     """Gate a run against a baseline — ``edgesmith check``: a ``GateReport`` (``.verdict``, ``.findings``); the
     JUnit, Markdown and HTML outputs are written to ``out_dir`` (default RUN_DIR/check)."""
-    import time
-
-    from edgesmith.gate import check_run
-    from edgesmith.gate.publish import write_gate_outputs
 
     started = time.time()
     report = check_run(Path(run_dir), Path(baseline), force=force, remeasure=remeasure, strict=strict, reporter=reporter)
@@ -555,9 +550,6 @@ def search(
     ``time_budget``: as on the command line (``"90s"``, ``"30m"``; a number is seconds), over ``time_budget_s``."""
     if time_budget is not None:
         time_budget_s = parse_duration(time_budget, "time_budget", bare_seconds=True)
-    from edgesmith.schema import load_yaml
-    from edgesmith.search import Settings
-    from edgesmith.search import search as run_search
 
     if isinstance(recipe, dict):
         data, base = recipe, Path.cwd()
@@ -572,8 +564,4 @@ def search(
 
 def _trust(flag: bool) -> None:
     if flag:
-        import os
-
-        from edgesmith.hf import TRUST_ENV
-
         os.environ[TRUST_ENV] = "1"

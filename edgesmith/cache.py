@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -24,6 +25,11 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from edgesmith.compress.contract import BatchNormFolded, FloatWeights, WeightGrids
+from edgesmith.environment import library_versions
+from edgesmith.model_io import resolve
+from edgesmith.outputs import atomic_write_text, sha256
 
 FORMAT = 1
 STAMP = "CACHEDIR.json"
@@ -42,19 +48,16 @@ def code_fingerprint() -> str:
 
 
 def _stamp() -> dict[str, Any]:
-    from edgesmith.environment import library_versions
 
     return {"format": FORMAT, "edgesmith": library_versions().get("edgesmith", "unknown"), "code": code_fingerprint()}
 
 
 def file_digest(path: Path) -> str:
-    from edgesmith.outputs import sha256
 
     return sha256(path)
 
 
 def key_of(material: dict[str, Any]) -> str:
-    from edgesmith.environment import library_versions
 
     body = json.dumps({"material": material, "versions": library_versions(), "stamp": _stamp()}, sort_keys=True, default=str)
     return hashlib.sha256(body.encode()).hexdigest()
@@ -100,7 +103,6 @@ class PassCache:
             self.notes.append(f"cache folder {self.root} holds files but no {STAMP}: not an edgesmith cache, ignored")
             return
         self.root.mkdir(parents=True, exist_ok=True)
-        from edgesmith.outputs import atomic_write_text
 
         atomic_write_text(stamp_path, json.dumps(mine) + "\n")
 
@@ -179,10 +181,6 @@ class PassCache:
 def identity(recipe: Any, base_dir: Path, kind: str, specs: list, inputs: dict[str, str]) -> dict[str, Any]:
     """What determines the exported model and the data passes read: the cache keys' common part. A factory
     is identified by its name and its module's source file (code it imports from elsewhere is not hashed)."""
-    import importlib.util
-
-    from edgesmith.model_io import resolve
-    from edgesmith.outputs import sha256
 
     ident: dict[str, Any] = {
         "model": recipe.model.model_dump(mode="json"),
@@ -240,7 +238,6 @@ def _records_digest(records: Any) -> str | None:
 
 
 def _restore_records(records: Any, meta: list[dict], folder: Path) -> None:
-    from edgesmith.compress.contract import BatchNormFolded, FloatWeights, WeightGrids
 
     tensors = {}
     if (folder / RECORDS_FILE).is_file():
@@ -286,8 +283,6 @@ def cached(
         return out
     files = [out]
     if state[0]:
-        import tempfile
-
         from safetensors.torch import save_file
 
         tmp = Path(tempfile.mkdtemp(prefix="edgesmith-records-"))
@@ -297,7 +292,5 @@ def cached(
     meta = {"output": out.name, "notes": ctx.notes[notes:] if ctx is not None else [], "details": new, "extra": extra or {}, "records": state[1]}
     cache.put(key, files, json.loads(json.dumps(meta, default=str)))
     if len(files) > 1:
-        import shutil
-
         shutil.rmtree(files[1].parent, ignore_errors=True)
     return out

@@ -10,20 +10,27 @@ compiled there, and judges the profile's budgets — accuracy on the target's ow
 
 from __future__ import annotations
 
+import atexit
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from edgesmith.data.sources import Dataset, split_batches
 from edgesmith.environment import library_versions
 from edgesmith.errors import InputError
-from edgesmith.evaluate import Evaluator
+from edgesmith.evaluate import Evaluator, judge, overall, time_against_float
+from edgesmith.outputs import inside, load_manifest
+from edgesmith.profiles.schema import Profile
 from edgesmith.progress import Reporter
+from edgesmith.runtime import Artifact, get_backend
+from edgesmith.schema import InputSpec
 
 
 def validate_bundle(run_dir: Path, target: str | None = None, reporter: Any = None) -> dict[str, Any]:
     """Re-validate every target of a run (or one) here; returns a manifest-shaped dict of results."""
-    from edgesmith.outputs import load_manifest
 
     rep = reporter or Reporter()
     manifest = load_manifest(run_dir)
@@ -44,8 +51,6 @@ def validate_bundle(run_dir: Path, target: str | None = None, reporter: Any = No
 
 
 def _bundle_data(run_dir: Path, manifest: dict) -> tuple[Any, list]:
-    from edgesmith.data.sources import Dataset, split_batches
-    from edgesmith.schema import InputSpec
 
     data_file = run_dir / "bundle" / "eval_data.npz"
     if not data_file.is_file():
@@ -62,10 +67,6 @@ def _bundle_data(run_dir: Path, manifest: dict) -> tuple[Any, list]:
 
 
 def _validate_target(run_dir: Path, name: str, t: dict, evaluator: Any, dataset: Any, specs: list, rep: Any) -> dict[str, Any]:
-    from edgesmith.evaluate import judge, overall, time_against_float
-    from edgesmith.outputs import inside
-    from edgesmith.profiles.schema import Profile
-    from edgesmith.runtime import Artifact, get_backend
 
     profile = Profile.model_validate(t["profile"])
     backend = get_backend(profile.backend)
@@ -103,9 +104,6 @@ _SCRATCH: list[str] = []
 
 
 def _scratch() -> str:
-    import atexit
-    import shutil
-    import tempfile
 
     if not _SCRATCH:
         _SCRATCH.append(tempfile.mkdtemp(prefix="edgesmith-device-"))

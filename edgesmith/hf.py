@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgesmith._lazy import require
 from edgesmith.errors import ConfigError, InputError
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
@@ -90,7 +91,6 @@ class HFModel:
 
 def load_folder(folder: Path, trust: bool | None = None) -> HFModel:
     """Load a Transformers (or sentence-transformers) folder as an exportable module with named inputs and outputs."""
-    from edgesmith._lazy import require
 
     require("transformers")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # NOTE: a folder is read as it is; nothing is downloaded

@@ -10,11 +10,13 @@ import importlib
 import os
 import pickle
 import sys
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from edgesmith.errors import ConfigError, InputError
+from edgesmith.hf import load_folder
 
 ModelKind = Literal["torch", "pt2", "onnx", "hf", "torchscript"]
 
@@ -83,7 +85,6 @@ _FOREIGN = {
 
 def _is_torchscript(path: Path) -> bool:
     """A TorchScript archive is a zip with a ``code/`` folder (a state dict saved by torch.save has none)."""
-    import zipfile
 
     try:
         with zipfile.ZipFile(path) as z:
@@ -184,8 +185,6 @@ def load_model(spec: Any, base_dir: Path, trust_checkpoint: bool = False) -> Loa
     """``spec`` is the recipe's ModelSpec."""
     kind = model_kind(spec.source, base_dir)
     if kind == "hf":
-        from edgesmith.hf import load_folder
-
         if spec.weights:
             raise ConfigError("a Transformers folder carries its own weights; --weights does not apply", hint="drop -w/--weights")
         path = resolve(spec.source, base_dir)
@@ -335,7 +334,6 @@ def _check_external_data(model: Any, path: Path) -> None:
 
 def check_specs_against_onnx(specs: list, onnx_inputs: list[dict]) -> None:
     """Input specs (recipe or flags) must name the ONNX model's inputs and fit their fixed dimensions."""
-    from edgesmith.errors import InputError
 
     by_name = {i["name"]: i for i in onnx_inputs}
     for s in specs:

@@ -7,20 +7,41 @@ here: the layer above (``edgesmith.api.run``) hands such a recipe to ``optimize`
 
 from __future__ import annotations
 
+import copy
+import gzip
+import shutil
 import time
+import warnings
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgesmith.cache import cached
+import numpy as np
+
+from edgesmith._lazy import require
+from edgesmith.cache import cached, file_digest, identity
+from edgesmith.compress import PassContext, get_pass
+from edgesmith.compress.contract import Records
+from edgesmith.compress.registry import config_as_dict
 from edgesmith.data import run_data
 from edgesmith.data.run_data import data_record, load_data, write_eval_bundle
 from edgesmith.environment import host_info, library_versions
-from edgesmith.errors import ConfigError, ExportError
+from edgesmith.errors import ConfigError, ExportError, InputError
+from edgesmith.evaluate import Evaluator, judge, overall, time_against_float
+from edgesmith.evaluate.judge import busy_machine
+from edgesmith.export import check_parity, export_onnx
+from edgesmith.export.onnx_export import example_inputs, probe_forward
+from edgesmith.model_io import check_specs_against_onnx, load_model, model_kind, onnx_input_specs, resolve
+from edgesmith.outputs import StagedOutput, sha256
 from edgesmith.plan import Plan, check_pass_order, needs_data, preflight, resolve_inputs, resolve_plan
 from edgesmith.progress import Reporter
 from edgesmith.recipe import InputSpec, Recipe
+from edgesmith.reporting.document import to_html, to_junit, to_markdown
+from edgesmith.reporting.runs import runs_report
+from edgesmith.runtime import get_backend
 from edgesmith.runtime.base import same_file
+from edgesmith.runtime.custom_ops import LOWERING_PASS, file_domains
 
 __all__ = ["Reporter", "RunResult", "SearchSetup", "check_pass_order", "export_once", "load_data", "needs_data", "resolve_inputs", "run", "search_setup"]
 
@@ -44,8 +65,6 @@ SPARSE_PASSES = ("prune_magnitude", "prune_nm", "prune_l0", "subnetwork")  # pas
 def _ship_gzipped(artifact: Any, staged: Any, tdir: str, result: dict) -> None:
     """The compiled artifact gzipped under ``<target>/download/``: the file a device downloads, which is where
     sparse weights shrink (kept out of the artifact's folder so its size and bundle are unchanged)."""
-    import gzip
-    import shutil
 
     for f in sorted(artifact.path.parent.glob(artifact.path.stem + ".*")):
         dest = staged.path(f"{tdir}/download/{f.name}.gz")
@@ -63,7 +82,6 @@ def _ship_gzipped(artifact: Any, staged: Any, tdir: str, result: dict) -> None:
 def _deflate_mb(path: Path) -> float:
     """Size after deflate (zlib level 6), streamed: what a compressed download of the file costs. Zeros from
     pruning shrink this, not the raw file (dense runtimes load dense weights)."""
-    import zlib
 
     z, total = zlib.compressobj(6), 0
     with open(path, "rb") as f:
@@ -90,7 +108,6 @@ def run(
     the new run leaves in place. ``cache`` (edgesmith.cache.PassCache): exports and pass results with the
     same inputs and configuration are taken from it instead of recomputed. ``measure_latency=False``:
     accuracy and size only (a search times its trials later, when nothing else runs)."""
-    from edgesmith.outputs import StagedOutput
 
     rep = reporter or Reporter()
     out = Path(out_dir or recipe.output_dir)
@@ -106,8 +123,6 @@ def run(
     with StagedOutput(out, force=force, keep=keep) as staged:  # NOTE: checks the output-folder policy itself
         manifest = _execute(plan, staged, trust_checkpoint, rep, _Options(cache, measure_latency))
         manifest["duration_s"] = round(time.time() - started, 2)
-        from edgesmith.reporting.document import to_html, to_junit, to_markdown
-        from edgesmith.reporting.runs import runs_report
 
         doc = runs_report([("run", manifest)])
         for name, writer in (("report.md", to_markdown), ("report.html", to_html), ("report.junit.xml", to_junit)):
@@ -119,12 +134,8 @@ def run(
 def export_once(recipe: Recipe, base_dir: Path, work: Path, trust_checkpoint: bool = False) -> tuple[Path, Path]:
     """Export the float model (and the model after the recipe's torch passes) once, for a search:
     returns (float model, start of the ONNX passes)."""
-    from edgesmith.compress import get_pass
-    from edgesmith.model_io import model_kind, resolve
 
     if model_kind(recipe.model.source, base_dir) == "onnx":  # nothing to export: the file is the float model (checked as ONNX here)
-        from edgesmith.model_io import onnx_input_specs
-
         path = resolve(recipe.model.source, base_dir)
         onnx_input_specs(path)
         return path, path
@@ -154,9 +165,6 @@ class SearchSetup:
 
 
 def search_setup(recipe: Recipe, base_dir: Path, float_path: Path, profile: Any, work: Path) -> SearchSetup:
-    from edgesmith.evaluate import Evaluator
-    from edgesmith.model_io import onnx_input_specs
-    from edgesmith.runtime import get_backend
 
     specs = list(recipe.inputs) if recipe.inputs else [InputSpec.model_validate(s) for s in onnx_input_specs(float_path)]
     calib, evaluation = load_data(recipe, specs, base_dir, True)
@@ -185,7 +193,6 @@ class _Options:
 
 
 def _execute(plan: Plan, staged: Any, trust_checkpoint: bool, rep: Reporter, opts: _Options | None = None) -> dict[str, Any]:
-    from edgesmith.compress.registry import config_as_dict
 
     recipe, base_dir, kind, passes = plan.recipe, plan.base_dir, plan.kind, plan.passes
 
@@ -213,8 +220,6 @@ def _execute(plan: Plan, staged: Any, trust_checkpoint: bool, rep: Reporter, opt
             )
     opts = opts or _Options()
     if opts.cache is not None:
-        from edgesmith.cache import identity
-
         opts.identity = identity(recipe, base_dir, kind, specs, manifest["inputs"])
         manifest["cache"] = {"folder": str(opts.cache.root), "notes": list(opts.cache.notes)}
     model = _torch_stage(recipe, kind, loaded, specs, passes, calib, evaluation, staged, manifest, rep, opts)
@@ -235,19 +240,13 @@ def _execute(plan: Plan, staged: Any, trust_checkpoint: bool, rep: Reporter, opt
 
 
 def _load_model(recipe: Recipe, base_dir: Path, kind: str, trust_checkpoint: bool, manifest: dict, rep: Reporter) -> tuple[Any, list]:
-    from edgesmith.model_io import load_model, resolve
-    from edgesmith.outputs import sha256
 
     if kind != "onnx":
-        from edgesmith._lazy import require
-
         require("torch")  # building from a PyTorch model needs the build extra
     with rep.step(f"loading model {recipe.model.source}"):
         loaded = load_model(recipe.model, base_dir, trust_checkpoint)
         specs = resolve_inputs(recipe, loaded)
         if loaded.module is not None:
-            from edgesmith.export.onnx_export import probe_forward
-
             probe_forward(loaded.module, specs)  # a spec that does not fit the model fails here, before data
     input_files = ([recipe.model.source] if kind in ("onnx", "pt2", "torchscript") else []) + ([recipe.model.weights] if recipe.model.weights else [])
     for ref in input_files:
@@ -271,9 +270,6 @@ def _torch_stage(
     """Export the float model (the reference every target is judged against), then run the torch
     passes and, if any ran, export their result (re-checked for parity against the changed model) as
     the start of the ONNX passes. Both exports come from the cache when it holds them."""
-    from edgesmith.compress import PassContext
-    from edgesmith.compress.contract import Records
-    from edgesmith.compress.registry import config_as_dict
 
     if kind == "onnx":
         manifest["export"] = None
@@ -296,8 +292,6 @@ def _torch_stage(
     extra: dict[str, Any] = {}
 
     def run_passes() -> Path:
-        import copy
-        import warnings
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # torch's internal deprecation when copying GraphModules
@@ -330,9 +324,6 @@ def _torch_stage(
 def _reference_path(recipe: Recipe, base_dir: Path, fp32_path: Path, specs: list, manifest: dict) -> Path:
     if not recipe.model.reference:
         return fp32_path
-    from edgesmith.errors import InputError
-    from edgesmith.model_io import check_specs_against_onnx, onnx_input_specs, resolve
-    from edgesmith.outputs import sha256
 
     reference_path = resolve(recipe.model.reference, base_dir)
     if not reference_path.is_file():
@@ -348,8 +339,6 @@ QUANTIZED_PARITY_MIN_COSINE = 0.999
 
 
 def _export(recipe: Recipe, module: Any, program: Any, specs: list, path: Path, data: Any, rep: Reporter, what: str, quantized: bool = False) -> dict:
-    from edgesmith.export import check_parity, export_onnx
-    from edgesmith.export.onnx_export import example_inputs
 
     with rep.step(f"exporting the {what} to ONNX (opset {recipe.export.opset})"):
         export_onnx(module, specs, path, opset=recipe.export.opset, exporter=recipe.export.exporter, program=program, output_names=recipe.outputs)
@@ -384,7 +373,6 @@ def _export(recipe: Recipe, module: Any, program: Any, specs: list, path: Path, 
 
 def _check_custom_ops(info: Any, path: Path) -> None:
     """An ONNX pass sees custom-domain ops only if it declares it handles them (quantizers do not)."""
-    from edgesmith.runtime.custom_ops import LOWERING_PASS, file_domains
 
     found = file_domains(path)
     foreign = {d: ops for d, ops in found.items() if d not in info.custom_ops and "*" not in info.custom_ops}
@@ -403,8 +391,6 @@ def _safe_dir(name: str) -> str:
 
 def _onnx_passes(passes: list, start: Path, profile: Any, name: str, ctx: Any, rep: Reporter, opts: _Options) -> Path:
     """The ONNX-stage passes for one target, each result taken from the cache when it holds it."""
-    from edgesmith.cache import file_digest
-    from edgesmith.compress.registry import config_as_dict
 
     compressed = start
     for i, (_, info, cfg) in enumerate(passes):
@@ -453,8 +439,6 @@ def _run_target(
     rep: Reporter,
     opts: _Options,
 ) -> dict[str, Any]:
-    from edgesmith.compress import PassContext
-    from edgesmith.runtime import get_backend
 
     tdir = _safe_dir(profile.name or name)
     backend = get_backend(profile.backend)
@@ -515,7 +499,6 @@ def _run_target(
 
 def _bundle(result: dict, profile: Any, artifact: Any, reference_path: Path, evaluation: Any, staged: Any, tdir: str, ctx: Any) -> None:
     """Notes on batches timed on a busy machine, and what the device bundle carries for this target."""
-    from edgesmith.evaluate.judge import busy_machine
 
     for b in profile.batch_sizes:
         busy = busy_machine(result.get("latency"), b)
@@ -531,8 +514,6 @@ def _bundle(result: dict, profile: Any, artifact: Any, reference_path: Path, eva
     }
     ref_out = result.pop("_reference_outputs", None)
     if ref_out is not None:
-        import numpy as np
-
         k = getattr(evaluation, "bundle_samples", None)
         np.savez(staged.path(f"bundle/{tdir}.reference_outputs.npz"), *[o[:k] if k is not None else o for o in ref_out])
         result["bundle"]["reference_outputs"] = f"bundle/{tdir}.reference_outputs.npz"
@@ -553,7 +534,6 @@ def _validate(
 ) -> dict[str, Any]:
     """Accuracy through the one evaluator, latency against the float model (unless told not to: the
     latency budgets then say "not computed in this run"), then the profile's budgets."""
-    from edgesmith.evaluate import Evaluator, judge, overall, time_against_float
 
     metrics: dict[str, Any] = {}
     reference: dict[str, Any] = {}

@@ -13,12 +13,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from edgesmith.compress import get_pass
 from edgesmith.compress.registry import check_order
+from edgesmith.data.records import open_source
 from edgesmith.errors import ConfigError, InputError
-from edgesmith.model_io import import_object, model_kind, resolve
+from edgesmith.model_io import check_specs_against_onnx, import_object, model_kind, onnx_input_specs, resolve
+from edgesmith.outputs import check_output_dir
 from edgesmith.profiles import load_profile
 from edgesmith.recipe import InputSpec, Recipe
+from edgesmith.runtime import get_backend
 
 __all__ = ["Plan", "check_model", "check_pass_order", "needs_data", "preflight", "resolve_inputs", "resolve_plan"]
 
@@ -72,7 +77,6 @@ class Plan:
 def resolve_plan(recipe: Recipe, base_dir: Path, out: Path) -> Plan:
     """The recipe checked and resolved: the model's kind, the passes in a legal order with their options
     validated, every target's profile loaded and its runtime present."""
-    from edgesmith.runtime import get_backend
 
     kind = model_kind(recipe.model.source, base_dir)
     if kind == "onnx" and recipe.stop_after == "export":
@@ -119,7 +123,6 @@ def needs_data(info: Any, cfg: Any) -> bool:
 
 
 def resolve_inputs(recipe: Recipe, loaded: Any) -> list[InputSpec]:
-    from edgesmith.model_io import check_specs_against_onnx
 
     if recipe.inputs:
         specs = list(recipe.inputs)
@@ -139,7 +142,6 @@ def preflight(plan: Plan, force: bool = False) -> None:
     """What ``--dry-run`` checks without running anything: every file the recipe names exists, every
     factory and function it names imports, a torch model's inputs are known, the data sources open (listed,
     not decoded) and carry labels where the metric needs them, and the output folder may be written."""
-    from edgesmith.outputs import check_output_dir
 
     recipe, base_dir = plan.recipe, plan.base_dir
     m = recipe.model
@@ -150,8 +152,6 @@ def preflight(plan: Plan, force: bool = False) -> None:
     if plan.kind == "torch" and not recipe.inputs and not getattr(factory, "input_spec", None):
         raise ConfigError(NO_INPUTS, hint=NO_INPUTS_HINT)
     if plan.kind == "onnx" and recipe.inputs:
-        from edgesmith.model_io import check_specs_against_onnx, onnx_input_specs
-
         check_specs_against_onnx(list(recipe.inputs), onnx_input_specs(resolve(m.source, base_dir)))
     _check_data(plan)
     if recipe.metric not in ("top1", "fidelity", "auto"):
@@ -167,8 +167,6 @@ def check_model(source: str, base_dir: Path, kind: str | None = None) -> Any:
     if kind in ("onnx", "pt2", "torchscript") and not path.is_file():
         raise InputError(f"{'ONNX model' if kind == 'onnx' else 'model'} not found: {path}", hint="check the path")
     if kind == "onnx":
-        from edgesmith.model_io import onnx_input_specs
-
         onnx_input_specs(path)  # a truncated or foreign file is refused here, naming the file
     if kind == "hf" and not path.is_dir():
         raise InputError(f"model folder not found: {path}", hint="give the folder written by save_pretrained")
@@ -195,7 +193,6 @@ def _check_data(plan: Plan) -> None:
             path = resolve(src.source, base_dir)
             if not path.is_file():
                 raise InputError(f"data file not found: {path}", hint="fix the path (relative paths are read from the recipe's folder)")
-            import numpy as np
 
             with np.load(path, allow_pickle=False) as z:
                 labelled = "labels" in z.files
@@ -204,8 +201,6 @@ def _check_data(plan: Plan) -> None:
         elif src.source in ("digits", "digits32"):
             labelled = True
         else:
-            from edgesmith.data.records import open_source
-
             labelled = open_source(src.source, base_dir, field=src.field, label_field=src.label_field, split=src.split, role=role).has_labels
         if role == "evaluation" and recipe.metric == "top1" and labelled is False:
             raise InputError(

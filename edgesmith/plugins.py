@@ -10,8 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib.metadata import entry_points
 from types import ModuleType
 from typing import Any
+
+from edgesmith.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -33,8 +36,6 @@ class Loaded:
     def check_claim(self, name: str, what: str) -> None:
         """Refuse a name two distributions claim, naming both."""
         if name in self.conflicts:
-            from edgesmith.errors import ConfigError
-
             raise ConfigError(
                 f"{what} {name!r} is claimed by more than one package: {' and '.join(self.conflicts[name])}",
                 hint="uninstall one of them; `edgesmith passes` lists every pass and where it comes from",
@@ -53,7 +54,6 @@ class Loaded:
 def load_group(group: str, loaded: Loaded, accept: Callable[[Any], Any], attr: str) -> None:
     """Load every entry point of ``group`` into ``loaded``. ``accept`` returns the registrable object
     (or None) from what the entry point names; a module is searched for ``attr``."""
-    from importlib.metadata import entry_points
 
     for ep in entry_points(group=group):
         dist = getattr(getattr(ep, "dist", None), "name", None) or "an unknown distribution"

@@ -23,14 +23,18 @@ the settings that pay on the target, verifies them there and keeps the best (or 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from edgesmith.compress import build_pass_config
+from edgesmith.data.preprocess import preprocess_config
 from edgesmith.errors import ConfigError
 from edgesmith.profiles.schema import Goal
-from edgesmith.schema import MAX_BATCH, MAX_ITERATIONS, MAX_SECONDS, MAX_THREADS, Dtype, InputSpec, ModelSpec, Strict, format_validation_error  # noqa: F401 - re-exported
+from edgesmith.schema import MAX_BATCH, MAX_ITERATIONS, MAX_SECONDS, MAX_THREADS, Dtype, InputSpec, ModelSpec, Strict, format_validation_error, load_yaml  # noqa: F401 - re-exported
 
 
 class DataSource(Strict):
@@ -61,8 +65,6 @@ class DataSource(Strict):
     @classmethod
     def _preprocess(cls, v: Any) -> Any:
         if v is not None:
-            from edgesmith.data.preprocess import preprocess_config
-
             try:
                 preprocess_config(v)
             except ConfigError as exc:
@@ -93,7 +95,6 @@ class PassSpec(Strict):
 
     @model_validator(mode="after")
     def _validate_options(self) -> PassSpec:
-        from edgesmith.compress import build_pass_config
 
         try:
             build_pass_config(self.type, self.options)
@@ -102,7 +103,6 @@ class PassSpec(Strict):
         return self
 
     def config(self) -> Any:
-        from edgesmith.compress import build_pass_config
 
         return build_pass_config(self.type, self.options)
 
@@ -178,7 +178,6 @@ class Recipe(Strict):
         """The same recipe with every relative file path (model, weights, reference, .npz data, profile
         files, output_dir) rewritten from ``from_dir`` to ``to_dir``: a recipe saved into another folder
         still runs, since a recipe's paths are read relative to its own folder."""
-        import os
 
         def move(value: str | None, is_file: bool) -> str | None:
             if value is None or not is_file or Path(value).is_absolute():
@@ -200,7 +199,6 @@ class Recipe(Strict):
         return Recipe.model_validate(data)
 
     def to_yaml(self) -> str:
-        import yaml
 
         data = self.model_dump(mode="json", exclude_defaults=False)
         data["passes"] = "auto" if data.pop("optimize") else [p.as_yaml() for p in self.passes]
@@ -217,7 +215,6 @@ def parse_recipe(data: Any, what: str = "recipe") -> Recipe:
 
 
 def load_recipe(path: Path) -> Recipe:
-    from edgesmith.schema import load_yaml
 
     if not path.is_file():
         raise ConfigError(f"recipe not found: {path}", hint="give the path of a recipe .yaml file")

@@ -3,6 +3,7 @@ table. The reports themselves are built in reporting/ (one model, four writers).
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 # how gate findings sort, worst first (the terminal table, Markdown summary and HTML report agree)
@@ -71,7 +72,6 @@ def verdict_rows(target: dict) -> list[list[str]]:
 
 
 def print_verdicts(manifest: dict, out_dir: str, console: Any = None) -> None:
-    import sys
 
     from rich.console import Console
     from rich.table import Table

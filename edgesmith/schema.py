@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgesmith.errors import ConfigError
@@ -102,9 +103,6 @@ MAX_YAML_ALIASES = 64
 def load_yaml(path: Any, what: str) -> Any:
     """``yaml.safe_load`` of a user file, refused (one line, no quoted content) when it is not text, not
     YAML, too large, or uses more aliases than any real recipe needs."""
-    import yaml
-
-    from edgesmith.errors import ConfigError
 
     try:
         raw = path.read_bytes()

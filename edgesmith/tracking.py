@@ -12,6 +12,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from edgesmith._lazy import require
+
 
 def _metric_name(target: str, metric: str) -> str:
     name = f"{target}/{metric}".replace("@", "_b")
@@ -30,7 +32,6 @@ def _params(manifest: dict[str, Any]) -> dict[str, str]:
 
 def log_to_mlflow(uri: str, manifest: dict[str, Any], files: list[Path], gate: dict[str, Any] | None = None, experiment: str | None = None) -> str:
     """One MLflow run for an edgesmith run (and its gate result); returns the MLflow run id."""
-    from edgesmith._lazy import require
 
     if uri.startswith("file:") or "://" not in uri:
         # NOTE: MLflow 3 keeps the local file store only behind this opt-out; it is what a team without a

@@ -21,16 +21,23 @@ Torch-level mixed bit-widths (``mixed_precision``) are not in this search yet.
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgesmith import engine
+from edgesmith import engine, pipeline
+from edgesmith.compress import PassContext, build_pass_config, get_pass
+from edgesmith.compress.quantize.onnx_common import DatasetReader, onnx_input_names
 from edgesmith.engine import TrialRecord
 from edgesmith.errors import ConfigError
-from edgesmith.evaluate import accuracy_profile
+from edgesmith.evaluate import accuracy_profile, gap_text, judge, shortfall
 from edgesmith.metrics import FIDELITY_METRICS
+from edgesmith.outputs import atomic_write_text, check_output_dir
+from edgesmith.profiles import load_profile
+from edgesmith.progress import Reporter
+from edgesmith.recipe import PassSpec
 from edgesmith.report import md, md_code
 from edgesmith.reporting.document import Report, Section, Table, trial_checks, write
 
@@ -64,12 +71,6 @@ def tune(
     force: bool = False,
     trust_checkpoint: bool = False,
 ) -> TuneResult:
-    import tempfile
-
-    from edgesmith import pipeline
-    from edgesmith.compress import get_pass
-    from edgesmith.outputs import atomic_write_text, check_output_dir
-    from edgesmith.progress import Reporter
 
     rep = reporter or Reporter()
     profile, acc_profile, base_opts = _check(recipe, base_dir)
@@ -99,8 +100,6 @@ def tune(
 
 def _check(recipe: Any, base_dir: Path) -> tuple[Any, Any, dict]:
     """What tune can search: one ONNX Runtime target with an accuracy budget, at most one ptq_int8 pass."""
-    from edgesmith.compress import get_pass
-    from edgesmith.profiles import load_profile
 
     if recipe.optimize:
         raise ConfigError(
@@ -214,7 +213,6 @@ class _Stages:
 
 
 def _pass_spec(options: dict) -> Any:
-    from edgesmith.recipe import PassSpec
 
     return PassSpec.model_validate({"type": "ptq_int8", **options})
 
@@ -236,7 +234,6 @@ class _Candidates:
     through the one evaluator (the float reference computed once, on the target's runtime)."""
 
     def __init__(self, recipe: Any, base_dir: Path, float_path: Path, acc_profile: Any, profile: Any, work: Path):
-        from edgesmith import pipeline
 
         self.recipe, self.acc_profile, self.profile = recipe, acc_profile, profile
         setup = pipeline.search_setup(recipe, base_dir, float_path, profile, work)
@@ -245,8 +242,6 @@ class _Candidates:
         self.reference = dict(self.ref.metrics)
 
     def evaluate(self, c: TrialRecord, start: Path, work: Path) -> None:
-        from edgesmith.compress import PassContext, build_pass_config, get_pass
-        from edgesmith.evaluate import gap_text, judge, shortfall
 
         opts = c.params
         t0 = time.perf_counter()
@@ -274,9 +269,6 @@ class _Candidates:
         reproduces worst (lowest SQNR against the float model's activation)."""
         import onnx
         from onnxruntime.quantization import qdq_loss_debug as dbg
-
-        from edgesmith.compress import PassContext, build_pass_config, get_pass
-        from edgesmith.compress.quantize.onnx_common import DatasetReader, onnx_input_names
 
         work.mkdir(parents=True, exist_ok=True)
         opts = {k: v for k, v in best.params.items() if k != "exclude_nodes"}

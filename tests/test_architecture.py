@@ -137,3 +137,59 @@ def test_the_recipe_goes_back_up_at_most_ten_times_from_the_cli_through_a_run(di
     assert (tmp_path / "out" / "manifest.json").is_file(), "the traced run did not finish"
     assert "edgesmith.pipeline" in t.entries and "edgesmith.plan" in t.entries  # the trace saw the recipe go down
     assert len(t.ups) <= 10, t.ups
+
+
+# Function-level imports are for what must stay lazy (docs/architecture.md "Imports"): the heavy or optional
+# libraries, the zoo (its networks are torch modules), the CLI (start-up: `--help` and completion), child-process
+# entry points (they import what the job needs), `import edgesmith` itself, and the four named import cycles.
+LAZY_LIBRARIES = {
+    "torch", "onnx", "onnxruntime", "openvino", "nncf", "optuna", "ray", "transformers", "tokenizers", "pyarrow", "PIL", "safetensors", "sklearn",
+    "neural_compressor", "tensorrt", "cuda", "mlflow", "datasets", "onnxscript", "torch_pruning", "onnxruntime_extensions", "rich", "scipy",
+    "sqlalchemy", "fcntl", "resource", "ctypes",
+}  # fmt: skip
+LAZY_FILES = (
+    "edgesmith/cli/",
+    "edgesmith/runtime/bench_worker.py",
+    "edgesmith/search/worker.py",
+    "edgesmith/search/zygote.py",
+    "edgesmith/runtime/ops/ortx.py",
+)
+CYCLES = {
+    ("edgesmith/__init__.py", "edgesmith"),  # the API loads on first use: `import edgesmith` stays light
+    ("edgesmith/data/sources.py", "edgesmith.data.stream"),
+    ("edgesmith/data/stream.py", "edgesmith.data.sources"),
+    ("edgesmith/runtime/base.py", "edgesmith.runtime.bench"),
+    ("edgesmith/runtime/bench.py", "edgesmith.runtime"),
+}
+
+
+def function_level_imports() -> list[str]:
+    """Imports inside functions that are none of the documented lazy kinds."""
+    found = []
+    for path in sorted(PKG.rglob("*.py")):
+        rel = path.relative_to(ROOT).as_posix()
+        if rel.startswith(LAZY_FILES):
+            continue
+        for fn in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(fn):
+                if not isinstance(node, (ast.Import, ast.ImportFrom)):
+                    continue
+                module = (node.module or "") if isinstance(node, ast.ImportFrom) else node.names[0].name
+                if module.split(".")[0] in LAZY_LIBRARIES or module.startswith("edgesmith.zoo") or (rel, module) in CYCLES:
+                    continue
+                found.append(f"{rel}:{node.lineno} {module}")
+    return found
+
+
+def test_imports_are_at_module_top_except_the_documented_lazy_ones():
+    assert function_level_imports() == []
+
+
+def test_the_import_check_can_fail(tmp_path, monkeypatch):
+    (tmp_path / "edgesmith").mkdir()
+    (tmp_path / "edgesmith" / "m.py").write_text("def f():\n    import json\n    import torch\n    from edgesmith.zoo import x\n")
+    monkeypatch.setattr(sys.modules[__name__], "PKG", tmp_path / "edgesmith")
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    assert function_level_imports() == ["edgesmith/m.py:2 json"]

@@ -20,8 +20,14 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from edgesmith.compress.distill.engine import RecoverConfig
+import numpy as np
+
+from edgesmith.compress.distill.engine import RecoverConfig, recover
+from edgesmith.compress.layers import check_names, set_module, weight_layers
+from edgesmith.compress.mst import build_tree, op_counts, sign_rows, tree_penalty
+from edgesmith.compress.prune.subnetwork import subnet_mask_ste
 from edgesmith.compress.registry import PassInfo
+from edgesmith.errors import ConfigError
 
 
 def _default_recover() -> RecoverConfig:
@@ -72,8 +78,6 @@ def binary_layer(layer: Any, kind: str, keep: float | None = None) -> Any:
     import torch
     import torch.nn as nn
     import torch.nn.functional as F
-
-    from edgesmith.compress.prune.subnetwork import subnet_mask_ste
 
     sign = _sign_fn(kind)
     conv = isinstance(layer, nn.Conv2d)
@@ -148,7 +152,6 @@ def packed_bytes(layer: Any, masked: bool = False) -> int:
 
 def _init_thresholds(model: Any, wrapped: dict, ctx: Any, samples: int) -> None:
     """β of each binary layer = the median of its input channel on calibration data (so its sign splits it)."""
-    import numpy as np
     import torch
 
     data = ctx.calibration
@@ -176,10 +179,6 @@ def _init_thresholds(model: Any, wrapped: dict, ctx: Any, samples: int) -> None:
 def apply(model: Any, cfg: BinarizeConfig, ctx: Any) -> Any:
     import torch.nn as nn
 
-    from edgesmith.compress.distill.engine import recover
-    from edgesmith.compress.layers import check_names, set_module, weight_layers
-    from edgesmith.errors import ConfigError
-
     layers = weight_layers(model)
     check_names(layers, cfg.keep, "binarize", "keep")
     if not layers:
@@ -202,8 +201,6 @@ def apply(model: Any, cfg: BinarizeConfig, ctx: Any) -> Any:
     _init_thresholds(model, wrapped, ctx, cfg.calibration_samples)
     extra, trees = None, {}
     if cfg.mst_regularizer > 0:
-        from edgesmith.compress.mst import build_tree, sign_rows, tree_penalty
-
         convs = {n: w for n, w in wrapped.items() if isinstance(w.layer, nn.Conv2d)}
         calls = [0]
 
@@ -216,8 +213,6 @@ def apply(model: Any, cfg: BinarizeConfig, ctx: Any) -> Any:
     fitted = recover(model, teacher, ctx, cfg.recover, "binarize", extra_loss=extra) if cfg.recover is not None else None
     mst = {}
     if any(isinstance(w.layer, nn.Conv2d) for w in wrapped.values()):
-        from edgesmith.compress.mst import build_tree, op_counts, sign_rows
-
         for n, w in wrapped.items():
             if isinstance(w.layer, nn.Conv2d) and w.layer.groups == 1:
                 rows = sign_rows(w.layer.weight.detach().numpy())

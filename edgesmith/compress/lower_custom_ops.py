@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from edgesmith.compress.registry import PassInfo
+from edgesmith.runtime.custom_ops import lower_model
 
 
 @dataclass(frozen=True)
@@ -17,8 +18,6 @@ class LowerCustomOpsConfig:
 
 def lower_custom_ops(onnx_path: Path, cfg: LowerCustomOpsConfig, ctx: Any) -> Path:
     import onnx
-
-    from edgesmith.runtime.custom_ops import lower_model
 
     model, lowered = lower_model(onnx.load(str(onnx_path)), set(cfg.domains) or None)
     out = ctx.work_dir / "model.lowered.onnx"

@@ -16,7 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from edgesmith.compress.registry import PassInfo
+from edgesmith.errors import BackendUnavailable
+from edgesmith.runtime.kernels.binary import impl_used, pack_nchw
+from edgesmith.runtime.ops import binary_conv
 
 
 @dataclass(frozen=True)
@@ -25,7 +30,6 @@ class PackBinaryConfig:
 
 
 def _const(name: str, inits: dict, producers: dict) -> Any:
-    import numpy as np
     from onnx import numpy_helper
 
     if name in inits:
@@ -44,7 +48,6 @@ def _const(name: str, inits: dict, producers: dict) -> Any:
 
 def _sign_input(conv: Any, inits: dict, producers: dict) -> tuple[str, Any] | None:
     """(X, β) when the conv's input is Where(GreaterOrEqual(X, β), 1, −1) with a constant β, else None."""
-    import numpy as np
 
     where = producers.get(conv.input[0])
     if where is None or where.op_type != "Where":
@@ -67,12 +70,8 @@ def _attr(node: Any, name: str, default: Any) -> Any:
 
 
 def pack(model: Any, rtol: float = 1e-5) -> tuple[Any, list[str]]:
-    import numpy as np
     import onnx
     from onnx import helper, numpy_helper
-
-    from edgesmith.runtime.kernels.binary import pack_nchw
-    from edgesmith.runtime.ops import binary_conv
 
     inits = {i.name: i for i in model.graph.initializer}
     producers = {o: n for n in model.graph.node for o in n.output}
@@ -179,7 +178,6 @@ def _ranks(model: Any) -> dict[str, int]:
 
 def _linear(node: Any, inits: dict, producers: dict, ranks: dict) -> tuple | None:
     """(X, β, W [O, C], bias or None) when a Gemm/MatMul computes sign(X − β) · Wᵀ (+ b) with ±α rows on a 2-D X."""
-    import numpy as np
     from onnx import numpy_helper
 
     if len(node.input) < 2 or node.input[1] not in inits:
@@ -209,11 +207,7 @@ def _linear(node: Any, inits: dict, producers: dict, ranks: dict) -> tuple | Non
 
 def _pack_linear(node: Any, x: str, beta: Any, w: Any, bias: Any, rtol: float) -> tuple[list, list]:
     """Unsqueeze(X, [2, 3]) → 1x1 BinaryConv → Flatten(1): the Linear on the same kernel, its weights as bits."""
-    import numpy as np
     from onnx import helper, numpy_helper
-
-    from edgesmith.runtime.kernels.binary import pack_nchw
-    from edgesmith.runtime.ops import binary_conv
 
     mag = np.abs(w)
     alpha = mag.mean(1)
@@ -272,8 +266,6 @@ def apply(onnx_path: Path, cfg: PackBinaryConfig, ctx: Any) -> Path:
     out = ctx.work_dir / "model.binary.onnx"
     onnx.save(packed, str(out))
     before, after = Path(onnx_path).stat().st_size, out.stat().st_size
-    from edgesmith.errors import BackendUnavailable
-    from edgesmith.runtime.kernels.binary import impl_used
 
     try:
         path = impl_used()

@@ -16,6 +16,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import TypeAdapter, ValidationError
+
+import edgesmith.compress as root
 from edgesmith.compress.contract import Records
 from edgesmith.errors import ConfigError
 from edgesmith.plugins import Loaded, load_group
@@ -70,7 +73,6 @@ def _accept(obj: Any) -> PassInfo | None:
 
 @lru_cache(maxsize=1)
 def _registry() -> Loaded:
-    import edgesmith.compress as root
 
     loaded = Loaded()
     for mod in pkgutil.walk_packages(root.__path__, prefix="edgesmith.compress."):
@@ -127,7 +129,6 @@ def get_pass(name: str) -> PassInfo:
 
 def build_pass_config(name: str, options: dict[str, Any]) -> Any:
     """Validate a recipe's pass options into the pass's frozen config dataclass."""
-    from pydantic import TypeAdapter, ValidationError
 
     info = get_pass(name)
     allowed = [f.name for f in dataclasses.fields(info.config)]

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgesmith._lazy import require
+from edgesmith.errors import ConfigError
+
 TEST_SIZE = 600
 SPLIT_SEED = 0
 
@@ -15,7 +18,6 @@ SPLIT_SEED = 0
 def load_digits_split(split: str, size: int = 8) -> tuple[np.ndarray, np.ndarray]:
     """Images as float32 [N, 1, size, size] scaled to [0, 1] (bilinear upsampling from 8x8 when
     ``size`` > 8: the ``digits32`` source the zoo's ResNet- and MobileNet-style models use) and int64 labels."""
-    from edgesmith._lazy import require
 
     datasets = require("sklearn.datasets")
     bunch = datasets.load_digits()
@@ -25,8 +27,6 @@ def load_digits_split(split: str, size: int = 8) -> tuple[np.ndarray, np.ndarray
     test, train = order[:TEST_SIZE], order[TEST_SIZE:]
     idx = {"train": train, "test": test, "all": order}.get(split)
     if idx is None:
-        from edgesmith.errors import ConfigError
-
         raise ConfigError(f"unknown digits split {split!r}", hint="use one of: train, test, all")
     x, y = x[idx], y[idx]
     if size != 8:

@@ -13,15 +13,16 @@ images are converted to the colour the input wants (a 16-bit image is scaled, no
 
 from __future__ import annotations
 
+import io
 import warnings
 from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from edgesmith.errors import ConfigError
-from edgesmith.schema import Strict
+from edgesmith.schema import Strict, format_validation_error
 
 # NOTE: Pillow warns on open past MAX_IMAGE_PIXELS; open_image refuses such images itself (no global filter per call: decoding is threaded)
 warnings.filterwarnings("ignore", message="Image size .* exceeds limit", category=Warning)
@@ -192,7 +193,6 @@ class ImageEncoder:
 
 def open_image(source: Any) -> Any:
     """A path or bytes -> a decoded, upright Pillow image (errors propagate: the caller counts a skip)."""
-    import io
 
     from PIL import Image, ImageOps
 
@@ -223,9 +223,6 @@ def preprocess_config(value: Any) -> Preprocess | None:
         return None
     if isinstance(value, Preprocess):
         return value
-    from pydantic import ValidationError
-
-    from edgesmith.schema import format_validation_error
 
     try:
         return Preprocess.model_validate(value)

@@ -9,6 +9,7 @@ a non-image file). Records are encoded into model inputs by ``edgesmith.data.str
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 from collections.abc import Iterator
@@ -242,7 +243,6 @@ def _jsonl(path: Path, field: str | None, label_field: str | None) -> Iterator[R
 
 
 def _csv_fields(path: Path, field: str | None, label_field: str | None) -> tuple[str, str | None]:
-    import csv
 
     with open(path, newline="", encoding="utf-8", errors="replace") as f:
         header = next(csv.reader(f, delimiter="\t" if path.suffix.lower() == ".tsv" else ","), [])
@@ -253,7 +253,6 @@ def _csv_fields(path: Path, field: str | None, label_field: str | None) -> tuple
 
 
 def _csv(path: Path, field: str | None, label_field: str | None) -> Iterator[Record | Skip]:
-    import csv
 
     with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:
         reader = csv.DictReader(f, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")

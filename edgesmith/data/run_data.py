@@ -8,6 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from edgesmith.data.sources import load_dataset
 from edgesmith.errors import ConfigError, InputError
 from edgesmith.hf import class_names
@@ -69,7 +71,6 @@ BUNDLE_MAX_BYTES = 64 << 20  # the device bundle carries at most this much evalu
 def write_eval_bundle(evaluation: Any, path: Callable[[str], Path]) -> int:
     """The device bundle: a bounded sample of the evaluation data travels with the artifacts (see
     edgesmith.device): whole batches, at most BUNDLE_MAX_BYTES. Returns how many samples it holds."""
-    import numpy as np
 
     first = evaluation.batches[0] if evaluation.batches else None
     batch = first.size if first is not None else 32

@@ -14,7 +14,10 @@ from typing import Any
 
 import numpy as np
 
+from edgesmith.data.digits import load_digits_split
+from edgesmith.data.records import is_record_source
 from edgesmith.errors import ConfigError, InputError
+from edgesmith.model_io import import_object
 
 LABEL_KEYS = ("labels", "y", "label", "target", "targets")
 
@@ -134,7 +137,6 @@ def _from_npz(path: Path, names: Sequence[str]) -> tuple[dict[str, np.ndarray], 
 
 
 def _from_callable(ref: str, names: Sequence[str]) -> list[Batch]:
-    from edgesmith.model_io import import_object
 
     fn = import_object(ref, "data function")
     try:
@@ -183,7 +185,6 @@ def load_dataset(
 ) -> Dataset:
     """Load and check one data set. ``input_specs`` are recipe InputSpec objects (name, shape, dtype); ``cfg``
     the recipe's DataSource (preprocess, fields, labels, seed, skip) for folders, text and tables."""
-    from edgesmith.data.records import is_record_source
 
     names = [s.name for s in input_specs]
     if ":" not in source and not source.endswith(".npz") and source not in ("digits", "digits32") and is_record_source(source, base_dir):
@@ -206,8 +207,6 @@ def load_dataset(
             hint="give --eval-data separately for this source",
         )
     if source in ("digits", "digits32"):
-        from edgesmith.data.digits import load_digits_split
-
         if len(names) != 1:
             raise ConfigError(f"the digits data feeds one input, the model has {names}", hint="use a .npz file or a data function")
         x, y = load_digits_split(split or ("train" if role == "calibration" else "test"), 32 if source == "digits32" else 8)

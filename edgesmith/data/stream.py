@@ -12,6 +12,7 @@ and ``skip``/``samples`` cut disjoint slices of that order (``--calibration-samp
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -22,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from edgesmith._lazy import require
+from edgesmith.data.preprocess import ImageEncoder, image_inputs, preprocess_config
 from edgesmith.data.records import Record, RecordSource, Skip, check_no_traversal, open_source
 from edgesmith.errors import ConfigError, InputError
 
@@ -99,7 +102,6 @@ class _Encoder:
 
 class _Images(_Encoder):
     def __init__(self, spec: Any, cfg: Any, base: Path):
-        from edgesmith.data.preprocess import ImageEncoder, preprocess_config
 
         self.enc, self.base = ImageEncoder(spec, preprocess_config(getattr(cfg, "preprocess", None))), base
         self.describe = f"images -> {spec.name}: {self.enc.describe()}"
@@ -110,7 +112,6 @@ class _Images(_Encoder):
 
 class _Text(_Encoder):
     def __init__(self, specs: Sequence[Any], cfg: Any, tokenizer_dir: Path | None, skips: SkipCount):
-        from edgesmith._lazy import require
 
         ref = getattr(cfg, "tokenizer", None) or (str(tokenizer_dir) if tokenizer_dir else None)
         if ref is None:
@@ -184,7 +185,6 @@ class _Rows(_Encoder):
 
 def _max_positions(folder: Path) -> int | None:
     """The longest sequence a Transformers model's position table takes (RoBERTa-style tables keep 2 for padding)."""
-    import json
 
     try:
         cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
@@ -196,8 +196,6 @@ def _max_positions(folder: Path) -> int | None:
 
 def _encoder(src: RecordSource, specs: Sequence[Any], cfg: Any, tokenizer_dir: Path | None, skips: SkipCount) -> _Encoder:
     if src.kind == "image":
-        from edgesmith.data.preprocess import image_inputs
-
         fit = image_inputs(specs)
         if len(specs) != 1 or not fit:
             raise ConfigError(

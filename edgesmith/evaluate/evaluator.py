@@ -12,6 +12,7 @@ device-side ``validate RUN_DIR``; they get identical numbers for the same artifa
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 from collections.abc import Callable
@@ -21,8 +22,11 @@ from typing import Any
 
 import numpy as np
 
+from edgesmith.environment import library_versions
 from edgesmith.errors import InputError
 from edgesmith.metrics import correct_bits, fidelity, top1
+from edgesmith.model_io import import_object
+from edgesmith.outputs import atomic_write_bytes, sha256
 
 CACHE_VERSION = 1
 
@@ -106,8 +110,6 @@ class Evaluator:
             metric = "top1" if self.labels is not None else "fidelity"
         self.metric = metric
         if metric not in ("top1", "fidelity") and user_fn is None:
-            from edgesmith.model_io import import_object
-
             user_fn = import_object(metric, "metric function")
         self.user_fn = user_fn
         self.use_cache = use_cache
@@ -173,7 +175,6 @@ class Evaluator:
         return self._data_digest
 
     def _reference_key(self, artifact: Any, threads: int) -> str:
-        from edgesmith.environment import library_versions
 
         h = hashlib.sha256()
         for f in sorted(Path(artifact.path).parent.glob(Path(artifact.path).stem + ".*")):
@@ -193,7 +194,6 @@ class Evaluator:
 
 
 def _file_digest(path: Path) -> str:
-    from edgesmith.outputs import sha256
 
     return sha256(path)
 
@@ -209,9 +209,6 @@ def _read_cached(path: Path) -> list[np.ndarray] | None:
 
 
 def _write_cached(path: Path, outputs: list[np.ndarray]) -> None:
-    import io
-
-    from edgesmith.outputs import atomic_write_bytes
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,12 @@ from typing import Any
 
 import numpy as np
 
+from edgesmith.evaluate.judge import judge
 from edgesmith.progress import Reporter
+from edgesmith.runtime.base import same_model
+from edgesmith.runtime.bench import BenchStats, benchmark_against, make_feeds, summarize
+from edgesmith.runtime.compare import bootstrap_ratio, pooled_percentiles
+from edgesmith.runtime.contention import merged, wait_for_quiet
 
 MAX_EXTRA = 2  # extra measurements of one batch size while a latency budget stays inconclusive
 CONFIDENCE = 0.95
@@ -25,7 +30,6 @@ def _rounds(stats: Any) -> list[np.ndarray]:
 
 
 def _percentile_interval(rounds: list[np.ndarray], q: float, seed: int = 0, resamples: int = 1000) -> tuple[float, float]:
-    from edgesmith.runtime.compare import pooled_percentiles
 
     rng = np.random.default_rng(seed)
     vals = pooled_percentiles(rounds, rng.integers(0, len(rounds), size=(resamples, len(rounds))), q)
@@ -37,7 +41,6 @@ def _percentile_interval(rounds: list[np.ndarray], q: float, seed: int = 0, resa
 def record_latency(metrics: dict[str, Any], reference: dict[str, Any], batch: int, cand: Any, base: Any, latency: dict[str, dict], first_batch: bool) -> None:
     """File one batch size's interleaved measurement (runtime.bench.BenchStats of candidate and FP32)
     under the metric names budgets use (``latency_p90_ms@1``, ``speedup_vs_fp32@1``, ...), each with its interval."""
-    from edgesmith.runtime.compare import bootstrap_ratio
 
     latency["compressed"][batch], latency["fp32"][batch] = cand.as_dict(), base.as_dict()
     for src, dst in ((cand, metrics), (base, reference)):
@@ -59,8 +62,6 @@ def record_latency(metrics: dict[str, Any], reference: dict[str, Any], batch: in
 
 def _pooled(a: Any, b: Any) -> Any:
     """Two measurements of the same pair as one: rounds and samples pooled, statistics recomputed."""
-    from edgesmith.runtime.bench import BenchStats, summarize
-    from edgesmith.runtime.contention import merged
 
     times = list(a.times_ms or []) + list(b.times_ms or [])
     d = {**a.as_dict(), **summarize([t / 1e3 for t in times], a.batch, a.threads, a.warmup)}
@@ -101,10 +102,6 @@ def time_against_float(
     (rounds pooled). A measurement taken while other work competed for the cores (runtime.contention)
     is biased, not noisy: it is never pooled with a clean one but replaced, after waiting for the
     machine to quiet down; if every try was busy, the record says so and the judge rules nothing on time."""
-    from edgesmith.evaluate.judge import judge
-    from edgesmith.runtime.base import same_model
-    from edgesmith.runtime.bench import benchmark_against, make_feeds
-    from edgesmith.runtime.contention import wait_for_quiet
 
     rep = reporter or Reporter()
     itself = same_model(artifact, fp32_artifact)  # the float model against itself: its speed-up is exactly 1

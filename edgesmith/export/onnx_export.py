@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +19,11 @@ from typing import Any
 
 import numpy as np
 
+from edgesmith._lazy import require
 from edgesmith.data.synthetic import EXAMPLE_BATCH, example_inputs  # noqa: F401 - re-exported
 from edgesmith.errors import ExportError, InputError
+from edgesmith.metrics import cosine
+from edgesmith.runtime.custom_ops import apply_registrations
 
 
 def probe_forward(module: Any, input_specs: Sequence[Any]) -> Any:
@@ -42,8 +47,6 @@ def probe_forward(module: Any, input_specs: Sequence[Any]) -> Any:
 @contextlib.contextmanager
 def _quiet_exporter():
     """The exporter logs progress and library warnings (e.g. torchvision ops it skips); keep them out of the CLI."""
-    import logging
-    import warnings
 
     loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
     levels = [lg.level for lg in loggers]
@@ -89,8 +92,6 @@ def export_onnx(
     """Write ``out_path``; returns it. ``program`` (a torch.export.ExportedProgram) is exported as is."""
     import onnx
     import torch
-
-    from edgesmith._lazy import require
 
     if exporter == "dynamo" and isinstance(module, torch.jit.ScriptModule):
         exporter = "torchscript"  # NOTE: torch.export cannot trace a TorchScript archive; the TorchScript exporter can
@@ -224,7 +225,6 @@ def check_parity(module: Any, onnx_path: Path, feeds: dict[str, np.ndarray], inp
 
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    from edgesmith.runtime.custom_ops import apply_registrations
 
     apply_registrations("onnxruntime", so, onnx_path)  # a model with custom ops is checked with their registration
     sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
@@ -234,7 +234,6 @@ def check_parity(module: Any, onnx_path: Path, feeds: dict[str, np.ndarray], inp
     if isinstance(ref, dict):
         ref = list(ref.values())
     ref = [r.detach().numpy() for r in (ref if isinstance(ref, (tuple, list)) else [ref])]
-    from edgesmith.metrics import cosine
 
     worst = (0.0, 0.0, "")
     min_cos = 1.0

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from edgesmith.errors import InputError
+from edgesmith.outputs import atomic_copy, atomic_write_text, check_finite_metrics, check_output_file, inside, load_manifest, sha256
 
 FORMAT = "edgesmith-baseline/1"
 # what makes two runs comparable at all; anything else that differs is a change the gate judges
@@ -23,7 +24,6 @@ IDENTITY_KEYS = ("recipe name", "model", "inputs", "metric", "evaluation data")
 
 def load_run(run_dir: Path) -> dict[str, Any]:
     """A run's manifest, checked to hold what the gate needs."""
-    from edgesmith.outputs import load_manifest
 
     if not run_dir.is_dir():
         raise InputError(f"run directory not found: {run_dir}", hint="give the output directory of `edgesmith run`")
@@ -57,7 +57,6 @@ def identity_differences(base: dict[str, Any], now: dict[str, Any]) -> list[str]
 
 
 def _artifact_files(run_dir: Path, main_rel: str) -> list[Path]:
-    from edgesmith.outputs import inside
 
     main = inside(run_dir, main_rel)
     return sorted(main.parent.glob(main.stem + ".*"))  # OpenVINO IR comes as .xml + .bin
@@ -65,7 +64,6 @@ def _artifact_files(run_dir: Path, main_rel: str) -> list[Path]:
 
 def save_baseline(run_dir: Path, to: Path, copy_artifacts: bool = True) -> dict[str, Any]:
     """Write the baseline for ``run_dir`` to ``to`` (and its artifacts beside it); returns it."""
-    from edgesmith.outputs import atomic_copy, atomic_write_text, check_output_file, sha256
 
     manifest = load_run(run_dir)
     check_output_file(to)
@@ -151,7 +149,6 @@ def load_baseline(path: Path) -> dict[str, Any]:
         if not isinstance(t, dict) or not isinstance(t.get("metrics"), dict):
             raise InputError(f"baseline {path}: target {name!r} has no metrics", hint="the file is damaged; save the baseline again")
         _check_types(path, name, t)
-    from edgesmith.outputs import check_finite_metrics
 
     check_finite_metrics(data, f"baseline {path}")
     return data
@@ -181,7 +178,6 @@ def _check_types(path: Path, name: str, t: dict[str, Any]) -> None:
 def baseline_artifact(baseline: dict[str, Any], baseline_path: Path, target: str) -> tuple[Path | None, str]:
     """The baseline's compiled artifact for ``target`` if a copy with the recorded hash is at hand
     (beside the baseline, else where the run left it), and where it was found or why not."""
-    from edgesmith.outputs import sha256
 
     art = baseline["targets"][target].get("artifact") or {}
     files = art.get("files") or []

@@ -17,9 +17,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from edgesmith.errors import InputError
 from edgesmith.gate.baseline import baseline_artifact, identity, identity_differences, load_baseline, load_run
+from edgesmith.gate.noise import accuracy_noise, blocks, latency_status, relative_ratio
+from edgesmith.metrics import unpack_bits
+from edgesmith.outputs import inside
+from edgesmith.profiles.schema import Profile
+from edgesmith.progress import Reporter
 from edgesmith.report import STATUS_RANK  # worst first: the order findings are listed in, in every gate view
+from edgesmith.runtime import Artifact
+from edgesmith.runtime.bench import artifact_for, make_feeds
+from edgesmith.runtime.compare import bootstrap_ratio, compare
 
 NOT_TASK = ("latency_", "speedup_vs_fp32", "peak_memory_mb", "artifact_mb", "cosine", "sqnr_db", "output_fidelity", "decision_agreement")
 
@@ -75,7 +85,6 @@ class GateReport:
 
 
 def _profile(target: dict[str, Any]) -> Any:
-    from edgesmith.profiles.schema import Profile
 
     return Profile.model_validate(target["profile"])
 
@@ -117,7 +126,6 @@ def check_run(
     accuracy_tolerance: float | None = None,
     reporter: Any = None,
 ) -> GateReport:
-    from edgesmith.progress import Reporter
 
     rep = reporter or Reporter()
     baseline = load_baseline(baseline_path)
@@ -165,8 +173,6 @@ def check_run(
 
 
 def _accuracy(name: str, base_t: dict, target: dict, profile: Any, manifest: dict) -> list[Finding]:
-    from edgesmith.gate.noise import accuracy_noise
-    from edgesmith.metrics import unpack_bits
 
     out = []
     base_m, now_m = base_t["metrics"], target["metrics"]
@@ -268,8 +274,6 @@ def _latency(
     per_round: int,
     report: GateReport,
 ) -> list[Finding]:
-    from edgesmith.gate.noise import blocks, latency_status, relative_ratio
-    from edgesmith.runtime.compare import bootstrap_ratio
 
     out: list[Finding] = []
     tol, conf = profile.gate.latency_ratio, profile.gate.confidence
@@ -384,12 +388,6 @@ def _status_note(status: str) -> str:
 
 def _remeasure(base_art: Path, base_t: dict, target: dict, profile: Any, run_dir: Path, rounds: int, per_round: int, confidence: float) -> dict[int, Any]:
     """Baseline vs candidate artifact, interleaved in one child process, per batch size."""
-    import numpy as np
-
-    from edgesmith.outputs import inside
-    from edgesmith.runtime import Artifact
-    from edgesmith.runtime.bench import artifact_for, make_feeds
-    from edgesmith.runtime.compare import compare
 
     bundle = target.get("bundle") or {}
     cand_path = inside(run_dir, bundle["artifact"])

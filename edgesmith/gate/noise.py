@@ -9,6 +9,7 @@ tolerance: beyond it entirely -> regression; within it entirely -> pass; straddl
 from __future__ import annotations
 
 import math
+from statistics import NormalDist
 
 import numpy as np
 
@@ -42,7 +43,6 @@ def accuracy_noise(
 
 
 def _z(confidence: float) -> float:
-    from statistics import NormalDist
 
     return NormalDist().inv_cdf(0.5 + confidence / 2.0)
 

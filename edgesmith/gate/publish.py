@@ -7,6 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from edgesmith.gate.check import github_step_summary
+from edgesmith.outputs import atomic_write_text
 from edgesmith.report import md
 from edgesmith.reporting.document import Check, Report, Section, Table, to_html, to_json, to_junit, to_markdown
 from edgesmith.reporting.runs import figure_sections
@@ -81,8 +83,6 @@ def _checks(report: Any) -> list[Check]:
 
 
 def write_gate_outputs(report: Any, baseline: dict[str, Any], manifest: dict[str, Any], out_dir: Path, duration_s: float) -> dict[str, Path]:
-    from edgesmith.gate.check import github_step_summary
-    from edgesmith.outputs import atomic_write_text
 
     doc = gate_report(report, baseline, manifest, duration_s)
     summary = to_markdown(doc)

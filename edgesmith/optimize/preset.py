@@ -20,7 +20,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from edgesmith import pipeline
 from edgesmith.errors import ConfigError
+from edgesmith.metrics import FIDELITY_METRICS
+from edgesmith.model_io import model_kind
+from edgesmith.outputs import atomic_write_text
+from edgesmith.search import Settings, search
 
 PRUNE_RATIOS = [0.3, 0.5, 0.7]
 
@@ -42,10 +49,6 @@ def space(epochs: int, int8: dict | None) -> list[dict]:
 def task_profile(profile: Any, folder: Path) -> Path:
     """The target's profile without its fidelity budgets (cosine, SQNR, output fidelity, decision agreement),
     written to ``folder``: trials that retrain are judged on the task metric against labels."""
-    import yaml
-
-    from edgesmith.metrics import FIDELITY_METRICS
-    from edgesmith.outputs import atomic_write_text
 
     task = profile.model_copy(update={"budgets": [g for g in profile.budgets if g.metric not in FIDELITY_METRICS]})
     folder.mkdir(parents=True, exist_ok=True)
@@ -55,8 +58,6 @@ def task_profile(profile: Any, folder: Path) -> Path:
 
 
 def check_labelled(recipe: Any, base_dir: Path, specs: list) -> None:
-    from edgesmith import pipeline
-    from edgesmith.model_io import model_kind
 
     if model_kind(recipe.model.source) == "onnx":
         raise ConfigError(
@@ -73,7 +74,6 @@ def check_labelled(recipe: Any, base_dir: Path, specs: list) -> None:
 
 def run(recipe: Any, base_dir: Path, out: Path, passes: list, reporter: Any, trust_checkpoint: bool) -> Any:
     """The search over ``passes`` (the recipe's torch passes + ``space``) into ``out``; returns its SearchResult."""
-    from edgesmith.search import Settings, search
 
     data = recipe.model_dump(mode="json")
     data.pop("optimize", None)

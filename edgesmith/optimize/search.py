@@ -22,19 +22,35 @@ meets the budgets — or FP32, with the reason, when nothing pays.
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgesmith import engine
+import yaml
+
+from edgesmith import engine, pipeline
+from edgesmith.compress import PassContext, build_pass_config, get_pass
+from edgesmith.compress.contract import CalibrationCache, Records
 from edgesmith.compress.quantize.policy import Plan, plan
+from edgesmith.compress.quantize.structure import analyse
 from edgesmith.engine import TrialRecord
 from edgesmith.errors import ConfigError
+from edgesmith.evaluate import accuracy_profile, gap_text, judge
 from edgesmith.evaluate.judge import pick_fastest
 from edgesmith.metrics import FIDELITY_METRICS
+from edgesmith.optimize import preset
+from edgesmith.outputs import atomic_write_text, check_output_dir
+from edgesmith.profiles import builtin_names, load_profile
+from edgesmith.progress import Reporter
+from edgesmith.recipe import PassSpec, TargetSpec
 from edgesmith.report import Markup, md, md_code
 from edgesmith.reporting.document import Report, Section, Table, trial_checks, write
+from edgesmith.runtime import get_backend, measurable_backends
+from edgesmith.runtime.bench import make_feeds
+from edgesmith.search.executors import local_measure
+from edgesmith.search.space import parse_space
 
 
 @dataclass
@@ -84,13 +100,6 @@ def optimize(
     trust_checkpoint: bool = False,
     train_budget: int | None = None,
 ) -> OptimizeResult:
-    import tempfile
-
-    from edgesmith import pipeline
-    from edgesmith.compress.quantize.structure import analyse
-    from edgesmith.outputs import check_output_dir
-    from edgesmith.progress import Reporter
-    from edgesmith.runtime import get_backend, measurable_backends
 
     rep = reporter or Reporter()
     profile = _target_profile(recipe, base_dir)
@@ -106,7 +115,6 @@ def optimize(
 
     with tempfile.TemporaryDirectory(prefix="edgesmith-optimize-") as tmp:
         work = Path(tmp)
-        from edgesmith.compress import get_pass
 
         torch_passes = [p for p in recipe.passes if get_pass(p.type).stage == "torch"]
         if len(torch_passes) != len(recipe.passes):
@@ -120,8 +128,6 @@ def optimize(
         rep.info(f"model: {structure.describe()}")
         judge = _Judge(recipe, base_dir, float_path, profile, work)
         if train_budget:
-            from edgesmith.optimize import preset
-
             preset.check_labelled(recipe, base_dir, judge.specs)  # before any work on the post-training stage
         proposed = plans if plans is not None else plan(structure, profile.backend, runtimes)
         candidates = _Candidates(proposed, judge, profiles, profile, start, work, rep, time_budget_s)
@@ -148,8 +154,6 @@ def optimize(
 
 def _target_profile(recipe: Any, base_dir: Path) -> Any:
     """The one target's profile, refused up front when optimize cannot measure on it."""
-    from edgesmith.profiles import load_profile
-    from edgesmith.runtime import get_backend, measurable_backends
 
     if len(recipe.targets) != 1:
         raise ConfigError(f"optimize works on one target, the recipe has {len(recipe.targets)}", hint="give one --target")
@@ -183,9 +187,6 @@ def _training_stage(
     when it is surely faster than FP32, faster than the pick, and within every budget. A retrained network
     is judged on the task (labels), not on reproducing the float model's logits: the fidelity budgets are
     left out of the training search's profile (and of the final run when its trial is chosen)."""
-    from edgesmith.optimize import preset
-    from edgesmith.recipe import PassSpec, TargetSpec
-    from edgesmith.search.space import parse_space
 
     target_rt = TargetSpec(profile=str(preset.task_profile(profile, out / "search")))
     on_target = [t for t in trials if t.plan.pass_type and t.status in ("winner", "ok", "slower") and t.feasible and t.plan.runtime == winner.plan.runtime]
@@ -215,7 +216,6 @@ def _training_stage(
 def _sibling(profile: Any, runtime: str) -> Any:
     """The profile of the same device on another runtime: a built-in one with the same hardware and
     threads if there is one, else this profile with the runtime swapped (same budgets)."""
-    from edgesmith.profiles import builtin_names, load_profile
 
     for name in builtin_names():
         p = load_profile(name)
@@ -229,8 +229,6 @@ class _Judge:
     through the one evaluator (float reference on the target's runtime, computed once)."""
 
     def __init__(self, recipe: Any, base_dir: Path, float_path: Path, profile: Any, work: Path):
-        from edgesmith import pipeline
-        from edgesmith.evaluate import accuracy_profile
 
         self.recipe, self.profile = recipe, profile
         self.acc_profile = accuracy_profile(profile)
@@ -242,8 +240,6 @@ class _Judge:
         self.cache_dir.mkdir(exist_ok=True)
 
     def evaluate(self, t: TrialRecord, start: Path, profile: Any, work: Path, quantized: dict) -> None:
-        from edgesmith.evaluate import gap_text, judge
-        from edgesmith.runtime import get_backend
 
         t0 = time.perf_counter()
         work.mkdir(parents=True, exist_ok=True)
@@ -268,8 +264,6 @@ class _Judge:
         t.seconds = time.perf_counter() - t0
 
     def _quantize(self, p: Plan, start: Path, work: Path, quantized: dict) -> Path:
-        from edgesmith.compress import PassContext, build_pass_config, get_pass
-        from edgesmith.compress.contract import CalibrationCache, Records
 
         assert p.pass_type is not None  # only candidates with a pass are quantized
 
@@ -295,7 +289,6 @@ class _Judge:
         return path
 
     def feeds(self, batch: int) -> dict:
-        from edgesmith.runtime.bench import make_feeds
 
         return make_feeds(self.specs, batch, self.evaluation.first(batch))
 
@@ -328,7 +321,6 @@ class _Candidates:
 
     def timing(self, wave: list[TrialRecord]) -> tuple[engine.Timing, list[TrialRecord]] | None:
         """Every FP32 model and every candidate within the accuracy budget, against FP32 on the target."""
-        from edgesmith.search.executors import local_measure
 
         runners = [t for t in wave if t.status == "ok" or (t.plan.pass_type is None and t.artifact is not None)]
         self.ref = next((t for t in runners if t.plan.pass_type is None and t.plan.runtime == self.profile.backend), None)
@@ -430,11 +422,6 @@ def _rt(runtime: str) -> str:
 def _final_recipe(recipe: Any, winner: TrialRecord, profile: Any, out: Path, torch_passes: list) -> Any:
     """The recipe that reproduces the winner: its pass (if any) on its runtime's profile. A float winner
     is not judged on speed-up over FP32 (it *is* FP32; its speed-up over the target's FP32 is in optimize.md)."""
-    import yaml
-
-    from edgesmith.outputs import atomic_write_text
-    from edgesmith.profiles import builtin_names, load_profile
-    from edgesmith.recipe import PassSpec, TargetSpec
 
     passes = list(torch_passes)
     if winner.plan.pass_type:
@@ -453,7 +440,6 @@ def _final_recipe(recipe: Any, winner: TrialRecord, profile: Any, out: Path, tor
 
 
 def _write(res: OptimizeResult, final: Any, profile: Any) -> str | None:
-    from edgesmith.outputs import atomic_write_text
 
     atomic_write_text(res.out_dir / "optimized.yaml", final.to_yaml())
     write(optimize_report(res, profile), res.out_dir, "optimize")

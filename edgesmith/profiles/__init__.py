@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from edgesmith.errors import ConfigError
+from edgesmith.metrics import FIDELITY_METRICS
 from edgesmith.profiles.schema import Goal, Profile
+from edgesmith.schema import format_validation_error, load_yaml
 
 BUILTIN_DIR = Path(__file__).with_name("builtin")
 
@@ -18,9 +22,6 @@ def builtin_names() -> list[str]:
 
 def load_profile(name_or_path: str, base_dir: Path | None = None) -> Profile:
     """A built-in profile by name, or a YAML file (relative paths resolve against ``base_dir``)."""
-    from pydantic import ValidationError
-
-    from edgesmith.schema import format_validation_error
 
     if name_or_path in builtin_names():
         path = BUILTIN_DIR / f"{name_or_path}.yaml"
@@ -33,7 +34,6 @@ def load_profile(name_or_path: str, base_dir: Path | None = None) -> Profile:
                 f"unknown profile {name_or_path!r}",
                 hint=f"built-in profiles: {', '.join(builtin_names())}; or give a path to a profile .yaml file",
             )
-    from edgesmith.schema import load_yaml
 
     data = load_yaml(path, "profile")
     if not isinstance(data, dict):
@@ -47,7 +47,6 @@ def load_profile(name_or_path: str, base_dir: Path | None = None) -> Profile:
 def budget_overrides(items: list[str], profile: Profile) -> list[Goal]:
     """``METRIC=VALUE`` overrides of a profile's accuracy budgets (``--budget top1=1.0``): the goal kind
     is the profile's for that metric, else ``min`` for fidelity and ``max-degradation`` for a task metric."""
-    from edgesmith.errors import ConfigError
 
     goals = {g.metric: g for g in profile.budgets}
     out = []
@@ -57,7 +56,6 @@ def budget_overrides(items: list[str], profile: Profile) -> list[Goal]:
             number = float(value)
         except ValueError:
             raise ConfigError(f"--budget {item!r} is not METRIC=NUMBER", hint="e.g. --budget top1=1.0 or --budget cosine=0.995") from None
-        from edgesmith.metrics import FIDELITY_METRICS
 
         kind = goals[name].goal if name in goals else ("min" if name in FIDELITY_METRICS else "max-degradation")
         out.append(Goal(metric=name, goal=kind, value=number))

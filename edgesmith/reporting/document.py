@@ -19,7 +19,9 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from edgesmith.outputs import atomic_write_text
 from edgesmith.report import Markup, md, md_row, md_table
+from edgesmith.reporting.html import page
 
 
 @dataclass
@@ -88,7 +90,6 @@ WRITERS = {"md": lambda r: to_markdown(r), "json": lambda r: to_json(r), "html":
 
 def write(r: Report, folder: Path, stem: str, formats: tuple[str, ...] = ("md", "json", "html", "junit.xml")) -> dict[str, Path]:
     """``stem.md``, ``stem.json``, ``stem.html``, ``stem.junit.xml`` in ``folder``, each written atomically."""
-    from edgesmith.outputs import atomic_write_text
 
     written = {}
     for fmt in formats:
@@ -175,7 +176,6 @@ def to_junit(r: Report) -> str:
 
 def to_html(r: Report) -> str:
     """One self-contained file (no network): the same content as the Markdown, tables sortable, figures inline."""
-    from edgesmith.reporting.html import page
 
     parts = [f"<h1>{_inline(r.title)}</h1>", f"<p>{badge(r.verdict)}</p>"]
     if r.facts:

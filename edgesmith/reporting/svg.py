@@ -10,6 +10,8 @@ import math
 from collections.abc import Sequence
 from html import escape
 
+import numpy as np
+
 W, H = 640, 360
 PAD = {"l": 64, "r": 16, "t": 28, "b": 48}
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2"]
@@ -132,7 +134,6 @@ def _legend(items: list[tuple[str, str]]) -> list[str]:
 
 def box_strip(plot_id: str, title: str, series: list[tuple[str, Sequence[float]]], ylabel: str) -> str:
     """Box plot (quartiles, whiskers at the 5th/95th percentile) with every sample as a dot beside it."""
-    import numpy as np
 
     allv = np.concatenate([np.asarray(v, dtype=float) for _, v in series if len(v)])
     f = Frame(0, len(series), float(allv.min()), float(np.percentile(allv, 99.5)))

@@ -12,6 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from edgesmith._lazy import require
 from edgesmith.errors import ConfigError
 from edgesmith.plugins import Loaded, load_group
 from edgesmith.runtime.base import Artifact, Backend, Session
@@ -59,8 +60,6 @@ def get_backend(name: str, require_installed: bool = True) -> Backend:
         if hasattr(backend, "check_available"):
             backend.check_available()
         elif not backend.available():
-            from edgesmith._lazy import require
-
             require(name)  # raises BackendUnavailable naming the extra to install
     return backend
 

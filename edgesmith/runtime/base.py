@@ -9,6 +9,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from edgesmith.outputs import sha256
+
 
 @dataclass
 class Artifact:
@@ -21,7 +23,6 @@ class Artifact:
 
 def same_file(a: Path, b: Path) -> bool:
     """Byte-identical files (one path, or equal size and SHA-256)."""
-    from edgesmith.outputs import sha256
 
     a, b = Path(a), Path(b)
     try:

@@ -14,13 +14,19 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgesmith.errors import EdgesmithError
+from edgesmith.data.synthetic import example_inputs
+from edgesmith.errors import ConfigError, EdgesmithError, InputError
+from edgesmith.model_io import check_specs_against_onnx
+from edgesmith.profiles import load_profile
+from edgesmith.progress import Reporter
+from edgesmith.schema import InputSpec
 
 SETTLE_PAUSE_S = 0.05  # long enough for an idle ONNX Runtime thread pool to stop spinning
 # NOTE: untimed runs after each switch of session, for at least this long: the first runs after a switch
@@ -141,7 +147,6 @@ def time_interleaved(
 
 def make_feeds(input_specs: list[Any], batch: int, data: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """A batch of real samples where given (repeated to fill the batch), else seeded random data."""
-    from edgesmith.data.synthetic import example_inputs
 
     feeds = example_inputs(input_specs, batch=batch)
     for name, arr in (data or {}).items():
@@ -209,7 +214,6 @@ def benchmark_against(
     """Latency of ``candidate`` and ``baseline`` timed interleaved in one child (a fair ratio on a
     noisy machine); peak memory of each from its own child (``memory=False``: not measured, the fields
     hold the shared timing child's figures — for a re-measurement whose caller keeps the first's)."""
-    from concurrent.futures import ThreadPoolExecutor
 
     cand, base = run_worker([candidate, baseline], feeds, threads, warmup, iterations, duration_s, rounds, raw=True)
     if not memory:
@@ -264,8 +268,6 @@ def bench_artifact(
     timing: str = "call",
 ) -> list[dict[str, Any]]:
     """What ``edgesmith bench`` does: resolve backend, profile and inputs, then measure each batch size."""
-    from edgesmith.errors import ConfigError, InputError
-    from edgesmith.progress import Reporter
     from edgesmith.runtime import backend_for_artifact
 
     rep = reporter or Reporter()
@@ -273,8 +275,6 @@ def bench_artifact(
         raise InputError(f"artifact not found: {path}", hint="give the path of an .onnx model or an OpenVINO .xml")
     profile = None
     if target:
-        from edgesmith.profiles import load_profile
-
         profile = load_profile(target)
     detected = backend_for_artifact(path)
     name = detected if backend_name == "auto" else backend_name
@@ -307,10 +307,7 @@ def bench_artifact(
 
 def artifact_for(path: Path, input_shapes: list[dict] | None = None, backend_name: str | None = None, profile: Any = None) -> tuple[Any, list]:
     """An Artifact for a file on disk (backend from its type) and its checked input specs."""
-    from edgesmith.errors import InputError
-    from edgesmith.model_io import check_specs_against_onnx
     from edgesmith.runtime import Artifact, backend_for_artifact, get_backend
-    from edgesmith.schema import InputSpec
 
     if not path.is_file():
         raise InputError(f"artifact not found: {path}", hint="give the path of an .onnx model or an OpenVINO .xml")

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from edgesmith.runtime.bench import run_worker
+
 
 @dataclass
 class Comparison:
@@ -106,7 +108,6 @@ def compare(
     a: Any, b: Any, feeds: dict[str, np.ndarray], threads: int, rounds: int = 20, per_round: int = 10, warmup: int = 10, confidence: float = 0.95
 ) -> Comparison:
     """Interleaved A/B latency of two artifacts (runtime.base.Artifact) on this machine."""
-    from edgesmith.runtime.bench import run_worker
 
     res_a, res_b = run_worker([a, b], feeds, threads, warmup, rounds * per_round, None, rounds, raw=True)
     split = lambda times: [times[i * per_round : (i + 1) * per_round] for i in range(rounds)]  # noqa: E731

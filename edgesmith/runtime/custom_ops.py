@@ -15,6 +15,7 @@ group (an object with the ``CustomOpRoute`` fields).
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -85,7 +86,6 @@ def _file_domains(path: str, mtime_ns: int, size: int) -> dict[str, set[str]]:
 def ir_domains(path: Path) -> dict[str, set[str]]:
     """Custom op sets of an OpenVINO IR (.xml): layers whose version is not a standard ``opsetN`` (a custom op
     kept by a compiled extension, e.g. ``type="BinaryConv" version="edgesmith"``)."""
-    import re
 
     found: dict[str, set[str]] = {}
     text = Path(path).read_text(errors="replace")

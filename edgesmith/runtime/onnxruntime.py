@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 
 from edgesmith._lazy import require
+from edgesmith.errors import EdgesmithError
+from edgesmith.model_io import onnx_input_specs
 from edgesmith.runtime.base import Artifact, MeasuredInChild
 from edgesmith.runtime.custom_ops import apply_registrations
 
@@ -82,8 +84,6 @@ class OnnxRuntimeBackend(MeasuredInChild):
         try:
             ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
         except Exception as exc:
-            from edgesmith.errors import EdgesmithError
-
             first = str(exc).strip().splitlines()[0][:240] if str(exc).strip() else type(exc).__name__
             raise EdgesmithError(
                 f"ONNX Runtime cannot compile {Path(onnx_path).name}: {first}",
@@ -92,7 +92,6 @@ class OnnxRuntimeBackend(MeasuredInChild):
         return Artifact(out_path, self.name, {"optimization": level, "onnxruntime": ort.__version__, "provider": "CPUExecutionProvider"})
 
     def input_specs(self, path: Path) -> list[dict]:
-        from edgesmith.model_io import onnx_input_specs
 
         return onnx_input_specs(path)
 

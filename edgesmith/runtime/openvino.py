@@ -20,15 +20,14 @@ from typing import Any
 import numpy as np
 
 from edgesmith._lazy import require
-from edgesmith.errors import ConfigError
+from edgesmith.errors import ConfigError, InputError
+from edgesmith.model_io import PRODUCER_KEY
 from edgesmith.runtime.base import Artifact, MeasuredInChild
 from edgesmith.runtime.custom_ops import apply_registrations
 
 
 def _int8_source(onnx_path: Path) -> str:
     import onnx
-
-    from edgesmith.model_io import PRODUCER_KEY
 
     model = onnx.load(str(onnx_path), load_external_data=False)
     ops = {n.op_type for n in model.graph.node}
@@ -164,8 +163,6 @@ class OpenVINOBackend(MeasuredInChild):
         try:
             model = core.read_model(str(path))
         except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError for any unreadable file
-            from edgesmith.errors import InputError
-
             first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
             raise InputError(f"OpenVINO cannot read {Path(path).name}: {first}", hint="give an IR written by `edgesmith compile` (.xml with its .bin)") from exc
         for i, port in enumerate(model.inputs):

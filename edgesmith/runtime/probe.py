@@ -18,6 +18,9 @@ from typing import Any
 
 import numpy as np
 
+from edgesmith.runtime.bench import time_interleaved
+from edgesmith.runtime.onnxruntime import OrtSession
+
 PROBE_C, PROBE_HW = 64, 56
 SWITCH_MARGIN = 1.10
 FLAGS_OF_INTEREST = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_int8", "asimd", "asimddp", "i8mm")
@@ -74,9 +77,6 @@ def _conv_net(path: Path, seed: int = 0) -> None:
 def measure_activation_types(threads: int, rounds: int = 5, per_round: int = 20) -> dict[str, float]:
     """Speed-up over FP32 of U8S8 and S8S8 static INT8 (per-channel weights) on ONNX Runtime."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-
-    from edgesmith.runtime.bench import time_interleaved
-    from edgesmith.runtime.onnxruntime import OrtSession
 
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory(prefix="edgesmith-init-") as tmp:

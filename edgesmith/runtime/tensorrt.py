@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from edgesmith.errors import BackendUnavailable, ConfigError
+from edgesmith.outputs import atomic_write_bytes
 from edgesmith.runtime.base import Artifact, MeasuredInChild
 
 INSTALL_HINT = "pip install 'edgesmith[tensorrt]' with NVIDIA's package index configured (TensorRT and cuda-python), on a machine with an NVIDIA GPU"
@@ -304,7 +305,6 @@ class TensorRTBackend(MeasuredInChild):
         engine = builder.build_serialized_network(network, config)
         if engine is None:
             raise ConfigError(f"TensorRT could not build an engine for {onnx_path.name}", hint="see TensorRT's log above; try fewer precisions")
-        from edgesmith.outputs import atomic_write_bytes
 
         atomic_write_bytes(out_path, bytes(engine))
         if cache_file:

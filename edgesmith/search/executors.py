@@ -23,7 +23,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from edgesmith._lazy import require
 from edgesmith.errors import ConfigError
+from edgesmith.search.measure import race, race_remote
+from edgesmith.search.trial import build_remote, unpack
 
 LABEL = "edgesmith.hardware"
 CONNECT_TIMEOUT_S = 5.0
@@ -47,7 +50,6 @@ def local_measure(
     artifacts: list[Any], ref: Any, feeds: dict, threads: int, reporter: Any = None, errors: dict | None = None, rounds: int = 10
 ) -> tuple[list, dict | None, str]:
     """The race on this machine (search.measure.race); also optimize's and tune's timing."""
-    from edgesmith.search.measure import race
 
     res, machine = race(artifacts, ref, feeds, threads, rounds=rounds, reporter=reporter, errors=errors)
     return res, machine, socket.gethostname()
@@ -218,7 +220,6 @@ class RayPool:
     kind = "ray"
 
     def __init__(self, address: str, profile: Any, cache: Path | None):
-        from edgesmith._lazy import require
 
         require("ray")
         _reachable(address)
@@ -260,7 +261,6 @@ class RayPool:
         )
 
     def build_wave(self, jobs: list[dict]) -> list[dict]:
-        from edgesmith.search.trial import build_remote, unpack
 
         task = self.ray.remote(num_cpus=1, scheduling_strategy="SPREAD", max_retries=0)(build_remote)
         refs = [task.remote(dict(job, cores=None)) for job in jobs]
@@ -281,7 +281,6 @@ class RayPool:
     ) -> tuple[list, dict | None, str]:
         if not self.tagged:
             return local_measure(artifacts, ref, feeds, threads, reporter, errors, rounds)
-        from edgesmith.search.measure import race_remote
 
         files: dict[str, bytes] = {}
         names = []

@@ -8,7 +8,15 @@ taken again after waiting for quiet; if it stays busy its figures are kept as es
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
 from typing import Any
+
+from edgesmith.runtime.base import Artifact, same_model
+from edgesmith.runtime.bench import run_worker
+from edgesmith.runtime.compare import bootstrap_ratio
+from edgesmith.runtime.contention import wait_for_quiet
+from edgesmith.search.trial import node_id, pin
 
 MAX_BUSY_RETRIES = 2
 
@@ -27,9 +35,6 @@ def race(
     Returns (one record per artifact, None where it could not be timed; the machine record). ``errors``,
     when given, is filled with why each untimed artifact failed (by its index in ``artifacts``).
     optimize's race and the search's timing phase both come here: one measurement path."""
-    from edgesmith.runtime.base import same_model
-    from edgesmith.runtime.compare import bootstrap_ratio
-    from edgesmith.runtime.contention import wait_for_quiet
 
     everything = [ref, *artifacts]
     machine: dict | None = None
@@ -79,7 +84,6 @@ def time_interleaved(artifacts: list[Any], feeds: dict, threads: int, rounds: in
     """One child times them all, round by round (``artifacts[0]`` is the float baseline); when one artifact breaks the
     shared child, each other is timed beside the baseline alone. Returns the raw records (None where timing failed)
     and, by index, why it failed. optimize's race uses it too."""
-    from edgesmith.runtime.bench import run_worker
 
     try:
         timed: list[dict | None] = list(run_worker(artifacts, feeds, threads, 10, rounds * per_round, None, rounds, raw=True))
@@ -99,11 +103,6 @@ def race_remote(
     files: dict[str, bytes], names: list[str], ref_name: str, backend: str, options: list[dict], ref_options: dict, feeds: dict, threads: int
 ) -> tuple[list[dict | None], dict | None, str]:
     """The Ray flavour, run on the node tagged with the target: artifacts arrive as bytes (object store)."""
-    import tempfile
-    from pathlib import Path
-
-    from edgesmith.runtime.base import Artifact
-    from edgesmith.search.trial import node_id, pin
 
     pin(None)
     with tempfile.TemporaryDirectory(prefix="edgesmith-race-") as tmp:

@@ -15,15 +15,32 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgesmith import pipeline
+from edgesmith._lazy import require
+from edgesmith.cache import PassCache
 from edgesmith.errors import ConfigError
 from edgesmith.metrics import FIDELITY_METRICS
+from edgesmith.model_io import model_kind, onnx_input_specs, resolve
+from edgesmith.outputs import FolderLock, atomic_write_text, check_writable
+from edgesmith.plan import preflight, resolve_plan
+from edgesmith.profiles import load_profile
+from edgesmith.progress import Reporter
+from edgesmith.recipe import InputSpec, parse_recipe
+from edgesmith.runtime import get_backend, measurable_backends
+from edgesmith.runtime.base import Artifact
+from edgesmith.runtime.bench import make_feeds
+from edgesmith.search.executors import LocalPool, RayPool, local_cores
 from edgesmith.search.report import finish
 from edgesmith.search.result import SearchResult, TrialRecord
+from edgesmith.search.space import check_choices, parse_space
+from edgesmith.search.study import canonical, finished, make_sampler, open_study, orphans, resolve_sampler
+from edgesmith.search.waves import Waves
 
 __all__ = ["SearchResult", "Settings", "TrialRecord", "search"]
 
@@ -52,9 +69,6 @@ def search(
 ) -> SearchResult:
     """Search the choices marked in ``data`` (a recipe as read from YAML) for ``target`` (default: the
     recipe's only target). Writes search.md, search.json, search.html, study.db, trials/, best/."""
-    from edgesmith.progress import Reporter
-    from edgesmith.search.space import check_choices, parse_space
-    from edgesmith.search.study import canonical, make_sampler, open_study, resolve_sampler
 
     s = settings or Settings()
     rep = reporter or Reporter()
@@ -73,11 +87,9 @@ def search(
     if s.dry_run:
         return _dry_run(space, checked, base_dir, Path(out_dir), sampler_name, trials_wanted, s)
     identity = canonical({"recipe": {k: v for k, v in base.items() if k != "output_dir"}, "passes": space.passes})
-    import hashlib
 
     study_name = "edgesmith-" + hashlib.sha256(identity.encode()).hexdigest()[:12]
     executor = _executor(s, profile, Path(s.cache_dir) if s.cache_dir else Path(out_dir) / "cache")  # a bad --ray fails before anything is written
-    from edgesmith.outputs import FolderLock
 
     try:
         out = _claim_folder(out_dir, study_name, s.force)
@@ -112,7 +124,6 @@ def search(
 
 
 def _workers(s: Settings) -> int:
-    from edgesmith.search.executors import local_cores
 
     return s.workers or len(local_cores())
 
@@ -132,8 +143,6 @@ def _dry_run(space: Any, checked: list[Any], base_dir: Path, out: Path, sampler_
     """What ``--dry-run`` checks beyond the choices (each already validated as a recipe): the first trial's
     recipe passes everything a run would refuse up front (files, data sources, inputs, labels), and the
     search folder may be written. The plan lists the space and the first trial's steps."""
-    from edgesmith.outputs import check_writable
-    from edgesmith.plan import preflight, resolve_plan
 
     first = resolve_plan(checked[0], base_dir, out / "trials" / "0000") if checked else None
     if first is not None:
@@ -150,9 +159,6 @@ def _dry_run(space: Any, checked: list[Any], base_dir: Path, out: Path, sampler_
 
 
 def _concrete(base: dict[str, Any], passes: list[dict], base_dir: Path) -> Any:
-    from edgesmith import pipeline
-    from edgesmith.model_io import model_kind
-    from edgesmith.recipe import parse_recipe
 
     recipe = parse_recipe({**base, "passes": passes})
     pipeline.check_pass_order(recipe, model_kind(recipe.model.source, base_dir))
@@ -160,9 +166,6 @@ def _concrete(base: dict[str, Any], passes: list[dict], base_dir: Path) -> Any:
 
 
 def _profile(base: dict[str, Any], base_dir: Path) -> Any:
-    from edgesmith.profiles import load_profile
-    from edgesmith.recipe import parse_recipe
-    from edgesmith.runtime import get_backend, measurable_backends
 
     t = parse_recipe({**base, "passes": []}).targets[0]
     profile = load_profile(t.profile, base_dir).with_overrides(t.budgets, t.threads, t.batch_sizes)
@@ -177,7 +180,6 @@ def _profile(base: dict[str, Any], base_dir: Path) -> Any:
 
 def _claim_folder(out: Path, study_name: str, force: bool) -> Path:
     """A new folder, or one an earlier search of the same recipe and target wrote (resumed)."""
-    from edgesmith.outputs import check_writable
 
     out = Path(out)
     marker = out / MARKER
@@ -194,7 +196,6 @@ def _claim_folder(out: Path, study_name: str, force: bool) -> Path:
         )
     check_writable(out)
     out.mkdir(parents=True, exist_ok=True)
-    from edgesmith.outputs import atomic_write_text
 
     atomic_write_text(marker, study_name + "\n")
     return out
@@ -215,9 +216,6 @@ def _search(
     executor: Any,
     open_: Any,
 ) -> SearchResult:
-    from edgesmith._lazy import require
-    from edgesmith.cache import PassCache
-    from edgesmith.search.study import finished, orphans
 
     require("optuna")
     started = time.time()
@@ -232,7 +230,6 @@ def _search(
             f"[search] resuming study {study_name}: {done_before} trial(s) finished earlier are kept"
             + (f", {len(resumed)} cut off mid-way run again under their own numbers" if resumed else "")
         )
-    from edgesmith.search.waves import Waves
 
     waves = Waves(study, space, base, base_dir, out, profile, None, executor, cache, s, rep)
     interrupted: str | bool = False
@@ -279,7 +276,6 @@ def _search(
 
 
 def _executor(s: Settings, profile: Any, cache_root: Path) -> Any:
-    from edgesmith.search.executors import LocalPool, RayPool
 
     if s.ray_address:
         return RayPool(s.ray_address, profile, cache_root)
@@ -298,10 +294,6 @@ class Reference:
 
 
 def _reference(base: dict, base_dir: Path, out: Path, profile: Any, cache: Any, s: Settings, rep: Any) -> Reference:
-    from edgesmith import pipeline
-    from edgesmith.recipe import parse_recipe
-    from edgesmith.runtime.base import Artifact
-    from edgesmith.runtime.bench import make_feeds
 
     recipe = parse_recipe({**base, "passes": []})
     with rep.step("[search] the float model on the target (export, compile, accuracy)"):
@@ -318,8 +310,6 @@ def _reference(base: dict, base_dir: Path, out: Path, profile: Any, cache: Any, 
     art = Artifact(out / "reference" / t["bundle"]["artifact"], profile.backend, t["bundle"].get("artifact_options") or {})
     metrics = {k: v for k, v in t.get("metrics", {}).items() if k != "artifact_mb"}
     key = next((k for k in metrics if k not in FIDELITY_METRICS and not k.startswith(("latency_", "speedup", "peak_"))), "cosine")
-    from edgesmith.model_io import onnx_input_specs, resolve
-    from edgesmith.recipe import InputSpec
 
     float_onnx = out / "reference" / "model.onnx"
     float_onnx = float_onnx if float_onnx.is_file() else resolve(recipe.model.source, base_dir)

@@ -5,9 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from edgesmith import pipeline
 from edgesmith.evaluate.judge import pick_fastest
+from edgesmith.outputs import atomic_write_text
+from edgesmith.recipe import parse_recipe
 from edgesmith.report import Markup, md, md_code
+from edgesmith.reporting import svg
 from edgesmith.reporting.document import Report, Section, Table, trial_checks
+from edgesmith.reporting.document import write as write_report
 from edgesmith.search.result import SearchResult, TrialRecord
 
 
@@ -79,9 +84,6 @@ def finish(study: Any, space: Any, base: dict, base_dir: Path, out: Path, profil
 def _run_best(best: TrialRecord, space: Any, base: dict, base_dir: Path, out: Path, cache: Any, s: Any, rep: Any) -> Any:
     """The best trial run again in full (latency judged against the budgets, the manifest, the report), in
     ``best/``: its passes come from the cache. ``best.yaml`` reproduces it with `edgesmith run`."""
-    from edgesmith import pipeline
-    from edgesmith.outputs import atomic_write_text
-    from edgesmith.recipe import parse_recipe
 
     recipe = parse_recipe({**base, "passes": space.concrete(best.params), "output_dir": "best"})
     with rep.step(f"[search] full run of the best trial #{best.number} ({best.label})"):
@@ -91,7 +93,6 @@ def _run_best(best: TrialRecord, space: Any, base: dict, base_dir: Path, out: Pa
 
 
 def write(res: SearchResult, profile: Any) -> None:
-    from edgesmith.reporting.document import write as write_report
 
     write_report(search_report(res, profile), res.out_dir, "search")
 
@@ -114,7 +115,6 @@ def _table(trials: list[TrialRecord], key: str) -> Table:
 
 def _figure(res: SearchResult) -> list[str]:
     """Accuracy vs latency, bubble area the artifact's size; the front's trials filled and joined, trials outside a budget hollow."""
-    from edgesmith.reporting import svg
 
     points = [
         {

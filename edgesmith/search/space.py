@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -125,7 +126,6 @@ class Space:
 
     def label(self, values: dict[str, Any]) -> str:
         """Short: ``prune_channels, ratio=0.5, ptq_int8=on``."""
-        import re
 
         parts = []
         for k, v in values.items():

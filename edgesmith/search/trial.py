@@ -10,11 +10,18 @@ from __future__ import annotations
 
 import io
 import os
+import socket
+import sys
 import tarfile
+import tempfile
 import time
 import traceback
 from pathlib import Path
 from typing import Any
+
+from edgesmith import pipeline
+from edgesmith.cache import PassCache
+from edgesmith.recipe import parse_recipe
 
 
 def pin(cores: list[int] | None) -> int:
@@ -40,9 +47,6 @@ def build(job: dict[str, Any]) -> dict[str, Any]:
     Returns a JSON-able summary; never raises (a failed trial is a result)."""
     started = time.time()
     threads = pin(job.get("cores"))
-    from edgesmith import pipeline
-    from edgesmith.cache import PassCache
-    from edgesmith.recipe import parse_recipe
 
     out: dict[str, Any] = {"ok": False, "pid": os.getpid(), "threads": threads, "node": node_id()}
     try:
@@ -80,7 +84,6 @@ def build(job: dict[str, Any]) -> dict[str, Any]:
 def build_remote(job: dict[str, Any]) -> dict[str, Any]:
     """The Ray flavour: build in a node-local folder and send the whole trial folder back as a tar in the
     result (through Ray's object store), so nodes need no shared file system."""
-    import tempfile
 
     with tempfile.TemporaryDirectory(prefix="edgesmith-trial-") as tmp:
         local = dict(job, trial_dir=str(Path(tmp) / "trial"))
@@ -104,8 +107,6 @@ def unpack(data: bytes, dest: Path) -> None:
 
 
 def node_id() -> str:
-    import socket
-    import sys
 
     ray = sys.modules.get("ray")  # NOTE: only where Ray already runs us; importing it costs seconds
     if ray is not None and ray.is_initialized():

@@ -11,7 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from edgesmith.engine import TrialRecord
+from edgesmith import engine
+from edgesmith.engine import Timing, TrialRecord
+from edgesmith.evaluate.judge import gap_text, judge, shortfall
+from edgesmith.runtime.base import Artifact
 from edgesmith.search.study import finished
 
 
@@ -37,8 +40,6 @@ class Waves:
     def run(self, resumed: list[Any], trials_wanted: int, started: float) -> None:
         from optuna.trial import Trial
 
-        from edgesmith import engine
-
         self._pending = [(Trial(self.study, t._trial_id), dict(t.params)) for t in resumed]
         self._wanted = trials_wanted
         out = engine.run(self, self.s.time_budget_s, self.rep, started)
@@ -62,7 +63,6 @@ class Waves:
         return [TrialRecord(t.number, v, self.space.label(v), "pending") for t, v in wave]
 
     def build(self, wave: list[TrialRecord], out_of_time: Any) -> None:
-        from edgesmith.runtime.base import Artifact
 
         jobs = []
         for r in wave:
@@ -83,7 +83,6 @@ class Waves:
                 r.state, r.error = "failed", b.get("error") or "the build failed"
 
     def timing(self, wave: list[TrialRecord]) -> tuple[Any, list[TrialRecord]] | None:
-        from edgesmith.engine import Timing
 
         runners = [r for r in wave if r.state == "complete"]
         if not runners:
@@ -109,8 +108,6 @@ class Waves:
 
     def _tell(self, trial: Any, values: dict, b: dict, timing: dict | None, node: str, error: str = "") -> None:
         from optuna.trial import TrialState
-
-        from edgesmith.evaluate.judge import gap_text, judge, shortfall
 
         events = b.get("cache_events") or []
         hits = sum(e["result"] == "hit" for e in events)

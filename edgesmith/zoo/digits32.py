@@ -12,11 +12,18 @@ The cache lives in ``$EDGESMITH_CACHE`` (default ``~/.cache/edgesmith``)/zoo/<na
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from edgesmith.errors import ConfigError
+from edgesmith.outputs import atomic_write_bytes
 from edgesmith.zoo.encoder import INPUT_SPEC as TOKEN_SPEC
+from edgesmith.zoo.encoder import digits_encoder, tokenize
+from edgesmith.zoo.mobilenet import conv_bn, inverted_residual
+from edgesmith.zoo.resnet import basic_block
+from edgesmith.zoo.train_digits import train
 
 INPUT_SPEC = [{"name": "input", "shape": ["batch", 1, 32, 32], "dtype": "float32"}]
 
@@ -25,8 +32,6 @@ def digits_resnet(width: int = 16, num_classes: int = 10):
     """A ResNet-18-style network at small scale: 3x3 stem, three stages of two BasicBlocks
     (width, 2·width, 4·width; strides 1, 2, 2) with projection shortcuts, BN, ReLU, global pooling."""
     import torch.nn as nn
-
-    from edgesmith.zoo.resnet import basic_block
 
     layers = [nn.Conv2d(1, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
     cin = width
@@ -40,8 +45,6 @@ def digits_mobilenet(num_classes: int = 10):
     """A MobileNetV2-style network at small scale: inverted residuals (1x1 expand, 3x3 depthwise,
     1x1 project, ReLU6, expansion 4) over 16-24-32-64 channels."""
     import torch.nn as nn
-
-    from edgesmith.zoo.mobilenet import conv_bn, inverted_residual
 
     def cbn(*args, **kw):
         return conv_bn(nn, *args, **kw)
@@ -81,13 +84,11 @@ def digits_prelu_heads(width: int = 32):
 
 
 def _encoder():
-    from edgesmith.zoo.encoder import digits_encoder
 
     return digits_encoder()
 
 
 def _tokens(x):
-    from edgesmith.zoo.encoder import tokenize
 
     return tokenize(x)
 
@@ -165,12 +166,7 @@ def train_cached(
     """Train ``name`` on digits32 (train split) unless cached; returns the checkpoint and its held-out top-1 (None if cached)."""
     from safetensors.torch import save
 
-    from edgesmith.outputs import atomic_write_bytes
-    from edgesmith.zoo.train_digits import train
-
     if name not in ARCHS:
-        from edgesmith.errors import ConfigError
-
         raise ConfigError(f"unknown zoo model {name!r}", hint=f"trainable zoo models: {', '.join(ARCHS)}")
     epochs = epochs or EPOCHS[name]
     path = cached_path(name, seed, epochs)
@@ -184,7 +180,6 @@ def train_cached(
 
 
 def _trained(name: str) -> Any:
-    import sys
 
     from safetensors.torch import load_file
 

@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from edgesmith.data.digits import load_digits_split
+
 PAD, CLS = 0, 1
 LEVELS = 16
 VOCAB = 2 + LEVELS
@@ -43,7 +45,6 @@ def tokenize(images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _batches(split: str, batch: int = 32) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray]]:
-    from edgesmith.data.digits import load_digits_split
 
     x, y = load_digits_split(split)
     ids, mask, positions = tokenize(x)

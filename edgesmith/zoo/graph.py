@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
+from edgesmith._lazy import require
+
 
 def digits_graph(k: int = 8, labelled_per_class: int = 10, seed: int = 0) -> dict[str, Any]:
     """Features [N, 64], labels [N], edge_index [2, E] (both directions, self-loops), train/test masks."""
-    import numpy as np
     import torch
-
-    from edgesmith._lazy import require
 
     datasets = require("sklearn.datasets")
     digits = datasets.load_digits()

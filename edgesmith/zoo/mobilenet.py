@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 
-from edgesmith.zoo.resnet import RANDOM_IMAGES
+from edgesmith.zoo.resnet import RANDOM_IMAGES, randomise_bn
 
 
 def conv_bn(nn, cin, cout, k, s, groups=1, act=True):
@@ -35,8 +35,6 @@ def mobilenet_v2(num_classes: int = 1000, width_mult: float = 1.0, seed: int = 0
     """Random-weight MobileNetV2 with torchvision's layer configuration."""
     import torch
     import torch.nn as nn
-
-    from edgesmith.zoo.resnet import randomise_bn
 
     torch.manual_seed(seed)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 
 def basic_block(nn, cin: int, cout: int, stride: int):
     import torch
@@ -63,7 +65,6 @@ def randomise_bn(model) -> None:
 def random_images(n: int = 128, batch: int = 16, size: int = 224, seed: int = 0):
     """Seeded ImageNet-shaped images (normalised RGB statistics), no labels: calibration and fidelity
     data for the random-weight ``resnet18`` and ``mobilenet_v2``, which no real data fits."""
-    import numpy as np
 
     rng = np.random.default_rng(seed)
     for start in range(0, n, batch):

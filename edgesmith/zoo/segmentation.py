@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from edgesmith.data.digits import load_digits_split
+
 INK = 0.25
 NUM_CLASSES = 11
 
@@ -26,7 +28,6 @@ def segment(images: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def _batches(split: str, batch: int = 32):
-    from edgesmith.data.digits import load_digits_split
 
     x, y = load_digits_split(split, 32)
     masks = segment(x, y)

@@ -11,6 +11,9 @@ from typing import Any
 
 import numpy as np
 
+from edgesmith.data.digits import load_digits_split
+from edgesmith.zoo.digits import digits_cnn
+
 
 def train(
     factory: Callable[[], Any] | None = None,
@@ -28,9 +31,6 @@ def train(
     ``heads(labels, images)`` gives the target of each output (default: one output, the digit): integer
     targets train with cross-entropy, float targets (boxes, points) with mean squared error."""
     import torch
-
-    from edgesmith.data.digits import load_digits_split
-    from edgesmith.zoo.digits import digits_cnn
 
     to_args = inputs or (lambda a: (a,))
     torch.manual_seed(seed)

@@ -21,10 +21,13 @@ Recipe::
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from edgesmith.compress.distill.engine import RecoverConfig
+from edgesmith.compress.distill.engine import RecoverConfig, fit
 from edgesmith.compress.registry import PassInfo
+from edgesmith.model_io import load_model
+from edgesmith.schema import ModelSpec
 
 
 @dataclass(frozen=True)
@@ -39,11 +42,6 @@ class DistillConfig(RecoverConfig):
 
 
 def apply(model: Any, cfg: DistillConfig, ctx: Any) -> Any:
-    from pathlib import Path
-
-    from edgesmith.compress.distill.engine import fit
-    from edgesmith.model_io import load_model
-    from edgesmith.schema import ModelSpec
 
     spec = ModelSpec.model_validate({"source": cfg.student, **({"weights": cfg.student_weights} if cfg.student_weights else {})})
     student = load_model(spec, Path.cwd()).module

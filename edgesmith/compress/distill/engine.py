@@ -15,11 +15,18 @@ quantizers, masks, ... still in place) as the student.
 from __future__ import annotations
 
 import copy
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import numpy as np
+
+from edgesmith.compress.distill.bpkd import bpkd_loss
+from edgesmith.compress.distill.hint import FeatureHint
+from edgesmith.compress.distill.kd import hinton_loss, kd_kl
+from edgesmith.compress.distill.topkld import topk_kld
 from edgesmith.errors import ConfigError, InputError
 
 Loss = Literal["kd", "topkld", "hint", "mse", "ce", "bpkd"]
@@ -90,7 +97,6 @@ class FitResult:
 
 def labelled_tensors(data: Any, names: list[str]) -> tuple[Any, Any]:
     """All batches of a Dataset as (inputs, labels) tensors; inputs is a tensor for one input, else a tuple."""
-    import numpy as np
     import torch
 
     xs = tuple(torch.from_numpy(np.concatenate([b.inputs[n] for b in data.batches])) for n in names)
@@ -176,10 +182,6 @@ def fit(
     import torch
     import torch.nn.functional as F
 
-    from edgesmith.compress.distill.bpkd import bpkd_loss
-    from edgesmith.compress.distill.kd import hinton_loss, kd_kl
-    from edgesmith.compress.distill.topkld import topk_kld
-
     if data is None or data.num_samples == 0:
         raise ConfigError("distillation needs training data", hint="add `data: {calibration: ...}` (the training inputs)")
     if cfg.needs_labels and not data.has_labels:
@@ -195,8 +197,6 @@ def fit(
         p.requires_grad_(False)
     hint = None
     if cfg.loss == "hint":
-        from edgesmith.compress.distill.hint import FeatureHint
-
         hint = FeatureHint(student, teacher, [(str(p[0]), str(p[1])) for p in cfg.features])
         student.eval()
         with torch.no_grad():  # build the adapters from the feature widths
@@ -341,7 +341,6 @@ class _Progress:
 
     def __init__(self, enabled: bool, label: str, total: int | None, minutes: float | None):
         self.bar = None
-        import sys
 
         if enabled and sys.stderr.isatty():
             from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn

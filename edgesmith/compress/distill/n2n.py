@@ -19,10 +19,12 @@ accurate), and its architecture goes into the run's report.
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass
 from typing import Any
 
+from edgesmith.compress.distill.engine import RecoverConfig, fit, labelled_tensors, predict, split_train_val
 from edgesmith.compress.registry import PassInfo
 from edgesmith.errors import ConfigError
 
@@ -170,17 +172,13 @@ class N2NConfig:
 
 def search(teacher: Any, data: Any, names: list[str], cfg: N2NConfig, log: Any = None) -> dict[str, Any]:
     """The RL search; returns the best student (trained), its architecture and every rollout's numbers."""
-    import copy
 
     import torch
-
-    from edgesmith.compress.distill.engine import RecoverConfig, fit
 
     arch_t = describe_teacher(teacher)
     p_teacher = params_of(teacher)
     if not data.has_labels:
         raise ConfigError("n2n measures each student's accuracy and needs labelled data", hint="give labelled calibration data")
-    from edgesmith.compress.distill.engine import labelled_tensors, predict, split_train_val
 
     x, y = labelled_tensors(data, names)
     (x_train, _), (xv, yv) = split_train_val(x, y, 0.15, cfg.seed)

@@ -16,12 +16,16 @@ labels and the previous round's softmax), with α* per round from two cheap fits
 
 from __future__ import annotations
 
+import copy
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from edgesmith.compress.distill.engine import labelled_tensors, predict, split_train_val, train_soft
 from edgesmith.compress.registry import PassInfo
+from edgesmith.errors import ConfigError
 
 # the authors' toy example (docs/algorithms.md §8)
 TOY_X = np.round(np.arange(11) * 0.1, 10)
@@ -98,13 +102,8 @@ class SelfDistillConfig:
 
 def self_distill(model: Any, cfg: SelfDistillConfig, ctx: Any) -> Any:
     """The pass: ``rounds`` of self-distillation on the calibration data's labels; returns the last round's model."""
-    import copy
-    import time
 
     import torch
-
-    from edgesmith.compress.distill.engine import labelled_tensors, split_train_val, train_soft
-    from edgesmith.errors import ConfigError
 
     data = ctx.calibration
     if data is None or not data.has_labels:
@@ -160,7 +159,6 @@ def self_distill(model: Any, cfg: SelfDistillConfig, ctx: Any) -> Any:
 
 
 def _predict(model: Any, x: Any) -> Any:
-    from edgesmith.compress.distill.engine import predict
 
     return predict(model, x)
 

@@ -19,9 +19,13 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import numpy as np
+
+from edgesmith._lazy import require
 from edgesmith.compress.distill.engine import RecoverConfig, recover
 from edgesmith.compress.prune.common import check_fraction, prunable_layers
 from edgesmith.compress.registry import PassInfo
+from edgesmith.data.synthetic import example_inputs
 from edgesmith.errors import ConfigError
 
 
@@ -59,8 +63,6 @@ def _importance(tp: Any, name: str) -> Any:
 
 def _example(ctx: Any) -> tuple[Any, ...]:
     import torch
-
-    from edgesmith.data.synthetic import example_inputs
 
     names = [s.name for s in ctx.input_specs]
     if ctx.calibration is not None and ctx.calibration.num_samples:
@@ -137,8 +139,6 @@ def _taylor_grads(model: Any, example: tuple, ctx: Any) -> None:
     logits = out[0] if isinstance(out, (tuple, list)) else out
     labels = None
     if ctx.calibration is not None and ctx.calibration.has_labels:
-        import numpy as np
-
         labels = torch.from_numpy(np.concatenate([b.labels for b in ctx.calibration.batches])[: len(logits)]).long()
     if labels is None or logits.dim() != 2:  # no labels: the model's own decisions stand in for them
         loss = F.cross_entropy(logits.flatten(1), logits.flatten(1).argmax(1)) if logits.dim() >= 2 else logits.pow(2).mean()
@@ -148,8 +148,6 @@ def _taylor_grads(model: Any, example: tuple, ctx: Any) -> None:
 
 
 def apply(model: Any, cfg: ChannelsConfig, ctx: Any) -> Any:
-
-    from edgesmith._lazy import require
 
     tp = require("torch_pruning")
     layers = prunable_layers(model, cfg.ignore, "prune_channels")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from edgesmith.compress.layers import check_names, weight_layers
 from edgesmith.errors import ConfigError
 
 
@@ -16,7 +17,6 @@ def check_fraction(name: str, value: float) -> None:
 
 def prunable_layers(model: Any, ignore: tuple[str, ...], pass_name: str) -> list[tuple[str, Any]]:
     """Conv/linear layers by dotted name, less ``ignore``; a name in ``ignore`` that is no such layer is an error."""
-    from edgesmith.compress.layers import check_names, weight_layers
 
     layers = weight_layers(model)
     check_names(layers, ignore, pass_name, "ignore")

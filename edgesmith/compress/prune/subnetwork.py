@@ -20,6 +20,10 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import numpy as np
+
+from edgesmith.compress.distill.engine import labelled_tensors, predict, split_train_val
+from edgesmith.compress.layers import set_module
 from edgesmith.compress.prune.common import check_fraction, prunable_layers
 from edgesmith.compress.registry import PassInfo
 from edgesmith.errors import ConfigError
@@ -144,13 +148,9 @@ def _signed_constant_(layer: Any, keep: float, gen: Any) -> None:
 
 
 def apply(model: Any, cfg: SubnetworkConfig, ctx: Any) -> Any:
-    import numpy as np
     import torch
     import torch.nn as nn
     import torch.nn.functional as F
-
-    from edgesmith.compress.distill.engine import labelled_tensors, predict, split_train_val
-    from edgesmith.compress.layers import set_module
 
     data = ctx.calibration
     if data is None or not data.has_labels:

@@ -22,6 +22,12 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
+from edgesmith.compress.layers import set_module
+from edgesmith.compress.quantize._snap import record_grid
+from edgesmith.errors import ConfigError
+
 BITS = (2, 3, 4, 5, 6, 7, 8)
 FORMS = ((True, "per-channel"), (True, "per-tensor"), (False, "per-channel"), (False, "per-tensor"))
 
@@ -221,13 +227,9 @@ def run_eqnet(
 ) -> dict[str, Any]:
     """Train the elastic supernet on labelled calibration data, fit the predictor, search, and leave
     each layer's weights quantized in its chosen form. Returns what was chosen and measured."""
-    import numpy as np
     import torch
     import torch.nn as nn
     import torch.nn.functional as F
-
-    from edgesmith.compress.layers import set_module
-    from edgesmith.errors import ConfigError
 
     data = ctx.calibration
     if data is None or not data.has_labels:
@@ -325,7 +327,6 @@ def run_eqnet(
     # NOTE: the budget covers all weights; first/last layers at 8 bits take their share, the rest is searched
     chosen_acc = accuracy(best)
     apply(best)
-    from edgesmith.compress.quantize._snap import record_grid
 
     chosen: dict[str, Any] = {}
     with torch.no_grad():

@@ -16,10 +16,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from edgesmith.compress.contract import WeightGrids
+
 
 def record_grid(ctx: Any, name: str, scale: Any, bits: int) -> None:
     """Per-output-channel scale of a layer's weight grid (a tensor of length out, or a scalar)."""
-    from edgesmith.compress.contract import WeightGrids
 
     ctx.records.add(WeightGrids({name: {"scale": scale.detach().reshape(-1).double().clone(), "bits": bits}}))
 
@@ -28,7 +31,6 @@ def snap_weights(onnx_path: Path, float_path: Path, grids: dict[str, dict], ctx:
     """Rewrite ``<layer>.weight_quantized`` / ``_scale`` (and the int32 bias, whose scale is the input
     scale times the weight scale) of a QDQ model to the recorded grids, in place; ``float_path`` is the
     model ORT quantized. Returns, per layer, "exact" or why it was left as ORT quantized it."""
-    import numpy as np
     import onnx
     from onnx import numpy_helper
 

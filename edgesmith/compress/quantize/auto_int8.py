@@ -14,7 +14,10 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgesmith.compress.registry import PassContext, PassInfo
+from edgesmith.compress.quantize.policy import plan
+from edgesmith.compress.quantize.structure import analyse
+from edgesmith.compress.registry import PassContext, PassInfo, build_pass_config, get_pass
+from edgesmith.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -27,16 +30,11 @@ class AutoInt8Config:
 
 
 def auto_int8(onnx_path: Path, cfg: AutoInt8Config, ctx: PassContext) -> Path:
-    from edgesmith.compress.quantize.policy import plan
-    from edgesmith.compress.quantize.structure import analyse
-    from edgesmith.compress.registry import build_pass_config, get_pass
 
     runtime = ctx.profile.backend if ctx.profile is not None else "onnxruntime"
     structure = analyse(onnx_path)
     candidates = [p for p in plan(structure, runtime, [runtime]) if p.pass_type is not None]
     if not candidates:
-        from edgesmith.errors import ConfigError
-
         raise ConfigError(f"auto_int8 has no INT8 recipe for {runtime}", hint="pick a pass yourself (ptq_int8, dynamic_int8, nncf_ptq)")
     chosen = candidates[0]
     assert chosen.pass_type is not None  # the INT8 plans all name a pass

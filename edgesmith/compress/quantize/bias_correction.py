@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from edgesmith.compress.contract import FloatWeights
+from edgesmith.compress.layers import as_rows, capture_inputs
 from edgesmith.compress.registry import PassInfo
+from edgesmith.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -28,9 +30,6 @@ class BiasCorrectionConfig:
 def bias_correction(model: Any, cfg: BiasCorrectionConfig, ctx: Any) -> Any:
     import torch
     import torch.nn as nn
-
-    from edgesmith.compress.layers import as_rows, capture_inputs
-    from edgesmith.errors import ConfigError
 
     record = ctx.records.get(FloatWeights)
     float_w = dict(record.entries) if record is not None else {}

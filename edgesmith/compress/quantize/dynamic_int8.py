@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from edgesmith.compress.quantize.onnx_common import float_compute_nodes, note_float_nodes, preprocess
 from edgesmith.compress.registry import PassContext, PassInfo
 
 
@@ -37,8 +38,6 @@ class DynamicInt8Config:
 def apply(onnx_path: Path, cfg: DynamicInt8Config, ctx: PassContext) -> Path:
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.registry import IntegerOpsRegistry
-
-    from edgesmith.compress.quantize.onnx_common import float_compute_nodes, note_float_nodes, preprocess
 
     unsupported = [op for op in cfg.op_types if op not in IntegerOpsRegistry]
     if unsupported:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from edgesmith.compress.layers import single_user, trace
 from edgesmith.compress.registry import PassInfo
 
 
@@ -30,8 +31,6 @@ def find_pairs(model: Any) -> tuple[list[tuple[str, str]], list[str]]:
     import torch
     import torch.nn as nn
     import torch.nn.functional as F
-
-    from edgesmith.compress.layers import single_user, trace
 
     gm = trace(model)
     mods = dict(model.named_modules())

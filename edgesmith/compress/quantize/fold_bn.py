@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from edgesmith.compress.contract import BatchNormFolded
+from edgesmith.compress.layers import set_module, single_user, trace
 from edgesmith.compress.registry import PassInfo
 
 
@@ -24,8 +25,6 @@ def fold_bn(model: Any, cfg: FoldBNConfig, ctx: Any) -> Any:
     import torch
     import torch.nn as nn
     from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
-
-    from edgesmith.compress.layers import set_module, single_user, trace
 
     model.eval()
     gm = trace(model)

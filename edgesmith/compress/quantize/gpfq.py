@@ -19,11 +19,17 @@ Defaults from the paper: b=4, C=1.16, m=128 calibration samples, seed 0.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from edgesmith.compress.contract import FloatWeights, WeightGrids
+from edgesmith.compress.layers import as_rows, capture_inputs
+from edgesmith.compress.quantize._snap import record_grid
+from edgesmith.compress.quantize.rtn import select_layers
 from edgesmith.compress.registry import PassInfo
+from edgesmith.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -91,7 +97,6 @@ def gpfq_quantize(W: Any, X: Any, Xq: Any, delta: Any, K: int, lam: Any = None) 
 
 
 def gpfq(model: Any, cfg: GPFQConfig, ctx: Any) -> Any:
-    from edgesmith.compress.quantize.rtn import select_layers
 
     layers = select_layers(model, cfg.exclude, ctx, "gpfq")
     return quantize_layers(model, [(n, m, cfg.bits) for n, m in layers], cfg, ctx)
@@ -100,13 +105,8 @@ def gpfq(model: Any, cfg: GPFQConfig, ctx: Any) -> Any:
 def quantize_layers(model: Any, plan: list[tuple[str, Any, int]], cfg: GPFQConfig, ctx: Any, method: str = "gpfq") -> Any:
     """GPFQ over ``plan`` — (name, layer, bits) in forward order — each layer at its own bit-width
     (``mixed_precision`` uses this); ``cfg`` gives everything else."""
-    import copy
-    import dataclasses
 
     import torch
-
-    from edgesmith.compress.layers import as_rows, capture_inputs
-    from edgesmith.errors import ConfigError
 
     if ctx.calibration is None:
         raise ConfigError("gpfq needs calibration data", hint="add `data: {calibration: {source: digits, samples: 128}}`")
@@ -144,8 +144,6 @@ def quantize_layers(model: Any, plan: list[tuple[str, Any, int]], cfg: GPFQConfi
             errors[name] = float((U**2).sum() / (ref**2).sum().clamp(min=1e-30))
             layer.weight.copy_(Q.reshape(W.shape).to(layer.weight.dtype))
         if lam is None:  # the L0 variant's levels (λ + kδ) are not a multiple of one scale
-            from edgesmith.compress.quantize._snap import record_grid
-
             record_grid(ctx, name, delta.reshape(-1), bits)
     ctx.details.setdefault("weight_quantization", {}).update(
         {

@@ -15,10 +15,16 @@ not fuse that QDQ pattern), so classifier heads stay float (the report lists the
 
 from __future__ import annotations
 
+import logging
+import warnings
 from dataclasses import dataclass
+from importlib import metadata
 from typing import Any
 
+from edgesmith._lazy import require
+from edgesmith.compress.layers import calibration_batches, forward_batch
 from edgesmith.compress.registry import PassInfo
+from edgesmith.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -31,13 +37,8 @@ class INCPTQConfig:
 
 
 def inc_ptq(model: Any, cfg: INCPTQConfig, ctx: Any) -> Any:
-    import warnings
 
     import torch
-
-    from edgesmith._lazy import require
-    from edgesmith.compress.layers import calibration_batches, forward_batch
-    from edgesmith.errors import ConfigError
 
     require("neural_compressor.torch.quantization")
     from neural_compressor.torch.export import export
@@ -49,7 +50,6 @@ def inc_ptq(model: Any, cfg: INCPTQConfig, ctx: Any) -> Any:
     first = next(iter(ctx.calibration.batches))
     example = tuple(torch.from_numpy(first.inputs[n]) for n in names)
     dims = tuple({0: torch.export.Dim("batch")} for _ in names)
-    import logging
 
     inc_logger = logging.getLogger("neural_compressor")
     level = inc_logger.level
@@ -63,7 +63,6 @@ def inc_ptq(model: Any, cfg: INCPTQConfig, ctx: Any) -> Any:
                 forward_batch(prepared, batch, names)
         converted = convert(prepared)
     inc_logger.setLevel(level)
-    from importlib import metadata
 
     version = _version(metadata, "neural-compressor-pt") or _version(metadata, "neural-compressor") or "?"
     n = min(cfg.samples, ctx.calibration.num_samples)

@@ -21,7 +21,14 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from edgesmith.compress.contract import FloatWeights, WeightGrids
+from edgesmith.compress.layers import calibration_batches, forward_batch
+from edgesmith.compress.quantize._eqnet import run_eqnet
+from edgesmith.compress.quantize._grid import Grid
+from edgesmith.compress.quantize._snap import record_grid
+from edgesmith.compress.quantize.gpfq import GPFQConfig, quantize_layers
+from edgesmith.compress.quantize.rtn import select_layers
 from edgesmith.compress.registry import PassInfo
+from edgesmith.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -52,9 +59,6 @@ def sensitivities(model: Any, layers: list[tuple[str, Any]], bits: list[int], ct
     """KL(float || one layer quantized at b bits), per layer and width, on calibration data."""
     import torch
     import torch.nn.functional as F
-
-    from edgesmith.compress.layers import calibration_batches, forward_batch
-    from edgesmith.compress.quantize._grid import Grid
 
     names = [s.name for s in ctx.input_specs]
     batches = list(calibration_batches(ctx, samples))
@@ -105,10 +109,6 @@ def allocate(sizes: dict[str, int], sens: dict[str, dict[int, float]], bits: lis
 def mixed_precision(model: Any, cfg: MixedPrecisionConfig, ctx: Any) -> Any:
     import torch
 
-    from edgesmith.compress.quantize._grid import Grid
-    from edgesmith.compress.quantize.rtn import select_layers
-    from edgesmith.errors import ConfigError
-
     if ctx.calibration is None:
         raise ConfigError("mixed_precision needs calibration data", hint="add `data: {calibration: {source: digits}}`")
     model.eval()
@@ -128,14 +128,11 @@ def mixed_precision(model: Any, cfg: MixedPrecisionConfig, ctx: Any) -> Any:
     sens = sensitivities(model, layers, bits, ctx, cfg.samples)
     choice = allocate(sizes, sens, bits, budget)
     if cfg.quantizer == "gpfq":
-        from edgesmith.compress.quantize.gpfq import GPFQConfig, quantize_layers
-
         quantize_layers(
             model, [(n, m, choice[n]) for n, m in layers], GPFQConfig(samples=min(cfg.samples, ctx.calibration.num_samples)), ctx, method="mixed_precision+gpfq"
         )
     else:
         ctx.records.add(FloatWeights({n: m.weight.detach().clone() for n, m in layers}))
-        from edgesmith.compress.quantize._snap import record_grid
 
         with torch.no_grad():
             for n, m in layers:
@@ -162,11 +159,8 @@ def mixed_precision(model: Any, cfg: MixedPrecisionConfig, ctx: Any) -> Any:
 
 
 def _eqnet(model: Any, layers: list, cfg: MixedPrecisionConfig, ctx: Any, avg_budget: float, bits: list[int]) -> Any:
-    from edgesmith.compress.quantize._eqnet import run_eqnet
 
     if cfg.steps < 1 or cfg.predictor_samples < 2:
-        from edgesmith.errors import ConfigError
-
         raise ConfigError("eqnet needs steps >= 1 and predictor_samples >= 2", hint="e.g. steps: 300, predictor_samples: 64")
     ctx.records.add(FloatWeights({n: m.weight.detach().clone() for n, m in layers}))
     res = run_eqnet(model, layers, avg_budget, tuple(sorted(bits)), ctx, steps=cfg.steps, predictor_samples=cfg.predictor_samples, lr=cfg.lr)

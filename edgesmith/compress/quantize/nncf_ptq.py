@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from edgesmith._lazy import require
+from edgesmith.compress.quantize.onnx_common import float_compute_nodes, note_float_nodes, onnx_input_names
 from edgesmith.compress.registry import PassContext, PassInfo
 from edgesmith.errors import ConfigError
 from edgesmith.model_io import PRODUCER_KEY
@@ -51,9 +53,6 @@ class NNCFPTQConfig:
 
 def apply(onnx_path: Path, cfg: NNCFPTQConfig, ctx: PassContext) -> Path:
     import onnx
-
-    from edgesmith._lazy import require
-    from edgesmith.compress.quantize.onnx_common import float_compute_nodes, note_float_nodes, onnx_input_names
 
     nncf = require("nncf")
     if ctx.calibration is None:

@@ -20,6 +20,7 @@ FP32 on each runtime is always a candidate, so the search can say "nothing beat 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,7 +36,6 @@ class Plan:
     @property
     def quant_key(self) -> str:
         """Candidates that share a quantized model (the same pass and options) quantize it once."""
-        import json
 
         return f"{self.pass_type}:{json.dumps(self.options, sort_keys=True)}"
 

@@ -16,15 +16,19 @@ Recipe::
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from edgesmith.compress.contract import CalibrationCache, WeightGrids
+from edgesmith.compress.quantize._snap import snap_weights
+from edgesmith.compress.quantize.onnx_common import DatasetReader, float_compute_nodes, note_float_nodes, onnx_input_names, preprocess
 from edgesmith.compress.registry import PassContext, PassInfo
 from edgesmith.errors import ConfigError
 from edgesmith.model_io import PRODUCER_KEY
+from edgesmith.outputs import sha256
 
 
 @dataclass(frozen=True)
@@ -77,8 +81,6 @@ def _check_for_tensorrt(chosen: dict, ctx: PassContext) -> None:
 def apply(onnx_path: Path, cfg: PTQInt8Config, ctx: PassContext) -> Path:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    from edgesmith.compress.quantize.onnx_common import DatasetReader, float_compute_nodes, note_float_nodes, onnx_input_names, preprocess
-
     if ctx.calibration is None:
         raise ConfigError("ptq_int8 needs calibration data", hint="add `data: {calibration: {source: digits}}` or --data")
     chosen = resolve(cfg, ctx)
@@ -126,8 +128,6 @@ def apply(onnx_path: Path, cfg: PTQInt8Config, ctx: PassContext) -> Path:
     )
     grids = ctx.records.get(WeightGrids)
     if grids is not None:
-        from edgesmith.compress.quantize._snap import snap_weights
-
         ctx.details["weight_grids"] = snap_weights(out, pre, {k: dict(v) for k, v in grids.entries.items()}, ctx)
     _mark_producer(out, "ptq_int8")
     if cfg.exclude_op_types:
@@ -158,9 +158,6 @@ def _calibration_cache(ctx: PassContext, pre: Path, cfg: PTQInt8Config, n_sample
     if record is None:
         return None
     folder = record.folder
-    import hashlib
-
-    from edgesmith.outputs import sha256
 
     def path(op_types: list[str]) -> Path:
         symmetric = resolve(cfg, ctx)["symmetric_activations"]

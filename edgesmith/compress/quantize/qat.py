@@ -14,12 +14,21 @@ activation quantizers are removed: activations are quantized by the ONNX step (8
 
 from __future__ import annotations
 
+import copy
+import time
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from edgesmith.compress.contract import FloatWeights, WeightGrids
-from edgesmith.compress.distill.engine import RecoverConfig
+from edgesmith.compress.distill.engine import RecoverConfig, fit
+from edgesmith.compress.layers import forward_batch, set_module
+from edgesmith.compress.quantize._lsq import GradientQuantizer, lsq_module
+from edgesmith.compress.quantize._snap import record_grid
+from edgesmith.compress.quantize.rtn import select_layers
 from edgesmith.compress.registry import PassInfo
+from edgesmith.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -52,8 +61,6 @@ class QATConfig:
 def _wrap(layer: Any, cfg: QATConfig, grad_q: Any) -> Any:
     import torch.nn as nn
 
-    from edgesmith.compress.quantize._lsq import lsq_module
-
     class QATLayer(nn.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -81,18 +88,8 @@ def _wrap(layer: Any, cfg: QATConfig, grad_q: Any) -> Any:
 
 
 def qat(model: Any, cfg: QATConfig, ctx: Any) -> Any:
-    import copy
-    import time
 
-    import numpy as np
     import torch
-
-    from edgesmith.compress.distill.engine import fit
-    from edgesmith.compress.layers import forward_batch, set_module
-    from edgesmith.compress.quantize._lsq import GradientQuantizer
-    from edgesmith.compress.quantize._snap import record_grid
-    from edgesmith.compress.quantize.rtn import select_layers
-    from edgesmith.errors import ConfigError
 
     data = ctx.calibration
     rec = cfg.recover or RecoverConfig(

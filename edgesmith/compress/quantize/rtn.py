@@ -10,6 +10,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from edgesmith.compress.contract import FloatWeights, WeightGrids
+from edgesmith.compress.layers import check_names, weight_layers
+from edgesmith.compress.quantize._grid import Grid
+from edgesmith.compress.quantize._snap import record_grid
 from edgesmith.compress.registry import PassInfo
 
 
@@ -28,14 +31,12 @@ class RTNConfig:
             raise ValueError(f"group_size must be >= 1, got {self.group_size}")
 
     def grid(self) -> Any:
-        from edgesmith.compress.quantize._grid import Grid
 
         return Grid(self.bits, self.granularity, self.symmetric, self.group_size)
 
 
 def select_layers(model: Any, exclude: tuple[str, ...], ctx: Any, pass_name: str) -> list[tuple[str, Any]]:
     """The conv/linear layers a weight quantizer works on; unknown names in ``exclude`` are an error."""
-    from edgesmith.compress.layers import check_names, weight_layers
 
     layers = weight_layers(model)
     check_names(layers, exclude, pass_name, "exclude")
@@ -50,7 +51,6 @@ def rtn(model: Any, cfg: RTNConfig, ctx: Any) -> Any:
     grid = cfg.grid()
     layers = select_layers(model, cfg.exclude, ctx, "rtn")
     ctx.records.add(FloatWeights({n: m.weight.detach().clone() for n, m in layers}))
-    from edgesmith.compress.quantize._snap import record_grid
 
     with torch.no_grad():
         for n, m in layers:

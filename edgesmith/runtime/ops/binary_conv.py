@@ -17,10 +17,17 @@ group, stride_h/w, pad_h/w, dilation_h/w.
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections import OrderedDict
 from typing import Any
 
 import numpy as np
+
+from edgesmith.errors import BackendUnavailable
+from edgesmith.runtime.kernels.binary import BinaryConv2d
+from edgesmith.runtime.kernels.ov_extension import library_path
+from edgesmith.runtime.ops import ortx
 
 DOMAIN = "edgesmith"
 OP = "BinaryConv"
@@ -112,9 +119,6 @@ _ORT_DEFINED: list[bool] = []
 
 def _layer(w: np.ndarray, a: dict[str, int]) -> Any:
     """The prepared kernel layer for these weight bits, cached by content (ORT hands the op a fresh array per call)."""
-    import hashlib
-
-    from edgesmith.runtime.kernels.binary import BinaryConv2d
 
     key = (hashlib.blake2b(w.tobytes(), digest_size=16).digest(), w.shape, tuple(a.values()))
     layer = _PREPARED.get(key)
@@ -140,14 +144,12 @@ def _threads() -> int:
     """Kernel threads inside ONNX Runtime: 1 by default. ORT's own intra-op threads spin between ops; OpenMP
     threads of ours beside them oversubscribed the 2 cores (the digits CNN at batch 32 took 8.2 ms with 2
     kernel threads). ``EDGESMITH_BNN_THREADS`` overrides."""
-    import os
 
     return max(1, int(os.environ.get("EDGESMITH_BNN_THREADS") or 1))
 
 
 def define_onnxruntime() -> None:
     """Define the op for onnxruntime-extensions (once per process); ``runtime/ops/domain.py`` registers the library."""
-    from edgesmith.runtime.ops import ortx
 
     ext = ortx.load()
     if not _ORT_DEFINED:
@@ -173,8 +175,6 @@ def openvino_extension() -> Any:
     """OpenVINO: the compiled extension (``runtime/kernels/ov_extension.py``: a custom op whose evaluate runs the
     XNOR-popcount kernel), built on first use; where it cannot be built, a conversion of the node into
     OpenVINO's float ops (the lowering), which runs anywhere."""
-    from edgesmith.errors import BackendUnavailable
-    from edgesmith.runtime.kernels.ov_extension import library_path
 
     try:
         return library_path()

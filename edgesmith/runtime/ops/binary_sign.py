@@ -13,6 +13,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
+from edgesmith.runtime.ops import ortx
+
 DOMAIN = "edgesmith"
 OP = "BinarySign"
 
@@ -66,11 +70,9 @@ _ORT_DEFINED: list[bool] = []
 
 def define_onnxruntime() -> None:
     """Define the op for onnxruntime-extensions (once per process); ``runtime/ops/domain.py`` registers the library."""
-    from edgesmith.runtime.ops import ortx
 
     ext = ortx.load()
     if not _ORT_DEFINED:
-        import numpy as np
 
         @ext.onnx_op(
             op_type=f"{DOMAIN}::{OP}", inputs=[ext.PyCustomOpDef.dt_float], outputs=[ext.PyCustomOpDef.dt_float], attrs={"alpha": ext.PyCustomOpDef.dt_float}
@@ -83,7 +85,6 @@ def define_onnxruntime() -> None:
 
 
 def openvino_extension() -> Any:
-    import numpy as np
     from openvino.frontend.onnx import ConversionExtension
 
     def convert(node: Any) -> list:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from edgesmith.runtime.custom_ops import CustomOpRoute
-from edgesmith.runtime.ops import binary_conv, binary_sign
+from edgesmith.runtime.ops import binary_conv, binary_sign, ortx
 
 DOMAIN = "edgesmith"
 OPS = (binary_sign, binary_conv)
@@ -20,7 +20,6 @@ def lower(model: Any) -> Any:
 
 
 def register_onnxruntime(session_options: Any) -> None:
-    from edgesmith.runtime.ops import ortx
 
     for op in OPS:
         op.define_onnxruntime()
