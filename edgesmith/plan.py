@@ -18,6 +18,7 @@ import numpy as np
 from edgesmith.compress import get_pass
 from edgesmith.compress.registry import check_order
 from edgesmith.data.records import open_source
+from edgesmith.data.run_data import require_calibration, require_labels
 from edgesmith.errors import ConfigError, InputError
 from edgesmith.model_io import check_specs_against_onnx, import_object, model_kind, onnx_input_specs, resolve
 from edgesmith.outputs import check_output_dir
@@ -182,8 +183,7 @@ def _check_data(plan: Plan) -> None:
     """Each data source the run would read opens (files listed, tables' schemas read, nothing decoded);
     the evaluation data has labels when the metric is top1; a pass that calibrates has calibration data."""
     recipe, base_dir = plan.recipe, plan.base_dir
-    if plan.reads_calibration and recipe.data.calibration is None:
-        raise ConfigError("a pass needs calibration data but the recipe has none", hint="add `data: {calibration: {source: ...}}` or --data")
+    require_calibration(plan.reads_calibration, recipe.data.calibration is not None)
     for role in ("calibration", "evaluation"):
         src = getattr(recipe.data, role)
         if src is None or (role == "calibration" and not plan.reads_calibration):
@@ -202,8 +202,5 @@ def _check_data(plan: Plan) -> None:
             labelled = True
         else:
             labelled = open_source(src.source, base_dir, field=src.field, label_field=src.label_field, split=src.split, role=role).has_labels
-        if role == "evaluation" and recipe.metric == "top1" and labelled is False:
-            raise InputError(
-                f"metric top1 needs labels, and the evaluation data {src.source} has none",
-                hint="label the data (class sub-folders, a label column, npz key `labels`), or set `metric: fidelity` (--metric fidelity)",
-            )
+        if role == "evaluation":
+            require_labels(recipe.metric, src.source, labelled)

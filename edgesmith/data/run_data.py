@@ -41,16 +41,27 @@ def load_data(recipe: Any, specs: list, base_dir: Path, needs_calibration: bool,
             reporter=reporter,
         )
 
+    require_calibration(needs_calibration, recipe.data.calibration is not None)
     calib = load(recipe.data.calibration, "calibration") if (needs_calibration and recipe.data.calibration) else None
-    if needs_calibration and calib is None:
-        raise ConfigError("a pass needs calibration data but the recipe has none", hint="add `data: {calibration: {source: digits}}` or --data")
     evaluation = load(recipe.data.evaluation, "evaluation") if recipe.data.evaluation else None
-    if evaluation is not None and recipe.metric == "top1" and not evaluation.has_labels:
+    if evaluation is not None:
+        require_labels(recipe.metric, evaluation.name, evaluation.has_labels)
+    return calib, evaluation
+
+
+def require_calibration(needed: bool, given: bool) -> None:
+    """The refusal a run and its dry run share: a pass that calibrates, and no calibration data."""
+    if needed and not given:
+        raise ConfigError("a pass needs calibration data but the recipe has none", hint="add `data: {calibration: {source: ...}}` or --data")
+
+
+def require_labels(metric: str, name: str, labelled: bool | None) -> None:
+    """The refusal a run and its dry run share: top1 on evaluation data without labels (None: not known yet)."""
+    if metric == "top1" and labelled is False:
         raise InputError(
-            f"metric top1 needs labels, and the evaluation data {evaluation.name} has none",
+            f"metric top1 needs labels, and the evaluation data {name} has none",
             hint="label the data (class sub-folders, a label column, npz key `labels`), or set `metric: fidelity` (--metric fidelity) to compare against the float model",
         )
-    return calib, evaluation
 
 
 def data_record(ds: Any) -> dict[str, Any]:
