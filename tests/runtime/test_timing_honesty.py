@@ -160,18 +160,22 @@ def test_judge_rules_nothing_on_a_busy_batch():
 
 def test_optimize_claims_nothing_from_a_busy_race():
     from edgesmith.compress.quantize.policy import Plan
-    from edgesmith.optimize.search import Trial, _choose
+    from edgesmith.engine import TrialRecord
+    from edgesmith.optimize.search import _choose
 
-    fp32 = Trial(Plan("fp32", "onnxruntime", None, {}, ""), status="ok", speedup=1.0, low=0.9, high=1.1)
-    int8 = Trial(Plan("int8", "onnxruntime", "ptq_int8", {}, ""), status="ok", speedup=7.5, low=4.3, high=9.6, metrics={"cosine": 0.999})
-    ov = Trial(Plan("fp32-ov", "openvino", None, {}, ""), status="ok", speedup=2.9, low=2.0, high=3.5)
+    def trial(name, runtime, pass_type, speedup, low, high, **kw):
+        return TrialRecord(0, {}, name, "complete", speedup=speedup, low=low, high=high, status="ok", plan=Plan(name, runtime, pass_type, {}, ""), **kw)
+
+    fp32 = trial("fp32", "onnxruntime", None, 1.0, 0.9, 1.1)
+    int8 = trial("int8", "onnxruntime", "ptq_int8", 7.5, 4.3, 9.6, metrics={"cosine": 0.999})
+    ov = trial("fp32-ov", "openvino", None, 2.9, 2.0, 3.5)
     win, why = _choose([fp32, int8, ov], "onnxruntime", {"busy": True, "reasons": ["other processes used 0.90 cores"]})
     assert win is int8 and "NOT CLAIMED" in why and "0.90 cores" in why
     assert int8.low is None and ov.low is None  # no interval survives a biased measurement
     # nothing above 1 on the target's own runtime: FP32 is kept, not the other runtime's float model
-    fp32b = Trial(Plan("fp32", "onnxruntime", None, {}, ""), status="ok", speedup=1.0, low=0.9, high=1.1)
-    ovb = Trial(Plan("fp32-ov", "openvino", None, {}, ""), status="ok", speedup=2.9, low=2.0, high=3.5)
-    slow = Trial(Plan("int8", "onnxruntime", "ptq_int8", {}, ""), status="ok", speedup=0.8, low=0.7, high=0.9)
+    fp32b = trial("fp32", "onnxruntime", None, 1.0, 0.9, 1.1)
+    ovb = trial("fp32-ov", "openvino", None, 2.9, 2.0, 3.5)
+    slow = trial("int8", "onnxruntime", "ptq_int8", 0.8, 0.7, 0.9)
     win, why = _choose([fp32b, ovb, slow], "onnxruntime", {"busy": True, "reasons": ["r"]})
     assert win is fp32b and "float model is kept" in why
 
