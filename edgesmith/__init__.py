@@ -3,7 +3,7 @@
 Importing this package is cheap: torch, onnxruntime and openvino load only inside the
 modules that need them (see ``edgesmith._lazy``). The Python API mirrors every command
 (``edgesmith.run``, ``quantize``, ``optimize``, ``export``, ``compile``, ``validate``, ``bench``,
-``compare``, ``baseline_save``, ``check``, ``search``) and loads on first use.
+``compare``, ``baseline_save``, ``check``, ``search``, ``tune``) and loads on first use.
 """
 
 import sys
@@ -11,11 +11,11 @@ import types
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["baseline_save", "bench", "check", "compare", "compile", "export", "optimize", "quantize", "run", "search", "validate"]
+__all__ = ["baseline_save", "bench", "check", "compare", "compile", "export", "optimize", "quantize", "run", "search", "tune", "validate"]
 
 
 class _Package(types.ModuleType):
-    """``edgesmith.optimize`` (and ``search``, ``export``) stay the API functions after their subpackages are
+    """``edgesmith.optimize`` (and ``search``, ``export``, ``tune``) stay the API functions after their subpackages are
     imported: the import system's attribute for a submodule of the same name is not set on the package."""
 
     def __setattr__(self, name: str, value: Any) -> None:

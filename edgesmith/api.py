@@ -42,6 +42,7 @@ from edgesmith.runtime.compare import compare as run_compare
 from edgesmith.schema import load_yaml
 from edgesmith.search import Settings
 from edgesmith.search import search as run_search
+from edgesmith.tune import tune as run_tune
 from edgesmith.units import parse_duration
 
 MODES = {"auto": "auto_int8", "static": "ptq_int8", "dynamic": "dynamic_int8", "fp16": "fp16"}
@@ -317,10 +318,12 @@ def optimize(
     reporter: Any = None,
     train_budget: int | None = None,
     time_budget: str | float | None = None,
+    cache_dir: str | Path | None = None,
 ) -> Any:
     """Pick, verify and explain the best compression for a target — ``edgesmith optimize``. Returns an
     ``OptimizeResult`` (``.winner.plan.name``, ``.winner.speedup``, ``.trials``, ``.out_dir``).
-    ``time_budget``: as on the command line (``"90s"``, ``"5m"``; a number is seconds), over ``time_budget_s``."""
+    ``time_budget``: as on the command line (``"90s"``, ``"5m"``; a number is seconds), over ``time_budget_s``.
+    ``cache_dir``: the pass cache (``--cache``): the export and torch passes come from it when they ran before."""
     if time_budget is not None:
         time_budget_s = parse_duration(time_budget, "time_budget", bare_seconds=True)
 
@@ -337,7 +340,14 @@ def optimize(
         name="optimize",
     )
     return run_optimize(
-        recipe, Path.cwd(), out_dir=Path(out_dir), time_budget_s=time_budget_s, other_runtimes=not same_runtime, reporter=reporter, train_budget=train_budget
+        recipe,
+        Path.cwd(),
+        out_dir=Path(out_dir),
+        time_budget_s=time_budget_s,
+        other_runtimes=not same_runtime,
+        reporter=reporter,
+        train_budget=train_budget,
+        cache_dir=Path(cache_dir) if cache_dir else None,
     )
 
 
@@ -544,6 +554,7 @@ def search(
     force: bool = False,
     time_budget: str | float | None = None,
     dry_run: bool = False,
+    cache_dir: str | Path | None = None,
 ) -> Any:
     """The Pareto front over the choices a recipe marks — ``edgesmith search``. ``recipe``: a dict or a YAML path
     (choices are marked in the raw recipe, so a parsed ``Recipe`` is not accepted). Returns a ``SearchResult``.
@@ -558,8 +569,44 @@ def search(
         if not path.is_file():
             raise ConfigError(f"recipe not found: {path}", hint="give a recipe .yaml path or a dict")
         data, base = load_yaml(path, "recipe"), path.parent.absolute()
-    settings = Settings(trials=trials, time_budget_s=time_budget_s, sampler=sampler, workers=workers, storage=storage, seed=seed, force=force, dry_run=dry_run)
+    settings = Settings(
+        trials=trials,
+        time_budget_s=time_budget_s,
+        sampler=sampler,
+        workers=workers,
+        storage=storage,
+        seed=seed,
+        force=force,
+        dry_run=dry_run,
+        cache_dir=Path(cache_dir) if cache_dir else None,
+    )
     return run_search(data, base, Path(out_dir), target=target, settings=settings, reporter=reporter)
+
+
+def tune(
+    recipe: Any,
+    *,
+    out_dir: str | Path | None = None,
+    time_budget: str | float = "5m",
+    cache_dir: str | Path | None = None,
+    reporter: Any = None,
+    force: bool = False,
+    trust_checkpoint: bool = False,
+) -> Any:
+    """Search ``ptq_int8`` settings until the target's accuracy budget holds — ``edgesmith tune``. ``recipe``: a
+    ``Recipe``, a dict or a YAML path. Returns a ``TuneResult`` (``.best``, ``.candidates``, ``.verdict``).
+    ``time_budget``: ``"90s"``, ``"5m"`` (a number is seconds). ``cache_dir``: the pass cache, as ``--cache``."""
+    rec, base = _to_recipe(recipe)
+    return run_tune(
+        rec,
+        base,
+        out_dir=Path(out_dir) if out_dir else None,
+        time_budget_s=parse_duration(time_budget, "time_budget", bare_seconds=True),
+        reporter=reporter,
+        force=force,
+        trust_checkpoint=trust_checkpoint,
+        cache_dir=Path(cache_dir) if cache_dir else None,
+    )
 
 
 def _trust(flag: bool) -> None:

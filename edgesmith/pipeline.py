@@ -131,9 +131,10 @@ def run(
     return RunResult(out, manifest, manifest["verdict"])
 
 
-def export_once(recipe: Recipe, base_dir: Path, work: Path, trust_checkpoint: bool = False) -> tuple[Path, Path]:
+def export_once(recipe: Recipe, base_dir: Path, work: Path, trust_checkpoint: bool = False, cache: Any = None) -> tuple[Path, Path]:
     """Export the float model (and the model after the recipe's torch passes) once, for a search:
-    returns (float model, start of the ONNX passes)."""
+    returns (float model, start of the ONNX passes). ``cache`` (a PassCache): the export and the torch
+    passes come from it when they ran before (the search's cache: one cache for every preset)."""
 
     if model_kind(recipe.model.source, base_dir) == "onnx":  # nothing to export: the file is the float model (checked as ONNX here)
         path = resolve(recipe.model.source, base_dir)
@@ -145,6 +146,7 @@ def export_once(recipe: Recipe, base_dir: Path, work: Path, trust_checkpoint: bo
         base_dir,
         out_dir=work / "export",
         trust_checkpoint=trust_checkpoint,
+        cache=cache,
     )
     float_path = work / "export" / "model.onnx"
     start = work / "export" / "model.torch_passes.onnx"

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from edgesmith import engine, pipeline
+from edgesmith.cache import PassCache
 from edgesmith.compress import PassContext, build_pass_config, get_pass
 from edgesmith.compress.quantize.onnx_common import DatasetReader, onnx_input_names
 from edgesmith.engine import TrialRecord
@@ -70,6 +71,7 @@ def tune(
     reporter: Any = None,
     force: bool = False,
     trust_checkpoint: bool = False,
+    cache_dir: Path | None = None,
 ) -> TuneResult:
 
     rep = reporter or Reporter()
@@ -82,7 +84,7 @@ def tune(
     with tempfile.TemporaryDirectory(prefix="edgesmith-tune-") as tmp:
         work = Path(tmp)
         with rep.step("exporting the float model once"):
-            float_path, start = pipeline.export_once(recipe, base_dir, work, trust_checkpoint)
+            float_path, start = pipeline.export_once(recipe, base_dir, work, trust_checkpoint, PassCache(Path(cache_dir)) if cache_dir else None)
         search = _Stages(_Candidates(recipe, base_dir, float_path, acc_profile, profile, work), start, work, time_budget_s, base_opts, rep)
         best = search.run()
     final = recipe.model_copy(update={"passes": torch_passes + [_pass_spec(best.params)]})

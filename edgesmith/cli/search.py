@@ -37,6 +37,11 @@ from edgesmith.cli.common import (
 from edgesmith.errors import ConfigError
 from edgesmith.units import parse_duration
 
+CacheOpt = Annotated[
+    Path | None,
+    typer.Option("--cache", help="Pass-result cache folder (the export and the torch passes come from it when they ran before; shareable with searches)."),
+]
+
 
 @app.command()
 @guarded
@@ -50,6 +55,7 @@ def tune(
     ] = "5m",
     force: ForceOpt = False,
     trust_checkpoint: TrustOpt = False,
+    cache: CacheOpt = None,
 ) -> None:
     """Search quantization settings (calibration method, per-channel, layers kept in float ranked by
     sensitivity) until the target's accuracy budget holds; always writes the best configuration found,
@@ -71,6 +77,7 @@ def tune(
         reporter=RichReporter(),
         force=force,
         trust_checkpoint=trust_checkpoint,
+        cache_dir=cache,
     )
     print((result.out_dir / "tune.md").read_text())
     import json
@@ -131,6 +138,7 @@ def optimize(
     trust_checkpoint: TrustOpt = False,
     trust_remote_code: TrustRemoteOpt = False,
     force: ForceOpt = False,
+    cache: CacheOpt = None,
 ) -> None:
     """Pick, verify and explain the best compression of a model for a target: recognises the model's
     structure (transformer blocks, depthwise convolutions, PReLU, integer inputs, several outputs),
@@ -203,6 +211,7 @@ def optimize(
         force=force,
         trust_checkpoint=trust_checkpoint,
         train_budget=train_budget,
+        cache_dir=cache,
     )
     print((result.out_dir / "optimize.md").read_text())
     print(f"winner: {result.winner.plan.name}; outputs in {result.out_dir}")

@@ -31,6 +31,7 @@ from typing import Any
 import yaml
 
 from edgesmith import engine, pipeline
+from edgesmith.cache import PassCache
 from edgesmith.compress import PassContext, build_pass_config, get_pass
 from edgesmith.compress.contract import CalibrationCache, Records
 from edgesmith.compress.quantize.policy import Plan, plan
@@ -99,6 +100,7 @@ def optimize(
     force: bool = False,
     trust_checkpoint: bool = False,
     train_budget: int | None = None,
+    cache_dir: Path | None = None,
 ) -> OptimizeResult:
 
     rep = reporter or Reporter()
@@ -123,7 +125,7 @@ def optimize(
                 f"({', '.join(p.type for p in recipe.passes if p not in torch_passes)})"
             )
         with rep.step("exporting the float model once"):
-            float_path, start = pipeline.export_once(recipe, base_dir, work, trust_checkpoint)
+            float_path, start = pipeline.export_once(recipe, base_dir, work, trust_checkpoint, PassCache(Path(cache_dir)) if cache_dir else None)
         structure = analyse(start)
         rep.info(f"model: {structure.describe()}")
         judge = _Judge(recipe, base_dir, float_path, profile, work)

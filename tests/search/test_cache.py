@@ -87,3 +87,19 @@ def test_typed_records_travel_with_the_entry(tmp_path):
     other = _run(tmp_path, "c", [{"type": "rtn", "bits": 3}, {"type": "ptq_int8"}], PassCache(tmp_path / "cache"))
     # other grids in: the torch stage and the INT8 pass that reads its WeightGrids both miss
     assert [(e["what"], e["result"]) for e in other["cache"]["events"]] == [("float export", "hit"), ("torch passes", "miss"), ("ptq_int8", "miss")]
+
+
+def test_optimize_and_tune_export_through_the_same_cache(tmp_path):
+    """One cache for every preset: the export optimize and tune start from (and their torch passes) comes
+    from the pass cache a search (or an earlier optimize/tune) filled."""
+    from edgesmith import pipeline
+    from edgesmith.recipe import parse_recipe
+
+    recipe = parse_recipe({**RECIPE, "passes": [{"type": "prune_channels", "ratio": 0.25}]})
+    first = PassCache(tmp_path / "cache")
+    pipeline.export_once(recipe, tmp_path, tmp_path / "w1", cache=first)
+    assert [r for _, r in first.events] == ["miss", "miss"]
+    again = PassCache(tmp_path / "cache")
+    f2, s2 = pipeline.export_once(recipe, tmp_path, tmp_path / "w2", cache=again)
+    assert [r for _, r in again.events] == ["hit", "hit"] and f2.is_file() and s2.is_file()
+    assert (tmp_path / "w1" / "export" / "model.torch_passes.onnx").read_bytes() == s2.read_bytes()
