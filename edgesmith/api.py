@@ -569,17 +569,8 @@ def search(
         if not path.is_file():
             raise ConfigError(f"recipe not found: {path}", hint="give a recipe .yaml path or a dict")
         data, base = load_yaml(path, "recipe"), path.parent.absolute()
-    settings = Settings(
-        trials=trials,
-        time_budget_s=time_budget_s,
-        sampler=sampler,
-        workers=workers,
-        storage=storage,
-        seed=seed,
-        force=force,
-        dry_run=dry_run,
-        cache_dir=Path(cache_dir) if cache_dir else None,
-    )
+    settings = Settings(trials=trials, time_budget_s=time_budget_s, sampler=sampler, workers=workers, storage=storage, seed=seed, force=force, dry_run=dry_run)
+    settings.cache_dir = Path(cache_dir) if cache_dir else None
     return run_search(data, base, Path(out_dir), target=target, settings=settings, reporter=reporter)
 
 
@@ -597,16 +588,9 @@ def tune(
     ``Recipe``, a dict or a YAML path. Returns a ``TuneResult`` (``.best``, ``.candidates``, ``.verdict``).
     ``time_budget``: ``"90s"``, ``"5m"`` (a number is seconds). ``cache_dir``: the pass cache, as ``--cache``."""
     rec, base = _to_recipe(recipe)
-    return run_tune(
-        rec,
-        base,
-        out_dir=Path(out_dir) if out_dir else None,
-        time_budget_s=parse_duration(time_budget, "time_budget", bare_seconds=True),
-        reporter=reporter,
-        force=force,
-        trust_checkpoint=trust_checkpoint,
-        cache_dir=Path(cache_dir) if cache_dir else None,
-    )
+    budget, out = parse_duration(time_budget, "time_budget", bare_seconds=True), Path(out_dir) if out_dir else None
+    cache = Path(cache_dir) if cache_dir else None
+    return run_tune(rec, base, out_dir=out, time_budget_s=budget, reporter=reporter, force=force, trust_checkpoint=trust_checkpoint, cache_dir=cache)
 
 
 def _trust(flag: bool) -> None:

@@ -56,3 +56,14 @@ def test_api_errors_are_the_typed_errors_the_cli_maps():
         edgesmith.quantize("edgesmith.zoo:pretrained_digits_cnn", mode="int3")
     with pytest.raises(ConfigError, match="must be an nn.Module"):
         edgesmith.quantize(np.zeros(3))
+
+
+def test_tune_is_in_the_api_and_refuses_what_the_command_refuses(tmp_path):
+    import edgesmith
+    from edgesmith.errors import ConfigError
+
+    recipe = {"model": {"source": "edgesmith.zoo:pretrained_digits_cnn"}, "targets": ["x86-avx512-vnni-ort", "x86-avx512-vnni-ov"]}
+    with pytest.raises(ConfigError, match="tune works on one target"):
+        edgesmith.tune(recipe, out_dir=tmp_path / "t", time_budget="30s", cache_dir=tmp_path / "cache")
+    with pytest.raises(ConfigError, match="is not a duration"):
+        edgesmith.tune({**recipe, "targets": ["x86-avx512-vnni-ort"]}, time_budget="5 parsecs")
