@@ -83,10 +83,18 @@ def test_an_interrupted_search_resumes_without_losing_or_repeating_a_trial(tmp_p
     recipe = _recipe(tmp_path, passes)
     out = tmp_path / "s"
     cmd = [edgesmith_exe(), "search", str(recipe), "--workers", "1", "--out", str(out)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
-    deadline = time.time() + 240
+    # NOTE: output to files, not pipes: nobody reads a pipe until the interrupt, and a search that fills one
+    # (progress, a busy machine's retries, library warnings: 64 KB) blocks on its next write and never gets on
+    log = tmp_path / "search.log"
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+    tail = lambda: log.read_text(errors="replace")[-1500:]  # noqa: E731
+    deadline = time.time() + 480  # ~30 s on a quiet machine; a busy one makes each race wait and retry
+    states: dict[int, str] = {}
     while time.time() < deadline:  # wait until one trial is finished and the next is being built
         time.sleep(0.5)
+        if proc.poll() is not None:  # the search ended (or died) before we could interrupt it: say how
+            pytest.fail(f"the search exited ({proc.returncode}) before its second trial; states {states}: {tail()}")
         if (out / "study.db").is_file():
             try:
                 states = _states(out)
@@ -96,9 +104,10 @@ def test_an_interrupted_search_resumes_without_losing_or_repeating_a_trial(tmp_p
                 break
     else:
         proc.kill()
-        pytest.fail("the search never reached its second trial")
+        pytest.fail(f"the search never reached its second trial; states {states}: {tail()}")
     os.kill(proc.pid, signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
+    proc.wait(timeout=120)
+    err = log.read_text(errors="replace")
     assert proc.returncode == 130, err[-1500:]
     assert "run the same command again to resume" in err
     before = _states(out)
