@@ -11,7 +11,6 @@ that every plot drew its marks (``data-drawn`` on each plot, ``data-script-error
 from __future__ import annotations
 
 from html import escape
-from typing import Any
 
 from edgesmith.reporting import svg
 
@@ -64,14 +63,6 @@ def page(title: str, parts: list[str]) -> str:
     """The HTML page every report is written into: the styles, the error trap, the tooltip and sorting script."""
     head = f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{escape(title)}</title>{ERROR_TRAP}<style>{CSS}</style></head><body>"
     return head + "\n".join(parts) + "<div id='tip'></div>" + SCRIPT + "</body></html>\n"
-
-
-def _f(v: Any) -> str:
-    if v is None:
-        return "—"
-    if isinstance(v, float):
-        return str(v) if v != v or abs(v) == float("inf") else f"{v:.4g}"
-    return escape(str(v))
 
 
 def _first_batch(t: dict) -> str:
