@@ -66,7 +66,7 @@ def test_the_loop_proposes_builds_times_only_built_trials_and_tells_every_wave()
 def test_the_time_budget_stops_proposals_after_the_wave_that_spent_it():
     p = _Counting(waves=50, width=1, build_s=0.05)
     out = engine.run(p, time_budget_s=0.12)
-    assert out.out_of_time and 2 <= len(out.records) < 50  # whole waves only: none cut in half
+    assert out.out_of_time and 1 <= len(out.records) < 50  # stops once spent (a loaded machine may spend it in one wave)
 
 
 def test_records_round_trip_to_a_study_with_their_whole_record(tmp_path):
