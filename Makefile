@@ -28,7 +28,7 @@ bench: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[build,openvino,inc,mlflow,search,ray,hf,data,dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[build,openvino,inc,mlflow,search,ray,hf,data,ocr,dev]'
 	touch $(STAMP)
 
 clean:

@@ -114,14 +114,17 @@ def run(
     dry_run: bool = False,
     reporter: Any = None,
     force: bool = False,
+    resume: bool = False,
 ) -> Result:
-    """Run a recipe (a ``Recipe``, a dict, or a YAML path) — what ``edgesmith run`` does."""
+    """Run a recipe (Recipe, dict or YAML path) — ``edgesmith run``; ``resume``: continue an interrupted run's training."""
 
     rec, base = _to_recipe(recipe)
     base = Path(base_dir) if base_dir else base
     out = Path(out_dir) if out_dir else None
     if not (rec.optimize and not dry_run):
-        return Result.of(pipeline.run(rec, base, out_dir=out, trust_checkpoint=trust_checkpoint, dry_run=dry_run, reporter=reporter, force=force))
+        return Result.of(
+            pipeline.run(rec, base, out_dir=out, trust_checkpoint=trust_checkpoint, dry_run=dry_run, reporter=reporter, force=force, resume=resume)
+        )
     # `passes: auto`: optimize per target, each into its own folder (one target: the output folder itself)
     target_out = out or (base / rec.output_dir if not Path(rec.output_dir).is_absolute() else Path(rec.output_dir))
     results = []
@@ -316,29 +319,21 @@ def optimize(
     time_budget_s: float = 300.0,
     same_runtime: bool = False,
     reporter: Any = None,
-    train_budget: int | None = None,
+    train_budget: int | str | None = None,
     time_budget: str | float | None = None,
     cache_dir: str | Path | None = None,
 ) -> Any:
-    """Pick, verify and explain the best compression for a target — ``edgesmith optimize``. Returns an
-    ``OptimizeResult`` (``.winner.plan.name``, ``.winner.speedup``, ``.trials``, ``.out_dir``).
-    ``time_budget``: as on the command line (``"90s"``, ``"5m"``; a number is seconds), over ``time_budget_s``.
+    """Pick, verify and explain the best compression for a target — ``edgesmith optimize``: an ``OptimizeResult``
+    (``.winner.plan.name``, ``.winner.speedup``, ``.trials``, ``.out_dir``). ``time_budget``: ``"90s"``, ``"5m"`` (a
+    number: seconds), over ``time_budget_s``; ``train_budget``: epochs, or wall time as ``"20m"`` (``--train-time``).
     ``cache_dir``: the pass cache (``--cache``): the export and torch passes come from it when they ran before."""
     if time_budget is not None:
         time_budget_s = parse_duration(time_budget, "time_budget", bare_seconds=True)
 
     recipe = _build(
-        model,
-        inputs=inputs,
-        example_inputs=example_inputs,
-        calibration=calibration,
-        evaluation=evaluation or calibration,
-        metric=metric,
-        passes=[],
-        target=target,
-        out_dir=out_dir,
-        name="optimize",
-    )
+        model, inputs=inputs, example_inputs=example_inputs, calibration=calibration, evaluation=evaluation or calibration,
+        metric=metric, passes=[], target=target, out_dir=out_dir, name="optimize",
+    )  # fmt: skip
     return run_optimize(
         recipe,
         Path.cwd(),
@@ -346,8 +341,9 @@ def optimize(
         time_budget_s=time_budget_s,
         other_runtimes=not same_runtime,
         reporter=reporter,
-        train_budget=train_budget,
+        train_budget=train_budget if isinstance(train_budget, int) else None,
         cache_dir=Path(cache_dir) if cache_dir else None,
+        train_minutes=parse_duration(train_budget, "train_budget") / 60 if isinstance(train_budget, str) else None,
     )
 
 

@@ -130,6 +130,20 @@ def is_run_dir(path: Path) -> bool:
     return (path / MANIFEST).is_file()
 
 
+CHECKPOINTS = "checkpoints"  # a run's training checkpoints (distill/checkpoint.py), until the run completes
+
+
+def check_resumable(out_dir: Path) -> None:
+    """``--resume`` continues a run whose folder holds its checkpoints (anything else is refused, not overwritten)."""
+    if not (out_dir / CHECKPOINTS).is_dir() or not any((out_dir / CHECKPOINTS).glob("*.pt")):
+        raise ConfigError(
+            f"--resume: {out_dir} holds no training checkpoints to continue from", hint="give the folder of the interrupted run, or leave --resume out"
+        )
+    others = [p.name for p in out_dir.iterdir() if p.name not in (LOCK, CHECKPOINTS) and not p.name.startswith(".edgesmith-staging-")]
+    if others and not is_run_dir(out_dir):
+        raise ConfigError(f"--resume: {out_dir} holds other files besides a run's ({others[0]})", hint="give the folder of the interrupted run")
+
+
 def check_output_dir(out_dir: Path, force: bool = False) -> None:
     """The output-directory policy: never a filesystem root or the home folder; a folder that exists
     must be empty or an earlier edgesmith run, unless ``force``."""
@@ -144,6 +158,11 @@ def check_output_dir(out_dir: Path, force: bool = False) -> None:
     check_writable(out_dir)
     # NOTE: a run in progress holds only its lock and staging folder: the lock says who has it
     held = [p for p in out_dir.iterdir() if p.name != LOCK and not p.name.startswith(".edgesmith-staging-")] if out_dir.is_dir() else []
+    if not force and [p.name for p in held] == [CHECKPOINTS]:
+        raise ConfigError(
+            f"output directory {out_dir} holds the training checkpoints of an interrupted run",
+            hint="add --resume to continue that run, or --force to start it over",
+        )
     if held and not is_run_dir(out_dir) and not force:
         raise ConfigError(
             f"output directory {out_dir} holds files and is not an edgesmith run: refusing to write into it",

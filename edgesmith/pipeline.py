@@ -23,6 +23,7 @@ from edgesmith._lazy import require
 from edgesmith.cache import cached, file_digest, identity
 from edgesmith.compress import PassContext, get_pass
 from edgesmith.compress.contract import Records
+from edgesmith.compress.distill.checkpoint import Checkpoints
 from edgesmith.compress.registry import config_as_dict
 from edgesmith.data import run_data
 from edgesmith.data.run_data import data_record, load_data, write_eval_bundle
@@ -33,7 +34,7 @@ from edgesmith.evaluate.judge import busy_machine
 from edgesmith.export import check_parity, export_onnx
 from edgesmith.export.onnx_export import example_inputs, probe_forward
 from edgesmith.model_io import check_specs_against_onnx, load_model, model_kind, onnx_input_specs, resolve
-from edgesmith.outputs import StagedOutput, sha256
+from edgesmith.outputs import CHECKPOINTS, StagedOutput, check_resumable, sha256
 from edgesmith.plan import Plan, check_pass_order, needs_data, preflight, resolve_inputs, resolve_plan
 from edgesmith.progress import Reporter
 from edgesmith.recipe import InputSpec, Recipe
@@ -102,12 +103,14 @@ def run(
     keep: tuple[str, ...] = (),
     cache: Any = None,
     measure_latency: bool = True,
+    resume: bool = False,
 ) -> RunResult:
     """Run ``recipe`` into ``out_dir`` (default: the recipe's ``output_dir``). The folder must be new, empty
     or an earlier run (replaced whole); ``force`` writes into another folder, ``keep`` names files of it
     the new run leaves in place. ``cache`` (edgesmith.cache.PassCache): exports and pass results with the
     same inputs and configuration are taken from it instead of recomputed. ``measure_latency=False``:
-    accuracy and size only (a search times its trials later, when nothing else runs)."""
+    accuracy and size only (a search times its trials later, when nothing else runs). Training passes keep
+    checkpoints in ``OUT/checkpoints`` (removed when the run completes); ``resume`` continues from them."""
 
     rep = reporter or Reporter()
     out = Path(out_dir or recipe.output_dir)
@@ -120,8 +123,11 @@ def run(
         preflight(plan, force)
         return RunResult(None, {"recipe": recipe.model_dump(mode="json")}, "dry-run", dry_run=True, plan=plan.steps())
     started = time.time()
-    with StagedOutput(out, force=force, keep=keep) as staged:  # NOTE: checks the output-folder policy itself
-        manifest = _execute(plan, staged, trust_checkpoint, rep, _Options(cache, measure_latency))
+    if resume:
+        check_resumable(out)
+    with StagedOutput(out, force=force or resume, keep=keep) as staged:  # NOTE: checks the output-folder policy itself
+        points = Checkpoints(staged.final / CHECKPOINTS, recipe.model_dump(mode="json"), resume)
+        manifest = _execute(plan, staged, trust_checkpoint, rep, _Options(cache, measure_latency, checkpoints=points))
         manifest["duration_s"] = round(time.time() - started, 2)
 
         doc = runs_report([("run", manifest)])
@@ -192,6 +198,7 @@ class _Options:
     cache: Any = None  # edgesmith.cache.PassCache
     measure_latency: bool = True
     identity: dict[str, Any] = field(default_factory=dict)  # what determines the exported model (cache keys)
+    checkpoints: Any = None  # distill.checkpoint.Checkpoints of the run folder
 
 
 def _execute(plan: Plan, staged: Any, trust_checkpoint: bool, rep: Reporter, opts: _Options | None = None) -> dict[str, Any]:
@@ -290,7 +297,7 @@ def _torch_stage(
     torch_passes = [(info, cfg) for _, info, cfg in passes if info.stage == "torch"]
     if not torch_passes:
         return model
-    ctx = PassContext(work_dir=staged.work, input_specs=tuple(specs), calibration=calib, records=model.records)
+    ctx = PassContext(work_dir=staged.work, input_specs=tuple(specs), calibration=calib, records=model.records, checkpoints=opts.checkpoints if opts else None)
     extra: dict[str, Any] = {}
 
     def run_passes() -> Path:

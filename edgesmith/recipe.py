@@ -23,6 +23,7 @@ the settings that pay on the target, verifies them there and keeps the best (or 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -30,7 +31,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from edgesmith.compress import build_pass_config
+from edgesmith.compress import build_pass_config, get_pass
 from edgesmith.data.preprocess import preprocess_config
 from edgesmith.errors import ConfigError
 from edgesmith.profiles.schema import Goal
@@ -197,6 +198,31 @@ class Recipe(Strict):
             t["profile"] = move(t["profile"], t["profile"].endswith((".yaml", ".yml")))
         data["output_dir"] = move(data["output_dir"], True)
         return Recipe.model_validate(data)
+
+    def with_train_time(self, minutes: float) -> Recipe:
+        """Every pass that trains gets ``minutes`` of wall time (split evenly among them; a pass's own steps or
+        epochs still cap it): a pruning pass without a ``recover:`` block gets one, recovering from the original
+        model — ``--train-time`` on the command line."""
+        if not minutes > 0:
+            raise ConfigError(f"--train-time must be above zero, got {minutes:g} minutes", hint="e.g. --train-time 20m")
+        trains = [p for p in self.passes if {"recover", "minutes"} & {f.name for f in dataclasses.fields(get_pass(p.type).config)}]
+        if not trains:
+            raise ConfigError(
+                "--train-time: no pass of the recipe trains",
+                hint="add a training pass (prune_channels, prune_nm, prune_magnitude, qat, binarize, distill, n2n)",
+            )
+        share = round(minutes / len(trains), 4)
+        passes = []
+        for p in self.passes:
+            opts = dict(p.options)
+            if p in trains:
+                fields = {f.name for f in dataclasses.fields(get_pass(p.type).config)}
+                if "recover" in fields:
+                    opts["recover"] = {**(opts.get("recover") or {}), "minutes": share}
+                else:
+                    opts["minutes"] = share
+            passes.append(PassSpec.model_validate({"type": p.type, **opts}))
+        return self.model_copy(update={"passes": passes})
 
     def to_yaml(self) -> str:
 

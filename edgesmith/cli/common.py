@@ -154,6 +154,15 @@ DryOpt = Annotated[bool, typer.Option("--dry-run", help="Validate everything and
 ForceOpt = Annotated[
     bool, typer.Option("--force", help="Write into an output folder that holds other files (an earlier run's folder is replaced whole without it).")
 ]
+ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from the training checkpoints in its output folder (the same recipe).")]
+TrainTimeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--train-time",
+        metavar="DURATION",
+        help="Wall time for training (e.g. 20m, 1h30m, 90s): every training pass recovers from the original model for its share.",
+    ),
+]
 MlflowOpt = Annotated[str | None, typer.Option("--mlflow", metavar="URI", help="Also log to MLflow, e.g. file:./mlruns (needs the mlflow extra).")]
 
 
@@ -292,6 +301,8 @@ def execute(
     quiet: bool = False,
     mlflow: str | None = None,
     force: bool = False,
+    resume: bool = False,
+    train_time: str | None = None,
 ) -> None:
     from edgesmith import api
     from edgesmith.report import print_verdicts
@@ -303,7 +314,11 @@ def execute(
         # NOTE: a recipe's paths are read relative to its folder: rewrite them for where it is saved
         atomic_write_text(save_recipe, recipe.relocated(base_dir, save_recipe.parent).to_yaml())
         print(f"recipe written to {save_recipe}", file=sys.stderr)
-    result = api.run(recipe, base_dir=base_dir, out_dir=out, trust_checkpoint=trust, dry_run=dry_run, reporter=RichReporter(), force=force)
+    if train_time is not None:
+        from edgesmith.units import parse_duration
+
+        recipe = recipe.with_train_time(parse_duration(train_time, "--train-time") / 60)
+    result = api.run(recipe, base_dir=base_dir, out_dir=out, trust_checkpoint=trust, dry_run=dry_run, reporter=RichReporter(), force=force, resume=resume)
     if result.verdict == "dry-run":
         print("plan (dry run, nothing executed):")
         for i, step in enumerate(result.plan, 1):

@@ -26,10 +26,12 @@ from edgesmith.cli.common import (
     OutOpt,
     OutputNameOpt,
     PreprocessOpt,
+    ResumeOpt,
     RichReporter,
     SaveOpt,
     TargetOpt,
     TokenizerOpt,
+    TrainTimeOpt,
     TrustOpt,
     TrustRemoteOpt,
     WeightsOpt,
@@ -66,6 +68,8 @@ def run(
     force: ForceOpt = False,
     mlflow: MlflowOpt = None,
     trust_remote_code: TrustRemoteOpt = False,
+    resume: ResumeOpt = False,
+    train_time: TrainTimeOpt = None,
 ) -> None:
     """Run a recipe: model -> passes -> export -> compile -> validate -> report.
 
@@ -84,12 +88,16 @@ def run(
         output_dir: out/digits-int8
 
     Example: edgesmith run recipe.yaml --out out/ --dry-run
+    Example: edgesmith run prune.yaml --train-time 20m     (then, after Ctrl-C or a kill: the same with --resume)
     """
     from edgesmith.recipe import load_recipe
 
     trust_remote(trust_remote_code)
     recipe = load_recipe(recipe_path)
-    execute(recipe, recipe_path.parent.absolute(), save_recipe=save_recipe, dry_run=dry_run, force=force, trust=trust_checkpoint, out=out, mlflow=mlflow)
+    execute(
+        recipe, recipe_path.parent.absolute(), save_recipe=save_recipe, dry_run=dry_run, force=force, trust=trust_checkpoint, out=out, mlflow=mlflow,
+        resume=resume, train_time=train_time,
+    )  # fmt: skip
 
 
 @app.command()

@@ -24,6 +24,7 @@ from edgesmith.cli.common import (
     PreprocessOpt,
     RichReporter,
     TokenizerOpt,
+    TrainTimeOpt,
     TrustOpt,
     TrustRemoteOpt,
     WeightsOpt,
@@ -131,9 +132,10 @@ def optimize(
         typer.Option(
             "--train-budget",
             min=1,
-            help="Recovery epochs per trial: pruning, binarization and 4-bit QAT join the search (needs a PyTorch model and labelled data).",
+            help="Recovery epochs per trial: pruning, binarization and 4-bit QAT join the search (a PyTorch model; labels optional).",
         ),
     ] = None,
+    train_time: TrainTimeOpt = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")] = Path("edgesmith-out/optimize"),
     trust_checkpoint: TrustOpt = False,
     trust_remote_code: TrustRemoteOpt = False,
@@ -156,6 +158,8 @@ def optimize(
         edgesmith optimize model.onnx -d calib.npz --eval-data val.npz --budget top1=1.0
 
         edgesmith optimize edgesmith.zoo:trained_digits_resnet --train-budget 8   (pruning, binarization, QAT join)
+
+        edgesmith optimize mypkg.models:net -d unlabelled.npz --train-time 20m   (recovered from the original model, no labels)
 
         edgesmith optimize ./my-bert-folder -d sentences.txt        (a Transformers folder and a text file, nothing else)
 
@@ -212,6 +216,7 @@ def optimize(
         trust_checkpoint=trust_checkpoint,
         train_budget=train_budget,
         cache_dir=cache,
+        train_minutes=parse_duration(train_time, "--train-time") / 60 if train_time else None,
     )
     print((result.out_dir / "optimize.md").read_text())
     print(f"winner: {result.winner.plan.name}; outputs in {result.out_dir}")

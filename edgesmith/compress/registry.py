@@ -62,6 +62,7 @@ class PassContext:
     notes: list[str] = field(default_factory=list)  # shown in the report: choices made, nodes skipped
     details: dict[str, Any] = field(default_factory=dict)  # machine-readable, into the manifest
     records: Records = field(default_factory=Records)
+    checkpoints: Any = None  # distill.checkpoint.Checkpoints: where training passes keep theirs, and whether to resume
 
     def note(self, text: str) -> None:
         self.notes.append(text)

@@ -2,17 +2,19 @@
 
 Post-training only, optimize's candidates are the preset's space (search.py in this package: every INT8
 setting the model's structure calls for, on every runtime of the device, timed in one race). Given a
-training budget (``--train-budget EPOCHS``) and labelled data, training passes join: the preset runs
-``edgesmith.search`` over
+training budget (``--train-budget EPOCHS`` and/or ``--train-time 20m``), training passes join — on
+labelled or unlabelled data: the preset runs ``edgesmith.search`` over
 
-    first:  prune_channels at 30/50/70% | binarize | 4-bit QAT | none   (each recovered through the
-            distillation engine for the budget)
+    first:  prune_channels removing 30/50/70% of the MACs, per-layer ratios from sensitivity | binarize |
+            4-bit QAT | none   (each recovered through the distillation engine for the budget: from the
+            original model alone on unlabelled data, with the labels too when the data has them)
     then:   the post-training pick's INT8 setting, or not
 
 on the target, and keeps the search's best trial when it is faster than the post-training pick with a
-speed-up interval above FP32's and within every budget; otherwise the post-training pick stands. The
-training search judges the task metric only (its profile drops the fidelity budgets): a pruned or
-binarized network retrained by distillation keeps its decisions but not the float model's logits.
+speed-up interval above FP32's and within every budget; otherwise the post-training pick stands — an
+un-recovered model is never shipped, it fails the budgets. With labels, the training search judges the
+task metric only (its profile drops the fidelity budgets): a network retrained with labels keeps its
+decisions but not the float model's logits; without labels the fidelity budgets are what it is judged on.
 """
 
 from __future__ import annotations
@@ -32,12 +34,18 @@ from edgesmith.search import Settings, search
 PRUNE_RATIOS = [0.3, 0.5, 0.7]
 
 
-def space(epochs: int, int8: dict | None) -> list[dict]:
-    recover = {"loss": "kd", "alpha": 0.5, "temperature": 4.0, "epochs": epochs, "eval_every": 20, "patience": 10}
+def space(epochs: int | None, int8: dict | None, labelled: bool = True, minutes: float | None = None) -> list[dict]:
+    budget = {k: v for k, v in (("epochs", epochs), ("minutes", minutes)) if v}
+    recover = {"loss": "auto", "alpha": 0.5 if labelled else 1.0, "temperature": 4.0, **budget, "patience": 10}
+    qat = (
+        {"type": "qat", "weight_bits": 4, "recover": {**recover, "lr": 1e-4}}
+        if not labelled or minutes
+        else {"type": "qat", "weight_bits": 4, "steps": max(100, 10 * (epochs or 1))}
+    )
     first = [
-        {"type": "prune_channels", "ratio": {"search": PRUNE_RATIOS}, "recover": recover},
+        {"type": "prune_channels", "ratio": {"search": PRUNE_RATIOS}, "allocation": "sensitivity", "recover": {**recover, "schedule": "cosine"}},
         {"type": "binarize", "recover": recover},
-        {"type": "qat", "weight_bits": 4, "steps": max(100, 10 * epochs)},
+        qat,
         None,
     ]
     passes: list[dict] = [{"search": first}]
@@ -57,19 +65,18 @@ def task_profile(profile: Any, folder: Path) -> Path:
     return path
 
 
-def check_labelled(recipe: Any, base_dir: Path, specs: list) -> None:
+def check_trainable(recipe: Any, base_dir: Path, specs: list) -> bool:
+    """A training budget needs a PyTorch model and training data (labels optional); returns whether it has labels."""
 
     if model_kind(recipe.model.source) == "onnx":
         raise ConfigError(
             "a training budget needs a PyTorch model (passes that train work on torch modules)",
-            hint="give package.module:factory or a .pt2 program, or leave --train-budget out",
+            hint="give package.module:factory or a .pt2 program, or leave --train-budget/--train-time out",
         )
     calib, _ = pipeline.load_data(recipe, specs, base_dir, True)
-    if calib is None or not calib.has_labels:
-        raise ConfigError(
-            "a training budget needs labelled data (the passes that train recover against labels)",
-            hint="give calibration data with labels (npz key `labels`), or leave --train-budget out",
-        )
+    if calib is None or calib.num_samples < 2:
+        raise ConfigError("a training budget needs training data (unlabelled inputs are enough)", hint="give --data with a few hundred inputs")
+    return bool(calib.has_labels)
 
 
 def run(recipe: Any, base_dir: Path, out: Path, passes: list, reporter: Any, trust_checkpoint: bool) -> Any:

@@ -101,6 +101,7 @@ def optimize(
     trust_checkpoint: bool = False,
     train_budget: int | None = None,
     cache_dir: Path | None = None,
+    train_minutes: float | None = None,
 ) -> OptimizeResult:
 
     rep = reporter or Reporter()
@@ -129,8 +130,7 @@ def optimize(
         structure = analyse(start)
         rep.info(f"model: {structure.describe()}")
         judge = _Judge(recipe, base_dir, float_path, profile, work)
-        if train_budget:
-            preset.check_labelled(recipe, base_dir, judge.specs)  # before any work on the post-training stage
+        train_spec = (train_budget, train_minutes, preset.check_trainable(recipe, base_dir, judge.specs)) if train_budget or train_minutes else None
         proposed = plans if plans is not None else plan(structure, profile.backend, runtimes)
         candidates = _Candidates(proposed, judge, profiles, profile, start, work, rep, time_budget_s)
         outcome = engine.run(candidates, time_budget_s, rep, started)
@@ -140,8 +140,8 @@ def optimize(
 
     final = _final_recipe(recipe, winner, profiles[winner.plan.runtime], out, torch_passes)
     training = None
-    if train_budget:
-        final, training = _training_stage(recipe, base_dir, out, trials, winner, torch_passes, train_budget, final, rep, trust_checkpoint, profile)
+    if train_spec is not None:
+        final, training = _training_stage(recipe, base_dir, out, trials, winner, torch_passes, train_spec, final, rep, trust_checkpoint, profile)
         if training["chosen"]:
             explanation = training["why"]
     with rep.step(f"full run of the winner: {training['label'] if training and training['chosen'] else winner.plan.name}"):
@@ -179,28 +179,32 @@ def _training_stage(
     trials: list[TrialRecord],
     winner: TrialRecord,
     torch_passes: list,
-    epochs: int,
+    budget: tuple[int | None, float | None, bool],
     final: Any,
     rep: Any,
     trust_checkpoint: bool,
     profile: Any,
 ) -> tuple[Any, dict]:
     """The preset's training search (preset.py) after the post-training pick; its best replaces the pick
-    when it is surely faster than FP32, faster than the pick, and within every budget. A retrained network
-    is judged on the task (labels), not on reproducing the float model's logits: the fidelity budgets are
-    left out of the training search's profile (and of the final run when its trial is chosen)."""
+    when it is surely faster than FP32, faster than the pick, and within every budget. ``budget``: (epochs,
+    minutes, labelled). A network retrained with labels is judged on the task, not on reproducing the float
+    model's logits: the fidelity budgets are left out of that search's profile (and of the final run when its
+    trial is chosen); one recovered from the float model alone (no labels) is judged on those budgets."""
 
-    target_rt = TargetSpec(profile=str(preset.task_profile(profile, out / "search")))
+    epochs, minutes, labelled = budget
+    target_rt = TargetSpec(profile=str(preset.task_profile(profile, out / "search"))) if labelled else recipe.targets[0]
     on_target = [t for t in trials if t.plan.pass_type and t.status in ("winner", "ok", "slower") and t.feasible and t.plan.runtime == winner.plan.runtime]
     int8_src = winner if winner.plan.pass_type else max(on_target, key=lambda t: t.speedup or 0.0, default=None)
     int8 = {"type": int8_src.plan.pass_type, **int8_src.plan.options} if int8_src is not None else None
-    passes = [p.as_yaml() for p in torch_passes] + preset.space(epochs, int8)
+    passes = [p.as_yaml() for p in torch_passes] + preset.space(epochs, int8, labelled, minutes)
     res = preset.run(recipe.model_copy(update={"targets": [target_rt]}), base_dir, out / "search", passes, rep, trust_checkpoint)
     chosen, why = preset.pick(res, winner.speedup if winner.plan.pass_type else 1.0)
     info = {
         "folder": "search",
         "epochs": epochs,
-        "budgets": "the target's, less the fidelity ones (task metric only)",
+        "minutes": minutes,
+        "labelled": labelled,
+        "budgets": "the target's, less the fidelity ones (task metric only)" if labelled else "the target's (no labels: fidelity to the float model)",
         "trials": len(res.trials),
         "front": [t.number for t in res.front],
         "best": res.best

@@ -15,6 +15,7 @@ from edgesmith.zoo.digits32 import (
     trained_digits_prelu_heads,
     trained_digits_resnet,
 )
+from edgesmith.zoo.easyocr import easyocr_detector, easyocr_recognizer, tiny_detector, tiny_recognizer
 from edgesmith.zoo.encoder import bert_mini, digits_encoder
 from edgesmith.zoo.mobilenet import mobilenet_v2
 from edgesmith.zoo.resnet import resnet18
@@ -38,4 +39,8 @@ __all__ = [
     "bert_mini",
     "seg_teacher",
     "seg_student",
+    "easyocr_recognizer",
+    "easyocr_detector",
+    "tiny_recognizer",
+    "tiny_detector",
 ]

@@ -219,11 +219,16 @@ def test_engine_bad_input():
         RecoverConfig(steps=0)
     with pytest.raises(ValueError, match="budget of zero"):
         RecoverConfig(minutes=0)
-    with pytest.raises(InputError, match="uses the labels, and the data"):
-        fit(digits_cnn(width=4), teacher, _digits(64, labels=False), ["input"], RecoverConfig(loss="kd", alpha=0.5, steps=5), progress=False)
-    # without labels, pure distillation works
-    r = fit(digits_cnn(width=4), teacher, _digits(64, labels=False), ["input"], RecoverConfig(alpha=1.0, steps=5), progress=False)
-    assert r.metric_name == "teacher agreement"
+    with pytest.raises(InputError, match="trains on labels, and the data"):
+        fit(digits_cnn(width=4), teacher, _digits(64, labels=False), ["input"], RecoverConfig(loss="ce", steps=5), progress=False)
+    # without labels, the label term drops out and the student learns from the teacher alone, whatever alpha says
+    r = fit(digits_cnn(width=4), teacher, _digits(64, labels=False), ["input"], RecoverConfig(loss="kd", alpha=0.5, steps=5), progress=False)
+    assert r.metric_name == "decisions kept" and r.start_metric is not None
+    with pytest.raises(InputError, match="single|at least 2"):
+        fit(digits_cnn(width=4), teacher, _digits(64).take(1), ["input"], RecoverConfig(steps=5), progress=False)
+    frozen = digits_cnn(width=4).requires_grad_(False)
+    with pytest.raises(InputError, match="no trainable parameters"):
+        fit(frozen, teacher, _digits(64), ["input"], RecoverConfig(steps=5), progress=False)
 
 
 # ---- the passes, through recipes ----------------------------------------------------------------------

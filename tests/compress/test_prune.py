@@ -341,5 +341,5 @@ def test_gradual_magnitude_keeps_a_checkpoint_at_the_final_sparsity(tmp_path):
     assert sparsity(layers)["total"] == pytest.approx(0.8, abs=1e-3)
     assert ctx.details["prune_magnitude"]["history"] and "best held-out top1" in ctx.details["prune_magnitude"]["recovery"]
     best = float(ctx.details["prune_magnitude"]["recovery"].split("best held-out top1 ")[1].split()[0])
-    step = int(ctx.details["prune_magnitude"]["recovery"].split(" at step ")[1])
+    step = int(ctx.details["prune_magnitude"]["recovery"].split(" at step ")[1].split()[0])
     assert step >= 80 and best > 80

@@ -15,6 +15,7 @@ quantizers, masks, ... still in place) as the student.
 from __future__ import annotations
 
 import copy
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -23,21 +24,24 @@ from typing import Any, Literal
 
 import numpy as np
 
+from edgesmith.compress.distill.augment import augment
 from edgesmith.compress.distill.bpkd import bpkd_loss
+from edgesmith.compress.distill.checkpoint import Checkpoint
 from edgesmith.compress.distill.hint import FeatureHint
-from edgesmith.compress.distill.kd import hinton_loss, kd_kl
+from edgesmith.compress.distill.progress import Progress
+from edgesmith.compress.distill.targets import HeldOut, check_labels, label_loss, output_task, soft_loss
 from edgesmith.compress.distill.topkld import topk_kld
 from edgesmith.errors import ConfigError, InputError
 
-Loss = Literal["kd", "topkld", "hint", "mse", "ce", "bpkd"]
+Loss = Literal["auto", "kd", "topkld", "hint", "mse", "ce", "bpkd"]
 
 
 @dataclass(frozen=True)
 class RecoverConfig:
     """The ``recover:`` block of a pass (and the options of the ``distill`` pass)."""
 
-    loss: Loss = "kd"
-    alpha: float = 0.5  # weight of the distillation term; 1 - alpha goes to cross-entropy with the labels
+    loss: Loss = "auto"  # auto and kd: the term that fits the output (targets.py); mse, topkld, hint, ce, bpkd as named
+    alpha: float = 0.5  # weight of the distillation term; 1 - alpha goes to the labels' task term when the data has labels
     temperature: float = 4.0
     k: int = 5  # topkld: classes counted as explicit knowledge
     beta: float = 1.0  # topkld: weight of the implicit (tail) terms
@@ -47,10 +51,13 @@ class RecoverConfig:
     epochs: float | None = None
     minutes: float | None = None
     lr: float = 1e-3
+    schedule: Literal["constant", "cosine"] = "constant"  # cosine: decay to 5% after a 20-step warm-up, over the steps or the time budget
     batch_size: int = 64
-    eval_every: int = 50
+    eval_every: int | None = None  # None: every epoch, at most 50 steps apart, at least 10 times a run (and 12 times a time budget)
     patience: int | None = 6  # evaluations without improvement before stopping; None: never
-    val_fraction: float = 0.1
+    target: float | None = None  # stop early once the held-out score reaches this (e.g. 99: decisions kept, percent)
+    augment: bool | None = None  # None: on when training from the teacher alone (no labels) on image inputs
+    val_fraction: float = 0.1  # held out, at least min(128, a quarter of the data) samples
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -62,14 +69,15 @@ class RecoverConfig:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
         if self.loss == "hint" and not self.features:
             raise ValueError("loss hint needs features: [[student_layer, teacher_layer], ...]")
-        if self.batch_size < 1 or self.eval_every < 1 or self.k < 1:
+        if self.batch_size < 1 or (self.eval_every is not None and self.eval_every < 1) or self.k < 1:
             raise ValueError("batch_size, eval_every and k must be >= 1")
         if not 0 <= self.val_fraction < 0.5:
             raise ValueError(f"val_fraction must be in [0, 0.5), got {self.val_fraction}")
 
     @property
     def needs_labels(self) -> bool:
-        return self.loss in ("ce", "bpkd") or self.alpha < 1.0
+        """Whether the loss cannot train without labels (alpha < 1 uses them when present, distils alone when not)."""
+        return self.loss in ("ce", "bpkd")
 
     def total_steps(self, n_train: int) -> int | None:
         if self.steps is not None:
@@ -89,10 +97,15 @@ class FitResult:
     stopped: str
     history: list[dict[str, float]] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)  # every step's training loss
+    start_metric: float | None = None  # the held-out score before training
+    recovered: bool | None = None  # a trained checkpoint beat the untrained start (None: no held-out data, or a gradual schedule)
+    task: str = "classes"
 
     def summary(self) -> str:
         best = f"best held-out {self.metric_name} {self.best_metric:.2f} at step {self.best_step}" if self.best_metric is not None else "no held-out data"
-        return f"{self.steps} steps in {self.seconds:.0f} s ({self.stopped}); {best}"
+        start = f" (from {self.start_metric:.2f})" if self.start_metric is not None else ""
+        flag = "; DID NOT RECOVER" if self.recovered is False else ""
+        return f"{self.steps} steps in {self.seconds:.0f} s ({self.stopped}); {best}{start}{flag}"
 
 
 def labelled_tensors(data: Any, names: list[str]) -> tuple[Any, Any]:
@@ -122,7 +135,7 @@ def split_train_val(x: Any, y: Any, fraction: float, seed: int) -> tuple[tuple[A
 
     n = _len(x)
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    n_val = int(round(n * fraction))
+    n_val = max(int(round(n * fraction)), min(128, n // 4)) if fraction > 0 else 0
     val, train = order[:n_val], order[n_val:]
     pick = lambda idx: (_take(x, idx), None if y is None else y[idx])  # noqa: E731
     return pick(train), pick(val)
@@ -157,6 +170,27 @@ def check_pair(student: Any, teacher: Any, x: Any) -> None:
         )
 
 
+class Diverged(Exception):
+    pass
+
+
+def _check_loss(loss: float, first: list[float], step: int) -> None:
+    """NaN, infinity, or a loss 1000x its first steps' median: the run diverged."""
+    if loss != loss or loss in (float("inf"), float("-inf")):
+        raise Diverged(f"the loss became {loss} at step {step}")
+    if len(first) >= 10 and loss > 1000 * max(float(np.median(first[:10])), 1e-6):
+        raise Diverged(f"the loss exploded to {loss:.3g} at step {step} (from {float(np.median(first[:10])):.3g})")
+
+
+def _lr_factor(cfg: RecoverConfig, step: int, total: int | None, elapsed: float) -> float:
+    """Cosine decay to 5% of the rate after a short warm-up, over the steps or the wall-time budget."""
+    if cfg.schedule == "constant":
+        return 1.0
+    share = step / total if total else elapsed / (cfg.minutes * 60) if cfg.minutes else 0.0
+    warm = min(1.0, (step + 1) / 20)
+    return warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, share))))
+
+
 def fit(
     student: Any,
     teacher: Any,
@@ -171,28 +205,45 @@ def fit(
     extra_loss: Callable[[Any], Any] | None = None,
     progress: bool = True,
     label: str = "distilling",
+    checkpoint: Checkpoint | None = None,
 ) -> FitResult:
     """Train ``student`` in place against the frozen ``teacher`` on ``data`` (an edgesmith Dataset).
 
-    ``after_step(student, step)`` runs after every optimiser step, before evaluation: pruning passes keep
-    their masks there (zeros stay zero) and TEDDY projects onto the ℓ0 ball. ``best_from_step``: only
-    checkpoints from that step on may be kept as the best (a gradual schedule reaches its final sparsity
-    there; an earlier, denser checkpoint would score better and be the wrong model). ``extra_loss(student)``
-    is added to every step's loss (a pass's regulariser, e.g. binarize's MST penalty)."""
+    The loss fits the teacher's output (``targets.py``: class scores, per-position sequence scores, dense
+    maps); labels, when the data has them and ``alpha < 1``, add the task term, and without them the student
+    learns from the teacher alone. ``after_step(student, step)`` runs after every optimiser step, before
+    evaluation: pruning passes keep their masks there (zeros stay zero) and TEDDY projects onto the ℓ0 ball.
+    ``best_from_step``: only checkpoints from that step on may be kept as the best (a gradual schedule reaches
+    its final sparsity there). ``extra_loss(student)`` is added to every step's loss (a pass's regulariser,
+    e.g. binarize's MST penalty). ``checkpoint``: where the state goes every epoch (and on an interrupt) and
+    what ``--resume`` continues from."""
     import torch
-    import torch.nn.functional as F
 
     if data is None or data.num_samples == 0:
         raise ConfigError("distillation needs training data", hint="add `data: {calibration: ...}` (the training inputs)")
-    if cfg.needs_labels and not data.has_labels:
+    if data.num_samples < 2:
         raise InputError(
-            f"loss {cfg.loss!r} with alpha {cfg.alpha:g} uses the labels, and the data {data.name} has none",
-            hint="give labelled data, or distil from the teacher alone with alpha: 1",
+            f"the training data {data.name} has {data.num_samples} sample: training needs at least 2 (better hundreds)", hint="give more calibration inputs"
+        )
+    if not any(p.requires_grad for p in student.parameters()) and not param_groups:
+        raise InputError(
+            "the model has no trainable parameters: there is nothing to train", hint="leave the training pass out, or unfreeze the model's parameters"
+        )
+    if cfg.loss in ("ce", "bpkd") and not data.has_labels:
+        raise InputError(
+            f"loss {cfg.loss!r} trains on labels, and the data {data.name} has none",
+            hint="give labelled data, or use loss: auto to distil from the teacher alone",
         )
     x, y = labelled_tensors(data, names)
     check_pair(student, teacher, x)
-    (xt, yt), (xv, yv) = split_train_val(x, y, cfg.val_fraction, cfg.seed) if cfg.val_fraction > 0 else ((x, y), (None, None))
     teacher = teacher.eval()
+    with torch.no_grad():
+        probe = _call(teacher, _take(x, slice(0, 2)))
+    task = output_task(probe)
+    use_labels = y is not None and (cfg.alpha < 1.0 or cfg.loss in ("ce", "bpkd"))
+    if use_labels:
+        check_labels(task, y, tuple(probe.shape))
+    (xt, yt), (xv, yv) = split_train_val(x, y if use_labels else None, cfg.val_fraction, cfg.seed)
     for p in teacher.parameters():
         p.requires_grad_(False)
     hint = None
@@ -208,31 +259,48 @@ def fit(
     if hint is not None:
         groups = groups + [{"params": hint.parameters(), "lr": cfg.lr}]
     opt = torch.optim.Adam(groups)
+    base_lrs = [g["lr"] for g in opt.param_groups]
     n = _len(xt)
     total = cfg.total_steps(n)
+    per_epoch = max(1, -(-n // cfg.batch_size))
+    eval_every = cfg.eval_every or max(1, min(per_epoch, 50, (total or 10**9) // 10 or 1))
+    eval_every_s = cfg.minutes * 60 / 12 if cfg.minutes else None
+    augmenting = cfg.augment if cfg.augment is not None else not use_labels
     gen = torch.Generator().manual_seed(cfg.seed)
-    metric_name = "top1" if yv is not None else "teacher agreement"
-
-    t_logits_val = predict(teacher, xv) if xv is not None and _len(xv) else None
+    held = HeldOut(task, use_labels)
+    t_val = predict(teacher, xv) if xv is not None and _len(xv) else None
 
     def evaluate() -> tuple[float, float] | None:
-        """(held-out metric, held-out loss): top-1 against the labels (else agreement with the teacher),
-        and cross-entropy (else KL to the teacher) to break ties between equal metrics."""
-        if t_logits_val is None:
-            return None
-        out = predict(student, xv)
-        target = yv if yv is not None else t_logits_val.argmax(1)
-        metric = float((out.argmax(1) == target).float().mean()) * 100
-        tie = float(F.cross_entropy(out, yv)) if yv is not None else float(kd_kl(out, t_logits_val, 1.0))
-        return metric, tie
+        """(held-out score, tie-break loss): see targets.HeldOut."""
+        return None if t_val is None else held.score(predict(student, xv), t_val, yv)
 
     def better(now: tuple[float, float] | None, ref: tuple[float, float] | None) -> bool:
         return now is not None and (ref is None or now[0] > ref[0] or (now[0] == ref[0] and now[1] < ref[1]))
 
-    best_pair = evaluate() if best_from_step <= 0 else None
+    start_pair = evaluate()
+    best_pair = start_pair if best_from_step <= 0 else None
     best_step, best_state, bad, history = 0, copy.deepcopy(student.state_dict()) if best_from_step <= 0 else None, 0, []
-    started, step, stopped, losses = time.time(), 0, "budget spent", []
-    bar = _Progress(progress, label, total, cfg.minutes)
+    step, stopped, losses, done_before = 0, "budget spent", [], 0.0
+    saved = checkpoint.load(student) if checkpoint is not None else None
+    if saved is not None:
+        student.load_state_dict(saved["student"])
+        opt.load_state_dict(saved["optimizer"])
+        gen.set_state(saved["generator"])
+        step, done_before, losses, history, bad = int(saved["step"]), float(saved["seconds"]), list(saved["losses"]), list(saved["history"]), int(saved["bad"])
+        best_step, best_state = int(saved["best_step"]), saved["best"]
+        best_pair = (float(saved["best_pair"][0]), float(saved["best_pair"][1])) if saved["best_pair"] else None
+        print(f"{label}: resuming from {checkpoint.path} at step {step}", file=sys.stderr, flush=True)
+    started = time.time() - done_before
+    last_eval_t = time.time()
+
+    def state() -> dict[str, Any]:
+        return {
+            "student": student.state_dict(), "optimizer": opt.state_dict(), "generator": gen.get_state(), "step": step,
+            "seconds": time.time() - started, "losses": losses, "history": history, "bad": bad, "best_step": best_step,
+            "best": best_state if best_state is not None else student.state_dict(), "best_pair": list(best_pair) if best_pair else [],
+        }  # fmt: skip
+
+    bar = Progress(progress, label, total, cfg.minutes * 60 if cfg.minutes else None)
     try:
         while True:
             if total is not None and step >= total:
@@ -243,51 +311,58 @@ def fit(
             student.train()
             if prepare is not None:
                 prepare(student)
+            for g, lr in zip(opt.param_groups, base_lrs):
+                g["lr"] = lr * _lr_factor(cfg, step, total, time.time() - started)
             idx = torch.randint(0, n, (min(cfg.batch_size, n),), generator=gen)
             xb = _take(xt, idx)
+            if augmenting:
+                xb = augment(xb, gen)
             s_out = _call(student, xb)
             with torch.no_grad():
                 t_out = _call(teacher, xb)
-            yb: Any = yt[idx] if yt is not None else None  # None only where the loss needs no labels (checked when read)
-            if cfg.loss == "kd":
-                loss = hinton_loss(s_out, t_out, yb, cfg.alpha, cfg.temperature)
-            elif cfg.loss == "topkld":
-                soft = topk_kld(s_out, t_out, min(cfg.k, s_out.shape[1]), cfg.beta, cfg.temperature)
-                loss = soft if cfg.alpha >= 1 else (1 - cfg.alpha) * F.cross_entropy(s_out, yb) + cfg.alpha * soft
-            elif cfg.loss == "mse":
-                soft = F.mse_loss(s_out, t_out)
-                loss = soft if cfg.alpha >= 1 else (1 - cfg.alpha) * F.cross_entropy(s_out, yb) + cfg.alpha * soft
-            elif cfg.loss == "bpkd":  # segmentation: logits [N, C, H, W], labels [N, H, W]
-                loss = bpkd_loss(s_out, t_out, yb, cfg.temperature)["total"]
-            elif cfg.loss == "hint":
-                kd = hinton_loss(s_out, t_out, yb, cfg.alpha, cfg.temperature)
-                assert hint is not None  # built above for loss: hint
-                loss = kd + cfg.hint_weight * hint.loss()
-            else:
-                loss = F.cross_entropy(s_out, yb)
+            yb: Any = yt[idx] if yt is not None else None
+            loss = _loss(cfg, task, s_out, t_out, yb, hint)
             if extra_loss is not None:
                 loss = loss + extra_loss(student)
             opt.zero_grad()
             loss.backward()
             opt.step()
             step += 1
+            losses.append(float(loss.detach()))
             if after_step is not None:
                 with torch.no_grad():
                     after_step(student, step)
-            losses.append(float(loss.detach()))
-            bar.advance(step, losses[-1], best_pair[0] if best_pair else None)
-            if step % cfg.eval_every == 0 or (total is not None and step == total):
+            _check_loss(losses[-1], losses, step)
+            last = (total is not None and step >= total) or (cfg.minutes is not None and time.time() - started >= cfg.minutes * 60)
+            due = step % eval_every == 0 or (eval_every_s is not None and time.time() - last_eval_t >= eval_every_s)
+            pair = None
+            if due or last:
+                last_eval_t = time.time()
                 pair = evaluate()
-                history.append({"step": step, "loss": round(losses[-1], 5), **({metric_name: pair[0], "held_out_loss": round(pair[1], 5)} if pair else {})})
+                history.append({"step": step, "loss": round(losses[-1], 5), **({held.name: pair[0], "held_out_loss": round(pair[1], 5)} if pair else {})})
                 if step < best_from_step:
                     pass
                 elif better(pair, best_pair):
                     best_pair, best_step, best_state, bad = pair, step, copy.deepcopy(student.state_dict()), 0
                 elif pair is not None:
                     bad += 1
-                    if cfg.patience is not None and bad >= cfg.patience:
-                        stopped = f"early stop: no improvement in {cfg.patience} evaluations"
-                        break
+            bar.advance(step, losses[-1], pair[0] if pair else (best_pair[0] if best_pair else None), held.name, evaluated=pair is not None)
+            if checkpoint is not None and (step % per_epoch == 0 or last):
+                checkpoint.save(state())
+            if pair is not None and cfg.target is not None and pair[0] >= cfg.target and step >= best_from_step:
+                stopped = f"held-out {held.name} back to {pair[0]:.2f} (target {cfg.target:g})"
+                break
+            if cfg.patience is not None and bad >= cfg.patience:
+                stopped = f"early stop: no improvement in {cfg.patience} evaluations"
+                break
+    except Diverged as exc:
+        stopped = f"diverged: {exc}; the best checkpoint (step {best_step}) is kept"
+        print(f"{label}: {stopped}", file=sys.stderr, flush=True)
+    except KeyboardInterrupt:
+        if checkpoint is not None and step > 0:
+            checkpoint.save(state())
+            print(f"{label}: interrupted at step {step}; checkpoint saved to {checkpoint.path} (rerun with --resume to continue)", file=sys.stderr, flush=True)
+        raise
     finally:
         bar.close()
         if hint is not None:
@@ -295,25 +370,85 @@ def fit(
     if best_pair is not None and best_state is not None:
         student.load_state_dict(best_state)  # the best checkpoint, not the last
     student.eval()
-    return FitResult(step, time.time() - started, best_pair[0] if best_pair else None, best_step, metric_name, stopped, history, losses)
+    start = start_pair[0] if start_pair else None
+    # NOTE: a gradual schedule's step 0 is the uncompressed model: no start to compare with
+    recovered = (
+        None if best_pair is None or start is None or best_from_step > 0 else best_step > 0
+    )  # a trained checkpoint beat the start (score, or held-out loss at an equal score)
+    return FitResult(step, time.time() - started, best_pair[0] if best_pair else None, best_step, held.name, stopped, history, losses, start, recovered, task)
+
+
+def _loss(cfg: RecoverConfig, task: str, s_out: Any, t_out: Any, yb: Any, hint: Any) -> Any:
+    """One step's loss: the configured distillation term toward the teacher, plus the labels' task term when used."""
+    import torch.nn.functional as F
+
+    if cfg.loss == "ce":
+        return label_loss(task, s_out, yb)  # type: ignore[arg-type]
+    if cfg.loss == "bpkd":  # segmentation: logits [N, C, H, W], labels [N, H, W]
+        return bpkd_loss(s_out, t_out, yb, cfg.temperature)["total"]
+    if cfg.loss == "topkld" and task == "classes":
+        soft = topk_kld(s_out, t_out, min(cfg.k, s_out.shape[1]), cfg.beta, cfg.temperature)
+    elif cfg.loss == "mse":
+        soft = F.mse_loss(s_out, t_out)
+    else:  # auto, kd, hint (and topkld on a non-class output): the term that fits the output
+        soft = soft_loss(task, s_out, t_out, cfg.temperature if task == "classes" else min(cfg.temperature, 2.0))  # type: ignore[arg-type]
+    loss = soft if yb is None else (1 - cfg.alpha) * label_loss(task, s_out, yb) + cfg.alpha * soft  # type: ignore[arg-type]
+    if hint is not None:
+        loss = loss + cfg.hint_weight * hint.loss()
+    return loss
+
+
+def refresh_batchnorm(model: Any, data: Any, names: list[str], batches: int = 20, batch_size: int = 64) -> int:
+    """Re-estimate every batch norm's running statistics on the data (after pruning changed what reaches
+    them); returns how many layers were refreshed. Weights are untouched."""
+    import torch
+
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not bns or data is None or data.num_samples == 0:
+        return 0
+    x, _ = labelled_tensors(data, names)
+    saved = [(m.momentum, m.training) for m in bns]
+    was = model.training
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over the batches below
+    model.eval()
+    for m in bns:
+        m.train()
+    with torch.no_grad():
+        n = _len(x)
+        for i in range(0, min(n, batches * batch_size), batch_size):
+            _call(model, _take(x, slice(i, i + batch_size)))
+    for m, (mom, _) in zip(bns, saved):
+        m.momentum = mom
+    model.train(was)
+    return len(bns)
 
 
 def recover(model: Any, teacher: Any, ctx: Any, rec: RecoverConfig, label: str, after_step: Any = None, best_from_step: int = 0, extra_loss: Any = None) -> Any:
-    """A pass's ``recover:`` step: train the compressed ``model`` against its ``teacher`` on the run's calibration data
-    (labels checked first, with a hint); returns the FitResult."""
+    """A pass's ``recover:`` step: train the compressed ``model`` against its ``teacher`` on the run's calibration
+    data (with its labels when it has them and alpha < 1, from the teacher alone otherwise); returns the FitResult,
+    and says plainly in the run's notes when the recovery did not recover."""
     data = ctx.calibration
     if data is None:
         raise ConfigError(
             f"{label}: recover trains on data, and the run has none",
-            hint="add `data: {calibration: ...}` (labelled, or `recover: {alpha: 1}` to distil from the dense model alone)",
-        )
-    if rec.needs_labels and not data.has_labels:
-        raise ConfigError(
-            f"{label}: recover with alpha {rec.alpha:g} uses labels, and the calibration data has none",
-            hint="give labelled calibration data, or `recover: {alpha: 1}` to distil from the dense model alone",
+            hint="add `data: {calibration: ...}` (unlabelled inputs are enough: the original model is the teacher)",
         )
     names = [s.name for s in ctx.input_specs]
-    return fit(model, teacher, data, names, rec, after_step=after_step, best_from_step=best_from_step, extra_loss=extra_loss, label=label)
+    points = getattr(ctx, "checkpoints", None)
+    fitted = fit(
+        model, teacher, data, names, rec, after_step=after_step, best_from_step=best_from_step, extra_loss=extra_loss, label=label,
+        checkpoint=points.for_pass(label) if points is not None else None,
+    )  # fmt: skip
+    if not data.has_labels and rec.alpha < 1:
+        ctx.note(f"{label}: the training data has no labels: recovered from the original model alone (distillation)")
+    if fitted.recovered is False:
+        ctx.note(
+            f"{label}: RECOVERY DID NOT RECOVER: held-out {fitted.metric_name} {fitted.best_metric:.2f} is no better than before training "
+            f"({fitted.start_metric:.2f}); the model kept is the untrained one — give more data, more time (--train-time) or compress less"
+        )
+    return fitted
 
 
 def train_soft(model: Any, x: Any, targets: Any, epochs: float, lr: float, batch_size: int, seed: int) -> None:
@@ -334,25 +469,3 @@ def train_soft(model: Any, x: Any, targets: Any, epochs: float, lr: float, batch
         loss.backward()
         opt.step()
     model.eval()
-
-
-class _Progress:
-    """A rich progress bar on stderr with the current loss and held-out metric (quiet when not a terminal)."""
-
-    def __init__(self, enabled: bool, label: str, total: int | None, minutes: float | None):
-        self.bar = None
-
-        if enabled and sys.stderr.isatty():
-            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"), TimeElapsedColumn(), transient=True)
-            self.task = self.bar.add_task(label, total=total, status="")
-            self.bar.start()
-
-    def advance(self, step: int, loss: float, metric: float | None) -> None:
-        if self.bar is not None and (step % 5 == 0):
-            self.bar.update(self.task, completed=step, status=f"loss {loss:.4f}" + (f" · held-out {metric:.2f}" if metric is not None else ""))
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()

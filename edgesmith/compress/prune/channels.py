@@ -5,8 +5,11 @@ Coupled layers are found by Torch-Pruning's dependency graph (DepGraph, Fang et 
 hand: the convs feeding one residual add lose the same channels, a depthwise conv follows its input, the
 linear after a flatten loses the matching columns, batch norms follow their conv. Importance per channel
 group: L1 or L2 norm of the weights, batch-norm scale, or first-order Taylor (|w·∂L/∂w| on a calibration
-batch). Ratio per layer (the same share everywhere) or global (one ranking across layers), channel counts
-rounded to multiples of ``round_to`` for the kernels. Layers whose channels are the model's outputs are
+batch). Ratio per layer (the same share everywhere), global (one ranking across layers), or — with
+``allocation: sensitivity`` — found per layer from how much each layer's channels cost the original model's
+answers (``sensitivity.py``; ``ratio`` is then the share of the model's MACs removed); channel counts
+rounded to multiples of ``round_to`` for the kernels. After the cut, batch-norm statistics are re-estimated
+on the calibration data, and ``recover:`` trains the result back toward the original model (labels optional). Layers whose channels are the model's outputs are
 never pruned (the outputs keep their shape); ``ignore`` names more.
 
 The work happens on a copy: a model the dependency graph cannot trace (an op it does not know) leaves the
@@ -22,7 +25,10 @@ from typing import Any, Literal
 import numpy as np
 
 from edgesmith._lazy import require
-from edgesmith.compress.distill.engine import RecoverConfig, recover
+from edgesmith.compress.count import count_macs, count_params
+from edgesmith.compress.distill.engine import RecoverConfig, recover, refresh_batchnorm
+from edgesmith.compress.distill.targets import output_task, soft_loss
+from edgesmith.compress.prune import sensitivity
 from edgesmith.compress.prune.common import check_fraction, prunable_layers
 from edgesmith.compress.registry import PassInfo
 from edgesmith.data.synthetic import example_inputs
@@ -31,7 +37,8 @@ from edgesmith.errors import ConfigError
 
 @dataclass(frozen=True)
 class ChannelsConfig:
-    ratio: float = 0.5  # share of each layer's output channels removed (scope layer) or of all of them (global)
+    ratio: float = 0.5  # share of each layer's output channels removed (scope layer) or of all of them (global); sensitivity: of the MACs
+    allocation: Literal["uniform", "sensitivity"] = "uniform"  # sensitivity: per-layer ratios from each layer's measured cost
     importance: Literal["l1", "l2", "bn-scale", "taylor"] = "l1"
     scope: Literal["layer", "global"] = "layer"
     round_to: int | None = 8  # channel counts kept at multiples of this (vector width of the kernels)
@@ -61,12 +68,12 @@ def _importance(tp: Any, name: str) -> Any:
     }[name]()
 
 
-def _example(ctx: Any) -> tuple[Any, ...]:
+def _example(ctx: Any, n: int = 8) -> tuple[Any, ...]:
     import torch
 
     names = [s.name for s in ctx.input_specs]
     if ctx.calibration is not None and ctx.calibration.num_samples:
-        first = ctx.calibration.first(min(8, ctx.calibration.num_samples))
+        first = ctx.calibration.first(min(n, ctx.calibration.num_samples))
         return tuple(torch.from_numpy(first[n]) for n in names)
     feeds = example_inputs(ctx.input_specs, batch=2)
     return tuple(torch.from_numpy(feeds[n]) for n in names)
@@ -187,22 +194,27 @@ def apply(model: Any, cfg: ChannelsConfig, ctx: Any) -> Any:
         return model
     ignored = outs + [work_layers[n] for n in cfg.ignore]
     name_of = {id(m): n for n, m in work_layers.items()}
-    macs0, params0 = tp.utils.count_ops_and_params(work, example)
+    one = tuple(t[:1] for t in example)
+    macs0, params0 = count_macs(work, one), count_params(work)
     channels0 = {n: m.weight.shape[0] for n, m in work_layers.items()}
     imp = _importance(tp, cfg.importance)
+    if cfg.importance == "taylor":
+        _taylor_grads(work, example, ctx)
+    per_layer = {n: float(r) for n, r in cfg.ratios.items()}
+    if cfg.allocation == "sensitivity":
+        found = _allocate(tp, graph, work, imp, ignored, name_of, ctx, cfg.ratio)
+        per_layer = {**found, **per_layer}
     pruner = tp.pruner.MetaPruner(
         work,
         example,
         importance=imp,
-        pruning_ratio=cfg.ratio,
+        pruning_ratio=0.0 if cfg.allocation == "sensitivity" else cfg.ratio,
         global_pruning=cfg.scope == "global",
-        pruning_ratio_dict={work_layers[n]: float(r) for n, r in cfg.ratios.items()} or None,
+        pruning_ratio_dict={work_layers[n]: r for n, r in per_layer.items()} or None,
         ignored_layers=ignored,
         round_to=cfg.round_to,
         max_pruning_ratio=1.0,
     )
-    if cfg.importance == "taylor":
-        _taylor_grads(work, example, ctx)
     for group in pruner.step(interactive=True):
         root = group[0][0].target.module
         n_out = root.weight.shape[0] if hasattr(root, "weight") else None
@@ -217,7 +229,8 @@ def apply(model: Any, cfg: ChannelsConfig, ctx: Any) -> Any:
     after = _outputs(work, example)
     if [tuple(a.shape) for a in after] != [tuple(b.shape) for b in before]:
         raise ConfigError("prune_channels: pruning changed the shape of a model output", hint="add the output layers to ignore")
-    macs1, params1 = tp.utils.count_ops_and_params(work, example)
+    macs1, params1 = count_macs(work, one), count_params(work)
+    refreshed = refresh_batchnorm(work, ctx.calibration, [sp.name for sp in ctx.input_specs]) if ctx.calibration is not None else 0
     fitted = None
     if cfg.recover is not None:
         teacher = copy.deepcopy(model).eval()
@@ -227,7 +240,9 @@ def apply(model: Any, cfg: ChannelsConfig, ctx: Any) -> Any:
         "importance": cfg.importance,
         "scope": cfg.scope,
         "ratio": cfg.ratio,
+        "allocation": cfg.allocation,
         "round_to": cfg.round_to,
+        "batchnorm_refreshed": refreshed,
         "channels": changed,
         "kept_whole": sorted(name_of[id(m)] for m in outs if id(m) in name_of),
         "macs": [int(macs0), int(macs1)],
@@ -235,12 +250,34 @@ def apply(model: Any, cfg: ChannelsConfig, ctx: Any) -> Any:
         **({"recovery": fitted.summary(), "history": fitted.history} if fitted else {}),
     }
     ctx.note(
-        f"prune_channels: {len(changed)} layers narrowed ({cfg.importance}, {cfg.scope}, ratio {cfg.ratio:g}"
+        f"prune_channels: {len(changed)} layers narrowed ({cfg.importance}, "
+        + (f"per-layer ratios from sensitivity for {cfg.ratio:.0%} of the MACs" if cfg.allocation == "sensitivity" else f"{cfg.scope}, ratio {cfg.ratio:g}")
         + (f", multiples of {cfg.round_to}" if cfg.round_to else "")
         + f"); MACs {macs0 / 1e6:.2f} M -> {macs1 / 1e6:.2f} M "
         f"({macs0 / max(macs1, 1):.2f}x fewer), parameters {int(params0):,} -> {int(params1):,}" + (f"; recovery: {fitted.summary()}" if fitted else "")
     )
     return work
+
+
+def _allocate(tp: Any, graph: Any, work: Any, imp: Any, ignored: list, name_of: dict, ctx: Any, target: float) -> dict[str, float]:
+    """Per-layer ratios from sensitivity (sensitivity.py) on up to 32 calibration samples."""
+    import torch
+
+    batch = _example(ctx, 32)
+    with torch.no_grad():
+        ref = _outputs(work, batch)[0]
+    task = output_task(ref)
+
+    def distance(out: Any) -> float:
+        out = out[0] if isinstance(out, (tuple, list)) else out
+        return float(soft_loss(task, out, ref, 1.0))
+
+    found = sensitivity.groups(graph, imp, ignored, name_of)
+    measured = sensitivity.measure(tp, graph, work, found, batch, name_of, distance)
+    macs = sensitivity.layer_macs(work, batch)
+    ratios = sensitivity.allocate(tp, graph, measured, macs, float(sum(macs.values())), target)
+    ctx.details.setdefault("prune_channels_sensitivity", {g.name: {f"{k:g}": round(v, 5) for k, v in g.cost.items()} for g in measured})
+    return ratios
 
 
 PASS = PassInfo(
