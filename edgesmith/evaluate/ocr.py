@@ -104,3 +104,27 @@ def box_f1(found: list[np.ndarray], truth: list[np.ndarray], iou: float = 0.5) -
             m[i, :], m[:, j] = -1, -1
         tp, fp, fn = tp + hits, fp + len(f) - hits, fn + len(t) - hits
     return 100.0 * 2 * tp / max(1, 2 * tp + fp + fn)
+
+
+def _unpad(boxes: np.ndarray) -> np.ndarray:
+    return boxes[(boxes >= 0).all(axis=1)]
+
+
+def box_f1_metric(outputs: Any, labels: Any) -> dict[str, float]:
+    """A recipe metric for a CRAFT-style detector ([N, H, W, 2] maps at half the input's resolution): box F1 (percent,
+    IoU 0.5) against labels [N, K, 4] of true boxes, padded with -1 rows; labels [N, 2, K, 4] hold a second set (e.g.
+    the original model's boxes), scored as ``box_f1_vs_original``."""
+    maps = outputs[0] if isinstance(outputs, list) else outputs
+    lab = None if labels is None else np.asarray(labels)
+    if lab is None or lab.ndim not in (3, 4) or lab.shape[-1] != 4:
+        raise InputError(
+            "the box F1 metric needs boxes as labels [N, K, 4] (or [N, 2, K, 4]), padded with -1", hint="see edgesmith.data.text_render:page_boxes"
+        )
+    if np.asarray(maps).ndim != 4 or np.asarray(maps).shape[-1] != 2:
+        raise InputError(f"the box F1 metric needs [N, H, W, 2] region/affinity maps, got {list(np.shape(maps))}", hint="it measures a CRAFT-style detector")
+    found = [boxes_from_maps(m) for m in np.asarray(maps)]
+    sets = [lab] if lab.ndim == 3 else [lab[:, 0], lab[:, 1]]
+    out = {"box_f1": round(box_f1(found, [_unpad(b) for b in sets[0]]), 3)}
+    if len(sets) > 1:
+        out["box_f1_vs_original"] = round(box_f1(found, [_unpad(b) for b in sets[1]]), 3)
+    return out

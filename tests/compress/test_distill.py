@@ -277,12 +277,16 @@ def test_n2n_pass_writes_the_found_architecture(tmp_path):
 
     specs = (InputSpec(name="input", shape=["batch", 1, 32, 32]),)
     from edgesmith.compress import PassContext
+    from edgesmith.data.sources import Batch, Dataset
 
-    ctx = PassContext(work_dir=tmp_path, input_specs=specs, calibration=load_dataset("digits32", specs, role="calibration", split="train", samples=200))
+    labelled = load_dataset("digits32", specs, role="calibration", split="train", samples=200)
+    unlabelled = Dataset("digits32", [Batch(b.inputs) for b in labelled.batches])  # N2N searches without labels too
+    ctx = PassContext(work_dir=tmp_path, input_specs=specs, calibration=unlabelled)
     cfg = build_pass_config("n2n", {"epochs": 1, "rollouts": 2, "candidate_epochs": 0.5, "final_epochs": 0.5, "finalists": 1})
     student = get_pass("n2n").apply(digits_resnet(), cfg, ctx)
     d = ctx.details["n2n"]
     assert len(d["rollouts"]) == 2 and d["student"].startswith("stem ") and d["params_student"] == params_of(student)
+    assert d["teacher_val_top1"] == 100.0  # scored on the teacher's own decisions
     assert any("n2n: student architecture stem" in n for n in ctx.notes)
     with pytest.raises(ConfigError, match="budget of zero"):
         build_pass_config("n2n", {"epochs": 0})

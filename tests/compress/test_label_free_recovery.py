@@ -49,7 +49,7 @@ def test_rendered_text_is_real_text_with_its_ground_truth(lines):
 
 def test_ocr_measures_decode_ctc_and_score_characters_and_boxes():
     from edgesmith.data.text_render import CHARACTERS
-    from edgesmith.evaluate.ocr import box_f1, cer, greedy_ctc, string_agreement
+    from edgesmith.evaluate.ocr import box_f1, box_f1_metric, cer, greedy_ctc, string_agreement
 
     ids = [0, 1 + CHARACTERS.index("a"), 1 + CHARACTERS.index("a"), 0, 1 + CHARACTERS.index("a"), 1 + CHARACTERS.index("b"), 0]
     logits = np.full((1, len(ids), len(CHARACTERS) + 1), -5.0, np.float32)
@@ -59,6 +59,15 @@ def test_ocr_measures_decode_ctc_and_score_characters_and_boxes():
     assert string_agreement(["x", "y"], ["x", "z"]) == 50.0
     boxes = [np.array([[0, 0, 10, 10], [20, 20, 30, 30]], np.float32)]
     assert box_f1(boxes, boxes) == 100.0 and box_f1([boxes[0][:1]], boxes) == pytest.approx(100 * 2 / 3)
+    maps = np.zeros((1, 32, 32, 2), np.float32)
+    maps[0, 2:6, 2:10, 0] = 0.9  # one word: 4 x 8 map cells = 8 x 16 input pixels at CRAFT's half resolution
+    truth = np.full((1, 2, 2, 4), -1.0, np.float32)
+    truth[0, 0, 0] = truth[0, 1, 0] = [4, 4, 20, 12]
+    truth[0, 0, 1] = [40, 40, 50, 50]  # a word the maps missed
+    got = box_f1_metric(maps, truth)
+    assert got["box_f1_vs_original"] == 100.0 and got["box_f1"] == pytest.approx(100 * 2 / 3, abs=0.01)
+    with pytest.raises(InputError, match="boxes as labels"):
+        box_f1_metric(maps, None)
 
 
 def test_easyocr_weights_load_by_name_and_are_refused_when_they_do_not_fit(tmp_path):

@@ -317,16 +317,24 @@ def fit(
             xb = _take(xt, idx)
             if augmenting:
                 xb = augment(xb, gen)
-            s_out = _call(student, xb)
-            with torch.no_grad():
-                t_out = _call(teacher, xb)
-            yb: Any = yt[idx] if yt is not None else None
-            loss = _loss(cfg, task, s_out, t_out, yb, hint)
-            if extra_loss is not None:
-                loss = loss + extra_loss(student)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+            try:
+                s_out = _call(student, xb)
+                with torch.no_grad():
+                    t_out = _call(teacher, xb)
+                yb: Any = yt[idx] if yt is not None else None
+                loss = _loss(cfg, task, s_out, t_out, yb, hint)
+                if extra_loss is not None:
+                    loss = loss + extra_loss(student)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            except (RuntimeError, MemoryError) as exc:
+                if isinstance(exc, MemoryError) or "memory" in str(exc).lower():
+                    raise InputError(
+                        f"{label}: training ran out of memory at batch size {cfg.batch_size}",
+                        hint=f"lower the batch size (recover: {{batch_size: {max(1, cfg.batch_size // 2)}}}); the best checkpoint so far is in the run's checkpoints",
+                    ) from None
+                raise
             step += 1
             losses.append(float(loss.detach()))
             if after_step is not None:

@@ -177,10 +177,11 @@ def search(teacher: Any, data: Any, names: list[str], cfg: N2NConfig, log: Any =
 
     arch_t = describe_teacher(teacher)
     p_teacher = params_of(teacher)
-    if not data.has_labels:
-        raise ConfigError("n2n measures each student's accuracy and needs labelled data", hint="give labelled calibration data")
-
     x, y = labelled_tensors(data, names)
+    if y is None:  # no labels: the teacher's own decisions stand in, and "accuracy" reads as decisions kept
+        if log:
+            log("n2n: the data has no labels: students are scored on the teacher's decisions they keep")
+        y = predict(teacher, x).argmax(1)
     (x_train, _), (xv, yv) = split_train_val(x, y, 0.15, cfg.seed)
     acc_teacher = float((predict(teacher, xv).argmax(1) == yv).float().mean())
     policy = Policy(seed=cfg.seed)
