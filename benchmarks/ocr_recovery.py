@@ -154,6 +154,7 @@ def main() -> None:
     ap.add_argument("--train", type=int, default=None, help="training inputs (1024 lines; 128 pages)")
     ap.add_argument("--eval", type=int, default=None, help="evaluation inputs (512 lines; 32 pages)")
     ap.add_argument("--skip-labelled", action="store_true", help="leave out the with-labels recovery rows")
+    ap.add_argument("--skip-baseline", action="store_true", help="leave out the Torch-Pruning-alone row")
     ap.add_argument("--detector", action="store_true", help="CRAFT on rendered pages instead of the recognizer")
     ARGS = ap.parse_args()
     ARGS.train = ARGS.train or (128 if ARGS.detector else 1024)
@@ -161,6 +162,7 @@ def main() -> None:
     if ARGS.detector:
         ARGS.skip_labelled = True  # the detector's training is label-free only (its maps have no rendered ground truth)
     sys.path.insert(0, str(HERE))
+    sys.modules.setdefault("ocr_recovery", sys.modules[__name__])  # the recipes' data functions read ARGS from this module
     ensure_weights()
     from edgesmith.cache import PassCache
 

@@ -14,6 +14,11 @@ FIDELITY_METRICS = ("cosine", "sqnr_db", "output_fidelity", "decision_agreement"
 
 
 def top1(logits: np.ndarray, labels: np.ndarray) -> float:
+    if labels.ndim != 1:
+        raise InputError(
+            f"top1 needs one integer class per sample, and the labels have shape {list(labels.shape)}" + (" (one-hot rows?)" if labels.ndim == 2 else ""),
+            hint="give class indices (e.g. labels = y.argmax(1)), or a metric function for labels of another kind (sequences, boxes)",
+        )
     if logits.ndim != 2 or len(logits) != len(labels):
         raise InputError(
             f"top1 needs [N, classes] outputs and N labels; got outputs {list(logits.shape)} and {len(labels)} labels",

@@ -261,19 +261,20 @@ def check_dataset(ds: Dataset, input_specs: Sequence[Any], role: str) -> None:
 
 
 def _check_labels(ds: Dataset, role: str) -> None:
-    """Labels are one integer class index per sample (not strings, not one-hot rows, not negative)."""
+    """Labels are numbers, one row per sample: an integer class index (not a string, not negative), or an array
+    per sample for a metric that reads such labels (a line's characters, a page's boxes; top1 refuses those)."""
     for i, b in enumerate(ds.batches):
         if b.labels is None:
             continue
         y = np.asarray(b.labels)
         if y.dtype.kind not in "biuf":
             raise InputError(f"{role} labels are {y.dtype}, not integer class indices", hint="map class names to indices 0..C-1 before saving")
-        if y.ndim != 1:
-            raise InputError(
-                f"{role} labels of batch {i} have shape {list(y.shape)}: one integer class per sample is expected"
-                + (" (one-hot rows?)" if y.ndim == 2 else ""),
-                hint="give class indices, e.g. labels = y.argmax(1)",
-            )
+        if y.ndim == 0 or len(y) != b.size:
+            raise InputError(f"{role} batch {i} has {b.size} samples and labels of shape {list(y.shape)}", hint="give one label per sample")
+        if y.ndim > 1:
+            if not np.all(np.isfinite(y)):
+                raise InputError(f"{role} labels of batch {i} are not all finite", hint="labels are numbers")
+            continue
         if len(y) != b.size:
             raise InputError(f"{role} batch {i} has {b.size} samples and {len(y)} labels", hint="give one label per sample")
         if y.dtype.kind == "f":

@@ -155,6 +155,7 @@ def _taylor_grads(model: Any, example: tuple, ctx: Any) -> None:
 
 
 def apply(model: Any, cfg: ChannelsConfig, ctx: Any) -> Any:
+    import torch
 
     tp = require("torch_pruning")
     layers = prunable_layers(model, cfg.ignore, "prune_channels")
@@ -192,7 +193,9 @@ def apply(model: Any, cfg: ChannelsConfig, ctx: Any) -> Any:
         ctx.note(f"prune_channels SKIPPED: {why}; the model is unchanged")
         ctx.details["prune_channels"] = {"skipped": why}
         return model
-    ignored = outs + [work_layers[n] for n in cfg.ignore]
+    # NOTE: recurrent layers keep their hidden size (Torch-Pruning's LSTM handler breaks on bidirectional ones);
+    # the channels feeding them can still go
+    ignored = outs + [work_layers[n] for n in cfg.ignore] + [m for m in work.modules() if isinstance(m, torch.nn.RNNBase)]
     name_of = {id(m): n for n, m in work_layers.items()}
     one = tuple(t[:1] for t in example)
     macs0, params0 = count_macs(work, one), count_params(work)
@@ -224,7 +227,13 @@ def apply(model: Any, cfg: ChannelsConfig, ctx: Any) -> Any:
                 f"prune_channels: the plan removes all {n_out} output channels of {name_of.get(id(root), type(root).__name__)}",
                 hint="lower ratio (or that layer's entry in ratios), or add the layer to ignore",
             )
-        group.prune()
+        try:
+            group.prune()
+        except Exception as exc:  # noqa: BLE001 - a layer Torch-Pruning cannot cut: the pass is skipped, the model untouched
+            why = f"Torch-Pruning failed to prune {name_of.get(id(root), type(root).__name__)} ({type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''})"
+            ctx.note(f"prune_channels SKIPPED: {why}; the model is unchanged (add the layer to ignore to prune the rest)")
+            ctx.details["prune_channels"] = {"skipped": why}
+            return model
     work.zero_grad(set_to_none=True)
     after = _outputs(work, example)
     if [tuple(a.shape) for a in after] != [tuple(b.shape) for b in before]:
