@@ -175,10 +175,9 @@ def main() -> None:
     measure = "box F1 vs rendered words" if ARGS.detector else "CER"
     print(f"| variant | {measure}, original | compressed (change) | MACs | ORT speed-up b1 (95% CI) | OpenVINO speed-up b1 (95% CI) | recovery | run |")
     print("|---|---|---|---|---|---|---|---|", flush=True)
-    print(
-        _row("Torch-Pruning alone: uniform L1 30%/layer, no recovery", _run(work, "tp-uniform", [{"type": "prune_channels", "ratio": 0.3}], False, None)),
-        flush=True,
-    )
+    if not ARGS.skip_baseline:
+        baseline = _run(work, "tp-uniform", [{"type": "prune_channels", "ratio": 0.3}], False, None)
+        print(_row("Torch-Pruning alone: uniform L1 30%/layer, no recovery", baseline), flush=True)
     for r in [float(v) for v in ARGS.ratios.split(",")]:
         prune = {"type": "prune_channels", "ratio": r, "allocation": "sensitivity", "recover": recover}
         print(_row(f"sensitivity {r:.0%} of MACs + label-free recovery", _run(work, f"free-{r}", [prune], False, cache)), flush=True)
