@@ -10,7 +10,7 @@ demo: $(STAMP)
 	$(BIN)/edgesmith demo
 
 test: $(STAMP) browser lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal
 
 # lint and types: ruff (rules and format) and mypy (settings in pyproject.toml)
 lint: $(STAMP)
