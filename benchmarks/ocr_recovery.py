@@ -14,7 +14,8 @@ at batch 1: the original FP32 model against the compressed one, timed interleave
 - Torch-Pruning alone: uniform L1 channel pruning at 30% per layer (about the MACs of the 50% row below), no recovery;
 - sensitivity allocation removing R of the MACs + BN re-estimation + label-free recovery for ``--minutes``;
 - the same recovered with the rendered labels too (CTC + distillation), for the same time;
-- the label-free recovered model + INT8 (``ptq_int8``, the target's defaults; the torch stage comes from the pass cache).
+- the label-free recovered model + INT8 (``ptq_int8``, the target's defaults; the torch stage comes from the pass cache);
+- with ``--int4 128``: the original's weights stored in 4 bits (``int4_weights``, groups of 128), no training.
 
 ``--detector``: the same for EasyOCR's CRAFT text detector (VGG16-BN, 20.8 M parameters) on rendered 256x256
 pages: box F1 (IoU 0.5) against the rendered words' boxes and against the original model's boxes
@@ -143,7 +144,9 @@ def _row(label: str, m: dict) -> str:
     macs = pc.get("macs")
     rec = (pc.get("recovery") or "-").split(";")[0]
     mac_s = f"{macs[0] / 1e6:.0f} -> {macs[1] / 1e6:.0f} M" if macs else "-"
-    return f"| {label} | {ref:.2f} | {cer:.2f} ({cer - ref:+.2f}){extra} | {mac_s} | {_speed(ort)} | {_speed(ov)} | {rec} | {m['_seconds']:.0f} s |"
+    size = ort.get("size") or {}
+    size_s = f"{size['fp32_mb']:.1f} -> {size['compressed_mb']:.1f} MB ({size['ratio']:.2f}x)" if size else "-"
+    return f"| {label} | {ref:.2f} | {cer:.2f} ({cer - ref:+.2f}){extra} | {mac_s} | {size_s} | {_speed(ort)} | {_speed(ov)} | {rec} | {m['_seconds']:.0f} s |"
 
 
 def main() -> None:
@@ -155,6 +158,7 @@ def main() -> None:
     ap.add_argument("--eval", type=int, default=None, help="evaluation inputs (512 lines; 32 pages)")
     ap.add_argument("--skip-labelled", action="store_true", help="leave out the with-labels recovery rows")
     ap.add_argument("--skip-baseline", action="store_true", help="leave out the Torch-Pruning-alone row")
+    ap.add_argument("--int4", default="", help="group sizes of int4_weights rows (4-bit weight storage, no training), comma-separated")
     ap.add_argument("--detector", action="store_true", help="CRAFT on rendered pages instead of the recognizer")
     ARGS = ap.parse_args()
     ARGS.train = ARGS.train or (128 if ARGS.detector else 1024)
@@ -173,8 +177,12 @@ def main() -> None:
     unit = "pages" if ARGS.detector else "lines"
     print(f"\n### EasyOCR {what}: channel pruning + recovery ({ARGS.minutes:g} min, {ARGS.train} unlabelled rendered {unit}), on {ARGS.eval} {unit}\n")
     measure = "box F1 vs rendered words" if ARGS.detector else "CER"
-    print(f"| variant | {measure}, original | compressed (change) | MACs | ORT speed-up b1 (95% CI) | OpenVINO speed-up b1 (95% CI) | recovery | run |")
-    print("|---|---|---|---|---|---|---|---|", flush=True)
+    print(
+        f"| variant | {measure}, original | compressed (change) | MACs | ONNX size | ORT speed-up b1 (95% CI) | OpenVINO speed-up b1 (95% CI) | recovery | run |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|", flush=True)
+    for g in [int(v) for v in ARGS.int4.split(",") if v]:
+        print(_row(f"int4_weights, groups of {g} (no training)", _run(work, f"int4-{g}", [{"type": "int4_weights", "group_size": g}], False, None)), flush=True)
     if not ARGS.skip_baseline:
         baseline = _run(work, "tp-uniform", [{"type": "prune_channels", "ratio": 0.3}], False, None)
         print(_row("Torch-Pruning alone: uniform L1 30%/layer, no recovery", baseline), flush=True)

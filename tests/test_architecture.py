@@ -145,7 +145,7 @@ def test_the_recipe_goes_back_up_at_most_ten_times_from_the_cli_through_a_run(di
 LAZY_LIBRARIES = {
     "torch", "onnx", "onnxruntime", "openvino", "nncf", "optuna", "ray", "transformers", "tokenizers", "pyarrow", "PIL", "safetensors", "sklearn",
     "neural_compressor", "tensorrt", "cuda", "mlflow", "datasets", "onnxscript", "torch_pruning", "onnxruntime_extensions", "rich", "scipy",
-    "sqlalchemy", "fcntl", "resource", "ctypes", "matplotlib", "easyocr_en_models",
+    "sqlalchemy", "fcntl", "resource", "ctypes", "matplotlib", "easyocr_en_models", "ml_dtypes",
 }  # fmt: skip
 LAZY_FILES = (
     "edgesmith/cli/",

@@ -51,7 +51,7 @@ CASES = [
     (["validate", "garbage.onnx"], "is not a valid ONNX model", "truncated or corrupt"),
     (["run", "unknown_key.yaml"], "unknown key 'foo' (allowed: bench, data,", "fix that field"),
     (["run", "wrong_type.yaml"], "bench.iterations: Input should be a valid integer", "fix that field"),
-    (["run", "unknown_pass.yaml"], "unknown pass type 'gpfqq'", "known pass types: auto_int8, bias_correction, binarize, distill, dynamic_int8,"),
+    (["run", "unknown_pass.yaml"], "unknown pass type 'gpfqq'", "did you mean gpfq? `edgesmith passes` lists all"),
     (["run", "unknown_option.yaml"], "unknown option 'calib' (allowed: calibration,", "spelling"),
     (
         ["run", "unknown_profile.yaml"],

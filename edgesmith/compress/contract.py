@@ -25,6 +25,7 @@ KNOWN_FORMATS = {
     "int8": "8-bit integer weights and activations (QDQ or integer kernels)",
     "int8-weights": "8-bit integer weights, float activations (dynamic quantization)",
     "low-bit-weights": "2-8 bit weight grids stored in int8 containers",
+    "int4-weights": "4-bit integer weights (ONNX INT4 + DequantizeLinear), float compute",
     "binary": "1-bit weights and activations (custom op or its standard-op lowering)",
     "pruned": "channels removed: a smaller dense network",
     "sparse": "unstructured zeros in dense weights",

@@ -8,6 +8,7 @@ loaded through ``edgesmith.plugins`` so a broken plugin is listed, not fatal.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import importlib
 import pkgutil
 from collections.abc import Callable
@@ -124,7 +125,12 @@ def get_pass(name: str) -> PassInfo:
                 f"pass type {name!r} comes from a plugin that failed to load ({broken[0].distribution}: {broken[0].error})",
                 hint="fix or reinstall that package; `edgesmith passes` lists broken plugins",
             )
-        raise ConfigError(f"unknown pass type {name!r}", hint=f"known pass types: {', '.join(sorted(reg.objects))}")
+        known = sorted(reg.objects)
+        close = [k for k in known if k.startswith(name)][:4] or difflib.get_close_matches(name, known, n=4, cutoff=0.6)
+        raise ConfigError(
+            f"unknown pass type {name!r}",
+            hint=(f"did you mean {', '.join(close)}? " if close else "") + f"`edgesmith passes` lists all {len(known)} with what each does",
+        )
     return reg.objects[name]
 
 
