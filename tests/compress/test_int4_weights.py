@@ -108,3 +108,18 @@ def test_a_model_without_weights_is_refused_in_one_line(tmp_path):
         get_pass("int4_weights").apply(path, build_pass_config("int4_weights", {}), PassContext(work_dir=tmp_path))
     with pytest.raises(Exception, match="group_size"):
         build_pass_config("int4_weights", {"group_size": 1})
+
+
+def test_onnx_runtime_folds_the_weights_once_at_load(tmp_path, crnn):
+    """ORT's QDQ handling would dequantize 4-bit weights on every run; the backend folds them at load
+    (same outputs) and keeps the artifact small on disk; a float model is not taken for one."""
+    from edgesmith.profiles import load_profile
+    from edgesmith.runtime.onnxruntime import BACKEND, weights_only_quantized
+
+    _, path, x = crnn
+    out = get_pass("int4_weights").apply(path, build_pass_config("int4_weights", {"min_size": 64}), PassContext(work_dir=tmp_path))
+    art = BACKEND.compile(out, tmp_path / "compiled.onnx", load_profile("x86-avx512-vnni-ort"))
+    assert art.options["fold_weights"] is True and weights_only_quantized(art.path)
+    assert onnx.load(str(art.path)).ByteSize() < 0.3 * onnx.load(str(path)).ByteSize()  # the artifact stays small on disk
+    np.testing.assert_allclose(BACKEND.load(art, 1).run({"line": x})[0], _run(out, x), rtol=1e-4, atol=1e-5)
+    assert not weights_only_quantized(path)
