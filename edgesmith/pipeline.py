@@ -127,7 +127,12 @@ def run(
         check_resumable(out)
     with StagedOutput(out, force=force or resume, keep=keep) as staged:  # NOTE: checks the output-folder policy itself
         points = Checkpoints(staged.final / CHECKPOINTS, recipe.model_dump(mode="json"), resume)
-        manifest = _execute(plan, staged, trust_checkpoint, rep, _Options(cache, measure_latency, checkpoints=points))
+        try:
+            manifest = _execute(plan, staged, trust_checkpoint, rep, _Options(cache, measure_latency, checkpoints=points))
+        except KeyboardInterrupt as exc:  # and SIGTERM (a KeyboardInterrupt): say what survives for --resume
+            if any((staged.final / CHECKPOINTS).glob("*.pt")):
+                exc.kept = f"training checkpoints kept in {staged.final / CHECKPOINTS}: the same command with --resume continues"  # type: ignore[attr-defined]
+            raise
         manifest["duration_s"] = round(time.time() - started, 2)
 
         doc = runs_report([("run", manifest)])

@@ -232,7 +232,7 @@ def test_interrupted_run_leaves_no_half_written_artifact(tmp_path):
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
-    assert "interrupted; nothing was written" in err
+    assert "interrupted; no artifact was written" in err
     assert not (tmp_path / "out").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".edgesmith-")]
 

@@ -141,7 +141,7 @@ def test_sigterm_cleans_up_like_ctrl_c(tmp_path):
         pytest.skip("the run finished before the signal could be sent (machine under load)")
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 143 and "terminated (SIGTERM); nothing was written" in err, err
+    assert proc.returncode == 143 and "terminated (SIGTERM); no artifact was written" in err, err
     assert not (tmp_path / "out").exists()
     # no work folders left in $TMPDIR (a library's own telemetry marker, .ses, is not ours to judge)
     assert [p.name for p in tmp.iterdir() if "edgesmith" in p.name] == []

@@ -119,3 +119,38 @@ def test_an_architecture_changing_torch_pass_is_re_exported_and_both_counts_repo
     assert "matches" in result.manifest["export_after_torch_passes"]["parity"] or "max |torch - onnx|" in result.manifest["export_after_torch_passes"]["parity"]
     report = (tmp_path / "out" / "report.md").read_text()
     assert f"float model {params['float']:,}, after torch passes {params['after_torch_passes']:,} (the architecture changed" in report
+
+
+@dataclass(frozen=True)
+class _InterruptedConfig:
+    pass
+
+
+def _interrupted(model, cfg, ctx):
+    """Stands for a training pass killed mid-epoch after its last checkpoint."""
+    ctx.checkpoints.for_pass("probe training").save({"step": 3, "student": model.state_dict()})
+    raise KeyboardInterrupt
+
+
+def test_an_interrupted_run_keeps_its_checkpoints_and_says_how_to_resume(tmp_path):
+    from edgesmith import pipeline
+    from edgesmith.compress.registry import PassInfo, register_pass, unregister_pass
+
+    register_pass(PassInfo("interrupted_probe", "torch", _InterruptedConfig, _interrupted, "test: a training pass killed mid-epoch"))
+    try:
+        recipe = parse_recipe(
+            {
+                "model": {"source": "edgesmith.zoo:pretrained_digits_cnn"},
+                "passes": [{"type": "interrupted_probe"}],
+                "data": {"calibration": {"source": "digits", "samples": 32}},
+                "stop_after": "export",
+                "output_dir": str(tmp_path / "out"),
+            }
+        )
+        with pytest.raises(KeyboardInterrupt) as err:
+            pipeline.run(recipe, tmp_path)
+    finally:
+        unregister_pass("interrupted_probe")
+    assert "--resume continues" in err.value.kept and str(tmp_path / "out" / "checkpoints") in err.value.kept
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["checkpoints"]  # no artifact, the checkpoint intact
+    assert (tmp_path / "out" / "checkpoints" / "probe-training.pt").is_file()

@@ -53,12 +53,11 @@ def guarded(fn: Callable) -> Callable:
                 raise
             err(exc.one_line())
             raise typer.Exit(exc.exit_code) from None
-        except Terminated:
-            err("terminated (SIGTERM); nothing was written to the output directory")
-            raise typer.Exit(143) from None
-        except KeyboardInterrupt:
-            err("interrupted; nothing was written to the output directory")
-            raise typer.Exit(130) from None
+        except KeyboardInterrupt as exc:  # Terminated (SIGTERM) is one
+            kept = getattr(exc, "kept", None)
+            what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+            err(f"{what}; no artifact was written to the output directory" + (f" ({kept})" if kept else ""))
+            raise typer.Exit(143 if isinstance(exc, Terminated) else 130) from None
         except Exception as exc:
             if os.environ.get("EDGESMITH_DEBUG"):
                 raise
