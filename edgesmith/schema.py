@@ -57,6 +57,9 @@ class InputSpec(Strict):
     name: str
     shape: list[int | str] = Field(description="first dimension is the batch; a name (e.g. 'batch') marks it dynamic")
     dtype: Dtype = "float32"
+    preprocess: str | dict[str, Any] | None = Field(
+        default=None, description="images: how an image becomes this input when the data source does not say (the model's own normalisation)"
+    )
 
     @field_validator("shape")
     @classmethod

@@ -103,7 +103,9 @@ class _Encoder:
 class _Images(_Encoder):
     def __init__(self, spec: Any, cfg: Any, base: Path):
 
-        self.enc, self.base = ImageEncoder(spec, preprocess_config(getattr(cfg, "preprocess", None))), base
+        # the data source's block, else the one the model declares with its inputs (a factory's input_spec)
+        given = getattr(cfg, "preprocess", None) or getattr(spec, "preprocess", None)
+        self.enc, self.base = ImageEncoder(spec, preprocess_config(given)), base
         self.describe = f"images -> {spec.name}: {self.enc.describe()}"
 
     def one(self, value: Any, rng: np.random.Generator) -> np.ndarray:

@@ -236,7 +236,11 @@ def tiny_detector(seed: int = 0):
     return _detector_class(nn, F, torch)(width=1 / 16).eval()
 
 
-RECOGNIZER_SPEC = [{"name": "line", "shape": ["batch", 1, LINE_HEIGHT, LINE_WIDTH], "dtype": "float32"}]
-DETECTOR_SPEC = [{"name": "page", "shape": ["batch", 3, 256, 256], "dtype": "float32"}]
+# EasyOCR's own normalisation, so that `-d images/` feeds the networks what they were trained on:
+# grey lines in [-1, 1] (its AlignCollate), pages with ImageNet mean/std (its normalizeMeanVariance)
+LINE_PREPROCESS = {"resize": [LINE_HEIGHT, LINE_WIDTH], "mean": [0.5], "std": [0.5], "color": "L"}
+PAGE_PREPROCESS = {"resize": [256, 256], "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "color": "RGB"}
+RECOGNIZER_SPEC = [{"name": "line", "shape": ["batch", 1, LINE_HEIGHT, LINE_WIDTH], "dtype": "float32", "preprocess": LINE_PREPROCESS}]
+DETECTOR_SPEC = [{"name": "page", "shape": ["batch", 3, 256, 256], "dtype": "float32", "preprocess": PAGE_PREPROCESS}]
 for _f, _spec in ((easyocr_recognizer, RECOGNIZER_SPEC), (tiny_recognizer, RECOGNIZER_SPEC), (easyocr_detector, DETECTOR_SPEC), (tiny_detector, DETECTOR_SPEC)):
     _f.input_spec = _spec

@@ -38,6 +38,17 @@ def test_flat_folder_is_unlabelled_and_shuffle_is_seeded(digits_images):
     assert not np.array_equal(a.first(50)["input"], c.first(50)["input"])
 
 
+def test_the_models_own_normalisation_applies_unless_the_data_source_says_otherwise(digits_images):
+    """A factory declares how an image becomes its input (EasyOCR's grey lines in [-1, 1]); a data source's
+    own block still wins."""
+    own = [InputSpec(name="input", shape=["batch", 1, 8, 8], preprocess={"mean": [0.5], "std": [0.5], "color": "L"})]
+    plain = _load(digits_images["tree"], seed=None).first(200)["input"]
+    model_way = _load(digits_images["tree"], specs=own, seed=None).first(200)["input"]
+    np.testing.assert_allclose(model_way, plain * 2 - 1, atol=1e-6)
+    source_way = _load(digits_images["tree"], specs=own, seed=None, preprocess="unit").first(200)["input"]
+    np.testing.assert_allclose(source_way, plain, atol=1e-6)
+
+
 def test_one_source_split_into_disjoint_calibration_and_evaluation(digits_images):
     cal = _load(digits_images["flat"], role="calibration", split_at=60)
     ev = _load(digits_images["flat"], role="evaluation", split_at=60)
