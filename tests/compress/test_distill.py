@@ -181,6 +181,7 @@ def test_engine_keeps_the_best_checkpoint_and_stops_early():
     cfg = RecoverConfig(loss="kd", steps=2000, eval_every=10, patience=3, lr=3e-2, seed=0)
     result = fit(student, pretrained_digits_cnn(), _digits(300), ["input"], cfg, progress=False)
     assert result.stopped.startswith("early stop") and result.steps < 2000
+    assert result.stopped.endswith("(2 rate drops)")  # each plateau first lowered the rate 10x from the best checkpoint
     best = max(h["top1"] for h in result.history)
     assert result.best_metric == max(best, result.best_metric) and result.best_step <= result.steps
     assert len(result.losses) == result.steps and np.isfinite(result.losses).all()
