@@ -4,8 +4,9 @@ One loop for every lossy pass — QAT, and the pruning and binarization passes t
 ``distill`` pass: seeded batches from the recipe's data, a loss from ``RecoverConfig`` (Hinton KD mixed
 with the task loss, TopKLD, feature hints with 1×1 adapters, BPKD for segmentation, MSE on logits, or
 labels alone), a budget in steps, epochs or wall-clock minutes, evaluation on a held-out slice of the training data (never the
-run's evaluation set) every ``eval_every`` steps, the best checkpoint kept and restored, early stopping
-after ``patience`` evaluations without improvement, and a progress bar with the loss and the metric.
+run's evaluation set) every ``eval_every`` steps, the best checkpoint kept and restored, on a plateau of
+``patience`` evaluations the rate dropped 10x from the best checkpoint (``plateau_drops`` times) before an
+early stop, and a progress bar with the loss and the metric.
 
 A pass hands its own knobs in: extra parameter groups (QAT's step sizes learn faster), a ``prepare``
 callback after ``train()`` (QAT keeps batch norm statistics frozen), and its own model (with fake
