@@ -119,7 +119,7 @@ def test_sensitivity_pruning_reaches_the_mac_target_and_recovers_without_labels(
     ratios = {n: 1 - after / before for n, (before, after) in d["channels"].items()}
     assert len(set(round(r, 2) for r in ratios.values())) > 1, ratios  # per-layer ratios, not one uniform share
     assert ctx.details["prune_channels_sensitivity"] and d["batchnorm_refreshed"] >= 1
-    assert "sequences kept" in d["recovery"]  # the CTC output is recovered per position, judged per decoded line
+    assert "characters kept" in d["recovery"]  # the CTC output is recovered per position, judged on the decoded characters
     assert pruned(torch.from_numpy(lines[0][0][:2])).shape == (2, 63, 97)
 
 
@@ -127,7 +127,7 @@ def test_the_loss_fits_the_output_and_labels_of_the_wrong_kind_are_refused(lines
     from edgesmith.zoo.easyocr import tiny_detector, tiny_recognizer
 
     r = fit(tiny_recognizer(1), tiny_recognizer(0), _labelled(lines), ["line"], RecoverConfig(steps=3, batch_size=8, alpha=0.5), progress=False)
-    assert r.task == "sequence" and r.metric_name == "sequence accuracy"  # CTC with the rendered text, plus distillation
+    assert r.task == "sequence" and r.metric_name == "character accuracy"  # CTC with the rendered text, plus distillation
     pages = Dataset("pages", [Batch({"page": np.random.default_rng(0).normal(size=(12, 3, 64, 64)).astype(np.float32)})])
     r = fit(tiny_detector(1), tiny_detector(0), pages, ["page"], RecoverConfig(steps=3, batch_size=4), progress=False)
     assert r.task == "dense" and r.metric_name == "R2 vs original" and r.start_metric is not None
@@ -231,3 +231,18 @@ def test_train_time_gives_every_training_pass_a_share_and_turns_recovery_on():
     timed = rec.with_train_time(10)
     assert timed.passes[0].options["recover"] == {"minutes": 5.0}
     assert timed.passes[1].options["recover"]["minutes"] == 5.0 and "recover" not in timed.passes[2].options
+
+
+def test_sequences_are_scored_per_character_against_the_original():
+    from edgesmith.compress.distill.targets import HeldOut, edit_distance
+
+    assert edit_distance((1, 2, 3), (1, 2, 3)) == 0 and edit_distance((), (4, 5)) == 2
+    assert edit_distance((1, 2, 3, 4), (1, 3, 4, 5)) == 2 and edit_distance((7, 8), (8, 7)) == 2
+    teacher = torch.full((2, 12, 5), -5.0)
+    for t, c in enumerate([1, 0, 2, 0, 3, 0, 4, 0, 1, 0, 2, 0]):  # decodes to (1, 2, 3, 4, 1, 2) on both lines
+        teacher[:, t, c] = 5.0
+    student = teacher.clone()
+    student[1, 4, 3], student[1, 4, 2] = -5.0, 5.0  # line 2 reads one character differently
+    held = HeldOut("sequence", False)
+    assert held.name == "characters kept" and held.score(teacher, teacher, None)[0] == 100.0
+    assert held.score(student, teacher, None)[0] == pytest.approx(100 * (1 - 1 / 12))  # one of 12 characters, not one of 2 lines

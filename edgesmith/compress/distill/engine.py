@@ -368,7 +368,7 @@ def fit(
                 break
             if cfg.patience is not None and bad >= cfg.patience and drops < cfg.plateau_drops and best_state is not None:
                 # NOTE: a plateau at a high rate is usually noise around a better point, not the end: on the
-                # pruned EasyOCR recognizer the run stopped at 551 s of a 20-min budget with 75% of sequences kept
+                # pruned EasyOCR recognizer the run stopped at 551 s of a 20-min budget with 75% of lines read alike
                 drops, bad = drops + 1, 0
                 student.load_state_dict(best_state)
                 print(
