@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -172,6 +173,9 @@ def main() -> None:
 
     work = CACHE / ("craft-runs" if ARGS.detector else "ocr-runs")
     cache = PassCache(CACHE / "ocr-pass-cache")
+    if not cache.usable:  # written by an earlier edgesmith: start it again, so the INT8 rows reuse this run's training
+        shutil.rmtree(CACHE / "ocr-pass-cache")
+        cache = PassCache(CACHE / "ocr-pass-cache")
     recover = {"minutes": ARGS.minutes, "alpha": 1.0, "schedule": "cosine", "batch_size": 8 if ARGS.detector else 32}
     what = "CRAFT detector" if ARGS.detector else "english_g2 recognizer"
     unit = "pages" if ARGS.detector else "lines"
