@@ -34,8 +34,12 @@ from edgesmith.search import Settings, search
 PRUNE_RATIOS = [0.3, 0.5, 0.7]
 
 
+TRAINED_TRIALS = len(PRUNE_RATIOS) + 2  # each pruning ratio, binarization, 4-bit QAT (INT8 on/off share one training)
+
+
 def space(epochs: int | None, int8: dict | None, labelled: bool = True, minutes: float | None = None) -> list[dict]:
-    budget = {k: v for k, v in (("epochs", epochs), ("minutes", minutes)) if v}
+    """The training search's passes; ``minutes`` is the whole search's training time, shared by its trials."""
+    budget = {k: v for k, v in (("epochs", epochs), ("minutes", minutes / TRAINED_TRIALS if minutes else None)) if v}
     recover = {"loss": "auto", "alpha": 0.5 if labelled else 1.0, "temperature": 4.0, **budget, "patience": 10}
     qat = (
         {"type": "qat", "weight_bits": 4, "recover": {**recover, "lr": 1e-4}}
