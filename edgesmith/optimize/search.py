@@ -496,7 +496,9 @@ def optimize_report(res: OptimizeResult, profile: Any) -> Report:
             + ("**Chosen**: " if tr["chosen"] else "Not chosen: ")
             + md(tr["why"])
         )
-        sections.append(Section(f"Training search ({tr['epochs']} recovery epochs per trial; `search/search.md` has every trial)", [text]))
+        budget = f"{tr['epochs']} recovery epochs per trial" if tr.get("epochs") else f"{tr.get('minutes') or 0:g} min of training shared by its trials"
+        labels = "with labels" if tr.get("labelled") else "without labels: recovered from the original model"
+        sections.append(Section(f"Training search ({budget}, {labels}; `search/search.md` has every trial)", [text]))
     return Report(
         f"edgesmith optimize: {md(w.plan.name)}",
         res.verdict,
