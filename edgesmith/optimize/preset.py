@@ -58,11 +58,12 @@ def space(epochs: int | None, int8: dict | None, labelled: bool = True, minutes:
     return passes
 
 
-def task_profile(profile: Any, folder: Path) -> Path:
+def task_profile(profile: Any, folder: Path, task_only: bool = True) -> Path:
     """The target's profile without its fidelity budgets (cosine, SQNR, output fidelity, decision agreement),
-    written to ``folder``: trials that retrain are judged on the task metric against labels."""
+    written to ``folder``: trials that retrain are judged on the task metric against labels (``task_only``
+    False keeps them: a profile of another runtime, judged as the target is)."""
 
-    task = profile.model_copy(update={"budgets": [g for g in profile.budgets if g.metric not in FIDELITY_METRICS]})
+    task = profile.model_copy(update={"budgets": [g for g in profile.budgets if not task_only or g.metric not in FIDELITY_METRICS]})
     folder.mkdir(parents=True, exist_ok=True)
     path = (folder / "target.profile.yaml").absolute()
     atomic_write_text(path, yaml.safe_dump(task.model_dump(mode="json"), sort_keys=False))

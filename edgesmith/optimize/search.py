@@ -192,18 +192,25 @@ def _training_stage(
     trial is chosen); one recovered from the float model alone (no labels) is judged on those budgets."""
 
     epochs, minutes, labelled = budget
-    target_rt = TargetSpec(profile=str(preset.task_profile(profile, out / "search"))) if labelled else recipe.targets[0]
+    # NOTE: the search runs where the post-training pick runs (its INT8 setting is that runtime's): NNCF's pick
+    # for OpenVINO, searched on ONNX Runtime, made the recognizer's trials 1.5x where the pick was 2.1x
+    elsewhere = winner.plan.runtime != profile.backend
+    rt_profile = _sibling(profile, winner.plan.runtime) if elsewhere else profile
+    target_rt = TargetSpec(profile=str(preset.task_profile(rt_profile, out / "search", task_only=labelled))) if labelled or elsewhere else recipe.targets[0]
+    # speed-ups in the search are over FP32 on its runtime, the pick's over FP32 on the target's
+    fp32_there = next((t.speedup for t in trials if elsewhere and not t.plan.pass_type and t.plan.runtime == winner.plan.runtime and t.speedup), 1.0)
     on_target = [t for t in trials if t.plan.pass_type and t.status in ("winner", "ok", "slower") and t.feasible and t.plan.runtime == winner.plan.runtime]
     int8_src = winner if winner.plan.pass_type else max(on_target, key=lambda t: t.speedup or 0.0, default=None)
     int8 = {"type": int8_src.plan.pass_type, **int8_src.plan.options} if int8_src is not None else None
     passes = [p.as_yaml() for p in torch_passes] + preset.space(epochs, int8, labelled, minutes)
     res = preset.run(recipe.model_copy(update={"targets": [target_rt]}), base_dir, out / "search", passes, rep, trust_checkpoint)
-    chosen, why = preset.pick(res, winner.speedup if winner.plan.pass_type else 1.0)
+    chosen, why = preset.pick(res, ((winner.speedup or 1.0) if winner.plan.pass_type else 1.0) / fp32_there)
     info = {
         "folder": "search",
         "epochs": epochs,
         "minutes": minutes,
         "labelled": labelled,
+        "runtime": rt_profile.backend,  # the search's speed-ups are over FP32 there
         "budgets": "the target's, less the fidelity ones (task metric only)" if labelled else "the target's (no labels: fidelity to the float model)",
         "trials": len(res.trials),
         "front": [t.number for t in res.front],
