@@ -92,7 +92,7 @@ def binary_layer(layer: Any, kind: str, keep: float | None = None) -> Any:
                 self.scores = nn.Parameter(layer.weight.detach().abs().clone())
 
         def _beta(self, x: Any) -> Any:
-            return self.beta.view(1, -1, *([1] * (x.dim() - 2)))
+            return channel_view(self.beta, x, conv)
 
         def binary_weight(self) -> Any:
             w = self.layer.weight
@@ -117,6 +117,12 @@ def binary_layer(layer: Any, kind: str, keep: float | None = None) -> Any:
     return BinaryLayer()
 
 
+def channel_view(beta: Any, x: Any, conv: bool) -> Any:
+    """β shaped to broadcast over ``x``'s channels: dimension 1 of a convolution's input, the last of a linear
+    layer's (a [N, T, features] sequence into a CRNN's linear layers, not only [N, features])."""
+    return beta.view(1, -1, *([1] * (x.dim() - 2))) if conv else beta.view(*([1] * (x.dim() - 1)), -1)
+
+
 def deploy_layer(trained: Any) -> Any:
     """The baked form: a float Conv2d/Linear holding ±α weights behind a fixed sign(x − β) — standard ops when exported."""
     import torch
@@ -136,7 +142,7 @@ def deploy_layer(trained: Any) -> Any:
             self.register_buffer("beta", beta)
 
         def forward(self, x: Any) -> Any:
-            b = self.beta.view(1, -1, *([1] * (x.dim() - 2)))
+            b = channel_view(self.beta, x, isinstance(self.layer, nn.Conv2d))
             return self.layer(torch.where(x >= b, torch.ones_like(x), -torch.ones_like(x)))
 
     return DeployBinary()
@@ -172,7 +178,7 @@ def _init_thresholds(model: Any, wrapped: dict, ctx: Any, samples: int) -> None:
         for n, w in wrapped.items():
             x = seen.get(n)
             if x is not None:
-                flat = x.transpose(0, 1).reshape(x.shape[1], -1)
+                flat = x.transpose(0, 1).reshape(x.shape[1], -1) if isinstance(w.layer, torch.nn.Conv2d) else x.reshape(-1, x.shape[-1]).T
                 w.beta.copy_(flat.median(dim=1).values)
 
 

@@ -246,3 +246,21 @@ def test_sequences_are_scored_per_character_against_the_original():
     held = HeldOut("sequence", False)
     assert held.name == "characters kept" and held.score(teacher, teacher, None)[0] == 100.0
     assert held.score(student, teacher, None)[0] == pytest.approx(100 * (1 - 1 / 12))  # one of 12 characters, not one of 2 lines
+
+
+def test_binarize_takes_a_crnn_whose_linear_layers_read_sequences(tmp_path, lines):
+    """A linear layer fed [N, T, features] thresholds its features (the last dimension), not dimension 1: optimize's
+    binarize trial failed on EasyOCR's recognizer with a shape error."""
+    from edgesmith.recipe import InputSpec
+    from edgesmith.zoo.easyocr import RECOGNIZER_SPEC, tiny_recognizer
+
+    specs = tuple(InputSpec.model_validate(s) for s in RECOGNIZER_SPEC)
+    ctx = PassContext(work_dir=tmp_path, input_specs=specs, calibration=_unlabelled(lines))
+    cfg = build_pass_config("binarize", {"recover": {"steps": 4, "batch_size": 8}})
+    model = get_pass("binarize").apply(tiny_recognizer(2), cfg, ctx)
+    x = torch.from_numpy(lines[0][0][:4])
+    with torch.no_grad():
+        out = model(x)
+    assert out.shape == tiny_recognizer(2)(x).shape and torch.isfinite(out).all()
+    betas = [m.beta for m in model.modules() if hasattr(m, "beta") and isinstance(getattr(m, "layer", None), torch.nn.Linear)]
+    assert betas and all(b.dim() == 1 for b in betas)  # one threshold per input feature of each binarized linear layer
