@@ -5,6 +5,9 @@ Pure numpy, no runtime: export parity, the evaluator and the CI gate all compute
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
 
 from edgesmith.errors import InputError
@@ -107,3 +110,14 @@ def correct_bits(logits: np.ndarray, labels: np.ndarray) -> str:
 
 def unpack_bits(hex_bits: str, n: int) -> np.ndarray:
     return np.unpackbits(np.frombuffer(bytes.fromhex(hex_bits), dtype=np.uint8))[:n].astype(bool)
+
+
+def edit_distance(a: Sequence[Any], b: Sequence[Any]) -> int:
+    """Levenshtein distance between two sequences (strings, or decoded symbol tuples)."""
+    prev = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        cur = [i]
+        for j, y in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y)))
+        prev = cur
+    return prev[-1]

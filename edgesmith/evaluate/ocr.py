@@ -18,6 +18,7 @@ import numpy as np
 
 from edgesmith.data.text_render import CHARACTERS, decode_labels
 from edgesmith.errors import InputError
+from edgesmith.metrics import edit_distance
 
 
 def greedy_ctc(logits: np.ndarray, characters: str | None = None) -> list[str]:
@@ -30,16 +31,6 @@ def greedy_ctc(logits: np.ndarray, characters: str | None = None) -> list[str]:
         keep = np.concatenate([[True], row[1:] != row[:-1]]) & (row > 0)
         out.append("".join(characters[i - 1] for i in row[keep] if i - 1 < len(characters)))
     return out
-
-
-def edit_distance(a: str, b: str) -> int:
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return prev[-1]
 
 
 def cer(predicted: list[str], truth: list[str]) -> float:

@@ -234,7 +234,8 @@ def test_train_time_gives_every_training_pass_a_share_and_turns_recovery_on():
 
 
 def test_sequences_are_scored_per_character_against_the_original():
-    from edgesmith.compress.distill.targets import HeldOut, edit_distance
+    from edgesmith.compress.distill.targets import HeldOut
+    from edgesmith.metrics import edit_distance
 
     assert edit_distance((1, 2, 3), (1, 2, 3)) == 0 and edit_distance((), (4, 5)) == 2
     assert edit_distance((1, 2, 3, 4), (1, 3, 4, 5)) == 2 and edit_distance((7, 8), (8, 7)) == 2

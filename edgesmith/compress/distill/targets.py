@@ -15,7 +15,6 @@ with the shapes; a label the loss cannot use is never silently ignored.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -23,7 +22,7 @@ import numpy as np
 
 from edgesmith.compress.distill.kd import kd_kl
 from edgesmith.errors import InputError
-from edgesmith.metrics import is_decision_output
+from edgesmith.metrics import edit_distance, is_decision_output
 
 Task = Literal["classes", "sequence", "dense"]
 
@@ -124,14 +123,3 @@ class HeldOut:
         # character, which left the best checkpoint of the pruned recognizer at noise (75-78% of lines, flat)
         errors = sum(edit_distance(a, b) for a, b in zip(mine, ref))
         return 100.0 * (1.0 - min(1.0, errors / max(1, sum(len(b) for b in ref)))), tie
-
-
-def edit_distance(a: Sequence[int], b: Sequence[int]) -> int:
-    """Levenshtein distance between two symbol sequences."""
-    prev = list(range(len(b) + 1))
-    for i, x in enumerate(a, 1):
-        cur = [i]
-        for j, y in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y)))
-        prev = cur
-    return prev[-1]
