@@ -77,7 +77,9 @@ def test_search_writes_the_front_the_study_and_the_best_run(cli, tmp_path):
 
 def test_an_interrupted_search_resumes_without_losing_or_repeating_a_trial(tmp_path):
     passes = [
-        {"type": "prune_channels", "ratio": {"search": [0.25, 0.5]}, "recover": {"epochs": 2}},
+        # NOTE: 3 ratios, not 2: with 2, the last wave (both ratios' training cached) took seconds, and an interrupt
+        # sent when the study showed one trial done and one running could land after the search had finished
+        {"type": "prune_channels", "ratio": {"search": [0.25, 0.5, 0.75]}, "recover": {"epochs": 2}},
         {"type": "ptq_int8", "calibration": {"search": ["minmax", "percentile"]}},
     ]
     recipe = _recipe(tmp_path, passes)
@@ -100,7 +102,7 @@ def test_an_interrupted_search_resumes_without_losing_or_repeating_a_trial(tmp_p
                 states = _states(out)
             except Exception:  # noqa: BLE001 - the study is being created
                 continue
-            if "COMPLETE" in states.values() and "RUNNING" in states.values():
+            if 1 <= list(states.values()).count("COMPLETE") <= 2 and "RUNNING" in states.values():
                 break
     else:
         proc.kill()
@@ -118,11 +120,11 @@ def test_an_interrupted_search_resumes_without_losing_or_repeating_a_trial(tmp_p
     assert r.returncode in (0, 1), r.stderr[-2000:]
     res = json.loads((out / "search.json").read_text())
     assert res["resumed_trials"] == len(cut)
-    assert res["new_trials"] == 4 - len(done), "finished trials are not run again"
+    assert res["new_trials"] == 6 - len(done), "finished trials are not run again"
     after = _states(out)
-    assert sorted(after) == [0, 1, 2, 3] and set(after.values()) == {"COMPLETE"}, after
+    assert sorted(after) == [0, 1, 2, 3, 4, 5] and set(after.values()) == {"COMPLETE"}, after
     params = [json.dumps(t["params"], sort_keys=True) for t in res["trials"]]
-    assert len(set(params)) == 4, "every combination exactly once"
+    assert len(set(params)) == 6, "every combination exactly once"
 
 
 def test_budgets_no_trial_meets_report_the_closest_and_exit_1(cli, tmp_path):
