@@ -89,7 +89,10 @@ def test_an_interrupted_search_resumes_without_losing_or_repeating_a_trial(tmp_p
     # (progress, a busy machine's retries, library warnings: 64 KB) blocks on its next write and never gets on
     log = tmp_path / "search.log"
     with open(log, "w") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+        # NOTE: a pytest-xdist worker ignores SIGINT and a child inherits that: restore the default, or the
+        # Ctrl-C below is dropped and the search runs to its end (seen in fresh clones: exit 1, every trial done)
+        restore = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, text=True, cwd=tmp_path, preexec_fn=restore)
     tail = lambda: log.read_text(errors="replace")[-1500:]  # noqa: E731
     deadline = time.time() + 480  # ~30 s on a quiet machine; a busy one makes each race wait and retry
     states: dict[int, str] = {}
