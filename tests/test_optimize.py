@@ -240,7 +240,11 @@ def test_cli_optimize_reports_every_candidate(cli, tmp_path, steady_profile):
     md = (out / "optimize.md").read_text()
     assert all(n in md for n in names) and "**Why**" in md and "winner:" in r.stdout
     win = next(c for c in res["candidates"] if c["status"] == "winner")
-    assert win["pass_type"] is None or win["low"] > 1.0  # never a candidate not surely faster than FP32
+    if win["pass_type"] is not None:
+        if win["low"] is None:  # busy through every race: a best guess on the target's runtime, never a claim
+            assert res["claims_withheld"] and win["speedup"] > 1.0 and "SPEED-UPS NOT CLAIMED" in res["explanation"], win
+        else:
+            assert win["low"] > 1.0  # never a candidate not surely faster than FP32
     assert (out / "study.db").is_file()  # the engine's study store, as the search's
 
 
