@@ -220,7 +220,10 @@ def _execute(plan: Plan, staged: Any, trust_checkpoint: bool, rep: Reporter, opt
     loaded, specs = _load_model(recipe, base_dir, kind, trust_checkpoint, manifest, rep)
     with rep.step("loading and checking data"):
         calib, evaluation = load_data(recipe, specs, base_dir, plan.reads_calibration, loaded, rep)
-    manifest["data"] = {"calibration": calib and data_record(calib), "evaluation": evaluation and {**data_record(evaluation), "labels": evaluation.has_labels}}
+    manifest["data"] = {
+        "calibration": calib and data_record(calib),
+        "evaluation": evaluation and {**data_record(evaluation, digest=True), "labels": evaluation.has_labels},
+    }
     for ds in (calib, evaluation):
         for note in ds.notes if ds is not None else []:
             rep.info(note)

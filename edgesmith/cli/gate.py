@@ -22,16 +22,31 @@ def baseline_save(
         bool,
         typer.Option("--no-artifacts", help="Do not copy the compiled artifacts beside the baseline (check then compares against recorded latencies only)."),
     ] = False,
+    metric_rule: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--metric-rule",
+            metavar="NAME=higher|lower:TOL",
+            help="Declare how a task metric is gated, e.g. bleu=higher:0.5pt or wer=lower:1% (append :optional if a run may lack it). Needed for metrics edgesmith does not know.",
+        ),
+    ] = None,
 ) -> None:
     """Record a run as the baseline: per target the accuracy metrics, every latency sample, artifact
-    size and hash, peak memory; the recipe and library versions. The compiled artifacts are copied to
-    BASELINE.artifacts/ beside it, so `check` can re-time them against a candidate on the same machine.
+    size and hash, peak memory — and the whole bar the gate will judge by (the profile's content,
+    every tolerance with its unit and direction, the evaluation data's content hash and count,
+    batches, threads, versions), sealed with a digest. The compiled artifacts are copied to
+    BASELINE.artifacts/ beside it, so `check` can re-time them against a candidate on the same
+    machine; a copy goes to BASELINE.history/ for `check --history N`.
 
-    Example: edgesmith baseline save edgesmith-out/demo --to baseline.json
+    Examples:
+      edgesmith baseline save edgesmith-out/demo --to baseline.json
+      edgesmith baseline save out/mt --to gate/baseline.json --metric-rule bleu=higher:0.5pt
     """
     from edgesmith.gate import save_baseline
+    from edgesmith.gate.bar import parse_rule_option
 
-    data = save_baseline(run_dir, to, copy_artifacts=not no_artifacts)
+    rules = dict(parse_rule_option(r) for r in metric_rule or [])
+    data = save_baseline(run_dir, to, copy_artifacts=not no_artifacts, rules=rules)
     n_files = sum(len(t["artifact"]["files"]) for t in data["targets"].values())
     copied = f", {n_files} artifact file(s) copied to {to.parent / (to.stem + '.artifacts')}" if not no_artifacts else ""
     print(f"baseline of {run_dir} ({', '.join(data['targets'])}) written to {to}{copied}")
@@ -51,7 +66,24 @@ def check(
         Path | None, typer.Option("--out", "-o", help="Where to write check.json, junit.xml, summary.md, report.html (default: RUN_DIR/check).")
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Compare even if the baseline comes from another model or recipe.")] = False,
-    strict: Annotated[bool, typer.Option("--strict", help="Count inconclusive latency checks as failures.")] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="Same as --inconclusive fail.")] = False,
+    inconclusive: Annotated[
+        str | None,
+        typer.Option(
+            "--inconclusive",
+            metavar="fail|warn|pass",
+            help="What a check the data cannot decide does to the verdict: fail (exit 1), warn (verdict INCONCLUSIVE, exit 0; the default), pass.",
+        ),
+    ] = None,
+    accept_bar_change: Annotated[
+        bool,
+        typer.Option(
+            "--accept-bar-change", help="Accept differences between this run's bar (profile, data, tolerances) and the baseline's; recorded in the report."
+        ),
+    ] = False,
+    history: Annotated[
+        int, typer.Option("--history", min=0, max=1000, help="Also judge against the oldest of the last N accepted baselines (slow drift).")
+    ] = 0,
     no_remeasure: Annotated[bool, typer.Option("--no-remeasure", help="Compare latency with the recorded samples only.")] = False,
     rounds: Annotated[int, typer.Option(min=2, max=1000, help="Interleaved rounds when re-timing baseline vs candidate.")] = 20,
     per_round: Annotated[int, typer.Option(min=1, max=10_000, help="Timed runs of each per round.")] = 10,
@@ -61,13 +93,18 @@ def check(
 ) -> None:
     """Gate a run against a baseline: exit 0 when nothing regressed, 1 on a regression, 2 on bad input.
 
-    Accuracy fails when its drop exceeds the profile's tolerance (and says when the difference is within
-    sampling noise); latency re-times the baseline artifact and the candidate interleaved here and fails
-    only when the whole confidence interval of the ratio lies beyond the tolerance: a noisy machine gives
-    "inconclusive", not a failure (unless --strict); size and peak memory fail beyond their tolerances.
-    Writes JUnit XML, a Markdown summary (also to $GITHUB_STEP_SUMMARY on GitHub Actions) and an HTML report.
+    The bar is the baseline's: its profile, tolerances, data and batches. A run whose own profile or
+    data differ is listed and fails unless --accept-bar-change. Every gated measure is judged: task
+    metrics (top-1 by a paired test on per-sample answers), cosine, output fidelity, decision agreement,
+    size, peak memory, latency per batch (baseline and candidate re-timed interleaved here; only a
+    ratio whose whole confidence interval is beyond the tolerance fails). A measure the bar names and
+    the run lacks fails. What the data cannot decide is inconclusive: --inconclusive says what it does
+    (default warn: verdict INCONCLUSIVE, exit 0). Writes JUnit XML, a Markdown summary (also to
+    $GITHUB_STEP_SUMMARY on GitHub Actions) and an HTML report.
 
-    Example: edgesmith check out/pr --baseline baseline.json --out gate/
+    Examples:
+      edgesmith check out/pr --baseline baseline.json --out gate/
+      edgesmith check out/pr -b baseline.json --history 10 --inconclusive fail
     """
     from edgesmith.gate import check_run
     from edgesmith.gate.publish import write_gate_outputs
@@ -82,6 +119,9 @@ def check(
         force=force,
         remeasure=not no_remeasure,
         strict=strict,
+        inconclusive=inconclusive,
+        accept_bar_change=accept_bar_change,
+        history=history,
         rounds=rounds,
         per_round=per_round,
         latency_tolerance=latency_tolerance,
@@ -97,6 +137,12 @@ def check(
 
         run_id = log_to_mlflow(mlflow, manifest, list(written.values()) + [run_dir / "manifest.json"], gate=report.as_dict())
         print(f"logged to MLflow {mlflow} (run {run_id})", file=sys.stderr)
+    if report.verdict == "inconclusive":
+        print(
+            f"warning: {report.count('inconclusive')} check(s) inconclusive: the measurement could not decide; verdict INCONCLUSIVE, exit 0 "
+            "(--inconclusive fail makes it a failure)",
+            file=sys.stderr,
+        )
     if report.verdict == "fail":
         raise typer.Exit(EXIT_BUDGET_FAILED)
 
@@ -110,7 +156,7 @@ def _print_gate(report: Any) -> None:
     table = Table(title=escape(f"edgesmith check: {report.headline()}"), title_justify="left")
     for col in ("target", "metric", "baseline", "now", "delta", "budget", "verdict", "detail"):
         table.add_column(col, overflow="fold")
-    style = {"fail": "bold red", "missing": "bold red", "inconclusive": "yellow", "pass": "green"}
+    style = {"fail": "bold red", "missing": "bold red", "inconclusive": "yellow", "accepted": "yellow", "pass": "green"}
     fmt = lambda v: "—" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))  # noqa: E731
     for f in report.sorted_findings():
         table.add_row(
@@ -126,6 +172,8 @@ def _print_gate(report: Any) -> None:
     console.print(table)
     for c in report.changes:
         console.print(f"changed since the baseline: {escape(c)}")
+    for c in report.bar_changes:
+        console.print(f"[yellow]bar changed (accepted): {escape(c)}[/]")
     if report.forced_over:
         console.print(f"[yellow]forced past: {escape('; '.join(report.forced_over))}[/]")
 

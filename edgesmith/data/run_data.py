@@ -4,6 +4,7 @@ manifest, and the bounded sample of evaluation data a run's device bundle carrie
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -64,9 +65,27 @@ def require_labels(metric: str, name: str, labelled: bool | None) -> None:
         )
 
 
-def data_record(ds: Any) -> dict[str, Any]:
-    """A data set as the manifest records it: name, count, notes, what was skipped, whether it streamed."""
+def content_digest(ds: Any) -> str:
+    """SHA-256 over a data set's decoded inputs and labels, in order: the same data, the same digest."""
+    h = hashlib.sha256()
+    for b in ds.batches:
+        for name in sorted(b.inputs):
+            arr = np.ascontiguousarray(b.inputs[name])
+            h.update(f"{name}{arr.dtype}{arr.shape}".encode())
+            h.update(arr.tobytes())
+        if b.labels is not None:
+            lab = np.asarray(b.labels)
+            h.update(f"labels{lab.dtype}{lab.shape}".encode())
+            h.update(repr(lab.tolist()).encode() if lab.dtype.kind == "O" else np.ascontiguousarray(lab).tobytes())  # NOTE: objects hash by value
+    return h.hexdigest()
+
+
+def data_record(ds: Any, digest: bool = False) -> dict[str, Any]:
+    """A data set as the manifest records it: name, count, notes, what was skipped, whether it streamed
+    (and with ``digest``, its content hash: what the CI gate freezes)."""
     rec: dict[str, Any] = {"name": ds.name, "samples": ds.num_samples}
+    if digest:
+        rec["sha256"] = content_digest(ds)
     if ds.notes:
         rec["notes"] = list(ds.notes)
     if ds.skipped:

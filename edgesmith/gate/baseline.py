@@ -1,9 +1,11 @@
 """``edgesmith baseline save``: a run, frozen as the yardstick for later runs.
 
 The baseline is one JSON file (per target: accuracy metrics and per-sample answers, every latency
-sample, artifact size and hash, peak memory; the recipe, the library versions and the host) plus,
-by default, a copy of each target's compiled artifact in ``<name>.artifacts/`` beside it, so the
-gate can re-time the baseline against the candidate on the same machine in the same run.
+sample, artifact size and hash, peak memory, and the whole bar the gate judges by — see ``bar.py``;
+the recipe, the library versions and the host), sealed with a digest of its content, plus by default
+a copy of each target's compiled artifact in ``<name>.artifacts/`` beside it, so the gate can re-time
+the baseline against the candidate on the same machine in the same run. Each save also keeps a copy
+in ``<name>.history/``: the accepted baselines ``check --history N`` follows for slow drift.
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from edgesmith.errors import InputError
-from edgesmith.outputs import atomic_copy, atomic_write_text, check_finite_metrics, check_output_file, inside, load_manifest, sha256
+from edgesmith.gate.bar import freeze
+from edgesmith.outputs import atomic_copy, atomic_write_text, check_finite_metrics, check_output_file, inside, load_manifest, manifest_digest, sha256
+from edgesmith.profiles.schema import MetricRule
 
-FORMAT = "edgesmith-baseline/1"
+FORMAT = "edgesmith-baseline/2"
 # what makes two runs comparable at all; anything else that differs is a change the gate judges
 IDENTITY_KEYS = ("recipe name", "model", "inputs", "metric", "evaluation data")
 
@@ -62,8 +66,13 @@ def _artifact_files(run_dir: Path, main_rel: str) -> list[Path]:
     return sorted(main.parent.glob(main.stem + ".*"))  # OpenVINO IR comes as .xml + .bin
 
 
-def save_baseline(run_dir: Path, to: Path, copy_artifacts: bool = True) -> dict[str, Any]:
-    """Write the baseline for ``run_dir`` to ``to`` (and its artifacts beside it); returns it."""
+def history_dir(baseline_path: Path) -> Path:
+    return baseline_path.parent / f"{baseline_path.stem}.history"
+
+
+def save_baseline(run_dir: Path, to: Path, copy_artifacts: bool = True, rules: dict[str, MetricRule] | None = None, history: bool = True) -> dict[str, Any]:
+    """Write the baseline for ``run_dir`` to ``to`` (and its artifacts beside it, and a copy in its
+    history); ``rules`` declares task metrics the profile does not. Returns it."""
 
     manifest = load_run(run_dir)
     check_output_file(to)
@@ -99,8 +108,9 @@ def save_baseline(run_dir: Path, to: Path, copy_artifacts: bool = True) -> dict[
                 "files": files,
             },
             "details": t.get("details", {}),
+            "bar": freeze(t, manifest, rules),
         }
-    baseline = {
+    baseline: dict[str, Any] = {
         "format": FORMAT,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "source_run": str(run_dir.resolve()),
@@ -113,6 +123,7 @@ def save_baseline(run_dir: Path, to: Path, copy_artifacts: bool = True) -> dict[
         "verdict": manifest.get("verdict"),
         "targets": targets,
     }
+    baseline["digest"] = manifest_digest(baseline)
     # NOTE: artifacts first, JSON last and atomically: a baseline file never points at missing copies
     if copy_artifacts:
         staging = art_root.with_name(f".{art_root.name}.tmp")
@@ -125,8 +136,19 @@ def save_baseline(run_dir: Path, to: Path, copy_artifacts: bool = True) -> dict[
             staging.rename(art_root)
         else:
             shutil.rmtree(staging, ignore_errors=True)
-    atomic_write_text(to, json.dumps(baseline, indent=1, default=str) + "\n")
+    text = json.dumps(baseline, indent=1, default=str) + "\n"
+    if history:
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        atomic_write_text(history_dir(to) / f"{stamp}-{baseline['digest'][:12]}.json", text)
+    atomic_write_text(to, text)
     return baseline
+
+
+def load_history(baseline_path: Path, last: int) -> list[tuple[str, dict[str, Any]]]:
+    """The last ``last`` accepted baselines (oldest first), each checked like the baseline itself."""
+    folder = history_dir(baseline_path)
+    files = sorted(folder.glob("*.json")) if folder.is_dir() else []
+    return [(f.stem, load_baseline(f)) for f in files[-last:]]
 
 
 def load_baseline(path: Path) -> dict[str, Any]:
@@ -137,11 +159,21 @@ def load_baseline(path: Path) -> dict[str, Any]:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         where = f" at line {exc.lineno}" if isinstance(exc, json.JSONDecodeError) else ""
         raise InputError(f"baseline {path} is not valid JSON{where}", hint="the file is damaged; save the baseline again") from exc
+    if isinstance(data, dict) and data.get("format") == "edgesmith-baseline/1":
+        raise InputError(
+            f"{path} was saved by an older edgesmith (format edgesmith-baseline/1), which did not freeze the bar the gate judges by",
+            hint="save it again from its run: edgesmith baseline save RUN_DIR --to " + path.name,
+        )
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         found = data.get("format") if isinstance(data, dict) else type(data).__name__
         raise InputError(
             f"{path} is not an edgesmith baseline (format {found!r}, expected {FORMAT!r})",
             hint="create one with `edgesmith baseline save RUN_DIR --to baseline.json`",
+        )
+    if data.get("digest") != manifest_digest(data):
+        raise InputError(
+            f"baseline {path} was changed after it was saved (its content does not match its digest)",
+            hint="a baseline is not edited by hand: save a new one from a run (`edgesmith baseline save RUN_DIR`), declaring rules with --metric-rule",
         )
     if not isinstance(data.get("targets"), dict) or not data["targets"]:
         raise InputError(f"baseline {path} records no targets", hint="save it from a run that validated at least one target")
@@ -156,7 +188,7 @@ def load_baseline(path: Path) -> dict[str, Any]:
 
 def _check_types(path: Path, name: str, t: dict[str, Any]) -> None:
     """The fields the gate reads have the types it expects (a hand-edited baseline is refused, not crashed on)."""
-    expect = {"reference_metrics": dict, "samples": dict, "latency": dict, "artifact": dict, "profile": dict}
+    expect = {"reference_metrics": dict, "samples": dict, "latency": dict, "artifact": dict, "profile": dict, "bar": dict}
     for key, kind in expect.items():
         if key in t and not isinstance(t[key], kind):
             raise InputError(

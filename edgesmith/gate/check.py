@@ -1,13 +1,21 @@
 """``edgesmith check RUN_DIR --baseline baseline.json``: judge a new run against a stored baseline.
 
-Per target, one finding per budget kind:
-- task metrics (top1, user metrics) may drop by the profile's tolerance; the fidelity cosine by the
-  gate's ``cosine_drop``; each says whether the difference is within sampling noise;
-- latency: the baseline artifact and the candidate are re-timed interleaved, here and now, and only a
-  ratio whose whole confidence interval lies beyond the tolerance fails; without the baseline
-  artifact, the recorded distributions are compared instead (and the finding says so); an interval
-  that straddles the tolerance is ``inconclusive`` — never a failure unless asked (``--strict``);
+The bar is the baseline's (``bar.py``): its profile, rules, data and batches — the candidate's own
+profile is only compared with it, and any difference fails unless accepted (``--accept-bar-change``).
+Per target, one finding per gated measure:
+- task metrics move the wrong way (each rule's direction) by at most its tolerance; top-1 with per-sample
+  answers is decided by a paired test — fail when the drop exceeds the tolerance with the stated
+  confidence, pass when it surely does not, inconclusive between;
+- fidelity to the float model (cosine, output fidelity / R², decision agreement) may drop by the
+  profile's gate tolerances;
+- latency: the baseline artifact and the candidate are re-timed interleaved, here and now (once more,
+  with twice the rounds, when the first timing cannot tell), and only a ratio whose whole confidence
+  interval lies beyond the tolerance fails; without the baseline artifact, the recorded distributions
+  are compared instead (and the finding says so);
 - artifact size and peak memory may grow by their tolerances.
+A measure the bar names and the run lacks is ``missing`` (a failure) unless the bar marks it optional.
+What cannot be decided is ``inconclusive``, and one policy (``--inconclusive fail|warn|pass``) says
+what that means for the verdict.
 """
 
 from __future__ import annotations
@@ -20,18 +28,20 @@ from typing import Any
 import numpy as np
 
 from edgesmith.errors import InputError
+from edgesmith.gate.bar import FIDELITY_RULES, Rule, differences, freeze, rules_of
 from edgesmith.gate.baseline import baseline_artifact, identity, identity_differences, load_baseline, load_run
-from edgesmith.gate.noise import accuracy_noise, blocks, latency_status, relative_ratio
+from edgesmith.gate.history import drift_findings
+from edgesmith.gate.noise import accuracy_noise, blocks, latency_status, paired_drop, relative_ratio
 from edgesmith.metrics import unpack_bits
 from edgesmith.outputs import inside
-from edgesmith.profiles.schema import Profile
+from edgesmith.profiles.schema import MetricRule, Profile
 from edgesmith.progress import Reporter
 from edgesmith.report import STATUS_RANK  # worst first: the order findings are listed in, in every gate view
 from edgesmith.runtime import Artifact
 from edgesmith.runtime.bench import artifact_for, make_feeds
 from edgesmith.runtime.compare import bootstrap_ratio, compare
 
-NOT_TASK = ("latency_", "speedup_vs_fp32", "peak_memory_mb", "artifact_mb", "cosine", "sqnr_db", "output_fidelity", "decision_agreement")
+POLICIES = ("fail", "warn", "pass")  # what an inconclusive finding makes of the verdict; "warn" by default
 
 
 @dataclass
@@ -43,7 +53,7 @@ class Finding:
     now: float | None
     delta: str
     budget: str
-    status: str  # pass | fail | inconclusive | info | new | missing
+    status: str  # pass | fail | inconclusive | info | new | missing | accepted
     detail: str = ""
     excess: float = 0.0  # past the tolerance, as a fraction of it (orders findings of one status)
 
@@ -55,8 +65,13 @@ class Finding:
 class GateReport:
     run_dir: str
     baseline_path: str
-    verdict: str = "pass"
-    strict: bool = False
+    verdict: str = "pass"  # pass | fail | inconclusive (an inconclusive finding under the "warn" policy)
+    strict: bool = False  # the policy is "fail"
+    policy: str = "warn"
+    bar_changes: list[str] = field(
+        default_factory=list
+    )  # differences of the candidate's bar that were accepted (--accept-bar-change, or set on the command line)
+    history: list[dict[str, Any]] = field(default_factory=list)  # per accepted baseline: name, created, per target the gated metrics
     findings: list[Finding] = field(default_factory=list)
     changes: list[str] = field(default_factory=list)
     forced_over: list[str] = field(default_factory=list)
@@ -74,7 +89,7 @@ class GateReport:
         return sum(f.status == status for f in self.findings)
 
     def headline(self) -> str:
-        parts = [f"{self.count(s)} {s}" for s in ("fail", "missing", "inconclusive", "new", "pass") if self.count(s)]
+        parts = [f"{self.count(s)} {s}" for s in ("fail", "missing", "inconclusive", "accepted", "new", "pass") if self.count(s)]
         return f"{self.verdict.upper()}: " + ", ".join(parts)
 
     def as_dict(self) -> dict[str, Any]:
@@ -84,9 +99,27 @@ class GateReport:
         return d
 
 
-def _profile(target: dict[str, Any]) -> Any:
+def _bar_profile(bar: dict[str, Any], latency_tolerance: float | None, report: GateReport, name: str) -> Any:
+    """The baseline's profile, with the tolerances set on the command line (recorded as accepted changes)."""
+    profile = Profile.model_validate({"name": name, **bar["profile"]})
+    if latency_tolerance is not None:
+        report.bar_changes.append(f"{name}: latency tolerance {profile.gate.latency_ratio:g}x -> {1.0 + latency_tolerance:g}x (set on the command line)")
+        profile = profile.model_copy(update={"gate": profile.gate.model_copy(update={"latency_ratio": 1.0 + latency_tolerance})})
+    return profile
 
-    return Profile.model_validate(target["profile"])
+
+def _rules(bar: dict[str, Any], accuracy_tolerance: float | None, report: GateReport, name: str) -> dict[str, Rule]:
+    rules = rules_of(bar)
+    if accuracy_tolerance is None:
+        return rules
+    out = {}
+    for m, r in rules.items():
+        if m in FIDELITY_RULES or r.unit != "abs":
+            out[m] = r
+            continue
+        out[m] = Rule(m, r.direction, accuracy_tolerance, "abs", r.optional, "command line")
+        report.bar_changes.append(f"{name}: {m} {r.text()} -> {out[m].text()} (set on the command line)")
+    return out
 
 
 def _changes(baseline: dict[str, Any], manifest: dict[str, Any]) -> list[str]:
@@ -120,6 +153,9 @@ def check_run(
     force: bool = False,
     remeasure: bool = True,
     strict: bool = False,
+    inconclusive: str | None = None,
+    accept_bar_change: bool = False,
+    history: int = 0,
     rounds: int = 20,
     per_round: int = 10,
     latency_tolerance: float | None = None,
@@ -128,9 +164,12 @@ def check_run(
 ) -> GateReport:
 
     rep = reporter or Reporter()
+    policy = inconclusive or ("fail" if strict else "warn")
+    if policy not in POLICIES:
+        raise InputError(f"--inconclusive {policy!r} is not one of {', '.join(POLICIES)}", hint="fail (count it as a regression), warn (the default), pass")
     baseline = load_baseline(baseline_path)
     manifest = load_run(run_dir)
-    report = GateReport(str(run_dir), str(baseline_path), strict=strict, baseline=baseline, manifest=manifest)
+    report = GateReport(str(run_dir), str(baseline_path), strict=policy == "fail", policy=policy, baseline=baseline, manifest=manifest)
     diffs = identity_differences(baseline.get("identity") or {}, identity(manifest))
     if diffs and not force:
         raise InputError(
@@ -149,70 +188,83 @@ def check_run(
                 Finding(name, "target", "target", None, None, "—", "present", "new", "not in the baseline, so not gated: save a new baseline to gate it")
             )
             continue
-        target = manifest["targets"][name]
-        profile = _profile(target)
-        if latency_tolerance is not None or accuracy_tolerance is not None:
-            gate = profile.gate.model_copy(
-                update={
-                    k: v
-                    for k, v in (("latency_ratio", None if latency_tolerance is None else 1.0 + latency_tolerance), ("accuracy_drop", accuracy_tolerance))
-                    if v is not None
-                }
-            )
-            profile = profile.model_copy(update={"gate": gate})
-        base_t = baseline["targets"][name]
-        report.findings += _accuracy(name, base_t, target, profile, manifest)
+        target, base_t = manifest["targets"][name], baseline["targets"][name]
+        bar = base_t["bar"]
+        profile = _bar_profile(bar, latency_tolerance, report, name)
+        rules = _rules(bar, accuracy_tolerance, report, name)
+        report.findings += _bar_findings(name, bar, target, manifest, accept_bar_change, report)
+        report.findings += _accuracy(name, base_t, target, rules, profile, manifest)
         report.findings += _size_and_memory(name, base_t, target, profile)
         with rep.step(f"[{name}] latency against the baseline"):
             report.findings += _latency(
                 name, base_t, target, profile, baseline, baseline_path, run_dir, manifest, remeasure, same_cpu, rounds, per_round, report
             )
-    bad = report.count("fail") + report.count("missing") + (report.count("inconclusive") if strict else 0)
-    report.verdict = "fail" if bad else "pass"
+    if history:
+        report.findings += drift_findings(baseline_path, history, manifest, report)
+    report.verdict = decide(report)
     return report
 
 
-def _accuracy(name: str, base_t: dict, target: dict, profile: Any, manifest: dict) -> list[Finding]:
+def decide(report: GateReport) -> str:
+    """fail on a regression or a missing measure; an inconclusive finding per the policy."""
+    if report.count("fail") + report.count("missing"):
+        return "fail"
+    if report.count("inconclusive"):
+        return {"fail": "fail", "warn": "inconclusive", "pass": "pass"}[report.policy]
+    return "pass"
+
+
+def _bar_findings(name: str, bar: dict, target: dict, manifest: dict, accept: bool, report: GateReport) -> list[Finding]:
+    """The candidate's bar against the baseline's: each difference fails unless accepted."""
+    declared = {m: MetricRule.model_validate(r) for m, r in (bar.get("declared") or {}).items()}
+    now = freeze(target, manifest, declared, strict=False)
+    out = []
+    for diff in differences(bar, now):
+        if accept:
+            report.bar_changes.append(f"{name}: {diff} (accepted with --accept-bar-change)")
+        out.append(
+            Finding(
+                name,
+                "bar",
+                "bar",
+                None,
+                None,
+                "changed",
+                "the baseline's",
+                "accepted" if accept else "fail",
+                f"{diff}: judged by the baseline's bar"
+                + ("; accepted with --accept-bar-change" if accept else " — the candidate changed the bar; pass --accept-bar-change if this is intended"),
+            )
+        )
+    return out
+
+
+def _accuracy(name: str, base_t: dict, target: dict, rules: dict[str, Rule], profile: Any, manifest: dict) -> list[Finding]:
 
     out = []
     base_m, now_m = base_t["metrics"], target["metrics"]
     n = ((manifest.get("data") or {}).get("evaluation") or {}).get("samples")
-    for metric in sorted(k for k in base_m if not k.startswith(NOT_TASK)):
+    for metric, rule in sorted(rules.items()):
         b, v = base_m.get(metric), now_m.get(metric)
-        tol = profile.accuracy_tolerance(metric)
-        if v is None:
-            out.append(Finding(name, metric, "accuracy", b, None, "—", f"drop <= {tol:g}", "fail", "not computed in this run"))
+        kind = "fidelity" if metric in FIDELITY_RULES else "accuracy"
+        if b is None:
             continue
-        drop = b - v
-        status = "fail" if drop > tol + 1e-9 else "pass"
-        detail = f"drop {drop:.3g} pt" if drop > 0 else ("unchanged" if drop == 0 else f"gain {-drop:.3g} pt")
-        if metric == "top1" and n and drop != 0:
-            bs, ns = base_t.get("samples") or {}, target.get("samples") or {}
-            bits = (
-                (unpack_bits(bs["top1_correct"], n), unpack_bits(ns["top1_correct"], n))
-                if bs.get("n") == ns.get("n") == n and bs.get("top1_correct") and ns.get("top1_correct")
-                else (None, None)
-            )
-            _, text = accuracy_noise(b, v, n, bits[0], bits[1], confidence=profile.gate.confidence)
+        if v is None:
+            status = "info" if rule.optional else "missing"
+            why = "not computed in this run" + (" (optional in the bar)" if rule.optional else ": the bar gates it, so its absence fails")
+            out.append(Finding(name, metric, kind, b, None, "—", rule.text(), status, why))
+            continue
+        worse, allowed = rule.worse_by(b, v), rule.allowed(b)
+        status = "fail" if worse > allowed + 1e-9 else "pass"
+        unit = " pt" if kind == "accuracy" else ""
+        detail = "unchanged" if worse == 0 else f"{'worse' if worse > 0 else 'better'} by {abs(worse):.3g}{unit} (allowed {allowed:.3g}{unit}, {rule.source})"
+        bits = _per_sample(base_t, target, n) if metric == "top1" else None
+        if bits is not None and worse != 0:
+            status, text = paired_drop(bits[0], bits[1], allowed, profile.gate.confidence)
             detail += f"; {text}"
-        out.append(Finding(name, metric, "accuracy", b, v, f"{v - b:+.3g} pt", f"drop <= {tol:g} pt", status, detail, excess=(drop - tol) / max(tol, 1e-9)))
-    if "cosine" in base_m and "cosine" in now_m:
-        b, v, tol = base_m["cosine"], now_m["cosine"], profile.gate.cosine_drop
-        status = "fail" if b - v > tol + 1e-12 else "pass"
-        out.append(
-            Finding(
-                name,
-                "cosine",
-                "fidelity",
-                b,
-                v,
-                f"{v - b:+.2g}",
-                f"drop <= {tol:g}",
-                status,
-                "fidelity to the float model's outputs",
-                excess=(b - v - tol) / max(tol, 1e-9),
-            )
-        )
+        elif metric == "top1" and n and worse != 0:
+            detail += "; " + accuracy_noise(b, v, n, confidence=profile.gate.confidence)[1] + " (no per-sample answers: decided on the point estimate)"
+        out.append(Finding(name, metric, kind, b, v, f"{v - b:+.3g}{unit}", rule.text(), status, detail, excess=(worse - allowed) / max(allowed, 1e-9)))
     if "sqnr_db" in base_m and "sqnr_db" in now_m:
         b, v = base_m["sqnr_db"], now_m["sqnr_db"]
         delta = f"{v - b:+.3g} dB" if abs(b) != float("inf") and abs(v) != float("inf") else "—"
@@ -220,8 +272,37 @@ def _accuracy(name: str, base_t: dict, target: dict, profile: Any, manifest: dic
     return out
 
 
+def _per_sample(base_t: dict, target: dict, n: int | None) -> tuple[np.ndarray, np.ndarray] | None:
+    bs, ns = base_t.get("samples") or {}, target.get("samples") or {}
+    if n and bs.get("n") == ns.get("n") == n and bs.get("top1_correct") and ns.get("top1_correct"):
+        return unpack_bits(bs["top1_correct"], n), unpack_bits(ns["top1_correct"], n)
+    return None
+
+
 def _size_and_memory(name: str, base_t: dict, target: dict, profile: Any) -> list[Finding]:
     out = []
+    for metric in ("artifact_mb", "peak_memory_mb"):
+        b, v = base_t["metrics"].get(metric), target["metrics"].get(metric)
+        if b and v is None:
+            optional = metric in profile.gate.optional
+            out.append(
+                Finding(
+                    name,
+                    metric,
+                    "size" if metric == "artifact_mb" else "memory",
+                    b,
+                    None,
+                    "—",
+                    "recorded",
+                    "info" if optional else "missing",
+                    "not measured in this run"
+                    + (
+                        " (optional in the bar)"
+                        if optional
+                        else ": the baseline has it, so its absence fails (mark it optional in the profile's gate.optional)"
+                    ),
+                )
+            )
     b, v = base_t["metrics"].get("artifact_mb"), target["metrics"].get("artifact_mb")
     if b and v is not None:
         r, tol = v / b, profile.gate.size_ratio
@@ -284,6 +365,11 @@ def _latency(
     if base_art is not None:
         try:
             measured = _remeasure(base_art, base_t, target, profile, run_dir, rounds, per_round, conf)
+            # NOTE: when a quiet timing cannot tell, measure more (once, twice the rounds) before calling it inconclusive
+            unsure = [b for b, c in measured.items() if not c.busy and latency_status(c.ratio, c.low, c.high, tol) == "inconclusive"]
+            if unsure:
+                again = _remeasure(base_art, base_t, target, profile, run_dir, 2 * rounds, per_round, conf, unsure)
+                measured.update(again)
         except Exception as exc:  # noqa: BLE001 - a failed re-measurement falls back to the record, and says why
             where = f"re-measuring failed ({type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''})"
     for batch in profile.batch_sizes:
@@ -347,6 +433,7 @@ def _latency(
                 )
             )
         else:
+            lacking = bool(b_stats.get("times_ms")) and not n_stats.get("times_ms") and "latency" not in profile.gate.optional
             out.append(
                 Finding(
                     name,
@@ -356,8 +443,9 @@ def _latency(
                     n_stats.get("p50_ms"),
                     "—",
                     f"<= {tol:g}x",
-                    "inconclusive",
-                    f"no latency samples to compare ({where}; one of the runs recorded none at batch {batch})",
+                    "missing" if lacking else "inconclusive",
+                    f"no latency samples to compare ({where}; "
+                    + (f"this run recorded none at batch {batch}, which the bar times)" if lacking else f"the baseline recorded none at batch {batch})"),
                 )
             )
         bs, ns = base_t["metrics"].get(f"speedup_vs_fp32@{batch}"), target["metrics"].get(f"speedup_vs_fp32@{batch}")
@@ -380,13 +468,16 @@ def _latency(
 
 def _status_note(status: str) -> str:
     return {
-        "inconclusive": " — INCONCLUSIVE: the interval straddles the tolerance; the machine is too noisy to tell, not a failure",
+        "inconclusive": " — INCONCLUSIVE: the interval straddles the tolerance; the machine is too noisy to tell (the --inconclusive policy decides)",
         "fail": " — slower beyond the tolerance with the whole interval",
         "pass": "",
+        "missing": "",
     }[status]
 
 
-def _remeasure(base_art: Path, base_t: dict, target: dict, profile: Any, run_dir: Path, rounds: int, per_round: int, confidence: float) -> dict[int, Any]:
+def _remeasure(
+    base_art: Path, base_t: dict, target: dict, profile: Any, run_dir: Path, rounds: int, per_round: int, confidence: float, batches: list[int] | None = None
+) -> dict[int, Any]:
     """Baseline vs candidate artifact, interleaved in one child process, per batch size."""
 
     bundle = target.get("bundle") or {}
@@ -399,7 +490,9 @@ def _remeasure(base_art: Path, base_t: dict, target: dict, profile: Any, run_dir
     if data_file.is_file():
         with np.load(data_file, allow_pickle=False) as npz:
             real = {k.split(":", 1)[1]: npz[k][: max(profile.batch_sizes)] for k in npz.files if k.startswith("input:")}
-    return {b: compare(base, cand, make_feeds(specs, b, real), profile.threads, rounds, per_round, confidence=confidence) for b in profile.batch_sizes}
+    return {
+        b: compare(base, cand, make_feeds(specs, b, real), profile.threads, rounds, per_round, confidence=confidence) for b in batches or profile.batch_sizes
+    }
 
 
 def github_step_summary(markdown: str) -> Path | None:

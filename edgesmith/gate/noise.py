@@ -42,6 +42,28 @@ def accuracy_noise(
     return within, f"{'within' if within else 'beyond'} sampling noise (±{z * se:.2g} pt at {confidence:.0%} with n={n}, unpaired)"
 
 
+def paired_drop(base_correct: np.ndarray, now_correct: np.ndarray, allowed_pt: float, confidence: float = 0.95) -> tuple[str, str]:
+    """Decide a top-1 drop on paired per-sample answers: ``fail`` when the drop exceeds ``allowed_pt`` points
+    with ``confidence`` (the interval's low end beyond it), ``pass`` when its high end is within, else
+    ``inconclusive``; and how it was decided. The interval is the normal one of the mean paired difference."""
+    base_correct, now_correct = np.asarray(base_correct, bool), np.asarray(now_correct, bool)
+    n = len(base_correct)
+    lost = int(np.sum(base_correct & ~now_correct))
+    gained = int(np.sum(~base_correct & now_correct))
+    mean = (lost - gained) / n
+    var = max((lost + gained) / n - mean * mean, 0.0) * n / max(n - 1, 1)
+    half = _z(confidence) * math.sqrt(var / n) * 100.0
+    drop, low, high = 100.0 * mean, 100.0 * mean - half, 100.0 * mean + half
+    status = "fail" if low > allowed_pt + 1e-9 else "pass" if high <= allowed_pt + 1e-9 else "inconclusive"
+    text = (
+        f"paired test on {n} samples ({lost} now wrong, {gained} now right): drop {drop:.3g} pt, {confidence:.0%} interval "
+        f"{low:.3g} to {high:.3g} pt against {allowed_pt:.3g} allowed; McNemar p={mcnemar_p(lost, gained):.2g}"
+    )
+    if status == "inconclusive":
+        text += " — the data cannot decide (more evaluation samples would)"
+    return status, text
+
+
 def _z(confidence: float) -> float:
 
     return NormalDist().inv_cdf(0.5 + confidence / 2.0)

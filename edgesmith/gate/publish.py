@@ -31,9 +31,15 @@ def gate_report(report: Any, baseline: dict[str, Any], manifest: dict[str, Any] 
         summary.append("**Forced** past identity differences: " + md("; ".join(report.forced_over)))
     if report.count("inconclusive"):
         summary.append(
-            f"{report.count('inconclusive')} check(s) **inconclusive**: the measurement was too noisy to tell either way"
-            + (" — counted as failures (--strict)." if report.strict else " — not counted as failures.")
+            f"{report.count('inconclusive')} check(s) **inconclusive**: the data could not decide either way"
+            + {
+                "fail": " — counted as failures (--inconclusive fail).",
+                "warn": " — verdict INCONCLUSIVE, not a failure (--inconclusive warn).",
+                "pass": " — counted as passes (--inconclusive pass).",
+            }[report.policy]
         )
+    if report.bar_changes:
+        summary.append("**The bar was changed** (accepted explicitly): " + md("; ".join(report.bar_changes)))
     found = report.sorted_findings()
     table = Table(
         ["target", "metric", "baseline", "now", "delta", "budget", "verdict"],
@@ -48,6 +54,9 @@ def gate_report(report: Any, baseline: dict[str, Any], manifest: dict[str, Any] 
         sections.append(Section("Details", details, level=3))
     if report.changes:
         sections.append(Section("Changed since the baseline", [f"- {md(c)}" for c in report.changes], level=3))
+    for h in report.history:
+        rows = [[r["baseline"], *[_v(r.get(m)) for m in h["metrics"]]] for r in h["rows"]]
+        sections.append(Section(f"Trend over the last accepted baselines: {md(h['target'])}", table=Table(["baseline", *h["metrics"]], rows), level=3))
     if manifest is not None:
         sections += figure_sections([("now", manifest)], baseline, report.as_dict())
     return Report(
@@ -58,7 +67,7 @@ def gate_report(report: Any, baseline: dict[str, Any], manifest: dict[str, Any] 
         sections,
         _checks(report),
         report.as_dict(),
-        {"run_dir": report.run_dir, "baseline": report.baseline_path, "strict": str(report.strict).lower()},
+        {"run_dir": report.run_dir, "baseline": report.baseline_path, "strict": str(report.strict).lower(), "inconclusive": report.policy},
         duration_s,
         level=2,
     )
@@ -74,7 +83,7 @@ def _checks(report: Any) -> list[Check]:
         summary = f"baseline {_v(f.baseline)}, now {_v(f.now)} ({f.delta}); budget {f.budget}"
         if f.status in ("fail", "missing") or (f.status == "inconclusive" and report.strict):
             status, message = "fail", f"{f.status}: {summary}"
-        elif f.status in ("inconclusive", "new"):
+        elif f.status in ("inconclusive", "new", "accepted"):
             status, message = "skipped", f"{f.status}: {f.detail}"
         else:
             status, message = "pass", summary

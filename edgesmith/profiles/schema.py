@@ -82,6 +82,37 @@ class TensorRTSettings(Strict):
     shape_ranges: dict[str, dict[str, list[int]]] = {}
 
 
+TOLERANCE_FORMAT = "'0.5 pt' (absolute, in the metric's own unit) or '1%' (relative to the baseline's value)"
+
+
+def parse_tolerance(text: str) -> tuple[float, str]:
+    """``'0.5 pt'`` -> (0.5, "abs"); ``'1%'`` -> (1.0, "rel%"). A bare number has no unit and is refused."""
+    t = str(text).strip().lower().replace(" ", "")
+    for suffix, unit in (("points", "abs"), ("point", "abs"), ("pt", "abs"), ("abs", "abs"), ("%", "rel%")):
+        if t.endswith(suffix):
+            try:
+                value = float(t[: -len(suffix)])
+            except ValueError:
+                break
+            if value < 0 or value != value:
+                break
+            return value, unit
+    raise ValueError(f"tolerance {text!r} needs a unit: write {TOLERANCE_FORMAT}")
+
+
+class MetricRule(Strict):
+    """How a task metric is gated: which way is better and how far it may move the wrong way."""
+
+    direction: Literal["higher", "lower"] = Field(description="higher or lower is better")
+    tolerance: str = Field(description=f"how far it may move the wrong way: {TOLERANCE_FORMAT}")
+    optional: bool = Field(default=False, description="a run without this metric is not a failure")
+
+    @model_validator(mode="after")
+    def _check(self) -> MetricRule:
+        parse_tolerance(self.tolerance)
+        return self
+
+
 class GateTolerances(Strict):
     """How far a new run may fall behind a stored baseline before ``edgesmith check`` fails it."""
 
@@ -94,6 +125,12 @@ class GateTolerances(Strict):
     memory_ratio: float = Field(default=1.10, ge=1.0, description="now/baseline peak memory beyond which it fails")
     memory_slack_mb: float = Field(default=8.0, ge=0, description="memory growth always allowed (allocator noise)")
     confidence: float = Field(default=0.95, gt=0.5, lt=1.0, description="of the latency ratio's interval and the noise tests")
+    fidelity_drop: float = Field(default=0.01, ge=0, description="how much output_fidelity (R² against the float model) may drop")
+    decision_drop: float = Field(default=0.01, ge=0, description="how much decision_agreement (share of top-1 answers kept) may drop")
+    metrics: dict[str, MetricRule] = Field(
+        default={}, description="task metrics: direction and tolerance (built-in defaults for known names; required for others)"
+    )
+    optional: list[str] = Field(default=[], description="measures a run may lack without failing the gate (e.g. peak_memory_mb)")
 
 
 class Profile(Strict):
@@ -137,13 +174,3 @@ class Profile(Strict):
             data["batch_sizes"] = batch_sizes
             data["budgets"] = [g for g in data["budgets"] if g["batch"] is None or g["batch"] in batch_sizes]
         return Profile.model_validate(data)
-
-    def accuracy_tolerance(self, metric: str) -> float:
-        """Points ``metric`` may drop against a baseline: the gate's setting, else this profile's
-        degradation budget for the metric, else 0.5."""
-        if self.gate.accuracy_drop is not None:
-            return self.gate.accuracy_drop
-        for g in self.budgets:
-            if g.metric == metric and g.goal == "max-degradation":
-                return g.value
-        return 0.5

@@ -44,6 +44,14 @@ def gate_runs(tmp_path_factory) -> dict[str, Path]:
     }
 
 
+def reseal(path: Path, data: dict) -> None:
+    """A synthetic baseline edgesmith could have written: edited, then sealed again with its digest."""
+    from edgesmith.outputs import manifest_digest
+
+    data["digest"] = manifest_digest(data)
+    path.write_text(json.dumps(data))
+
+
 @pytest.fixture
 def variant(tmp_path) -> Callable[[Path, Callable[[dict], None]], Path]:
     """Copy a run directory and edit its manifest in place, re-sealed with its digest (a synthetic run

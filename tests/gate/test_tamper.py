@@ -6,6 +6,8 @@ import shutil
 
 import pytest
 
+from tests.gate.conftest import reseal
+
 TARGET = "x86-avx512-vnni-ort"
 
 
@@ -53,6 +55,9 @@ def test_a_baseline_with_non_finite_or_mistyped_metrics_is_refused(cli, gate_run
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps(data).replace('"@@"', value))
     r = cli("check", gate_runs["again"], "--baseline", bad, "--no-remeasure")
+    assert r.code == 2 and "changed after it was saved" in r.stderr, r.stderr  # edited by hand: refused on its digest
+    reseal(bad, json.loads(bad.read_text()))  # ... and one edgesmith could have written is checked field by field
+    r = cli("check", gate_runs["again"], "--baseline", bad, "--no-remeasure")
     assert r.code == 2 and "top1" in r.stderr and ("not a finite number" in r.stderr or "not a number" in r.stderr), r.stderr
 
 
@@ -60,6 +65,6 @@ def test_a_baseline_with_fields_of_the_wrong_type_is_bad_input_not_a_crash(cli, 
     data = json.loads(baseline.read_text())
     data["targets"][TARGET]["latency"] = [1, 2, 3]
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps(data))
+    reseal(bad, data)
     r = cli("check", gate_runs["again"], "--baseline", bad, "--no-remeasure")
     assert r.code == 2 and "field 'latency' is list, expected dict" in r.stderr
