@@ -20,6 +20,8 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from pydantic import ValidationError
+
 from edgesmith.errors import InputError
 from edgesmith.profiles.schema import TOLERANCE_FORMAT, MetricRule, parse_tolerance
 
@@ -72,8 +74,8 @@ def parse_rule_option(text: str) -> tuple[str, MetricRule]:
         )
     try:
         return name.strip(), MetricRule(direction=parts[0], tolerance=parts[1], optional=parts[2:] == ["optional"])  # type: ignore[arg-type]
-    except ValueError as exc:
-        raise InputError(f"--metric-rule {text!r}: {str(exc).splitlines()[-1]}", hint=f"tolerance {TOLERANCE_FORMAT}") from exc
+    except ValidationError as exc:
+        raise InputError(f"--metric-rule {text!r}: {exc.errors()[0]['msg'].removeprefix('Value error, ')}", hint=f"tolerance {TOLERANCE_FORMAT}") from exc
 
 
 def task_rule(metric: str, profile: Any, declared: dict[str, MetricRule] | None = None) -> Rule | None:

@@ -139,7 +139,9 @@ def save_baseline(run_dir: Path, to: Path, copy_artifacts: bool = True, rules: d
     text = json.dumps(baseline, indent=1, default=str) + "\n"
     if history:
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-        atomic_write_text(history_dir(to) / f"{stamp}-{baseline['digest'][:12]}.json", text)
+        folder = history_dir(to)
+        number = 1 + max((int(f.name[:6]) for f in folder.glob("[0-9][0-9][0-9][0-9][0-9][0-9]-*.json")), default=0) if folder.is_dir() else 1
+        atomic_write_text(folder / f"{number:06d}-{stamp}-{baseline['digest'][:12]}.json", text)  # NOTE: numbered: saves in one second keep their order
     atomic_write_text(to, text)
     return baseline
 

@@ -273,10 +273,16 @@ def _accuracy(name: str, base_t: dict, target: dict, rules: dict[str, Rule], pro
 
 
 def _per_sample(base_t: dict, target: dict, n: int | None) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per-sample top-1 answers of both runs, when recorded and consistent with the runs' top-1 (answers that
+    do not add up to the metric are not evidence: the point estimate decides then)."""
     bs, ns = base_t.get("samples") or {}, target.get("samples") or {}
-    if n and bs.get("n") == ns.get("n") == n and bs.get("top1_correct") and ns.get("top1_correct"):
-        return unpack_bits(bs["top1_correct"], n), unpack_bits(ns["top1_correct"], n)
-    return None
+    if not (n and bs.get("n") == ns.get("n") == n and bs.get("top1_correct") and ns.get("top1_correct")):
+        return None
+    bits = unpack_bits(bs["top1_correct"], n), unpack_bits(ns["top1_correct"], n)
+    for b, t in zip(bits, (base_t, target)):
+        if abs(100.0 * float(np.mean(b)) - float(t["metrics"]["top1"])) > 1e-6:
+            return None
+    return bits
 
 
 def _size_and_memory(name: str, base_t: dict, target: dict, profile: Any) -> list[Finding]:
