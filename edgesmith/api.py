@@ -30,7 +30,7 @@ import numpy as np
 from edgesmith import pipeline
 from edgesmith.device import validate_bundle
 from edgesmith.errors import ConfigError, InputError
-from edgesmith.evaluate.judge import busy_machine
+from edgesmith.evaluate.judge import busy_machine, combine
 from edgesmith.gate import check_run, save_baseline
 from edgesmith.gate.publish import write_gate_outputs
 from edgesmith.hf import TRUST_ENV, wrap_model
@@ -134,7 +134,7 @@ def run(
         results.append(run_optimize(one, base, out_dir=dest, reporter=reporter, force=force, trust_checkpoint=trust_checkpoint))
     if len(results) == 1:
         return Result.of(pipeline.RunResult(target_out, json.loads((target_out / "manifest.json").read_text()), results[0].verdict))
-    verdict = "fail" if any(r.verdict == "fail" for r in results) else "pass"
+    verdict = combine([r.verdict for r in results])
     return Result(verdict, target_out, {"optimize": {str(r.out_dir): r.winner.plan.name for r in results}, "targets": {}})
 
 

@@ -248,7 +248,11 @@ def _execute(plan: Plan, staged: Any, trust_checkpoint: bool, rep: Reporter, opt
         manifest["targets"][name] = _run_target(recipe, name, profile, passes, model, reference_path, specs, calib, evaluation, staged, rep, opts)
     statuses = [t["verdict"] for t in manifest["targets"].values()]
     manifest["verdict"] = (
-        "fail" if "fail" in statuses else ("pass" if statuses and all(s == "pass" for s in statuses) else (statuses[0] if statuses else "pass"))
+        "fail"
+        if "fail" in statuses
+        else "inconclusive"
+        if "inconclusive" in statuses
+        else ("pass" if statuses and all(s == "pass" for s in statuses) else (statuses[0] if statuses else "pass"))
     )
     manifest["pass_configs"] = {p.type: config_as_dict(cfg) for p, _, cfg in passes}
     if opts.cache is not None:
@@ -587,6 +591,6 @@ def _validate(
         "latency": latency,
         "samples": samples,
         "verdicts": [v.as_dict() for v in verdicts],
-        "verdict": overall(verdicts),
+        "verdict": overall(verdicts, recipe.inconclusive),
         "_reference_outputs": ref_out,
     }

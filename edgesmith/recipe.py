@@ -152,6 +152,9 @@ class Recipe(Strict):
     bench: BenchSpec = BenchSpec()
     output_dir: str = "edgesmith-out"
     stop_after: Literal["export", "passes", "compile", "validate"] = "validate"
+    inconclusive: Literal["fail", "warn", "pass"] = Field(
+        default="warn", description="a budget the measurement could not decide: fail the run, warn (verdict inconclusive, exit 0) or pass"
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -162,6 +162,14 @@ TrainTimeOpt = Annotated[
         help="Wall time for training (e.g. 20m, 1h30m, 90s): every training pass recovers from the original model for its share.",
     ),
 ]
+InconclusiveOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--inconclusive",
+        metavar="fail|warn|pass",
+        help="A budget the measurement could not decide (a noisy timing): fail (exit 1), warn (verdict INCONCLUSIVE, exit 0; the default) or pass.",
+    ),
+]
 MlflowOpt = Annotated[str | None, typer.Option("--mlflow", metavar="URI", help="Also log to MLflow, e.g. file:./mlruns (needs the mlflow extra).")]
 
 
@@ -302,6 +310,7 @@ def execute(
     force: bool = False,
     resume: bool = False,
     train_time: str | None = None,
+    inconclusive: str | None = None,
 ) -> None:
     from edgesmith import api
     from edgesmith.report import print_verdicts
@@ -313,6 +322,8 @@ def execute(
         # NOTE: a recipe's paths are read relative to its folder: rewrite them for where it is saved
         atomic_write_text(save_recipe, recipe.relocated(base_dir, save_recipe.parent).to_yaml())
         print(f"recipe written to {save_recipe}", file=sys.stderr)
+    if inconclusive is not None:
+        recipe = recipe.model_copy(update={"inconclusive": check_policy(inconclusive)})
     if train_time is not None:
         from edgesmith.units import parse_duration
 
@@ -332,5 +343,24 @@ def execute(
 
         run_id = log_to_mlflow(mlflow, result.manifest, [result.out_dir / "manifest.json", result.out_dir / "report.md"])
         print(f"logged to MLflow {mlflow} (run {run_id})", file=sys.stderr)
+    warn_inconclusive(result.verdict)
     if result.verdict == "fail":
         raise typer.Exit(EXIT_BUDGET_FAILED)
+
+
+def check_policy(policy: str) -> str:
+    from edgesmith.errors import ConfigError
+    from edgesmith.evaluate.judge import INCONCLUSIVE_POLICIES
+
+    if policy not in INCONCLUSIVE_POLICIES:
+        raise ConfigError(f"--inconclusive {policy!r} is not one of {', '.join(INCONCLUSIVE_POLICIES)}", hint="fail, warn (the default) or pass")
+    return policy
+
+
+def warn_inconclusive(verdict: str) -> None:
+    if verdict == "inconclusive":
+        print(
+            "warning: verdict INCONCLUSIVE — a budget could not be decided (a timing on a busy or noisy machine); nothing was claimed from it. "
+            "Exit 0 under --inconclusive warn (the default); --inconclusive fail makes it a failure.",
+            file=sys.stderr,
+        )

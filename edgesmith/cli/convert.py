@@ -19,6 +19,7 @@ from edgesmith.cli.common import (
     EvalSamplesOpt,
     FieldOpt,
     ForceOpt,
+    InconclusiveOpt,
     InputOpt,
     MaxLengthOpt,
     MetricOpt,
@@ -70,6 +71,7 @@ def run(
     trust_remote_code: TrustRemoteOpt = False,
     resume: ResumeOpt = False,
     train_time: TrainTimeOpt = None,
+    inconclusive: InconclusiveOpt = None,
 ) -> None:
     """Run a recipe: model -> passes -> export -> compile -> validate -> report.
 
@@ -96,7 +98,7 @@ def run(
     recipe = load_recipe(recipe_path)
     execute(
         recipe, recipe_path.parent.absolute(), save_recipe=save_recipe, dry_run=dry_run, force=force, trust=trust_checkpoint, out=out, mlflow=mlflow,
-        resume=resume, train_time=train_time,
+        resume=resume, train_time=train_time, inconclusive=inconclusive,
     )  # fmt: skip
 
 
@@ -135,6 +137,7 @@ def quantize(
     save_recipe: SaveOpt = None,
     dry_run: DryOpt = False,
     force: ForceOpt = False,
+    inconclusive: InconclusiveOpt = None,
 ) -> None:
     """Quantize a model for a target and validate it against the target's budgets.
 
@@ -173,7 +176,7 @@ def quantize(
         from edgesmith.recipe import DataSpec
 
         recipe = recipe.model_copy(update={"data": DataSpec.model_validate(defaults["data"])})
-    execute(recipe, Path.cwd(), save_recipe=save_recipe, dry_run=dry_run, force=force, trust=trust_checkpoint)
+    execute(recipe, Path.cwd(), save_recipe=save_recipe, dry_run=dry_run, force=force, trust=trust_checkpoint, inconclusive=inconclusive)
 
 
 @app.command()
@@ -269,6 +272,7 @@ def validate(
     dry_run: DryOpt = False,
     force: ForceOpt = False,
     json_out: Annotated[bool, typer.Option("--json", help="Device bundle validation: print JSON results.")] = False,
+    inconclusive: InconclusiveOpt = None,
 ) -> None:
     """Validate a model against target profiles: accuracy, latency, size, memory.
 
@@ -305,7 +309,7 @@ def validate(
         from edgesmith.recipe import parse_recipe
 
         recipe = parse_recipe(recipe.model_dump(mode="json") | {"passes": []}, "flags")
-    execute(recipe, Path.cwd(), save_recipe=save_recipe, dry_run=dry_run, force=force)
+    execute(recipe, Path.cwd(), save_recipe=save_recipe, dry_run=dry_run, force=force, inconclusive=inconclusive)
 
 
 def _validate_bundle(run_dir: Path, targets: list[str] | None, json_out: bool) -> None:

@@ -17,6 +17,7 @@ from edgesmith.cli.common import (
     EvalSamplesOpt,
     FieldOpt,
     ForceOpt,
+    InconclusiveOpt,
     InputOpt,
     MaxLengthOpt,
     OutOpt,
@@ -29,11 +30,13 @@ from edgesmith.cli.common import (
     TrustRemoteOpt,
     WeightsOpt,
     build_recipe,
+    check_policy,
     data_options,
     default_data,
     err,
     guarded,
     trust_remote,
+    warn_inconclusive,
 )
 from edgesmith.errors import ConfigError
 from edgesmith.units import parse_duration
@@ -141,6 +144,7 @@ def optimize(
     trust_remote_code: TrustRemoteOpt = False,
     force: ForceOpt = False,
     cache: CacheOpt = None,
+    inconclusive: InconclusiveOpt = None,
 ) -> None:
     """Pick, verify and explain the best compression of a model for a target: recognises the model's
     structure (transformer blocks, depthwise convolutions, PReLU, integer inputs, several outputs),
@@ -205,6 +209,8 @@ def optimize(
         recipe = recipe.model_copy(
             update={"targets": [recipe.targets[0].model_copy(update={"budgets": budget_overrides(budget, load_profile(recipe.targets[0].profile, base))})]}
         )
+    if inconclusive is not None:
+        recipe = recipe.model_copy(update={"inconclusive": check_policy(inconclusive)})
     result = run_optimize(
         recipe,
         base,
@@ -220,6 +226,7 @@ def optimize(
     )
     print((result.out_dir / "optimize.md").read_text())
     print(f"winner: {result.winner.plan.name}; outputs in {result.out_dir}")
+    warn_inconclusive(result.verdict)
     if result.verdict == "fail":
         err(f"the winner's full run failed a budget of the target (see {result.out_dir / 'report.md'})")
         raise typer.Exit(EXIT_BUDGET_FAILED)
@@ -264,6 +271,7 @@ def search(
     trust_remote_code: TrustRemoteOpt = False,
     dry_run: DryOpt = False,
     force: ForceOpt = False,
+    inconclusive: InconclusiveOpt = None,
 ) -> None:
     """Find the Pareto front of accuracy, latency and size over the choices a recipe marks, measured on
     the target; run the best trial in full. Trials are kept in an Optuna study (SQLite in the search
@@ -299,6 +307,8 @@ def search(
     if not recipe_path.is_file():
         raise ConfigError(f"recipe not found: {recipe_path}", hint="give the path of a recipe .yaml file")
     data = load_yaml(recipe_path, "recipe")
+    if inconclusive is not None and isinstance(data, dict):
+        data["inconclusive"] = check_policy(inconclusive)
     settings = Settings(
         trials=trials,
         time_budget_s=parse_duration(time_budget, "--time-budget") if time_budget else None,
@@ -329,5 +339,7 @@ def search(
     if result.best_run is not None and result.best_run.verdict == "fail":
         err(f"the best trial's full run failed a budget (see {result.out_dir / 'best' / 'report.md'})")
         raise typer.Exit(EXIT_BUDGET_FAILED)
+    if result.best_run is not None:
+        warn_inconclusive(result.best_run.verdict)
     if result.best is not None:
         print(f"best: trial #{result.best.number} ({result.best.label}); full run in {result.out_dir / 'best'}")

@@ -114,9 +114,25 @@ def _judge_interval(g: Any, metrics: dict[str, Any], key: str, v: Verdict) -> No
     )
 
 
-def overall(verdicts: Sequence[Verdict]) -> str:
-    """fail when a budget surely fails; an inconclusive latency budget is reported, never a failure."""
-    return "fail" if any(v.status == "fail" for v in verdicts) else "pass"
+INCONCLUSIVE_POLICIES = ("fail", "warn", "pass")
+
+
+def overall(verdicts: Sequence[Verdict], inconclusive: str = "warn") -> str:
+    """fail when a budget surely fails; a budget the measurement could not decide makes the verdict what the
+    policy says: fail, inconclusive (``warn``: reported, not a failure, never a PASS) or pass."""
+    if any(v.status == "fail" for v in verdicts):
+        return "fail"
+    if any(v.status == "inconclusive" for v in verdicts):
+        return {"fail": "fail", "warn": "inconclusive", "pass": "pass"}[inconclusive]
+    return "pass"
+
+
+def combine(verdicts: Sequence[str]) -> str:
+    """One verdict of several (targets, runs): the worst of fail, inconclusive, pass."""
+    for worst in ("fail", "inconclusive"):
+        if worst in verdicts:
+            return worst
+    return "pass"
 
 
 def accuracy_profile(profile: Any) -> Any:

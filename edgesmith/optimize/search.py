@@ -147,7 +147,11 @@ def optimize(
     with rep.step(f"full run of the winner: {training['label'] if training and training['chosen'] else winner.plan.name}"):
         # NOTE: the folder passed the output policy above; the run keeps the profile file its recipe names
         result = pipeline.run(final, base_dir, out_dir=out, reporter=rep, force=True, keep=("target.profile.yaml", "search"), trust_checkpoint=trust_checkpoint)
-    res = OptimizeResult(structure, trials, winner, explanation, out, batch, result.verdict, judge.reference, elapsed, machine, training)
+    verdict = result.verdict
+    if machine and machine.get("busy") and verdict == "pass":
+        # NOTE: no PASS on a speed nobody confirmed: the float model was kept, and the verdict says the race could not decide
+        verdict = {"fail": "fail", "warn": "inconclusive", "pass": "pass"}[recipe.inconclusive]
+    res = OptimizeResult(structure, trials, winner, explanation, out, batch, verdict, judge.reference, elapsed, machine, training)
     note = _write(res, final, profile)
     if note:
         rep.info(note)
@@ -397,27 +401,25 @@ def _choose(trials: list[TrialRecord], target_runtime: str, machine: dict | None
 
 
 def _choose_busy(trials: list[TrialRecord], ref: TrialRecord, target_runtime: str, machine: dict) -> tuple[TrialRecord, str]:
-    """The machine stayed busy through every race: no speed-up is claimed. Load biases a race (the larger
-    model loses more when a core is shared), so the choice is only a best guess: the candidate within
-    the accuracy budget with the largest point estimate, on the target's runtime only (a switch of runtime
-    is a claim about speed it cannot make), and FP32 unless that estimate is above 1."""
+    """The machine stayed busy through every race: no speed-up is claimed, and none is acted on. Load biases
+    a race (the larger model loses more when a core is shared), so a candidate that only looked faster is
+    not picked: the float model on the target's runtime is kept (known safe), the candidates' estimates are
+    reported without intervals, and the verdict says the search was inconclusive."""
     for t in trials:
         if t.speedup is not None:
             t.low = t.high = None  # an interval from a biased measurement is no interval
-    fast = [
-        t
-        for t in trials
-        if t.status == "ok" and t.plan.pass_type is not None and t.speedup is not None and t.plan.runtime == target_runtime and t.speedup > 1.0
-    ]
-    win = max(fast, key=lambda t: (t.speedup, t.metrics.get("cosine", 0.0))) if fast else ref
+    looked = [t for t in trials if t.status == "ok" and t.plan.pass_type is not None and t.speedup is not None and t.speedup > 1.0]
+    lead = max(looked, key=lambda t: t.speedup or 0.0) if looked else None
     why = (
         f"SPEED-UPS NOT CLAIMED: the machine was busy through every timing ({'; '.join(machine.get('reasons', []))}), "
-        "which biases the race; "
-        + (f"{win.plan.name} is a best guess (within the accuracy budget, estimated faster than FP32)" if win is not ref else "the float model is kept")
-        + ". Re-run optimize on a quiet machine to confirm."
+        "which biases the race, so the float model is kept (nothing unconfirmed is shipped)"
+        + (f"; {lead.plan.name} looked fastest ({lead.speedup:.2f}x, unconfirmed)" if lead is not None else "")
+        + ". INCONCLUSIVE: re-run optimize on a quiet machine to decide."
     )
-    _finish(trials, ref, win)
-    return win, why
+    for t in looked:
+        t.reason = f"{t.speedup:.2f}x FP32 timed on a busy machine: not confirmed, so not picked"
+    _finish(trials, ref, ref)
+    return ref, why
 
 
 def _finish(trials: list[TrialRecord], ref: TrialRecord, win: TrialRecord) -> None:
