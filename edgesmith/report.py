@@ -61,6 +61,8 @@ def budget_text(v: dict) -> str:
 
 
 def verdict_rows(target: dict) -> list[list[str]]:
+    """One row per budget, then one per measure the run computed that no budget names ("MEASURED"): what
+    the user reads is every number the run has (decision agreement included), not only the judged ones."""
     rows = []
     for v in target.get("verdicts", []):
         status = v["status"].upper() + (" (estimate)" if v.get("estimate") and v["status"] != "n/a" else "")
@@ -68,6 +70,10 @@ def verdict_rows(target: dict) -> list[list[str]]:
         if detail.startswith((">=", "<=")):  # the budget column says that much; keep what follows (the interval)
             detail = detail.partition("; ")[2]
         rows.append([_metric_label(v), _fmt(v["value"]), _fmt(v["reference"]), budget_text(v), status, detail])
+    budgeted = {v["metric"] for v in target.get("verdicts", [])}
+    metrics, reference = target.get("metrics") or {}, target.get("reference_metrics") or {}
+    for k in sorted(k for k in metrics if "@" not in k and k not in budgeted):
+        rows.append([k, _fmt(metrics[k]), _fmt(reference.get(k)), "—", "MEASURED", "no budget in the profile: reported, not judged"])
     return rows
 
 
@@ -85,7 +91,7 @@ def print_verdicts(manifest: dict, out_dir: str, console: Any = None) -> None:
         for col in ("metric", "value", "float", "budget", "verdict", "detail"):
             table.add_column(col, overflow="fold")
         for row in verdict_rows(t):
-            style = {"PASS": "green", "FAIL": "bold red"}.get(row[4].split()[0], "yellow")
+            style = {"PASS": "green", "FAIL": "bold red", "MEASURED": "dim"}.get(row[4].split()[0], "yellow")
             table.add_row(*(escape(c) for c in row[:4]), f"[{style}]{escape(row[4])}[/]", escape(row[5]))
         console.print(table)
     console.print(f"verdict: [bold]{manifest['verdict'].upper()}[/]  artifacts and report: {escape(out_dir)}")

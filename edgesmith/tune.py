@@ -48,7 +48,9 @@ class TuneResult:
     candidates: list[TrialRecord]
     best: TrialRecord | None
     out_dir: Path
-    verdict: str  # pass | fail (no candidate within budget, or the final run failed a budget)
+    verdict: (
+        str  # pass | inconclusive (the final run's latency budget could not be decided) | fail (no candidate within budget, or the final run failed a budget)
+    )
     stopped: str  # why the search ended
     reference: dict[str, float] = field(default_factory=dict)
 
@@ -90,7 +92,7 @@ def tune(
     final = recipe.model_copy(update={"passes": torch_passes + [_pass_spec(best.params)]})
     with rep.step("full run of the best configuration"):
         result = pipeline.run(final, base_dir, out_dir=out, reporter=rep, force=True, trust_checkpoint=trust_checkpoint)  # NOTE: the policy was checked above
-    verdict = "pass" if best.feasible and result.verdict == "pass" else "fail"
+    verdict = result.verdict if best.feasible and result.verdict in ("pass", "inconclusive") else "fail"
     tr = TuneResult(search.cands, best, out, verdict, search.stopped, search.ev.reference)
     atomic_write_text(out / "tuned.yaml", final.model_copy(update={"output_dir": str(out)}).to_yaml())
     write(tune_report(tr, profile), out, "tune")

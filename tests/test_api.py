@@ -18,7 +18,7 @@ def test_readme_python_example_runs_as_pasted(tmp_path):
     proc = subprocess.run([sys.executable, "-c", block], capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     verdict, top1 = proc.stdout.split()[:3:2]
-    assert verdict in ("pass", "fail") and float(top1) > 90
+    assert verdict in ("pass", "inconclusive", "fail") and float(top1) > 90
     assert (tmp_path / "edgesmith-out" / "api-int8" / "manifest.json").is_file()
 
 
@@ -42,7 +42,7 @@ def test_in_memory_module_with_a_dataloader_and_dict_data(tmp_path):
     result = edgesmith.quantize(
         pretrained_digits_cnn(), example_inputs={"input": torch.randn(2, 1, 8, 8)}, calibration={"input": x[:128]}, evaluation=loader, out_dir=tmp_path / "out"
     )
-    assert result.verdict in ("pass", "fail") and result.metrics["top1"] > 90 and result.artifacts
+    assert result.verdict in ("pass", "inconclusive", "fail") and result.metrics["top1"] > 90 and result.artifacts
     assert result.manifest["data"]["evaluation"]["samples"] == len(x)
 
 

@@ -84,5 +84,9 @@ def test_latency_budgets_are_judged_on_the_interval():
 
     assert status(1.1, 1.3, 1.5) == ("pass", "pass")  # surely faster
     assert status(0.7, 0.8, 0.9) == ("fail", "fail")  # surely slower
-    assert status(0.9, 1.02, 1.1) == ("inconclusive", "pass")  # cannot tell: reported, never a failure
-    assert status(0.96, 0.98, 1.04) == ("inconclusive", "pass")  # a point estimate below 1 is not a failure either
+    assert status(0.9, 1.02, 1.1) == ("inconclusive", "inconclusive")  # cannot tell: reported, never a failure, never a PASS
+    assert status(0.96, 0.98, 1.04) == ("inconclusive", "inconclusive")  # a point estimate below 1 is not a failure either
+    v = next(
+        v for v in judge(prof, {"speedup_vs_fp32@1": 1.02, "speedup_vs_fp32_low@1": 0.9, "speedup_vs_fp32_high@1": 1.1}, {}) if v.metric == "speedup_vs_fp32"
+    )
+    assert [overall([v], policy) for policy in ("fail", "warn", "pass")] == ["fail", "inconclusive", "pass"]  # one declared policy

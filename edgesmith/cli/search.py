@@ -87,6 +87,7 @@ def tune(
     import json
 
     print_verdicts(json.loads((result.out_dir / "manifest.json").read_text()), str(result.out_dir))
+    warn_inconclusive(result.verdict)
     if result.verdict == "fail":
         gap = "; ".join(result.best.gaps) if result.best and not result.best.feasible else "the final run failed a latency/size budget"
         err(f"no setting met the budget (best written to {result.out_dir}): {gap}")

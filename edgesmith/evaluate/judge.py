@@ -37,9 +37,17 @@ def _timed(metric: str) -> bool:
     return metric.startswith(LATENCY_METRICS + ("speedup_vs_fp32",))
 
 
+NOT_COMPUTED = {
+    "top1": "not computed: the evaluation data has no labels (give labelled data — class sub-folders, a label column, npz key "
+    "`labels` — or judge by decision_agreement, the share of the float model's top-1 answers kept)",
+    "decision_agreement": "not computed: the model's outputs are not class scores ([N, C] logits with C >= 5, or probabilities), so there is "
+    "no top-1 decision to compare; output_fidelity (R²) judges these outputs — drop this budget from the profile for such models",
+}
+
+
 def _judge_one(g: Any, value: float | None, ref: float | None, v: Verdict) -> None:
     if value is None:
-        v.detail = "not computed in this run"
+        v.detail = NOT_COMPUTED.get(g.metric, "not computed in this run" + (" (latency was not timed)" if _timed(g.metric) else ""))
     elif g.goal in ("max-degradation", "max-relative-degradation"):
         if ref is None:
             v.detail = "no float reference to compare with"

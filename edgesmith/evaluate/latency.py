@@ -56,8 +56,9 @@ def record_latency(metrics: dict[str, Any], reference: dict[str, Any], batch: in
         _, low, high = bootstrap_ratio(c, b, confidence=CONFIDENCE, resamples=1000)  # median(FP32) / median(candidate)
         metrics[f"speedup_vs_fp32_low@{batch}"], metrics[f"speedup_vs_fp32_high@{batch}"] = low, high
     reference[f"speedup_vs_fp32@{batch}"] = 1.0
-    if first_batch:
-        metrics["peak_memory_mb"], reference["peak_memory_mb"] = cand.peak_rss_mb, base.peak_rss_mb
+    # NOTE: peak memory is the largest over the batch sizes (the largest batch, as a rule), not the first's
+    for dst, value in ((metrics, cand.peak_rss_mb), (reference, base.peak_rss_mb)):
+        dst["peak_memory_mb"] = value if first_batch else max(dst.get("peak_memory_mb", 0.0), value)
 
 
 def _pooled(a: Any, b: Any) -> Any:

@@ -23,7 +23,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from edgesmith.errors import InputError
-from edgesmith.profiles.schema import TOLERANCE_FORMAT, MetricRule, parse_tolerance
+from edgesmith.profiles.schema import TOLERANCE_FORMAT, MetricRule, Profile, parse_tolerance
 
 # known task metrics: which way is better, and a default tolerance on the scale they are usually reported in
 # (percent-scaled ones in points; metrics reported in [0, 1] or in unbounded units relative to their value)
@@ -131,8 +131,6 @@ def _flat(value: Any, prefix: str) -> dict[str, Any]:
 
 def freeze(target: dict[str, Any], manifest: dict[str, Any], declared: dict[str, MetricRule] | None = None, strict: bool = True) -> dict[str, Any]:
     """The bar of one target of a run, as the baseline stores it."""
-    from edgesmith.profiles.schema import Profile
-
     profile = Profile.model_validate(target["profile"])
     judged = {k: v for k, v in profile.model_dump(mode="json").items() if k not in DESCRIPTIVE}
     evaluation = (manifest.get("data") or {}).get("evaluation") or {}

@@ -200,7 +200,7 @@ def check_run(
                 name, base_t, target, profile, baseline, baseline_path, run_dir, manifest, remeasure, same_cpu, rounds, per_round, report
             )
     if history:
-        report.findings += drift_findings(baseline_path, history, manifest, report)
+        report.findings += [Finding(**d) for d in drift_findings(baseline_path, history, manifest, report)]
     report.verdict = decide(report)
     return report
 

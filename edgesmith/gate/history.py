@@ -12,14 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from edgesmith.gate.bar import rules_of
+from edgesmith.gate.baseline import load_baseline, load_history
 
 TREND_METRICS = ("artifact_mb", "peak_memory_mb", "speedup_vs_fp32@1")
 
 
-def drift_findings(baseline_path: Path, last: int, manifest: dict[str, Any], report: Any) -> list[Any]:
-    from edgesmith.gate.baseline import load_baseline, load_history
-    from edgesmith.gate.check import Finding
-
+def drift_findings(baseline_path: Path, last: int, manifest: dict[str, Any], report: Any) -> list[dict[str, Any]]:
+    """Per target and gated metric, the candidate against the oldest accepted baseline in the window (the
+    fields of a gate ``Finding``); fills ``report.history`` with the trend."""
     window = load_history(baseline_path, last)
     if not window:
         report.notes.append(f"--history {last}: no accepted baselines in {baseline_path.stem}.history/ yet (each `baseline save` adds one)")
@@ -49,18 +49,18 @@ def drift_findings(baseline_path: Path, last: int, manifest: dict[str, Any], rep
             worse, allowed = rule.worse_by(b, v), rule.allowed(b)
             status = "fail" if worse > allowed + 1e-9 else "pass"
             out.append(
-                Finding(
-                    name,
-                    f"{metric} over the last {len(window)} baselines",
-                    "drift",
-                    b,
-                    v,
-                    f"{v - b:+.3g}",
-                    rule.text(),
-                    status,
-                    f"against the oldest accepted baseline in the window ({oldest_stem}, saved {oldest.get('created')}): "
+                {
+                    "target": name,
+                    "metric": f"{metric} over the last {len(window)} baselines",
+                    "kind": "drift",
+                    "baseline": b,
+                    "now": v,
+                    "delta": f"{v - b:+.3g}",
+                    "budget": rule.text(),
+                    "status": status,
+                    "detail": f"against the oldest accepted baseline in the window ({oldest_stem}, saved {oldest.get('created')}): "
                     + ("a slow drift, each step within the tolerance, adds up past it" if status == "fail" else "no drift beyond the tolerance"),
-                    excess=(worse - allowed) / max(allowed, 1e-9),
-                )
+                    "excess": (worse - allowed) / max(allowed, 1e-9),
+                }
             )
     return out

@@ -476,10 +476,13 @@ def optimize_report(res: OptimizeResult, profile: Any) -> Report:
         + (f" (other processes {m['others_cores']:.2f} cores, steal {m.get('steal') or 0:.0%})" if m.get("others_cores") is not None else ""),
         f"- search: {len(res.trials)} candidates in {res.seconds:.0f} s; the final run of the winner: {res.verdict}",
     ]
-    table = Table(["candidate", "runtime", "settings", "why tried", "top-1", "cosine", "speed-up (interval)", "result"])
+    task = next((k for t in res.trials for k in t.metrics if k not in FIDELITY_METRICS), None)
+    table = Table(["candidate", "runtime", "settings", "why tried", task or "task metric", "cosine", "R²", "decisions kept", "speed-up (interval)", "result"])
     for t in res.trials:
-        top1 = next((f"{v:.2f}" for k, v in t.metrics.items() if k not in FIDELITY_METRICS), "—")
+        top1 = f"{t.metrics[task]:.2f}" if task and task in t.metrics else "—"
         cos = f"{t.metrics['cosine']:.4f}" if "cosine" in t.metrics else "—"
+        r2 = f"{t.metrics['output_fidelity']:.4f}" if "output_fidelity" in t.metrics else "—"
+        kept = f"{100 * t.metrics['decision_agreement']:.1f}%" if "decision_agreement" in t.metrics else "—"
         sp = (
             f"{t.speedup:.2f}x ({t.low:.2f}-{t.high:.2f})"
             if t.speedup is not None and t.low is not None
@@ -489,7 +492,7 @@ def optimize_report(res: OptimizeResult, profile: Any) -> Report:
         )
         settings = json.dumps(t.plan.options) if t.plan.pass_type else "float"
         result = Markup("**winner**") if t.status == "winner" else f"{t.status}: {t.reason}" if t.reason else t.status
-        table.rows.append([t.plan.name, _rt(t.plan.runtime), md_code(f"{t.plan.pass_type or ''} {settings}"), t.plan.why, top1, cos, sp, result])
+        table.rows.append([t.plan.name, _rt(t.plan.runtime), md_code(f"{t.plan.pass_type or ''} {settings}"), t.plan.why, top1, cos, r2, kept, sp, result])
         table.row_status.append({"winner": "pass", "failed": "fail", "accuracy": "fail"}.get(t.status, ""))
     sections = [Section("", table=table)]
     tr = res.training

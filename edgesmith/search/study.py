@@ -11,6 +11,7 @@ per budget, > 0 when it fails): TPE and NSGA-II steer away from infeasible regio
 from __future__ import annotations
 
 import json
+import time
 from typing import Any, Literal
 
 from edgesmith.errors import ConfigError
@@ -49,13 +50,20 @@ def open_study(storage: str, name: str, sampler: Any, grid: list[dict] | None, a
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        study = optuna.create_study(storage=storage, study_name=name, sampler=sampler, directions=DIRECTIONS, load_if_exists=True)
-    except Exception as exc:  # noqa: BLE001 - a bad URL or an unreadable database: one line, with the cause
-        raise ConfigError(
-            f"cannot open the study database {storage}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}",
-            hint="give a SQLAlchemy URL such as sqlite:///study.db, or leave --storage out",
-        ) from None
+    for attempt in range(6):
+        try:
+            study = optuna.create_study(storage=storage, study_name=name, sampler=sampler, directions=DIRECTIONS, load_if_exists=True)
+            break
+        except Exception as exc:  # noqa: BLE001 - a bad URL or an unreadable database: one line, with the cause
+            # NOTE: two processes creating one new database race on its schema (alembic_version UNIQUE, "database is
+            # locked"): the loser finds it made a moment later
+            if type(exc).__name__ in ("IntegrityError", "OperationalError") and attempt < 5:
+                time.sleep(0.2 * (attempt + 1))
+                continue
+            raise ConfigError(
+                f"cannot open the study database {storage}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}",
+                hint="give a SQLAlchemy URL such as sqlite:///study.db, or leave --storage out",
+            ) from None
     if not study.user_attrs:
         for k, v in attrs.items():
             study.set_user_attr(k, v)

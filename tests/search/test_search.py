@@ -56,9 +56,10 @@ def test_search_writes_the_front_the_study_and_the_best_run(cli, tmp_path):
     best = json.loads((out / "best" / "manifest.json").read_text())
     assert best["targets"]["x86-avx512-vnni-ort"]["latency"]
     # one judge: the trial the search kept within every budget is the recipe `run` passes, on its own
-    assert best["verdict"] == "pass" and next(t for t in res["trials"] if t["number"] == res["best"])["feasible"]
+    # (inconclusive: a latency budget this busy machine could not decide — never a failure, never a PASS)
+    assert best["verdict"] in ("pass", "inconclusive") and next(t for t in res["trials"] if t["number"] == res["best"])["feasible"]
     again = cli("run", out / "best.yaml", "--out", tmp_path / "again")
-    assert again.code == 0 and json.loads((tmp_path / "again" / "manifest.json").read_text())["verdict"] == "pass", again.stderr[-1500:]
+    assert again.code == 0 and json.loads((tmp_path / "again" / "manifest.json").read_text())["verdict"] in ("pass", "inconclusive"), again.stderr[-1500:]
     assert (out / "best.yaml").is_file() and "<svg" in (out / "search.html").read_text()
     md = (out / "search.md").read_text()
     assert "## Pareto front" in md and "trials/hour" in md
