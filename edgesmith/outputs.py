@@ -288,6 +288,19 @@ def verify_run(run_dir: Path, manifest: dict[str, Any]) -> None:
     check_finite_metrics(manifest, str(where))
 
 
+class DuplicateKey(ValueError):
+    """A JSON object with one key twice: ``json`` keeps the last silently, which would hide an entry."""
+
+
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise DuplicateKey(repr(k))
+        out[k] = v
+    return out
+
+
 def load_manifest(run_dir: Path, verify: bool = True) -> dict:
     """A complete run's ``manifest.json``, verified against the run's files unless ``verify=False``."""
     path = run_dir / MANIFEST
@@ -296,9 +309,13 @@ def load_manifest(run_dir: Path, verify: bool = True) -> dict:
             f"{run_dir} has no manifest.json: it is not a complete edgesmith run", hint="give the output directory of `edgesmith run` / `quantize`"
         )
     try:
-        manifest = json.loads(path.read_text())
+        manifest = json.loads(path.read_text(), object_pairs_hook=unique_keys)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"{path} is not valid JSON ({exc})", hint="the run directory is damaged; rebuild it") from exc
+    except DuplicateKey as exc:
+        raise InputError(
+            f"{path} names {exc} twice (two targets of one name?)", hint="edgesmith never writes that: the file was edited; rebuild the run"
+        ) from None
     if not isinstance(manifest, dict):
         raise InputError(f"{path} is not a manifest (a JSON object)", hint="the run directory is damaged; rebuild it")
     if verify:

@@ -386,7 +386,7 @@ def test_every_reports_table_rows_keep_their_columns_whatever_the_text():
     report = optimize_report(OptimizeResult(structure, [t], t, "why", __import__("pathlib").Path("."), 1, "pass", {}, 1.0), prof)
     opt = to_markdown(report)
     rows = [line for line in opt.splitlines() if line.startswith("| ") and not line.startswith("| candidate")]
-    assert rows and all(line.replace("\\|", "").count("|") == 9 for line in rows), rows  # 8 columns
+    assert rows and all(line.replace("\\|", "").count("|") == 11 for line in rows), rows  # 10 columns
     outside_code = __import__("re").sub(r"`[^`]*`", "", text + opt)  # inside a code span HTML is text
     assert "<script>" not in outside_code
     assert "b`c" not in text + opt  # no backtick of the input survives to close a span

@@ -23,6 +23,7 @@ def _metrics(top1_value, cos=0.999, p90=1.0, speedup=2.0):
         "top1": top1_value,
         "cosine": cos,
         "output_fidelity": 0.99,
+        "decision_agreement": 0.99,
         "artifact_mb": 1.0,
         "peak_memory_mb": 100.0,
         "latency_p90_ms@1": p90,
@@ -40,6 +41,12 @@ def test_judge_passes_within_budget_and_fails_beyond():
     failed = {v.metric for v in bad if v.status == "fail"}
     assert failed == {"top1", "speedup_vs_fp32"} and overall(bad) == "fail"
     assert next(v for v in bad if v.metric == "top1").detail == "drop 0.6 pt"
+    m, r = _metrics(98.6)
+    m["decision_agreement"] = 0.9  # a tenth of the float model's top-1 answers changed, top-1 within its budget
+    assert overall(judge(prof, m, r)) == "fail"
+    del m["decision_agreement"]  # not class outputs: the budget is n/a and says why, in words a user acts on
+    da = next(v for v in judge(prof, m, r) if v.metric == "decision_agreement")
+    assert da.status == "n/a" and "not class scores" in da.detail and "output_fidelity" in da.detail
 
 
 def test_relative_degradation_goal():

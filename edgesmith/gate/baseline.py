@@ -18,7 +18,18 @@ from typing import Any
 
 from edgesmith.errors import InputError
 from edgesmith.gate.bar import freeze
-from edgesmith.outputs import atomic_copy, atomic_write_text, check_finite_metrics, check_output_file, inside, load_manifest, manifest_digest, sha256
+from edgesmith.outputs import (
+    DuplicateKey,
+    atomic_copy,
+    atomic_write_text,
+    check_finite_metrics,
+    check_output_file,
+    inside,
+    load_manifest,
+    manifest_digest,
+    sha256,
+    unique_keys,
+)
 from edgesmith.profiles.schema import MetricRule
 
 FORMAT = "edgesmith-baseline/2"
@@ -157,10 +168,12 @@ def load_baseline(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise InputError(f"baseline not found: {path}", hint="create one with `edgesmith baseline save RUN_DIR --to baseline.json`")
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(), object_pairs_hook=unique_keys)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         where = f" at line {exc.lineno}" if isinstance(exc, json.JSONDecodeError) else ""
         raise InputError(f"baseline {path} is not valid JSON{where}", hint="the file is damaged; save the baseline again") from exc
+    except DuplicateKey as exc:
+        raise InputError(f"baseline {path} names {exc} twice (two targets of one name?)", hint="edgesmith never writes that: save the baseline again") from None
     if isinstance(data, dict) and data.get("format") == "edgesmith-baseline/1":
         raise InputError(
             f"{path} was saved by an older edgesmith (format edgesmith-baseline/1), which did not freeze the bar the gate judges by",

@@ -191,3 +191,14 @@ def test_a_drop_the_paired_test_cannot_decide_is_inconclusive_under_one_policy(c
         results[policy] = (code, json.loads((tmp_path / policy / "check.json").read_text())["verdict"])
         assert found[("accuracy", "top1")]["status"] == "inconclusive" and "paired test" in found[("accuracy", "top1")]["detail"]
     assert results == {"warn": (0, "inconclusive"), "fail": (1, "fail"), "pass": (0, "pass")}
+
+
+def test_two_targets_of_one_name_are_refused_not_collapsed(cli, gate_runs, baseline, tmp_path):
+    text = baseline.read_text()
+    data = json.loads(text)
+    entry = json.dumps(data["targets"][TARGET])
+    # a second entry under the same name: json keeps the last one silently, the gate must not
+    doubled = tmp_path / "doubled.json"
+    doubled.write_text(text.replace('"targets": {', '"targets": {' + json.dumps(TARGET) + ": " + entry + ", ", 1))
+    r = cli("check", gate_runs["again"], "--baseline", doubled, *QUIET)
+    assert r.code == 2 and len(r.error_lines) == 1 and f"names '{TARGET}' twice" in r.stderr, r.stderr

@@ -44,17 +44,25 @@ def test_cross_runtime_ratio_agrees_with_plain_timing(two_runtimes, digits_onnx)
     feeds = {onnx_input_specs(ort.path)[0]["name"]: _feeds(digits_onnx)["input"]}
     # NOTE: microsecond timings on a shared 2-core machine: one attempt can disagree by chance (CI measured
     # 0.63 once), a method that is biased disagrees every time; so up to 3 attempts, and any agreement passes
-    seen = []
-    for _ in range(3):
+    # A timing beside other work is biased, not noisy (runtime.contention): such an attempt judges nothing, as
+    # edgesmith's own verdicts do; CI shares its cores, so every attempt busy is a skip, never a failure.
+    seen, busy = [], []
+    for _ in range(4):
         res_ort, res_ov = run_worker([ort, ov], feeds, 2, 10, 120, None, 12, raw=True)
         assert res_ort["timing"] == "call" and res_ort["machine"]["threads"] == 2
+        if res_ort["machine"].get("busy") or res_ov["machine"].get("busy"):
+            busy.append("; ".join(res_ort["machine"].get("reasons") or ["busy"]))
+            time.sleep(2)
+            continue
         race = res_ort["p50_ms"] / res_ov["p50_ms"]
         # the plain side: each runtime in a process of its own with its own API (benchmarks/plain_timing.py)
         plain = plain_ratio(ort.path, ov.path, feeds)
         seen.append(f"race {race:.2f}x vs plain {plain:.2f}x ({res_ort['p50_ms'] * 1e3:.1f} / {res_ov['p50_ms'] * 1e3:.1f} us)")
         if 0.7 < race / plain < 1.45:
             return
-    raise AssertionError("the race's OpenVINO/ONNX Runtime ratio disagreed with plain timing in every attempt: " + "; ".join(seen))
+    if not seen:
+        pytest.skip(f"the machine was busy in every attempt ({busy[0]}): a biased timing judges nothing")
+    raise AssertionError("the race's OpenVINO/ONNX Runtime ratio disagreed with plain timing in every quiet attempt: " + "; ".join(seen))
 
 
 def test_race_beside_a_cpu_hog_keeps_its_claim_true_or_withholds_it(two_runtimes, digits_onnx):
