@@ -10,6 +10,7 @@ from typing import Any
 from edgesmith.gate.check import github_step_summary
 from edgesmith.outputs import atomic_write_text
 from edgesmith.report import md
+from edgesmith.reporting import svg
 from edgesmith.reporting.document import Check, Report, Section, Table, to_html, to_json, to_junit, to_markdown
 from edgesmith.reporting.runs import figure_sections
 
@@ -56,7 +57,15 @@ def gate_report(report: Any, baseline: dict[str, Any], manifest: dict[str, Any] 
         sections.append(Section("Changed since the baseline", [f"- {md(c)}" for c in report.changes], level=3))
     for h in report.history:
         rows = [[r["baseline"], *[_v(r.get(m)) for m in h["metrics"]]] for r in h["rows"]]
-        sections.append(Section(f"Trend over the last accepted baselines: {md(h['target'])}", table=Table(["baseline", *h["metrics"]], rows), level=3))
+        plots = [svg.trend(f"trend-{h['target']}-{m}", f"{h['target']}: {m}", [(r["baseline"], r.get(m)) for r in h["rows"]], m) for m in h["metrics"]]
+        sections.append(
+            Section(
+                f"Trend over the last accepted baselines: {md(h['target'])}",
+                table=Table(["baseline", *h["metrics"]], rows),
+                figures=[p for p in plots if p],
+                level=3,
+            )
+        )
     if manifest is not None:
         sections += figure_sections([("now", manifest)], baseline, report.as_dict())
     return Report(

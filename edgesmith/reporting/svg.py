@@ -183,3 +183,19 @@ def hbars(plot_id: str, title: str, items: list[tuple[str, float]], xlabel: str)
         f'<svg class="plot" id="{escape(plot_id)}" viewBox="0 0 {W} {h}" width="{W}" height="{h}" role="img" xmlns="http://www.w3.org/2000/svg">'
         f'<title>{escape(title)}</title><text x="{PAD["l"]}" y="18" class="ptitle">{escape(title)}</text>' + "".join(body) + "</svg>"
     )
+
+
+def trend(plot_id: str, title: str, points: list[tuple[str, float | None]], ylabel: str) -> str:
+    """A metric over successive runs (oldest first): a line through the values, each point labelled."""
+    shown = [(k, label, float(v)) for k, (label, v) in enumerate(points) if v is not None and math.isfinite(float(v))]
+    if not shown:
+        return ""
+    ys = [v for _, _, v in shown]
+    f = Frame(0, max(len(points) - 1, 1), min(ys), max(ys))
+    body = f.axes("accepted baselines, oldest first; last: this run", ylabel, xticks=False)
+    path = " ".join(f"{'M' if i == 0 else 'L'}{f.x(k):.1f},{f.y(v):.1f}" for i, (k, _, v) in enumerate(shown))
+    body.append(f'<path d="{path}" fill="none" stroke="{PALETTE[0]}" stroke-width="2"/>')
+    for k, label, v in shown:
+        colour = PALETTE[1] if k == len(points) - 1 else PALETTE[0]
+        body.append(f'<circle class="mark" cx="{f.x(k):.1f}" cy="{f.y(v):.1f}" r="4" fill="{colour}" data-tip="{escape(f"{label}: {_fmt(v)}")}"/>')
+    return _svg(plot_id, title, body)

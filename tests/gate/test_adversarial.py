@@ -132,6 +132,8 @@ def test_a_slow_drift_passes_each_step_and_fails_over_the_history(cli, gate_runs
     drift = found[("drift", "top1 over the last 10 baselines")]
     assert code == 1 and drift["status"] == "fail" and drift["baseline"] - drift["now"] == pytest.approx(3.0)  # against step 0
     assert "Trend over the last accepted baselines" in (tmp_path / "history" / "summary.md").read_text()
+    html = (tmp_path / "history" / "report.html").read_text()
+    assert f'id="trend-{TARGET}-top1"' in html and html.count('class="mark" cx=') >= 11  # ten baselines and this run, drawn
 
 
 def _with_metric(name: str, value: float):
