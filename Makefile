@@ -1,5 +1,5 @@
 # Two commands do all set-up on a fresh machine:  `make demo`  and  `make test`.
-# Both create .venv and install edgesmith (with OpenVINO + NNCF, Neural Compressor, MLflow) with torch held at the 2.13.0 CPU build.
+# Both create .venv and install edgesmith (with OpenVINO + NNCF, Neural Compressor, MLflow, asyncssh) with torch held at the 2.13.0 CPU build.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -28,7 +28,7 @@ bench: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[build,openvino,inc,mlflow,search,ray,hf,data,ocr,dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[build,openvino,inc,mlflow,search,ray,hf,data,ocr,device,dev]'
 	touch $(STAMP)
 
 clean:

@@ -60,3 +60,15 @@ class ProfileViolation(EdgesmithError):
     """A validated artifact breaks one or more budgets of its target profile."""
 
     exit_code = EXIT_BUDGET_FAILED
+
+
+class DeviceError(EdgesmithError):
+    """A device over SSH cannot be reached, logged into, trusted, set up or used (``edgesmith.remote``)."""
+
+
+class RemoteFailure(EdgesmithError):
+    """A command edgesmith ran on a device failed there; carries the exit code it would have had locally."""
+
+    def __init__(self, message: str, hint: str | None = None, exit_code: int = EXIT_BAD_INPUT):
+        super().__init__(message, hint)
+        self.exit_code = exit_code

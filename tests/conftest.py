@@ -131,3 +131,24 @@ def steady_profile(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("profiles") / "x86-avx512-vnni-ort-steady.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
+
+
+@pytest.fixture(scope="session")
+def device_run(tmp_path_factory) -> Path:
+    """A run of the digits CNN (static INT8, one x86 ONNX Runtime target) for the device side to validate."""
+    from edgesmith import pipeline
+    from edgesmith.recipe import parse_recipe
+
+    out = tmp_path_factory.mktemp("device-build") / "run"
+    recipe = parse_recipe(
+        {
+            "model": {"source": "edgesmith.zoo:pretrained_digits_cnn"},
+            "data": {"calibration": {"source": "digits", "samples": 256}, "evaluation": {"source": "digits", "split": "test"}},
+            "passes": [{"type": "ptq_int8"}],
+            "targets": [{"profile": "x86-avx512-vnni-ort", "batch_sizes": [1], "budgets": NO_SPEEDUP_BUDGET}],
+            "bench": {"warmup": 2, "iterations": 20},
+            "output_dir": str(out),
+        }
+    )
+    pipeline.run(recipe, out.parent)
+    return out

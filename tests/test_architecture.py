@@ -145,7 +145,7 @@ def test_the_recipe_goes_back_up_at_most_ten_times_from_the_cli_through_a_run(di
 LAZY_LIBRARIES = {
     "torch", "onnx", "onnxruntime", "openvino", "nncf", "optuna", "ray", "transformers", "tokenizers", "pyarrow", "PIL", "safetensors", "sklearn",
     "neural_compressor", "tensorrt", "cuda", "mlflow", "datasets", "onnxscript", "torch_pruning", "onnxruntime_extensions", "rich", "scipy",
-    "sqlalchemy", "fcntl", "resource", "ctypes", "matplotlib", "easyocr_en_models", "ml_dtypes",
+    "sqlalchemy", "asyncssh", "fcntl", "resource", "ctypes", "matplotlib", "easyocr_en_models", "ml_dtypes",
 }  # fmt: skip
 LAZY_FILES = (
     "edgesmith/cli/",
@@ -153,6 +153,10 @@ LAZY_FILES = (
     "edgesmith/search/worker.py",
     "edgesmith/search/zygote.py",
     "edgesmith/runtime/ops/ortx.py",
+    # the device agent: a child-process entry point that must answer "which modules import here?" on a
+    # device that may lack numpy or yaml (before `edgesmith device setup`), so it imports only as it goes
+    "edgesmith/device/agent.py",
+    "edgesmith/device/ops.py",
 )
 CYCLES = {
     ("edgesmith/__init__.py", "edgesmith"),  # the API loads on first use: `import edgesmith` stays light

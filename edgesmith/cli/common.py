@@ -16,7 +16,7 @@ import typer
 
 from edgesmith.errors import EXIT_BAD_INPUT, EXIT_BUDGET_FAILED, EXIT_INTERNAL, EdgesmithError
 
-__all__ = ["EXIT_BUDGET_FAILED", "RichReporter", "Terminated", "build_recipe", "err", "execute", "guarded", "on_sigterm", "parse_input"]
+__all__ = ["EXIT_BUDGET_FAILED", "DeviceOpt", "OnOpt", "RichReporter", "Terminated", "build_recipe", "err", "execute", "guarded", "on_sigterm", "parse_input"]
 
 
 def err(text: str) -> None:
@@ -162,6 +162,26 @@ TrainTimeOpt = Annotated[
         help="Wall time for training (e.g. 20m, 1h30m, 90s): every training pass recovers from the original model for its share.",
     ),
 ]
+OnOpt = Annotated[
+    str | None,
+    typer.Option("--on", metavar="DEVICE", help="Run it on this device over SSH (see `edgesmith device add`); results come back here, marked with the device."),
+]
+DeviceOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--device",
+        metavar="DEVICE",
+        help="Time the candidates on this device over SSH (`edgesmith device add`), and validate the result there: latency is the device's, not this machine's.",
+    ),
+]
+
+
+def say_transfer(device: str, transfer: dict) -> None:
+    """One line on stderr: what went to the device, what it already had."""
+    sent, cached = transfer.get("sent_files", 0), transfer.get("cached_files", 0)
+    print(f"[{device}] sent {sent} file(s), {transfer.get('sent_bytes', 0) / 2**20:.2f} MB; {cached} already there (cached by content)", file=sys.stderr)
+
+
 InconclusiveOpt = Annotated[
     str | None,
     typer.Option(

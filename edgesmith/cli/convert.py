@@ -24,6 +24,7 @@ from edgesmith.cli.common import (
     MaxLengthOpt,
     MetricOpt,
     MlflowOpt,
+    OnOpt,
     OutOpt,
     OutputNameOpt,
     PreprocessOpt,
@@ -41,8 +42,10 @@ from edgesmith.cli.common import (
     default_data,
     execute,
     guarded,
+    say_transfer,
     trust_remote,
 )
+from edgesmith.errors import ConfigError
 
 
 class Calibration(str, Enum):
@@ -273,6 +276,7 @@ def validate(
     force: ForceOpt = False,
     json_out: Annotated[bool, typer.Option("--json", help="Device bundle validation: print JSON results.")] = False,
     inconclusive: InconclusiveOpt = None,
+    on: OnOpt = None,
 ) -> None:
     """Validate a model against target profiles: accuracy, latency, size, memory.
 
@@ -281,10 +285,18 @@ def validate(
     Given a run directory, re-validates its artifacts here, without torch: on a device, after
     `pip install 'edgesmith[ort]'` (or [openvino]), `edgesmith validate RUN_DIR [-t TARGET]`.
 
+    From this machine, `edgesmith validate RUN_DIR --on DEVICE` does the same on a device over SSH (see
+    `edgesmith device add`) and records the device's results in the run's manifest (and devices/DEVICE.md).
+
     Example: edgesmith validate out/x86-avx512-vnni-ort/model.int8.onnx --reference out/model.onnx -t x86-avx512-vnni-ort -d eval.npz
     """
     if Path(model).is_dir():
-        return _validate_bundle(Path(model), target, json_out)
+        return _validate_bundle(Path(model), target, json_out, on)
+    if on is not None:
+        raise ConfigError(
+            "--on validates a run directory on a device",
+            hint="build the run here first (edgesmith run / quantize), then: edgesmith validate RUN_DIR --on DEVICE",
+        )
     from edgesmith.model_io import model_defaults
 
     defaults = model_defaults(model) if not data else {}
@@ -312,21 +324,27 @@ def validate(
     execute(recipe, Path.cwd(), save_recipe=save_recipe, dry_run=dry_run, force=force, inconclusive=inconclusive)
 
 
-def _validate_bundle(run_dir: Path, targets: list[str] | None, json_out: bool) -> None:
+def _validate_bundle(run_dir: Path, targets: list[str] | None, json_out: bool, on: str | None = None) -> None:
     import json
 
     from edgesmith.device import validate_bundle
     from edgesmith.report import print_verdicts
 
     if targets and len(targets) > 1:
-        from edgesmith.errors import ConfigError
-
         raise ConfigError("validate a run directory for one target at a time, or all", hint="give at most one --target")
-    result = validate_bundle(run_dir, targets[0] if targets else None, RichReporter())
+    if on is not None:
+        from edgesmith.remote import client
+
+        result, transfer = client.validate(on, run_dir, targets[0] if targets else None, RichReporter())
+        say_transfer(on, transfer)
+        written = client.record(run_dir, result)
+        print(f"device {on}'s results recorded in {run_dir / 'manifest.json'} and {written}", file=sys.stderr)
+    else:
+        result = validate_bundle(run_dir, targets[0] if targets else None, RichReporter())
     if json_out:
         print(json.dumps(result, indent=2, default=str))
     else:
-        print_verdicts(result, str(run_dir))
+        print_verdicts(result, f"{run_dir} on device {on}" if on else str(run_dir))
     if result["verdict"] == "fail":
         raise typer.Exit(EXIT_BUDGET_FAILED)
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from edgesmith.cli.app import app
-from edgesmith.cli.common import InputOpt, RichReporter, guarded, parse_input
+from edgesmith.cli.common import InputOpt, OnOpt, RichReporter, guarded, parse_input, say_transfer
 from edgesmith.schema import MAX_BATCH, MAX_ITERATIONS, MAX_SECONDS, MAX_THREADS
 
 
@@ -48,6 +48,7 @@ def bench(
         ),
     ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    on: OnOpt = None,
 ) -> None:
     """Benchmark a model or compiled artifact: p50/p90/p95/p99, mean, std, throughput, peak memory, noise flag.
 
@@ -60,39 +61,65 @@ def bench(
         edgesmith bench model.onnx --threads 2 --batch 1 --batch 8
 
         edgesmith bench out/x86-avx512-vnni-ov/model.openvino.xml --target x86-avx512-vnni-ov --until-stable
+
+        edgesmith bench model.onnx --on pi   (timed on the device `pi` over SSH: `edgesmith device add`)
     """
     import json
 
     from edgesmith.runtime.bench import bench_artifact
 
-    if backend != "auto":
-        from edgesmith.runtime import get_backend
+    shapes = [parse_input(i) for i in input_shape or []]
+    timing = "bound" if inference_only else "call"
+    options: dict[str, Any] = {
+        "backend": backend,
+        "threads": threads,
+        "batches": batch,
+        "warmup": warmup,
+        "iterations": iterations,
+        "duration_s": duration,
+        "input_shapes": shapes,
+        "ort_level": optimization.value,
+        "until_stable": until_stable,
+        "cv": cv,
+        "max_repeats": max_repeats,
+        "timing": timing,
+    }
+    if on is not None:
+        from edgesmith.profiles import load_profile
+        from edgesmith.remote import client
 
-        get_backend(backend)  # an unknown name lists the registered ones; a missing runtime names its extra
-    rows = bench_artifact(
-        model,
-        backend,
-        target=target,
-        threads=threads,
-        batches=batch,
-        warmup=warmup,
-        iterations=iterations,
-        duration_s=duration,
-        input_shapes=[parse_input(i) for i in input_shape or []],
-        ort_level=optimization.value,
-        until_stable=until_stable,
-        cv_threshold=cv,
-        max_repeats=max_repeats,
-        reporter=RichReporter(),
-        timing="bound" if inference_only else "call",
-    )
+        rows, transfer = client.bench(on, model, options, load_profile(target) if target else None, reporter=RichReporter())
+        say_transfer(on, transfer)
+    else:
+        if backend != "auto":
+            from edgesmith.runtime import get_backend
+
+            get_backend(backend)  # an unknown name lists the registered ones; a missing runtime names its extra
+        rows = bench_artifact(
+            model,
+            backend,
+            target=target,
+            threads=threads,
+            batches=batch,
+            warmup=warmup,
+            iterations=iterations,
+            duration_s=duration,
+            input_shapes=shapes,
+            ort_level=optimization.value,
+            until_stable=until_stable,
+            cv_threshold=cv,
+            max_repeats=max_repeats,
+            reporter=RichReporter(),
+            timing=timing,
+        )
     if json_out:
         print(json.dumps(rows, indent=2))
         return
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{model.name} on {rows[0]['backend']}, {rows[0]['threads']} threads (latency in ms)")
+    where = f" on device {on}" if on else ""
+    table = Table(title=f"{model.name} on {rows[0]['backend']}{where}, {rows[0]['threads']} threads (latency in ms)")
     cols = {
         "batch": "batch",
         "iterations": "runs",
@@ -128,6 +155,7 @@ def compare(
     confidence: Annotated[float, typer.Option(min=0.5, max=0.999)] = 0.95,
     input_shape: InputOpt = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    on: OnOpt = None,
 ) -> None:
     """Interleaved A/B latency: the ratio B/A of median latencies with a bootstrap confidence interval.
 
@@ -137,6 +165,19 @@ def compare(
     """
     import json
 
+    if on is not None:
+        from edgesmith.remote import client
+
+        opts: dict[str, Any] = {"threads": threads, "batch": batch, "rounds": rounds, "per_round": per_round, "confidence": confidence}
+        opts["input_shapes"] = [parse_input(i) for i in input_shape or []]
+        remote, transfer = client.compare(on, a, b, opts, reporter=RichReporter())
+        say_transfer(on, transfer)
+        if json_out:
+            print(json.dumps(remote, indent=2))
+        else:
+            print(f"on device {on}: A {a.name}: p50 {remote['a_p50_ms']:.4g} ms   B {b.name}: p50 {remote['b_p50_ms']:.4g} ms")
+            print(remote["describe"])
+        return
     from edgesmith.runtime.bench import artifact_for, make_feeds
     from edgesmith.runtime.compare import compare as run_compare
 

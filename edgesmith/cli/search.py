@@ -12,6 +12,7 @@ from edgesmith.cli.common import (
     EXIT_BUDGET_FAILED,
     CalibSamplesOpt,
     DataOpt,
+    DeviceOpt,
     DryOpt,
     EvalOpt,
     EvalSamplesOpt,
@@ -146,6 +147,7 @@ def optimize(
     force: ForceOpt = False,
     cache: CacheOpt = None,
     inconclusive: InconclusiveOpt = None,
+    device: DeviceOpt = None,
 ) -> None:
     """Pick, verify and explain the best compression of a model for a target: recognises the model's
     structure (transformer blocks, depthwise convolutions, PReLU, integer inputs, several outputs),
@@ -169,6 +171,8 @@ def optimize(
         edgesmith optimize ./my-bert-folder -d sentences.txt        (a Transformers folder and a text file, nothing else)
 
         edgesmith optimize classifier.onnx -d photos/ --preprocess imagenet   (300 photos calibrate, the rest evaluate)
+
+        edgesmith optimize edgesmith.zoo:trained_digits_resnet -t pi.yaml --device pi   (timed on the device over SSH)
     """
     trust_remote(trust_remote_code)
     from edgesmith.model_io import model_defaults
@@ -224,6 +228,7 @@ def optimize(
         train_budget=train_budget,
         cache_dir=cache,
         train_minutes=parse_duration(train_time, "--train-time") / 60 if train_time else None,
+        device=device,
     )
     print((result.out_dir / "optimize.md").read_text())
     print(f"winner: {result.winner.plan.name}; outputs in {result.out_dir}")
@@ -273,6 +278,7 @@ def search(
     dry_run: DryOpt = False,
     force: ForceOpt = False,
     inconclusive: InconclusiveOpt = None,
+    device: DeviceOpt = None,
 ) -> None:
     """Find the Pareto front of accuracy, latency and size over the choices a recipe marks, measured on
     the target; run the best trial in full. Trials are kept in an Optuna study (SQLite in the search
@@ -299,6 +305,8 @@ def search(
         edgesmith search recipe.yaml --sampler nsga2 --trials 40 --time-budget 30m --workers 2
 
         edgesmith search recipe.yaml --ray 10.0.0.5:6379 --storage sqlite:////shared/study.db --cache /shared/cache
+
+        edgesmith search recipe.yaml -t pi.yaml --device pi   (trials timed on the device over SSH)
     """
     from edgesmith.schema import load_yaml
     from edgesmith.search import Settings
@@ -323,6 +331,7 @@ def search(
         force=force,
         trust_checkpoint=trust_checkpoint,
         dry_run=dry_run,
+        device=device,
     )
     result = run_search(data, recipe_path.parent.absolute(), out, target=target, settings=settings, reporter=RichReporter())
     if result.verdict == "dry-run":

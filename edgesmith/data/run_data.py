@@ -100,7 +100,7 @@ BUNDLE_MAX_BYTES = 64 << 20  # the device bundle carries at most this much evalu
 
 def write_eval_bundle(evaluation: Any, path: Callable[[str], Path]) -> int:
     """The device bundle: a bounded sample of the evaluation data travels with the artifacts (see
-    edgesmith.device): whole batches, at most BUNDLE_MAX_BYTES. Returns how many samples it holds."""
+    edgesmith.device.bundle): whole batches, at most BUNDLE_MAX_BYTES. Returns how many samples it holds."""
 
     first = evaluation.batches[0] if evaluation.batches else None
     batch = first.size if first is not None else 32

@@ -46,6 +46,7 @@ from edgesmith.outputs import atomic_write_text, check_output_dir
 from edgesmith.profiles import builtin_names, load_profile
 from edgesmith.progress import Reporter
 from edgesmith.recipe import PassSpec, TargetSpec
+from edgesmith.remote import client
 from edgesmith.report import Markup, md, md_code
 from edgesmith.reporting.document import Report, Section, Table, trial_checks, write
 from edgesmith.runtime import get_backend, measurable_backends
@@ -102,6 +103,7 @@ def optimize(
     train_budget: int | None = None,
     cache_dir: Path | None = None,
     train_minutes: float | None = None,
+    device: str | None = None,
 ) -> OptimizeResult:
 
     rep = reporter or Reporter()
@@ -133,6 +135,9 @@ def optimize(
         train_spec = (train_budget, train_minutes, preset.check_trainable(recipe, base_dir, judge.specs)) if train_budget or train_minutes else None
         proposed = plans if plans is not None else plan(structure, profile.backend, runtimes)
         candidates = _Candidates(proposed, judge, profiles, profile, start, work, rep, time_budget_s)
+        if device is not None:
+            client.device_for(device, profile)
+            candidates.measure = client.measure(device)
         outcome = engine.run(candidates, time_budget_s, rep, started)
         trials, machine, batch = outcome.records, outcome.machine, candidates.batch
         winner, explanation = _choose(trials, profile.backend, machine)
@@ -148,6 +153,13 @@ def optimize(
         # NOTE: the folder passed the output policy above; the run keeps the profile file its recipe names
         result = pipeline.run(final, base_dir, out_dir=out, reporter=rep, force=True, keep=("target.profile.yaml", "search"), trust_checkpoint=trust_checkpoint)
     verdict = result.verdict
+    if device is not None:  # the device's word on the winner: accuracy on its runtime, latency timed there
+        on_device, transfer = client.validate(device, out, reporter=rep)
+        client.record(out, on_device)
+        rep.info(f"[{device}] the winner validated on the device: {on_device['verdict'].upper()} (sent {transfer['sent_files']} file(s))")
+        verdict = {"inconclusive": {"fail": "fail", "warn": "inconclusive", "pass": "pass"}[recipe.inconclusive]}.get(
+            on_device["verdict"], on_device["verdict"]
+        )
     if machine and machine.get("busy") and verdict == "pass":
         # NOTE: no PASS on a speed nobody confirmed: the float model was kept, and the verdict says the race could not decide
         verdict = {"fail": "fail", "warn": "inconclusive", "pass": "pass"}[recipe.inconclusive]
@@ -320,6 +332,7 @@ class _Candidates:
         self.budget_s = budget_s
         self.batch = profile.batch_sizes[0]
         self.ref: TrialRecord | None = None
+        self.measure: Any = local_measure  # or a device's race over SSH (remote.client.measure)
 
     def propose(self, done: list[TrialRecord], out_of_time: bool) -> list[TrialRecord]:
         if done:
@@ -345,7 +358,7 @@ class _Candidates:
             return None
         others = [t for t in runners if t is not self.ref]
         self.rep.info(f"[optimize] timing {len(runners)} model(s) interleaved at batch {self.batch}")
-        return engine.Timing(self.ref.artifact, self.judge.feeds(self.batch), self.profile.threads, local_measure, rounds=12), others
+        return engine.Timing(self.ref.artifact, self.judge.feeds(self.batch), self.profile.threads, self.measure, rounds=12), others
 
     def tell(self, wave: list[TrialRecord]) -> None:
         for t in wave:
@@ -430,6 +443,11 @@ def _finish(trials: list[TrialRecord], ref: TrialRecord, win: TrialRecord) -> No
     win.status = "winner"
 
 
+def _where(res: OptimizeResult) -> str:
+    node = next((t.timing_node for t in res.trials if t.timing_node), "")
+    return f"on device {node.removeprefix('device:')} over SSH" if node.startswith("device:") else "on this machine"
+
+
 def _rt(runtime: str) -> str:
     return {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}.get(runtime, runtime)
 
@@ -469,7 +487,7 @@ def optimize_report(res: OptimizeResult, profile: Any) -> Report:
         f"- target `{profile.name}` ({_rt(profile.backend)}); accuracy budgets: "
         + ", ".join(f"{g.metric} {g.goal} {g.value:g}" for g in profile.budgets if not g.metric.startswith(("latency_", "speedup", "artifact", "peak"))),
         "- float reference: " + ", ".join(f"{k} {v:.4g}" for k, v in res.reference.items()),
-        f"- latency: batch {res.batch}, every model timed interleaved in one process; speed-up over FP32 on {_rt(profile.backend)} "
+        f"- latency: batch {res.batch}, timed {_where(res)}, every model interleaved in one process; speed-up over FP32 on {_rt(profile.backend)} "
         "with a 95% bootstrap interval over rounds (wall time of each plain API call, numpy in and out, for every runtime: "
         "what an application pays, the same clock for all)",
         f"- machine while timing: {'BUSY — ' + '; '.join(m.get('reasons', [])) + ' (no speed-up claimed)' if res.claims_withheld else 'quiet'}"

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from edgesmith.plan import preflight, resolve_plan
 from edgesmith.profiles import load_profile
 from edgesmith.progress import Reporter
 from edgesmith.recipe import InputSpec, parse_recipe
+from edgesmith.remote import client
 from edgesmith.runtime import get_backend, measurable_backends
 from edgesmith.runtime.base import Artifact
 from edgesmith.runtime.bench import make_feeds
@@ -62,6 +64,8 @@ class Settings:
     trust_checkpoint: bool = False
     run_best: bool = True
     dry_run: bool = False  # check the recipe, the space and every choice; print the plan; run nothing
+    measure: Any = None  # who times the trials: a device over SSH (``remote.client.measure``); default the executor
+    device: str | None = None  # that device's name, for the report
 
 
 def search(
@@ -79,6 +83,9 @@ def search(
     checked: list[Any] = []
     check_choices(space, lambda passes: checked.append(_concrete(base, passes, base_dir)))
     profile = _profile(base, base_dir)
+    if s.device is not None:
+        client.device_for(s.device, profile)  # a device of another architecture is refused before anything runs
+        s = dataclasses.replace(s, measure=s.measure or client.measure(s.device))
     grid = space.grid() if space.size() is not None else None
     sampler_name = resolve_sampler(s.sampler, len(grid) if grid is not None else None, s.trials)
     trials_wanted = s.trials or (len(grid) if grid is not None and sampler_name == "grid" else 20)

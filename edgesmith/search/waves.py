@@ -88,7 +88,7 @@ class Waves:
         if not runners:
             return None
         self.rep.info(f"[search] timing {len(runners)} trial(s) against FP32, nothing else running (batch {self.profile.batch_sizes[0]})")
-        return Timing(self.ref.artifact, self.ref.feeds, self.ref.threads, self.executor.measure), runners
+        return Timing(self.ref.artifact, self.ref.feeds, self.ref.threads, self.s.measure or self.executor.measure), runners
 
     def tell(self, wave: list[TrialRecord]) -> None:
         from optuna.trial import TrialState

@@ -46,7 +46,7 @@ def validate_bundle(run_dir: Path, target: str | None = None, reporter: Any = No
     for name, t in targets.items():
         result["targets"][name] = _validate_target(run_dir, name, t, evaluator, dataset, specs, rep)
     statuses = [t["verdict"] for t in result["targets"].values()]
-    result["verdict"] = "fail" if "fail" in statuses else "pass"
+    result["verdict"] = "fail" if "fail" in statuses else "inconclusive" if "inconclusive" in statuses else "pass"
     return result
 
 

@@ -1,0 +1,267 @@
+"""The whole path to a device over SSH against a real SSH server on 127.0.0.1 (tests/device/conftest.py):
+add, probe, setup, bench, compare, validate, optimize with the device; and every fault the device
+issue names, injected there: unreachable host, refused key, changed host key, connection dropped
+mid-upload and mid-timing, full disk, missing runtime, another architecture, names with spaces and
+quotes, two clients at once, Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import edgesmith_exe
+from tests.device.conftest import agents_running, leftovers
+from tests.device.sshd import SSHD
+
+pytestmark = pytest.mark.slow
+
+
+def unique_copy(model: Path, dest: Path) -> Path:
+    """The model with content no earlier upload had (uploads are cached by content)."""
+    import onnx
+
+    m = onnx.load(str(model))
+    m.doc_string = f"unique {time.time_ns()} {os.getpid()}"
+    onnx.save(m, str(dest))
+    return dest
+
+
+@pytest.fixture
+def odd_model(digits_onnx, tmp_path) -> Path:
+    """The digits CNN under a name a shell would split and unquote."""
+    path = tmp_path / 'my model\'s "v2" $(touch pwned).onnx'
+    shutil.copy(digits_onnx, path)
+    return path
+
+
+def test_add_pins_the_host_key_only_when_told(cli, sshd, client_key, device_py, device_work, config):
+    url = f"ssh://tester@127.0.0.1:{sshd.port}"
+    args = ["--key", client_key[0], "--python", device_py, "--workdir", device_work]
+    r = cli("device", "add", "box", url, *args)
+    assert r.code == 2 and "not pinned yet" in r.stderr and "SHA256:" in r.stderr and "--accept-host-key" in r.stderr
+    assert not (config / "devices.yaml").exists()  # nothing saved from a refused first contact
+    r = cli("device", "add", "box", url, *args, "--accept-host-key")
+    assert r.code == 0, r.stderr
+    assert "x86_64" in r.stdout and "cores" in r.stdout
+    assert (config / "known_hosts").stat().st_mode & 0o077 == 0 and (config / "devices.yaml").stat().st_mode & 0o077 == 0
+    shown = cli("device", "show", "box")
+    assert shown.code == 0 and "SHA256:" in shown.stdout and "BEGIN" not in shown.stdout  # a fingerprint, never a key's secret
+    assert "box" in cli("device", "list").stdout
+    again = cli("device", "add", "box", url, *args)
+    assert again.code == 2 and "exists" in again.stderr
+    assert cli("device", "remove", "box").code == 0
+    assert "no devices" in cli("device", "list").stdout and not (config / "known_hosts").read_text().strip()
+
+
+@pytest.mark.parametrize(
+    "url, message",
+    [
+        ("ssh://me:secret@host", "does not store passwords"),
+        ("http://host", "is not an ssh://"),
+        ("ssh://host", "names no user"),
+        ("ssh://me@host/path", "has a path"),
+    ],
+)
+def test_bad_addresses_are_refused_in_one_line(cli, config, url, message):
+    r = cli("device", "add", "x", url)
+    assert r.code == 2 and message in r.stderr and len(r.error_lines) == 1
+    assert "secret" not in r.stderr  # a password in an address is never echoed
+
+
+def test_unreachable_host_and_refused_key(cli, loop, config, tmp_path, digits_onnx):
+    from edgesmith.remote import client
+    from edgesmith.remote.config import Registry
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # a port nobody listens on
+    r = cli("device", "add", "gone", f"ssh://me@127.0.0.1:{port}", "--accept-host-key")
+    assert r.code == 2 and "cannot reach device gone" in r.stderr
+    other = tmp_path / "other_key"
+    other.write_bytes(pytest.importorskip("asyncssh").generate_private_key("ssh-ed25519").export_private_key())
+    other.chmod(0o600)
+    dev = Registry().get("loop")
+    dev.key = str(other)
+    Registry().put(dev)
+    with pytest.raises(Exception, match="refused the login"):
+        client.bench("loop", digits_onnx, {"iterations": 5})
+
+
+def test_a_changed_host_key_is_refused_with_how_to_accept(cli, device_py, client_key, config, tmp_path, digits_onnx):
+    server = SSHD(device_py.parent, client_key[1]).start()
+    try:
+        url = f"ssh://tester@127.0.0.1:{server.port}"
+        args = ["--key", client_key[0], "--python", device_py, "--workdir", str(tmp_path / "w")]
+        assert cli("device", "add", "moved", url, *args, "--accept-host-key").code == 0
+        server.swap_host_key()  # the device was reinstalled, or someone is in the middle
+        ran = len(server.commands)
+        r = cli("bench", digits_onnx, "--on", "moved", "--iterations", "5")
+        assert r.code == 2 and "CHANGED" in r.stderr and "--accept-host-key --replace" in r.stderr
+        assert len(server.commands) == ran  # nothing was sent to, or run on, the impostor
+    finally:
+        server.stop()
+
+
+def test_bench_on_the_device_and_uploads_cached_by_content(cli, loop, odd_model, tmp_path):
+    r = cli("bench", odd_model, "--on", "loop", "--iterations", "30", "--batch", "1", "--batch", "4", "--json")
+    assert r.code == 0, r.stderr
+    rows = json.loads(r.stdout)
+    assert [row["batch"] for row in rows] == [1, 4] and all(row["p50_ms"] > 0 and row["device"] == "loop" for row in rows)
+    assert not (tmp_path / "pwned").exists() and not Path("pwned").exists()  # the name was data, never shell
+    again = cli("bench", odd_model, "--on", "loop", "--iterations", "10")
+    assert again.code == 0, again.stderr
+    assert "sent 0 file(s), 0.00 MB" in again.stderr and "on device loop" in again.stdout  # the unchanged artifact is not sent again
+    assert leftovers(loop.work) == []
+
+
+def test_compare_on_the_device(cli, loop, odd_model, digits_onnx):
+    r = cli("compare", digits_onnx, odd_model, "--on", "loop", "--rounds", "4", "--per-round", "5", "--json")
+    assert r.code == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert res["device"] == "loop" and 0.5 < res["ratio"] < 2.0  # one model twice: no real difference
+
+
+def test_probe_writes_a_profile_and_setup_installs_what_the_device_lacks(loop):
+    from edgesmith.profiles import load_profile
+    from edgesmith.remote import client
+
+    done = client.setup("loop")  # the device env lacks onnxruntime-extensions: fetched here, unpacked there
+    assert done["versions"]["onnxruntime_extensions"] and done["versions"]["onnxruntime"]
+    assert client.setup("loop")["installed"] == []  # nothing left to install
+    _, facts, path = client.probe("loop", benchmark=False)
+    assert facts["arch"] == "x86_64" and facts["cores"] >= 1 and "torch" not in facts["versions"]
+    profile = load_profile(str(path))
+    assert profile.hardware.arch == "x86_64" and profile.backend == "onnxruntime"
+
+
+def test_a_profile_of_another_architecture_is_refused(cli, loop, digits_onnx):
+    ran = len(loop.server.commands)
+    r = cli("bench", digits_onnx, "--on", "loop", "-t", "arm-cortex-a72-ort")
+    assert r.code == 2 and "is x86_64, but profile arm-cortex-a72-ort is for aarch64" in r.stderr
+    assert len(loop.server.commands) == ran  # refused before anything ran there
+
+
+def test_a_missing_runtime_says_device_setup(cli, loop, digits_onnx, tmp_path):
+    ov = pytest.importorskip("openvino")
+    xml = tmp_path / "model.xml"
+    ov.save_model(ov.convert_model(str(digits_onnx)), str(xml))
+    r = cli("bench", xml, "--on", "loop", "--iterations", "5")
+    assert r.code == 2 and "device setup loop --runtime openvino" in r.stderr, r.stderr
+
+
+def test_a_dropped_upload_is_retried_and_nothing_half_written_is_used(loop, digits_onnx, tmp_path):
+    from edgesmith.remote import client
+
+    big = unique_copy(digits_onnx, tmp_path / "with spaces.onnx")  # new content: it must really be sent
+    loop.server.faults["drop_upload_after"] = 20_000
+    rows, transfer = client.bench("loop", big, {"iterations": 5})
+    assert rows[0]["p50_ms"] > 0 and transfer["sent_files"] >= 1
+    assert leftovers(loop.work) == []
+
+
+def test_a_connection_dropped_while_timing_is_retried_then_a_clear_error(cli, loop, digits_onnx):
+    loop.server.faults["drop_exec_after"] = 1.0
+    r = cli("bench", digits_onnx, "--on", "loop", "--duration", "3")
+    assert r.code == 0 and "the connection dropped" in r.stderr and "trying again (2/3)" in r.stderr, r.stderr
+
+    # dropped on every try: three attempts, then one clear line; nothing recorded
+    loop.server.faults["drop_exec_every"] = 1.0
+    try:
+        r = cli("bench", digits_onnx, "--on", "loop", "--duration", "3")
+    finally:
+        loop.server.faults.pop("drop_exec_every", None)
+    assert r.code == 2 and "dropped 3 times" in r.stderr and "no result was written" in r.stderr, r.stderr
+    deadline = time.time() + 20
+    while agents_running(loop.work) and time.time() < deadline:
+        time.sleep(0.2)
+    assert agents_running(loop.work) == [] and leftovers(loop.work) == []
+
+
+def test_a_full_disk_is_one_clear_error_and_leaves_no_partial_file(cli, loop, tmp_path, digits_onnx):
+    fresh = unique_copy(digits_onnx, tmp_path / "fresh.onnx")
+    loop.server.faults["disk_full"] = True
+    r = cli("bench", fresh, "--on", "loop", "--iterations", "5")
+    assert r.code == 2 and "ran out of disk space" in r.stderr and "--workdir" in r.stderr, r.stderr
+    assert leftovers(loop.work) == []
+
+
+def test_two_clients_take_turns_on_one_device(loop, digits_onnx):
+    from edgesmith.remote import client
+
+    held: list[dict] = []
+    errors: list[BaseException] = []
+
+    def one() -> None:
+        try:
+            _, transfer = client.bench("loop", digits_onnx, {"duration_s": 1.5, "warmup": 2})
+            held.append(transfer["lock"])
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors and len(held) == 2
+    first, second = sorted(held, key=lambda h: h["acquired"])
+    assert second["acquired"] >= first["released"]  # one timing job at a time: the windows never overlap
+
+
+def test_ctrl_c_ends_the_remote_run_and_removes_its_files(loop, digits_onnx, config):
+    env = {**os.environ, "EDGESMITH_CONFIG_DIR": str(config)}
+    proc = subprocess.Popen([edgesmith_exe(), "bench", str(digits_onnx), "--on", "loop", "--duration", "60"], env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and not list((Path(loop.work) / "jobs").glob("*")):
+        time.sleep(0.1)
+    assert list((Path(loop.work) / "jobs").glob("*")), "the remote run never started"
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and "interrupted" in err
+    deadline = time.time() + 20
+    while (agents_running(loop.work) or leftovers(loop.work)) and time.time() < deadline:
+        time.sleep(0.2)
+    assert agents_running(loop.work) == [] and leftovers(loop.work) == []
+
+
+def test_validate_a_run_on_the_device_records_it_in_the_manifest(cli, loop, device_run, tmp_path):
+    run = tmp_path / "a run with spaces"
+    shutil.copytree(device_run, run)
+    r = cli("validate", run, "--on", "loop", "--json")
+    assert r.code == 0, r.stderr
+    res = json.loads(r.stdout)
+    built = json.loads((device_run / "manifest.json").read_text())["targets"]["x86-avx512-vnni-ort"]
+    here = res["targets"]["x86-avx512-vnni-ort"]
+    assert res["device"]["name"] == "loop"
+    assert here["metrics"]["top1"] == pytest.approx(built["metrics"]["top1"])  # same artifact, same runtime
+    assert here["metrics"]["speedup_vs_fp32@1"] > 0
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["devices"]["loop"]["targets"]["x86-avx512-vnni-ort"]["metrics"]["top1"] == here["metrics"]["top1"]
+    assert "On device loop" in (run / "devices" / "loop.md").read_text()
+    assert cli("check", run, "--baseline", run).code in (0, 2)  # the recorded run stays a readable run
+
+
+def test_optimize_times_its_candidates_on_the_device(cli, loop, tmp_path, steady_profile):
+    out = tmp_path / "opt"
+    r = cli(
+        "optimize", "edgesmith.zoo:digits_prelu_heads", "--out", out, "--target", steady_profile, "--same-runtime",
+        "--budget", "output_fidelity=0.5", "--budget", "top1=100", "--device", "loop", timeout=600,
+    )  # fmt: skip
+    assert r.code == 0, r.stdout + r.stderr
+    res = json.loads((out / "optimize.json").read_text())
+    timed = [c for c in res["candidates"] if c.get("timing_node")]
+    assert timed and all(c["timing_node"] == "device:loop" for c in timed)
+    assert "timed on device loop over SSH" in (out / "optimize.md").read_text()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["devices"]["loop"]["verdict"] in ("pass", "inconclusive")
