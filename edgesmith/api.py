@@ -37,6 +37,7 @@ from edgesmith.hf import TRUST_ENV, wrap_model
 from edgesmith.memory import register
 from edgesmith.optimize import optimize as run_optimize
 from edgesmith.recipe import Recipe, load_recipe, parse_recipe
+from edgesmith.remote import client
 from edgesmith.runtime.bench import artifact_for, bench_artifact, make_feeds
 from edgesmith.runtime.compare import compare as run_compare
 from edgesmith.schema import load_yaml
@@ -105,6 +106,22 @@ def _to_recipe(recipe: Any) -> tuple[Any, Path]:
     return load_recipe(path), path.parent.absolute()
 
 
+def _on_devices(rec: Recipe, done: Any, reporter: Any) -> Any:
+    """Targets that name a device are validated there (over SSH) and judged by what the device measured:
+    its results go into the run (manifest ``devices``, ``devices/NAME.md``) and its verdict is the target's."""
+
+    if done.out_dir is None:
+        return done
+    verdicts = {name: t["verdict"] for name, t in done.manifest["targets"].items()}
+    for name, spec in zip(list(verdicts), rec.targets):
+        if spec.device:
+            measured, _ = client.validate(spec.device, done.out_dir, name, reporter)
+            client.record(done.out_dir, measured)
+            verdicts[name] = measured["targets"][name]["verdict"]
+    manifest = json.loads((done.out_dir / "manifest.json").read_text())
+    return pipeline.RunResult(done.out_dir, manifest, combine(list(verdicts.values())))
+
+
 def run(
     recipe: Any,
     *,
@@ -122,9 +139,10 @@ def run(
     base = Path(base_dir) if base_dir else base
     out = Path(out_dir) if out_dir else None
     if not (rec.optimize and not dry_run):
-        return Result.of(
-            pipeline.run(rec, base, out_dir=out, trust_checkpoint=trust_checkpoint, dry_run=dry_run, reporter=reporter, force=force, resume=resume)
-        )
+        done = pipeline.run(rec, base, out_dir=out, trust_checkpoint=trust_checkpoint, dry_run=dry_run, reporter=reporter, force=force, resume=resume)
+        if not dry_run and any(t.device for t in rec.targets) and done.manifest.get("targets"):
+            done = _on_devices(rec, done, reporter)
+        return Result.of(done)
     # `passes: auto`: optimize per target, each into its own folder (one target: the output folder itself)
     target_out = out or (base / rec.output_dir if not Path(rec.output_dir).is_absolute() else Path(rec.output_dir))
     results = []

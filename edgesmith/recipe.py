@@ -35,7 +35,18 @@ from edgesmith.compress import build_pass_config, get_pass
 from edgesmith.data.preprocess import preprocess_config
 from edgesmith.errors import ConfigError
 from edgesmith.profiles.schema import Goal
-from edgesmith.schema import MAX_BATCH, MAX_ITERATIONS, MAX_SECONDS, MAX_THREADS, Dtype, InputSpec, ModelSpec, Strict, format_validation_error, load_yaml  # noqa: F401 - re-exported
+from edgesmith.schema import (
+    DEVICE_NAME,
+    MAX_BATCH,
+    MAX_ITERATIONS,
+    MAX_SECONDS,
+    MAX_THREADS,
+    InputSpec,
+    ModelSpec,
+    Strict,
+    format_validation_error,
+    load_yaml,
+)  # noqa: F401 - re-exported
 
 
 class DataSource(Strict):
@@ -116,6 +127,9 @@ class TargetSpec(Strict):
     budgets: list[Goal] | None = None
     threads: int | None = Field(default=None, ge=1, le=MAX_THREADS)
     batch_sizes: list[Annotated[int, Field(ge=1, le=MAX_BATCH)]] | None = None
+    device: str | None = Field(
+        default=None, pattern=DEVICE_NAME, description="validate this target on a device over SSH after the run (`edgesmith device add`)"
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -10,7 +10,16 @@ from typing import Annotated, Any
 import typer
 
 from edgesmith.cli.app import app, baseline_app
-from edgesmith.cli.common import EXIT_BUDGET_FAILED, MlflowOpt, RichReporter, guarded
+from edgesmith.cli.common import EXIT_BUDGET_FAILED, MlflowOpt, RichReporter, guarded, say_transfer
+
+DeviceMeasuredOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--device",
+        metavar="DEVICE",
+        help="The run as this device measured it over SSH (validated there first unless `validate RUN --on DEVICE` recorded it already).",
+    ),
+]
 
 
 @baseline_app.command("save")
@@ -30,6 +39,7 @@ def baseline_save(
             help="Declare how a task metric is gated, e.g. bleu=higher:0.5pt or wer=lower:1% (append :optional if a run may lack it). Needed for metrics edgesmith does not know.",
         ),
     ] = None,
+    device: DeviceMeasuredOpt = None,
 ) -> None:
     """Record a run as the baseline: per target the accuracy metrics, every latency sample, artifact
     size and hash, peak memory — and the whole bar the gate will judge by (the profile's content,
@@ -41,12 +51,15 @@ def baseline_save(
     Examples:
       edgesmith baseline save edgesmith-out/demo --to baseline.json
       edgesmith baseline save out/mt --to gate/baseline.json --metric-rule bleu=higher:0.5pt
+      edgesmith baseline save out/main --to baseline.json --device pi   (the run as the device measured it)
     """
     from edgesmith.gate import save_baseline
     from edgesmith.gate.bar import parse_rule_option
 
     rules = dict(parse_rule_option(r) for r in metric_rule or [])
-    data = save_baseline(run_dir, to, copy_artifacts=not no_artifacts, rules=rules)
+    if device is not None:
+        _measured_on(device, run_dir)
+    data = save_baseline(run_dir, to, copy_artifacts=not no_artifacts, rules=rules, device=device)
     n_files = sum(len(t["artifact"]["files"]) for t in data["targets"].values())
     copied = f", {n_files} artifact file(s) copied to {to.parent / (to.stem + '.artifacts')}" if not no_artifacts else ""
     print(f"baseline of {run_dir} ({', '.join(data['targets'])}) written to {to}{copied}")
@@ -90,6 +103,7 @@ def check(
     latency_tolerance: Annotated[float | None, typer.Option(min=0.0, help="Allowed slowdown, e.g. 0.1 = 10% (default: the profile's gate).")] = None,
     accuracy_tolerance: Annotated[float | None, typer.Option(min=0.0, help="Allowed drop in points (default: the profile's budget).")] = None,
     mlflow: MlflowOpt = None,
+    device: DeviceMeasuredOpt = None,
 ) -> None:
     """Gate a run against a baseline: exit 0 when nothing regressed, 1 on a regression, 2 on bad input.
 
@@ -105,6 +119,7 @@ def check(
     Examples:
       edgesmith check out/pr --baseline baseline.json --out gate/
       edgesmith check out/pr -b baseline.json --history 10 --inconclusive fail
+      edgesmith check out/pr -b baseline.json --device pi   (validated and re-timed on the device over SSH)
     """
     from edgesmith.gate import check_run
     from edgesmith.gate.publish import write_gate_outputs
@@ -113,6 +128,12 @@ def check(
     out_dir = out or run_dir / "check"
     check_writable(out_dir)
     started = time.time()
+    timer = None
+    if device is not None:
+        from edgesmith.remote import client
+
+        _measured_on(device, run_dir)
+        timer = client.pair_timer(device)
     report = check_run(
         run_dir,
         baseline,
@@ -127,6 +148,8 @@ def check(
         latency_tolerance=latency_tolerance,
         accuracy_tolerance=accuracy_tolerance,
         reporter=RichReporter(),
+        device=device,
+        pair_timer=timer,
     )
     manifest = report.manifest
     written = write_gate_outputs(report, report.baseline, manifest, out_dir, time.time() - started)
@@ -199,3 +222,15 @@ def report(
     runs = [(d.name or str(d), load_run(d)) for d in run_dirs]
     atomic_write_text(html, to_html(runs_report(runs, baseline=load_baseline(baseline) if baseline else None)))
     print(f"report written to {html}")
+
+
+def _measured_on(device: str, run_dir: Path) -> None:
+    """The run validated on ``device`` (over SSH) and recorded in it, unless it was already."""
+    from edgesmith.outputs import load_manifest
+    from edgesmith.remote import client
+
+    if device in (load_manifest(run_dir).get("devices") or {}):
+        return
+    result, transfer = client.validate(device, run_dir, None, RichReporter())
+    say_transfer(device, transfer)
+    client.record(run_dir, result)

@@ -83,15 +83,28 @@ def _bench(req: dict, job: Path, progress: Any) -> Any:
 
 
 def _compare(req: dict, job: Path, progress: Any) -> Any:
+    """``edgesmith compare`` (synthetic inputs), or the gate's re-timing of baseline against candidate
+    (``feeds``: the run's own inputs; artifacts with their options); every timed run comes back."""
+    from dataclasses import asdict
+
+    import numpy as np
+
+    from edgesmith.runtime.base import Artifact
     from edgesmith.runtime.bench import artifact_for, make_feeds
     from edgesmith.runtime.compare import compare
 
     o = req["options"]
-    art_a, specs = artifact_for(job / safe_rel(req["a"]), o.get("input_shapes") or None)
-    art_b, _ = artifact_for(job / safe_rel(req["b"]), o.get("input_shapes") or None)
+    if req.get("feeds"):
+        with np.load(job / safe_rel(req["feeds"]), allow_pickle=False) as npz:
+            feeds = {k: npz[k] for k in npz.files}
+        art_a, art_b = (Artifact(job / safe_rel(d["path"]), d["backend"], dict(d.get("options") or {})) for d in (req["a"], req["b"]))
+    else:
+        art_a, specs = artifact_for(job / safe_rel(req["a"]), o.get("input_shapes") or None)
+        art_b, _ = artifact_for(job / safe_rel(req["b"]), o.get("input_shapes") or None)
+        feeds = make_feeds(specs, o["batch"])
     progress.info(f"comparing on the device: {o['rounds']} rounds x {o['per_round']} runs")
-    res = compare(art_a, art_b, make_feeds(specs, o["batch"]), o["threads"], o["rounds"], o["per_round"], confidence=o["confidence"])
-    return {**res.as_dict(), "describe": res.describe()}
+    res = compare(art_a, art_b, feeds, o["threads"], o["rounds"], o["per_round"], confidence=o["confidence"])
+    return {**asdict(res), "verdict": res.verdict, "describe": res.describe()}
 
 
 def _race(req: dict, job: Path, progress: Any) -> Any:

@@ -135,7 +135,9 @@ def freeze(target: dict[str, Any], manifest: dict[str, Any], declared: dict[str,
     judged = {k: v for k, v in profile.model_dump(mode="json").items() if k not in DESCRIPTIVE}
     evaluation = (manifest.get("data") or {}).get("evaluation") or {}
     rules = rules_for(target.get("metrics") or {}, profile, declared, f"target {profile.name}: ", strict)
+    where = {"measured_on": manifest["measured_on"]} if manifest.get("measured_on") else {}  # a device's measures, not this machine's
     return {
+        **where,
         "profile": judged,
         "profile_sha256": hashlib.sha256(json.dumps(judged, sort_keys=True).encode()).hexdigest(),
         "data": {k: evaluation.get(k) for k in ("name", "samples", "sha256", "labels")},
@@ -160,6 +162,8 @@ def differences(base: dict[str, Any], now: dict[str, Any]) -> list[str]:
         for key in sorted(set(a) | set(b)):
             if a.get(key) != b.get(key):
                 out.append(f"{key}: {_short(a.get(key))} -> {_short(b.get(key))}")
+    if base.get("measured_on") != now.get("measured_on"):
+        out.append(f"measured on: {base.get('measured_on') or 'the build machine'} -> {now.get('measured_on') or 'the build machine'}")
     if base.get("metric") != now.get("metric"):
         out.append(f"metric definition: {base.get('metric')!r} -> {now.get('metric')!r}")
     base_rules, now_rules = base.get("rules") or {}, now.get("rules") or {}

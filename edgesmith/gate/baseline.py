@@ -10,6 +10,7 @@ in ``<name>.history/``: the accepted baselines ``check --history N`` follows for
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 import time
@@ -37,12 +38,14 @@ FORMAT = "edgesmith-baseline/2"
 IDENTITY_KEYS = ("recipe name", "model", "inputs", "metric", "evaluation data")
 
 
-def load_run(run_dir: Path) -> dict[str, Any]:
-    """A run's manifest, checked to hold what the gate needs."""
+def load_run(run_dir: Path, device: str | None = None) -> dict[str, Any]:
+    """A run's manifest, checked to hold what the gate needs; with ``device``, as measured on that device."""
 
     if not run_dir.is_dir():
         raise InputError(f"run directory not found: {run_dir}", hint="give the output directory of `edgesmith run`")
     manifest = load_manifest(run_dir)
+    if device is not None:
+        manifest = device_view(manifest, device, run_dir)
     targets = manifest.get("targets") or {}
     if not targets:
         raise InputError(f"run {run_dir} has no targets", hint="the gate needs a run that compiled and validated at least one target")
@@ -53,6 +56,25 @@ def load_run(run_dir: Path) -> dict[str, Any]:
             hint="run the recipe through validation (no --stop-after) before gating it",
         )
     return manifest
+
+
+def device_view(manifest: dict[str, Any], name: str, run_dir: Path) -> dict[str, Any]:
+    """The run as a device measured it (``edgesmith validate RUN --on NAME`` recorded it): each target's
+    measures, samples, latency and verdicts are the device's; the host is the device."""
+
+    record = (manifest.get("devices") or {}).get(name)
+    if not isinstance(record, dict) or not isinstance(record.get("targets"), dict):
+        raise InputError(f"run {run_dir} has no results from device {name}", hint=f"validate it there first: edgesmith validate {run_dir} --on {name}")
+    view = copy.deepcopy(manifest)
+    for tname, measured in record["targets"].items():
+        if tname in view.get("targets", {}):
+            view["targets"][tname].update(
+                {k: measured[k] for k in ("metrics", "reference_metrics", "samples", "latency", "verdicts", "verdict") if k in measured}
+            )
+    dev = record.get("device") or {}
+    view["host"] = {"cpu": f"device {name} ({dev.get('arch')}, {dev.get('node')})", "device": dev}
+    view["measured_on"], view["verdict"] = name, record.get("verdict")
+    return view
 
 
 def identity(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -81,11 +103,14 @@ def history_dir(baseline_path: Path) -> Path:
     return baseline_path.parent / f"{baseline_path.stem}.history"
 
 
-def save_baseline(run_dir: Path, to: Path, copy_artifacts: bool = True, rules: dict[str, MetricRule] | None = None, history: bool = True) -> dict[str, Any]:
+def save_baseline(
+    run_dir: Path, to: Path, copy_artifacts: bool = True, rules: dict[str, MetricRule] | None = None, history: bool = True, device: str | None = None
+) -> dict[str, Any]:
     """Write the baseline for ``run_dir`` to ``to`` (and its artifacts beside it, and a copy in its
-    history); ``rules`` declares task metrics the profile does not. Returns it."""
+    history); ``rules`` declares task metrics the profile does not; ``device``: as measured on that device
+    (its results recorded in the run). Returns it."""
 
-    manifest = load_run(run_dir)
+    manifest = load_run(run_dir, device)
     check_output_file(to)
     art_root = to.parent / f"{to.stem}.artifacts"
     targets: dict[str, Any] = {}
@@ -131,6 +156,7 @@ def save_baseline(run_dir: Path, to: Path, copy_artifacts: bool = True, rules: d
         "inputs": manifest.get("inputs", {}),
         "versions": manifest.get("versions", {}),
         "host": manifest.get("host", {}),
+        "measured_on": manifest.get("measured_on"),
         "verdict": manifest.get("verdict"),
         "targets": targets,
     }

@@ -161,14 +161,18 @@ def check_run(
     latency_tolerance: float | None = None,
     accuracy_tolerance: float | None = None,
     reporter: Any = None,
+    device: str | None = None,
+    pair_timer: Any = None,
 ) -> GateReport:
+    """``device``: judge the run as that device measured it (recorded by ``validate RUN --on``), against a
+    baseline saved the same way; ``pair_timer``: who re-times baseline against candidate (default: here)."""
 
     rep = reporter or Reporter()
     policy = inconclusive or ("fail" if strict else "warn")
     if policy not in POLICIES:
         raise InputError(f"--inconclusive {policy!r} is not one of {', '.join(POLICIES)}", hint="fail (count it as a regression), warn (the default), pass")
     baseline = load_baseline(baseline_path)
-    manifest = load_run(run_dir)
+    manifest = load_run(run_dir, device)
     report = GateReport(str(run_dir), str(baseline_path), strict=policy == "fail", policy=policy, baseline=baseline, manifest=manifest)
     diffs = identity_differences(baseline.get("identity") or {}, identity(manifest))
     if diffs and not force:
@@ -197,7 +201,7 @@ def check_run(
         report.findings += _size_and_memory(name, base_t, target, profile)
         with rep.step(f"[{name}] latency against the baseline"):
             report.findings += _latency(
-                name, base_t, target, profile, baseline, baseline_path, run_dir, manifest, remeasure, same_cpu, rounds, per_round, report
+                name, base_t, target, profile, baseline, baseline_path, run_dir, manifest, remeasure, same_cpu, rounds, per_round, report, pair_timer
             )
     if history:
         report.findings += [Finding(**d) for d in drift_findings(baseline_path, history, manifest, report)]
@@ -360,6 +364,7 @@ def _latency(
     rounds: int,
     per_round: int,
     report: GateReport,
+    timer: Any = None,
 ) -> list[Finding]:
 
     out: list[Finding] = []
@@ -370,11 +375,11 @@ def _latency(
     measured = None
     if base_art is not None:
         try:
-            measured = _remeasure(base_art, base_t, target, profile, run_dir, rounds, per_round, conf)
+            measured = _remeasure(base_art, base_t, target, profile, run_dir, rounds, per_round, conf, timer=timer)
             # NOTE: when a quiet timing cannot tell, measure more (once, twice the rounds) before calling it inconclusive
             unsure = [b for b, c in measured.items() if not c.busy and latency_status(c.ratio, c.low, c.high, tol) == "inconclusive"]
             if unsure:
-                again = _remeasure(base_art, base_t, target, profile, run_dir, 2 * rounds, per_round, conf, unsure)
+                again = _remeasure(base_art, base_t, target, profile, run_dir, 2 * rounds, per_round, conf, unsure, timer=timer)
                 measured.update(again)
         except Exception as exc:  # noqa: BLE001 - a failed re-measurement falls back to the record, and says why
             where = f"re-measuring failed ({type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''})"
@@ -387,7 +392,7 @@ def _latency(
             cmp_ = measured[batch]
             status = "inconclusive" if cmp_.busy else latency_status(cmp_.ratio, cmp_.low, cmp_.high, tol)
             detail = (
-                f"baseline artifact ({where}) and this run's re-timed interleaved here: now/baseline {cmp_.ratio:.3f} "
+                f"baseline artifact ({where}) and this run's re-timed interleaved {'on device ' + str(manifest.get('measured_on')) if timer else 'here'}: now/baseline {cmp_.ratio:.3f} "
                 f"({conf:.0%} CI {cmp_.low:.3f}-{cmp_.high:.3f}, {cmp_.rounds} rounds x {cmp_.per_round})"
                 + (f"; the machine was busy ({'; '.join(cmp_.machine.get('reasons', []))})" if cmp_.busy else "")
             )
@@ -482,9 +487,19 @@ def _status_note(status: str) -> str:
 
 
 def _remeasure(
-    base_art: Path, base_t: dict, target: dict, profile: Any, run_dir: Path, rounds: int, per_round: int, confidence: float, batches: list[int] | None = None
+    base_art: Path,
+    base_t: dict,
+    target: dict,
+    profile: Any,
+    run_dir: Path,
+    rounds: int,
+    per_round: int,
+    confidence: float,
+    batches: list[int] | None = None,
+    timer: Any = None,
 ) -> dict[int, Any]:
-    """Baseline vs candidate artifact, interleaved in one child process, per batch size."""
+    """Baseline vs candidate artifact, interleaved in one child process, per batch size (here, or on a
+    device: ``timer``, runtime.compare.compare's signature)."""
 
     bundle = target.get("bundle") or {}
     cand_path = inside(run_dir, bundle["artifact"])
@@ -496,9 +511,8 @@ def _remeasure(
     if data_file.is_file():
         with np.load(data_file, allow_pickle=False) as npz:
             real = {k.split(":", 1)[1]: npz[k][: max(profile.batch_sizes)] for k in npz.files if k.startswith("input:")}
-    return {
-        b: compare(base, cand, make_feeds(specs, b, real), profile.threads, rounds, per_round, confidence=confidence) for b in batches or profile.batch_sizes
-    }
+    timer = timer or compare
+    return {b: timer(base, cand, make_feeds(specs, b, real), profile.threads, rounds, per_round, confidence=confidence) for b in batches or profile.batch_sizes}
 
 
 def github_step_summary(markdown: str) -> Path | None:

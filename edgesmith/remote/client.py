@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +21,14 @@ import numpy as np
 import yaml
 
 from edgesmith.errors import ConfigError, DeviceError
+from edgesmith.evaluate.judge import combine
 from edgesmith.outputs import atomic_write_text, inside, load_manifest, manifest_digest, sha256
 from edgesmith.profiles.schema import Profile
 from edgesmith.progress import Reporter
 from edgesmith.remote import scripts, session
 from edgesmith.remote.config import Device, Registry, check_name, config_dir, parse_url, pin_key, pinned_keys
 from edgesmith.report import md_row, md_table, verdict_rows
+from edgesmith.runtime.compare import Comparison
 
 CORE = {"numpy": "numpy", "onnx": "onnx", "yaml": "pyyaml", "pydantic": "pydantic", "typer": "typer", "rich": "rich"}
 RUNTIMES = {
@@ -294,6 +297,30 @@ def compare(name: str, a: Path, b: Path, options: dict[str, Any], reporter: Any 
     return {**out["value"], "device": name}, transfer
 
 
+def pair_timer(name: str) -> Any:
+    """The gate's re-timing (baseline artifact against the candidate's, interleaved) on a device."""
+
+    device = Registry().get(name)
+
+    def compare_on_device(a: Any, b: Any, feeds: dict, threads: int, rounds: int, per_round: int, confidence: float = 0.95) -> Comparison:
+        with tempfile.TemporaryDirectory(prefix="edgesmith-feeds-") as tmp:
+            fpath = Path(tmp) / "feeds.npz"
+            np.savez(fpath, **feeds)
+            files = {"feeds.npz": fpath, **_files("a", Path(a.path)), **_files("b", Path(b.path))}
+
+            async def job(s: session.Session) -> Any:
+                shas = await s.upload(files)
+                spec = [{"path": f"{p}/{Path(x.path).name}", "backend": x.backend, "options": x.options} for p, x in (("a", a), ("b", b))]
+                opts = {"threads": threads, "rounds": rounds, "per_round": per_round, "confidence": confidence}
+                return await s.agent({"op": "compare", "files": shas, "feeds": "feeds.npz", "a": spec[0], "b": spec[1], "options": opts}, runtime=a.backend)
+
+            out = session.run(device, job)
+        value = out["value"]
+        return Comparison(**{f.name: value[f.name] for f in fields(Comparison)})
+
+    return compare_on_device
+
+
 def _run_files(run_dir: Path, manifest: dict, target: str | None) -> dict[str, Path]:
     """What ``validate RUN_DIR`` reads: the manifest and every file it lists (the device verifies them all
     against their recorded hashes, as a local validate does); unchanged files are not sent again."""
@@ -373,6 +400,10 @@ def record(run_dir: Path, result: dict) -> Path:
     manifest = json.loads(path.read_text())
     entry = {k: result[k] for k in ("device", "targets", "verdict", "versions") if k in result}
     entry["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    before = (manifest.get("devices") or {}).get(name) or {}
+    if before.get("targets") and len(result.get("targets", {})) < len(before["targets"]):  # one target re-validated: keep the others
+        entry["targets"] = {**before["targets"], **entry["targets"]}
+        entry["verdict"] = combine([t.get("verdict", "pass") for t in entry["targets"].values()])
     manifest.setdefault("devices", {})[name] = json.loads(json.dumps(entry, default=str))
     lines = [f"# On device {name} ({result['device'].get('arch') or '?'}, {result['device'].get('node') or result['device'].get('host')})", ""]
     lines += [

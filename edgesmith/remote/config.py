@@ -16,9 +16,9 @@ from urllib.parse import unquote, urlsplit
 import yaml
 
 from edgesmith.errors import ConfigError
-from edgesmith.schema import load_yaml
+from edgesmith.schema import DEVICE_NAME, load_yaml
 
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+NAME = re.compile(DEVICE_NAME)
 DEFAULT_WORKDIR = ".cache/edgesmith-device"  # relative: under the login's home on the device
 
 

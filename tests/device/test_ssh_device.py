@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import edgesmith_exe
+from tests.conftest import NO_SPEEDUP_BUDGET, edgesmith_exe
 from tests.device.conftest import agents_running, leftovers
 from tests.device.sshd import SSHD
 
@@ -149,6 +149,9 @@ def test_a_profile_of_another_architecture_is_refused(cli, loop, digits_onnx):
     r = cli("bench", digits_onnx, "--on", "loop", "-t", "arm-cortex-a72-ort")
     assert r.code == 2 and "is x86_64, but profile arm-cortex-a72-ort is for aarch64" in r.stderr
     assert len(loop.server.commands) == ran  # refused before anything ran there
+    r = cli("optimize", "edgesmith.zoo:digits_prelu_heads", "-t", "arm-cortex-a72-ort", "--device", "loop", "--out", "opt")
+    assert r.code == 2 and "is x86_64, but profile arm-cortex-a72-ort is for aarch64" in r.stderr
+    assert len(loop.server.commands) == ran
 
 
 def test_a_missing_runtime_says_device_setup(cli, loop, digits_onnx, tmp_path):
@@ -265,3 +268,33 @@ def test_optimize_times_its_candidates_on_the_device(cli, loop, tmp_path, steady
     assert "timed on device loop over SSH" in (out / "optimize.md").read_text()
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["devices"]["loop"]["verdict"] in ("pass", "inconclusive")
+
+
+def test_a_recipe_target_on_the_device_then_the_gate_judges_what_the_device_measured(cli, loop, tmp_path):
+    import yaml
+
+    out = tmp_path / "run"
+    recipe = {
+        "model": {"source": "edgesmith.zoo:pretrained_digits_cnn"},
+        "data": {"calibration": {"source": "digits", "samples": 128}, "evaluation": {"source": "digits", "split": "test"}},
+        "passes": [{"type": "ptq_int8"}],
+        "targets": [{"profile": "x86-avx512-vnni-ort", "batch_sizes": [1], "budgets": NO_SPEEDUP_BUDGET, "device": "loop"}],
+        "bench": {"warmup": 2, "iterations": 20},
+        "output_dir": str(out),
+    }
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    r = cli("run", tmp_path / "recipe.yaml")
+    assert r.code == 0, r.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["devices"]["loop"]["targets"]["x86-avx512-vnni-ort"]["verdict"] in ("pass", "inconclusive")
+    assert cli("baseline", "save", out, "--to", tmp_path / "b.json", "--device", "loop").code == 0
+    base = json.loads((tmp_path / "b.json").read_text())
+    assert base["measured_on"] == "loop" and base["targets"]["x86-avx512-vnni-ort"]["bar"]["measured_on"] == "loop"
+    gate = tmp_path / "gate"
+    r = cli("check", out, "-b", tmp_path / "b.json", "--device", "loop", "--rounds", "4", "--per-round", "5", "--out", gate)
+    assert r.code == 0, r.stdout + r.stderr
+    summary = (gate / "summary.md").read_text()
+    assert "on device loop" in summary  # latency re-timed there, baseline against candidate
+    # the same baseline judged against this machine's measures: the bar changed, and says how
+    r = cli("check", out, "-b", tmp_path / "b.json", "--no-remeasure", "--out", tmp_path / "gate2")
+    assert r.code == 1 and "measured on: loop -> the build machine" in (tmp_path / "gate2" / "summary.md").read_text()
