@@ -298,3 +298,14 @@ def test_a_recipe_target_on_the_device_then_the_gate_judges_what_the_device_meas
     # the same baseline judged against this machine's measures: the bar changed, and says how
     r = cli("check", out, "-b", tmp_path / "b.json", "--no-remeasure", "--out", tmp_path / "gate2")
     assert r.code == 1 and "measured on: loop -> the build machine" in (tmp_path / "gate2" / "summary.md").read_text()
+
+
+def test_the_python_api_takes_the_device_too(loop, digits_onnx):
+    import edgesmith
+
+    res = edgesmith.bench(digits_onnx, iterations=10, on="loop")
+    assert res.rows[0]["device"] == "loop" and res.rows[0]["p50_ms"] > 0
+    cmp_ = edgesmith.compare(digits_onnx, digits_onnx, rounds=3, per_round=3, on="loop")
+    assert cmp_["device"] == "loop" and cmp_["ratio"] > 0
+    with pytest.raises(edgesmith.errors.ConfigError, match="validates a run folder"):
+        edgesmith.validate(digits_onnx, data="digits", on="loop")

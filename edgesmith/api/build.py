@@ -1,17 +1,4 @@
-"""The Python API: the CLI's commands for notebooks and training scripts.
-
-Each function builds the same ``Recipe`` the CLI builds and returns typed results; errors are the
-typed ``edgesmith.errors`` exceptions the CLI maps to exit codes (``ConfigError``/``InputError`` ->
-2, ``ProfileViolation`` -> 1). Models may be an in-memory ``nn.Module`` (with ``example_inputs`` or
-``inputs`` specs), a factory string or an ONNX path; data may be arrays, a dict of arrays, a torch
-``DataLoader`` or any iterable of batches (``x`` or ``(x, labels)`` or ``{name: x}``)::
-
-    import edgesmith
-    result = edgesmith.quantize(model, example_inputs=torch.randn(1, 1, 8, 8),
-                                calibration=x_train[:256], evaluation=(x_test, y_test),
-                                target="x86-avx512-vnni-ort", out_dir="out/int8")
-    result.verdict, result.metrics["top1"], result.speedup, result.artifacts
-"""
+"""Building: run, quantize, optimize, export, compile, validate (``edgesmith.api`` re-exports them)."""
 
 from __future__ import annotations
 
@@ -19,7 +6,6 @@ import inspect
 import json
 import os
 import tempfile
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,21 +15,13 @@ import numpy as np
 
 from edgesmith import pipeline
 from edgesmith.device import validate_bundle
-from edgesmith.errors import ConfigError, InputError
+from edgesmith.errors import ConfigError
 from edgesmith.evaluate.judge import busy_machine, combine
-from edgesmith.gate import check_run, save_baseline
-from edgesmith.gate.publish import write_gate_outputs
 from edgesmith.hf import TRUST_ENV, wrap_model
 from edgesmith.memory import register
 from edgesmith.optimize import optimize as run_optimize
 from edgesmith.recipe import Recipe, load_recipe, parse_recipe
 from edgesmith.remote import client
-from edgesmith.runtime.bench import artifact_for, bench_artifact, make_feeds
-from edgesmith.runtime.compare import compare as run_compare
-from edgesmith.schema import load_yaml
-from edgesmith.search import Settings
-from edgesmith.search import search as run_search
-from edgesmith.tune import tune as run_tune
 from edgesmith.units import parse_duration
 
 MODES = {"auto": "auto_int8", "static": "ptq_int8", "dynamic": "dynamic_int8", "fp16": "fp16"}
@@ -96,7 +74,7 @@ def pass_for_mode(
     return {"type": MODES[mode], **options}
 
 
-def _to_recipe(recipe: Any) -> tuple[Any, Path]:
+def to_recipe(recipe: Any) -> tuple[Any, Path]:
 
     if isinstance(recipe, Recipe):
         return recipe, Path.cwd()
@@ -135,7 +113,7 @@ def run(
 ) -> Result:
     """Run a recipe (Recipe, dict or YAML path) — ``edgesmith run``; ``resume``: continue an interrupted run's training."""
 
-    rec, base = _to_recipe(recipe)
+    rec, base = to_recipe(recipe)
     base = Path(base_dir) if base_dir else base
     out = Path(out_dir) if out_dir else None
     if not (rec.optimize and not dry_run):
@@ -340,11 +318,13 @@ def optimize(
     train_budget: int | str | None = None,
     time_budget: str | float | None = None,
     cache_dir: str | Path | None = None,
+    device: str | None = None,
 ) -> Any:
     """Pick, verify and explain the best compression for a target — ``edgesmith optimize``: an ``OptimizeResult``
     (``.winner.plan.name``, ``.winner.speedup``, ``.trials``, ``.out_dir``). ``time_budget``: ``"90s"``, ``"5m"`` (a
     number: seconds), over ``time_budget_s``; ``train_budget``: epochs, or wall time as ``"20m"`` (``--train-time``).
-    ``cache_dir``: the pass cache (``--cache``): the export and torch passes come from it when they ran before."""
+    ``cache_dir``: the pass cache (``--cache``): the export and torch passes come from it when they ran before.
+    ``device``: time the candidates on that device over SSH and validate the winner there (``--device``)."""
     if time_budget is not None:
         time_budget_s = parse_duration(time_budget, "time_budget", bare_seconds=True)
 
@@ -362,6 +342,7 @@ def optimize(
         train_budget=train_budget if isinstance(train_budget, int) else None,
         cache_dir=Path(cache_dir) if cache_dir else None,
         train_minutes=parse_duration(train_budget, "train_budget") / 60 if isinstance(train_budget, str) else None,
+        device=device,
     )
 
 
@@ -443,13 +424,22 @@ def validate(
     out_dir: str | Path = "edgesmith-out/validate",
     reporter: Any = None,
     force: bool = False,
+    on: str | None = None,
 ) -> Result:
     """Validate a model (against its float ``reference``) on ``data`` for the targets' budgets — ``edgesmith validate``.
-    A run folder as ``model`` re-validates its device bundle here (``data`` is then ignored) and returns its results."""
+    A run folder as ``model`` re-validates its device bundle here (``data`` is then ignored) and returns its results;
+    ``on``: on that device over SSH, the results recorded in the run (``--on``)."""
 
     if isinstance(model, (str, Path)) and Path(model).is_dir() and (Path(model) / "manifest.json").is_file():
-        res = validate_bundle(Path(model), target if isinstance(target, str) else None, reporter)
+        one = target if isinstance(target, str) else None
+        if on is not None:
+            res, _ = client.validate(on, Path(model), one, reporter)
+            client.record(Path(model), res)
+        else:
+            res = validate_bundle(Path(model), one, reporter)
         return Result(res["verdict"], Path(model), res)
+    if on is not None:
+        raise ConfigError("on= validates a run folder on a device", hint="build the run first (edgesmith.run / quantize), then validate(RUN_DIR, on=DEVICE)")
     recipe = _build(
         model, inputs=inputs, example_inputs=None, calibration=None, evaluation=data, metric=metric, passes=[], target=target, out_dir=out_dir, name="validate"
     )
@@ -463,148 +453,6 @@ def validate(
         "arguments",
     )
     return run(recipe, out_dir=out_dir, reporter=reporter, force=force)
-
-
-@dataclass
-class BenchResult:
-    """One row per batch size: p50/p90/p95/p99/mean/std (ms), throughput, peak RSS, the noise flag."""
-
-    rows: list[dict[str, Any]]
-
-    def p50_ms(self, batch: int = 1) -> float:
-        return next(float(r["p50_ms"]) for r in self.rows if int(r["batch"]) == batch)
-
-
-def bench(
-    artifact: str | Path,
-    *,
-    backend: str = "auto",
-    target: str | None = None,
-    threads: int | None = None,
-    batches: list[int] | None = None,
-    warmup: int = 10,
-    iterations: int = 100,
-    duration_s: float | None = None,
-    inputs: list[dict] | None = None,
-    until_stable: bool = False,
-    reporter: Any = None,
-) -> BenchResult:
-    """Benchmark an artifact (.onnx or OpenVINO .xml) in a fresh process — ``edgesmith bench``."""
-
-    return BenchResult(
-        bench_artifact(
-            Path(artifact),
-            backend,
-            target=target,
-            threads=threads,
-            batches=batches,
-            warmup=warmup,
-            iterations=iterations,
-            duration_s=duration_s,
-            input_shapes=inputs,
-            until_stable=until_stable,
-            reporter=reporter,
-        )
-    )
-
-
-def compare(
-    a: str | Path,
-    b: str | Path,
-    *,
-    threads: int = 2,
-    batch: int = 1,
-    rounds: int = 20,
-    per_round: int = 10,
-    confidence: float = 0.95,
-    inputs: list[dict] | None = None,
-) -> Any:
-    """Interleaved A/B latency of two artifacts: ``Comparison`` (ratio B/A of medians with its interval) — ``edgesmith compare``."""
-
-    art_a, specs = artifact_for(Path(a), inputs)
-    art_b, specs_b = artifact_for(Path(b), inputs)
-    if [s.name for s in specs] != [s.name for s in specs_b]:
-        raise InputError(f"{Path(a).name} and {Path(b).name} have different inputs", hint="compare two builds of the same model")
-    return run_compare(art_a, art_b, make_feeds(specs, batch), threads, rounds, per_round, confidence=confidence)
-
-
-def baseline_save(run_dir: str | Path, to: str | Path = "baseline.json", *, copy_artifacts: bool = True) -> dict[str, Any]:
-    """Record a run as the CI gate's baseline — ``edgesmith baseline save``; returns what was written."""
-
-    return save_baseline(Path(run_dir), Path(to), copy_artifacts=copy_artifacts)
-
-
-def check(
-    run_dir: str | Path,
-    baseline: str | Path = "baseline.json",
-    *,
-    out_dir: str | Path | None = None,
-    force: bool = False,
-    strict: bool = False,
-    remeasure: bool = True,
-    reporter: Any = None,
-) -> Any:
-    """Gate a run against a baseline — ``edgesmith check``: a ``GateReport`` (``.verdict``, ``.findings``); the
-    JUnit, Markdown and HTML outputs are written to ``out_dir`` (default RUN_DIR/check)."""
-
-    started = time.time()
-    report = check_run(Path(run_dir), Path(baseline), force=force, remeasure=remeasure, strict=strict, reporter=reporter)
-    write_gate_outputs(report, report.baseline, report.manifest, Path(out_dir) if out_dir else Path(run_dir) / "check", time.time() - started)
-    return report
-
-
-def search(
-    recipe: Any,
-    *,
-    out_dir: str | Path = "edgesmith-out/search",
-    target: str | None = None,
-    trials: int | None = None,
-    time_budget_s: float | None = None,
-    sampler: str = "auto",
-    workers: int | None = None,
-    storage: str | None = None,
-    seed: int = 0,
-    reporter: Any = None,
-    force: bool = False,
-    time_budget: str | float | None = None,
-    dry_run: bool = False,
-    cache_dir: str | Path | None = None,
-) -> Any:
-    """The Pareto front over the choices a recipe marks — ``edgesmith search``. ``recipe``: a dict or a YAML path
-    (choices are marked in the raw recipe, so a parsed ``Recipe`` is not accepted). Returns a ``SearchResult``.
-    ``time_budget``: as on the command line (``"90s"``, ``"30m"``; a number is seconds), over ``time_budget_s``."""
-    if time_budget is not None:
-        time_budget_s = parse_duration(time_budget, "time_budget", bare_seconds=True)
-
-    if isinstance(recipe, dict):
-        data, base = recipe, Path.cwd()
-    else:
-        path = Path(recipe)
-        if not path.is_file():
-            raise ConfigError(f"recipe not found: {path}", hint="give a recipe .yaml path or a dict")
-        data, base = load_yaml(path, "recipe"), path.parent.absolute()
-    settings = Settings(trials=trials, time_budget_s=time_budget_s, sampler=sampler, workers=workers, storage=storage, seed=seed, force=force, dry_run=dry_run)
-    settings.cache_dir = Path(cache_dir) if cache_dir else None
-    return run_search(data, base, Path(out_dir), target=target, settings=settings, reporter=reporter)
-
-
-def tune(
-    recipe: Any,
-    *,
-    out_dir: str | Path | None = None,
-    time_budget: str | float = "5m",
-    cache_dir: str | Path | None = None,
-    reporter: Any = None,
-    force: bool = False,
-    trust_checkpoint: bool = False,
-) -> Any:
-    """Search ``ptq_int8`` settings until the target's accuracy budget holds — ``edgesmith tune``. ``recipe``: a
-    ``Recipe``, a dict or a YAML path. Returns a ``TuneResult`` (``.best``, ``.candidates``, ``.verdict``).
-    ``time_budget``: ``"90s"``, ``"5m"`` (a number is seconds). ``cache_dir``: the pass cache, as ``--cache``."""
-    rec, base = _to_recipe(recipe)
-    budget, out = parse_duration(time_budget, "time_budget", bare_seconds=True), Path(out_dir) if out_dir else None
-    cache = Path(cache_dir) if cache_dir else None
-    return run_tune(rec, base, out_dir=out, time_budget_s=budget, reporter=reporter, force=force, trust_checkpoint=trust_checkpoint, cache_dir=cache)
 
 
 def _trust(flag: bool) -> None:
