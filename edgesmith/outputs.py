@@ -5,9 +5,12 @@
   node, a FIFO, a folder, a symlink) is refused, never replaced.
 - A run writes into a staging folder and moves into its output directory at the end (``StagedOutput``):
   an interrupted or failed run leaves nothing; ``manifest.json`` is written last and marks a complete run.
-  The output directory must be new, empty, or an earlier edgesmith run (which is replaced whole: no
-  file of the old run stays beside the new manifest); any other folder is refused unless ``force``. A
-  lock file keeps two runs out of one folder at a time.
+  The output directory must be new, empty, or an earlier edgesmith run (whose files are replaced: no
+  file of the old run stays beside the new manifest); any other folder is refused unless ``force``. Only
+  what edgesmith recorded as its own is ever removed — the old run's ``outputs``, what commands wrote
+  into the run later (``OWNED``: the gate's report folder), a crashed run's staging folder and
+  checkpoints — never a file of the user's, with or without ``force``; a new output that would land on
+  a user's file is refused. A lock file keeps two runs out of one folder at a time.
 - The manifest records the SHA-256 of every file of the run and a digest over its own content;
   ``load_manifest(verify=True)`` (what ``check``, ``baseline save``, ``report`` and ``validate RUN_DIR``
   read) refuses a run whose files or manifest do not match, naming the file. This makes a run
@@ -131,6 +134,41 @@ def is_run_dir(path: Path) -> bool:
 
 
 CHECKPOINTS = "checkpoints"  # a run's training checkpoints (distill/checkpoint.py), until the run completes
+OWNED = ".edgesmith-owned.json"  # what commands wrote into a run folder after the run (the gate's check/): removed with the run
+
+
+def own(run_dir: Path, paths: list[Path]) -> None:
+    """Record ``paths`` (inside ``run_dir``, an edgesmith run) as edgesmith's, so a later run replacing this
+    one removes them; anything not recorded is the user's and stays."""
+    if not is_run_dir(run_dir):
+        return
+    record = run_dir / OWNED
+    try:
+        known = set(json.loads(record.read_text())) if record.is_file() else set()
+    except (ValueError, OSError):
+        known = set()
+    root = run_dir.resolve()
+    known |= {p.resolve().relative_to(root).as_posix() for p in paths if p.resolve().is_relative_to(root)}
+    atomic_write_text(record, json.dumps(sorted(known), indent=1) + "\n")
+
+
+def _ours(folder: Path) -> set[str]:
+    """Relative paths in ``folder`` that edgesmith wrote: the old run's outputs still as it wrote them (same
+    size and SHA-256: a file the user replaced since is the user's) and what was recorded as owned."""
+    names: set[str] = {MANIFEST, OWNED}
+    try:
+        outputs = json.loads((folder / MANIFEST).read_text()).get("outputs") or {}
+        for rel, rec in outputs.items():
+            path = folder / rel
+            if path.is_file() and not path.is_symlink() and path.stat().st_size == rec.get("bytes") and sha256(path) == rec.get("sha256"):
+                names.add(rel)
+    except (ValueError, OSError, AttributeError, TypeError):
+        pass
+    try:
+        names |= {str(p) for p in json.loads((folder / OWNED).read_text())}
+    except (ValueError, OSError, TypeError):
+        pass
+    return {n for n in names if n and not Path(n).is_absolute() and ".." not in Path(n).parts}
 
 
 def check_resumable(out_dir: Path) -> None:
@@ -227,11 +265,33 @@ class StagedOutput:
         files = sorted(p for p in self.stage.rglob("*") if p.is_file())
         manifest["outputs"] = {str(p.relative_to(self.stage)): {"sha256": sha256(p), "bytes": p.stat().st_size} for p in files}
         manifest["digest"] = manifest_digest(manifest)
+        # NOTE: only what edgesmith wrote is removed (the old run's outputs, owned extras, a crashed run's staging
+        # and checkpoints); a user's file stays, and a new output that would land on one is refused
+        ours = _ours(self.final)
+        foreign = [p.relative_to(self.stage).as_posix() for p in files if (self.final / p.relative_to(self.stage)).exists()]
+        foreign = [rel for rel in foreign if rel not in ours]
+        if foreign:
+            raise ConfigError(
+                f"{self.final / foreign[0]} is not a file edgesmith wrote, and this run would replace it",
+                hint="move it out of the output folder (edgesmith never overwrites or deletes a file it did not write), or choose another --out",
+            )
         (self.final / MANIFEST).unlink(missing_ok=True)  # the old run is being replaced; no stale "complete" marker
-        for old in self.final.iterdir():  # NOTE: only an earlier run (or an empty/forced folder) gets here
-            if old == self.stage or old.name == LOCK or old.name in self.keep:
+        emptied: set[Path] = set()
+        for rel in sorted(ours - {MANIFEST}, key=lambda r: -len(Path(r).parts)):
+            old = self.final / rel
+            if Path(rel).parts[0] in self.keep or old == self.stage:
                 continue
-            shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
+            if old.is_file() or old.is_symlink():
+                old.unlink()
+            elif old.is_dir():
+                shutil.rmtree(old)
+            emptied.update(p for p in old.parents if p != self.final and p.is_relative_to(self.final))
+        for old in self.final.iterdir():  # a crashed run's staging folder, an interrupted run's checkpoints: ours by name
+            if old != self.stage and old.name not in self.keep and (old.name.startswith(".edgesmith-staging-") or old.name == CHECKPOINTS):
+                shutil.rmtree(old, ignore_errors=True)
+        for d in sorted(emptied, key=lambda p: -len(p.parts)):  # folders the old run's files left empty
+            if d.is_dir() and not any(d.iterdir()):
+                d.rmdir()
         for p in files:
             dest = self.final / p.relative_to(self.stage)
             dest.parent.mkdir(parents=True, exist_ok=True)

@@ -83,6 +83,34 @@ def test_the_output_directory_policy(cli, tmp_path, onnx_model):
     assert set(json.loads((out / "manifest.json").read_text())["targets"]) == {"x86-avx512-vnni-ov"}
 
 
+def test_force_and_reruns_remove_only_what_edgesmith_wrote(cli, tmp_path, onnx_model):
+    other = tmp_path / "mixed"
+    (other / "notes").mkdir(parents=True)
+    (other / "thesis.tex").write_text("years of work")
+    (other / "notes" / "empty-on-purpose").mkdir()
+    r = cli("run", _recipe(tmp_path, str(other)), "--force")
+    assert r.code == 0, r.stderr
+    assert (other / "thesis.tex").read_text() == "years of work" and (other / "notes" / "empty-on-purpose").is_dir()  # --force wrote beside them
+    (other / "x86-avx512-vnni-ort" / "my-notes.txt").write_text("mine")  # a user's file inside the run's own folder
+    (other / "check").mkdir()
+    from edgesmith.outputs import own
+
+    (other / "check" / "summary.md").write_text("an old gate report")
+    own(other, [other / "check"])  # what the gate does after writing into a run
+    r = cli("run", _recipe(tmp_path, str(other), target="x86-avx512-vnni-ov"))  # replaces the earlier run: its files only
+    assert r.code == 0, r.stderr
+    assert (other / "thesis.tex").read_text() == "years of work" and (other / "x86-avx512-vnni-ort" / "my-notes.txt").read_text() == "mine"
+    assert not (other / "check").exists()  # the old run's gate report went with it
+    assert sorted(p.name for p in (other / "x86-avx512-vnni-ort").iterdir()) == ["my-notes.txt"]  # nothing of the old run stays
+    (other / "report.md").unlink()
+    (other / "report.md").write_text("a user's file where the next run writes its report")
+    manifest = json.loads((other / "manifest.json").read_text())
+    r = cli("run", _recipe(tmp_path, str(other), target="x86-avx512-vnni-ov"))
+    assert r.code == 2 and "not a file edgesmith wrote" in r.stderr, r.stderr
+    assert (other / "report.md").read_text() == "a user's file where the next run writes its report"
+    assert json.loads((other / "manifest.json").read_text()) == manifest  # the earlier run is untouched
+
+
 def test_a_folder_being_written_is_locked(cli, tmp_path, onnx_model):
     import fcntl
 

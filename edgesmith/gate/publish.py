@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from edgesmith.gate.check import github_step_summary
-from edgesmith.outputs import atomic_write_text
+from edgesmith.outputs import atomic_write_text, own
 from edgesmith.report import md
 from edgesmith.reporting import svg
 from edgesmith.reporting.document import Check, Report, Section, Table, to_html, to_json, to_junit, to_markdown
@@ -109,6 +109,7 @@ def write_gate_outputs(report: Any, baseline: dict[str, Any], manifest: dict[str
     for name, text in files.items():
         atomic_write_text(out_dir / name, text)
         written[name] = out_dir / name
+    own(out_dir.parent, [out_dir])  # the gate's folder inside a run is the run's: a new run into it replaces it
     step = github_step_summary(summary)
     if step:
         written["GITHUB_STEP_SUMMARY"] = step
