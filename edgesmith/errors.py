@@ -6,6 +6,8 @@ Exit codes (documented in README, used by CI gates):
 
 from __future__ import annotations
 
+import re
+
 EXIT_OK = 0
 EXIT_BUDGET_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -14,6 +16,17 @@ EXIT_INTERNAL = 3
 
 # a message quotes user input (values, names); it never grows past this, whatever the input
 MAX_MESSAGE = 600
+
+
+# a password in a URL (sqlite/postgresql/mysql storage, MLflow, Ray addresses) and key=value secrets
+_URL_SECRET = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*):(?P<secret>[^@\s]*)@")
+_KV_SECRET = re.compile(r"(?i)\b(?P<key>password|passwd|pwd|token|secret|api[_-]?key|access[_-]?key|auth)=(?P<secret>[^&\s;,'\"]+)")
+
+
+def redact(text: str) -> str:
+    """``text`` with every credential it carries masked: ``scheme://user:***@host``, ``password=***``.
+    Every message edgesmith prints (errors, progress, reports of a study's storage) goes through it."""
+    return _KV_SECRET.sub(r"\g<key>=***", _URL_SECRET.sub(r"\g<head>:***@", text))
 
 
 def _clip(text: str, limit: int) -> str:
@@ -31,9 +44,9 @@ class EdgesmithError(Exception):
         self.hint = hint
 
     def one_line(self) -> str:
-        text = _clip(" ".join(self.message.split()), MAX_MESSAGE)
+        text = _clip(" ".join(redact(self.message).split()), MAX_MESSAGE)
         if self.hint:
-            text += f" (hint: {_clip(' '.join(self.hint.split()), MAX_MESSAGE // 2)})"
+            text += f" (hint: {_clip(' '.join(redact(self.hint).split()), MAX_MESSAGE // 2)})"
         return text
 
     def __str__(self) -> str:

@@ -461,3 +461,20 @@ def test_a_user_metric_that_fails_is_bad_input(tmp_path, body, message):
             task_metrics([np.zeros((2, 3))], np.zeros(2, dtype=int), f"{module}:score", fn)
     finally:
         sys.path.remove(str(tmp_path))
+
+
+@pytest.mark.parametrize(
+    "text, secret",
+    [
+        ("cannot open postgresql://alice:pa55word@db:5432/studies", "pa55word"),
+        ("mysql+pymysql://u:p%40ss@h/db", "p%40ss"),
+        ("http://h/api?token=abc123&x=1", "abc123"),
+        ("connect with password=hunter2 failed", "hunter2"),
+    ],
+)
+def test_secrets_never_reach_a_message(text, secret):
+    from edgesmith.errors import ConfigError, redact
+
+    assert secret not in redact(text) and "***" in redact(text)
+    assert secret not in ConfigError(text, hint=f"retry {text}").one_line()
+    assert redact("sqlite:////tmp/study.db and ssh://pi@host:22") == "sqlite:////tmp/study.db and ssh://pi@host:22"  # nothing else changes

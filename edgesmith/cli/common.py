@@ -20,7 +20,9 @@ __all__ = ["EXIT_BUDGET_FAILED", "DeviceOpt", "OnOpt", "RichReporter", "Terminat
 
 
 def err(text: str) -> None:
-    print(f"edgesmith: error: {text}", file=sys.stderr)
+    from edgesmith.errors import redact
+
+    print(f"edgesmith: error: {redact(text)}", file=sys.stderr)
 
 
 class Terminated(KeyboardInterrupt):
@@ -81,6 +83,9 @@ class RichReporter:
         t0 = time.perf_counter()
         from rich.markup import escape
 
+        from edgesmith.errors import redact
+
+        text = redact(text)
         with self.console.status(f"{escape(text)} ..."):
             yield
         self.console.print(f"[green]✓[/] {escape(text)} [dim]({time.perf_counter() - t0:.1f}s)[/]")
@@ -88,7 +93,9 @@ class RichReporter:
     def info(self, text: str) -> None:
         from rich.markup import escape
 
-        self.console.print(f"  {escape(text)}")
+        from edgesmith.errors import redact
+
+        self.console.print(f"  {escape(redact(text))}")
 
 
 # ---- shared options -------------------------------------------------------------------------
@@ -359,10 +366,11 @@ def execute(
     else:
         print(f"done: {result.verdict}; outputs in {result.out_dir}")
     if mlflow and result.out_dir is not None:
+        from edgesmith.errors import redact
         from edgesmith.tracking import log_to_mlflow
 
         run_id = log_to_mlflow(mlflow, result.manifest, [result.out_dir / "manifest.json", result.out_dir / "report.md"])
-        print(f"logged to MLflow {mlflow} (run {run_id})", file=sys.stderr)
+        print(f"logged to MLflow {redact(mlflow)} (run {run_id})", file=sys.stderr)
     warn_inconclusive(result.verdict)
     if result.verdict == "fail":
         raise typer.Exit(EXIT_BUDGET_FAILED)

@@ -159,7 +159,9 @@ def check(
         from edgesmith.tracking import log_to_mlflow
 
         run_id = log_to_mlflow(mlflow, manifest, list(written.values()) + [run_dir / "manifest.json"], gate=report.as_dict())
-        print(f"logged to MLflow {mlflow} (run {run_id})", file=sys.stderr)
+        from edgesmith.errors import redact
+
+        print(f"logged to MLflow {redact(mlflow)} (run {run_id})", file=sys.stderr)
     if report.verdict == "inconclusive":
         print(
             f"warning: {report.count('inconclusive')} check(s) inconclusive: the measurement could not decide; verdict INCONCLUSIVE, exit 0 "

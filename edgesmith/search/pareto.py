@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,7 @@ from typing import Any
 from edgesmith import pipeline
 from edgesmith._lazy import require
 from edgesmith.cache import PassCache
-from edgesmith.errors import ConfigError
+from edgesmith.errors import ConfigError, redact
 from edgesmith.metrics import FIDELITY_METRICS
 from edgesmith.model_io import model_kind, onnx_input_specs, resolve
 from edgesmith.outputs import FolderLock, atomic_write_text, check_writable
@@ -98,12 +99,28 @@ def search(
     study_name = "edgesmith-" + hashlib.sha256(identity.encode()).hexdigest()[:12]
     executor = _executor(s, profile, Path(s.cache_dir) if s.cache_dir else Path(out_dir) / "cache")  # a bad --ray fails before anything is written
 
+    created = not Path(out_dir).exists()
     try:
         out = _claim_folder(out_dir, study_name, s.force)
         lock = FolderLock(out)  # one search per folder at a time: every "running" trial in the study is then an orphan
     except BaseException:
         executor.close()
         raise
+    unopened: list[bool] = []
+
+    def study(name: str) -> Any:
+        try:
+            return open_study(
+                s.storage or f"sqlite:///{out / 'study.db'}",
+                name,
+                make_sampler(sampler_name, s.seed, _workers(s)),
+                grid if sampler_name == "grid" else None,
+                {"edgesmith_space": identity},
+            )
+        except BaseException:
+            unopened.append(True)
+            raise
+
     try:
         return _search(
             space,
@@ -118,16 +135,12 @@ def search(
             s,
             rep,
             executor,
-            lambda name: open_study(
-                s.storage or f"sqlite:///{out / 'study.db'}",
-                name,
-                make_sampler(sampler_name, s.seed, _workers(s)),
-                grid if sampler_name == "grid" else None,
-                {"edgesmith_space": identity},
-            ),
+            study,
         )
     finally:
         lock.release()
+        if unopened and created:  # the study could not be opened (a bad --storage): nothing of this search stays
+            shutil.rmtree(out, ignore_errors=True)
 
 
 def _workers(s: Settings) -> int:
@@ -253,7 +266,7 @@ def _search(
 
     info = {
         "study": study_name,
-        "storage": s.storage or "sqlite:///study.db (in this folder)",
+        "storage": redact(s.storage) if s.storage else "sqlite:///study.db (in this folder)",
         "sampler": sampler_name,
         "space": [p.describe() for p in space.params],
         "grid_size": len(grid) if grid is not None else None,

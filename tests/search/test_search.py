@@ -193,3 +193,12 @@ def test_dry_run_checks_the_space_and_the_first_trial_and_writes_nothing(tmp_pat
     bad = _recipe(tmp_path, data={"calibration": {"source": str(tmp_path / "nowhere")}, "evaluation": {"source": "digits", "split": "test"}})
     r = subprocess.run([edgesmith_exe(), "search", str(bad), "--dry-run", "--out", str(out)], capture_output=True, text=True)
     assert r.returncode == 2 and "data not found" in r.stderr and not out.exists()
+
+
+def test_a_bad_storage_url_leaves_no_folder_and_no_password_in_the_output(cli, tmp_path):
+    secret = "s3cr3t-pw"
+    r = cli("search", _recipe(tmp_path), "--storage", f"postgresql://alice:{secret}@127.0.0.1:1/studies", "--out", tmp_path / "s", timeout=120)
+    assert r.code == 2 and len(r.error_lines) == 1, r.stderr[-1500:]
+    assert "cannot open the study database postgresql://alice:***@127.0.0.1:1/studies" in r.error_lines[0]
+    assert secret not in r.stdout + r.stderr
+    assert not (tmp_path / "s").exists()  # nothing of a search that could not start stays behind
