@@ -38,6 +38,7 @@ class CustomOpRoute:
     lower: Callable[[Any], Any]  # onnx.ModelProto -> onnx.ModelProto with standard ops only
     register: dict[str, Callable[[Any], None]] = field(default_factory=dict)  # backend -> fn(session options | ov.Core)
     summary: str = ""
+    check: Callable[[Any], None] | None = None  # onnx.ModelProto -> None, or one clear error naming a malformed node
 
 
 def _accept(obj: Any) -> Any:
@@ -116,7 +117,15 @@ def apply_registrations(backend: str, target: Any, path: Path) -> list[str]:
     """Make ``backend`` able to run ``path``'s custom ops (``target``: ORT SessionOptions or an
     OpenVINO Core). Returns the domains registered."""
     done = []
-    for route in routes_for(path):
+    routes = routes_for(path)
+    if Path(path).suffix.lower() == ".onnx" and any(r.check for r in routes):
+        import onnx
+
+        model = onnx.load(str(path))  # NOTE: every node checked here, before a runtime's native code sees it
+        for route in routes:
+            if route.check is not None:
+                route.check(model)
+    for route in routes:
         reg = route.register.get(backend)
         if reg is None:
             raise BackendUnavailable(

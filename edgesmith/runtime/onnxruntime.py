@@ -19,6 +19,7 @@ from edgesmith.errors import EdgesmithError
 from edgesmith.model_io import onnx_input_specs
 from edgesmith.runtime.base import Artifact, MeasuredInChild
 from edgesmith.runtime.custom_ops import apply_registrations
+from edgesmith.runtime.ops import ortx
 
 LEVELS = ("disable", "basic", "extended", "all")
 
@@ -68,7 +69,13 @@ class OrtSession:
         self.output_names = [o.name for o in self._sess.get_outputs()]
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        return self._sess.run(None, feeds)
+        try:
+            out = self._sess.run(None, feeds)
+        except Exception:
+            ortx.raise_pending()  # an edgesmith op's own error, kept by its body (runtime/ops/ortx.py), comes first
+            raise
+        ortx.raise_pending()
+        return out
 
     def bind(self, feeds: dict[str, np.ndarray]):
         """Inputs and outputs bound once (IOBinding); the returned call times inference alone."""

@@ -184,11 +184,19 @@ class BinaryConv2d:
         return self
 
     def _init(self, packed: np.ndarray, cg: int, groups: int, stride: tuple, padding: tuple, dilation: tuple, threads: int, impl: str) -> None:
+        if packed.ndim != 4:
+            raise ValueError(f"packed weights must be [O, KH, KW, words], got shape {packed.shape}")
+        if groups < 1 or cg < 1 or min(stride) < 1 or min(dilation) < 1 or min(padding) < 0 or len(stride) != 2 or len(dilation) != 2 or len(padding) != 2:
+            raise ValueError(
+                f"a binary conv needs groups, channels, strides and dilations >= 1 and pads >= 0 (got {groups}, {cg}, {stride}, {dilation}, {padding})"
+            )
+        if impl not in IMPLS or threads < 1:
+            raise ValueError(f"impl must be one of {sorted(IMPLS)} and threads >= 1")
         self.o, self.kh, self.kw, self.cw = packed.shape
         self.cg, self.groups, self.c = cg, groups, cg * groups
         if self.cw != (cg + 63) // 64 or self.o % groups:
             raise ValueError(f"packed weights {packed.shape} do not fit {cg} channels per group and {groups} groups")
-        if self.kh > 64 or self.kw > 64:
+        if not (1 <= self.kh <= 64 and 1 <= self.kw <= 64) or self.o < 1:
             raise ValueError(f"a {self.kh}x{self.kw} kernel: the binary kernel takes kernels up to 64 wide and high")
         og = self.o // groups
         self.prepared = []

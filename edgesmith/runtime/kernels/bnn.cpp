@@ -32,10 +32,13 @@ inline int64_t popcount_portable(uint64_t v) {
     return static_cast<int64_t>((v * 0x0101010101010101ULL) >> 56);
 }
 
+// The wide path: every instruction set its functions are compiled for (the dot kernels: AVX-512F + VPOPCNTDQ;
+// the epilogue: AVX-512VL and AVX2 as well), each checked before use
 bool cpu_has_vpopcntdq() {
 #ifdef EDGESMITH_X86
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vpopcntdq");
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vpopcntdq") && __builtin_cpu_supports("avx512vl") &&
+           __builtin_cpu_supports("avx2");
 #else
     return false;
 #endif

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from edgesmith.errors import BackendUnavailable
+from edgesmith.errors import BackendUnavailable, InputError
 from edgesmith.runtime.kernels.binary import BinaryConv2d
 from edgesmith.runtime.kernels.ov_extension import library_path
 from edgesmith.runtime.ops import ortx
@@ -59,6 +59,58 @@ def _attrs(node: Any) -> dict[str, int]:
     return attr_values({a.name: a.i for a in node.attribute}.get)
 
 
+MAX_ATTR = 1 << 20  # strides, pads, dilations, groups and channels beyond this are no real layer
+
+
+def check(a: dict[str, int], w_shape: tuple, alpha: int, beta: int, bias: int, x_shape: tuple | None = None, name: str = "") -> None:
+    """Every attribute and size of one ``edgesmith.BinaryConv`` node, before any kernel touches memory (the
+    ONNX Runtime op, the lowering, OpenVINO's float conversion and the packing code all call it; the compiled
+    OpenVINO op checks the same in C++). One error naming the node."""
+
+    def bad(what: str) -> InputError:
+        return InputError(f"edgesmith.BinaryConv node {name or '?'}: {what}", hint="the model is malformed: rebuild it with edgesmith (binarize pass)")
+
+    for k, lo in (("group", 1), ("stride_h", 1), ("stride_w", 1), ("dilation_h", 1), ("dilation_w", 1), ("pad_h", 0), ("pad_w", 0), ("channels", 1)):
+        if not lo <= a[k] <= MAX_ATTR:
+            raise bad(f"{k} must be {lo} to {MAX_ATTR}, got {a[k]}")
+    if a["channels"] % a["group"]:
+        raise bad(f"channels ({a['channels']}) must be a multiple of group ({a['group']})")
+    cw = (a["channels"] // a["group"] + 63) // 64
+    if len(w_shape) != 4 or w_shape[3] != 8 * cw:
+        raise bad(f"packed weights {list(w_shape)} must be [O, KH, KW, {8 * cw}] bytes for {a['channels'] // a['group']} channels per group")
+    o, kh, kw = (int(v) for v in w_shape[:3])
+    if o < 1 or o % a["group"] or not (1 <= kh <= 64 and 1 <= kw <= 64):
+        raise bad(f"packed weights {list(w_shape)}: output channels a positive multiple of group, a kernel 1 to 64 wide and high")
+    for what, got, want in (("alpha", alpha, o), ("beta", beta, a["channels"]), ("bias", bias, o)):
+        if got != want:
+            raise bad(f"{what} has {got} values, {want} expected")
+    if x_shape is not None:
+        if len(x_shape) != 4 or x_shape[1] != a["channels"]:
+            raise bad(f"input {list(x_shape)} must be NCHW with {a['channels']} channels")
+        for d, (ksz, pad, dil) in enumerate(((kh, a["pad_h"], a["dilation_h"]), (kw, a["pad_w"], a["dilation_w"]))):
+            if int(x_shape[2 + d]) + 2 * pad - dil * (ksz - 1) - 1 < 0:
+                raise bad(f"a {kh}x{kw} kernel (dilation {dil}) does not fit the input {list(x_shape)} padded by {pad}")
+
+
+def check_model(model: Any) -> None:
+    """``check`` for every BinaryConv node of an ONNX model (weights, alpha, beta, bias from its initializers)."""
+    from onnx import numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    declared = {v.name: v for v in [*model.graph.input, *model.graph.value_info]}
+    for node in model.graph.node:
+        if node.domain != DOMAIN or node.op_type != OP:
+            continue
+        if len(node.input) != 5 or any(i not in inits for i in node.input[1:]):
+            raise InputError(f"edgesmith.BinaryConv node {node.name or node.output[0]}: W, alpha, beta and bias must be constants", hint="rebuild the model")
+        w, alpha, beta, bias = (numpy_helper.to_array(inits[i]) for i in node.input[1:])
+        name = node.name or node.output[0]
+        _NAMES[_weights_key(w)] = name  # the op body (which is not told its node) names it in its errors
+        dims = declared[node.input[0]].type.tensor_type.shape.dim if node.input[0] in declared else []
+        x_shape = tuple(d.dim_value for d in dims) if dims and all(d.HasField("dim_value") for d in dims) else None
+        check(_attrs(node), tuple(w.shape), int(alpha.size), int(beta.size), int(bias.size), x_shape, name=name)
+
+
 def lower(model: Any) -> Any:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -70,6 +122,7 @@ def lower(model: Any) -> Any:
             nodes.append(node)
             continue
         a = _attrs(node)
+        check_model(_one_node(model, node))
         x, wname, aname, bname, biasname = node.input
         base = node.name or node.output[0]
         bits = numpy_helper.to_array(inits[wname]).astype(np.uint8)
@@ -110,6 +163,23 @@ def lower(model: Any) -> Any:
         del out.opset_import[:]
         out.opset_import.extend(keep)
     return out
+
+
+_NAMES: dict[tuple, str] = {}  # packed weights -> node name (check_model fills it when a model is loaded)
+
+
+def _weights_key(w: np.ndarray) -> tuple:
+    return (hashlib.blake2b(np.ascontiguousarray(w).tobytes(), digest_size=16).digest(), tuple(w.shape))
+
+
+def _one_node(model: Any, node: Any) -> Any:
+    """A view of ``model`` with ``node`` as its only node (``check_model`` of one node)."""
+    import onnx
+
+    view = onnx.ModelProto()
+    view.graph.initializer.extend(i for i in model.graph.initializer if i.name in node.input)
+    view.graph.node.append(node)
+    return view
 
 
 _PREPARED: OrderedDict[tuple, Any] = OrderedDict()
@@ -161,8 +231,11 @@ def define_onnxruntime() -> None:
             outputs=[d.dt_float],
             attrs={k: d.dt_int64 for k in INT_ATTRS},
         )
+        @ortx.guarded
         def _binary_conv(x: Any, w: Any, alpha: Any, beta: Any, bias: Any, **attrs: Any) -> Any:
             a = attr_values(attrs.get)
+            name = _NAMES.get(_weights_key(np.asarray(w)), "")
+            check(a, tuple(np.shape(w)), int(np.size(alpha)), int(np.size(beta)), int(np.size(bias)), tuple(np.shape(x)), name=name)
             layer = _layer(words(w), a)
             shifted = np.asarray(x, dtype=np.float32) - np.asarray(beta, dtype=np.float32).reshape(1, -1, 1, 1)
             y = layer(shifted).astype(np.float32)
@@ -190,9 +263,11 @@ def float_conversion() -> Any:
 
         a = attr_values(node.get_attribute)
         x, w_in, alpha_in, beta_in, bias_in = (node.get_input(i) for i in range(5))
-        bits = w_in.get_node().get_data() if hasattr(w_in.get_node(), "get_data") else None
-        if bits is None:
-            raise RuntimeError("edgesmith.BinaryConv needs constant packed weights")
+        consts = [i.get_node().get_data() if hasattr(i.get_node(), "get_data") else None for i in (w_in, alpha_in, beta_in, bias_in)]
+        if any(c is None for c in consts):
+            raise InputError("edgesmith.BinaryConv needs constant packed weights, alpha, beta and bias", hint="rebuild the model")
+        bits, c_alpha, c_beta, c_bias = (np.asarray(c) for c in consts)
+        check(a, tuple(bits.shape), int(c_alpha.size), int(c_beta.size), int(c_bias.size), name=node.get_name() if hasattr(node, "get_name") else "")
         alpha = alpha_in.get_node().get_data().astype(np.float32)
         w = unpack_weights(np.asarray(bits, dtype=np.uint8), a["channels"] // a["group"]) * alpha.reshape(-1, 1, 1, 1)
         beta = ops.reshape(beta_in, ops.constant(np.array([1, -1, 1, 1], dtype=np.int64)), False)

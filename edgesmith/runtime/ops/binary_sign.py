@@ -77,6 +77,7 @@ def define_onnxruntime() -> None:
         @ext.onnx_op(
             op_type=f"{DOMAIN}::{OP}", inputs=[ext.PyCustomOpDef.dt_float], outputs=[ext.PyCustomOpDef.dt_float], attrs={"alpha": ext.PyCustomOpDef.dt_float}
         )
+        @ortx.guarded
         def _binary_sign(x: Any, **attrs: Any) -> Any:
             a = np.float32(attrs.get("alpha", 1.0))
             return np.where(x >= 0, a, -a).astype(np.float32)

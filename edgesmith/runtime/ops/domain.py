@@ -36,6 +36,7 @@ ROUTE = CustomOpRoute(
     ops=tuple(op.OP for op in OPS),
     lower=lower,
     register={"onnxruntime": register_onnxruntime, "openvino": register_openvino},
+    check=binary_conv.check_model,
     summary="binary networks: BinarySign (alpha * sign(x), sign(0) = +1) and BinaryConv "
     "(bit-packed weights, run by the compiled XNOR-popcount kernel on ONNX Runtime)",
 )

@@ -11,9 +11,14 @@ and each child start 5 s. ``load()`` imports the package with ``cvt`` deferred: 
 
 from __future__ import annotations
 
+import functools
 import sys
+import threading
 import types
+from collections.abc import Callable
 from typing import Any
+
+import numpy as np
 
 _CVT = "onnxruntime_extensions.cvt"
 
@@ -39,3 +44,31 @@ def load() -> types.ModuleType:
     finally:
         if placed and sys.modules.get(_CVT) is stub:
             del sys.modules[_CVT]  # an explicit `import onnxruntime_extensions.cvt` later loads the real module
+
+
+_PENDING = threading.local()
+
+
+def guarded(body: Callable[..., Any]) -> Callable[..., Any]:
+    """An op body that never lets an exception reach onnxruntime-extensions: raised inside a Python op it
+    aborts the whole process (``terminate called after throwing pybind11::error_already_set``). The error is
+    kept for this thread and an empty tensor returned; ``raise_pending`` (edgesmith's session, after the run)
+    raises it as it was."""
+
+    @functools.wraps(body)
+    def op(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return body(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - re-raised by raise_pending in the caller's frame
+            if getattr(_PENDING, "error", None) is None:
+                _PENDING.error = exc
+            return np.zeros((0,), dtype=np.float32)
+
+    return op
+
+
+def raise_pending() -> None:
+    """Raise the error an op body kept during the last run on this thread (and forget it)."""
+    error, _PENDING.error = getattr(_PENDING, "error", None), None
+    if error is not None:
+        raise error
