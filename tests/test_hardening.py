@@ -478,3 +478,18 @@ def test_secrets_never_reach_a_message(text, secret):
     assert secret not in redact(text) and "***" in redact(text)
     assert secret not in ConfigError(text, hint=f"retry {text}").one_line()
     assert redact("sqlite:////tmp/study.db and ssh://pi@host:22") == "sqlite:////tmp/study.db and ssh://pi@host:22"  # nothing else changes
+
+
+@pytest.mark.parametrize(
+    "arrays, message",
+    [
+        ({"input": np.zeros((0, 1, 8, 8), np.float32), "labels": np.zeros((0,), np.int64)}, "no samples"),
+        ({"input": np.zeros((20, 1, 8, 8), np.float32), "labels": np.array(3)}, "labels of shape []"),
+        ({"input": np.float32(1.0)}, "single number"),
+    ],
+)
+def test_data_that_holds_no_samples_is_a_user_error_not_a_crash(cli, tmp_path, arrays, message):
+    np.savez(tmp_path / "d.npz", **arrays)
+    r = cli("quantize", "edgesmith.zoo:pretrained_digits_cnn", "-d", tmp_path / "d.npz", "--out", tmp_path / "o")
+    assert r.code == 2 and message in r.stderr and len(r.error_lines) == 1, r.stderr[-800:]
+    assert not (tmp_path / "o").exists()

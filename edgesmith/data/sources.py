@@ -102,7 +102,23 @@ class Dataset:
 
 
 def split_batches(inputs: dict[str, np.ndarray], labels: np.ndarray | None, batch_size: int) -> list[Batch]:
-    n = len(next(iter(inputs.values())))
+    """Arrays of one first dimension (the samples) cut into batches; every way they cannot be is one clear error."""
+    if not inputs:
+        raise InputError("the data holds no input arrays", hint="give at least one array of samples (first dimension: the samples)")
+    shapes = {k: np.shape(v) for k, v in inputs.items()}
+    if any(len(sh) == 0 for sh in shapes.values()):
+        raise InputError(f"an input array is a single number (shapes {shapes}), not samples", hint="the first dimension of each array is the samples")
+    n = shapes[next(iter(shapes))][0]
+    if any(sh[0] != n for sh in shapes.values()):
+        raise InputError(
+            f"the input arrays hold different numbers of samples ({ {k: sh[0] for k, sh in shapes.items()} })", hint="one row per sample in every array"
+        )
+    if n == 0:
+        raise InputError("the data holds no samples (its arrays have 0 rows)", hint="give at least one sample")
+    if labels is not None and (np.ndim(labels) == 0 or len(labels) != n):
+        raise InputError(f"{n} samples and labels of shape {list(np.shape(labels))}", hint="give one label per sample")
+    if batch_size < 1:
+        raise InputError(f"batch size must be at least 1, got {batch_size}", hint="a positive batch size")
     return [
         Batch({k: v[i : i + batch_size] for k, v in inputs.items()}, None if labels is None else labels[i : i + batch_size]) for i in range(0, n, batch_size)
     ]
@@ -237,6 +253,8 @@ def load_dataset(
 
 def check_dataset(ds: Dataset, input_specs: Sequence[Any], role: str) -> None:
     """Shapes against the input spec, dtypes cast, and no NaN/Inf (counted and located)."""
+    if not ds.streamed and not ds.batches:
+        raise InputError(f"the {role} data holds no samples", hint="give at least one sample")
     for spec in input_specs:
         want = list(spec.shape)
         for i, b in enumerate(ds.batches):
