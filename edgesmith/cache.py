@@ -4,8 +4,12 @@ recovered network, feeds every trial that starts the same way).
 
 Key: SHA-256 over what determines the output — the input model's bytes (or, for the torch stage, the
 model's source, weights and data), the pass type and its full configuration, the target profile, the
-data it reads, and the libraries' versions. An entry is a folder of files plus ``entry.json`` listing
-each file's SHA-256, checked on every read: a changed or half-written entry is ignored, never used.
+content of the data it reads (decoded samples and labels, whatever the source), the source files of the
+user's callables it names (factory, data function, metric), and the libraries' versions. An entry is a
+folder of files plus ``entry.json`` listing each file's SHA-256, its key and a seal over both, checked on
+every read: a changed, moved or half-written entry is discarded and recomputed, never used; the file an
+entry hands back is one of its own (a name, never a path out of the cache). Like a run's manifest this
+is tamper-evident, not signed: whoever can write the cache folder can rewrite an entry whole.
 
 The cache folder carries a stamp (``CACHEDIR.json``) naming the edgesmith that wrote it, down to a
 fingerprint of its code: a folder written by another version is ignored whole, with a note (its passes
@@ -27,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from edgesmith.compress.contract import BatchNormFolded, FloatWeights, WeightGrids
+from edgesmith.data.run_data import content_digest
 from edgesmith.environment import library_versions
 from edgesmith.model_io import resolve
 from edgesmith.outputs import atomic_write_text, sha256
@@ -61,6 +66,11 @@ def key_of(material: dict[str, Any]) -> str:
 
     body = json.dumps({"material": material, "versions": library_versions(), "stamp": _stamp()}, sort_keys=True, default=str)
     return hashlib.sha256(body.encode()).hexdigest()
+
+
+def _seal(key: str, files: dict[str, str], meta: dict[str, Any]) -> str:
+    """What binds an entry to its key: its files' digests and its metadata, hashed together with the key."""
+    return hashlib.sha256(json.dumps({"key": key, "files": files, "meta": meta}, sort_keys=True).encode()).hexdigest()
 
 
 @dataclass
@@ -128,15 +138,23 @@ class PassCache:
             return None
         try:
             data = json.loads(entry.read_text())
-            files = data["files"]
-            if data.get("stamp") != _stamp() or not isinstance(files, dict):
+            files, meta = data["files"], data.get("meta", {})
+            if data.get("stamp") != _stamp() or not isinstance(files, dict) or not isinstance(meta, dict):
                 return None
+            why = ""
+            if data.get("key") != folder.name or data.get("seal") != _seal(folder.name, files, meta):
+                why = "its seal does not match its key and content"
+            elif meta.get("output") not in files:
+                why = "it names an output that is not one of its files"
             for name, digest in files.items():
                 f = folder / name
-                if Path(name).name != name or not f.is_file() or file_digest(f) != digest:
-                    self.notes.append(f"cache entry {folder.name[:12]} failed its checksum ({name}): ignored and recomputed")
-                    return None
-            return Hit(folder, list(files), data.get("meta", {}))
+                if not why and (Path(name).name != name or name in (".", "..") or f.is_symlink() or not f.is_file() or file_digest(f) != digest):
+                    why = f"{name} failed its checksum"
+            if why:
+                self.notes.append(f"cache entry {folder.name[:12]} discarded ({why}): recomputed")
+                shutil.rmtree(folder, ignore_errors=True)  # NOTE: inside the cache, named by a key: ours to replace
+                return None
+            return Hit(folder, list(files), meta)
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
@@ -146,7 +164,7 @@ class PassCache:
         if not self.usable:
             return
         folder = self._folder(key)
-        if (folder / "entry.json").is_file():
+        if self._read(folder) is not None:
             return
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{key[:8]}-", dir=folder.parent))
@@ -155,10 +173,12 @@ class PassCache:
             for f in files:
                 shutil.copyfile(f, tmp / f.name)
                 digests[f.name] = file_digest(tmp / f.name)
-            (tmp / "entry.json").write_text(json.dumps({"stamp": _stamp(), "files": digests, "meta": meta}, default=str))
+            meta = json.loads(json.dumps(meta, default=str))
+            entry = {"stamp": _stamp(), "key": key, "files": digests, "meta": meta, "seal": _seal(key, digests, meta)}
+            (tmp / "entry.json").write_text(json.dumps(entry))
             try:
                 os.rename(tmp, folder)
-            except OSError:  # another worker stored it first
+            except OSError:  # another worker stored it first (or a discarded entry's folder is being replaced)
                 pass
         finally:
             if tmp.exists():
@@ -178,9 +198,11 @@ class PassCache:
         return self.hits / n if n else None
 
 
-def identity(recipe: Any, base_dir: Path, kind: str, specs: list, inputs: dict[str, str]) -> dict[str, Any]:
-    """What determines the exported model and the data passes read: the cache keys' common part. A factory
-    is identified by its name and its module's source file (code it imports from elsewhere is not hashed)."""
+def identity(recipe: Any, base_dir: Path, kind: str, specs: list, inputs: dict[str, str], datasets: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What determines the exported model and the data passes read: the cache keys' common part. The data
+    by content (``datasets``: role -> the loaded data set, decoded samples and labels hashed, whatever the
+    source); every user callable the recipe names (``module:function``: a factory, a data function, a metric)
+    by its module's source file (code it imports from elsewhere is not hashed)."""
 
     ident: dict[str, Any] = {
         "model": recipe.model.model_dump(mode="json"),
@@ -189,12 +211,21 @@ def identity(recipe: Any, base_dir: Path, kind: str, specs: list, inputs: dict[s
         "export": recipe.export.model_dump(mode="json"),
         "outputs": recipe.outputs,
         "data": recipe.data.model_dump(mode="json"),
+        "metric": getattr(recipe, "metric", None),
     }
-    if kind == "torch":
-        with contextlib.suppress(Exception):
-            spec = importlib.util.find_spec(recipe.model.source.split(":")[0])
-            if spec is not None and spec.origin:
-                ident["factory_source"] = sha256(Path(spec.origin))
+    named = [recipe.model.source, getattr(recipe, "metric", None)]
+    named += [getattr(getattr(recipe.data, role), "source", None) for role in ("calibration", "evaluation")]
+    sources = {}
+    for ref in named:
+        if isinstance(ref, str) and ":" in ref and not ref.startswith(("/", ".")) and "://" not in ref:
+            with contextlib.suppress(Exception):
+                spec = importlib.util.find_spec(ref.split(":")[0])
+                if spec is not None and spec.origin and Path(spec.origin).is_file():
+                    sources[ref] = sha256(Path(spec.origin))
+    ident["callable_sources"] = sources
+    if kind == "torch" and recipe.model.source in sources:
+        ident["factory_source"] = sources[recipe.model.source]
+    ident["data_content"] = {role: content_digest(ds) for role, ds in (datasets or {}).items() if ds is not None}
     for role in ("calibration", "evaluation"):
         src = getattr(recipe.data, role)
         if src is not None and src.source.endswith(".npz"):

@@ -237,7 +237,7 @@ def _execute(plan: Plan, staged: Any, trust_checkpoint: bool, rep: Reporter, opt
             )
     opts = opts or _Options()
     if opts.cache is not None:
-        opts.identity = identity(recipe, base_dir, kind, specs, manifest["inputs"])
+        opts.identity = identity(recipe, base_dir, kind, specs, manifest["inputs"], {"calibration": calib, "evaluation": evaluation})
         manifest["cache"] = {"folder": str(opts.cache.root), "notes": list(opts.cache.notes)}
     model = _torch_stage(recipe, kind, loaded, specs, passes, calib, evaluation, staged, manifest, rep, opts)
     if recipe.stop_after == "export":

@@ -63,7 +63,69 @@ def test_a_changed_entry_fails_its_checksum_and_is_not_used(tmp_path):
     c.put(key, [f], {"output": "x.bin"})
     (tmp_path / "cache" / key[:2] / key / "x.bin").write_bytes(b"evil")
     fresh = PassCache(tmp_path / "cache")
-    assert fresh.get(key) is None and "failed its checksum" in fresh.notes[0]
+    assert fresh.get(key) is None and "failed its checksum" in fresh.notes[0] and "discarded" in fresh.notes[0]
+
+
+@pytest.mark.parametrize("attack", ["recomputed checksum", "output outside the cache", "entry moved to another key"])
+def test_a_rewritten_entry_is_discarded_and_recomputed(tmp_path, attack):
+    import hashlib
+
+    c = PassCache(tmp_path / "cache")
+    f = tmp_path / "x.bin"
+    f.write_bytes(b"good")
+    key, other = key_of({"k": 1}), key_of({"k": 2})
+    c.put(key, [f], {"output": "x.bin"})
+    folder = tmp_path / "cache" / key[:2] / key
+    entry = json.loads((folder / "entry.json").read_text())
+    if attack == "recomputed checksum":
+        (folder / "x.bin").write_bytes(b"evil")
+        entry["files"]["x.bin"] = hashlib.sha256(b"evil").hexdigest()
+    elif attack == "output outside the cache":
+        entry["meta"]["output"] = "../../../../etc/passwd"
+    (folder / "entry.json").write_text(json.dumps(entry))
+    probe = key
+    if attack == "entry moved to another key":
+        (tmp_path / "cache" / other[:2]).mkdir(exist_ok=True)
+        folder.rename(tmp_path / "cache" / other[:2] / other)
+        probe = other
+    fresh = PassCache(tmp_path / "cache")
+    assert fresh.get(probe) is None and "discarded" in fresh.notes[0]
+    assert not (tmp_path / "cache" / probe[:2] / probe).exists()  # gone: the next run recomputes and stores it anew
+
+
+@pytest.mark.slow
+def test_changed_data_content_misses_whatever_its_source(tmp_path):
+    import numpy as np
+
+    from edgesmith.data.digits import load_digits_split
+
+    x, y = load_digits_split("train")
+    path = str(tmp_path / "calib.npy")
+    (tmp_path / "mydata.py").write_text("import numpy as np\ndef load():\n    return [np.load(%r)]\n" % path)
+    np.save(tmp_path / "calib.npy", x[:64].reshape(-1, 1, 8, 8))
+    recipe = {**RECIPE, "data": {"calibration": {"source": "mydata:load"}, "evaluation": {"source": "digits", "split": "test", "samples": 64}}}
+    import sys
+
+    sys.path.insert(0, str(tmp_path))
+    try:
+        from edgesmith import pipeline
+        from edgesmith.recipe import parse_recipe
+
+        def run(name: str) -> list:
+            res = pipeline.run(
+                parse_recipe({**recipe, "passes": [{"type": "ptq_int8"}]}),
+                tmp_path,
+                out_dir=tmp_path / name,
+                cache=PassCache(tmp_path / "cache"),
+                measure_latency=False,
+            )
+            return [e["result"] for e in res.manifest["cache"]["events"]]
+
+        assert run("a")[-1] == "miss" and run("b")[-1] == "hit"
+        np.save(tmp_path / "calib.npy", x[64:128].reshape(-1, 1, 8, 8))  # same function, same file name, other samples
+        assert run("c")[-1] == "miss"
+    finally:
+        sys.path.remove(str(tmp_path))
 
 
 def test_a_folder_that_is_not_a_cache_is_left_alone(tmp_path):
