@@ -101,7 +101,7 @@ def test_changed_data_content_misses_whatever_its_source(tmp_path):
 
     x, y = load_digits_split("train")
     path = str(tmp_path / "calib.npy")
-    (tmp_path / "mydata.py").write_text("import numpy as np\ndef load():\n    return [np.load(%r)]\n" % path)
+    (tmp_path / "mydata.py").write_text(f"import numpy as np\ndef load():\n    return [np.load({path!r})]\n")
     np.save(tmp_path / "calib.npy", x[:64].reshape(-1, 1, 8, 8))
     recipe = {**RECIPE, "data": {"calibration": {"source": "mydata:load"}, "evaluation": {"source": "digits", "split": "test", "samples": 64}}}
     import sys
