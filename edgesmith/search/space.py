@@ -27,6 +27,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from edgesmith.errors import ConfigError
 
 MARK = "search"
@@ -53,14 +55,30 @@ class Param:
         if self.step is None:
             raise ConfigError(f"grid search needs a step for the range {self.name}", hint="add `step:` to the range, or use --sampler tpe/random")
         low, high = float(self.low or 0.0), float(self.high or 0.0)  # a range always has both (checked when read)
-        n = int(round((high - low) / self.step)) + 1
+        # NOTE: low, low + step, ... never past high (as Optuna steps): rounding the count (2..8 step 4 gave 2, 6, 10)
+        # put values out of the range; the count is known before anything is allocated
+        n = int(np.floor((high - low) / self.step + 1e-9)) + 1
+        if n > MAX_GRID:
+            raise ConfigError(
+                f"the range {self.name} ({self.low:g}..{self.high:g} step {self.step:g}) has {n} values, more than {MAX_GRID}",
+                hint="a larger step, or no step (continuous, with --sampler tpe or random)",
+            )
         vals = [low + i * self.step for i in range(n)]
-        return [int(round(v)) for v in vals] if self.integer else [round(v, 10) for v in vals]
+        out = [int(round(v)) for v in vals] if self.integer else [round(v, 10) for v in vals]
+        return [v for v in out if low - 1e-9 <= v <= high + 1e-9]
 
     def describe(self) -> str:
         if self.choices is not None:
             return f"{self.name}: {', '.join(map(str, self.choices))}"
-        return f"{self.name}: {self.low:g}..{self.high:g}" + (f" step {self.step:g}" if self.step else "") + (" (log)" if self.log else "")
+        text = f"{self.name}: {self.low:g}..{self.high:g}" + (f" step {self.step:g}" if self.step else "") + (" (log)" if self.log else "")
+        if self.step is not None:
+            try:
+                vals = self.grid()
+            except ConfigError:
+                return text
+            shown = ", ".join(f"{v:g}" for v in vals[:6]) + (", ..." if len(vals) > 6 else "")
+            text += f" = {shown} ({len(vals)} values)"
+        return text
 
 
 @dataclass

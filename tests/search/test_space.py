@@ -84,3 +84,26 @@ def test_every_choice_is_validated_before_any_trial():
     bad = parse_space([{"type": "ptq_int8", "calibration": {"search": ["minmax", "entropi"]}}])
     with pytest.raises(ConfigError, match="calibration='entropi' is not valid"):
         check_choices(bad, validate)
+
+
+@pytest.mark.parametrize(
+    "rng, expected",
+    [
+        ({"low": 2, "high": 8, "step": 4}, [2, 6]),  # rounding the count once gave 2, 6, 10: past the range
+        ({"low": 0.5, "high": 1.0, "step": 0.3}, [0.5, 0.8]),  # and a sparsity of 1.1
+        ({"low": 0.2, "high": 0.6, "step": 0.1}, [0.2, 0.3, 0.4, 0.5, 0.6]),
+        ({"low": 4, "high": 12, "step": 4}, [4, 8, 12]),
+    ],
+)
+def test_a_stepped_range_never_leaves_its_bounds_and_is_described_as_it_is(rng, expected):
+    space = parse_space([{"type": "ptq_int8", "percentile": {"search": rng}}])
+    (param,) = space.params
+    assert param.grid() == pytest.approx(expected)
+    assert f"({len(expected)} values)" in param.describe()
+
+
+def test_a_tiny_step_is_refused_before_anything_is_allocated():
+    space = parse_space([{"type": "prune_magnitude", "sparsity": {"search": {"low": 0.0, "high": 1.0, "step": 1e-12}}}])
+    with pytest.raises(ConfigError, match="more than 10000"):
+        space.params[0].grid()
+    assert space.size() is None or space.size() <= 10_000
