@@ -53,7 +53,8 @@ def backends() -> None:
         b = get_backend(name, require_installed=False)
         here = "installed" if b.available() else "not installed"
         cpu = ", runs on this CPU" if getattr(b, "runs_on_host_cpu", False) else ""
-        print(f"{name}  ({here}{cpu})")
+        status = ", EXPERIMENTAL: written to the documented API, never run on a GPU" if getattr(b, "experimental", False) else ""
+        print(f"{name}  ({here}{cpu}{status})")
 
 
 @profiles_app.command("list")

@@ -1,4 +1,4 @@
-"""TensorRT backend, written to TensorRT's documented Python API for TensorRT 10.1 - 10.x (``tensorrt>=10.1,<11``).
+"""TensorRT backend (EXPERIMENTAL), written to TensorRT's documented Python API for TensorRT 10.1 - 10.x (``tensorrt>=10.1,<11``).
 
 NOT EXECUTED HERE: TensorRT's libraries come only from NVIDIA's own package index and cannot be
 installed on the machines this project is built and tested on, and they have no GPU. What runs here
@@ -12,10 +12,14 @@ covering every batch that will run) -> ``build_serialized_network`` -> ``model.t
 Precision comes from the ONNX model itself: INT8 only as *explicit* quantization (Q/DQ nodes from
 ``ptq_int8``, which a TensorRT profile makes signed int8 with zero point 0, as TensorRT requires),
 FP16 only from an fp16 model. Implicit-quantization calibrators (deprecated since TensorRT 10.1,
-removed in 11) and builder precision flags are not used, so the float reference engine is really FP32.
-The runner holds CUDA buffers (cuda-python), checks every return value (``set_input_shape``,
-``set_tensor_address``, ``execute_async_v3``), keeps each input's own dtype (int64 token ids stay
-int64), and runs batches larger than the engine's profile in chunks.
+removed in 11) and builder precision flags are not used, and TF32 (on by default in the builder) is
+cleared, so the float reference engine is really FP32. Weights pruned 2:4 (``prune_nm``) get
+``SPARSE_WEIGHTS``. Every builder and runtime result is checked (``add_optimization_profile``,
+``set_timing_cache``, ``build_serialized_network``, ``deserialize_cuda_engine``,
+``create_execution_context``, ``set_input_shape``, ``set_tensor_address``, ``execute_async_v3``). The
+engine records the TensorRT version and the GPU it was built for; loading it anywhere else is refused
+(an engine is specific to both). The runner keeps each input's own dtype (int64 token ids stay int64),
+runs batches larger than the engine's profile in chunks, and frees its CUDA buffers and stream.
 """
 
 from __future__ import annotations
@@ -70,8 +74,8 @@ def shape_ranges(input_specs: Sequence[Any], batch_sizes: Sequence[int], declare
         for i, d in enumerate(spec.shape):
             if isinstance(d, int):
                 lo, mid, hi = d, d, d
-            elif i == 0:
-                lo, mid, hi = min(batches), batch_sizes[0], max(batches)
+            elif i == 0:  # NOTE: min 1: a single sample must run whatever batch sizes the profile times
+                lo, mid, hi = 1, batch_sizes[0], max(batches)
             else:
                 rng = declared.get(spec.name, {}).get(str(d))
                 if rng is None:
@@ -92,19 +96,61 @@ def shape_ranges(input_specs: Sequence[Any], batch_sizes: Sequence[int], declare
 
 
 def qdq_zero_points_ok(onnx_path: Path) -> list[str]:
-    """Q/DQ nodes TensorRT's explicit quantization rejects: not signed int8, or a non-zero zero point."""
+    """Q/DQ nodes TensorRT's explicit quantization rejects: every one must be signed int8 with a constant zero
+    point of 0 and a constant positive scale. A QuantizeLinear without a zero point makes uint8 (the ONNX
+    default); a zero point or scale computed at run time cannot be checked, so it is refused too."""
     import onnx
     from onnx import numpy_helper
 
     model = onnx.load(str(onnx_path), load_external_data=False)
     inits = {i.name: i for i in model.graph.initializer}
+    consts = {n.output[0]: n.attribute[0].t for n in model.graph.node if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"}
     bad = []
     for n in model.graph.node:
-        if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2 and n.input[2] in inits:
-            zp = inits[n.input[2]]
-            if zp.data_type != onnx.TensorProto.INT8 or numpy_helper.to_array(zp).any():
-                bad.append(n.name or n.output[0])
+        if n.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        zp_name = n.input[2] if len(n.input) > 2 else ""
+        zp = inits.get(zp_name) or consts.get(zp_name)
+        scale = inits.get(n.input[1]) if len(n.input) > 1 else None
+        scale = scale if scale is not None else consts.get(n.input[1]) if len(n.input) > 1 else None
+        if zp is None or zp.data_type != onnx.TensorProto.INT8 or numpy_helper.to_array(zp).any():
+            bad.append(n.name or n.output[0])
+        elif scale is None or not (numpy_helper.to_array(scale) > 0).all():
+            bad.append(n.name or n.output[0])
     return bad
+
+
+def has_2to4_sparsity(onnx_path: Path, min_size: int = 1024) -> bool:
+    """Some weight (a Conv/Gemm/MatMul initializer of at least ``min_size`` values) has at most 2 non-zeros in
+    every group of 4 along its input channels: what TensorRT's sparse tensor cores run (``SPARSE_WEIGHTS``)."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    inits = {i.name: i for i in model.graph.initializer}
+    for n in model.graph.node:
+        if n.op_type not in ("Conv", "Gemm", "MatMul") or len(n.input) < 2 or n.input[1] not in inits:
+            continue
+        w = numpy_helper.to_array(inits[n.input[1]])
+        if w.size < min_size or w.ndim < 2:
+            continue
+        k_axis = 1 if n.op_type == "Conv" or (n.op_type == "Gemm" and any(a.name == "transB" and a.i for a in n.attribute)) else 0
+        k = np.moveaxis(w, k_axis, -1)
+        if k.shape[-1] % 4 == 0 and (np.count_nonzero(k.reshape(*k.shape[:-1], -1, 4), axis=-1) <= 2).all():
+            return True
+    return False
+
+
+def check_engine_match(options: dict[str, Any], trt_version: str, gpu: str) -> None:
+    """An engine runs only with the TensorRT version and on the GPU it was built for: refuse any other."""
+    built_v, built_gpu = options.get("tensorrt"), options.get("gpu")
+    if built_v is None or built_gpu is None:
+        raise ConfigError("this TensorRT engine does not say which TensorRT and GPU built it", hint="rebuild it with this version of edgesmith")
+    if built_v != trt_version or built_gpu != gpu:
+        raise ConfigError(
+            f"this engine was built with TensorRT {built_v} for {built_gpu}; this is TensorRT {trt_version} on {gpu}",
+            hint="rebuild the engine here (an engine is specific to its TensorRT version and GPU)",
+        )
 
 
 def has_qdq(onnx_path: Path) -> bool:
@@ -163,21 +209,55 @@ def _check(result: tuple) -> Any:
     return rest[0] if len(rest) == 1 else rest
 
 
+def gpu_name() -> str:
+    """The current CUDA device as an engine is specific to it: name and compute capability."""
+    cudart = _cudart()
+    device = _check(cudart.cudaGetDevice())
+    props = _check(cudart.cudaGetDeviceProperties(device))
+    name = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
+    return f"{name.strip(chr(0))} (sm_{props.major}{props.minor})"
+
+
 class TrtSession:
-    """Deserialised engine + execution context + CUDA buffers (TensorRT 10 name-based I/O)."""
+    """Deserialised engine + execution context + CUDA buffers (TensorRT 10 name-based I/O); ``close()`` (or
+    garbage collection) frees the buffers and the stream."""
 
     def __init__(self, engine_path: Path):
         trt, cudart = _trt(), _cudart()
         self._cudart = cudart
+        self._device: dict[str, tuple[int, int]] = {}  # name -> (pointer, bytes)
+        self._stream = None
         logger = trt.Logger(trt.Logger.WARNING)
-        self._engine = trt.Runtime(logger).deserialize_cuda_engine(engine_path.read_bytes())
+        self._runtime = trt.Runtime(logger)
+        self._engine = self._runtime.deserialize_cuda_engine(engine_path.read_bytes())
+        if self._engine is None:
+            raise ConfigError(
+                f"TensorRT could not deserialise {engine_path.name}", hint="it is damaged, or built by another TensorRT or for another GPU: rebuild it"
+            )
         self._context = self._engine.create_execution_context()
+        if self._context is None:
+            raise BackendUnavailable("TensorRT could not create an execution context", hint="the GPU may be out of memory; check nvidia-smi")
         self._stream = _check(cudart.cudaStreamCreate())
         names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
         self.input_names = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self.output_names = [n for n in names if n not in self.input_names]
         self._dtype = {n: np.dtype(trt.nptype(self._engine.get_tensor_dtype(n))) for n in names}
-        self._device: dict[str, tuple[int, int]] = {}  # name -> (pointer, bytes)
+
+    def close(self) -> None:
+        """Free every CUDA buffer and the stream (idempotent)."""
+        for ptr, _ in self._device.values():
+            if ptr:
+                self._cudart.cudaFree(ptr)
+        self._device.clear()
+        if self._stream is not None:
+            self._cudart.cudaStreamDestroy(self._stream)
+            self._stream = None
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001, S110 - interpreter shutdown: CUDA may be gone already
+            pass
 
     def _buffer(self, name: str, nbytes: int) -> int:
         ptr, size = self._device.get(name, (0, 0))
@@ -254,6 +334,7 @@ class TrtSession:
 class TensorRTBackend(MeasuredInChild):
     name = "tensorrt"
     artifact_suffix = ".engine"
+    experimental = True  # until it has run on a GPU (none here): `edgesmith backends` says so
 
     def available(self) -> bool:
         return importlib.util.find_spec("tensorrt") is not None
@@ -293,7 +374,12 @@ class TensorRTBackend(MeasuredInChild):
             raise ConfigError(f"TensorRT's ONNX parser rejected {onnx_path.name}: {errors[:300]}", hint="check the op against TensorRT's ONNX operator support")
         config = builder.create_builder_config()
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, settings.workspace_bytes)
-        # NOTE: strongly typed: no FP16/INT8 builder flags (precision is the model's own), no calibrator
+        # NOTE: strongly typed: no FP16/INT8 builder flags (precision is the model's own), no calibrator; TF32 (set by
+        # default) would run FP32 convolutions and matmuls with 10-bit mantissas: the float reference must be FP32
+        config.clear_flag(trt.BuilderFlag.TF32)
+        sparse = has_2to4_sparsity(onnx_path)
+        if sparse:
+            config.set_flag(trt.BuilderFlag.SPARSE_WEIGHTS)  # 2:4-pruned weights on the sparse tensor cores
         shape_profile = builder.create_optimization_profile()
         for name, rng in settings.shapes.items():
             shape_profile.set_shape(name, rng.min, rng.opt, rng.max)
@@ -301,7 +387,8 @@ class TensorRTBackend(MeasuredInChild):
             raise ConfigError(f"TensorRT refused the shape profile {settings.shapes}", hint="check the profile's batch sizes and tensorrt.shape_ranges")
         cache_file = Path(settings.timing_cache) if settings.timing_cache else None
         cache = config.create_timing_cache(cache_file.read_bytes() if cache_file and cache_file.exists() else b"")
-        config.set_timing_cache(cache, ignore_mismatch=False)
+        if not config.set_timing_cache(cache, ignore_mismatch=False):
+            raise ConfigError(f"TensorRT refused the timing cache {cache_file}", hint="it was written by another TensorRT or GPU: delete it")
         engine = builder.build_serialized_network(network, config)
         if engine is None:
             raise ConfigError(f"TensorRT could not build an engine for {onnx_path.name}", hint="see TensorRT's log above; try fewer precisions")
@@ -314,6 +401,9 @@ class TensorRTBackend(MeasuredInChild):
             self.name,
             {
                 "tensorrt": trt.__version__,
+                "gpu": gpu_name(),
+                "tf32": False,
+                "sparse_weights": sparse,
                 "strongly_typed": settings.strongly_typed,
                 "int8": settings.int8_mode,
                 "shapes": {k: vars(v) for k, v in settings.shapes.items()},
@@ -321,6 +411,7 @@ class TensorRTBackend(MeasuredInChild):
         )
 
     def load(self, artifact: Artifact, threads: int) -> TrtSession:
+        check_engine_match(artifact.options, _trt().__version__, gpu_name())
         return TrtSession(artifact.path)
 
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.util
+import json
 import shutil
 import time
 from dataclasses import dataclass
@@ -26,10 +28,11 @@ from typing import Any
 from edgesmith import pipeline
 from edgesmith._lazy import require
 from edgesmith.cache import PassCache
+from edgesmith.environment import library_versions
 from edgesmith.errors import ConfigError, redact
 from edgesmith.metrics import FIDELITY_METRICS
 from edgesmith.model_io import model_kind, onnx_input_specs, resolve
-from edgesmith.outputs import FolderLock, atomic_write_text, check_writable
+from edgesmith.outputs import FolderLock, atomic_write_text, check_writable, sha256
 from edgesmith.plan import preflight, resolve_plan
 from edgesmith.profiles import load_profile
 from edgesmith.progress import Reporter
@@ -94,7 +97,17 @@ def search(
         trials_wanted = min(trials_wanted, len(grid))  # past the grid a trial would repeat one
     if s.dry_run:
         return _dry_run(space, checked, base_dir, Path(out_dir), sampler_name, trials_wanted, s)
-    identity = canonical({"recipe": {k: v for k, v in base.items() if k != "output_dir"}, "passes": space.passes})
+    # NOTE: the study is what these trials measured: the recipe, and also the target profile as read, the data's
+    # files and the libraries that ran them (a study of other data or versions is another study, never resumed into)
+    identity = canonical(
+        {
+            "recipe": {k: v for k, v in base.items() if k != "output_dir"},
+            "passes": space.passes,
+            "profile": profile.model_dump(mode="json"),
+            "data": _data_identity(base, base_dir),
+            "versions": {k: v for k, v in library_versions().items() if k in ("edgesmith", "onnxruntime", "openvino", "torch", "onnx", "numpy")},
+        }
+    )
 
     study_name = "edgesmith-" + hashlib.sha256(identity.encode()).hexdigest()[:12]
     executor = _executor(s, profile, Path(s.cache_dir) if s.cache_dir else Path(out_dir) / "cache")  # a bad --ray fails before anything is written
@@ -196,6 +209,30 @@ def _profile(base: dict[str, Any], base_dir: Path) -> Any:
         )
     get_backend(profile.backend)
     return profile
+
+
+def _data_identity(base: dict, base_dir: Path) -> dict[str, Any]:
+    """The recipe's data sources as they are now: a file by its hash, a folder by its listing (names, sizes,
+    times), a ``module:function`` by its module's source."""
+    out: dict[str, Any] = {}
+    for role, spec in ((base.get("data") or {}) if isinstance(base.get("data"), dict) else {}).items():
+        src = spec.get("source") if isinstance(spec, dict) else None
+        if not isinstance(src, str):
+            continue
+        try:
+            path = resolve(src, base_dir)
+        except Exception:  # noqa: BLE001 - a built-in source (digits) or a callable
+            path = None
+        if path is not None and path.is_file():
+            out[role] = sha256(path)
+        elif path is not None and path.is_dir():
+            listing = sorted((str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns) for p in path.rglob("*") if p.is_file())
+            out[role] = hashlib.sha256(json.dumps(listing).encode()).hexdigest()
+        elif ":" in src:
+            spec_ = importlib.util.find_spec(src.split(":")[0]) if not src.startswith((".", "/")) else None
+            if spec_ is not None and spec_.origin and Path(spec_.origin).is_file():
+                out[role] = sha256(Path(spec_.origin))
+    return out
 
 
 def _claim_folder(out: Path, study_name: str, force: bool) -> Path:

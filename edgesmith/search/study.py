@@ -11,7 +11,10 @@ per budget, > 0 when it fails): TPE and NSGA-II steer away from infeasible regio
 from __future__ import annotations
 
 import json
+import os
+import socket
 import time
+from pathlib import Path
 from typing import Any, Literal
 
 from edgesmith.errors import ConfigError
@@ -72,12 +75,45 @@ def open_study(storage: str, name: str, sampler: Any, grid: list[dict] | None, a
     return study
 
 
+OWNER = "edgesmith_owner"  # the process that runs a trial: host, pid and that process's start time
+
+
+def _start_time(pid: int) -> str | None:
+    """A process's start time (clock ticks since boot): a pid reused by another process differs in it."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def owner() -> dict[str, Any]:
+    return {"host": socket.gethostname(), "pid": os.getpid(), "start": _start_time(os.getpid())}
+
+
+def _alive(who: Any) -> bool | None:
+    """True/False for a process of this host; None for another host's (it cannot be told from here)."""
+    if not isinstance(who, dict) or who.get("host") != socket.gethostname():
+        return None if isinstance(who, dict) else False
+    pid = who.get("pid")
+    return isinstance(pid, int) and pid != os.getpid() and _start_time(pid) is not None and _start_time(pid) == who.get("start")
+
+
 def orphans(study: Any) -> list[Any]:
-    """Trials a previous process started and never finished (it was interrupted): run again, same number.
-    One search process per study at a time (the search folder's lock), so every running trial is one."""
+    """Trials a process started and never finished (it was interrupted, or died): run again, same number.
+    A trial another live process is running is not one — two searches may share one study (``--storage``) and
+    neither runs the other's trials; a trial owned by a process on another host is left to it."""
     from optuna.trial import TrialState
 
-    return sorted(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)), key=lambda t: t.number)
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    return sorted((t for t in running if _alive(t.user_attrs.get(OWNER)) is False), key=lambda t: t.number)
+
+
+def others_running(study: Any) -> list[Any]:
+    """Running trials of other live processes (or hosts): theirs, not ours to run."""
+    from optuna.trial import TrialState
+
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    return [t for t in running if _alive(t.user_attrs.get(OWNER)) is not False]
 
 
 def finished(study: Any) -> list[Any]:

@@ -15,7 +15,7 @@ from edgesmith import engine
 from edgesmith.engine import Timing, TrialRecord
 from edgesmith.evaluate.judge import gap_text, judge, shortfall
 from edgesmith.runtime.base import Artifact
-from edgesmith.search.study import finished
+from edgesmith.search.study import OWNER, finished, others_running, owner
 
 
 class Waves:
@@ -54,11 +54,15 @@ class Waves:
         wave: list[tuple[Any, dict]] = []
         while self._pending and len(wave) < width:
             wave.append(self._pending.pop(0))
-        budget_left = self._wanted - len(finished(self.study)) - len(wave)
+        # NOTE: trials another process runs on a shared study count against the budget too
+        budget_left = self._wanted - len(finished(self.study)) - len(others_running(self.study)) - len(wave)
         while len(wave) < width and budget_left > 0 and not out_of_time:
             t = self.study.ask()
             wave.append((t, self.space.suggest(t)))
             budget_left -= 1
+        mine = owner()
+        for t, _ in wave:
+            t.set_user_attr(OWNER, mine)  # this process runs it: another search on the study leaves it alone
         self._optuna.update({t.number: (t, v) for t, v in wave})
         return [TrialRecord(t.number, v, self.space.label(v), "pending") for t, v in wave]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 
+import numpy as np
 import pytest
 
 from edgesmith.errors import BackendUnavailable, ConfigError
@@ -86,3 +87,67 @@ def test_the_shape_profile_covers_every_batch_that_will_run():
     rng = shape_ranges(specs, prof.batch_sizes)["input"]
     assert rng.opt[0] == prof.batch_sizes[0]
     assert all(rng.min[0] <= b <= rng.max[0] for b in [*prof.batch_sizes, EVAL_BATCH])
+
+
+def test_the_shape_profile_takes_a_single_sample_whatever_the_batch_sizes():
+    (rng,) = shape_ranges([InputSpec(name="x", shape=["batch", 3])], [8, 16]).values()
+    assert rng.min[0] == 1 and rng.opt[0] == 8 and rng.max[0] == max(16, EVAL_BATCH)
+
+
+def _qdq_model(path, zero_point, scale=0.1, quant_zero=True):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits = [numpy_helper.from_array(np.array(scale, np.float32), "s")]
+    q_inputs = ["x", "s"]
+    if zero_point is not None:
+        inits.append(numpy_helper.from_array(np.array(0, zero_point), "zp"))
+        q_inputs.append("zp")
+    nodes = [helper.make_node("QuantizeLinear", q_inputs, ["q"], name="q"), helper.make_node("DequantizeLinear", ["q", *q_inputs[1:]], ["y"], name="dq")]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], inits
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+
+@pytest.mark.parametrize("zero_point, scale, ok", [(np.int8, 0.1, True), (np.uint8, 0.1, False), (None, 0.1, False), (np.int8, 0.0, False)])
+def test_every_qdq_node_is_checked_for_what_tensorrt_takes(tmp_path, zero_point, scale, ok):
+    from edgesmith.runtime.tensorrt import qdq_zero_points_ok
+
+    _qdq_model(tmp_path / "m.onnx", zero_point, scale)
+    assert (qdq_zero_points_ok(tmp_path / "m.onnx") == []) is ok  # no zero point: ONNX makes uint8, which TensorRT refuses
+
+
+def test_2_to_4_pruned_weights_ask_for_the_sparse_tensor_cores(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgesmith.runtime.tensorrt import has_2to4_sparsity
+
+    rng = np.random.default_rng(0)
+    for name, sparse in (("dense", False), ("sparse", True)):
+        w = rng.standard_normal((32, 64, 3, 3)).astype(np.float32)
+        if sparse:
+            w.reshape(32, 16, 4, 9)[:, :, :2, :] = 0  # 2 of every 4 input channels zero, at every tap
+        graph = helper.make_graph(
+            [helper.make_node("Conv", ["x", "w"], ["y"])],
+            "g",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64, 8, 8])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+            [numpy_helper.from_array(w, "w")],
+        )
+        onnx.save(helper.make_model(graph), str(tmp_path / f"{name}.onnx"))
+        assert has_2to4_sparsity(tmp_path / f"{name}.onnx") is sparse
+
+
+def test_an_engine_is_refused_on_another_tensorrt_or_gpu():
+    from edgesmith.runtime.tensorrt import check_engine_match
+
+    built = {"tensorrt": "10.3.0", "gpu": "NVIDIA H100 (sm_90)"}
+    check_engine_match(built, "10.3.0", "NVIDIA H100 (sm_90)")
+    with pytest.raises(ConfigError, match="built with TensorRT 10.3.0 for NVIDIA H100"):
+        check_engine_match(built, "10.4.0", "NVIDIA H100 (sm_90)")
+    with pytest.raises(ConfigError, match="rebuild"):
+        check_engine_match(built, "10.3.0", "NVIDIA L4 (sm_89)")
+    with pytest.raises(ConfigError, match="does not say"):
+        check_engine_match({}, "10.3.0", "NVIDIA H100 (sm_90)")

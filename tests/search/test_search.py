@@ -202,3 +202,28 @@ def test_a_bad_storage_url_leaves_no_folder_and_no_password_in_the_output(cli, t
     assert "cannot open the study database postgresql://alice:***@127.0.0.1:1/studies" in r.error_lines[0]
     assert secret not in r.stdout + r.stderr
     assert not (tmp_path / "s").exists()  # nothing of a search that could not start stays behind
+
+
+def test_a_shared_study_never_hands_one_process_the_trials_another_is_running():
+    """Two searches on one study (--storage): a running trial whose process lives is not an orphan; one whose
+    process died is; one of another host is left to it. Trials another process runs count against the budget."""
+    import socket
+
+    optuna = pytest.importorskip("optuna")
+    from edgesmith.search.study import OWNER, orphans, others_running, owner
+
+    study = optuna.create_study(directions=["maximize"])
+    alive = subprocess.Popen(["sleep", "60"])
+    try:
+        mine = owner()
+        live = {**mine, "pid": alive.pid, "start": open(f"/proc/{alive.pid}/stat").read().rsplit(")", 1)[1].split()[19]}
+        dead = {**mine, "pid": 2**22 - 3, "start": "1"}
+        elsewhere = {"host": socket.gethostname() + "-other", "pid": 1, "start": "1"}
+        trials = [study.ask() for _ in range(4)]
+        for t, who in zip(trials, [live, dead, elsewhere, None]):
+            if who is not None:
+                t.set_user_attr(OWNER, who)
+        assert [t.number for t in orphans(study)] == [1, 3]  # the dead process's, and an ownerless one (an older edgesmith)
+        assert sorted(t.number for t in others_running(study)) == [0, 2]
+    finally:
+        alive.kill()
