@@ -20,13 +20,18 @@
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import errno
 import hashlib
 import json
 import math
 import os
 import shutil
+import signal
 import tempfile
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -208,6 +213,21 @@ def check_output_dir(out_dir: Path, force: bool = False) -> None:
         )
 
 
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM held back (main thread, POSIX) while a cleanup runs; delivered when it is done."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    try:
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, held) if threading.current_thread() is threading.main_thread() else None
+    except (AttributeError, OSError, ValueError):
+        old = None
+    try:
+        yield
+    finally:
+        if old is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 class FolderLock:
     """An exclusive, non-blocking lock on ``<out_dir>/.edgesmith.lock`` (released by the kernel if we die)."""
 
@@ -241,19 +261,23 @@ class StagedOutput:
         self.lock = FolderLock(self.final)
         self.stage = Path(tempfile.mkdtemp(prefix=".edgesmith-staging-", dir=self.final))
         self.work = Path(tempfile.mkdtemp(prefix="edgesmith-work-"))
+        # NOTE: removed at exit too: a signal that lands while __exit__ runs (or before the `with` is entered)
+        # must not leave an empty work folder behind
+        atexit.register(shutil.rmtree, str(self.work), True)
         self.committed = False
 
     def __enter__(self) -> StagedOutput:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        shutil.rmtree(self.stage, ignore_errors=True)
-        shutil.rmtree(self.work, ignore_errors=True)
-        self.lock.release()
-        if not self.committed:  # a failed run leaves no folder it created behind (deepest first)
-            for d in self.created:
-                if d.is_dir() and not any(d.iterdir()):
-                    d.rmdir()
+        with _signals_held():  # the cleanup runs whole; a Ctrl-C or SIGTERM arriving now is handled right after
+            shutil.rmtree(self.stage, ignore_errors=True)
+            shutil.rmtree(self.work, ignore_errors=True)
+            self.lock.release()
+            if not self.committed:  # a failed run leaves no folder it created behind (deepest first)
+                for d in self.created:
+                    if d.is_dir() and not any(d.iterdir()):
+                        d.rmdir()
 
     def path(self, relative: str) -> Path:
         p = self.stage / relative
