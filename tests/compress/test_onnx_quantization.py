@@ -105,3 +105,38 @@ def test_pass_configs_are_frozen():
     with pytest.raises(FrozenInstanceError):
         cfg.calibration = "minmax"
     assert replace(cfg, samples=8).samples == 8
+
+
+def _activation_scales(path) -> dict[str, float]:
+    """Each activation QuantizeLinear's scale (weights are quantized offline: their Q nodes are folded)."""
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    inits = {i.name: i for i in model.graph.initializer}
+    return {n.input[0]: float(numpy_helper.to_array(inits[n.input[1]])) for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[1] in inits}
+
+
+def test_entropy_calibration_changes_the_scales_it_says_it_changes(tmp_path, digits_onnx, calib):
+    """Entropy (KL) calibration clips activation tails: scales no larger than min-max's, and some smaller
+    (ONNX Runtime's own entropy calibrator, as quantize_static runs it, gave min-max's scales exactly)."""
+    scales = {}
+    for method in ("minmax", "entropy"):
+        (tmp_path / method).mkdir()
+        out = get_pass("ptq_int8").apply(digits_onnx, build_pass_config("ptq_int8", {"calibration": method}), _ctx(tmp_path / method, calib))
+        scales[method] = _activation_scales(out)
+    shared = set(scales["minmax"]) & set(scales["entropy"])
+    assert shared
+    assert all(scales["entropy"][t] <= scales["minmax"][t] * (1 + 1e-6) for t in shared)
+    assert sum(scales["entropy"][t] < 0.98 * scales["minmax"][t] for t in shared) >= 1
+
+
+def test_the_kl_threshold_clips_a_heavy_tail_and_keeps_a_bounded_one():
+    from edgesmith.compress.quantize.entropy import BINS, kl_threshold
+
+    rng = np.random.default_rng(0)
+    heavy = np.abs(np.concatenate([rng.laplace(0, 1, 200_000), [60.0, -80.0]]))
+    hist, edges = np.histogram(heavy, bins=BINS, range=(0, heavy.max()))
+    assert kl_threshold(hist, edges) < 0.5 * heavy.max()  # two outliers do not set the range
+    uniform = rng.uniform(0, 1, 200_000)
+    hist, edges = np.histogram(uniform, bins=BINS, range=(0, 1))
+    assert kl_threshold(hist, edges) > 0.9  # nothing to clip

@@ -24,6 +24,7 @@ from typing import Literal
 
 from edgesmith.compress.contract import CalibrationCache, WeightGrids
 from edgesmith.compress.quantize._snap import snap_weights
+from edgesmith.compress.quantize.entropy import entropy_ranges, write_cache
 from edgesmith.compress.quantize.onnx_common import DatasetReader, float_compute_nodes, note_float_nodes, onnx_input_names, preprocess
 from edgesmith.compress.registry import PassContext, PassInfo
 from edgesmith.errors import ConfigError
@@ -80,6 +81,7 @@ def _check_for_tensorrt(chosen: dict, ctx: PassContext) -> None:
 
 def apply(onnx_path: Path, cfg: PTQInt8Config, ctx: PassContext) -> Path:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.calibrate import create_calibrator
 
     if ctx.calibration is None:
         raise ConfigError("ptq_int8 needs calibration data", hint="add `data: {calibration: {source: digits}}` or --data")
@@ -103,7 +105,7 @@ def apply(onnx_path: Path, cfg: PTQInt8Config, ctx: PassContext) -> Path:
         exclude += [n.name for n in graph.node if n.op_type in cfg.exclude_op_types]
     n_samples = min(cfg.samples or ctx.calibration.num_samples, ctx.calibration.num_samples)
     calib = ctx.calibration.take(n_samples)
-    if cfg.calibration != "minmax":
+    if cfg.calibration == "percentile":
         # NOTE: ORT's histogram calibrators stack per-batch outputs and need equal batch sizes
         calib, dropped = calib.uniform_batches()
         if dropped:
@@ -111,6 +113,15 @@ def apply(onnx_path: Path, cfg: PTQInt8Config, ctx: PassContext) -> Path:
         n_samples = calib.num_samples
     reader = DatasetReader(calib, onnx_input_names(pre), n_samples)
     cache = _calibration_cache(ctx, pre, cfg, n_samples)
+    if cfg.calibration == "entropy":  # NOTE: edgesmith's streamed KL calibration (entropy.py), handed to ORT as its cache
+        cache = cache or ctx.work_dir / "ptq_int8.entropy-ranges.json"
+        if not cache.is_file():
+            calibrator = create_calibrator(
+                str(pre), list(cfg.op_types) or None, str(ctx.work_dir / "ptq_int8.entropy.augmented.onnx"), calibrate_method=CalibrationMethod.Entropy
+            )
+            ranges = entropy_ranges(calibrator, lambda: DatasetReader(calib, onnx_input_names(pre), n_samples))
+            del calibrator
+            write_cache(ranges, cache)
     quantize_static(
         str(pre),
         str(out),
