@@ -152,3 +152,58 @@ def test_plugins_from_real_distributions_cannot_hurt_the_host(tmp_path, cli):
     (tmp_path / "r.yaml").write_text(json.dumps({"model": {"source": "m.onnx"}, "passes": [{"type": "clash"}]}))
     r = cli("run", "r.yaml", "--dry-run", env=env)
     assert r.code == 2 and "claimed by more than one package: distribution 'clash-a' and distribution 'clash-b'" in r.stderr
+
+
+BACKEND_BODY = """from pathlib import Path
+import numpy as np
+from edgesmith.runtime.base import Artifact, MeasuredInChild
+
+
+class Session:
+    input_names = ["x"]
+    output_names = ["y"]
+
+    def run(self, feeds):
+        return [np.asarray(feeds["x"]) * 2.0]
+
+    def bind(self, feeds):
+        x = feeds["x"]
+        return lambda: x * 2.0
+
+
+class Doubler(MeasuredInChild):
+    name = "doubler"
+    artifact_suffix = ".dbl"
+
+    def available(self):
+        return True
+
+    def input_specs(self, path):
+        return [{"name": "x", "shape": ["batch", 4], "dtype": "float32"}]
+
+    def default_options(self):
+        return {}
+
+    def compile(self, onnx_path, out_path, profile, input_specs=(), calibration=None):
+        Path(out_path).write_bytes(b"dbl")
+        return Artifact(Path(out_path), self.name, {})
+
+    def load(self, artifact, threads):
+        return Session()
+
+
+BACKEND = Doubler()
+"""
+
+
+def test_a_plugin_backend_is_benched_in_the_worker_process(tmp_path, cli):
+    site = tmp_path / "site"
+    site.mkdir()
+    _distribution(site, "doubler-backend", "doublerplug", BACKEND_BODY, "doubler = doublerplug:BACKEND")
+    info = next(site.glob("doubler_backend-*.dist-info"))
+    (info / "entry_points.txt").write_text("[edgesmith.backends]\ndoubler = doublerplug:BACKEND\n")
+    (tmp_path / "model.dbl").write_bytes(b"dbl")
+    env = {"PYTHONPATH": os.pathsep.join([str(site), *sys.path])}
+    r = cli("bench", tmp_path / "model.dbl", "--backend", "doubler", "--iterations", "20", "--json", env=env)
+    assert r.code == 0, r.stderr[-1500:]
+    assert json.loads(r.stdout)[0]["p50_ms"] >= 0

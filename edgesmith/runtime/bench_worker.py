@@ -54,9 +54,14 @@ def main() -> None:
 
     with np.load(job["feeds"], allow_pickle=False) as npz:
         feeds = {k: npz[k] for k in npz.files}
-    # NOTE: import the runtime libraries before the baseline so model memory excludes the libraries
+    # NOTE: import the runtime libraries before the baseline so model memory excludes the libraries; a plugin's
+    # backend (an entry point, found here as in the parent) names its runtime module, or has none to preload
     for a in job["artifacts"]:
-        importlib.import_module(a["backend"])
+        module = getattr(get_backend(a["backend"]), "runtime_module", a["backend"])
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            pass
     before = _status_mb("VmRSS")
     sessions = [get_backend(a["backend"]).load(Artifact(Path(a["path"]), a["backend"], a["options"]), job["threads"]) for a in job["artifacts"]]
     timing = job.get("timing", "call")
