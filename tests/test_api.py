@@ -67,3 +67,16 @@ def test_tune_is_in_the_api_and_refuses_what_the_command_refuses(tmp_path):
         edgesmith.tune(recipe, out_dir=tmp_path / "t", time_budget="30s", cache_dir=tmp_path / "cache")
     with pytest.raises(ConfigError, match="is not a duration"):
         edgesmith.tune({**recipe, "targets": ["x86-avx512-vnni-ort"]}, time_budget="5 parsecs")
+
+
+def test_in_memory_objects_that_worker_processes_cannot_see_are_refused_up_front(tmp_path):
+    import torch
+
+    import edgesmith
+    from edgesmith.errors import ConfigError
+    from edgesmith.zoo import pretrained_digits_cnn
+
+    x = np.random.default_rng(0).standard_normal((64, 1, 8, 8)).astype(np.float32)
+    with pytest.raises(ConfigError, match="worker processes of their own"):
+        edgesmith.optimize(pretrained_digits_cnn(), example_inputs=torch.randn(1, 1, 8, 8), calibration=x, train_budget=2, out_dir=tmp_path / "o")
+    assert not (tmp_path / "o").exists()

@@ -40,6 +40,7 @@ from edgesmith.engine import TrialRecord
 from edgesmith.errors import ConfigError
 from edgesmith.evaluate import accuracy_profile, gap_text, judge
 from edgesmith.evaluate.judge import pick_fastest
+from edgesmith.memory import PREFIX
 from edgesmith.metrics import FIDELITY_METRICS
 from edgesmith.optimize import preset
 from edgesmith.outputs import atomic_write_text, check_output_dir
@@ -107,6 +108,11 @@ def optimize(
 ) -> OptimizeResult:
 
     rep = reporter or Reporter()
+    if (train_budget or train_minutes) and PREFIX in json.dumps(recipe.model_dump(mode="json"), default=str):
+        raise ConfigError(
+            "training candidates are built in worker processes of their own, which cannot see the in-memory model or data given here",
+            hint="give the model as a factory (package.module:function) or a saved file and the data as files, or leave the training budget out",
+        )
     profile = _target_profile(recipe, base_dir)
     out = Path(out_dir or recipe.output_dir)
     if not out.is_absolute() and out_dir is None:

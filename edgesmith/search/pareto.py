@@ -30,6 +30,7 @@ from edgesmith._lazy import require
 from edgesmith.cache import PassCache
 from edgesmith.environment import library_versions
 from edgesmith.errors import ConfigError, redact
+from edgesmith.memory import is_memory_ref
 from edgesmith.metrics import FIDELITY_METRICS
 from edgesmith.model_io import model_kind, onnx_input_specs, resolve
 from edgesmith.outputs import FolderLock, atomic_write_text, check_writable, sha256
@@ -82,6 +83,13 @@ def search(
     rep = reporter or Reporter()
     if not isinstance(data, dict):
         raise ConfigError("a recipe must be a YAML mapping", hint="see `edgesmith search --help`")
+    held = sorted({ref for ref in _strings(data) if is_memory_ref(ref)})
+    if held and not s.dry_run:
+        raise ConfigError(
+            f"the search builds each trial in a worker process of its own, which cannot see objects held in this one ({held[0]})",
+            hint="give the model as a factory (package.module:function) or a saved file, and the data as files; "
+            "edgesmith.optimize without train_budget works on in-memory objects",
+        )
     space = parse_space(data.get("passes", []))
     base = _base_recipe(data, target)
     checked: list[Any] = []
@@ -209,6 +217,17 @@ def _profile(base: dict[str, Any], base_dir: Path) -> Any:
         )
     get_backend(profile.backend)
     return profile
+
+
+def _strings(obj: Any) -> Any:
+    if isinstance(obj, str):
+        yield obj
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from _strings(v)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            yield from _strings(v)
 
 
 def _data_identity(base: dict, base_dir: Path) -> dict[str, Any]:
