@@ -31,6 +31,9 @@ from edgesmith.search.trial import build_remote, unpack
 LABEL = "edgesmith.hardware"
 CONNECT_TIMEOUT_S = 5.0
 INIT_TIMEOUT_S = 60.0
+BUILD_CPUS = 1  # what one trial build asks Ray for, and the threads it then uses (no more: trials share nodes)
+BUILD_TIMEOUT_S = float(os.environ.get("EDGESMITH_RAY_BUILD_TIMEOUT_S") or 6 * 3600)  # a hung trial is cancelled and recorded
+TIMING_TIMEOUT_S = 1800.0
 
 
 def hardware_tag(profile: Any) -> str:
@@ -261,14 +264,21 @@ class RayPool:
         )
 
     def build_wave(self, jobs: list[dict]) -> list[dict]:
+        """Each trial a Ray task of ``BUILD_CPUS`` CPU(s) that also uses no more threads than that (a build that
+        took every core of its node would slow the others Ray placed beside it). A task whose worker or node
+        dies is retried once on another; one that hangs past ``BUILD_TIMEOUT_S`` is cancelled and recorded."""
 
-        task = self.ray.remote(num_cpus=1, scheduling_strategy="SPREAD", max_retries=0)(build_remote)
-        refs = [task.remote(dict(job, cores=None)) for job in jobs]
+        task = self.ray.remote(num_cpus=BUILD_CPUS, scheduling_strategy="SPREAD", max_retries=1, retry_exceptions=False)(build_remote)
+        refs = [task.remote(dict(job, cores=None, threads=BUILD_CPUS)) for job in jobs]
         out = []
+        deadline = time.time() + BUILD_TIMEOUT_S
         for job, ref in zip(jobs, refs):
             try:
-                res = self.ray.get(ref)
-            except Exception as exc:  # noqa: BLE001 - the task or its node died
+                res = self.ray.get(ref, timeout=max(1.0, deadline - time.time()))
+            except self.ray.exceptions.GetTimeoutError:
+                self.ray.cancel(ref, force=True)
+                res = {"ok": False, "error": f"the trial hung: no result in {BUILD_TIMEOUT_S:.0f} s, cancelled", "seconds": BUILD_TIMEOUT_S}
+            except Exception as exc:  # noqa: BLE001 - the task failed, or its node died twice
                 res = {"ok": False, "error": f"Ray task failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}", "seconds": 0}
             data = res.pop("tar", None)
             if data:
@@ -289,8 +299,16 @@ class RayPool:
                 if f.suffix in (".onnx", ".xml", ".bin", ".data"):
                     files[f"a{i}-{f.name}"] = f.read_bytes()
             names.append(f"a{i}-{Path(a.path).name}")
-        task = self.ray.remote(num_cpus=self.timing_cpus, label_selector={LABEL: self.tag}, max_retries=0)(race_remote)
-        return self.ray.get(task.remote(files, names[1:], names[0], ref.backend, [a.options for a in artifacts], ref.options, feeds, threads))
+        # NOTE: the whole tagged node (every CPU it has): nothing else of the search runs there while it times
+        task = self.ray.remote(num_cpus=self.timing_cpus, label_selector={LABEL: self.tag}, max_retries=1)(race_remote)
+        ref_ = task.remote(files, names[1:], names[0], ref.backend, [a.options for a in artifacts], ref.options, feeds, threads)
+        try:
+            return self.ray.get(ref_, timeout=TIMING_TIMEOUT_S)
+        except self.ray.exceptions.GetTimeoutError:
+            self.ray.cancel(ref_, force=True)
+            if errors is not None:
+                errors.update({i: f"timing on the Ray node hung past {TIMING_TIMEOUT_S:.0f} s" for i in range(len(artifacts))})
+            return [None] * len(artifacts), None, "ray"
 
     def close(self, cancel: bool = False) -> None:
         self.ray.shutdown()

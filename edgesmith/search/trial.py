@@ -24,14 +24,15 @@ from edgesmith.cache import PassCache
 from edgesmith.recipe import parse_recipe
 
 
-def pin(cores: list[int] | None) -> int:
-    """Pin this process to ``cores`` (where the OS allows); returns the thread count to use."""
+def pin(cores: list[int] | None, threads: int | None = None) -> int:
+    """Pin this process to ``cores`` (where the OS allows); returns the thread count to use: one per core
+    pinned, else ``threads`` (what a scheduler such as Ray granted), else every core."""
     if cores:
         try:
             os.sched_setaffinity(0, set(cores))
         except (AttributeError, OSError):
             pass
-    n = len(cores) if cores else (os.cpu_count() or 1)
+    n = len(cores) if cores else (threads or os.cpu_count() or 1)
     os.environ["OMP_NUM_THREADS"] = str(n)
     try:
         import torch
@@ -46,7 +47,7 @@ def build(job: dict[str, Any]) -> dict[str, Any]:
     """``job``: recipe (concrete, JSON), base_dir, trial_dir, cache (folder or None), cores, trust_checkpoint.
     Returns a JSON-able summary; never raises (a failed trial is a result)."""
     started = time.time()
-    threads = pin(job.get("cores"))
+    threads = pin(job.get("cores"), job.get("threads"))
 
     out: dict[str, Any] = {"ok": False, "pid": os.getpid(), "threads": threads, "node": node_id()}
     try:
