@@ -493,3 +493,18 @@ def test_data_that_holds_no_samples_is_a_user_error_not_a_crash(cli, tmp_path, a
     r = cli("quantize", "edgesmith.zoo:pretrained_digits_cnn", "-d", tmp_path / "d.npz", "--out", tmp_path / "o")
     assert r.code == 2 and message in r.stderr and len(r.error_lines) == 1, r.stderr[-800:]
     assert not (tmp_path / "o").exists()
+
+
+def test_an_interrupt_torch_wrapped_into_an_export_error_stays_an_interrupt():
+    from edgesmith.cli.common import Terminated
+    from edgesmith.export.onnx_export import reraise_interrupt
+
+    try:
+        try:
+            raise Terminated()
+        except BaseException as inner:
+            raise RuntimeError("torch.export failed while tracing") from inner
+    except RuntimeError as wrapped:
+        with pytest.raises(Terminated):
+            reraise_interrupt(wrapped)
+    reraise_interrupt(ValueError("an ordinary export error"))  # nothing to re-raise

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
 import shutil
@@ -101,23 +100,17 @@ def have(work: Path, req: dict) -> dict:
     return {"have": [s for s in names if (blobs / s).is_file()], "free_bytes": st.f_bavail * st.f_frsize, "work": str(work)}
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 @contextlib.contextmanager
 def job_folder(work: Path, files: dict[str, str], verify: list[str]) -> Iterator[Path]:
     """A folder of the request's files (hard links to blobs, copies where links fail), removed afterwards.
     Blobs uploaded by this request (``verify``) are checked against their hash first."""
 
+    from edgesmith.outputs import sha256  # the standard library and edgesmith.errors only: fine on a bare device
+
     blobs = blob_dir(work)
     for sha in verify:
         path = blobs / sha
-        if path.is_file() and _sha256(path) != sha:
+        if path.is_file() and sha256(path) != sha:
             path.unlink()
             raise RequestError("corrupt", f"an uploaded file did not arrive intact (sha256 {sha[:12]}...)", "run the command again")
     job = work / "jobs" / f"{os.getpid()}-{os.urandom(4).hex()}"

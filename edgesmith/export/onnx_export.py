@@ -26,6 +26,18 @@ from edgesmith.metrics import cosine
 from edgesmith.runtime.custom_ops import apply_registrations
 
 
+def reraise_interrupt(exc: BaseException) -> None:
+    """Ctrl-C or SIGTERM that torch wrapped into an exporter error (torch.export catches and re-raises) is an
+    interrupt, not a failed export: raise it as it was, so the command exits 130/143 rather than 2."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, KeyboardInterrupt):
+            raise cause
+        cause = cause.__cause__ or cause.__context__
+
+
 def probe_forward(module: Any, input_specs: Sequence[Any]) -> Any:
     """Run the model once on inputs of the spec's shape; a mismatch becomes a clear InputError."""
     import torch
@@ -36,6 +48,7 @@ def probe_forward(module: Any, input_specs: Sequence[Any]) -> Any:
         with torch.no_grad():
             return module(*args)
     except Exception as exc:
+        reraise_interrupt(exc)
         shapes = ", ".join(f"{s.name}{list(s.shape)}" for s in input_specs)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(
@@ -131,6 +144,7 @@ def export_onnx(
                     optimize=True,
                 )
     except Exception as exc:
+        reraise_interrupt(exc)
         first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
         other = "torchscript" if exporter == "dynamo" else "dynamo"
         raise ExportError(
