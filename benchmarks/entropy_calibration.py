@@ -10,7 +10,8 @@ real text (64x256). Each variant runs in a child process of its own, which repor
   calibration, compress/quantize/entropy.py);
 - ONNX Runtime's ``quantize_static(calibrate_method=Entropy)`` called directly, as before this change.
 
-Printed: peak memory of each, and how many activation scales differ from min-max's (and by how much).
+Printed: peak memory of each, how many activation scales differ from min-max's (and by how much), and the
+character error rate of each model (float included) on ``--eval`` held-out labelled lines (another seed).
 """
 
 from __future__ import annotations
@@ -64,9 +65,21 @@ def scales(path: Path) -> dict[str, float]:
     return {n.input[0]: float(numpy_helper.to_array(inits[n.input[1]])) for n in m.graph.node if n.op_type == "QuantizeLinear" and n.input[1] in inits}
 
 
+def cer_of(path: Path, lines: list) -> float:
+    import numpy as np
+    import onnxruntime as ort
+
+    from edgesmith.evaluate.ocr import cer_metric
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    outs = np.concatenate([sess.run(None, {"line": x.astype(np.float32)})[0] for x, _ in lines])
+    return 100 * float(cer_metric(outs, np.concatenate([y for _, y in lines]))["cer"])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--samples", type=int, default=288)  # a multiple of the batch (16): ORT's histogram calibrators need equal batches
+    ap.add_argument("--eval", type=int, default=128, help="held-out labelled lines the CER is measured on")
     ap.add_argument("--child", nargs=4)
     args = ap.parse_args()
     if args.child:
@@ -75,6 +88,7 @@ def main() -> None:
     from ocr_recovery import ensure_weights
 
     from edgesmith import pipeline
+    from edgesmith.data.text_render import text_lines
     from edgesmith.recipe import parse_recipe
 
     ensure_weights()
@@ -83,6 +97,8 @@ def main() -> None:
         spec = {"model": {"source": "edgesmith.zoo.easyocr:easyocr_recognizer"}, "inputs": [{"name": "line", "shape": ["batch", 1, 64, 256]}]}
         spec["data"] = {"evaluation": {"source": "gate_verdicts:ocr_eval", "samples": 16}}
         pipeline.run(parse_recipe({**spec, "stop_after": "export", "output_dir": str(out)}, "bench"), HERE, force=True)
+        held_out = text_lines(args.eval, seed=0)
+        print(f"float        CER {cer_of(out / 'model.onnx', held_out):.2f}%")
         results = {}
         for mode in ("minmax", "entropy", "ort-entropy"):
             dest = Path(tmp) / f"{mode}.onnx"
@@ -92,15 +108,15 @@ def main() -> None:
             if proc.returncode:
                 print(f"{mode}: failed: {proc.stderr[-800:]}")
                 continue
-            results[mode] = (json.loads(proc.stdout.strip().splitlines()[-1])["peak_rss_mb"], scales(dest))
+            results[mode] = (json.loads(proc.stdout.strip().splitlines()[-1])["peak_rss_mb"], scales(dest), cer_of(dest, held_out))
         base = results["minmax"][1]
-        for mode, (rss, sc) in results.items():
+        for mode, (rss, sc, cer) in results.items():
             shared = [t for t in base if t in sc]
             changed = [sc[t] / base[t] for t in shared if abs(sc[t] / base[t] - 1) > 1e-6]
             how = f"{len(changed)} of {len(shared)} activation scales differ from min-max" + (
                 f" (ratio median {sorted(changed)[len(changed) // 2]:.3f}, smallest {min(changed):.3f})" if changed else ""
             )
-            print(f"{mode:12s} peak RSS {rss:8.0f} MB; {how}")
+            print(f"{mode:12s} peak RSS {rss:8.0f} MB; CER {cer:.2f}%; {how}")
 
 
 if __name__ == "__main__":

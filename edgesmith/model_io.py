@@ -7,6 +7,7 @@ unpickling is refused unless the user passes ``--trust-checkpoint``. safetensors
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
 import os
 import pickle
 import sys
@@ -114,6 +115,8 @@ def import_object(ref: str, what: str, base_dir: Path | None = None) -> Any:
         sys.path.insert(0, "")
     if base_dir is not None and str(base_dir) not in sys.path:
         sys.path.insert(1, str(base_dir))
+    importlib.invalidate_caches()  # a module file written since the last import is seen
+    _forget_if_moved(module_name.split(".")[0])
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
@@ -126,6 +129,25 @@ def import_object(ref: str, what: str, base_dir: Path | None = None) -> Any:
             raise ConfigError(f"{module_name!r} has no attribute {part!r} ({what} {ref!r})", hint="check the name after the colon")
         obj = getattr(obj, part)
     return obj
+
+
+def _forget_if_moved(top: str) -> None:
+    """A user's module imported earlier in this process from another folder (two recipes' folders
+    each with a ``mydata.py``) is forgotten, so the one the path finds now is imported, not the stale
+    one. Installed packages are left alone."""
+    cached = sys.modules.get(top)
+    cached_file = getattr(cached, "__file__", None)
+    if cached is None or not cached_file:
+        return
+    here = Path(cached_file).resolve()
+    installed = {Path(p).resolve() for p in (sys.prefix, sys.base_prefix, Path(__file__).parent)}
+    if any(here.is_relative_to(root) for root in installed):
+        return
+    spec = importlib.machinery.PathFinder.find_spec(top, sys.path)
+    if spec is None or not spec.origin or Path(spec.origin).resolve() == here:
+        return
+    for name in [n for n in sys.modules if n == top or n.startswith(top + ".")]:
+        del sys.modules[name]
 
 
 def _require_file(path: Path, what: str) -> None:

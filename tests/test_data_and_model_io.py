@@ -46,6 +46,20 @@ def test_data_function_batches(tmp_path, monkeypatch):
     assert ds.num_samples == 12 and list(ds.labels()) == [0] * 4 + [1] * 4 + [2] * 4
 
 
+def test_a_data_module_of_the_same_name_in_another_folder_is_the_one_imported(tmp_path, monkeypatch):
+    """Two recipes' folders in one process, each with its own ``mydata.py``: the second is not the first's."""
+    for name, value in (("one", 1), ("two", 2)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "samedata.py").write_text(
+            f"import numpy as np\ndef batches():\n    yield np.full((2, 1, 8, 8), {value}, dtype=np.float32), np.full(2, {value})\n"
+        )
+    monkeypatch.syspath_prepend(str(tmp_path / "one"))
+    assert list(load_dataset("samedata:batches", SPEC, role="evaluation").labels()) == [1, 1]
+    monkeypatch.syspath_prepend(str(tmp_path / "two"))
+    assert list(load_dataset("samedata:batches", SPEC, role="evaluation").labels()) == [2, 2]
+    monkeypatch.delitem(__import__("sys").modules, "samedata")
+
+
 def test_inf_in_evaluation_data_is_located(tmp_path):
     x = np.zeros((10, 1, 8, 8), dtype=np.float32)
     x[7, 0, 2, 5] = -np.inf

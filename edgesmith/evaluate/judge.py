@@ -125,13 +125,18 @@ def _judge_interval(g: Any, metrics: dict[str, Any], key: str, v: Verdict) -> No
 INCONCLUSIVE_POLICIES = ("fail", "warn", "pass")
 
 
+def undecided(policy: str) -> str:
+    """The verdict an undecided measurement gets under the policy: fail, inconclusive (``warn``) or pass."""
+    return {"fail": "fail", "warn": "inconclusive", "pass": "pass"}[policy]
+
+
 def overall(verdicts: Sequence[Verdict], inconclusive: str = "warn") -> str:
     """fail when a budget surely fails; a budget the measurement could not decide makes the verdict what the
     policy says: fail, inconclusive (``warn``: reported, not a failure, never a PASS) or pass."""
     if any(v.status == "fail" for v in verdicts):
         return "fail"
     if any(v.status == "inconclusive" for v in verdicts):
-        return {"fail": "fail", "warn": "inconclusive", "pass": "pass"}[inconclusive]
+        return undecided(inconclusive)
     return "pass"
 
 

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from edgesmith.errors import InputError
+from edgesmith.evaluate.judge import undecided
 from edgesmith.gate.bar import FIDELITY_RULES, Rule, differences, freeze, rules_of
 from edgesmith.gate.baseline import baseline_artifact, identity, identity_differences, load_baseline, load_run
 from edgesmith.gate.history import drift_findings
@@ -214,7 +215,7 @@ def decide(report: GateReport) -> str:
     if report.count("fail") + report.count("missing"):
         return "fail"
     if report.count("inconclusive"):
-        return {"fail": "fail", "warn": "inconclusive", "pass": "pass"}[report.policy]
+        return undecided(report.policy)
     return "pass"
 
 

@@ -39,7 +39,7 @@ from edgesmith.compress.quantize.structure import analyse
 from edgesmith.engine import TrialRecord
 from edgesmith.errors import ConfigError
 from edgesmith.evaluate import accuracy_profile, gap_text, judge
-from edgesmith.evaluate.judge import pick_fastest
+from edgesmith.evaluate.judge import pick_fastest, undecided
 from edgesmith.memory import PREFIX
 from edgesmith.metrics import FIDELITY_METRICS
 from edgesmith.optimize import preset
@@ -108,11 +108,8 @@ def optimize(
 ) -> OptimizeResult:
 
     rep = reporter or Reporter()
-    if (train_budget or train_minutes) and PREFIX in json.dumps(recipe.model_dump(mode="json"), default=str):
-        raise ConfigError(
-            "training candidates are built in worker processes of their own, which cannot see the in-memory model or data given here",
-            hint="give the model as a factory (package.module:function) or a saved file and the data as files, or leave the training budget out",
-        )
+    if train_budget or train_minutes:
+        _refuse_in_memory(recipe)
     profile = _target_profile(recipe, base_dir)
     out = Path(out_dir or recipe.output_dir)
     if not out.is_absolute() and out_dir is None:
@@ -158,22 +155,31 @@ def optimize(
     with rep.step(f"full run of the winner: {training['label'] if training and training['chosen'] else winner.plan.name}"):
         # NOTE: the folder passed the output policy above; the run keeps the profile file its recipe names
         result = pipeline.run(final, base_dir, out_dir=out, reporter=rep, force=True, keep=("target.profile.yaml", "search"), trust_checkpoint=trust_checkpoint)
-    verdict = result.verdict
-    if device is not None:  # the device's word on the winner: accuracy on its runtime, latency timed there
-        on_device, transfer = client.validate(device, out, reporter=rep)
-        client.record(out, on_device)
-        rep.info(f"[{device}] the winner validated on the device: {on_device['verdict'].upper()} (sent {transfer['sent_files']} file(s))")
-        verdict = {"inconclusive": {"fail": "fail", "warn": "inconclusive", "pass": "pass"}[recipe.inconclusive]}.get(
-            on_device["verdict"], on_device["verdict"]
-        )
+    verdict = result.verdict if device is None else _device_verdict(device, out, recipe.inconclusive, rep)
     if machine and machine.get("busy") and verdict == "pass":
         # NOTE: no PASS on a speed nobody confirmed: the float model was kept, and the verdict says the race could not decide
-        verdict = {"fail": "fail", "warn": "inconclusive", "pass": "pass"}[recipe.inconclusive]
+        verdict = undecided(recipe.inconclusive)
     res = OptimizeResult(structure, trials, winner, explanation, out, batch, verdict, judge.reference, elapsed, machine, training)
     note = _write(res, final, profile)
     if note:
         rep.info(note)
     return res
+
+
+def _refuse_in_memory(recipe: Any) -> None:
+    if PREFIX in json.dumps(recipe.model_dump(mode="json"), default=str):
+        raise ConfigError(
+            "training candidates are built in worker processes of their own, which cannot see the in-memory model or data given here",
+            hint="give the model as a factory (package.module:function) or a saved file and the data as files, or leave the training budget out",
+        )
+
+
+def _device_verdict(device: str, out: Path, policy: str, rep: Any) -> str:
+    """The device's word on the winner: accuracy on its runtime, latency timed there."""
+    on_device, transfer = client.validate(device, out, reporter=rep)
+    client.record(out, on_device)
+    rep.info(f"[{device}] the winner validated on the device: {on_device['verdict'].upper()} (sent {transfer['sent_files']} file(s))")
+    return undecided(policy) if on_device["verdict"] == "inconclusive" else str(on_device["verdict"])
 
 
 def _target_profile(recipe: Any, base_dir: Path) -> Any:

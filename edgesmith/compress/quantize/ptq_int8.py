@@ -80,6 +80,7 @@ def _check_for_tensorrt(chosen: dict, ctx: PassContext) -> None:
 
 
 def apply(onnx_path: Path, cfg: PTQInt8Config, ctx: PassContext) -> Path:
+    import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.calibrate import create_calibrator
 
@@ -99,8 +100,6 @@ def apply(onnx_path: Path, cfg: PTQInt8Config, ctx: PassContext) -> Path:
     out = ctx.work_dir / "model.int8.onnx"
     exclude = list(cfg.exclude_nodes)
     if cfg.exclude_op_types:
-        import onnx
-
         graph = onnx.load(str(pre), load_external_data=False).graph
         exclude += [n.name for n in graph.node if n.op_type in cfg.exclude_op_types]
     n_samples = min(cfg.samples or ctx.calibration.num_samples, ctx.calibration.num_samples)
@@ -119,7 +118,8 @@ def apply(onnx_path: Path, cfg: PTQInt8Config, ctx: PassContext) -> Path:
             calibrator = create_calibrator(
                 str(pre), list(cfg.op_types) or None, str(ctx.work_dir / "ptq_int8.entropy.augmented.onnx"), calibrate_method=CalibrationMethod.Entropy
             )
-            ranges = entropy_ranges(calibrator, lambda: DatasetReader(calib, onnx_input_names(pre), n_samples))
+            outputs = frozenset(o.name for o in onnx.load(str(pre), load_external_data=False).graph.output)
+            ranges = entropy_ranges(calibrator, lambda: DatasetReader(calib, onnx_input_names(pre), n_samples), outputs)
             del calibrator
             write_cache(ranges, cache)
     quantize_static(
