@@ -73,7 +73,7 @@ def cer_of(path: Path, lines: list) -> float:
 
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     outs = np.concatenate([sess.run(None, {"line": x.astype(np.float32)})[0] for x, _ in lines])
-    return 100 * float(cer_metric(outs, np.concatenate([y for _, y in lines]))["cer"])
+    return float(cer_metric(outs, np.concatenate([y for _, y in lines]))["cer"])  # in %
 
 
 def main() -> None:
