@@ -123,3 +123,24 @@ def test_onnx_runtime_folds_the_weights_once_at_load(tmp_path, crnn):
     assert onnx.load(str(art.path)).ByteSize() < 0.3 * onnx.load(str(path)).ByteSize()  # the artifact stays small on disk
     np.testing.assert_allclose(BACKEND.load(art, 1).run({"line": x})[0], _run(out, x), rtol=1e-4, atol=1e-5)
     assert not weights_only_quantized(path)
+
+
+@pytest.mark.parametrize(
+    "profile, recurrent, dynamic", [("x86-avx512-vnni-ort", "auto", True), ("x86-avx512-vnni-ort", "float", False), ("x86-avx512-vnni-ov", "auto", False)]
+)
+def test_static_int8_gives_the_lstms_dynamic_int8_on_onnx_runtime_only(tmp_path, crnn, profile, recurrent, dynamic):
+    """ORT's static quantizer leaves LSTMs float; on an ORT CPU target they become DynamicQuantizeLSTM (int8 weights)."""
+    from edgesmith.data.sources import Dataset, split_batches
+    from edgesmith.profiles import load_profile
+
+    _, path, x = crnn
+    calib = Dataset("lines", split_batches({"line": np.random.default_rng(1).random((16, 1, 64, 256), dtype=np.float32)}, None, 8))
+    ctx = PassContext(work_dir=tmp_path, profile=load_profile(profile), input_specs=tuple(SPEC), calibration=calib)
+    out = get_pass("ptq_int8").apply(path, build_pass_config("ptq_int8", {"recurrent": recurrent}), ctx)
+    ops = [n.op_type for n in onnx.load(str(out)).graph.node]
+    assert ops.count("DynamicQuantizeLSTM") == (2 if dynamic else 0) and ops.count("LSTM") == (0 if dynamic else 2)
+    assert "QuantizeLinear" in ops  # the convolutions stay static INT8
+    if dynamic:
+        assert ctx.details["ptq_int8_recurrent"]["dynamic"] and any("LSTM(s) dynamic INT8" in n for n in ctx.notes)
+        ref, got = _run(path, x), _run(out, x)
+        assert np.corrcoef(ref.ravel(), got.ravel())[0, 1] > 0.99
