@@ -134,3 +134,9 @@ def test_model_module_next_to_the_recipe_is_importable(tmp_path):
     (tmp_path / "recipe_local_net.py").write_text("from edgesmith.zoo import digits_cnn as build\n")
     loaded = load_model(ModelSpec(source="recipe_local_net:build"), tmp_path)
     assert loaded.kind == "torch" and loaded.default_inputs[0]["shape"] == ["batch", 1, 8, 8]
+
+
+def test_the_default_digits_data_that_does_not_fit_the_model_says_so():
+    """A recipe that names no data gets the bundled digits: the error says so, not 'reshape your data'."""
+    with pytest.raises(InputError, match=r"the evaluation data is the bundled digits .*does not fit input 'line'.*hint: give your own data: `-d FOLDER`"):
+        load_dataset("digits", [InputSpec(name="line", shape=["batch", 1, 64, 256])], role="evaluation")

@@ -1,5 +1,6 @@
 """`import edgesmith` and `edgesmith --help` must not load torch, onnxruntime or openvino."""
 
+import re
 import subprocess
 import sys
 
@@ -54,3 +55,22 @@ def test_custom_op_registration_loads_only_the_runtime():
         "assert 'transformers' not in sys.modules\n"
     )
     assert {m.split(".")[0] for m in _loaded(body).split(",")} == {"onnx", "onnxruntime"}  # onnxruntime-extensions needs onnx; nothing else
+
+
+def test_every_command_help_keeps_its_examples_and_recipe_lines():
+    """click re-flows paragraphs: a recipe's lines and the examples ran into one another in `run --help`."""
+    import typer
+
+    from edgesmith.cli import app
+
+    def walk(cmd, path):
+        ctx = cmd.context_class(cmd, info_name=" ".join(path), terminal_width=100, max_content_width=100)
+        yield path, cmd.get_help(ctx)
+        for name in getattr(cmd, "list_commands", lambda ctx: [])(ctx):
+            yield from walk(cmd.get_command(ctx, name), [*path, name])
+
+    helps = dict((" ".join(p), text.split("Options:")[0]) for p, text in walk(typer.main.get_command(app), ["edgesmith"]))
+    assert len(helps) > 20
+    merged = {name: line for name, text in helps.items() for line in text.splitlines() if re.search(r"\S.*\bExamples?:", line)}
+    assert merged == {}
+    assert "\n      model: {source: edgesmith.zoo:pretrained_digits_cnn}\n      inputs:" in helps["edgesmith run"]

@@ -7,8 +7,10 @@ openvino are not imported by ``--help``.
 from __future__ import annotations
 
 from edgesmith.cli import catalog, convert, devices, gate, measure, search  # noqa: F401, I001 - each registers its commands, in help order
-from edgesmith.cli.app import app
+from edgesmith.cli.app import app, keep_layouts
 from edgesmith.cli.common import build_recipe, guarded
+
+keep_layouts(app)
 
 __all__ = ["app", "build_recipe", "guarded", "main"]
 

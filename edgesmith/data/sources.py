@@ -263,6 +263,12 @@ def check_dataset(ds: Dataset, input_specs: Sequence[Any], role: str) -> None:
             arr = b.inputs[spec.name]
             fixed = [(d, w) for d, w in zip(arr.shape[1:], want[1:]) if isinstance(w, int) and w > 0]
             if arr.ndim != len(want) or any(d != w for d, w in fixed):
+                if ds.name in ("digits", "digits32"):  # NOTE: the demo's data, a recipe's default when it names none
+                    raise InputError(
+                        f"the {role} data is the bundled digits ({ds.name}: {list(arr.shape[1:])} per sample, the default when no data "
+                        f"is given), which does not fit input {spec.name!r} {want}",
+                        hint=f"give your own data: `-d FOLDER` on the command line, or `data: {{{role}: {{source: ...}}}}` in the recipe",
+                    )
                 raise InputError(
                     f"{role} data for input {spec.name!r} has shape {list(arr.shape)}, the input spec says {want}",
                     hint="reshape the data or fix `inputs:` in the recipe (the first dimension is the batch)",
