@@ -303,7 +303,11 @@ def _torch_stage(
             record.update(_export(recipe, loaded.module, loaded.program if kind == "pt2" else None, specs, fp32_path, evaluation or calib, rep, "float model"))
             return fp32_path
 
-        cached(opts.cache, opts.identity, "float export", {}, fp32_path.parent, export_float, extra=record)
+        # NOTE: the export reads one data set (its sample inputs): keyed by that one's content only, so a run that loads
+        # no calibration data (a search's float reference) and one that does share the export
+        read = "evaluation" if evaluation is not None else "calibration"
+        ident = {**opts.identity, "data_content": {k: v for k, v in opts.identity.get("data_content", {}).items() if k == read}}
+        cached(opts.cache, ident, "float export", {}, fp32_path.parent, export_float, extra=record)
         manifest["export"] = record
     model = _Model(fp32_path, fp32_path, Records())
     torch_passes = [(info, cfg) for _, info, cfg in passes if info.stage == "torch"]

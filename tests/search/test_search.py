@@ -64,7 +64,7 @@ def test_search_writes_the_front_the_study_and_the_best_run(cli, tmp_path):
     md = (out / "search.md").read_text()
     assert "## Pareto front" in md and "trials/hour" in md
     # the float export is shared by every trial (and the reference): cached after its first computation
-    assert res["cache"]["hits"] >= 2, res["cache"]
+    assert res["cache"]["hits"] >= 3, res["cache"]  # every trial, the calibrating ones too
     # builds ran side by side in separate pinned processes, timing after them
     assert "2 worker(s)" in res["executor"]
     from tests.gate.test_html_report import CHROMIUM, plots, render, root_attrs
