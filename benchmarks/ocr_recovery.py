@@ -14,6 +14,7 @@ at batch 1: the original FP32 model against the compressed one, timed interleave
 - Torch-Pruning alone: uniform L1 channel pruning at 30% per layer (about the MACs of the 50% row below), no recovery;
 - sensitivity allocation removing R of the MACs + BN re-estimation + label-free recovery for ``--minutes``;
 - the same recovered with the rendered labels too (CTC + distillation), for the same time;
+- INT8 alone (``ptq_int8``, the target's defaults: on ONNX Runtime the LSTMs dynamic INT8, the rest static);
 - the label-free recovered model + INT8 (``ptq_int8``, the target's defaults; the torch stage comes from the pass cache);
 - with ``--int4 128``: the original's weights stored in 4 bits (``int4_weights``, groups of 128), no training.
 
@@ -187,6 +188,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|", flush=True)
     for g in [int(v) for v in ARGS.int4.split(",") if v]:
         print(_row(f"int4_weights, groups of {g} (no training)", _run(work, f"int4-{g}", [{"type": "int4_weights", "group_size": g}], False, None)), flush=True)
+    if not ARGS.detector:
+        print(_row("INT8 alone (ptq_int8, no pruning)", _run(work, "int8", [{"type": "ptq_int8"}], False, None)), flush=True)
     if not ARGS.skip_baseline:
         baseline = _run(work, "tp-uniform", [{"type": "prune_channels", "ratio": 0.3}], False, None)
         print(_row("Torch-Pruning alone: uniform L1 30%/layer, no recovery", baseline), flush=True)

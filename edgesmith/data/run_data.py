@@ -65,15 +65,15 @@ def require_labels(metric: str, name: str, labelled: bool | None) -> None:
         )
 
 
-def content_digest(ds: Any) -> str:
-    """SHA-256 over a data set's decoded inputs and labels, in order: the same data, the same digest."""
+def content_digest(ds: Any, labels: bool = True) -> str:
+    """SHA-256 over a data set's decoded inputs and (``labels``) labels, in order: the same data, the same digest."""
     h = hashlib.sha256()
     for b in ds.batches:
         for name in sorted(b.inputs):
             arr = np.ascontiguousarray(b.inputs[name])
             h.update(f"{name}{arr.dtype}{arr.shape}".encode())
             h.update(arr.tobytes())
-        if b.labels is not None:
+        if labels and b.labels is not None:
             lab = np.asarray(b.labels)
             h.update(f"labels{lab.dtype}{lab.shape}".encode())
             h.update(repr(lab.tolist()).encode() if lab.dtype.kind == "O" else np.ascontiguousarray(lab).tobytes())  # NOTE: objects hash by value

@@ -80,8 +80,9 @@ def test_an_interrupted_search_resumes_without_losing_or_repeating_a_trial(tmp_p
     passes = [
         # NOTE: 3 ratios, not 2: with 2, the last wave (both ratios' training cached) took seconds, and an interrupt
         # sent when the study showed one trial done and one running could land after the search had finished
+        # (one calibration, not two: the six trials of 3 x 2 took 113 s of the suite; three prove the same)
         {"type": "prune_channels", "ratio": {"search": [0.25, 0.5, 0.75]}, "recover": {"epochs": 2}},
-        {"type": "ptq_int8", "calibration": {"search": ["minmax", "percentile"]}},
+        {"type": "ptq_int8", "calibration": "minmax"},
     ]
     recipe = _recipe(tmp_path, passes)
     out = tmp_path / "s"
@@ -124,11 +125,11 @@ def test_an_interrupted_search_resumes_without_losing_or_repeating_a_trial(tmp_p
     assert r.returncode in (0, 1), r.stderr[-2000:]
     res = json.loads((out / "search.json").read_text())
     assert res["resumed_trials"] == len(cut)
-    assert res["new_trials"] == 6 - len(done), "finished trials are not run again"
+    assert res["new_trials"] == 3 - len(done), "finished trials are not run again"
     after = _states(out)
-    assert sorted(after) == [0, 1, 2, 3, 4, 5] and set(after.values()) == {"COMPLETE"}, after
+    assert sorted(after) == [0, 1, 2] and set(after.values()) == {"COMPLETE"}, after
     params = [json.dumps(t["params"], sort_keys=True) for t in res["trials"]]
-    assert len(set(params)) == 6, "every combination exactly once"
+    assert len(set(params)) == 3, "every combination exactly once"
 
 
 def test_budgets_no_trial_meets_report_the_closest_and_exit_1(cli, tmp_path):
