@@ -15,9 +15,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 # `make test` runs two pytest workers on two cores: a timing taken beside the other worker is busy by
-# design, and the 10 s wait for a quiet machine (runtime.contention) would only add minutes. The busy
-# record and its verdicts are unchanged; runs and their children inherit the setting.
+# design, and the 10 s wait for a quiet machine (runtime.contention) and the two timings again after it
+# would only add minutes (they were ~10 s of each full run). The busy record and its verdicts are
+# unchanged; runs and their children inherit the setting; the tests of the retry set their own.
 os.environ.setdefault("EDGESMITH_QUIET_WAIT_S", "1")
+os.environ.setdefault("EDGESMITH_BUSY_RETRIES", "0")
 
 
 def edgesmith_exe() -> str:

@@ -17,7 +17,7 @@ from edgesmith.progress import Reporter
 from edgesmith.runtime.base import same_model
 from edgesmith.runtime.bench import BenchStats, benchmark_against, make_feeds, summarize
 from edgesmith.runtime.compare import bootstrap_ratio, pooled_percentiles
-from edgesmith.runtime.contention import merged, wait_for_quiet
+from edgesmith.runtime.contention import busy_retries, merged, wait_for_quiet
 
 MAX_EXTRA = 2  # extra measurements of one batch size while a latency budget stays inconclusive
 CONFIDENCE = 0.95
@@ -130,7 +130,7 @@ def time_against_float(
             if itself:
                 metrics[f"speedup_vs_fp32@{batch}"] = metrics[f"speedup_vs_fp32_low@{batch}"] = metrics[f"speedup_vs_fp32_high@{batch}"] = 1.0
             unsure = [v for v in judge(profile, metrics, reference, latency) if v.status == "inconclusive" and v.batch == batch]
-            if not unsure and not _busy(cand):
+            if (not unsure and not _busy(cand)) or (_busy(c) and attempt >= busy_retries()):
                 break
         if _busy(cand):
             rep.info(

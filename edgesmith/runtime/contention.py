@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from edgesmith.errors import ConfigError
+
 SPARE_SLACK = 0.25  # cores of other work tolerated beyond the free ones (daemons, the parent process, the kernel)
 MAX_STEAL = 0.05
 MIN_WINDOW_S = 0.25  # /proc/stat counts in 10 ms ticks: a shorter window cannot tell a busy core from rounding
@@ -149,6 +151,24 @@ def merged(machines: Sequence[dict | None]) -> dict | None:
 QUIET_WAIT_S = 10.0  # longest wait for a busy machine to quiet down before timing again
 # EDGESMITH_QUIET_WAIT_S overrides it: a machine that is busy on purpose (parallel test workers, a CI
 # runner that builds beside the gate) will not quiet down, and waiting for it only adds time
+
+
+BUSY_RETRIES = 2  # times a timing taken on a busy machine is taken again (after waiting for quiet)
+# EDGESMITH_BUSY_RETRIES overrides it: on a runner busy on purpose every retry is busy too, and is only time
+
+
+def busy_retries() -> int:
+    """How many times a busy timing is taken again: ``EDGESMITH_BUSY_RETRIES`` (a whole number >= 0) or 2."""
+    raw = os.environ.get("EDGESMITH_BUSY_RETRIES")
+    if raw is None or raw.strip() == "":
+        return BUSY_RETRIES
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ConfigError(f"EDGESMITH_BUSY_RETRIES must be a whole number >= 0, got {raw!r}", hint="e.g. EDGESMITH_BUSY_RETRIES=0 on a shared CI runner")
+    return value
 
 
 def wait_for_quiet(threads: int, timeout_s: float | None = None, sample_s: float = 0.5) -> bool:

@@ -14,9 +14,7 @@ from typing import Any
 from edgesmith.runtime.base import same_model
 from edgesmith.runtime.bench import run_worker
 from edgesmith.runtime.compare import bootstrap_ratio
-from edgesmith.runtime.contention import wait_for_quiet
-
-MAX_BUSY_RETRIES = 2
+from edgesmith.runtime.contention import busy_retries, wait_for_quiet
 
 
 def race(
@@ -37,7 +35,7 @@ def race(
     everything = [ref, *artifacts]
     machine: dict | None = None
     results: list[dict | None] = []
-    for attempt in range(1 + MAX_BUSY_RETRIES):
+    for attempt in range(1 + busy_retries()):
         if attempt:
             if reporter is not None:
                 reasons = "; ".join((machine or {}).get("reasons") or [])

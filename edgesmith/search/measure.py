@@ -12,10 +12,10 @@ import tempfile
 from pathlib import Path
 
 from edgesmith.runtime.base import Artifact
-from edgesmith.runtime.race import MAX_BUSY_RETRIES, race, time_interleaved
+from edgesmith.runtime.race import race, time_interleaved
 from edgesmith.search.trial import node_id, pin
 
-__all__ = ["MAX_BUSY_RETRIES", "race", "race_remote", "time_interleaved"]
+__all__ = ["race", "race_remote", "time_interleaved"]
 
 
 def race_remote(

@@ -102,6 +102,7 @@ def test_hog_makes_the_pipeline_judge_nothing_on_time(tmp_path, digits_onnx, mon
     from edgesmith.runtime.bench import artifact_for
 
     monkeypatch.setattr(contention, "QUIET_WAIT_S", 0.5)
+    monkeypatch.setenv("EDGESMITH_BUSY_RETRIES", "2")  # the suite's 0 would skip the timing again
     art, specs = artifact_for(digits_onnx)
     profile = load_profile("x86-avx512-vnni-ort")
     metrics: dict = {}
@@ -120,6 +121,20 @@ def test_hog_makes_the_pipeline_judge_nothing_on_time(tmp_path, digits_onnx, mon
         assert all(v.status == "inconclusive" and "busy" in v.detail for v in timed)
     else:  # the hog lost the race for the cores: a quiet measurement is judged as usual
         assert all(v.status in ("pass", "fail", "inconclusive") for v in timed)
+
+
+def test_busy_retries_come_from_the_environment_and_a_bad_value_is_refused(monkeypatch):
+    from edgesmith.errors import ConfigError
+    from edgesmith.runtime.contention import busy_retries
+
+    monkeypatch.delenv("EDGESMITH_BUSY_RETRIES", raising=False)
+    assert busy_retries() == 2
+    monkeypatch.setenv("EDGESMITH_BUSY_RETRIES", "0")
+    assert busy_retries() == 0
+    for bad in ("-1", "two", "1.5"):
+        monkeypatch.setenv("EDGESMITH_BUSY_RETRIES", bad)
+        with pytest.raises(ConfigError, match="EDGESMITH_BUSY_RETRIES must be a whole number"):
+            busy_retries()
 
 
 def _snap(wall, cpu, busy, steal=0.0, total=None):
