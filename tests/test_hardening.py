@@ -508,3 +508,36 @@ def test_an_interrupt_torch_wrapped_into_an_export_error_stays_an_interrupt():
         with pytest.raises(Terminated):
             reraise_interrupt(wrapped)
     reraise_interrupt(ValueError("an ordinary export error"))  # nothing to re-raise
+
+
+def test_every_numeric_pass_option_out_of_its_range_is_refused_before_anything_runs(cli, tmp_path):
+    """The class, not the examples: for every pass, every count, rate, seed and share (by the option's name) given
+    a value outside its range is a ConfigError at validation — 12 passes took some of them and failed mid-run."""
+    import dataclasses
+
+    from edgesmith.compress import build_pass_config
+    from edgesmith.compress.registry import RANGES, known_passes
+    from edgesmith.errors import ConfigError
+
+    required = {"distill": {"student": "edgesmith.zoo:digits_cnn"}}
+    bad_value = {"> 0": 0, ">= 0": -1, "in [0, 1]": 1.5}
+    checked = []
+    for name, info in sorted(known_passes().items()):
+        for f in dataclasses.fields(info.config):
+            bound = next((b for pattern, b in RANGES if pattern.search(f.name)), None)
+            if bound is None:
+                continue
+            for value in (bad_value[bound], float("nan")):
+                with pytest.raises(ConfigError):
+                    build_pass_config(name, {**required.get(name, {}), f.name: value})
+            checked.append(f"{name}.{f.name}")
+    assert len(checked) > 40 and "binarize.mst_every" in checked and "qat.lr" in checked
+    with pytest.raises(ConfigError, match=r"recover\.lr must be > 0"):
+        build_pass_config("prune_channels", {"ratio": 0.5, "recover": {"lr": 0}})
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "model: {source: edgesmith.zoo:pretrained_digits_cnn}\ninputs: [{name: input, shape: [batch, 1, 8, 8]}]\n"
+        "passes: [{type: binarize, mst_every: 0}]\ntargets: [x86-avx512-vnni-ort]\n"
+    )
+    r = cli("run", recipe, "--dry-run", "--out", tmp_path / "out")
+    assert r.code == 2 and len(r.error_lines) == 1 and "pass 'binarize': mst_every must be > 0, got 0 (hint:" in r.error_lines[0], r.stderr
