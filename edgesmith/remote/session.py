@@ -86,6 +86,14 @@ async def _once(device: Device, job: Callable[[Session], Awaitable[T]], rep: Any
     conn = await connect(device)
     try:
         return await job(Session(conn, device, rep, partials))
+    except Exception:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            # NOTE: Ctrl-C cancels this task (asyncio.run); a library that turned the cancellation into its own error
+            # (a closed channel) would be taken for a dropped connection and retried: it stays a cancellation, and
+            # asyncio.run makes it the KeyboardInterrupt it was
+            raise asyncio.CancelledError from None
+        raise
     finally:
         conn.close()
         try:

@@ -223,14 +223,17 @@ def test_two_clients_take_turns_on_one_device(loop, digits_onnx):
 
 def test_ctrl_c_ends_the_remote_run_and_removes_its_files(loop, digits_onnx, config):
     env = {**os.environ, "EDGESMITH_CONFIG_DIR": str(config)}
-    proc = subprocess.Popen([edgesmith_exe(), "bench", str(digits_onnx), "--on", "loop", "--duration", "60"], env=env, stderr=subprocess.PIPE, text=True)
+    # NOTE: a pytest-xdist worker may ignore SIGINT and a child inherits that: restore the default, or the Ctrl-C is dropped
+    restore = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
+    cmd = [edgesmith_exe(), "bench", str(digits_onnx), "--on", "loop", "--duration", "60"]
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True, preexec_fn=restore)
     deadline = time.time() + 60
     while time.time() < deadline and not list((Path(loop.work) / "jobs").glob("*")):
         time.sleep(0.1)
     assert list((Path(loop.work) / "jobs").glob("*")), "the remote run never started"
     time.sleep(1.0)
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=30)
+    _, err = proc.communicate(timeout=45)  # the bench asked for 60 s: an ignored Ctrl-C would end with exit 0
     assert proc.returncode == 130 and "interrupted" in err
     deadline = time.time() + 20
     while (agents_running(loop.work) or leftovers(loop.work)) and time.time() < deadline:
