@@ -144,3 +144,15 @@ def test_static_int8_gives_the_lstms_dynamic_int8_on_onnx_runtime_only(tmp_path,
         assert ctx.details["ptq_int8_recurrent"]["dynamic"] and any("LSTM(s) dynamic INT8" in n for n in ctx.notes)
         ref, got = _run(path, x), _run(out, x)
         assert np.corrcoef(ref.ravel(), got.ravel())[0, 1] > 0.99
+
+
+def test_dynamic_lstms_asked_for_a_target_that_cannot_run_them_are_refused(tmp_path, crnn):
+    from edgesmith.data.sources import Dataset, split_batches
+    from edgesmith.errors import ConfigError
+    from edgesmith.profiles import load_profile
+
+    _, path, _ = crnn
+    calib = Dataset("lines", split_batches({"line": np.random.default_rng(1).random((8, 1, 64, 256), dtype=np.float32)}, None, 8))
+    ctx = PassContext(work_dir=tmp_path, profile=load_profile("x86-avx512-vnni-ov"), input_specs=tuple(SPEC), calibration=calib)
+    with pytest.raises(ConfigError, match="DynamicQuantizeLSTM.*cannot run"):
+        get_pass("ptq_int8").apply(path, build_pass_config("ptq_int8", {"recurrent": "dynamic"}), ctx)

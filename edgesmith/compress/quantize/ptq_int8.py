@@ -95,6 +95,7 @@ def apply(onnx_path: Path, cfg: PTQInt8Config, ctx: PassContext) -> Path:
         raise ConfigError("ptq_int8 needs calibration data", hint="add `data: {calibration: {source: digits}}` or --data")
     chosen = resolve(cfg, ctx)
     _check_for_tensorrt(chosen, ctx)
+    _check_recurrent(cfg, ctx)
     qtype = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
     method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile, "entropy": CalibrationMethod.Entropy}
     extra = {"ActivationSymmetric": chosen["symmetric_activations"], "WeightSymmetric": True}
@@ -169,14 +170,28 @@ def apply(onnx_path: Path, cfg: PTQInt8Config, ctx: PassContext) -> Path:
     return out
 
 
+def _on_ort_cpu(ctx: PassContext) -> bool:
+    return ctx.profile is None or (ctx.profile.backend == "onnxruntime" and ctx.profile.device == "cpu")
+
+
+def _check_recurrent(cfg: PTQInt8Config, ctx: PassContext) -> None:
+    """``recurrent: dynamic`` on a target that cannot run ORT's com.microsoft op, refused before any work."""
+    if cfg.recurrent == "dynamic" and not _on_ort_cpu(ctx):
+        assert ctx.profile is not None
+        raise ConfigError(
+            f"ptq_int8: recurrent: dynamic makes ONNX Runtime's DynamicQuantizeLSTM (a com.microsoft op), which target "
+            f"{ctx.profile.name} ({ctx.profile.backend} on {ctx.profile.device}) cannot run",
+            hint="leave recurrent: auto (LSTMs stay float on this target) or use an ONNX Runtime CPU profile",
+        )
+
+
 def _recurrent_int8(out: Path, cfg: PTQInt8Config, chosen: dict, ctx: PassContext) -> Path:
     """The LSTMs the static quantizer left float, as ORT's DynamicQuantizeLSTM: on EasyOCR's recognizer the two
     bidirectional LSTMs kept static INT8 at 1.32x over FP32 (8.4 of its 10.1 MB); with them 2.32x, 3.9 MB, CER the same."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    on_ort_cpu = ctx.profile is None or (ctx.profile.backend == "onnxruntime" and ctx.profile.device == "cpu")
-    if cfg.recurrent == "float" or (cfg.recurrent == "auto" and not on_ort_cpu):
+    if cfg.recurrent == "float" or (cfg.recurrent == "auto" and not _on_ort_cpu(ctx)):
         return out
     graph = onnx.load(str(out), load_external_data=False).graph
     lstms = [n.name for n in graph.node if n.op_type == "LSTM" and n.name not in cfg.exclude_nodes]
