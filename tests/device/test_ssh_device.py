@@ -321,3 +321,20 @@ def test_the_python_api_takes_the_device_too(loop, digits_onnx):
     assert cmp_["device"] == "loop" and cmp_["ratio"] > 0
     with pytest.raises(edgesmith.errors.ConfigError, match="validates a run folder"):
         edgesmith.validate(digits_onnx, data="digits", on="loop")
+
+
+def test_search_times_its_trials_on_the_device(cli, loop, tmp_path):
+    import yaml
+
+    recipe = {
+        "model": {"source": "edgesmith.zoo:pretrained_digits_cnn"},
+        "inputs": [{"name": "input", "shape": ["batch", 1, 8, 8]}],
+        "data": {"calibration": {"source": "digits", "samples": 128}, "evaluation": {"source": "digits", "split": "test"}},
+        "passes": [{"type": "ptq_int8", "enabled": {"search": [True, False]}}],
+        "targets": [{"profile": "x86-avx512-vnni-ort", "batch_sizes": [1], "budgets": NO_SPEEDUP_BUDGET}],
+    }
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    r = cli("search", tmp_path / "recipe.yaml", "--device", "loop", "--out", tmp_path / "s")
+    assert r.code in (0, 1), r.stderr[-2000:]
+    res = json.loads((tmp_path / "s" / "search.json").read_text())
+    assert len(res["trials"]) == 2 and {t["timing_node"] for t in res["trials"]} == {"device:loop"}, res["trials"]
