@@ -106,10 +106,8 @@ def apply(onnx_path: Path, cfg: PTQInt8Config, ctx: PassContext) -> Path:
 
     pre = preprocess(onnx_path, ctx.work_dir / "ptq_int8.pre.onnx", ctx)
     out = ctx.work_dir / "model.int8.onnx"
-    exclude = list(cfg.exclude_nodes)
-    if cfg.exclude_op_types:
-        graph = onnx.load(str(pre), load_external_data=False).graph
-        exclude += [n.name for n in graph.node if n.op_type in cfg.exclude_op_types]
+    graph = onnx.load(str(pre), load_external_data=False).graph  # the structure only: names, op types, outputs
+    exclude = list(cfg.exclude_nodes) + [n.name for n in graph.node if n.op_type in cfg.exclude_op_types]
     n_samples = min(cfg.samples or ctx.calibration.num_samples, ctx.calibration.num_samples)
     calib = ctx.calibration.take(n_samples)
     if cfg.calibration == "percentile":
@@ -126,7 +124,7 @@ def apply(onnx_path: Path, cfg: PTQInt8Config, ctx: PassContext) -> Path:
             calibrator = create_calibrator(
                 str(pre), list(cfg.op_types) or None, str(ctx.work_dir / "ptq_int8.entropy.augmented.onnx"), calibrate_method=CalibrationMethod.Entropy
             )
-            outputs = frozenset(o.name for o in onnx.load(str(pre), load_external_data=False).graph.output)
+            outputs = frozenset(o.name for o in graph.output)
             ranges = entropy_ranges(calibrator, lambda: DatasetReader(calib, onnx_input_names(pre), n_samples), outputs)
             del calibrator
             write_cache(ranges, cache)
