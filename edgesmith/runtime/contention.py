@@ -19,6 +19,7 @@ turns two snapshots into a verdict that travels with the timings (``BenchStats.m
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -157,24 +158,30 @@ BUSY_RETRIES = 2  # times a timing taken on a busy machine is taken again (after
 # EDGESMITH_BUSY_RETRIES overrides it: on a runner busy on purpose every retry is busy too, and is only time
 
 
-def busy_retries() -> int:
-    """How many times a busy timing is taken again: ``EDGESMITH_BUSY_RETRIES`` (a whole number >= 0) or 2."""
-    raw = os.environ.get("EDGESMITH_BUSY_RETRIES")
+def _env_setting(name: str, default: float, whole: bool) -> float:
+    """``name`` from the environment (a finite number >= 0; ``whole``: an integer), else ``default``."""
+    raw = os.environ.get(name)
     if raw is None or raw.strip() == "":
-        return BUSY_RETRIES
+        return default
     try:
-        value = int(raw)
+        value = int(raw) if whole else float(raw)
     except ValueError:
         value = -1
-    if value < 0:
-        raise ConfigError(f"EDGESMITH_BUSY_RETRIES must be a whole number >= 0, got {raw!r}", hint="e.g. EDGESMITH_BUSY_RETRIES=0 on a shared CI runner")
+    if not math.isfinite(value) or value < 0:
+        kind = "a whole number" if whole else "a number of seconds"
+        raise ConfigError(f"{name} must be {kind} >= 0, got {raw!r}", hint=f"e.g. {name}=0 on a shared CI runner" if whole else f"e.g. {name}=1")
     return value
+
+
+def busy_retries() -> int:
+    """How many times a busy timing is taken again: ``EDGESMITH_BUSY_RETRIES`` (a whole number >= 0) or 2."""
+    return int(_env_setting("EDGESMITH_BUSY_RETRIES", BUSY_RETRIES, whole=True))
 
 
 def wait_for_quiet(threads: int, timeout_s: float | None = None, sample_s: float = 0.5) -> bool:
     """Sample the machine until other processes leave ``threads`` cores free (True) or ``timeout_s`` passes (False)."""
     if timeout_s is None:
-        timeout_s = float(os.environ.get("EDGESMITH_QUIET_WAIT_S") or QUIET_WAIT_S)
+        timeout_s = _env_setting("EDGESMITH_QUIET_WAIT_S", QUIET_WAIT_S, whole=False)
     deadline = time.monotonic() + timeout_s
     while True:
         before = snapshot()

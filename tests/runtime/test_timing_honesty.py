@@ -123,7 +123,7 @@ def test_hog_makes_the_pipeline_judge_nothing_on_time(tmp_path, digits_onnx, mon
         assert all(v.status in ("pass", "fail", "inconclusive") for v in timed)
 
 
-def test_busy_retries_come_from_the_environment_and_a_bad_value_is_refused(monkeypatch):
+def test_timing_settings_come_from_the_environment_and_a_bad_value_is_refused(monkeypatch):
     from edgesmith.errors import ConfigError
     from edgesmith.runtime.contention import busy_retries
 
@@ -135,6 +135,12 @@ def test_busy_retries_come_from_the_environment_and_a_bad_value_is_refused(monke
         monkeypatch.setenv("EDGESMITH_BUSY_RETRIES", bad)
         with pytest.raises(ConfigError, match="EDGESMITH_BUSY_RETRIES must be a whole number"):
             busy_retries()
+    from edgesmith.runtime.contention import wait_for_quiet
+
+    for bad in ("-1", "soon", "nan"):
+        monkeypatch.setenv("EDGESMITH_QUIET_WAIT_S", bad)
+        with pytest.raises(ConfigError, match="EDGESMITH_QUIET_WAIT_S must be a number of seconds"):
+            wait_for_quiet(1)
 
 
 def _snap(wall, cpu, busy, steal=0.0, total=None):
