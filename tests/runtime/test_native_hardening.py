@@ -166,16 +166,20 @@ def test_the_packing_code_refuses_what_the_kernel_cannot_run():
             B.BinaryConv2d.from_packed(bits, 3, **kwargs)
 
 
-def test_both_simd_paths_are_forced_and_agree():
+def test_every_simd_path_is_forced_and_they_agree():
     from edgesmith.runtime.kernels import binary as B
 
     rng = np.random.default_rng(3)
     x, w = rng.standard_normal((2, 70, 9, 9)).astype(np.float32), rng.standard_normal((13, 70, 3, 3)).astype(np.float32)
-    got = {impl: B.BinaryConv2d(w, stride=(2, 2), padding=(1, 1), impl=impl)(x) for impl in ("portable", "avx512")}
+    got = {impl: B.BinaryConv2d(w, stride=(2, 2), padding=(1, 1), impl=impl)(x) for impl in ("portable", "avx2", "avx512")}
     np.testing.assert_array_equal(got["portable"], got["avx512"])
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    wide = all(f in flags.split() for f in ("avx512f", "avx512_vpopcntdq", "avx512vl", "avx2"))
-    assert B.impl_used("avx512") == ("avx512" if wide else "portable")  # every instruction set the wide path uses, checked
+    np.testing.assert_array_equal(got["portable"], got["avx2"])
+    flags = (Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else "").split()
+    avx2 = "avx2" in flags
+    wide = avx2 and all(f in flags for f in ("avx512f", "avx512_vpopcntdq", "avx512vl"))
+    narrower = "avx2" if avx2 else "portable"
+    assert B.impl_used("avx512") == ("avx512" if wide else narrower)  # every instruction set the wide path uses, checked
+    assert B.impl_used("avx2") == narrower
 
 
 def test_the_extension_is_loaded_only_from_a_private_folder_with_its_recorded_hash(tmp_path, monkeypatch):

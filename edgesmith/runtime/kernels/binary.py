@@ -1,8 +1,9 @@
 """Python face of the compiled XNOR-popcount kernels (``bnn.cpp``): pack signs, binary GEMM, binary conv.
 
 Results are the exact integer ±1 dot products (``int32``); scaling by α happens outside. ``impl``: "auto"
-(AVX-512 VPOPCNTDQ when the CPU has it, else portable), "portable" (a SWAR popcount: stands for targets
-without a popcount instruction), "avx512" (falls back to portable on a CPU without it — ``impl_used`` says).
+(AVX-512 VPOPCNTDQ when the CPU has it, else AVX2, else portable), "portable" (a SWAR popcount: stands for
+targets without a popcount instruction), "avx512" or "avx2" (forced; a CPU without it falls back to the next
+narrower path it has — ``impl_used`` says).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 
 from edgesmith.errors import BackendUnavailable
 
-IMPLS = {"auto": 0, "portable": 1, "avx512": 2}
+IMPLS = {"auto": 0, "portable": 1, "avx512": 2, "avx2": 3}
 _u64p = ctypes.POINTER(ctypes.c_uint64)
 _i32p = ctypes.POINTER(ctypes.c_int32)
 _f32p = ctypes.POINTER(ctypes.c_float)
@@ -58,7 +59,7 @@ def has_vpopcntdq() -> bool:
 
 
 def impl_used(impl: str = "auto") -> str:
-    return {1: "portable", 2: "avx512"}[library().bnn_impl_used(IMPLS[impl])]
+    return {1: "portable", 2: "avx512", 3: "avx2"}[library().bnn_impl_used(IMPLS[impl])]
 
 
 def _p(a: np.ndarray, t: Any) -> Any:

@@ -7,8 +7,9 @@
 // standard-op lowering (Sign then Conv with zero padding): a padded position is a zero word in the patch,
 // whose XOR with the weight counts the weight's own bits, subtracted again per border position.
 //
-// Two popcount paths, chosen at run time: AVX-512 VPOPCNTDQ (512 bits per instruction) when the CPU has
-// it, else a portable bit-twiddling popcount that stands for targets without a popcount instruction.
+// Three popcount paths, chosen at run time: AVX-512 VPOPCNTDQ (512 bits per instruction) when the CPU has
+// it, else AVX2 (a nibble-table popcount with VPSHUFB, summed per 64-bit lane with VPSADBW: 256 bits per
+// step), else a portable bit-twiddling popcount that stands for targets without a popcount instruction.
 // Each patch is compared with 8 output channels at once (weights interleaved by 8: the patch word is
 // broadcast, no horizontal sums); work is split over output positions with OpenMP. Plain C ABI, via ctypes.
 
@@ -117,8 +118,23 @@ inline int64_t pop(bool hw, uint64_t v) {
     return popcount_portable(v);
 }
 
-bool use_avx512(int impl) {  // impl: 0 auto, 1 portable, 2 avx512 (falls back when the CPU lacks it)
-    return impl != 1 && cpu_has_vpopcntdq();
+bool cpu_has_avx2() {
+#ifdef EDGESMITH_X86
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2");
+#else
+    return false;
+#endif
+}
+
+enum Level { PORTABLE = 0, AVX2 = 1, AVX512 = 2 };
+
+// impl: 0 auto (the widest the CPU has), 1 portable, 2 avx512, 3 avx2; a forced path the CPU lacks falls back
+// to the next narrower one it has
+Level level(int impl) {
+    if (impl == 1) return PORTABLE;
+    if (impl != 3 && cpu_has_vpopcntdq()) return AVX512;
+    return cpu_has_avx2() ? AVX2 : PORTABLE;
 }
 
 // rows x words -> ceil(rows/8) x words x 8: word q of rows 8b..8b+7 side by side (zero rows pad the last block)
@@ -157,10 +173,37 @@ void dot8_avx512(const uint64_t* patch, const uint64_t* block, int64_t words, in
 }
 #endif
 
-inline void dot8(bool wide, const uint64_t* patch, const uint64_t* block, int64_t words, int64_t* diff) {
 #ifdef EDGESMITH_X86
-    if (wide) {
+// popcount of each 64-bit lane: a 4-bit table lookup per nibble (VPSHUFB), the byte counts summed per lane (VPSADBW)
+__attribute__((target("avx2"))) inline __m256i popcnt64_avx2(__m256i v) {
+    const __m256i table = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+    const __m256i nibble = _mm256_set1_epi8(0x0f);
+    const __m256i lo = _mm256_shuffle_epi8(table, _mm256_and_si256(v, nibble));
+    const __m256i hi = _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(v, 4), nibble));
+    return _mm256_sad_epu8(_mm256_add_epi8(lo, hi), _mm256_setzero_si256());
+}
+
+__attribute__((target("avx2")))
+void dot8_avx2(const uint64_t* patch, const uint64_t* block, int64_t words, int64_t* diff) {
+    __m256i acc0 = _mm256_setzero_si256(), acc1 = _mm256_setzero_si256();  // rows 0-3 and 4-7
+    for (int64_t q = 0; q < words; ++q) {
+        const __m256i p = _mm256_set1_epi64x(static_cast<long long>(patch[q]));
+        acc0 = _mm256_add_epi64(acc0, popcnt64_avx2(_mm256_xor_si256(p, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + q * 8)))));
+        acc1 = _mm256_add_epi64(acc1, popcnt64_avx2(_mm256_xor_si256(p, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + q * 8 + 4)))));
+    }
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(diff), acc0);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(diff + 4), acc1);
+}
+#endif
+
+inline void dot8(Level lvl, const uint64_t* patch, const uint64_t* block, int64_t words, int64_t* diff) {
+#ifdef EDGESMITH_X86
+    if (lvl == AVX512) {
         dot8_avx512(patch, block, words, diff);
+        return;
+    }
+    if (lvl == AVX2) {
+        dot8_avx2(patch, block, words, diff);
         return;
     }
 #endif
@@ -228,11 +271,40 @@ void epilogue8x8(const int64_t (*diff)[8], const int32_t* const* corr, const int
 }
 #endif
 
-template <int T, int B>
-inline void dotT(bool wide, const uint64_t* const* patches, const uint64_t* block, int64_t bstride, int64_t words, int64_t (*diff)[8 * B]) {
 #ifdef EDGESMITH_X86
-    if (wide) {
+template <int T, int B>
+__attribute__((target("avx2")))
+void dotT_avx2(const uint64_t* const* patches, const uint64_t* block, int64_t bstride, int64_t words, int64_t (*diff)[8 * B]) {
+    __m256i acc[B][T][2];
+    for (int b = 0; b < B; ++b)
+        for (int t = 0; t < T; ++t) acc[b][t][0] = acc[b][t][1] = _mm256_setzero_si256();
+    for (int64_t q = 0; q < words; ++q) {
+        __m256i wv[B][2];
+        for (int b = 0; b < B; ++b)
+            for (int half = 0; half < 2; ++half)
+                wv[b][half] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + b * bstride + q * 8 + half * 4));
+        for (int t = 0; t < T; ++t) {
+            const __m256i pv = _mm256_set1_epi64x(static_cast<long long>(patches[t][q]));
+            for (int b = 0; b < B; ++b)
+                for (int half = 0; half < 2; ++half)
+                    acc[b][t][half] = _mm256_add_epi64(acc[b][t][half], popcnt64_avx2(_mm256_xor_si256(pv, wv[b][half])));
+        }
+    }
+    for (int b = 0; b < B; ++b)
+        for (int t = 0; t < T; ++t)
+            for (int half = 0; half < 2; ++half) _mm256_storeu_si256(reinterpret_cast<__m256i*>(diff[t] + b * 8 + half * 4), acc[b][t][half]);
+}
+#endif
+
+template <int T, int B>
+inline void dotT(Level lvl, const uint64_t* const* patches, const uint64_t* block, int64_t bstride, int64_t words, int64_t (*diff)[8 * B]) {
+#ifdef EDGESMITH_X86
+    if (lvl == AVX512) {
         dotT_avx512<T, B>(patches, block, bstride, words, diff);
+        return;
+    }
+    if (lvl == AVX2) {
+        dotT_avx2<T, B>(patches, block, bstride, words, diff);
         return;
     }
 #endif
@@ -252,7 +324,10 @@ extern "C" {
 
 int bnn_has_vpopcntdq() { return cpu_has_vpopcntdq() ? 1 : 0; }
 
-int bnn_impl_used(int impl) { return use_avx512(impl) ? 2 : 1; }
+int bnn_impl_used(int impl) {  // 1 portable, 2 avx512, 3 avx2
+    const Level lvl = level(impl);
+    return lvl == AVX512 ? 2 : lvl == AVX2 ? 3 : 1;
+}
 
 // rows x k floats -> rows x ceil(k/64) words, bit j of word w = (x[row, 64w + j] >= 0)
 void bnn_pack_signs(const float* x, int64_t rows, int64_t k, uint64_t* out) {
@@ -296,7 +371,7 @@ void bnn_pack_nchw(const float* x, int64_t n, int64_t c, int64_t h, int64_t w, u
 // out[i, j] = k - 2 * popcount(a[i] ^ b[j]): the ±1 dot product of row i of A and row j of B
 void bnn_gemm(const uint64_t* a, const uint64_t* b, int64_t m, int64_t n, int64_t words, int64_t k,
               int32_t* out, int threads, int impl) {
-    const bool wide = use_avx512(impl);
+    const Level lvl = level(impl);
     std::vector<uint64_t> wb((n + 7) / 8 * words * 8);
     interleave8(b, n, words, wb.data());
     const int64_t nb = (n + 7) / 8;
@@ -304,7 +379,7 @@ void bnn_gemm(const uint64_t* a, const uint64_t* b, int64_t m, int64_t n, int64_
     for (int64_t i = 0; i < m; ++i) {
         int64_t diff[8];
         for (int64_t ob = 0; ob < nb; ++ob) {
-            dot8(wide, a + i * words, wb.data() + ob * words * 8, words, diff);
+            dot8(lvl, a + i * words, wb.data() + ob * words * 8, words, diff);
             for (int64_t l = 0; l < 8 && ob * 8 + l < n; ++l) out[i * n + ob * 8 + l] = static_cast<int32_t>(k - 2 * diff[l]);
         }
     }
@@ -329,7 +404,7 @@ void bnn_prepare_conv(const uint64_t* w, int64_t o, int64_t kh, int64_t kw, int6
 static void conv2d_impl(const float* xf, uint64_t* xpack, const uint64_t* wbp, const int64_t* block_pop, int64_t n, int64_t h, int64_t wd,
                         int64_t cw, int64_t c, int64_t o, int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw,
                         int64_t dh, int64_t dw, int32_t* out, int threads, int impl) {
-    const bool wide = use_avx512(impl);
+    const Level lvl = level(impl);
     const uint64_t* x = xpack;
 #ifdef EDGESMITH_X86
     const bool pack_inside = xf != nullptr && cpu_has_avx512f();
@@ -447,15 +522,15 @@ static void conv2d_impl(const float* xf, uint64_t* xpack, const uint64_t* wbp, c
             for (int64_t ob = ob_begin; ob < ob_end; ob += B) {
                 const int blocks = static_cast<int>(std::min<int64_t>(B, ob_end - ob));
                 if (blocks == B)
-                    dotT<T, B>(wide, pp, wbp + ob * kwords * 8, kwords * 8, kwords, diff);
+                    dotT<T, B>(lvl, pp, wbp + ob * kwords * 8, kwords * 8, kwords, diff);
                 else
-                    dotT<T, 1>(wide, pp, wbp + ob * kwords * 8, kwords * 8, kwords, diff1);
+                    dotT<T, 1>(lvl, pp, wbp + ob * kwords * 8, kwords * 8, kwords, diff1);
                 const int64_t* dbase = blocks == B ? &diff[0][0] : &diff1[0][0];
                 const int dstride = blocks == B ? 8 * B : 8;
                 const int64_t lmax = std::min<int64_t>(8 * blocks, o - ob * 8);
 #ifdef EDGESMITH_X86
                 if constexpr (T == 8 && B == 1) {
-                    if (wide && contiguous && used == T) {
+                    if (lvl == AVX512 && contiguous && used == T) {
                         const int32_t* cps[8];
                         for (int t = 0; t < 8; ++t) cps[t] = cp[t] + ob * 8;
                         epilogue8x8(reinterpret_cast<const int64_t (*)[8]>(dbase), cps, valid, out + (bs[0] * o + ob * 8) * plane + p0, plane, lmax);
