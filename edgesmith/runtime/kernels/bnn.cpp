@@ -19,6 +19,7 @@
 #include <vector>
 
 #if defined(__x86_64__) || defined(_M_X64)
+#include <cpuid.h>
 #include <immintrin.h>
 #define EDGESMITH_X86 1
 #endif
@@ -33,26 +34,45 @@ inline int64_t popcount_portable(uint64_t v) {
     return static_cast<int64_t>((v * 0x0101010101010101ULL) >> 56);
 }
 
-// The wide path: every instruction set its functions are compiled for (the dot kernels: AVX-512F + VPOPCNTDQ;
-// the epilogue: AVX-512VL and AVX2 as well), each checked before use
-bool cpu_has_vpopcntdq() {
+// What the CPU and the OS offer, read once from CPUID and XCR0 (not __builtin_cpu_supports: its data come
+// from the compiler's runtime library, which some toolchains leave out, and the build silently ran portable).
+// An AVX state the OS does not save (XCR0) counts as absent.
+struct Cpu {
+    bool popcnt = false, avx2 = false, avx512f = false, avx512vl = false, vpopcntdq = false;
+};
+
+const Cpu& cpu() {
+    static const Cpu found = [] {
+        Cpu c;
 #ifdef EDGESMITH_X86
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vpopcntdq") && __builtin_cpu_supports("avx512vl") &&
-           __builtin_cpu_supports("avx2");
-#else
-    return false;
+        unsigned a = 0, b = 0, cx = 0, d = 0;
+        if (!__get_cpuid(1, &a, &b, &cx, &d)) return c;
+        c.popcnt = (cx >> 23) & 1;
+        const bool osxsave = (cx >> 27) & 1, avx = (cx >> 28) & 1;
+        uint64_t xcr0 = 0;
+        if (osxsave) {
+            unsigned lo = 0, hi = 0;
+            __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+            xcr0 = (static_cast<uint64_t>(hi) << 32) | lo;
+        }
+        const bool ymm = avx && (xcr0 & 0x6) == 0x6, zmm = ymm && (xcr0 & 0xE0) == 0xE0;
+        if (__get_cpuid_max(0, nullptr) >= 7 && __get_cpuid_count(7, 0, &a, &b, &cx, &d)) {
+            c.avx2 = ymm && ((b >> 5) & 1);
+            c.avx512f = zmm && ((b >> 16) & 1);
+            c.avx512vl = zmm && ((b >> 31) & 1);
+            c.vpopcntdq = zmm && ((cx >> 14) & 1);
+        }
 #endif
+        return c;
+    }();
+    return found;
 }
 
-bool cpu_has_avx512f() {
-#ifdef EDGESMITH_X86
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f");
-#else
-    return false;
-#endif
-}
+// The wide path: every instruction set its functions are compiled for (the dot kernels: AVX-512F + VPOPCNTDQ;
+// the epilogue: AVX-512VL and AVX2 as well), each checked before use
+bool cpu_has_vpopcntdq() { return cpu().avx512f && cpu().vpopcntdq && cpu().avx512vl && cpu().avx2; }
+
+bool cpu_has_avx512f() { return cpu().avx512f; }
 
 #ifdef EDGESMITH_X86
 __attribute__((target("avx512f")))
@@ -98,14 +118,7 @@ void pack_nchw_avx512(const float* x, int64_t n, int64_t c, int64_t hw, int64_t 
 }
 #endif
 
-bool cpu_has_popcnt() {
-#ifdef EDGESMITH_X86
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("popcnt");
-#else
-    return false;
-#endif
-}
+bool cpu_has_popcnt() { return cpu().popcnt; }
 
 #ifdef EDGESMITH_X86
 __attribute__((target("popcnt"))) inline int64_t pop_hw(uint64_t v) { return static_cast<int64_t>(__builtin_popcountll(v)); }
@@ -118,14 +131,7 @@ inline int64_t pop(bool hw, uint64_t v) {
     return popcount_portable(v);
 }
 
-bool cpu_has_avx2() {
-#ifdef EDGESMITH_X86
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2");
-#else
-    return false;
-#endif
-}
+bool cpu_has_avx2() { return cpu().avx2; }
 
 enum Level { PORTABLE = 0, AVX2 = 1, AVX512 = 2 };
 
