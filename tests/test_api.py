@@ -58,6 +58,24 @@ def test_api_errors_are_the_typed_errors_the_cli_maps():
         edgesmith.quantize(np.zeros(3))
 
 
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ((np.zeros((4, 1, 8, 8), np.float32), np.int64(3)), "evaluation labels are a single value"),  # 0-d labels
+        ((np.zeros((4, 1, 8, 8), np.float32), np.zeros(3, np.int64)), "has 4 input sample\\(s\\) but 3 label"),
+        (np.zeros((0, 1, 8, 8), np.float32), "evaluation inputs hold no samples"),
+        ({"input": np.float32(1.0)}, "evaluation inputs are a single value"),
+        ([], "the data given to the Python API yielded no batches"),  # named as the user knows it, not by its handle
+    ],
+)
+def test_in_memory_data_that_holds_no_usable_samples_is_a_typed_error_naming_it(data, message):
+    import edgesmith
+    from edgesmith.errors import InputError
+
+    with pytest.raises(InputError, match=message):
+        edgesmith.quantize("edgesmith.zoo:pretrained_digits_cnn", evaluation=data, out_dir="unused")
+
+
 def test_tune_is_in_the_api_and_refuses_what_the_command_refuses(tmp_path):
     import edgesmith
     from edgesmith.errors import ConfigError

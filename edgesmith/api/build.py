@@ -15,7 +15,7 @@ import numpy as np
 
 from edgesmith import pipeline
 from edgesmith.device import validate_bundle
-from edgesmith.errors import ConfigError
+from edgesmith.errors import ConfigError, InputError
 from edgesmith.evaluate.judge import busy_machine, combine
 from edgesmith.hf import TRUST_ENV, wrap_model
 from edgesmith.memory import register
@@ -190,7 +190,7 @@ def _specs_from_examples(example: Any, module: Any = None) -> list[dict]:
     return specs
 
 
-def _data_source(data: Any, batch_size: int = 32) -> str | None:
+def _data_source(data: Any, role: str, batch_size: int = 32) -> str | None:
     """A recipe data source for arrays, (x, labels), a dict of arrays, a DataLoader or an iterable of batches."""
     if data is None or isinstance(data, str):
         return data
@@ -200,7 +200,10 @@ def _data_source(data: Any, batch_size: int = 32) -> str | None:
         return _hf_dataset_path(data)
 
     def batches(x: Any, labels: Any) -> list:
-        n = len(next(iter(x.values()))) if isinstance(x, dict) else len(x)
+        n = _samples(next(iter(x.values()), None) if isinstance(x, dict) else x, f"{role} inputs")
+        if labels is not None and _samples(labels, f"{role} labels") != n:
+            m = _samples(labels, f"{role} labels")
+            raise InputError(f"the {role} data has {n} input sample(s) but {m} label(s)", hint="give one label per sample (the first dimension)")
         out = []
         for i in range(0, n, batch_size):
             part = {k: v[i : i + batch_size] for k, v in x.items()} if isinstance(x, dict) else x[i : i + batch_size]
@@ -216,6 +219,16 @@ def _data_source(data: Any, batch_size: int = 32) -> str | None:
     else:
         raise ConfigError(f"cannot use {type(data).__name__} as data", hint="give arrays, (x, labels), {name: array}, a DataLoader or a path")
     return register(items, "data")
+
+
+def _samples(v: Any, what: str) -> int:
+    """How many samples an array holds (its first dimension); a scalar or an empty array is refused."""
+    shape = getattr(v, "shape", None)
+    if v is None or (shape is not None and len(shape) == 0) or not hasattr(v, "__len__"):
+        raise InputError(f"the {what} are a single value, not a batch of samples", hint="give arrays whose first dimension counts the samples")
+    if len(v) == 0:
+        raise InputError(f"the {what} hold no samples (first dimension 0)", hint="give at least one sample")
+    return len(v)
 
 
 def _hf_dataset_path(ds: Any) -> str:
@@ -247,7 +260,7 @@ def _build(
 ) -> Any:
 
     model_block, specs = _model_source(model, inputs, example_inputs)
-    calib_src, eval_src = _data_source(calibration), _data_source(evaluation)
+    calib_src, eval_src = _data_source(calibration, "calibration"), _data_source(evaluation, "evaluation")
     data: dict[str, Any] = {}
     if calib_src or eval_src:
         data = {"calibration": {"source": calib_src or eval_src}, "evaluation": {"source": eval_src or calib_src}}

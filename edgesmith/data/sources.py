@@ -17,6 +17,7 @@ import numpy as np
 from edgesmith.data.digits import load_digits_split
 from edgesmith.data.records import is_record_source
 from edgesmith.errors import ConfigError, InputError
+from edgesmith.memory import is_memory_ref
 from edgesmith.model_io import import_object
 
 LABEL_KEYS = ("labels", "y", "label", "target", "targets")
@@ -181,7 +182,8 @@ def _batches_of(items: Any, ref: str, names: Sequence[str]) -> list[Batch]:
             raise InputError(f"{ref} yielded a bare array but the model has inputs {list(names)}", hint="yield {name: array} dicts")
         batches.append(Batch(inputs, labels))
     if not batches:
-        raise InputError(f"{ref} yielded no batches", hint="return a non-empty iterable of batches")
+        who = "the data given to the Python API" if is_memory_ref(ref) else ref
+        raise InputError(f"{who} yielded no batches", hint="give a non-empty iterable of batches")
     return batches
 
 
