@@ -34,6 +34,7 @@ INIT_TIMEOUT_S = 60.0
 BUILD_CPUS = 1  # what one trial build asks Ray for, and the threads it then uses (no more: trials share nodes)
 BUILD_TIMEOUT_S = float(os.environ.get("EDGESMITH_RAY_BUILD_TIMEOUT_S") or 6 * 3600)  # a hung trial is cancelled and recorded
 TIMING_TIMEOUT_S = 1800.0
+NODE_CHECK_S = 5.0  # how often a wait on the labelled node checks that it is still alive
 
 
 def hardware_tag(profile: Any) -> str:
@@ -291,6 +292,8 @@ class RayPool:
     ) -> tuple[list, dict | None, str]:
         if not self.tagged:
             return local_measure(artifacts, ref, feeds, threads, reporter, errors, rounds)
+        if not self._tagged_alive():
+            return self._lost(f"no live Ray node is labelled {LABEL}={self.tag} any more", artifacts, ref, feeds, threads, reporter, errors, rounds)
 
         files: dict[str, bytes] = {}
         names = []
@@ -302,13 +305,36 @@ class RayPool:
         # NOTE: the whole tagged node (every CPU it has): nothing else of the search runs there while it times
         task = self.ray.remote(num_cpus=self.timing_cpus, label_selector={LABEL: self.tag}, max_retries=1)(race_remote)
         ref_ = task.remote(files, names[1:], names[0], ref.backend, [a.options for a in artifacts], ref.options, feeds, threads)
+        deadline = time.time() + TIMING_TIMEOUT_S
         try:
-            return self.ray.get(ref_, timeout=TIMING_TIMEOUT_S)
-        except self.ray.exceptions.GetTimeoutError:
-            self.ray.cancel(ref_, force=True)
-            if errors is not None:
-                errors.update({i: f"timing on the Ray node hung past {TIMING_TIMEOUT_S:.0f} s" for i in range(len(artifacts))})
-            return [None] * len(artifacts), None, "ray"
+            while True:  # NOTE: waited on in slices: a retry bound to a labelled node that died would wait forever
+                try:
+                    return self.ray.get(ref_, timeout=max(0.1, min(NODE_CHECK_S, deadline - time.time())))
+                except self.ray.exceptions.GetTimeoutError:
+                    if time.time() < deadline and self._tagged_alive():
+                        continue
+                    self.ray.cancel(ref_, force=True)
+                    if time.time() < deadline:
+                        return self._lost(
+                            f"the Ray node labelled {LABEL}={self.tag} died while timing", artifacts, ref, feeds, threads, reporter, errors, rounds
+                        )
+                    if errors is not None:
+                        errors.update({i: f"timing on the Ray node hung past {TIMING_TIMEOUT_S:.0f} s" for i in range(len(artifacts))})
+                    return [None] * len(artifacts), None, "ray"
+        except Exception as exc:  # noqa: BLE001 - the labelled node or its worker died (after Ray's retry)
+            why = f"timing on the labelled Ray node failed ({type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''})"
+            return self._lost(why, artifacts, ref, feeds, threads, reporter, errors, rounds)
+
+    def _tagged_alive(self) -> bool:
+        return any(n.get("Alive") and (n.get("Labels") or {}).get(LABEL) == self.tag for n in self.ray.nodes())
+
+    def _lost(self, why: str, *args: Any) -> tuple[list, dict | None, str]:
+        """The labelled node is gone: this wave is timed on the machine running the search, and the record says so."""
+        note = f"{why}: latency was timed on the machine running the search from then on"
+        if note not in self.notes:
+            self.notes.append(note)
+        self.tagged = False
+        return local_measure(*args)
 
     def close(self, cancel: bool = False) -> None:
         self.ray.shutdown()

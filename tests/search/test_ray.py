@@ -5,6 +5,7 @@ timing on the labelled one, and every trial's accuracy and size must equal the l
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -89,3 +90,72 @@ def test_search_on_a_local_ray_cluster_spreads_trials_and_equals_the_local_run(r
     here = json.loads((tmp_path / "local" / "search.json").read_text())
     key = lambda res: {json.dumps(t["params"], sort_keys=True): (t["accuracy"], round(t["size_mb"], 6)) for t in res["trials"]}  # noqa: E731
     assert key(on_ray) == key(here)
+
+
+def _raylets() -> set[int]:
+    import psutil
+
+    return {p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == "raylet"}
+
+
+def _building_on(raylet: int) -> bool:
+    """A trial build is running in a worker of that node (Ray titles a worker by the task it runs)."""
+    import psutil
+
+    try:
+        return any("build_remote" in " ".join(c.cmdline()) for c in psutil.Process(raylet).children(recursive=True))
+    except psutil.Error:
+        return False
+
+
+def test_a_node_killed_mid_search_is_survived_its_trials_retried_and_the_timing_moved(tmp_path):
+    """Two nodes; the labelled one (where trials build and latency is timed) is killed while a trial builds
+    there. The trial is retried on the other node, the timing that had nowhere to go is done on this machine and
+    said so, and the search finishes with every trial measured."""
+    pytest.importorskip("ray")
+    import signal
+    import sys
+    import time
+
+    ray_exe = str(Path(sys.executable).with_name("ray"))
+    if not Path(ray_exe).exists():
+        ray_exe = shutil.which("ray")
+    from edgesmith.profiles import load_profile
+    from edgesmith.search.executors import LABEL, hardware_tag
+
+    tag = hardware_tag(load_profile("x86-avx512-vnni-ort"))
+    port = _free_port()
+    common = ["--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--disable-usage-stats"]
+    recipe = tmp_path / "recipe.yaml"
+    spec = {**RECIPE, "passes": [{"type": "ptq_int8", "calibration": "minmax", "per_channel": {"search": [True, False]}}]}
+    recipe.write_text(yaml.safe_dump(spec, sort_keys=False))
+    search = None
+    try:
+        subprocess.run([ray_exe, "start", "--head", "--port", str(port), "--include-dashboard", "false", *common], check=True, capture_output=True, timeout=120)
+        head = _raylets()
+        subprocess.run(
+            [ray_exe, "start", "--address", f"127.0.0.1:{port}", "--labels", f"{LABEL}={tag}", *common], check=True, capture_output=True, timeout=120
+        )
+        (labelled,) = _raylets() - head
+        search = subprocess.Popen(
+            [edgesmith_exe(), "search", str(recipe), "--ray", f"127.0.0.1:{port}", "--out", str(tmp_path / "out")],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=tmp_path,
+        )
+        deadline = time.time() + 300
+        while not _building_on(labelled) and search.poll() is None and time.time() < deadline:
+            time.sleep(0.1)
+        assert search.poll() is None, f"the search ended before a trial built on the labelled node: {search.communicate()[1][-2000:]}"
+        os.kill(labelled, signal.SIGKILL)  # the node's raylet: its workers and the trial they build die with it
+        out, err = search.communicate(timeout=600)
+    finally:
+        if search is not None and search.poll() is None:
+            search.kill()
+        subprocess.run([ray_exe, "stop", "--force"], capture_output=True, timeout=120)
+    assert search.returncode == 0, err[-2500:]
+    result = json.loads((tmp_path / "out" / "search.json").read_text())
+    assert len(result["trials"]) == 2 and all(t.get("accuracy") is not None for t in result["trials"]), result["trials"]
+    assert len({t["node"] for t in result["trials"]}) == 1  # both built, in the end, on the one node left
+    assert any(f"labelled {LABEL}={tag}" in n and "timed on the machine running the search" in n for n in result["notes"]), result["notes"]
