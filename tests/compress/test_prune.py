@@ -379,7 +379,7 @@ def test_recurrent_hidden_units_that_nothing_reads_go_and_the_outputs_stay_exact
                 w[:, cols] = 0
     x = torch.randn(3, 1, 8, 12)
     ref = model(x)
-    assert recurrent.prune(model, 0.5, None) == {"rnn": [32, 16]}
+    assert recurrent.prune(model, 0.5, None) == ({"rnn": [32, 16]}, {})
     assert rnn.hidden_size == 16 and rnn.weight_hh_l1_reverse.shape[1] == 16 and model.head.in_features == 32
     torch.testing.assert_close(model(x), ref, rtol=1e-5, atol=1e-5)
 

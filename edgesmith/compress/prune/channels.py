@@ -278,10 +278,9 @@ def _recurrent(work: Any, cfg: ChannelsConfig, ctx: Any) -> dict[str, list[int]]
     """``recurrent_ratio`` of the hidden units of each recurrent layer that can lose them (recurrent.py)."""
     if not cfg.recurrent_ratio:
         return {}
-    _, skipped = recurrent.readers(work)
+    hidden, skipped = recurrent.prune(work, cfg.recurrent_ratio, cfg.round_to)
     for name, why in skipped.items():
         ctx.note(f"prune_channels: {name} keeps its hidden size: {why}")
-    hidden = recurrent.prune(work, cfg.recurrent_ratio, cfg.round_to)
     if hidden:
         ctx.note("prune_channels: recurrent hidden units " + ", ".join(f"{n} {a} -> {b}" for n, (a, b) in hidden.items()))
     return hidden

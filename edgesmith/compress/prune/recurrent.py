@@ -73,10 +73,10 @@ def _why_not(node: Any, rnn: Any, modules: dict[str, Any]) -> str | list[str]:
     return linears or "nothing reads its sequence output"
 
 
-def prune(model: Any, ratio: float, round_to: int | None) -> dict[str, list[int]]:
-    """Remove ``ratio`` of the hidden units of every recurrent layer ``readers`` allows (in place);
-    ``{layer: [hidden before, after]}``."""
-    found, _ = readers(model)
+def prune(model: Any, ratio: float, round_to: int | None) -> tuple[dict[str, list[int]], dict[str, str]]:
+    """Remove ``ratio`` of the hidden units of every recurrent layer ``readers`` allows (in place):
+    ``{layer: [hidden before, after]}``, and ``{layer: why it kept its size}`` for the others."""
+    found, skipped = readers(model)
     modules = dict(model.named_modules())
     changed = {}
     for name, linears in found.items():
@@ -89,7 +89,7 @@ def prune(model: Any, ratio: float, round_to: int | None) -> dict[str, list[int]
         if keep < h:
             _cut(rnn, [modules[n] for n in linears], keep)
             changed[name] = [h, keep]
-    return changed
+    return changed, skipped
 
 
 def _suffix(layer: int, direction: int) -> str:
