@@ -269,7 +269,10 @@ def apply(onnx_path: Path, cfg: PackBinaryConfig, ctx: Any) -> Path:
 
     try:
         path = impl_used()
-        kernel = "AVX-512 VPOPCNTDQ" if path == "avx512" else "the portable popcount (this CPU has no AVX-512 VPOPCNTDQ: correct, slower)"
+        kernel = {
+            "avx512": "AVX-512 VPOPCNTDQ",
+            "avx2": "AVX2 (this CPU has no AVX-512 VPOPCNTDQ: correct, slower)",
+        }.get(path, "the portable popcount (this CPU has no AVX2: correct, slowest)")
     except BackendUnavailable as exc:
         kernel = f"no kernel ({exc}); ONNX Runtime cannot run the packed layers here: add lower_custom_ops"
     ctx.details["pack_binary"] = {"layers": replaced, "onnx_bytes": [before, after], "kernel": kernel}

@@ -96,3 +96,26 @@ def test_bad_shapes_are_refused():
         B.conv2d(np.zeros((1, 2, 2, 1), np.uint64), np.zeros((1, 5, 5, 1), np.uint64), 3)
     with pytest.raises(ValueError, match="groups"):
         B.conv2d_groups(np.zeros((1, 6, 4, 4), np.float32), np.zeros((4, 4, 3, 3), np.float32), groups=4)
+
+
+def test_packing_needs_no_compiled_library(monkeypatch):
+    """A machine without a compiler still packs (pack_binary, the layers' weights): numpy gives the kernel's bits,
+    NaN and -0.0 included, for widths on and off a 64-bit word."""
+    from edgesmith.errors import BackendUnavailable
+
+    rng = np.random.default_rng(5)
+    for c in (1, 63, 64, 65, 130):
+        x = rng.standard_normal((2, c, 3, 4)).astype(np.float32)
+        x[0, 0, 0, 0], x[1, -1, 0, 1] = np.nan, -0.0
+        rows = x.reshape(2, -1)
+        compiled = B.pack_nchw(x), B.pack_rows(rows)
+        with monkeypatch.context() as m:
+
+            def missing():
+                raise BackendUnavailable("not built")
+
+            m.setattr(B, "library", missing)
+            fallback = B.pack_nchw(x), B.pack_rows(rows)
+        for a, b in zip(compiled, fallback):
+            assert a.dtype == b.dtype == np.uint64 and a.shape == b.shape
+            np.testing.assert_array_equal(a, b)

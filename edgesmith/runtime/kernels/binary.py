@@ -66,10 +66,29 @@ def _p(a: np.ndarray, t: Any) -> Any:
     return a.ctypes.data_as(t)
 
 
+def _built() -> bool:
+    try:
+        library()
+        return True
+    except BackendUnavailable:
+        return False
+
+
+def _pack_last_axis(x: np.ndarray) -> np.ndarray:
+    """numpy's packing, the same bits as the kernel's: bit j of word w is ``x[..., 64w + j] >= 0`` (NaN: 0),
+    the tail of the last word zero. Packing needs no compiled code: a machine without a compiler still packs."""
+    k = x.shape[-1]
+    bits = np.zeros((*x.shape[:-1], 64 * ((k + 63) // 64)), dtype=bool)
+    bits[..., :k] = x >= 0
+    return np.packbits(bits, axis=-1, bitorder="little").view("<u8").astype(np.uint64)
+
+
 def pack_rows(x: np.ndarray) -> np.ndarray:
     """[rows, k] floats -> [rows, ceil(k/64)] uint64 sign bits (bit set: x >= 0)."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     rows, k = x.shape
+    if not _built():
+        return _pack_last_axis(x)
     out = np.empty((rows, (k + 63) // 64), dtype=np.uint64)
     library().bnn_pack_signs(_p(x, _f32p), rows, k, _p(out, _u64p))
     return out
@@ -79,6 +98,8 @@ def pack_nchw(x: np.ndarray, threads: int = 1) -> np.ndarray:
     """[N, C, H, W] -> channels-last packed [N, H, W, ceil(C/64)] (activations, or weights as [O, KH, KW, CW])."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     n, c, h, w = x.shape
+    if not _built():
+        return np.ascontiguousarray(_pack_last_axis(x.transpose(0, 2, 3, 1)))
     out = np.empty((n, h, w, (c + 63) // 64), dtype=np.uint64)
     library().bnn_pack_nchw(_p(x, _f32p), n, c, h, w, _p(out, _u64p), threads)
     return out
