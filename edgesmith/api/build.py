@@ -201,8 +201,8 @@ def _data_source(data: Any, role: str, batch_size: int = 32) -> str | None:
 
     def batches(x: Any, labels: Any) -> list:
         n = _samples(next(iter(x.values()), None) if isinstance(x, dict) else x, f"{role} inputs")
-        if labels is not None and _samples(labels, f"{role} labels") != n:
-            m = _samples(labels, f"{role} labels")
+        m = n if labels is None else _samples(labels, f"{role} labels")
+        if m != n:
             raise InputError(f"the {role} data has {n} input sample(s) but {m} label(s)", hint="give one label per sample (the first dimension)")
         out = []
         for i in range(0, n, batch_size):

@@ -35,7 +35,8 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def ray_cluster(tmp_path):
+def ray_node(tmp_path):
+    """A head and a second node labelled with the target's hardware: (address, the labelled node's raylet pid)."""
     pytest.importorskip("ray")
     import sys
 
@@ -50,12 +51,25 @@ def ray_cluster(tmp_path):
     common = ["--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--disable-usage-stats"]
     try:
         subprocess.run([ray_exe, "start", "--head", "--port", str(port), "--include-dashboard", "false", *common], check=True, capture_output=True, timeout=120)
+        head = _raylets()
         subprocess.run(
             [ray_exe, "start", "--address", f"127.0.0.1:{port}", "--labels", f"{LABEL}={tag}", *common], check=True, capture_output=True, timeout=120
         )
-        yield f"127.0.0.1:{port}"
+        (labelled,) = _raylets() - head
+        yield f"127.0.0.1:{port}", labelled
     finally:
         subprocess.run([ray_exe, "stop", "--force"], capture_output=True, timeout=120)
+
+
+@pytest.fixture
+def ray_cluster(ray_node):
+    return ray_node[0]
+
+
+def _raylets() -> set[int]:
+    import psutil
+
+    return {p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == "raylet"}
 
 
 def test_search_on_a_local_ray_cluster_spreads_trials_and_equals_the_local_run(ray_cluster, tmp_path):
@@ -92,12 +106,6 @@ def test_search_on_a_local_ray_cluster_spreads_trials_and_equals_the_local_run(r
     assert key(on_ray) == key(here)
 
 
-def _raylets() -> set[int]:
-    import psutil
-
-    return {p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == "raylet"}
-
-
 def _building_on(raylet: int) -> bool:
     """A trial build is running in a worker of that node (Ray titles a worker by the task it runs)."""
     import psutil
@@ -108,37 +116,25 @@ def _building_on(raylet: int) -> bool:
         return False
 
 
-def test_a_node_killed_mid_search_is_survived_its_trials_retried_and_the_timing_moved(tmp_path):
+def test_a_node_killed_mid_search_is_survived_its_trials_retried_and_the_timing_moved(ray_node, tmp_path):
     """Two nodes; the labelled one (where trials build and latency is timed) is killed while a trial builds
     there. The trial is retried on the other node, the timing that had nowhere to go is done on this machine and
     said so, and the search finishes with every trial measured."""
-    pytest.importorskip("ray")
     import signal
-    import sys
     import time
 
-    ray_exe = str(Path(sys.executable).with_name("ray"))
-    if not Path(ray_exe).exists():
-        ray_exe = shutil.which("ray")
     from edgesmith.profiles import load_profile
     from edgesmith.search.executors import LABEL, hardware_tag
 
     tag = hardware_tag(load_profile("x86-avx512-vnni-ort"))
-    port = _free_port()
-    common = ["--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--disable-usage-stats"]
+    address, labelled = ray_node
     recipe = tmp_path / "recipe.yaml"
     spec = {**RECIPE, "passes": [{"type": "ptq_int8", "calibration": "minmax", "per_channel": {"search": [True, False]}}]}
     recipe.write_text(yaml.safe_dump(spec, sort_keys=False))
     search = None
     try:
-        subprocess.run([ray_exe, "start", "--head", "--port", str(port), "--include-dashboard", "false", *common], check=True, capture_output=True, timeout=120)
-        head = _raylets()
-        subprocess.run(
-            [ray_exe, "start", "--address", f"127.0.0.1:{port}", "--labels", f"{LABEL}={tag}", *common], check=True, capture_output=True, timeout=120
-        )
-        (labelled,) = _raylets() - head
         search = subprocess.Popen(
-            [edgesmith_exe(), "search", str(recipe), "--ray", f"127.0.0.1:{port}", "--out", str(tmp_path / "out")],
+            [edgesmith_exe(), "search", str(recipe), "--ray", address, "--out", str(tmp_path / "out")],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -153,7 +149,6 @@ def test_a_node_killed_mid_search_is_survived_its_trials_retried_and_the_timing_
     finally:
         if search is not None and search.poll() is None:
             search.kill()
-        subprocess.run([ray_exe, "stop", "--force"], capture_output=True, timeout=120)
     assert search.returncode == 0, err[-2500:]
     result = json.loads((tmp_path / "out" / "search.json").read_text())
     assert len(result["trials"]) == 2 and all(t.get("accuracy") is not None for t in result["trials"]), result["trials"]
