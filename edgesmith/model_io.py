@@ -304,6 +304,7 @@ def onnx_input_specs(path: Path) -> list[dict]:
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"{path} is not a valid ONNX model: {first[:200]}", hint="the file may be truncated or corrupt; re-export it") from exc
+    _check_graph_ends(model, path)
     inits = {i.name for i in model.graph.initializer}
     specs = []
     for inp in model.graph.input:
@@ -318,10 +319,32 @@ def onnx_input_specs(path: Path) -> list[dict]:
             )
         if not tt.HasField("shape"):
             raise InputError(f"{path}: input {inp.name!r} has no shape", hint="export with input shapes (a named first dimension for the batch)")
+        bad = [d for d in shape if isinstance(d, int) and d < 1]
+        if bad:
+            raise InputError(
+                f"{path}: input {inp.name!r} has shape {shape}: a dimension of size {bad[0]}",
+                hint="re-export with positive sizes (or a name for a dynamic dimension)",
+            )
         specs.append({"name": inp.name, "shape": shape, "dtype": _ONNX_DTYPES[tt.elem_type]})
     if not specs:
         raise InputError(f"{path} has no inputs: there is nothing to feed it", hint="give a model that takes at least one input tensor")
     return specs
+
+
+def _check_graph_ends(model: Any, path: Path) -> None:
+    """A graph that declares no outputs, or an opset newer than the installed ONNX knows, is refused here, by name:
+    past this point a runtime or a quantizer fails on it with an error about its own temporary files."""
+    import onnx
+
+    if not model.graph.output:
+        raise InputError(f"{path} declares no graph outputs: there is nothing to compute", hint="re-export the model with its outputs")
+    newest = onnx.defs.onnx_opset_version()
+    for entry in model.opset_import:
+        if entry.domain in ("", "ai.onnx") and entry.version > newest:
+            raise InputError(
+                f"{path} uses ONNX opset {entry.version}; the installed onnx {onnx.__version__} knows opsets up to {newest}",
+                hint="re-export with an older opset (edgesmith export --opset 18), or upgrade onnx and onnxruntime",
+            )
 
 
 def _pt2_input_specs(program: Any) -> list[dict] | None:

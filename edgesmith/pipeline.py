@@ -24,7 +24,7 @@ from edgesmith.cache import cached, file_digest, identity
 from edgesmith.compress import PassContext, get_pass
 from edgesmith.compress.contract import Records
 from edgesmith.compress.distill.checkpoint import Checkpoints
-from edgesmith.compress.registry import config_as_dict
+from edgesmith.compress.registry import check_float_graph, config_as_dict
 from edgesmith.data import run_data
 from edgesmith.data.run_data import data_record, load_data, write_eval_bundle
 from edgesmith.environment import host_info, library_versions
@@ -397,8 +397,8 @@ def _export(recipe: Recipe, module: Any, program: Any, specs: list, path: Path, 
 
 
 def _check_custom_ops(info: Any, path: Path) -> None:
-    """An ONNX pass sees custom-domain ops only if it declares it handles them (quantizers do not)."""
-
+    """An ONNX pass sees custom-domain ops only if it declares it handles them (quantizers do not); a quantizer, a float graph."""
+    check_float_graph(info, path)
     found = file_domains(path)
     foreign = {d: ops for d, ops in found.items() if d not in info.custom_ops and "*" not in info.custom_ops}
     if foreign:

@@ -41,7 +41,43 @@ def workdir(tmp_path, digits_onnx):
 
     torch.save({"state_dict": digits_cnn().state_dict(), "note": Path("objects need unpickling")}, tmp_path / "pickled.pt")
     (tmp_path / "afile").write_text("x")
+    _onnx_variants(digits_onnx, tmp_path)
+    (tmp_path / "two_ptq.yaml").write_text(
+        "model: {source: edgesmith.zoo:digits_cnn}\ndata: {calibration: {source: digits}}\npasses: [{type: ptq_int8}, {type: ptq_int8}]\n"
+    )
     return tmp_path
+
+
+def _onnx_variants(good: Path, folder: Path) -> None:
+    """Models the ONNX checker passes that a runtime or quantizer would fail on later, each with its defect."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    def variant(name, change):
+        model = onnx.load(str(good))
+        change(model)
+        onnx.save(model, str(folder / name))
+
+    variant("opset99.onnx", lambda m: m.opset_import[0].__setattr__("version", 99))
+    variant("no_outputs.onnx", lambda m: m.graph.ClearField("output"))
+    variant("zero_dim.onnx", lambda m: m.graph.input[0].type.tensor_type.shape.dim[2].__setattr__("dim_value", 0))
+    variant("huge_dim.onnx", lambda m: m.graph.input[0].type.tensor_type.shape.dim[2].__setattr__("dim_value", 10**11))
+    # an already-quantized model: input -> QuantizeLinear -> DequantizeLinear -> Relu
+    scale, zero = helper.make_tensor("s", TensorProto.FLOAT, [], [0.05]), helper.make_tensor("z", TensorProto.UINT8, [], [128])
+    nodes = [
+        helper.make_node("QuantizeLinear", ["input", "s", "z"], ["q"]),
+        helper.make_node("DequantizeLinear", ["q", "s", "z"], ["dq"]),
+        helper.make_node("Relu", ["dq"], ["out"]),
+    ]
+    dims = ["batch", 1, 8, 8]
+    graph = helper.make_graph(
+        nodes,
+        "qdq",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, dims)],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, dims)],
+        [scale, zero],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(folder / "qdq.onnx"))
 
 
 CASES = [
@@ -72,6 +108,23 @@ CASES = [
     (["quantize", "edgesmith.zoo:digits_cnn", "--out", "afile/out"], "cannot be created: ", "choose another --out"),
     (["quantize", "no_such_pkg.models:net"], "cannot import 'no_such_pkg.models'", "module path"),
     (["quantize", "edgesmith.zoo:digits_cnn", "--target", "tgt.json"], "unknown profile 'tgt.json'", "built-in profiles"),
+    # models the ONNX checker passes, refused by name before a runtime or quantizer fails on its own temporary files
+    (["quantize", "opset99.onnx", "-d", "digits"], "uses ONNX opset 99; the installed onnx", "older opset"),
+    (["quantize", "no_outputs.onnx", "-d", "digits"], "declares no graph outputs", "with its outputs"),
+    (["bench", "zero_dim.onnx"], "has shape ['batch', 1, 0, 8]: a dimension of size 0", "positive sizes"),
+    (["bench", "huge_dim.onnx"], "with shape [1, 1, 100000000000, 8] needs 2980.2 GiB, more than half of this machine's", "fixed dimensions"),
+    (
+        ["quantize", "qdq.onnx", "-d", "digits", "--metric", "fidelity"],
+        "'auto_int8' quantizes a float model, and qdq.onnx is already quantized",
+        "give the float",
+    ),
+    (
+        ["quantize", "qdq.onnx", "-d", "digits", "--mode", "dynamic"],
+        "'dynamic_int8' quantizes a float model, and qdq.onnx is already quantized (1 Dequant",
+        "drop",
+    ),
+    (["run", "two_ptq.yaml"], "'ptq_int8' quantizes a float graph, and 'ptq_int8' before it already made it int8", "list 'ptq_int8' once"),
+    (["run", "two_ptq.yaml", "--dry-run"], "'ptq_int8' quantizes a float graph", "list 'ptq_int8' once"),
 ]
 
 

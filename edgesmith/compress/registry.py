@@ -23,7 +23,7 @@ from pydantic import TypeAdapter, ValidationError
 
 import edgesmith.compress as root
 from edgesmith.compress.contract import Records
-from edgesmith.errors import ConfigError
+from edgesmith.errors import ConfigError, InputError
 from edgesmith.plugins import Loaded, load_group
 
 Stage = Literal["torch", "onnx"]
@@ -50,6 +50,7 @@ class PassInfo:
     changes_architecture: bool = False  # layer shapes change: the report shows both parameter counts
     consumes: tuple[type, ...] = ()  # records it reads when present (optional)
     custom_ops: tuple[str, ...] = ()  # ONNX domains of custom ops it may emit (export.custom_ops routes)
+    float_graph: bool = False  # quantizes a float graph: refused after a quantizing pass and on a model already quantized
 
 
 @dataclass
@@ -200,11 +201,45 @@ def config_as_dict(cfg: Any) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
 
 
+# formats whose graph holds no float weights left to quantize; ops that carry quantized values in a graph
+QUANTIZED_FORMATS = frozenset({"int8", "int8-weights", "fp16", "int4-weights"})
+QUANTIZED_OPS = frozenset(
+    {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul", "MatMulInteger", "ConvInteger", "MatMulNBits", "QGemm"}
+)
+
+
+def check_float_graph(info: PassInfo, path: Path) -> None:
+    """A quantizing ONNX pass (``float_graph``) gets a float graph: a model already quantized (by the user or an
+    earlier pass) is refused in one line naming the nodes, not handed to a quantizer that fails on its own files."""
+    if not info.float_graph:
+        return
+    import onnx
+
+    found: dict[str, int] = {}
+    for node in onnx.load(str(path), load_external_data=False).graph.node:
+        if node.op_type in QUANTIZED_OPS:
+            found[node.op_type] = found.get(node.op_type, 0) + 1
+    if found:
+        ops = ", ".join(f"{n} {op}" for op, n in sorted(found.items()))
+        raise InputError(
+            f"pass {info.name!r} quantizes a float model, and {path.name} is already quantized ({ops})",
+            hint="give the float model (a run keeps it as model.onnx), or drop the pass: validate and bench take a quantized model as it is",
+        )
+
+
 def check_order(pass_types: list[str]) -> None:
     """Refuse a pass order that breaks a declared requirement, in one line naming both passes."""
     infos = [get_pass(t) for t in pass_types]
     for i, info in enumerate(infos):
         before, later = infos[:i], infos[i + 1 :]
+        quantized = next((p for p in before if p.precision in QUANTIZED_FORMATS), None)
+        if info.float_graph and quantized is not None:
+            raise ConfigError(
+                f"pass {info.name!r} quantizes a float graph, and {quantized.name!r} before it already made it {quantized.precision}",
+                hint=f"list {info.name!r} once"
+                if quantized.name == info.name
+                else f"keep one of {quantized.name!r} and {info.name!r} (a target that needs both formats takes a recipe of its own)",
+            )
         for name in info.runs_after:
             if any(p.name == name for p in later):
                 raise ConfigError(

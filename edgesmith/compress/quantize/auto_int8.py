@@ -53,5 +53,6 @@ PASS = PassInfo(
     auto_int8,
     "INT8 chosen from the model's structure for the target's runtime (what optimize tries first), with the reason",
     precision="int8",
+    float_graph=True,
     needs_calibration=True,
 )

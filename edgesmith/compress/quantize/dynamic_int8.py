@@ -78,4 +78,5 @@ PASS = PassInfo(
     apply=apply,
     summary="dynamic INT8 (int8 weights, run-time activation quantization), per-channel by default",
     precision="int8",
+    float_graph=True,
 )

@@ -44,4 +44,5 @@ PASS = PassInfo(
     apply=apply,
     summary="float16 weights and compute (ORT converter), float32 I/O kept",
     precision="fp16",
+    float_graph=True,
 )

@@ -208,5 +208,6 @@ PASS = PassInfo(
     apply=apply,
     summary="weights stored as INT4 (ONNX DequantizeLinear, groups of 128) for size, float compute; keeps a torch pass's 4-bit grid",
     precision="int4-weights",
+    float_graph=True,
     consumes=(WeightGrids,),
 )

@@ -128,5 +128,6 @@ PASS = PassInfo(
     apply=apply,
     summary="static INT8 through NNCF (QDQ ONNX; OpenVINO's quantizer), needs the openvino extra",
     precision="int8",
+    float_graph=True,
     needs_calibration=True,
 )

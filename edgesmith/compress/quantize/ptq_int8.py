@@ -247,6 +247,7 @@ PASS = PassInfo(
     apply=apply,
     summary="static INT8 post-training quantization to QDQ ONNX (ORT quantizer), target-aware defaults",
     precision="int8",
+    float_graph=True,
     needs_calibration=True,
     consumes=(WeightGrids, CalibrationCache),
 )
