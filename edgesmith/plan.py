@@ -23,6 +23,7 @@ from edgesmith.errors import ConfigError, InputError
 from edgesmith.model_io import check_specs_against_onnx, import_object, model_kind, onnx_input_specs, resolve
 from edgesmith.outputs import check_output_dir
 from edgesmith.profiles import load_profile
+from edgesmith.profiles.schema import BUILTIN_METRICS
 from edgesmith.recipe import InputSpec, Recipe
 from edgesmith.runtime import get_backend
 
@@ -89,6 +90,7 @@ def resolve_plan(recipe: Recipe, base_dir: Path, out: Path) -> Plan:
     passes = [(p, get_pass(p.type), p.config()) for p in recipe.passes]
     profiles = {t.profile: load_profile(t.profile, base_dir).with_overrides(t.budgets, t.threads, t.batch_sizes) for t in recipe.targets}
     for name, prof in profiles.items():
+        _check_budget_metrics(recipe, name, prof)
         for p, info, _ in passes:
             if info.precision and info.precision not in prof.precisions:
                 raise ConfigError(
@@ -97,6 +99,18 @@ def resolve_plan(recipe: Recipe, base_dir: Path, out: Path) -> Plan:
                 )
         get_backend(prof.backend)  # a runtime that is not installed fails here, before any work
     return Plan(recipe, base_dir, out, kind, profiles, passes)
+
+
+def _check_budget_metrics(recipe: Recipe, name: str, profile: Any) -> None:
+    """A budget names a metric the run computes: a built-in one, or (with a metric function) one it may return."""
+    if ":" in recipe.metric:
+        return  # NOTE: a function's names are known once it ran; the judge fails a budget it did not return
+    unknown = [g.metric for g in profile.budgets if g.metric not in BUILTIN_METRICS]
+    if unknown:
+        raise ConfigError(
+            f"target {name!r} has a budget on {unknown[0]!r}, which no metric of this run computes (built-in: {', '.join(BUILTIN_METRICS)})",
+            hint="fix the metric's name in the profile, or give `metric: package.module:function` (--metric) that returns it",
+        )
 
 
 def check_pass_order(recipe: Recipe, kind: str) -> None:

@@ -71,3 +71,32 @@ def test_missing_metric_is_not_a_silent_pass():
     del m["top1"]
     v = next(v for v in judge(prof, m, r) if v.metric == "top1")
     assert v.status == "n/a" and "not computed" in v.detail
+
+
+def test_a_budget_on_a_metric_nobody_computed_fails_and_a_non_finite_budget_is_refused():
+    from pydantic import ValidationError
+
+    from edgesmith.profiles.schema import Goal
+
+    # a misspelt budget (or one a metric function did not return) fails, naming what was computed
+    prof = load_profile("x86-avx512-vnni-ort").with_overrides([Goal(metric="acuracy", goal="min", value=90.0)], None, None)
+    m, r = _metrics(99.0)
+    m["accuracy"] = 99.0
+    v = next(v for v in judge(prof, m, r) if v.metric == "acuracy")
+    assert v.status == "fail" and "no metric named 'acuracy'" in v.detail and "accuracy" in v.detail
+    assert overall(judge(prof, m, r)) == "fail"
+    for value in (float("nan"), float("inf")):
+        with pytest.raises(ValidationError, match="a budget needs a finite value"):
+            Goal(metric="top1", goal="max-degradation", value=value)
+
+
+def test_a_budget_on_an_unknown_metric_is_refused_before_any_work_without_a_metric_function(tmp_path):
+    from edgesmith.errors import ConfigError
+    from edgesmith.plan import resolve_plan
+    from edgesmith.recipe import parse_recipe
+
+    budget = [{"metric": "top-1", "goal": "max-degradation", "value": 1}]
+    recipe = {"model": {"source": "edgesmith.zoo:digits_cnn"}, "targets": [{"profile": "x86-avx512-vnni-ort", "budgets": budget}]}
+    with pytest.raises(ConfigError, match="budget on 'top-1', which no metric of this run computes"):
+        resolve_plan(parse_recipe(recipe), tmp_path, tmp_path / "out")
+    resolve_plan(parse_recipe({**recipe, "metric": "mypkg.metrics:score"}), tmp_path, tmp_path / "out")  # its names are known once it ran

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from edgesmith.environment import host_arch, missing_cpu_features
-from edgesmith.profiles.schema import LATENCY_METRICS, Profile
+from edgesmith.profiles.schema import BUILTIN_METRICS, LATENCY_METRICS, Profile
 
 # metrics that are not accuracy: what tune/optimize leave out when they judge accuracy alone
 NON_ACCURACY_PREFIXES = ("latency_", "speedup_vs_fp32", "artifact_mb", "peak_memory_mb")
@@ -91,6 +91,9 @@ def judge(profile: Profile, metrics: dict[str, Any], reference: dict[str, Any], 
                 verdicts.append(v)
                 continue
         _judge_one(g, value, ref, v)
+        if value is None and g.metric not in BUILTIN_METRICS:  # NOTE: a misspelt budget must not pass by being absent
+            own = sorted(k for k in metrics if k.partition("@")[0] not in BUILTIN_METRICS and "_low@" not in k and "_high@" not in k)
+            v.status, v.detail = "fail", f"no metric named {g.metric!r} was computed (the metric function gave: {', '.join(own) or 'none'})"
         if _timed(key) and v.status in ("pass", "fail"):
             _judge_interval(g, metrics, key, v)
             busy = busy_machine(latency, v.batch)

@@ -8,6 +8,7 @@ Goals have the shape of Olive's MetricGoal::
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
@@ -32,6 +33,8 @@ class Goal(Strict):
 
     @model_validator(mode="after")
     def _check(self) -> Goal:
+        if not math.isfinite(self.value):
+            raise ValueError(f"a budget needs a finite value, got {self.value} for {self.metric!r}")
         if self.goal.endswith("degradation") and self.value < 0:
             raise ValueError(f"a {self.goal} goal needs a value >= 0, got {self.value}")
         if self.batch is not None and self.metric not in LATENCY_METRICS + ("speedup_vs_fp32",):
