@@ -20,13 +20,16 @@ MAX_MESSAGE = 600
 
 # a password in a URL (sqlite/postgresql/mysql storage, MLflow, Ray addresses) and key=value secrets
 _URL_SECRET = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*):(?P<secret>[^@\s]*)@")
+# the same without a scheme: a Ray or SSH address written user:password@host
+_BARE_SECRET = re.compile(r"(?<![\w/:.%+-])(?P<head>[A-Za-z0-9._%+-]+):(?P<secret>[^@\s/]+)@(?=[\w\[])")
 _KV_SECRET = re.compile(r"(?i)\b(?P<key>password|passwd|pwd|token|secret|api[_-]?key|access[_-]?key|auth)=(?P<secret>[^&\s;,'\"]+)")
 
 
 def redact(text: str) -> str:
     """``text`` with every credential it carries masked: ``scheme://user:***@host``, ``password=***``.
     Every message edgesmith prints (errors, progress, reports of a study's storage) goes through it."""
-    return _KV_SECRET.sub(r"\g<key>=***", _URL_SECRET.sub(r"\g<head>:***@", text))
+    text = _BARE_SECRET.sub(r"\g<head>:***@", _URL_SECRET.sub(r"\g<head>:***@", text))
+    return _KV_SECRET.sub(r"\g<key>=***", text)
 
 
 def _clip(text: str, limit: int) -> str:

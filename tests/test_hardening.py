@@ -470,6 +470,8 @@ def test_a_user_metric_that_fails_is_bad_input(tmp_path, body, message):
         ("mysql+pymysql://u:p%40ss@h/db", "p%40ss"),
         ("http://h/api?token=abc123&x=1", "abc123"),
         ("connect with password=hunter2 failed", "hunter2"),
+        ("cannot reach the Ray cluster at bob:s3cr3t@10.0.0.5:6379", "s3cr3t"),  # no scheme
+        ("at 'u:pa:ss@[::1]:6379'", "pa:ss"),
     ],
 )
 def test_secrets_never_reach_a_message(text, secret):
@@ -477,7 +479,8 @@ def test_secrets_never_reach_a_message(text, secret):
 
     assert secret not in redact(text) and "***" in redact(text)
     assert secret not in ConfigError(text, hint=f"retry {text}").one_line()
-    assert redact("sqlite:////tmp/study.db and ssh://pi@host:22") == "sqlite:////tmp/study.db and ssh://pi@host:22"  # nothing else changes
+    for plain in ("sqlite:////tmp/study.db and ssh://pi@host:22", "model factory 'pkg.mod:make' on git@github.com:org/repo"):
+        assert redact(plain) == plain  # nothing else changes
 
 
 @pytest.mark.parametrize(

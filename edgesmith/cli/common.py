@@ -351,6 +351,10 @@ def execute(
         print(f"recipe written to {save_recipe}", file=sys.stderr)
     if inconclusive is not None:
         recipe = recipe.model_copy(update={"inconclusive": check_policy(inconclusive)})
+    if mlflow and not dry_run:
+        from edgesmith.tracking import check_tracking_uri
+
+        check_tracking_uri(mlflow)
     if train_time is not None:
         from edgesmith.units import parse_duration
 

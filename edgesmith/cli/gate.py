@@ -127,6 +127,10 @@ def check(
 
     out_dir = out or run_dir / "check"
     check_writable(out_dir)
+    if mlflow:
+        from edgesmith.tracking import check_tracking_uri
+
+        check_tracking_uri(mlflow)
     started = time.time()
     timer = None
     if device is not None:
