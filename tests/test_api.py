@@ -66,6 +66,7 @@ def test_api_errors_are_the_typed_errors_the_cli_maps():
         (np.zeros((0, 1, 8, 8), np.float32), "evaluation inputs hold no samples"),
         ({"input": np.float32(1.0)}, "evaluation inputs are a single value"),
         ([], "the data given to the Python API yielded no batches"),  # named as the user knows it, not by its handle
+        ((1 / 0 for _ in range(2)), "the data given to the Python API raised ZeroDivisionError"),
     ],
 )
 def test_in_memory_data_that_holds_no_usable_samples_is_a_typed_error_naming_it(data, message):
@@ -85,6 +86,12 @@ def test_tune_is_in_the_api_and_refuses_what_the_command_refuses(tmp_path):
         edgesmith.tune(recipe, out_dir=tmp_path / "t", time_budget="30s", cache_dir=tmp_path / "cache")
     with pytest.raises(ConfigError, match="is not a duration"):
         edgesmith.tune({**recipe, "targets": ["x86-avx512-vnni-ort"]}, time_budget="5 parsecs")
+    for seconds in (float("nan"), 0, -5):  # a number in seconds is checked as a duration is (NaN ran a whole optimize)
+        with pytest.raises(ConfigError, match="time_budget_s must be positive"):
+            edgesmith.optimize("edgesmith.zoo:pretrained_digits_cnn", time_budget_s=seconds, out_dir=tmp_path / "o")
+        with pytest.raises(ConfigError, match="time_budget_s must be positive"):
+            edgesmith.search(recipe, time_budget_s=seconds, out_dir=tmp_path / "s")
+    assert not (tmp_path / "o").exists() and not (tmp_path / "s").exists()
 
 
 def test_in_memory_objects_that_worker_processes_cannot_see_are_refused_up_front(tmp_path):

@@ -340,6 +340,8 @@ def optimize(
     ``device``: time the candidates on that device over SSH and validate the winner there (``--device``)."""
     if time_budget is not None:
         time_budget_s = parse_duration(time_budget, "time_budget", bare_seconds=True)
+    else:
+        time_budget_s = parse_duration(time_budget_s, "time_budget_s", bare_seconds=True)  # NaN, 0 and negatives refused
 
     recipe = _build(
         model, inputs=inputs, example_inputs=example_inputs, calibration=calibration, evaluation=evaluation or calibration,

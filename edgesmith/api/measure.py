@@ -165,6 +165,8 @@ def search(
     ``time_budget``: as on the command line (``"90s"``, ``"30m"``; a number is seconds), over ``time_budget_s``."""
     if time_budget is not None:
         time_budget_s = parse_duration(time_budget, "time_budget", bare_seconds=True)
+    elif time_budget_s is not None:
+        time_budget_s = parse_duration(time_budget_s, "time_budget_s", bare_seconds=True)  # NaN, 0 and negatives refused
 
     if isinstance(recipe, dict):
         data, base = recipe, Path.cwd()

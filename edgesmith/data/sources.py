@@ -162,9 +162,8 @@ def _from_callable(ref: str, names: Sequence[str]) -> list[Batch]:
         raise
     except Exception as exc:  # NOTE: the user's code failed; that is bad input, not an edgesmith defect
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
-        raise InputError(
-            f"data function {ref} raised {type(exc).__name__}: {first}", hint="run it on its own to debug it; EDGESMITH_DEBUG=1 shows the traceback"
-        ) from exc
+        who = "the data given to the Python API" if is_memory_ref(ref) else f"data function {ref}"
+        raise InputError(f"{who} raised {type(exc).__name__}: {first}", hint="run it on its own to debug it; EDGESMITH_DEBUG=1 shows the traceback") from exc
 
 
 def _batches_of(items: Any, ref: str, names: Sequence[str]) -> list[Batch]:
