@@ -169,6 +169,13 @@ def load_state_dict(path: Path, trust_checkpoint: bool) -> dict:
             return load_file(str(path))
         except Exception as exc:
             raise InputError(f"cannot read safetensors file {path}: {exc}", hint="the file may be truncated; re-save it") from exc
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):  # torch.save writes a zip, or a pickle (PROTO first)
+        kind = "an ONNX model" if path.suffix == ".onnx" else "neither a zip archive nor a pickle"
+        raise InputError(
+            f"{path.name} is not a torch checkpoint: it is {kind}", hint="give a .safetensors file or what torch.save(model.state_dict(), ...) wrote"
+        )
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:

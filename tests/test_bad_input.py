@@ -105,6 +105,8 @@ CASES = [
         "clean or drop",
     ),
     (["quantize", "edgesmith.zoo:digits_cnn", "-w", "pickled.pt"], "needs full unpickling", "--trust-checkpoint"),
+    (["quantize", "edgesmith.zoo:digits_cnn", "-w", "m.onnx"], "m.onnx is not a torch checkpoint: it is an ONNX model", ".safetensors"),
+    (["quantize", "edgesmith.zoo:digits_cnn", "-w", "afile"], "afile is not a torch checkpoint: it is neither a zip", "torch.save"),
     (["quantize", "edgesmith.zoo:digits_cnn", "--out", "afile/out"], "cannot be created: ", "choose another --out"),
     (["quantize", "no_such_pkg.models:net"], "cannot import 'no_such_pkg.models'", "module path"),
     (["quantize", "edgesmith.zoo:digits_cnn", "--target", "tgt.json"], "unknown profile 'tgt.json'", "built-in profiles"),
