@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import platform
 import sys
 from importlib import metadata
 from typing import Any
+
+from edgesmith.errors import ConfigError
 
 VERSIONED = ("edgesmith", "torch", "onnx", "onnxruntime", "onnxscript", "numpy", "scikit-learn", "pydantic", "typer", "openvino", "nncf", "neural-compressor")
 
@@ -57,3 +60,32 @@ def missing_cpu_features(isa: list[str]) -> list[str]:
         return []
     wanted = [f for f in isa if not f.startswith("cuda")]
     return [f for f in wanted if _FLAG_ALIASES.get(f, f) not in flags]
+
+
+def env_number(name: str, default: float, *, whole: bool, minimum: float = 0, maximum: float = math.inf) -> float:
+    """An ``EDGESMITH_*`` number from the environment, else ``default``: every such setting is read here, so a
+    value that is not a finite number in [``minimum``, ``maximum``] (an integer when ``whole``) is one ConfigError
+    naming it — never silently replaced by the default, clamped, or a ValueError at import."""
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value: float = int(raw) if whole else float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or not minimum <= value <= maximum:
+        kind = "a whole number" if whole else "a number"
+        bounds = f">= {minimum:g}" if maximum == math.inf else f"in [{minimum:g}, {maximum:g}]"
+        raise ConfigError(
+            f"{name} must be {kind} {bounds}, got {raw!r}", hint=f"unset it for the default ({default:g}), or e.g. {name}={max(default, minimum):g}"
+        )
+    return value
+
+
+MAX_KERNEL_THREADS = 1024  # the native kernels' OpenMP teams: more is a typo, not a machine
+
+
+def bnn_threads() -> int:
+    """Threads of the binary kernels inside a runtime (``EDGESMITH_BNN_THREADS``, default 1); the OpenVINO
+    extension reads the same variable in C++, so it is checked here before that library is loaded."""
+    return int(env_number("EDGESMITH_BNN_THREADS", 1, whole=True, minimum=1, maximum=MAX_KERNEL_THREADS))

@@ -26,16 +26,14 @@ import numpy as np
 from edgesmith._lazy import require
 from edgesmith.data.preprocess import ImageEncoder, image_inputs, preprocess_config
 from edgesmith.data.records import Record, RecordSource, Skip, check_no_traversal, open_source
+from edgesmith.environment import env_number
 from edgesmith.errors import ConfigError, InputError
 
 DEFAULT_MAX_LENGTH = 128
 
 
 def memory_budget() -> int:
-    try:
-        return max(1, int(os.environ.get("EDGESMITH_DATA_MEMORY_MB", "512"))) << 20
-    except ValueError:
-        return 512 << 20
+    return int(env_number("EDGESMITH_DATA_MEMORY_MB", 512, whole=True, minimum=1)) << 20
 
 
 @dataclass
@@ -411,10 +409,8 @@ def load_records(
 
 def decode_threads() -> int:
     """Images decoded side by side: one per core (at most 4), EDGESMITH_DECODE_THREADS to change it."""
-    try:
-        return max(1, int(os.environ["EDGESMITH_DECODE_THREADS"]))
-    except (KeyError, ValueError):
-        return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return int(env_number("EDGESMITH_DECODE_THREADS", max(1, min(4, cores)), whole=True, minimum=1))
 
 
 def _decode(encode: Any, rec: Record, seed: int) -> tuple[Any, Skip | None]:

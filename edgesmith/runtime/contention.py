@@ -19,7 +19,6 @@ turns two snapshots into a verdict that travels with the timings (``BenchStats.m
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections.abc import Sequence
@@ -28,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from edgesmith.errors import ConfigError
+from edgesmith.environment import env_number
 
 SPARE_SLACK = 0.25  # cores of other work tolerated beyond the free ones (daemons, the parent process, the kernel)
 MAX_STEAL = 0.05
@@ -160,17 +159,7 @@ BUSY_RETRIES = 2  # times a timing taken on a busy machine is taken again (after
 
 def _env_setting(name: str, default: float, whole: bool) -> float:
     """``name`` from the environment (a finite number >= 0; ``whole``: an integer), else ``default``."""
-    raw = os.environ.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = int(raw) if whole else float(raw)
-    except ValueError:
-        value = -1
-    if not math.isfinite(value) or value < 0:
-        kind = "a whole number" if whole else "a number of seconds"
-        raise ConfigError(f"{name} must be {kind} >= 0, got {raw!r}", hint=f"e.g. {name}=0 on a shared CI runner" if whole else f"e.g. {name}=1")
-    return value
+    return env_number(name, default, whole=whole)
 
 
 def busy_retries() -> int:

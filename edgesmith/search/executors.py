@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from edgesmith._lazy import require
+from edgesmith.environment import env_number
 from edgesmith.errors import ConfigError
 from edgesmith.search.measure import race, race_remote
 from edgesmith.search.trial import build_remote, unpack
@@ -32,7 +33,7 @@ LABEL = "edgesmith.hardware"
 CONNECT_TIMEOUT_S = 5.0
 INIT_TIMEOUT_S = 60.0
 BUILD_CPUS = 1  # what one trial build asks Ray for, and the threads it then uses (no more: trials share nodes)
-BUILD_TIMEOUT_S = float(os.environ.get("EDGESMITH_RAY_BUILD_TIMEOUT_S") or 6 * 3600)  # a hung trial is cancelled and recorded
+BUILD_TIMEOUT_S = 6 * 3600.0  # a hung trial is cancelled and recorded (EDGESMITH_RAY_BUILD_TIMEOUT_S overrides)
 TIMING_TIMEOUT_S = 1800.0
 NODE_CHECK_S = 5.0  # how often a wait on the labelled node checks that it is still alive
 
@@ -272,13 +273,14 @@ class RayPool:
         task = self.ray.remote(num_cpus=BUILD_CPUS, scheduling_strategy="SPREAD", max_retries=1, retry_exceptions=False)(build_remote)
         refs = [task.remote(dict(job, cores=None, threads=BUILD_CPUS)) for job in jobs]
         out = []
-        deadline = time.time() + BUILD_TIMEOUT_S
+        timeout_s = env_number("EDGESMITH_RAY_BUILD_TIMEOUT_S", BUILD_TIMEOUT_S, whole=False, minimum=1)
+        deadline = time.time() + timeout_s
         for job, ref in zip(jobs, refs):
             try:
                 res = self.ray.get(ref, timeout=max(1.0, deadline - time.time()))
             except self.ray.exceptions.GetTimeoutError:
                 self.ray.cancel(ref, force=True)
-                res = {"ok": False, "error": f"the trial hung: no result in {BUILD_TIMEOUT_S:.0f} s, cancelled", "seconds": BUILD_TIMEOUT_S}
+                res = {"ok": False, "error": f"the trial hung: no result in {timeout_s:.0f} s, cancelled", "seconds": timeout_s}
             except Exception as exc:  # noqa: BLE001 - the task failed, or its node died twice
                 res = {"ok": False, "error": f"Ray task failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}", "seconds": 0}
             data = res.pop("tar", None)

@@ -6,7 +6,7 @@ where quantization hurts; PReLU and transformers are where default quantizer set
     edgesmith zoo train                      # trains what is not cached yet (~1 min each on 2 cores)
     edgesmith.zoo:trained_digits_resnet      # in a recipe: the cached (or freshly trained) model
 
-The cache lives in ``$EDGESMITH_CACHE`` (default ``~/.cache/edgesmith``)/zoo/<name>-s<seed>-e<epochs>.safetensors.
+The cache lives in ``$EDGESMITH_CACHE_DIR`` (default ``~/.cache/edgesmith``; the old ``$EDGESMITH_CACHE`` still works)/zoo/<name>-s<seed>-e<epochs>.safetensors.
 """
 
 from __future__ import annotations
@@ -153,7 +153,8 @@ TRAIN: dict[str, dict[str, Any]] = {
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("EDGESMITH_CACHE", Path.home() / ".cache" / "edgesmith")) / "zoo"
+    # NOTE: EDGESMITH_CACHE_DIR is the one cache setting; EDGESMITH_CACHE, this folder's old name, still works
+    return Path(os.environ.get("EDGESMITH_CACHE_DIR") or os.environ.get("EDGESMITH_CACHE") or Path.home() / ".cache" / "edgesmith") / "zoo"
 
 
 def cached_path(name: str, seed: int = 0, epochs: int | None = None) -> Path:

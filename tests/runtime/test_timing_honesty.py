@@ -139,8 +139,32 @@ def test_timing_settings_come_from_the_environment_and_a_bad_value_is_refused(mo
 
     for bad in ("-1", "soon", "nan"):
         monkeypatch.setenv("EDGESMITH_QUIET_WAIT_S", bad)
-        with pytest.raises(ConfigError, match="EDGESMITH_QUIET_WAIT_S must be a number of seconds"):
+        with pytest.raises(ConfigError, match="EDGESMITH_QUIET_WAIT_S must be a number >= 0"):
             wait_for_quiet(1)
+
+
+@pytest.mark.parametrize(
+    "name, read",
+    [
+        ("EDGESMITH_DATA_MEMORY_MB", "edgesmith.data.stream:memory_budget"),
+        ("EDGESMITH_DECODE_THREADS", "edgesmith.data.stream:decode_threads"),
+        ("EDGESMITH_BNN_THREADS", "edgesmith.runtime.ops.binary_conv:_threads"),
+        ("EDGESMITH_BNN_THREADS", "edgesmith.runtime.ops.binary_conv:openvino_extension"),  # C++ reads it too
+    ],
+)
+def test_every_numeric_setting_refuses_what_it_cannot_mean(monkeypatch, name, read):
+    """They fell back to the default or clamped a bad value silently (EDGESMITH_DATA_MEMORY_MB=-1 read as 1 MB)."""
+    from edgesmith.errors import ConfigError
+    from edgesmith.model_io import import_object
+
+    fn = import_object(read, "setting")
+    if not read.endswith("openvino_extension"):
+        monkeypatch.setenv(name, "3")
+        assert fn() in (3, 3 << 20)
+    for bad in ("0", "-1", "lots", "2.5", "inf", *(["100000"] if "BNN" in name else [])):
+        monkeypatch.setenv(name, bad)
+        with pytest.raises(ConfigError, match=rf"{name} must be a whole number (>= 1|in \[1, 1024\]), got '{bad}'"):
+            fn()
 
 
 def _snap(wall, cpu, busy, steal=0.0, total=None):

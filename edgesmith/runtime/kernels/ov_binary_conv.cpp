@@ -11,6 +11,7 @@
 #include <openvino/frontend/onnx/extension/op.hpp>
 #include <openvino/op/op.hpp>
 
+#include <cstdlib>
 #include <memory>
 #include <mutex>
 
@@ -153,8 +154,12 @@ private:
     // NOTE: one kernel thread by default: with 2 OpenMP threads inside OpenVINO's own TBB workers a call of the
     // digits BNN took 25 ms instead of 0.08 ms (the pools spin against each other on 2 cores)
     static int threads() {
+        // edgesmith checks the variable before loading this library (environment.bnn_threads); bounded again here
         const char* env = std::getenv("EDGESMITH_BNN_THREADS");
-        return env ? std::max(1, std::atoi(env)) : 1;
+        if (!env || !*env) return 1;
+        char* end = nullptr;
+        const long n = std::strtol(env, &end, 10);
+        return (*end != '\0' || n < 1) ? 1 : static_cast<int>(std::min(n, 1024L));
     }
 
     using Prepared = std::vector<std::pair<std::vector<uint64_t>, std::vector<int64_t>>>;

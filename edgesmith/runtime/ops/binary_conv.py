@@ -18,12 +18,12 @@ group, stride_h/w, pad_h/w, dilation_h/w.
 from __future__ import annotations
 
 import hashlib
-import os
 from collections import OrderedDict
 from typing import Any
 
 import numpy as np
 
+from edgesmith.environment import bnn_threads
 from edgesmith.errors import BackendUnavailable, InputError
 from edgesmith.runtime.kernels.binary import BinaryConv2d
 from edgesmith.runtime.kernels.ov_extension import library_path
@@ -215,7 +215,7 @@ def _threads() -> int:
     threads of ours beside them oversubscribed the 2 cores (the digits CNN at batch 32 took 8.2 ms with 2
     kernel threads). ``EDGESMITH_BNN_THREADS`` overrides."""
 
-    return max(1, int(os.environ.get("EDGESMITH_BNN_THREADS") or 1))
+    return bnn_threads()
 
 
 def define_onnxruntime() -> None:
@@ -249,6 +249,7 @@ def openvino_extension() -> Any:
     XNOR-popcount kernel), built on first use; where it cannot be built, a conversion of the node into
     OpenVINO's float ops (the lowering), which runs anywhere."""
 
+    bnn_threads()  # the extension reads EDGESMITH_BNN_THREADS in C++: a bad value is refused here, by name
     try:
         return library_path()
     except BackendUnavailable:
