@@ -51,14 +51,44 @@ def ray_node(tmp_path):
     common = ["--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--disable-usage-stats"]
     try:
         subprocess.run([ray_exe, "start", "--head", "--port", str(port), "--include-dashboard", "false", *common], check=True, capture_output=True, timeout=120)
-        head = _raylets()
+        head = _raylets(port)
         subprocess.run(
             [ray_exe, "start", "--address", f"127.0.0.1:{port}", "--labels", f"{LABEL}={tag}", *common], check=True, capture_output=True, timeout=120
         )
-        (labelled,) = _raylets() - head
+        (labelled,) = _raylets(port) - head
         yield f"127.0.0.1:{port}", labelled
     finally:
-        subprocess.run([ray_exe, "stop", "--force"], capture_output=True, timeout=120)
+        _stop_cluster(port)  # NOTE: not `ray stop`: it kills every Ray process here, another test's cluster too
+
+
+def _cluster(port: int) -> list:
+    """This cluster's processes: those started with its GCS port, and their children (agents, workers)."""
+    import re
+
+    import psutil
+
+    mine = re.compile(rf"(:|=){port}\b")
+    found: dict[int, psutil.Process] = {}
+    for p in psutil.process_iter(["cmdline"]):
+        if mine.search(" ".join(p.info["cmdline"] or [])) and p.pid != os.getpid():
+            found[p.pid] = p
+            try:
+                found.update({c.pid: c for c in p.children(recursive=True)})
+            except psutil.Error:
+                pass
+    return list(found.values())
+
+
+def _stop_cluster(port: int) -> None:
+    import psutil
+
+    procs = _cluster(port)
+    for p in procs:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(procs, timeout=30)
 
 
 @pytest.fixture
@@ -66,10 +96,17 @@ def ray_cluster(ray_node):
     return ray_node[0]
 
 
-def _raylets() -> set[int]:
+def _raylets(port: int) -> set[int]:
     import psutil
 
-    return {p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == "raylet"}
+    found = set()
+    for p in _cluster(port):
+        try:
+            if p.name() == "raylet":
+                found.add(p.pid)
+        except psutil.Error:
+            pass
+    return found
 
 
 def test_search_on_a_local_ray_cluster_spreads_trials_and_equals_the_local_run(ray_cluster, tmp_path):
