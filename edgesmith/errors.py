@@ -32,6 +32,22 @@ def redact(text: str) -> str:
     return _KV_SECRET.sub(r"\g<key>=***", text)
 
 
+_ESCAPE_SEQUENCE = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)?|[@-_])")
+_CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """``text`` safe for a terminal and a log: terminal escape sequences (colours from a library's message, or
+    planted in a file name) dropped, other control and bidirectional-override characters shown as ``\\xNN``."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}", _ESCAPE_SEQUENCE.sub("", text))
+
+
+def shown(text: str) -> str:
+    """What edgesmith prints of any text that may carry user input or a library's message: secrets masked,
+    terminal control removed. Errors, progress lines and notes all go through it."""
+    return printable(redact(text))
+
+
 def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 25] + f" ... ({len(text) - limit + 25} more chars)"
 
@@ -47,9 +63,9 @@ class EdgesmithError(Exception):
         self.hint = hint
 
     def one_line(self) -> str:
-        text = _clip(" ".join(redact(self.message).split()), MAX_MESSAGE)
+        text = _clip(" ".join(shown(self.message).split()), MAX_MESSAGE)
         if self.hint:
-            text += f" (hint: {_clip(' '.join(redact(self.hint).split()), MAX_MESSAGE // 2)})"
+            text += f" (hint: {_clip(' '.join(shown(self.hint).split()), MAX_MESSAGE // 2)})"
         return text
 
     def __str__(self) -> str:

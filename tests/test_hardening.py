@@ -483,6 +483,21 @@ def test_secrets_never_reach_a_message(text, secret):
         assert redact(plain) == plain  # nothing else changes
 
 
+def test_terminal_control_in_names_and_library_messages_never_reaches_the_terminal(cli, tmp_path):
+    """A file name (or a library's coloured message) carrying escape sequences was printed raw: it could retitle
+    the terminal, clear it or hide text. Shown as text instead, everywhere edgesmith prints."""
+    from edgesmith.errors import InputError, printable
+
+    assert printable("a \x1b[1mbold\x1b[0m \x1b]0;title\x07b\u202ec\x00") == "a bold b\\u202ec\\x00"
+    assert printable("tab\tand\nnewline") == "tab\tand\nnewline"  # whitespace is the one-line rule's business
+    assert "\x1b" not in InputError("x\x1b[31m", hint="\x1b[2J").one_line()
+    evil = tmp_path / "evil\x1b]0;pwned\x07\x1b[2J.onnx"
+    evil.write_bytes(b"not a model")
+    r = cli("quantize", evil, "-o", tmp_path / "out")
+    assert r.code == 2 and len(r.error_lines) == 1, r.stderr
+    assert not any(c in r.stderr + r.stdout for c in "\x1b\x07"), repr(r.stderr)
+
+
 @pytest.mark.parametrize(
     "arrays, message",
     [

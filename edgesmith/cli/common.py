@@ -20,9 +20,9 @@ __all__ = ["EXIT_BUDGET_FAILED", "DeviceOpt", "OnOpt", "RichReporter", "Terminat
 
 
 def err(text: str) -> None:
-    from edgesmith.errors import redact
+    from edgesmith.errors import shown
 
-    print(f"edgesmith: error: {redact(text)}", file=sys.stderr)
+    print(f"edgesmith: error: {shown(text)}", file=sys.stderr)
 
 
 class Terminated(KeyboardInterrupt):
@@ -83,9 +83,9 @@ class RichReporter:
         t0 = time.perf_counter()
         from rich.markup import escape
 
-        from edgesmith.errors import redact
+        from edgesmith.errors import shown
 
-        text = redact(text)
+        text = shown(text)
         with self.console.status(f"{escape(text)} ..."):
             yield
         self.console.print(f"[green]✓[/] {escape(text)} [dim]({time.perf_counter() - t0:.1f}s)[/]")
@@ -93,9 +93,9 @@ class RichReporter:
     def info(self, text: str) -> None:
         from rich.markup import escape
 
-        from edgesmith.errors import redact
+        from edgesmith.errors import shown
 
-        self.console.print(f"  {escape(redact(text))}")
+        self.console.print(f"  {escape(shown(text))}")
 
 
 # ---- shared options -------------------------------------------------------------------------
