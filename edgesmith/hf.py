@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,6 +101,10 @@ def load_folder(folder: Path, trust: bool | None = None) -> HFModel:
 
     hf_logging.disable_progress_bar()  # NOTE: edgesmith reports its own steps
     hf_logging.set_verbosity_error()
+    for name in ("torchao", "torch.utils._pytree"):
+        # NOTE: transformers imports torchao (installed by neural-compressor) on loading a model; on a CPU torch it
+        # warns that its CUDA kernels failed to load, and torch warns about its enums: noise, not the user's business
+        logging.getLogger(name).setLevel(logging.ERROR)
     trust = trust_remote_code() if trust is None else trust
     st_modules = _sentence_modules(folder)
     tdir = _transformer_dir(folder)
@@ -162,13 +168,22 @@ def _instantiate(tdir: Path, cfg_json: dict, trust: bool) -> Any:
         raise InputError(
             f"architecture {arch!r} is not in transformers {transformers.__version__}", hint="upgrade transformers, or export the model to ONNX yourself"
         )
+    from safetensors import SafetensorError
+
     try:
         if remote:
             cls = transformers.AutoModel
         else:
             cls = getattr(transformers, arch) if arch else transformers.AutoModel
         model = cls.from_pretrained(str(tdir), local_files_only=True, trust_remote_code=trust)
-    except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError, EOFError, pickle.UnpicklingError, SafetensorError) as exc:
+        # NOTE: the folder's files, read by transformers: truncated safetensors (SafetensorError), a truncated or
+        # object-holding pytorch_model.bin (EOFError, UnpicklingError: torch.load runs with weights_only)
+        if isinstance(exc, pickle.UnpicklingError):
+            raise InputError(
+                f"the weights in {tdir} hold Python objects, not only tensors; refused because unpickling can run arbitrary code",
+                hint="re-save the folder with safetensors: model.save_pretrained(folder) where you trust it",
+            ) from exc
         first = str(exc).strip().splitlines()[0][:240] if str(exc).strip() else type(exc).__name__
         raise InputError(f"cannot load the Transformers folder {tdir}: {first}", hint="check that config.json and the weights belong together") from exc
     return model.eval()

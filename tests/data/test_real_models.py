@@ -72,7 +72,22 @@ def test_folder_refusals(cli, tmp_path, bert_folder):
     no_tok.mkdir()
     for f in ("config.json", "model.safetensors"):
         shutil.copy(bert_folder / f, no_tok / f)
+    truncated = tmp_path / "truncated"
+    shutil.copytree(bert_folder, truncated)
+    (truncated / "model.safetensors").write_bytes((bert_folder / "model.safetensors").read_bytes()[:1000])
+    short_bin, object_bin = tmp_path / "shortbin", tmp_path / "objectbin"
+    for folder in (short_bin, object_bin):
+        shutil.copytree(bert_folder, folder)
+        (folder / "model.safetensors").unlink()
+    import torch
+
+    torch.save({"w": torch.zeros(3)}, short_bin / "pytorch_model.bin")
+    (short_bin / "pytorch_model.bin").write_bytes((short_bin / "pytorch_model.bin").read_bytes()[:300])
+    torch.save({"w": torch.zeros(3), "code": Path("x")}, object_bin / "pytorch_model.bin")  # a Python object: never unpickled
     cases = {
+        truncated: "cannot load the Transformers folder",
+        short_bin: "cannot load the Transformers folder",
+        object_bin: "hold Python objects, not only tensors",
         remote: "--trust-remote-code",
         no_weights: "no weights",
         no_tok: "no tokenizer files",
