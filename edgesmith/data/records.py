@@ -10,6 +10,7 @@ a non-image file). Records are encoded into model inputs by ``edgesmith.data.str
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import os
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from edgesmith.data.preprocess import IMAGE_EXTENSIONS
 from edgesmith.errors import ConfigError, InputError
 
 TEXT_SUFFIXES = (".txt", ".jsonl", ".csv", ".tsv")
+MAX_CSV_FIELD = 64 << 20
 TABLE_SUFFIXES = (".parquet", ".arrow")
 TEXT_FIELDS = ("text", "sentence", "content", "question", "review", "document", "input")
 LABEL_FIELDS = ("label", "labels", "target", "class", "y")
@@ -181,7 +183,7 @@ def _text_lines(path: Path) -> Iterator[Record | Skip]:
     with open(path, "rb") as f:
         for i, raw in enumerate(f, 1):
             try:
-                line = raw.decode("utf-8").rstrip("\r\n")
+                line = raw.decode("utf-8-sig" if i == 1 else "utf-8").rstrip("\r\n")
             except UnicodeDecodeError:
                 yield Skip(f"{path.name}:{i}", "not UTF-8")
                 continue
@@ -236,7 +238,10 @@ def _jsonl(path: Path, field: str | None, label_field: str | None) -> Iterator[R
                 )
             if label_field is not None and label_field not in obj:
                 raise InputError(f"{path.name} line {i} has no label field {label_field!r}", hint="label every line, or drop the labels")
-            if not isinstance(obj[field], str) or not obj[field].strip():
+            if not isinstance(obj[field], str):
+                yield Skip(where, f"text is {type(obj[field]).__name__}, not a string")
+                continue
+            if not obj[field].strip():
                 yield Skip(where, "empty text")
                 continue
             yield Record(obj[field], obj.get(label_field) if label_field else None, where)
@@ -244,8 +249,12 @@ def _jsonl(path: Path, field: str | None, label_field: str | None) -> Iterator[R
 
 def _csv_fields(path: Path, field: str | None, label_field: str | None) -> tuple[str, str | None]:
 
-    with open(path, newline="", encoding="utf-8", errors="replace") as f:
-        header = next(csv.reader(f, delimiter="\t" if path.suffix.lower() == ".tsv" else ","), [])
+    csv.field_size_limit(max(csv.field_size_limit(), MAX_CSV_FIELD))
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:  # -sig: a BOM (Excel's CSV) is not a header
+        try:
+            header = next(csv.reader(f, delimiter="\t" if path.suffix.lower() == ".tsv" else ","), [])
+        except csv.Error as exc:
+            raise InputError(f"cannot read the header of {path.name}: {exc}", hint="the first line names the columns, e.g. text,label") from exc
     text = _pick(header, field, TEXT_FIELDS, "column", path, "")
     if text is None:
         raise InputError(f"{path.name} has no text column among {header[:12]}", hint="name it with `field:` in the data source (or --text-field)")
@@ -254,11 +263,25 @@ def _csv_fields(path: Path, field: str | None, label_field: str | None) -> tuple
 
 def _csv(path: Path, field: str | None, label_field: str | None) -> Iterator[Record | Skip]:
 
-    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:
+    csv.field_size_limit(max(csv.field_size_limit(), MAX_CSV_FIELD))  # a long review is a sample (truncated when tokenized)
+    with open(path, newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
         reader = csv.DictReader(f, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
-        for i, row in enumerate(reader, 2):
+        rows = iter(reader)
+        for i in itertools.count(2):
+            try:
+                row = next(rows)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                raise InputError(
+                    f"{path.name} line {reader.line_num}: {exc}", hint="fix the row (quote fields that hold the delimiter or a line break)"
+                ) from exc
             where = f"{path.name}:{i}"
             text = row.get(field)
+            if label_field is not None and text is not None and row.get(label_field) is None:
+                raise InputError(
+                    f"{path.name} line {reader.line_num} has no {label_field!r} value", hint="label every row; an unclosed quote takes in the lines after it"
+                )
             if text is None:
                 yield Skip(where, "short row")
             elif any(0xDC80 <= ord(c) <= 0xDCFF for c in text):

@@ -243,16 +243,21 @@ def _label_mapper(src: RecordSource, cfg: Any, model_labels: dict[str, int] | No
 
     mapping = mapping if mapping is not None else model_labels
 
+    def index(v: Any) -> int:
+        if isinstance(v, (float, np.floating)) and not (np.isfinite(v) and float(v).is_integer()):
+            raise InputError(f"label {v!r} is not a class index", hint="labels are class indices 0..C-1 or class names")
+        i = int(v)
+        if not 0 <= i < 2**31:
+            raise InputError(f"label {i if abs(i) < 10**12 else f'{float(i):.3g}'} is not a class index", hint="labels are class indices 0..C-1 or class names")
+        return i
+
     def convert(v: Any) -> int:
-        if isinstance(v, (bool, np.bool_)):
-            return int(v)
-        if isinstance(v, (int, np.integer)):
-            return int(v)
-        if isinstance(v, float) and v == int(v):
-            return int(v)
+        fraction = isinstance(v, (float, np.floating)) and np.isfinite(v) and not float(v).is_integer()  # 1.5: looked up as a name
+        if isinstance(v, (bool, np.bool_, int, np.integer, float, np.floating)) and not fraction:
+            return index(v)  # NaN, inf, 1e30 and -3 refused by name, not an OverflowError
         s = str(v).strip()
         if s.lstrip("-").isdigit():
-            return int(s)
+            return index(int(s))
         if mapping is None:
             raise InputError(f"label {s!r} is a name and the model's classes are not known", hint="give `labels: {NAME: INDEX}` in the data source")
         if s not in mapping and s.lower() not in {k.lower() for k in mapping}:

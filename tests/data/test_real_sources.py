@@ -159,6 +159,46 @@ def test_text_files_with_skips_and_line_numbers(tmp_path, bert_folder):
         load_dataset(str(txt), TEXT, role="evaluation", cfg=DataSource(source="x"))
 
 
+@pytest.mark.parametrize(
+    "lines, message",
+    [
+        (['{"text": "good", "label": NaN}'], "label nan is not a class index"),
+        (['{"text": "good", "label": 1e30}'], "label 1e\\+30 is not a class index"),
+        (['{"text": "good", "label": -3}'], "label -3 is not a class index"),
+        (['{"text": "good", "label": "99999999999999999999"}'], "is not a class index"),
+        (['{"text": 123, "label": 1}'], "text is int, not a string"),
+    ],
+)
+def test_text_labels_and_fields_that_cannot_mean_a_sample_are_named(tmp_path, bert_folder, lines, message):
+    """NaN or 1e30 labels were a ValueError/OverflowError (exit 3); a number as the text was counted as empty."""
+    path = tmp_path / "bad.jsonl"
+    path.write_text("\n".join(lines * 4) + "\n")
+    with pytest.raises(InputError, match=message):
+        load_dataset(str(path), TEXT, role="evaluation", cfg=DataSource(source="x", seed=None), tokenizer_dir=bert_folder).labels()
+
+
+def test_csv_and_text_files_as_spreadsheets_write_them(tmp_path, bert_folder):
+    """A byte-order mark (Excel's "CSV UTF-8") hid the header's first column; a field over 128 KB and an unclosed
+    quote were csv.Error (exit 3)."""
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes("\ufefftext,label\n".encode() + b"good movie,1\nbad plot,0\n")
+    ds = load_dataset(str(bom), TEXT, role="evaluation", cfg=DataSource(source="x", seed=None), tokenizer_dir=bert_folder)
+    assert ds.num_samples == 2 and list(ds.labels()) == [1, 0]
+    txt = tmp_path / "bom.txt"
+    txt.write_bytes(b"\xef\xbb\xbfgood\nbad\n")
+    plain = tmp_path / "plain.txt"
+    plain.write_bytes(b"good\nbad\n")
+    first = [load_dataset(str(p), TEXT, role="evaluation", cfg=DataSource(source="x", seed=None), tokenizer_dir=bert_folder).first(2) for p in (txt, plain)]
+    assert (first[0]["input_ids"] == first[1]["input_ids"]).all()  # the BOM is not a token
+    long = tmp_path / "long.csv"
+    long.write_text("text,label\n" + "good " * 60_000 + ",1\nbad,0\n")
+    assert load_dataset(str(long), TEXT, role="evaluation", cfg=DataSource(source="x", seed=None), tokenizer_dir=bert_folder).num_samples == 2
+    unclosed = tmp_path / "unclosed.csv"
+    unclosed.write_text('text,label\ngood,1\n"bad,0\nfine,1\n')
+    with pytest.raises(InputError, match="unclosed.csv line 4 has no 'label' value"):
+        load_dataset(str(unclosed), TEXT, role="evaluation", cfg=DataSource(source="x", seed=None), tokenizer_dir=bert_folder).labels()
+
+
 def test_csv_parquet_and_saved_datasets_folder(tmp_path, bert_folder):
     import datasets
 
