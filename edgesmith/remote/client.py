@@ -59,6 +59,8 @@ def add(
     device = Device(name=name, host=host, user=user, port=port, key=str(key.expanduser()) if key else None, python=python)
     if workdir:
         device.workdir = workdir
+    if device.key:
+        session.check_key(device)  # before the network: a wrong --key is named as such
     new_key = None
     if accept_host_key:
         new_key = asyncio.run(session.host_key(device))

@@ -102,6 +102,25 @@ async def _once(device: Device, job: Callable[[Session], Awaitable[T]], rep: Any
             pass
 
 
+def check_key(device: Device) -> Path:
+    """The device's private key file, readable as one: a missing file, a folder, a file that is not a private key
+    or one that needs a passphrase is named before any connection (asyncssh raised KeyImportError, exit 3)."""
+    ssh = _asyncssh()
+    key = Path(device.key or "").expanduser()
+    fix = f"edgesmith device add {device.name} {device.url} --key PATH --replace"
+    if not key.is_file():
+        raise DeviceError(f"the key {key} of device {device.name} does not exist or is not a file", hint=fix)
+    try:
+        ssh.read_private_key(str(key))
+    except (ssh.KeyImportError, ssh.KeyEncryptionError, OSError, ValueError) as exc:
+        if "passphrase" in str(exc).lower():
+            raise DeviceError(
+                f"the key {key} is protected by a passphrase", hint="load it into the SSH agent (ssh-add KEY) and add the device without --key"
+            ) from None
+        raise DeviceError(f"{key} is not a private key asyncssh can read ({exc})", hint=f"give the private key, not the .pub: {fix}") from None
+    return key
+
+
 async def connect(device: Device, trust_key: str | None = None) -> Any:
     """Log in to ``device``, checking its host key against the pinned one (or ``trust_key``, ``TYPE BASE64``)."""
 
@@ -110,12 +129,7 @@ async def connect(device: Device, trust_key: str | None = None) -> Any:
     known = ssh.import_known_hosts("".join(f"{host_pattern(device.host, device.port)} {k}\n" for k in keys))
     options: dict[str, Any] = {"known_hosts": known, "connect_timeout": CONNECT_TIMEOUT_S, "keepalive_interval": 15, "keepalive_count_max": 4}
     if device.key:
-        key = Path(device.key).expanduser()
-        if not key.is_file():
-            raise DeviceError(
-                f"the key {key} of device {device.name} does not exist", hint=f"edgesmith device add {device.name} {device.url} --key PATH --replace"
-            )
-        options.update(client_keys=[str(key)], agent_path=None)
+        options.update(client_keys=[str(check_key(device))], agent_path=None)
     try:
         return await ssh.connect(device.host, device.port, username=device.user, config=None, **options)
     except ssh.HostKeyNotVerifiable:

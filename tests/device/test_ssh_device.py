@@ -77,6 +77,21 @@ def test_bad_addresses_are_refused_in_one_line(cli, config, url, message):
     assert "secret" not in r.stderr  # a password in an address is never echoed
 
 
+def test_a_key_that_cannot_log_in_is_named_before_any_connection(cli, config, tmp_path):
+    """A missing file, a folder, a public key and a passphrase-protected key given as --key: named as such (the
+    last two were asyncssh's KeyImportError, exit 3), before a host is contacted (port 1 is never reached)."""
+    asyncssh = pytest.importorskip("asyncssh")
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    pub = tmp_path / "id.pub"
+    key.write_public_key(str(pub))
+    locked = tmp_path / "locked"
+    locked.write_bytes(key.export_private_key("pkcs8-pem", passphrase="pw", cipher_name="aes256-cbc", pbe_version=2))
+    cases = {tmp_path / "none": "does not exist or is not a file", tmp_path: "is not a file", pub: "not a private key", locked: "protected by a passphrase"}
+    for given, message in cases.items():
+        r = cli("device", "add", "x", "ssh://me@127.0.0.1:1", "--key", given, "--accept-host-key")
+        assert r.code == 2 and len(r.error_lines) == 1 and message in r.stderr and "cannot reach" not in r.stderr, r.stderr
+
+
 def test_unreachable_host_and_refused_key(cli, loop, config, tmp_path, digits_onnx):
     from edgesmith.remote import client
     from edgesmith.remote.config import Registry
