@@ -43,6 +43,7 @@ from edgesmith.reporting.runs import runs_report
 from edgesmith.runtime import get_backend
 from edgesmith.runtime.base import same_file
 from edgesmith.runtime.custom_ops import LOWERING_PASS, file_domains
+from edgesmith.schema import fixed_batch
 
 __all__ = ["Reporter", "RunResult", "SearchSetup", "check_pass_order", "export_once", "load_data", "needs_data", "resolve_inputs", "run", "search_setup"]
 
@@ -83,7 +84,6 @@ def _ship_gzipped(artifact: Any, staged: Any, tdir: str, result: dict) -> None:
 def _deflate_mb(path: Path) -> float:
     """Size after deflate (zlib level 6), streamed: what a compressed download of the file costs. Zeros from
     pruning shrink this, not the raw file (dense runtimes load dense weights)."""
-
     z, total = zlib.compressobj(6), 0
     with open(path, "rb") as f:
         while chunk := f.read(1 << 20):
@@ -244,7 +244,9 @@ def _execute(plan: Plan, staged: Any, trust_checkpoint: bool, rep: Reporter, opt
         manifest["verdict"] = "exported"
         return manifest
     reference_path = _reference_path(recipe, base_dir, model.fp32_path, specs, manifest)
-    for name, profile in plan.profiles.items():
+    for name, planned in plan.profiles.items():
+        profile, note = planned.for_fixed_batch(fixed_batch(specs), name)
+        rep.info(note) if note else None
         manifest["targets"][name] = _run_target(recipe, name, profile, passes, model, reference_path, specs, calib, evaluation, staged, rep, opts)
     statuses = [t["verdict"] for t in manifest["targets"].values()]
     manifest["verdict"] = (
@@ -364,11 +366,10 @@ QUANTIZED_PARITY_MIN_COSINE = 0.999
 
 
 def _export(recipe: Recipe, module: Any, program: Any, specs: list, path: Path, data: Any, rep: Reporter, what: str, quantized: bool = False) -> dict:
-
     with rep.step(f"exporting the {what} to ONNX (opset {recipe.export.opset})"):
         export_onnx(module, specs, path, opset=recipe.export.opset, exporter=recipe.export.exporter, program=program, output_names=recipe.outputs)
     with rep.step("checking ONNX Runtime against torch"):
-        n = recipe.export.parity_samples
+        n = min(recipe.export.parity_samples, fixed_batch(specs) or recipe.export.parity_samples)  # a fixed batch: that many
         feeds = data.first(n) if data is not None else example_inputs(specs, n)
         parity = check_parity(module, path, feeds, specs, recipe.export.parity_atol, recipe.export.parity_rtol)
     if quantized and not parity.ok and parity.min_cosine >= QUANTIZED_PARITY_MIN_COSINE:
@@ -524,7 +525,6 @@ def _run_target(
 
 def _bundle(result: dict, profile: Any, artifact: Any, reference_path: Path, evaluation: Any, staged: Any, tdir: str, ctx: Any) -> None:
     """Notes on batches timed on a busy machine, and what the device bundle carries for this target."""
-
     for b in profile.batch_sizes:
         busy = busy_machine(result.get("latency"), b)
         if busy:

@@ -54,6 +54,20 @@ def format_validation_error(exc: ValidationError, what: str) -> ConfigError:
 Dtype = Literal["float32", "float16", "int64", "int32", "uint8", "bool"]
 
 
+def fixed_batch(input_specs: Any) -> int | None:
+    """The batch every input fixes (an ONNX model exported with batch 1 takes batches of 1), else None."""
+    sizes = {s.shape[0] if s.shape and isinstance(s.shape[0], int) else None for s in input_specs}
+    return sizes.pop() if len(sizes) == 1 and None not in sizes else None
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 class InputSpec(Strict):
     name: str
     shape: list[int | str] = Field(description="first dimension is the batch; a name (e.g. 'batch') marks it dynamic")
@@ -69,6 +83,11 @@ class InputSpec(Strict):
             raise ValueError("shape must have at least one dimension (the batch)")
         if any(isinstance(d, int) and d < 1 for d in v):
             raise ValueError(f"dimensions must be >= 1 or a name, got {v}")
+        bad = [d for d in v if isinstance(d, str) and (not d.strip() or _is_number(d))]
+        if bad:
+            # NOTE: '' (from 'batch,,8') or '-1' (ONNX's "any size") became a dimension named so; a name is kept as
+            # it is (exporters write 'batch_size', 's0', 'past_sequence_length + 1')
+            raise ValueError(f"dimension {bad[0]!r} in {v} is neither a size >= 1 nor a name (e.g. 'batch' for a dynamic one)")
         return v
 
 

@@ -261,7 +261,10 @@ def parse_input(text: str) -> dict:
     parts = text.split(":")
     if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
         raise ConfigError(f"--input-shape {text!r} is not NAME:DIMS[:DTYPE]", hint="e.g. --input-shape input:batch,3,224,224")
-    dims = [int(d) if d.strip().isdigit() else d.strip() for d in parts[1].replace("x", ",").split(",")]
+    text_dims = parts[1].strip()
+    # 1x3x224x224 is numbers only: a dimension name may hold an x (max_len, xsize)
+    split = text_dims.split("x") if all(d.strip().isdigit() for d in text_dims.split("x")) else text_dims.split(",")
+    dims = [int(d) if d.strip().isdigit() else d.strip() for d in split]
     spec = {"name": parts[0], "shape": dims}
     if len(parts) == 3:
         spec["dtype"] = parts[2]

@@ -19,6 +19,7 @@ from edgesmith.data.records import is_record_source
 from edgesmith.errors import ConfigError, InputError
 from edgesmith.memory import is_memory_ref
 from edgesmith.model_io import import_object
+from edgesmith.schema import fixed_batch
 
 LABEL_KEYS = ("labels", "y", "label", "target", "targets")
 
@@ -90,6 +91,21 @@ class Dataset:
         keep = n - n % size
         trimmed = {k: v[:keep] for k, v in inputs.items()}
         return Dataset(self.name, split_batches(trimmed, None if labels is None else labels[:keep], size)), n - keep
+
+    def batched_as(self, size: int) -> Dataset:
+        """The same samples in batches of exactly ``size`` (a model with a fixed batch); a remainder that cannot
+        fill one is left out and said in the notes."""
+        if all(b.size == size for b in self.batches):
+            return self
+        inputs = {k: np.concatenate([b.inputs[k] for b in self.batches]) for k in self.batches[0].inputs}
+        labels = self.labels()
+        n = self.num_samples
+        keep = n - n % size
+        if keep == 0:
+            raise InputError(f"{self.name} has {n} sample(s); the model takes batches of exactly {size}", hint=f"give at least {size} samples")
+        notes = list(self.notes) + ([f"{self.name}: the model takes batches of exactly {size}: the last {n - keep} sample(s) left out"] if keep < n else [])
+        trimmed = {k: v[:keep] for k, v in inputs.items()}
+        return Dataset(self.name, split_batches(trimmed, None if labels is None else labels[:keep], size), notes=notes, classes=self.classes)
 
     def labels(self) -> np.ndarray | None:
         if self.streamed:
@@ -204,6 +220,9 @@ def load_dataset(
     the recipe's DataSource (preprocess, fields, labels, seed, skip) for folders, text and tables."""
 
     names = [s.name for s in input_specs]
+    fixed = fixed_batch(input_specs)
+    if fixed is not None:
+        batch_size = fixed  # a model exported with a fixed batch takes exactly that many samples per call
     if ":" not in source and not source.endswith(".npz") and source not in ("digits", "digits32") and is_record_source(source, base_dir):
         from edgesmith.data.stream import load_records
 
@@ -248,6 +267,8 @@ def load_dataset(
     ds = Dataset(f"{source}{f'[{split}]' if split else ''}", batches)
     if samples is not None:
         ds = ds.take(samples)
+    if fixed is not None:
+        ds = ds.batched_as(fixed)
     check_dataset(ds, input_specs, role)
     return ds
 

@@ -18,7 +18,8 @@ def example_inputs(input_specs: Sequence[Any], batch: int = EXAMPLE_BATCH, seed:
     rng = np.random.default_rng(seed)
     feeds = {}
     for spec in input_specs:
-        shape = [batch] + [d if isinstance(d, int) else 8 for d in spec.shape[1:]]
+        first = spec.shape[0] if spec.shape and isinstance(spec.shape[0], int) else batch  # a fixed batch is the model's
+        shape = [first] + [d if isinstance(d, int) else 8 for d in spec.shape[1:]]
         _check_fits(spec.name, shape, np.dtype(spec.dtype))
         if spec.dtype.startswith("float"):
             feeds[spec.name] = rng.standard_normal(shape, dtype=np.float32).astype(spec.dtype, copy=False)

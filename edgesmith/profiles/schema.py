@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
+from edgesmith.errors import ConfigError
 from edgesmith.schema import MAX_BATCH, MAX_THREADS, Strict
 
 GoalKind = Literal["max-degradation", "max-relative-degradation", "min", "max"]
@@ -163,6 +164,20 @@ class Profile(Strict):
             if g.batch is not None and g.batch not in self.batch_sizes:
                 raise ValueError(f"budget {g.metric} names batch {g.batch}, not in batch_sizes {self.batch_sizes}")
         return self
+
+    def for_fixed_batch(self, batch: int | None, name: str) -> tuple[Profile, str | None]:
+        """This profile for a model that takes batches of exactly ``batch``: timed at that batch only (and a note
+        saying so); a budget set at another batch cannot be judged and is refused by name."""
+        if batch is None or self.batch_sizes == [batch]:
+            return self, None
+        other = sorted({g.batch for g in self.budgets if g.batch is not None and g.batch != batch})
+        if other:
+            raise ConfigError(
+                f"target {name} has budgets at batch {other}, but the model takes batches of exactly {batch}",
+                hint=f"export the model with a dynamic batch (a name such as 'batch'), or set the budgets' batch to {batch}",
+            )
+        note = f"[{name}] the model takes batches of exactly {batch}: timed at batch {batch} only (the profile lists {self.batch_sizes})"
+        return self.with_overrides(None, None, [batch]), note
 
     def with_overrides(self, budgets: list[Goal] | None, threads: int | None, batch_sizes: list[int] | None) -> Profile:
         """Recipe-level overrides: a budget for a metric replaces the profile's budgets for that metric."""

@@ -26,7 +26,7 @@ from edgesmith.errors import ConfigError, EdgesmithError, InputError
 from edgesmith.model_io import check_specs_against_onnx
 from edgesmith.profiles import load_profile
 from edgesmith.progress import Reporter
-from edgesmith.schema import InputSpec
+from edgesmith.schema import InputSpec, fixed_batch
 
 SETTLE_PAUSE_S = 0.05  # long enough for an idle ONNX Runtime thread pool to stop spinning
 # NOTE: untimed runs after each switch of session, for at least this long: the first runs after a switch
@@ -148,6 +148,11 @@ def time_interleaved(
 def make_feeds(input_specs: list[Any], batch: int, data: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """A batch of real samples where given (repeated to fill the batch), else seeded random data."""
 
+    fixed = fixed_batch(input_specs)
+    if fixed is not None and batch != fixed:
+        raise InputError(
+            f"the model takes batches of exactly {fixed}; batch {batch} cannot be timed", hint=f"--batch {fixed}, or export the model with a dynamic batch"
+        )
     feeds = example_inputs(input_specs, batch=batch)
     for name, arr in (data or {}).items():
         if name in feeds and len(arr):
