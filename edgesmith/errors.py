@@ -104,3 +104,17 @@ class RemoteFailure(EdgesmithError):
     def __init__(self, message: str, hint: str | None = None, exit_code: int = EXIT_BAD_INPUT):
         super().__init__(message, hint)
         self.exit_code = exit_code
+
+
+def refused_data(exc: BaseException) -> InputError | None:
+    """ONNX Runtime's InvalidArgument while running the user's model on the user's data (an index past the
+    vocabulary, a shape the graph does not take, a wrong dtype): bad input, named, not an internal error."""
+    if type(exc).__name__ != "InvalidArgument" or "onnxruntime" not in type(exc).__module__:
+        return None
+    text = " ".join(str(exc).split())
+    detail = text.split("Status Message:", 1)[-1].strip() if "Status Message:" in text else text.split(":", 3)[-1].strip()
+    node = text.split("Name:", 1)[1].split()[0].strip("'") if "Name:" in text else None
+    return InputError(
+        f"ONNX Runtime refused the data{f' at node {node}' if node else ''}: {detail}",
+        hint="check the data against the model's inputs: shapes, dtypes and value ranges (token ids below the vocabulary size, class indices)",
+    )

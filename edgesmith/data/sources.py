@@ -301,9 +301,31 @@ def check_dataset(ds: Dataset, input_specs: Sequence[Any], role: str) -> None:
                     hint=f"give real numbers castable to {spec.dtype}",
                 )
             if arr.dtype != np.dtype(spec.dtype):
+                _check_castable(arr, spec, role)
                 b.inputs[spec.name] = arr.astype(spec.dtype)
     _check_labels(ds, role)
     _check_finite(ds, role)
+
+
+def _check_castable(arr: np.ndarray, spec: Any, role: str) -> None:
+    """Data cast to an integer input (token ids, indices) keeps its values: fractions, NaN/inf (which became
+    -2**63 before the NaN check could see them) and values past the type's range are refused, not truncated."""
+    target = np.dtype(spec.dtype)
+    if target.kind not in "iu" or not arr.size:
+        return
+    if arr.dtype.kind == "f":
+        bad = ~np.isfinite(arr) | (arr != np.round(arr))
+        if bad.any():
+            raise InputError(
+                f"{role} data for input {spec.name!r} ({spec.dtype}) holds {arr[bad].flat[0].item()!r}, not a whole number ({int(bad.sum())} such)",
+                hint="give whole numbers (token ids, indices); a cast would truncate them",
+            )
+    info = np.iinfo(target)
+    low, high = arr.min(), arr.max()
+    if low < info.min or high > info.max:
+        raise InputError(
+            f"{role} data for input {spec.name!r} spans [{low.item()}, {high.item()}], beyond {spec.dtype}'s range", hint=f"give values {spec.dtype} can hold"
+        )
 
 
 def _check_labels(ds: Dataset, role: str) -> None:

@@ -21,7 +21,7 @@ import numpy as np
 
 from edgesmith._lazy import require
 from edgesmith.data.synthetic import EXAMPLE_BATCH, example_inputs  # noqa: F401 - re-exported
-from edgesmith.errors import ExportError, InputError
+from edgesmith.errors import ExportError, InputError, refused_data
 from edgesmith.metrics import cosine
 from edgesmith.runtime.custom_ops import apply_registrations
 
@@ -46,7 +46,7 @@ def probe_forward(module: Any, input_specs: Sequence[Any]) -> Any:
     args = tuple(torch.from_numpy(feeds[s.name]) for s in input_specs)
     try:
         with torch.no_grad():
-            return module(*args)
+            out = module(*args)
     except Exception as exc:
         reraise_interrupt(exc)
         shapes = ", ".join(f"{s.name}{list(s.shape)}" for s in input_specs)
@@ -55,6 +55,20 @@ def probe_forward(module: Any, input_specs: Sequence[Any]) -> Any:
             f"input spec {shapes} does not fit the model: {type(exc).__name__}: {first[:200]}",
             hint="fix `inputs:` in the recipe (or --input-shape) to the shape the model expects",
         ) from exc
+    if not _has_tensor(out, torch.Tensor):
+        raise InputError(
+            f"the model returned {type(out).__name__} with no tensor in it: there is nothing to export",
+            hint="return the output tensor(s) from forward (a tensor, a tuple or a dict of tensors)",
+        )
+    return out
+
+
+def _has_tensor(out: Any, tensor: type) -> bool:
+    if isinstance(out, tensor):
+        return True
+    if isinstance(out, dict):
+        return any(_has_tensor(v, tensor) for v in out.values())
+    return isinstance(out, (tuple, list)) and any(_has_tensor(v, tensor) for v in out)
 
 
 @contextlib.contextmanager
@@ -242,7 +256,13 @@ def check_parity(module: Any, onnx_path: Path, feeds: dict[str, np.ndarray], inp
 
     apply_registrations("onnxruntime", so, onnx_path)  # a model with custom ops is checked with their registration
     sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
-    got = sess.run(None, feeds)
+    try:
+        got = sess.run(None, feeds)
+    except Exception as exc:
+        refused = refused_data(exc)
+        if refused is not None:
+            raise refused from exc
+        raise
     with torch.no_grad():
         ref = module(*(torch.from_numpy(feeds[s.name]) for s in input_specs))
     if isinstance(ref, dict):

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from edgesmith._lazy import require
-from edgesmith.errors import EdgesmithError
+from edgesmith.errors import EdgesmithError, refused_data
 from edgesmith.model_io import onnx_input_specs
 from edgesmith.runtime.base import Artifact, MeasuredInChild
 from edgesmith.runtime.custom_ops import apply_registrations
@@ -71,8 +71,11 @@ class OrtSession:
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         try:
             out = self._sess.run(None, feeds)
-        except Exception:
+        except Exception as exc:
             ortx.raise_pending()  # an edgesmith op's own error, kept by its body (runtime/ops/ortx.py), comes first
+            refused = refused_data(exc)
+            if refused is not None:
+                raise refused from exc
             raise
         ortx.raise_pending()
         return out

@@ -18,9 +18,11 @@ Recipe::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -30,7 +32,7 @@ from edgesmith.compress.quantize._snap import snap_weights
 from edgesmith.compress.quantize.entropy import entropy_ranges, write_cache
 from edgesmith.compress.quantize.onnx_common import DatasetReader, float_compute_nodes, note_float_nodes, onnx_input_names, preprocess
 from edgesmith.compress.registry import PassContext, PassInfo
-from edgesmith.errors import ConfigError
+from edgesmith.errors import ConfigError, InputError, refused_data
 from edgesmith.model_io import PRODUCER_KEY
 from edgesmith.outputs import sha256
 
@@ -128,21 +130,22 @@ def apply(onnx_path: Path, cfg: PTQInt8Config, ctx: PassContext) -> Path:
             ranges = entropy_ranges(calibrator, lambda: DatasetReader(calib, onnx_input_names(pre), n_samples), outputs)
             del calibrator
             write_cache(ranges, cache)
-    quantize_static(
-        str(pre),
-        str(out),
-        reader,
-        quant_format=QuantFormat.QDQ,
-        op_types_to_quantize=list(cfg.op_types) or None,
-        per_channel=chosen["per_channel"],
-        reduce_range=chosen["reduce_range"],
-        activation_type=qtype[chosen["activation_type"]],
-        weight_type=qtype[chosen["weight_type"]],
-        nodes_to_exclude=exclude,
-        calibrate_method=method[cfg.calibration],
-        extra_options=extra,
-        **({"calibration_cache_path": str(cache)} if cache else {}),
-    )
+    with _calibration_errors_named():
+        quantize_static(
+            str(pre),
+            str(out),
+            reader,
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=list(cfg.op_types) or None,
+            per_channel=chosen["per_channel"],
+            reduce_range=chosen["reduce_range"],
+            activation_type=qtype[chosen["activation_type"]],
+            weight_type=qtype[chosen["weight_type"]],
+            nodes_to_exclude=exclude,
+            calibrate_method=method[cfg.calibration],
+            extra_options=extra,
+            **({"calibration_cache_path": str(cache)} if cache else {}),
+        )
     grids = ctx.records.get(WeightGrids)
     if grids is not None:
         ctx.details["weight_grids"] = snap_weights(out, pre, {k: dict(v) for k, v in grids.entries.items()}, ctx)
@@ -251,3 +254,21 @@ PASS = PassInfo(
     needs_calibration=True,
     consumes=(WeightGrids, CalibrationCache),
 )
+
+
+@contextlib.contextmanager
+def _calibration_errors_named() -> Iterator[None]:
+    """ORT's calibrator on the user's model and data: data the graph refuses, and activations that are NaN or inf
+    (ORT asserts "scale issue"), are the user's to fix, said as such (they were exit 3)."""
+    try:
+        yield
+    except AssertionError as exc:
+        raise InputError(
+            f"calibration found no finite range for an activation ({exc}): the float model computes NaN or inf on the calibration data",
+            hint="run the float model on that data: check its inputs' scale and preprocessing, and the weights",
+        ) from exc
+    except Exception as exc:
+        refused = refused_data(exc)
+        if refused is not None:
+            raise refused from exc
+        raise
