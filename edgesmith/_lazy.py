@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import os
 from types import ModuleType
 
 from edgesmith.errors import BackendUnavailable
@@ -28,12 +30,28 @@ _EXTRAS = {
     "mlflow": "pip install -c constraints.txt 'edgesmith[mlflow]'  (MLflow logging is optional)",
 }
 
+# libraries that make ONNX Runtime sessions of their own (NNCF's statistics, INC's calibration)
+_RUN_ORT = ("onnxruntime", "nncf", "neural_compressor")
+
 
 def require(module: str) -> ModuleType:
     """Import ``module`` or raise BackendUnavailable naming the extra to install."""
     try:
-        return importlib.import_module(module)
+        imported = importlib.import_module(module)
     except ImportError as exc:
         top = module.split(".")[0]
         hint = _EXTRAS.get(top, f"pip install {top}")
         raise BackendUnavailable(f"{top} is not installed or failed to import ({exc})", hint=hint) from exc
+    if module.split(".")[0] in _RUN_ORT:
+        quiet_onnxruntime()
+    return imported
+
+
+def quiet_onnxruntime() -> None:
+    """Once per run (the pipeline) and whenever a library that runs ORT loads (``require``), unless EDGESMITH_DEBUG:
+    ORT's default logger prints every node failure, in colour, from sessions libraries make (NNCF's
+    statistics, ORT's calibrator); the same failure reaches the user once, as edgesmith's one line."""
+    if os.environ.get("EDGESMITH_DEBUG"):
+        return
+    with contextlib.suppress(ImportError):  # NOTE: NNCF for OpenVINO alone runs without ONNX Runtime
+        importlib.import_module("onnxruntime").set_default_logger_severity(4)

@@ -6,7 +6,9 @@ Exit codes (documented in README, used by CI gates):
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Iterator
 
 EXIT_OK = 0
 EXIT_BUDGET_FAILED = 1
@@ -109,8 +111,16 @@ class RemoteFailure(EdgesmithError):
 def refused_data(exc: BaseException) -> InputError | None:
     """ONNX Runtime's InvalidArgument while running the user's model on the user's data (an index past the
     vocabulary, a shape the graph does not take, a wrong dtype): bad input, named, not an internal error."""
-    if type(exc).__name__ != "InvalidArgument" or "onnxruntime" not in type(exc).__module__:
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:  # NOTE: a library (NNCF's statistics) may wrap it
+        if type(cause).__name__ == "InvalidArgument" and "onnxruntime" in type(cause).__module__:
+            break
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    if cause is None or id(cause) in seen:
         return None
+    exc = cause
     text = " ".join(str(exc).split())
     detail = text.split("Status Message:", 1)[-1].strip() if "Status Message:" in text else text.split(":", 3)[-1].strip()
     node = text.split("Name:", 1)[1].split()[0].strip("'") if "Name:" in text else None
@@ -118,3 +128,18 @@ def refused_data(exc: BaseException) -> InputError | None:
         f"ONNX Runtime refused the data{f' at node {node}' if node else ''}: {detail}",
         hint="check the data against the model's inputs: shapes, dtypes and value ranges (token ids below the vocabulary size, class indices)",
     )
+
+
+@contextlib.contextmanager
+def data_refusals_named() -> Iterator[None]:
+    """Around any work that runs the user's model on the user's data, whichever library runs it (edgesmith's
+    sessions, ORT's calibrator, NNCF's statistics, INC): ONNX Runtime refusing that data is bad input."""
+    try:
+        yield
+    except EdgesmithError:
+        raise
+    except Exception as exc:
+        refused = refused_data(exc)
+        if refused is None:
+            raise
+        raise refused from exc

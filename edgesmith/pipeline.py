@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from edgesmith._lazy import require
+from edgesmith._lazy import quiet_onnxruntime, require
 from edgesmith.cache import cached, file_digest, identity
 from edgesmith.compress import PassContext, get_pass
 from edgesmith.compress.contract import Records
@@ -28,7 +28,7 @@ from edgesmith.compress.registry import check_float_graph, config_as_dict
 from edgesmith.data import run_data
 from edgesmith.data.run_data import data_record, load_data, write_eval_bundle
 from edgesmith.environment import host_info, library_versions
-from edgesmith.errors import ConfigError, ExportError, InputError
+from edgesmith.errors import ConfigError, ExportError, InputError, data_refusals_named
 from edgesmith.evaluate import Evaluator, judge, overall, time_against_float
 from edgesmith.evaluate.judge import busy_machine
 from edgesmith.export import check_parity, export_onnx
@@ -107,10 +107,9 @@ def run(
 ) -> RunResult:
     """Run ``recipe`` into ``out_dir`` (default: the recipe's ``output_dir``). The folder must be new, empty
     or an earlier run (replaced whole); ``force`` writes into another folder, ``keep`` names files of it
-    the new run leaves in place. ``cache`` (edgesmith.cache.PassCache): exports and pass results with the
-    same inputs and configuration are taken from it instead of recomputed. ``measure_latency=False``:
-    accuracy and size only (a search times its trials later, when nothing else runs). Training passes keep
-    checkpoints in ``OUT/checkpoints`` (removed when the run completes); ``resume`` continues from them."""
+    the new run leaves in place. ``cache`` (edgesmith.cache.PassCache) gives exports and pass results with the
+    same inputs and configuration. ``measure_latency=False``: accuracy and size only (a search times its trials
+    later). Training passes keep checkpoints in ``OUT/checkpoints`` (until done); ``resume`` continues from them."""
 
     rep = reporter or Reporter()
     out = Path(out_dir or recipe.output_dir)
@@ -123,12 +122,14 @@ def run(
         preflight(plan, force)
         return RunResult(None, {"recipe": recipe.model_dump(mode="json")}, "dry-run", dry_run=True, plan=plan.steps())
     started = time.time()
+    quiet_onnxruntime()
     if resume:
         check_resumable(out)
     with StagedOutput(out, force=force or resume, keep=keep) as staged:  # NOTE: checks the output-folder policy itself
         points = Checkpoints(staged.final / CHECKPOINTS, recipe.model_dump(mode="json"), resume)
         try:
-            manifest = _execute(plan, staged, trust_checkpoint, rep, _Options(cache, measure_latency, checkpoints=points))
+            with data_refusals_named():  # NOTE: whichever library ran the user's model on the user's data
+                manifest = _execute(plan, staged, trust_checkpoint, rep, _Options(cache, measure_latency, checkpoints=points))
         except KeyboardInterrupt as exc:  # and SIGTERM (a KeyboardInterrupt): say what survives for --resume
             if any((staged.final / CHECKPOINTS).glob("*.pt")):
                 exc.kept = f"training checkpoints kept in {staged.final / CHECKPOINTS}: the same command with --resume continues"  # type: ignore[attr-defined]
@@ -319,7 +320,6 @@ def _torch_stage(
     extra: dict[str, Any] = {}
 
     def run_passes() -> Path:
-
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # torch's internal deprecation when copying GraphModules
             module = copy.deepcopy(loaded.module)  # NOTE: passes may work in place; the float model stays intact

@@ -58,13 +58,37 @@ def test_a_model_and_data_that_do_not_fit_are_named(tmp_path, model, example, da
     assert not (tmp_path / "out").exists()
 
 
-def test_the_command_line_says_the_same_in_one_line(cli, tmp_path):
+@pytest.mark.parametrize("target", ["x86-avx512-vnni-ort", "x86-avx512-vnni-ov"])
+def test_the_command_line_says_the_same_in_one_line(cli, tmp_path, target):
     """An ONNX model given token ids past its vocabulary: refused where ONNX Runtime first meets them (here the
-    quantizer's calibration, not the parity check of an export)."""
+    quantizer's calibration, not the parity check of an export), whichever library runs it: ORT's calibrator
+    for ONNX Runtime targets, NNCF's statistics (its own session, wrapped in its own code) for OpenVINO ones.
+    ORT's own coloured log line of the same failure is not printed beside it."""
     import edgesmith
 
     edgesmith.export(_Embed().eval(), example_inputs=IDS, out_dir=tmp_path / "exported")
     np.savez(tmp_path / "ids.npz", ids=np.full((20, 5), 99, np.int64))
-    r = cli("quantize", tmp_path / "exported" / "model.onnx", "-d", tmp_path / "ids.npz", "--metric", "fidelity", "-o", tmp_path / "out")
+    r = cli("quantize", tmp_path / "exported" / "model.onnx", "-d", tmp_path / "ids.npz", "--metric", "fidelity", "-t", target, "-o", tmp_path / "out")
     assert r.code == 2 and len(r.error_lines) == 1 and "ONNX Runtime refused the data" in r.stderr, r.stderr[-800:]
+    assert "[E:onnxruntime" not in r.stderr and "\x1b[" not in r.stderr, r.stderr[-800:]
     assert not (tmp_path / "out").exists()
+
+
+def test_a_refusal_wrapped_by_a_library_is_still_named():
+    """The class at its root: an ORT InvalidArgument anywhere in the chain of causes (NNCF and INC re-raise
+    inside their own code) is the user's data refused; an unrelated error stays what it is."""
+    from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
+
+    from edgesmith.errors import data_refusals_named
+
+    refusal = InvalidArgument(
+        "[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : Non-zero status code returned while running Gather node. Name:'emb' Status Message: idx=99"
+    )
+    with pytest.raises(InputError, match=r"refused the data at node emb: idx=99"):
+        with data_refusals_named():
+            try:
+                raise refusal
+            except InvalidArgument as exc:
+                raise RuntimeError("statistics collection failed") from exc
+    with pytest.raises(RuntimeError, match="unrelated"), data_refusals_named():
+        raise RuntimeError("unrelated")

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from edgesmith.errors import EXIT_BAD_INPUT, EXIT_BUDGET_FAILED, EXIT_INTERNAL, EdgesmithError
+from edgesmith.errors import EXIT_BAD_INPUT, EXIT_BUDGET_FAILED, EXIT_INTERNAL, EdgesmithError, refused_data
 
 __all__ = ["EXIT_BUDGET_FAILED", "DeviceOpt", "OnOpt", "RichReporter", "Terminated", "build_recipe", "err", "execute", "guarded", "on_sigterm", "parse_input"]
 
@@ -63,6 +63,10 @@ def guarded(fn: Callable) -> Callable:
         except Exception as exc:
             if os.environ.get("EDGESMITH_DEBUG"):
                 raise
+            refused = refused_data(exc)  # NOTE: a command that ran the user's data outside the pipeline
+            if refused is not None:
+                err(refused.one_line())
+                raise typer.Exit(refused.exit_code) from None
             first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
             err(f"internal error: {type(exc).__name__}: {first} (set EDGESMITH_DEBUG=1 for the traceback)")
             raise typer.Exit(EXIT_INTERNAL) from None

@@ -248,7 +248,7 @@ class ParityResult:
 
 def check_parity(module: Any, onnx_path: Path, feeds: dict[str, np.ndarray], input_specs: Sequence[Any], atol: float, rtol: float) -> ParityResult:
     """ONNX Runtime (no graph optimisation, exact kernels) against torch on the same real inputs."""
-    import onnxruntime as ort
+    ort = require("onnxruntime")
     import torch
 
     so = ort.SessionOptions()

@@ -104,7 +104,7 @@ def _with_accuracy_control(nncf, model, samples, names, cfg, ctx, kwargs):
     validation = [({n: b.inputs[n] for n in names}, b.labels) for b in data.batches]
 
     def top1(candidate, items) -> float:
-        import onnxruntime as ort
+        ort = require("onnxruntime")
 
         sess = ort.InferenceSession(candidate.SerializeToString(), providers=["CPUExecutionProvider"])
         right = total = 0

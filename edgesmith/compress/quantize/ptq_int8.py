@@ -32,7 +32,7 @@ from edgesmith.compress.quantize._snap import snap_weights
 from edgesmith.compress.quantize.entropy import entropy_ranges, write_cache
 from edgesmith.compress.quantize.onnx_common import DatasetReader, float_compute_nodes, note_float_nodes, onnx_input_names, preprocess
 from edgesmith.compress.registry import PassContext, PassInfo
-from edgesmith.errors import ConfigError, InputError, refused_data
+from edgesmith.errors import ConfigError, InputError, data_refusals_named
 from edgesmith.model_io import PRODUCER_KEY
 from edgesmith.outputs import sha256
 
@@ -261,14 +261,10 @@ def _calibration_errors_named() -> Iterator[None]:
     """ORT's calibrator on the user's model and data: data the graph refuses, and activations that are NaN or inf
     (ORT asserts "scale issue"), are the user's to fix, said as such (they were exit 3)."""
     try:
-        yield
+        with data_refusals_named():
+            yield
     except AssertionError as exc:
         raise InputError(
             f"calibration found no finite range for an activation ({exc}): the float model computes NaN or inf on the calibration data",
             hint="run the float model on that data: check its inputs' scale and preprocessing, and the weights",
         ) from exc
-    except Exception as exc:
-        refused = refused_data(exc)
-        if refused is not None:
-            raise refused from exc
-        raise
