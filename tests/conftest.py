@@ -94,10 +94,11 @@ def digits_onnx(tmp_path_factory) -> Path:
     from edgesmith import pipeline
     from edgesmith.recipe import parse_recipe
 
-    out = tmp_path_factory.mktemp("digits-export")
-    recipe = parse_recipe({"model": {"source": "edgesmith.zoo:pretrained_digits_cnn"}, "stop_after": "export", "output_dir": str(out)})
-    pipeline.run(recipe, out)
-    return out / "model.onnx"
+    def build(folder: Path) -> None:
+        out = folder / "run"
+        pipeline.run(parse_recipe({"model": {"source": "edgesmith.zoo:pretrained_digits_cnn"}, "stop_after": "export", "output_dir": str(out)}), out)
+
+    return built_once(tmp_path_factory, "digits-export", build) / "run" / "model.onnx"
 
 
 @pytest.fixture(scope="session")
@@ -105,6 +106,24 @@ def digits_test():
     from edgesmith.data.digits import load_digits_split
 
     return load_digits_split("test")
+
+
+def built_once(tmp_path_factory, name: str, build) -> Path:
+    """A read-only fixture's folder, built once for the whole run whichever pytest-xdist worker asks first (the
+    other waits on a lock, then reads the same files): a session fixture is otherwise built once per worker, and
+    the two workers of `make test` paid each of these twice. ``build(folder)`` fills the folder."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # NOTE: the run's folder, shared by its workers
+    target = root / f"built-once-{name}"
+    with FileLock(str(target) + ".lock"):
+        if not (target / ".complete").exists():
+            shutil.rmtree(target, ignore_errors=True)  # a build that failed half-way in another worker
+            target.mkdir()
+            build(target)
+            (target / ".complete").touch()
+    return target
 
 
 def read_manifest(out: Path) -> dict:
@@ -138,10 +157,13 @@ def steady_profile(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def device_run(tmp_path_factory) -> Path:
     """A run of the digits CNN (static INT8, one x86 ONNX Runtime target) for the device side to validate."""
+    return built_once(tmp_path_factory, "device-build", lambda folder: _device_run(folder / "run")) / "run"
+
+
+def _device_run(out: Path) -> None:
     from edgesmith import pipeline
     from edgesmith.recipe import parse_recipe
 
-    out = tmp_path_factory.mktemp("device-build") / "run"
     recipe = parse_recipe(
         {
             "model": {"source": "edgesmith.zoo:pretrained_digits_cnn"},
@@ -153,4 +175,3 @@ def device_run(tmp_path_factory) -> Path:
         }
     )
     pipeline.run(recipe, out.parent)
-    return out

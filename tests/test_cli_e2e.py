@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.conftest import read_manifest
+from tests.conftest import built_once, read_manifest
 
 
 @pytest.fixture(scope="module")
@@ -18,9 +19,14 @@ def demo_run(tmp_path_factory):
 
     from tests.conftest import edgesmith_exe
 
-    out = tmp_path_factory.mktemp("demo") / "out"
-    proc = subprocess.run([edgesmith_exe(), "demo", "--out", str(out)], capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"}, timeout=300)
-    return proc, out
+    def build(folder: Path) -> None:
+        proc = subprocess.run(
+            [edgesmith_exe(), "demo", "--out", str(folder / "out")], capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"}, timeout=300
+        )
+        (folder / "result.json").write_text(json.dumps({"args": proc.args, "returncode": proc.returncode, "stdout": proc.stdout, "stderr": proc.stderr}))
+
+    folder = built_once(tmp_path_factory, "demo", build)
+    return subprocess.CompletedProcess(**json.loads((folder / "result.json").read_text())), folder / "out"
 
 
 def test_demo_prints_the_verdict_table_and_writes_the_artifacts(demo_run):

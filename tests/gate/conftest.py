@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import built_once
+
 
 def recipe(out: Path, name: str = "gate-digits", **ptq) -> dict:
     return {
@@ -35,13 +37,14 @@ def _run(out: Path, **kw) -> Path:
 
 @pytest.fixture(scope="session")
 def gate_runs(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("gate-runs")
-    return {
-        "base": _run(root / "base", calibration="minmax"),
-        "again": _run(root / "again", calibration="minmax"),
+    def build(root: Path) -> None:
+        _run(root / "base", calibration="minmax")
+        _run(root / "again", calibration="minmax")
         # clipping activations at their 90.5th percentile from 16 samples: ~3 points of top-1 lost
-        "worse": _run(root / "worse", calibration="percentile", percentile=90.5, samples=16, per_channel=False),
-    }
+        _run(root / "worse", calibration="percentile", percentile=90.5, samples=16, per_channel=False)
+
+    root = built_once(tmp_path_factory, "gate-runs", build)
+    return {name: root / name for name in ("base", "again", "worse")}
 
 
 def reseal(path: Path, data: dict) -> None:
