@@ -192,6 +192,15 @@ class Recipe(Strict):
             raise ValueError(f"a target is listed twice: {names}")
         return v
 
+    @model_validator(mode="after")
+    def _something_to_validate(self) -> Recipe:
+        if not self.targets and self.stop_after in ("compile", "validate"):  # NOTE: else the verdict 'pass' judged nothing
+            raise ValueError(
+                f"targets: the list is empty, so there is nothing to {self.stop_after} for (hint: name a profile, "
+                "e.g. targets: [x86-avx512-vnni-ort] (`edgesmith profiles` lists them), or stop_after: export)"
+            )
+        return self
+
     def relocated(self, from_dir: Path, to_dir: Path) -> Recipe:
         """The same recipe with every relative file path (model, weights, reference, .npz data, profile
         files, output_dir) rewritten from ``from_dir`` to ``to_dir``: a recipe saved into another folder

@@ -15,6 +15,7 @@ MAX_THREADS = 256
 MAX_BATCH = 4096
 MAX_ITERATIONS = 1_000_000
 MAX_SECONDS = 3600.0
+MAX_SEED = 2**32 - 1  # numpy's and Optuna's samplers take no other
 DEVICE_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"  # a device added with `edgesmith device add` (a file name too)
 
 

@@ -14,11 +14,13 @@ from typing import Any
 import numpy as np
 
 from edgesmith import pipeline
+from edgesmith.api.arguments import checked
 from edgesmith.device import validate_bundle
 from edgesmith.errors import ConfigError, InputError
 from edgesmith.evaluate.judge import busy_machine, combine
 from edgesmith.hf import TRUST_ENV, wrap_model
 from edgesmith.memory import register
+from edgesmith.model_io import model_defaults
 from edgesmith.optimize import optimize as run_optimize
 from edgesmith.recipe import Recipe, load_recipe, parse_recipe
 from edgesmith.remote import client
@@ -52,6 +54,7 @@ class Result:
         return cls(run.verdict, run.out_dir, run.manifest, metrics, dict(first.get("reference_metrics") or {}), speed, arts, list(run.plan))
 
 
+@checked
 def pass_for_mode(
     mode: str, *, calibration: str | None = None, samples: int | None = None, per_channel: bool | None = None, exclude: list[str] | None = None
 ) -> dict[str, Any]:
@@ -100,6 +103,7 @@ def _on_devices(rec: Recipe, done: Any, reporter: Any) -> Any:
     return pipeline.RunResult(done.out_dir, manifest, combine(list(verdicts.values())))
 
 
+@checked
 def run(
     recipe: Any,
     *,
@@ -264,6 +268,14 @@ def _build(
     data: dict[str, Any] = {}
     if calib_src or eval_src:
         data = {"calibration": {"source": calib_src or eval_src}, "evaluation": {"source": eval_src or calib_src}}
+    elif stop_after not in ("export", "compile"):  # as on the command line: no toy data set stands in for the user's
+        data = model_defaults(str(model)).get("data") or {} if isinstance(model, (str, Path)) else {}
+        if not data:
+            raise ConfigError(
+                f"{name}: the model needs data to calibrate and evaluate with, and none was given",
+                hint=f"pass {'data=' if name == 'validate' else 'calibration= / evaluation='} (arrays, (x, labels), a DataLoader, a path; "
+                "'digits' takes the bundled 8x8 digits)",
+            )
     recipe: dict[str, Any] = {
         "name": name,
         "model": model_block,
@@ -283,12 +295,13 @@ def _build(
     return parse_recipe(recipe, "arguments")
 
 
+@checked
 def quantize(
     model: Any,
     *,
     example_inputs: Any = None,
     inputs: list[dict] | None = None,
-    calibration: Any = "digits",
+    calibration: Any = None,
     evaluation: Any = None,
     metric: str | None = None,
     mode: str = "auto",
@@ -315,6 +328,7 @@ def quantize(
     return run(recipe, out_dir=out_dir, reporter=reporter)
 
 
+@checked
 def optimize(
     model: Any,
     *,
@@ -354,7 +368,7 @@ def optimize(
         time_budget_s=time_budget_s,
         other_runtimes=not same_runtime,
         reporter=reporter,
-        train_budget=train_budget if isinstance(train_budget, int) else None,
+        train_budget=int(train_budget) if train_budget is not None and not isinstance(train_budget, str) else None,
         cache_dir=Path(cache_dir) if cache_dir else None,
         train_minutes=parse_duration(train_budget, "train_budget") / 60 if isinstance(train_budget, str) else None,
         device=device,
@@ -364,6 +378,7 @@ def optimize(
 # ---------------------------------------------------------------- the other commands
 
 
+@checked
 def export(
     model: Any,
     *,
@@ -397,10 +412,11 @@ def export(
     )
     if data is None:
         recipe = recipe.model_copy(update={"data": recipe.data.model_copy(update={"calibration": None, "evaluation": None})})
-    recipe = recipe.model_copy(update={"export": recipe.export.model_copy(update={"opset": opset})})
+    recipe = recipe.model_copy(update={"export": type(recipe.export).model_validate({**recipe.export.model_dump(), "opset": opset})})
     return run(recipe, out_dir=out_dir, reporter=reporter, force=force)
 
 
+@checked
 def compile(
     model: Any,
     *,
@@ -428,6 +444,7 @@ def compile(
     return run(recipe, out_dir=out_dir, reporter=reporter, force=force)
 
 
+@checked
 def validate(
     model: Any,
     *,

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgesmith.api.arguments import checked
 from edgesmith.api.build import to_recipe
 from edgesmith.errors import ConfigError, InputError
 from edgesmith.gate import check_run, save_baseline
@@ -33,6 +34,7 @@ class BenchResult:
         return next(float(r["p50_ms"]) for r in self.rows if int(r["batch"]) == batch)
 
 
+@checked
 def bench(
     artifact: str | Path,
     *,
@@ -74,6 +76,7 @@ def bench(
     )
 
 
+@checked
 def compare(
     a: str | Path,
     b: str | Path,
@@ -100,6 +103,7 @@ def compare(
     return run_compare(art_a, art_b, make_feeds(specs, batch), threads, rounds, per_round, confidence=confidence)
 
 
+@checked
 def baseline_save(run_dir: str | Path, to: str | Path = "baseline.json", *, copy_artifacts: bool = True, device: str | None = None) -> dict[str, Any]:
     """Record a run as the CI gate's baseline — ``edgesmith baseline save``; returns what was written. ``device``: the
     run as that device measured it (validated there first unless it was already: ``--device``)."""
@@ -110,6 +114,7 @@ def baseline_save(run_dir: str | Path, to: str | Path = "baseline.json", *, copy
     return save_baseline(Path(run_dir), Path(to), copy_artifacts=copy_artifacts)
 
 
+@checked
 def check(
     run_dir: str | Path,
     baseline: str | Path = "baseline.json",
@@ -142,6 +147,7 @@ def _measured_on(device: str, run_dir: Path) -> None:
         client.record(run_dir, result)
 
 
+@checked
 def search(
     recipe: Any,
     *,
@@ -182,6 +188,7 @@ def search(
     return run_search(data, base, Path(out_dir), target=target, settings=settings, reporter=reporter)
 
 
+@checked
 def tune(
     recipe: Any,
     *,

@@ -10,7 +10,7 @@ import typer
 from edgesmith.cli.app import app, profiles_app, zoo_app
 from edgesmith.cli.common import RichReporter, guarded
 from edgesmith.errors import ConfigError
-from edgesmith.schema import MAX_THREADS
+from edgesmith.schema import MAX_SEED, MAX_THREADS
 
 
 @app.command()
@@ -118,7 +118,7 @@ def zoo_train(
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Train again even if cached.")] = False,
     epochs: Annotated[int | None, typer.Option(min=1, help="Epochs (default: each model's own).")] = None,
-    seed: Annotated[int, typer.Option()] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=MAX_SEED)] = 0,
 ) -> None:
     """Train the zoo's digits models and cache them, so tests, benchmarks and recipes
     (edgesmith.zoo:trained_digits_resnet, ..._mobilenet, ..._prelu_heads, ..._encoder) share them.

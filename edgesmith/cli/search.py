@@ -40,6 +40,7 @@ from edgesmith.cli.common import (
     warn_inconclusive,
 )
 from edgesmith.errors import ConfigError
+from edgesmith.schema import MAX_ITERATIONS, MAX_SEED, MAX_THREADS
 from edgesmith.units import parse_duration
 
 CacheOpt = Annotated[
@@ -248,7 +249,11 @@ def search(
     trials: Annotated[
         int | None,
         typer.Option(
-            "--trials", "-n", min=1, help="Trials in the study, counting those of an earlier run of the same search (default: the whole grid, or 20)."
+            "--trials",
+            "-n",
+            min=1,
+            max=MAX_ITERATIONS,
+            help="Trials in the study, counting those of an earlier run of the same search (default: the whole grid, or 20).",
         ),
     ] = None,
     time_budget: Annotated[str | None, typer.Option("--time-budget", help="With a unit (90s, 5m, 1h); no new wave of trials starts after it.")] = None,
@@ -256,7 +261,8 @@ def search(
         str, typer.Option("--sampler", help="auto (the grid when it fits in --trials, else TPE), grid, random, tpe or nsga2 (Optuna's).")
     ] = "auto",
     workers: Annotated[
-        int | None, typer.Option("--workers", "-j", min=1, help="Builds side by side, each pinned to its share of the cores (default: one per core).")
+        int | None,
+        typer.Option("--workers", "-j", min=1, max=MAX_THREADS, help="Builds side by side, each pinned to its share of the cores (default: one per core)."),
     ] = None,
     storage: Annotated[str | None, typer.Option("--storage", help="Study database as a SQLAlchemy URL (default: sqlite:///OUT/study.db).")] = None,
     cache: Annotated[Path | None, typer.Option("--cache", help="Pass-result cache folder, shareable between searches (default: OUT/cache).")] = None,
@@ -269,7 +275,7 @@ def search(
         ),
     ] = None,
     stop_when_met: Annotated[bool, typer.Option("--stop-when-met", help="Stop after the first wave in which a trial meets every budget.")] = False,
-    seed: Annotated[int, typer.Option("--seed", help="Sampler seed.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, max=MAX_SEED, help="Sampler seed.")] = 0,
     out: Annotated[Path, typer.Option("--out", "-o", help="Search folder (study, trials, front, best run); the same folder resumes.")] = Path(
         "edgesmith-out/search"
     ),
