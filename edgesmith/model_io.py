@@ -6,11 +6,14 @@ unpickling is refused unless the user passes ``--trust-checkpoint``. safetensors
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import importlib.machinery
 import os
 import pickle
+import shutil
 import sys
+import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -242,7 +245,8 @@ def load_model(spec: Any, base_dir: Path, trust_checkpoint: bool = False) -> Loa
     if kind == "onnx":
         path = resolve(spec.source, base_dir)
         _require_file(path, "ONNX model")
-        return LoadedModel("onnx", onnx_path=path, default_inputs=onnx_input_specs(path))
+        specs = onnx_input_specs(path)
+        return LoadedModel("onnx", onnx_path=self_contained(path), default_inputs=specs)
     if kind == "pt2":
         import torch
 
@@ -307,7 +311,7 @@ def onnx_input_specs(path: Path) -> list[dict]:
         raise InputError(f"{path} is not a valid ONNX model: {first[:200]}", hint="the file may be truncated or corrupt; re-export it") from exc
     _check_external_data(model, path)
     try:
-        onnx.checker.check_model(model)
+        onnx.checker.check_model(str(path))  # NOTE: by path: external data is read from the model's folder (in memory: from the cwd)
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"{path} is not a valid ONNX model: {first[:200]}", hint="the file may be truncated or corrupt; re-export it") from exc
@@ -367,11 +371,12 @@ def _pt2_input_specs(program: Any) -> list[dict] | None:
         return None
 
 
-def _check_external_data(model: Any, path: Path) -> None:
-    """Refuse external-data locations that point outside the model's folder (path traversal)."""
+def _check_external_data(model: Any, path: Path) -> list[Path]:
+    """The external-data files the model's tensors name; refused when one points outside the model's folder (path
+    traversal) or is missing (the exporter's ``model.onnx.data`` left behind when the model was copied)."""
     import onnx
 
-    root = path.parent.resolve()
+    root, files = path.parent.resolve(), []
     for tensor in model.graph.initializer:
         if tensor.data_location != onnx.TensorProto.EXTERNAL:
             continue
@@ -382,6 +387,38 @@ def _check_external_data(model: Any, path: Path) -> None:
                 f"{path.name}: tensor {tensor.name!r} points its external data at {location!r}, outside the model's folder",
                 hint="refusing path traversal; keep external data files next to the model",
             )
+        if not target.is_file():
+            raise InputError(
+                f"{path.name} keeps its weights in the external data file {location!r}, which is not next to it",
+                hint=f"copy {location} into {path.parent} with the model (exporters write it beside model.onnx)",
+            )
+        files.append(target) if target not in files else None
+    return files
+
+
+ONNX_PROTO_LIMIT = 2**31 - 2**26  # protobuf's 2 GB, less room for the graph itself
+
+
+def self_contained(path: Path) -> Path:
+    """``path``, or where its weights live in external data files, one file holding them (a temporary copy, removed
+    at exit): every copy, optimisation and hash downstream then sees the weights (ONNX Runtime's optimised model
+    kept references to a data file it did not write beside it). Models past protobuf's 2 GB are refused."""
+    import onnx
+
+    files = _check_external_data(onnx.load(str(path), load_external_data=False), path)
+    if not files:
+        return path
+    size = path.stat().st_size + sum(f.stat().st_size for f in files)
+    if size > ONNX_PROTO_LIMIT:
+        raise InputError(
+            f"{path.name} and its external data hold {size / 2**30:.1f} GB: edgesmith takes ONNX models up to 2 GB",
+            hint="a model this size is not an edge model; compress it before export (or export a smaller variant)",
+        )
+    folder = tempfile.mkdtemp(prefix="edgesmith-onnx-")
+    atexit.register(shutil.rmtree, folder, True)
+    copy = Path(folder) / path.name
+    onnx.save(onnx.load(str(path)), str(copy))
+    return copy
 
 
 def check_specs_against_onnx(specs: list, onnx_inputs: list[dict]) -> None:

@@ -33,7 +33,7 @@ from edgesmith.evaluate import Evaluator, judge, overall, time_against_float
 from edgesmith.evaluate.judge import busy_machine
 from edgesmith.export import check_parity, export_onnx
 from edgesmith.export.onnx_export import example_inputs, probe_forward
-from edgesmith.model_io import check_specs_against_onnx, load_model, model_kind, onnx_input_specs, resolve
+from edgesmith.model_io import check_specs_against_onnx, load_model, model_kind, onnx_input_specs, resolve, self_contained
 from edgesmith.outputs import CHECKPOINTS, StagedOutput, check_resumable, sha256
 from edgesmith.plan import Plan, check_pass_order, needs_data, preflight, resolve_inputs, resolve_plan
 from edgesmith.progress import Reporter
@@ -151,7 +151,7 @@ def export_once(recipe: Recipe, base_dir: Path, work: Path, trust_checkpoint: bo
     if model_kind(recipe.model.source, base_dir) == "onnx":  # nothing to export: the file is the float model (checked as ONNX here)
         path = resolve(recipe.model.source, base_dir)
         onnx_input_specs(path)
-        return path, path
+        return (one := self_contained(path)), one
     torch_passes = [p for p in recipe.passes if get_pass(p.type).stage == "torch"]
     run(
         recipe.model_copy(update={"passes": torch_passes, "stop_after": "export", "optimize": False}),
@@ -273,8 +273,8 @@ def _load_model(recipe: Recipe, base_dir: Path, kind: str, trust_checkpoint: boo
         if loaded.module is not None:
             probe_forward(loaded.module, specs)  # a spec that does not fit the model fails here, before data
     input_files = ([recipe.model.source] if kind in ("onnx", "pt2", "torchscript") else []) + ([recipe.model.weights] if recipe.model.weights else [])
-    for ref in input_files:
-        manifest["inputs"][ref] = sha256(resolve(ref, base_dir))
+    for ref in input_files:  # NOTE: an ONNX model as loaded: external weights inside, so they are hashed (the cache's key)
+        manifest["inputs"][ref] = sha256(loaded.onnx_path if loaded.onnx_path and ref == recipe.model.source else resolve(ref, base_dir))
     if kind == "hf":  # a folder is identified by its config, weights and tokenizer files
         folder = resolve(recipe.model.source, base_dir)
         for f in sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in (".json", ".safetensors", ".bin", ".txt", ".model")):
@@ -356,7 +356,7 @@ def _reference_path(recipe: Recipe, base_dir: Path, fp32_path: Path, specs: list
     if not reference_path.is_file():
         raise InputError(f"reference model not found: {reference_path}", hint="give the float ONNX model the candidate was made from")
     check_specs_against_onnx(specs, onnx_input_specs(reference_path))
-    manifest["inputs"][recipe.model.reference] = sha256(reference_path)
+    manifest["inputs"][recipe.model.reference] = sha256(reference_path := self_contained(reference_path))  # its weights hashed too
     return reference_path
 
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -125,6 +127,44 @@ def test_external_data_outside_the_model_folder_is_refused(tmp_path, digits_onnx
     onnx.save(model, str(tmp_path / "m" / "evil.onnx"))
     with pytest.raises(InputError, match="outside the model's folder"):
         onnx_input_specs(tmp_path / "m" / "evil.onnx")
+
+
+def _with_external_weights(digits_onnx: Path, folder: Path) -> Path:
+    import onnx
+
+    folder.mkdir()
+    onnx.save(onnx.load(str(digits_onnx)), str(folder / "model.onnx"), save_as_external_data=True, location="model.onnx.data")
+    return folder / "model.onnx"
+
+
+def test_an_onnx_model_with_external_weights_compiles_to_an_artifact_that_holds_them(cli, tmp_path, digits_onnx):
+    """ONNX Runtime's optimised copy of such a model kept references to a data file nobody wrote beside it: every
+    later load failed (exit 3). The model is taken in as one file, so the artifact computes what the model does."""
+    import onnxruntime as ort
+
+    model = _with_external_weights(digits_onnx, tmp_path / "ext")
+    r = cli("compile", model, "-t", "x86-avx512-vnni-ort", "-o", tmp_path / "out")
+    assert r.code == 0, r.stderr[-800:]
+    x = np.random.default_rng(0).random((3, 1, 8, 8), dtype=np.float32)
+    run = lambda p: ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]  # noqa: E731
+    np.testing.assert_allclose(run(tmp_path / "out" / "x86-avx512-vnni-ort" / "model.onnxruntime.onnx"), run(digits_onnx), rtol=1e-5, atol=1e-5)
+
+
+def test_external_weights_are_part_of_the_models_identity_and_must_be_there(tmp_path, digits_onnx):
+    from edgesmith.model_io import onnx_input_specs, self_contained
+    from edgesmith.outputs import sha256
+
+    a = _with_external_weights(digits_onnx, tmp_path / "a")
+    b = _with_external_weights(digits_onnx, tmp_path / "b")
+    data = bytearray((tmp_path / "b" / "model.onnx.data").read_bytes())
+    data[:4] = b"\x00\x00\x80\x3f"  # the first weight becomes 1.0: same graph file, other weights
+    (tmp_path / "b" / "model.onnx.data").write_bytes(bytes(data))
+    assert sha256(a) == sha256(b)  # the .onnx files alone cannot tell them apart (the cache key was this)
+    assert sha256(self_contained(a)) != sha256(self_contained(b))
+    assert self_contained(digits_onnx) == digits_onnx  # a model in one file is taken as it is
+    (tmp_path / "a" / "model.onnx.data").unlink()
+    with pytest.raises(InputError, match="keeps its weights in the external data file 'model.onnx.data', which is not next to it"):
+        onnx_input_specs(a)
 
 
 def test_model_module_next_to_the_recipe_is_importable(tmp_path):
