@@ -124,6 +124,23 @@ MAX_YAML_BYTES = 1 << 20
 MAX_YAML_ALIASES = 64
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (PyYAML keeps the last one silently: a
+    second ``model:`` or ``passes:`` block replaced the first without a word)."""
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+                if key is not None and key != "<<" and key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r} is given twice (lines {seen[key] + 1} and {key_node.start_mark.line + 1})", key_node.start_mark
+                    )
+                seen.setdefault(key, key_node.start_mark.line)
+        return super().construct_mapping(node, deep)
+
+
 def load_yaml(path: Any, what: str) -> Any:
     """``yaml.safe_load`` of a user file, refused (one line, no quoted content) when it is not text, not
     YAML, too large, or uses more aliases than any real recipe needs."""
@@ -133,14 +150,28 @@ def load_yaml(path: Any, what: str) -> Any:
         if len(raw) > MAX_YAML_BYTES:
             raise ConfigError(f"{path.name} is {len(raw)} bytes; a {what} is at most {MAX_YAML_BYTES} bytes", hint=f"give the {what} file itself")
         text = raw.decode()
-        aliases = sum(isinstance(e, yaml.AliasEvent) for e in yaml.parse(text, Loader=yaml.SafeLoader))
+        aliases, open_anchors = 0, []  # the anchors of the collections being read: an alias to one of them is a cycle
+        for e in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(e, yaml.CollectionStartEvent):
+                open_anchors.append(e.anchor)
+            elif isinstance(e, yaml.CollectionEndEvent):
+                open_anchors.pop()
+            elif isinstance(e, yaml.AliasEvent):
+                aliases += 1
+                if e.anchor in open_anchors:
+                    raise ConfigError(
+                        f"{path.name}: alias *{e.anchor} (line {e.start_mark.line + 1}) sits inside its own anchor &{e.anchor}: a structure that contains itself",
+                        hint=f"a {what} is a tree: copy the values instead of referring back to the enclosing block",
+                    )
         if aliases > MAX_YAML_ALIASES:
             raise ConfigError(
                 f"{path.name} uses {aliases} YAML aliases (at most {MAX_YAML_ALIASES}): refusing to expand it",
                 hint=f"write the {what} out without deeply nested anchors",
             )
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader (tags of Python objects refused)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path.name} is not valid YAML: {' '.join(str(exc).split())[:200]}", hint="check indentation and quoting") from exc
+        twice = "given twice" in str(exc)
+        hint = "keep one of them (merge what each says)" if twice else "check indentation and quoting"
+        raise ConfigError(f"{path.name} is not valid YAML: {' '.join(str(exc).split())[:200]}", hint=hint) from exc
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path.name} is not a text file", hint=f"give a YAML {what}") from exc

@@ -352,6 +352,34 @@ def test_a_yaml_alias_bomb_is_refused_quickly_and_briefly(cli, tmp_path):
     assert r.code == 2 and "YAML aliases" in r.stderr and len(r.stderr) < 1000 and time.time() - started < 30
 
 
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("model: {source: edgesmith.zoo:pretrained_digits_cnn}\nmodel: {source: other.onnx}\n", "key 'model' is given twice \\(lines 1 and 2\\)"),
+        ("model: {source: edgesmith.zoo:pretrained_digits_cnn}\npasses:\n  - {type: rtn, bits: 4, bits: 8}\n", "key 'bits' is given twice"),
+        ("model: &m {source: edgesmith.zoo:pretrained_digits_cnn, kwargs: {a: *m}}\n", "alias \\*m \\(line 1\\) sits inside its own anchor &m"),
+        ("model: {source: edgesmith.zoo:pretrained_digits_cnn}\npasses: &p [{type: rtn}, *p]\n", "sits inside its own anchor &p"),
+    ],
+    ids=["key-twice", "nested-key-twice", "self-alias-map", "self-alias-list"],
+)
+def test_yaml_that_says_two_things_or_contains_itself_is_refused(tmp_path, text, message):
+    """PyYAML keeps the last of two equal keys without a word, and builds a structure that contains itself from an
+    alias inside its own anchor (pydantic then raised 'Circular reference', exit 3)."""
+    from edgesmith.errors import ConfigError
+    from edgesmith.schema import load_yaml
+
+    (tmp_path / "r.yaml").write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_yaml(tmp_path / "r.yaml", "recipe")
+
+
+def test_yaml_merge_keys_and_repeated_aliases_still_load(tmp_path):
+    from edgesmith.schema import load_yaml
+
+    (tmp_path / "r.yaml").write_text("base: &b {x: 1, y: 2}\nitem:\n  <<: *b\n  y: 3\nagain: *b\n")
+    assert load_yaml(tmp_path / "r.yaml", "recipe") == {"base": {"x": 1, "y": 2}, "item": {"x": 1, "y": 3}, "again": {"x": 1, "y": 2}}
+
+
 def test_long_input_is_never_quoted_in_full(cli, tmp_path):
     (tmp_path / "r.yaml").write_text("model: {source: edgesmith.zoo:pretrained_digits_cnn}\nmetric: " + "x" * 100_000 + "\n")
     r = cli("run", "r.yaml", "--dry-run")
