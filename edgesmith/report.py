@@ -6,6 +6,8 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from edgesmith import terminal
+
 # how gate findings sort, worst first (the terminal table, Markdown summary and HTML report agree)
 STATUS_RANK = {"fail": 0, "missing": 1, "inconclusive": 2, "new": 3, "pass": 4, "info": 5}
 
@@ -79,11 +81,10 @@ def verdict_rows(target: dict) -> list[list[str]]:
 
 def print_verdicts(manifest: dict, out_dir: str, console: Any = None) -> None:
 
-    from rich.console import Console
     from rich.table import Table
 
     # NOTE: piped output (CI logs) gets a wide table instead of rich's 80-column default
-    console = console or Console(width=None if sys.stdout.isatty() else 140)
+    console = console or terminal.console(width=None if sys.stdout.isatty() else 140)
     for name, t in manifest.get("targets", {}).items():
         from rich.markup import escape
 

@@ -197,3 +197,37 @@ def test_the_import_check_can_fail(tmp_path, monkeypatch):
     monkeypatch.setattr(sys.modules[__name__], "PKG", tmp_path / "edgesmith")
     monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
     assert function_level_imports() == ["edgesmith/m.py:2 json"]
+
+
+# machine-readable output (JSON for --json, YAML of a profile, the bench worker's and the device scripts' protocol) and standalone scripts
+RAW_OUTPUT_OK = ("edgesmith/terminal.py", "edgesmith/runtime/bench_worker.py", "edgesmith/remote/scripts.py", "edgesmith/zoo/train_digits.py")
+
+
+def direct_terminal_writes() -> list[str]:
+    """``print(...)`` of anything but JSON, and ``rich.console.Console`` made outside edgesmith/terminal.py: text that
+    skips ``errors.shown`` (a terminal escape in a file name reached the bench table's title)."""
+    found = []
+    for path in sorted(PKG.rglob("*.py")):
+        rel = path.relative_to(ROOT).as_posix()
+        if rel in RAW_OUTPUT_OK:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call):
+                continue
+            name = node.func.id if isinstance(node.func, ast.Name) else node.func.attr if isinstance(node.func, ast.Attribute) else ""
+            is_json = bool(node.args) and any(f in ast.unparse(node.args[0])[:40] for f in ("json.dumps", "yaml.safe_dump"))  # escaped by both
+            if (name == "print" and isinstance(node.func, ast.Name) and not is_json) or name == "Console":
+                found.append(f"{rel}:{node.lineno} {name}")
+    return found
+
+
+def test_everything_written_for_a_person_goes_through_the_terminal_module():
+    assert direct_terminal_writes() == []
+
+
+def test_the_terminal_write_check_can_fail(tmp_path, monkeypatch):
+    (tmp_path / "edgesmith").mkdir()
+    (tmp_path / "edgesmith" / "m.py").write_text("import json\nprint(json.dumps({}))\nprint(f'written to {p}')\nrich.console.Console().print('x')\n")
+    monkeypatch.setattr(sys.modules[__name__], "PKG", tmp_path / "edgesmith")
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    assert direct_terminal_writes() == ["edgesmith/m.py:3 print", "edgesmith/m.py:4 Console"]

@@ -9,6 +9,7 @@ import signal
 import stat
 import subprocess
 import sys
+import shutil
 import time
 from pathlib import Path
 
@@ -587,3 +588,12 @@ def test_every_numeric_pass_option_out_of_its_range_is_refused_before_anything_r
     )
     r = cli("run", recipe, "--dry-run", "--out", tmp_path / "out")
     assert r.code == 2 and len(r.error_lines) == 1 and "pass 'binarize': mst_every must be > 0, got 0 (hint:" in r.error_lines[0], r.stderr
+
+
+def test_a_terminal_escape_in_a_file_name_never_reaches_the_terminal(cli, tmp_path, digits_onnx):
+    """The bench table's title and compare's lines printed the file name as it is: ESC ]0; retitled the terminal."""
+    name = "m\x1b]0;owned\x07\x1b[31m.onnx"
+    shutil.copyfile(digits_onnx, tmp_path / name)
+    for args in (("bench", name, "--iterations", "3", "--warmup", "1"), ("compare", name, name, "--rounds", "2", "--per-round", "1")):
+        r = cli(*args)
+        assert r.code == 0 and not any(c in r.stdout + r.stderr for c in "\x1b\x07") and "m.onnx" in r.stdout + r.stderr, (args, r.stdout[-600:])

@@ -11,6 +11,7 @@ from edgesmith.cli.app import app, profiles_app, zoo_app
 from edgesmith.cli.common import RichReporter, guarded
 from edgesmith.errors import ConfigError
 from edgesmith.schema import MAX_SEED, MAX_THREADS
+from edgesmith.terminal import say
 
 
 @app.command()
@@ -25,18 +26,18 @@ def passes() -> None:
 
     for name, info in known_passes().items():
         origin = pass_origin(name)
-        print(f"{name}  [{info.stage}]  {info.summary}" + (f"  (plugin: {origin})" if origin != "edgesmith" else ""))
+        say(f"{name}  [{info.stage}]  {info.summary}" + (f"  (plugin: {origin})" if origin != "edgesmith" else ""))
         needs = [f"needs {k.__name__}" for k in info.requires] + [f"after {n}" for n in info.runs_after]
         if info.precision or needs:
-            print(f"    produces {info.precision or 'float'}" + (f"; {', '.join(needs)}" if needs else ""))
+            say(f"    produces {info.precision or 'float'}" + (f"; {', '.join(needs)}" if needs else ""))
         for f in dataclasses.fields(info.config):
             default = f.default if f.default is not dataclasses.MISSING else "required"
-            print(f"    {f.name} = {default!r}")
+            say(f"    {f.name} = {default!r}")
     broken, conflicts = plugin_problems()
     for b in broken:
-        print(f"BROKEN plugin {b.name!r} from {b.distribution}: {b.error}")
+        say(f"BROKEN plugin {b.name!r} from {b.distribution}: {b.error}")
     for name, who in conflicts.items():
-        print(f"CONFLICT pass {name!r} is claimed by {' and '.join(who)}: neither is used")
+        say(f"CONFLICT pass {name!r} is claimed by {' and '.join(who)}: neither is used")
 
 
 @app.command()
@@ -54,7 +55,7 @@ def backends() -> None:
         here = "installed" if b.available() else "not installed"
         cpu = ", runs on this CPU" if getattr(b, "runs_on_host_cpu", False) else ""
         status = ", EXPERIMENTAL: written to the documented API, never run on a GPU" if getattr(b, "experimental", False) else ""
-        print(f"{name}  ({here}{cpu}{status})")
+        say(f"{name}  ({here}{cpu}{status})")
 
 
 @profiles_app.command("list")
@@ -65,7 +66,7 @@ def profiles_list() -> None:
 
     for name in builtin_names():
         p = load_profile(name)
-        print(f"{name:24s} {p.backend:12s} {p.hardware.arch:8s} {'(estimated budgets) ' if p.estimated else ''}{p.description.strip()[:80]}")
+        say(f"{name:24s} {p.backend:12s} {p.hardware.arch:8s} {'(estimated budgets) ' if p.estimated else ''}{p.description.strip()[:80]}")
 
 
 @profiles_app.command("show")
@@ -106,8 +107,8 @@ def profiles_init(
     Profile.model_validate(data)  # what we write must load
     atomic_write_text(out, yaml.safe_dump(data, sort_keys=False))
     for n in notes:
-        print(f"- {n}")
-    print(f"profile {name!r} written to {out}")
+        say(f"- {n}")
+    say(f"profile {name!r} written to {out}")
 
 
 @zoo_app.command("train")
@@ -130,4 +131,4 @@ def zoo_train(
     for name in names or list(ARCHS):
         with RichReporter().step(f"{name}: training on the digits (or reading the cache)"):
             path, acc = train_cached(name, seed, force, epochs=epochs)
-        print(f"{name}: {'held-out top-1 ' + format(acc * 100, '.2f') + '%, ' if acc is not None else 'cached, '}{path}")
+        say(f"{name}: {'held-out top-1 ' + format(acc * 100, '.2f') + '%, ' if acc is not None else 'cached, '}{path}")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from edgesmith.errors import EXIT_BAD_INPUT, EXIT_BUDGET_FAILED, EXIT_INTERNAL, EdgesmithError, refused_data
+from edgesmith.terminal import console, say
 
 __all__ = ["EXIT_BUDGET_FAILED", "DeviceOpt", "OnOpt", "RichReporter", "Terminated", "build_recipe", "err", "execute", "guarded", "on_sigterm", "parse_input"]
 
@@ -22,7 +22,7 @@ __all__ = ["EXIT_BUDGET_FAILED", "DeviceOpt", "OnOpt", "RichReporter", "Terminat
 def err(text: str) -> None:
     from edgesmith.errors import shown
 
-    print(f"edgesmith: error: {shown(text)}", file=sys.stderr)
+    say(f"edgesmith: error: {shown(text)}", err=True)
 
 
 class Terminated(KeyboardInterrupt):
@@ -78,9 +78,7 @@ class RichReporter:
     """Spinner while a step runs, a tick with its duration when it ends (on stderr)."""
 
     def __init__(self) -> None:
-        from rich.console import Console
-
-        self.console = Console(stderr=True)
+        self.console = console(stderr=True)
 
     @contextlib.contextmanager
     def step(self, text: str) -> Iterator[None]:
@@ -190,7 +188,7 @@ DeviceOpt = Annotated[
 def say_transfer(device: str, transfer: dict) -> None:
     """One line on stderr: what went to the device, what it already had."""
     sent, cached = transfer.get("sent_files", 0), transfer.get("cached_files", 0)
-    print(f"[{device}] sent {sent} file(s), {transfer.get('sent_bytes', 0) / 2**20:.2f} MB; {cached} already there (cached by content)", file=sys.stderr)
+    say(f"[{device}] sent {sent} file(s), {transfer.get('sent_bytes', 0) / 2**20:.2f} MB; {cached} already there (cached by content)", err=True)
 
 
 InconclusiveOpt = Annotated[
@@ -355,7 +353,7 @@ def execute(
         check_writable(save_recipe.parent)
         # NOTE: a recipe's paths are read relative to its folder: rewrite them for where it is saved
         atomic_write_text(save_recipe, recipe.relocated(base_dir, save_recipe.parent).to_yaml())
-        print(f"recipe written to {save_recipe}", file=sys.stderr)
+        say(f"recipe written to {save_recipe}", err=True)
     if inconclusive is not None:
         recipe = recipe.model_copy(update={"inconclusive": check_policy(inconclusive)})
     if mlflow and not dry_run:
@@ -368,20 +366,20 @@ def execute(
         recipe = recipe.with_train_time(parse_duration(train_time, "--train-time") / 60)
     result = api.run(recipe, base_dir=base_dir, out_dir=out, trust_checkpoint=trust, dry_run=dry_run, reporter=RichReporter(), force=force, resume=resume)
     if result.verdict == "dry-run":
-        print("plan (dry run, nothing executed):")
+        say("plan (dry run, nothing executed):")
         for i, step in enumerate(result.plan, 1):
-            print(f"  {i}. {step}")
+            say(f"  {i}. {step}")
         return
     if result.manifest.get("targets") and recipe.stop_after == "validate":
         print_verdicts(result.manifest, str(result.out_dir))
     else:
-        print(f"done: {result.verdict}; outputs in {result.out_dir}")
+        say(f"done: {result.verdict}; outputs in {result.out_dir}")
     if mlflow and result.out_dir is not None:
         from edgesmith.errors import redact
         from edgesmith.tracking import log_to_mlflow
 
         run_id = log_to_mlflow(mlflow, result.manifest, [result.out_dir / "manifest.json", result.out_dir / "report.md"])
-        print(f"logged to MLflow {redact(mlflow)} (run {run_id})", file=sys.stderr)
+        say(f"logged to MLflow {redact(mlflow)} (run {run_id})", err=True)
     warn_inconclusive(result.verdict)
     if result.verdict == "fail":
         raise typer.Exit(EXIT_BUDGET_FAILED)
@@ -398,8 +396,8 @@ def check_policy(policy: str) -> str:
 
 def warn_inconclusive(verdict: str) -> None:
     if verdict == "inconclusive":
-        print(
+        say(
             "warning: verdict INCONCLUSIVE — a budget could not be decided (a timing on a busy or noisy machine); nothing was claimed from it. "
             "Exit 0 under --inconclusive warn (the default); --inconclusive fail makes it a failure.",
-            file=sys.stderr,
+            err=True,
         )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -46,6 +45,7 @@ from edgesmith.cli.common import (
     trust_remote,
 )
 from edgesmith.errors import ConfigError
+from edgesmith.terminal import say
 
 
 class Calibration(str, Enum):
@@ -338,7 +338,7 @@ def _validate_bundle(run_dir: Path, targets: list[str] | None, json_out: bool, o
         result, transfer = client.validate(on, run_dir, targets[0] if targets else None, RichReporter())
         say_transfer(on, transfer)
         written = client.record(run_dir, result)
-        print(f"device {on}'s results recorded in {run_dir / 'manifest.json'} and {written}", file=sys.stderr)
+        say(f"device {on}'s results recorded in {run_dir / 'manifest.json'} and {written}", err=True)
     else:
         result = validate_bundle(run_dir, targets[0] if targets else None, RichReporter())
     if json_out:
@@ -362,5 +362,5 @@ def demo(
 
     recipe_path = Path(__file__).resolve().parents[1] / "recipes" / "demo.yaml"
     recipe = load_recipe(recipe_path)
-    print("edgesmith demo: digits CNN (trained on scikit-learn's handwritten digits) -> static INT8 -> x86-avx512-vnni-ort", file=sys.stderr)
+    say("edgesmith demo: digits CNN (trained on scikit-learn's handwritten digits) -> static INT8 -> x86-avx512-vnni-ort", err=True)
     execute(recipe, Path.cwd(), save_recipe=None, dry_run=False, out=out or Path(recipe.output_dir))

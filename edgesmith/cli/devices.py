@@ -10,6 +10,7 @@ import typer
 
 from edgesmith.cli.app import app
 from edgesmith.cli.common import RichReporter, guarded
+from edgesmith.terminal import say
 
 device_app = typer.Typer(
     help="Devices over SSH: measure and validate on the real device from this machine "
@@ -48,9 +49,9 @@ def device_add(
     from edgesmith.remote import client
 
     device, facts = client.add(name, url, key=key, python=python, workdir=workdir, accept_host_key=accept_host_key, replace=replace, reporter=RichReporter())
-    print(f"device {name} added: {device.url}, {_facts_line(facts)}")
+    say(f"device {name} added: {device.url}, {_facts_line(facts)}")
     if not facts.get("versions", {}).get("onnxruntime") and not facts.get("versions", {}).get("openvino"):
-        print(f"no runtime there yet: edgesmith device setup {name}")
+        say(f"no runtime there yet: edgesmith device setup {name}")
 
 
 def _facts_line(facts: dict) -> str:
@@ -82,11 +83,11 @@ def device_list(json_out: Annotated[bool, typer.Option("--json", help="Print JSO
         print(json.dumps({n: asdict(d) for n, d in devices.items()}, indent=2, default=str))
         return
     if not devices:
-        print("no devices yet: edgesmith device add NAME ssh://user@host --accept-host-key")
+        say("no devices yet: edgesmith device add NAME ssh://user@host --accept-host-key")
         return
     for n, d in sorted(devices.items()):
         setup = "set up" if d.setup else "not set up"
-        print(f"{n}  {d.url}  {d.arch or '?'}  {d.facts.get('cores', '?')} cores  {setup}  profile: {d.profile or '-'}")
+        say(f"{n}  {d.url}  {d.arch or '?'}  {d.facts.get('cores', '?')} cores  {setup}  profile: {d.profile or '-'}")
 
 
 @device_app.command("show")
@@ -115,7 +116,7 @@ def device_remove(name: NameArg) -> None:
     d = reg.remove(name)
     if not any((o.host, o.port) == (d.host, d.port) for o in reg.load().values()):
         unpin_key(d.host, d.port)
-    print(f"device {name} removed (nothing on the device was touched; its files are in {d.work or d.workdir} there)")
+    say(f"device {name} removed (nothing on the device was touched; its files are in {d.work or d.workdir} there)")
 
 
 @device_app.command("probe")
@@ -137,9 +138,9 @@ def device_probe(
     if json_out:
         print(json.dumps({"facts": facts, "profile": str(path) if path else None}, indent=2))
         return
-    print(f"{name}: {_facts_line(facts)}")
-    print(f"runtimes: {', '.join(f'{k} {v}' for k, v in facts.get('versions', {}).items()) or 'none'}")
-    print(f"profile written to {path}" if path else f"no profile yet (the device lacks {backend} or edgesmith's core): edgesmith device setup {name}")
+    say(f"{name}: {_facts_line(facts)}")
+    say(f"runtimes: {', '.join(f'{k} {v}' for k, v in facts.get('versions', {}).items()) or 'none'}")
+    say(f"profile written to {path}" if path else f"no profile yet (the device lacks {backend} or edgesmith's core): edgesmith device setup {name}")
 
 
 @device_app.command("setup")
@@ -158,5 +159,5 @@ def device_setup(
 
     done = client.setup(name, runtime, reporter=RichReporter())
     installed = ", ".join(done["installed"]) or "nothing (all there)"
-    print(f"device {name} is set up for {runtime}: installed {installed}")
-    print("versions there: " + ", ".join(f"{k} {v}" for k, v in done["versions"].items()))
+    say(f"device {name} is set up for {runtime}: installed {installed}")
+    say("versions there: " + ", ".join(f"{k} {v}" for k, v in done["versions"].items()))

@@ -11,6 +11,8 @@ import typer
 
 from edgesmith.cli.app import app, baseline_app
 from edgesmith.cli.common import EXIT_BUDGET_FAILED, MlflowOpt, RichReporter, guarded, say_transfer
+from edgesmith.terminal import console as terminal_console
+from edgesmith.terminal import say
 
 DeviceMeasuredOpt = Annotated[
     str | None,
@@ -62,11 +64,11 @@ def baseline_save(
     data = save_baseline(run_dir, to, copy_artifacts=not no_artifacts, rules=rules, device=device)
     n_files = sum(len(t["artifact"]["files"]) for t in data["targets"].values())
     copied = f", {n_files} artifact file(s) copied to {to.parent / (to.stem + '.artifacts')}" if not no_artifacts else ""
-    print(f"baseline of {run_dir} ({', '.join(data['targets'])}) written to {to}{copied}")
+    say(f"baseline of {run_dir} ({', '.join(data['targets'])}) written to {to}{copied}")
     if data.get("verdict") == "fail":
-        print(
+        say(
             "note: this run failed its own profile budgets; the baseline records it as it is, and check judges later runs against it, not against the budgets",
-            file=sys.stderr,
+            err=True,
         )
 
 
@@ -158,30 +160,29 @@ def check(
     manifest = report.manifest
     written = write_gate_outputs(report, report.baseline, manifest, out_dir, time.time() - started)
     _print_gate(report)
-    print(f"gate outputs: {', '.join(str(p) for p in written.values())}")
+    say(f"gate outputs: {', '.join(str(p) for p in written.values())}")
     if mlflow:
         from edgesmith.tracking import log_to_mlflow
 
         run_id = log_to_mlflow(mlflow, manifest, list(written.values()) + [run_dir / "manifest.json"], gate=report.as_dict())
         from edgesmith.errors import redact
 
-        print(f"logged to MLflow {redact(mlflow)} (run {run_id})", file=sys.stderr)
+        say(f"logged to MLflow {redact(mlflow)} (run {run_id})", err=True)
     if report.verdict == "inconclusive":
-        print(
+        say(
             f"warning: {report.count('inconclusive')} check(s) inconclusive: the measurement could not decide; verdict INCONCLUSIVE, exit 0 "
             "(--inconclusive fail makes it a failure)",
-            file=sys.stderr,
+            err=True,
         )
     if report.verdict == "fail":
         raise typer.Exit(EXIT_BUDGET_FAILED)
 
 
 def _print_gate(report: Any) -> None:
-    from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
-    console = Console(width=None if sys.stdout.isatty() else 160)
+    console = terminal_console(width=None if sys.stdout.isatty() else 160)
     table = Table(title=escape(f"edgesmith check: {report.headline()}"), title_justify="left")
     for col in ("target", "metric", "baseline", "now", "delta", "budget", "verdict", "detail"):
         table.add_column(col, overflow="fold")
@@ -227,7 +228,7 @@ def report(
     check_writable(html.parent)
     runs = [(d.name or str(d), load_run(d)) for d in run_dirs]
     atomic_write_text(html, to_html(runs_report(runs, baseline=load_baseline(baseline) if baseline else None)))
-    print(f"report written to {html}")
+    say(f"report written to {html}")
 
 
 def _measured_on(device: str, run_dir: Path) -> None:

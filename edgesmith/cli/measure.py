@@ -12,6 +12,7 @@ import typer
 from edgesmith.cli.app import app
 from edgesmith.cli.common import InputOpt, OnOpt, RichReporter, guarded, parse_input, say_transfer
 from edgesmith.schema import MAX_BATCH, MAX_ITERATIONS, MAX_SECONDS, MAX_THREADS
+from edgesmith.terminal import console, say
 
 
 class GraphOptimization(str, Enum):
@@ -115,7 +116,6 @@ def bench(
     if json_out:
         print(json.dumps(rows, indent=2))
         return
-    from rich.console import Console
     from rich.table import Table
 
     where = f" on device {on}" if on else ""
@@ -140,7 +140,7 @@ def bench(
         if r.get("repeats", 1) > 1:
             noise += f", {r['repeats']} runs"
         table.add_row(*[f"{r[c]:.4g}" if isinstance(r[c], float) else str(r[c]) for c in cols], noise)
-    Console(width=None if sys.stdout.isatty() else 160).print(table)
+    console(width=None if sys.stdout.isatty() else 160).print(table)
 
 
 @app.command()
@@ -175,8 +175,8 @@ def compare(
         if json_out:
             print(json.dumps(remote, indent=2))
         else:
-            print(f"on device {on}: A {a.name}: p50 {remote['a_p50_ms']:.4g} ms   B {b.name}: p50 {remote['b_p50_ms']:.4g} ms")
-            print(remote["describe"])
+            say(f"on device {on}: A {a.name}: p50 {remote['a_p50_ms']:.4g} ms   B {b.name}: p50 {remote['b_p50_ms']:.4g} ms")
+            say(remote["describe"])
         return
     from edgesmith.runtime.bench import artifact_for, make_feeds
     from edgesmith.runtime.compare import compare as run_compare
@@ -195,5 +195,5 @@ def compare(
     if json_out:
         print(json.dumps(result.as_dict(), indent=2))
     else:
-        print(f"A {a.name}: p50 {result.a_p50_ms:.4g} ms   B {b.name}: p50 {result.b_p50_ms:.4g} ms")
-        print(result.describe())
+        say(f"A {a.name}: p50 {result.a_p50_ms:.4g} ms   B {b.name}: p50 {result.b_p50_ms:.4g} ms")
+        say(result.describe())

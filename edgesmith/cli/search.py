@@ -41,6 +41,7 @@ from edgesmith.cli.common import (
 )
 from edgesmith.errors import ConfigError
 from edgesmith.schema import MAX_ITERATIONS, MAX_SEED, MAX_THREADS
+from edgesmith.terminal import say
 from edgesmith.units import parse_duration
 
 CacheOpt = Annotated[
@@ -85,7 +86,7 @@ def tune(
         trust_checkpoint=trust_checkpoint,
         cache_dir=cache,
     )
-    print((result.out_dir / "tune.md").read_text())
+    say((result.out_dir / "tune.md").read_text())
     import json
 
     print_verdicts(json.loads((result.out_dir / "manifest.json").read_text()), str(result.out_dir))
@@ -231,8 +232,8 @@ def optimize(
         train_minutes=parse_duration(train_time, "--train-time") / 60 if train_time else None,
         device=device,
     )
-    print((result.out_dir / "optimize.md").read_text())
-    print(f"winner: {result.winner.plan.name}; outputs in {result.out_dir}")
+    say((result.out_dir / "optimize.md").read_text())
+    say(f"winner: {result.winner.plan.name}; outputs in {result.out_dir}")
     warn_inconclusive(result.verdict)
     if result.verdict == "fail":
         err(f"the winner's full run failed a budget of the target (see {result.out_dir / 'report.md'})")
@@ -341,11 +342,11 @@ def search(
     )
     result = run_search(data, recipe_path.parent.absolute(), out, target=target, settings=settings, reporter=RichReporter())
     if result.verdict == "dry-run":
-        print("plan (dry run, nothing executed):")
+        say("plan (dry run, nothing executed):")
         for i, step in enumerate(result.info["plan"], 1):
-            print(f"  {i}. {step}")
+            say(f"  {i}. {step}")
         return
-    print((result.out_dir / "search.md").read_text())
+    say((result.out_dir / "search.md").read_text())
     if result.verdict == "interrupted":
         err(f"interrupted ({result.info['interrupted']}): finished trials are kept in the study; run the same command again to resume ({result.out_dir})")
         raise typer.Exit(143 if result.info["interrupted"] == "SIGTERM" else 130)
@@ -358,4 +359,4 @@ def search(
     if result.best_run is not None:
         warn_inconclusive(result.best_run.verdict)
     if result.best is not None:
-        print(f"best: trial #{result.best.number} ({result.best.label}); full run in {result.out_dir / 'best'}")
+        say(f"best: trial #{result.best.number} ({result.best.label}); full run in {result.out_dir / 'best'}")

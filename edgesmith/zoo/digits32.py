@@ -12,13 +12,13 @@ The cache lives in ``$EDGESMITH_CACHE_DIR`` (default ``~/.cache/edgesmith``; the
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from edgesmith.errors import ConfigError
 from edgesmith.outputs import atomic_write_bytes
+from edgesmith.terminal import say
 from edgesmith.zoo.encoder import INPUT_SPEC as TOKEN_SPEC
 from edgesmith.zoo.encoder import digits_encoder, tokenize
 from edgesmith.zoo.mobilenet import conv_bn, inverted_residual
@@ -184,7 +184,7 @@ def _trained(name: str) -> Any:
 
     from safetensors.torch import load_file
 
-    path, _ = train_cached(name, log=lambda m: print(f"edgesmith: {m}", file=sys.stderr))
+    path, _ = train_cached(name, log=lambda m: say(f"edgesmith: {m}", err=True))
     model = ARCHS[name]()
     model.load_state_dict(load_file(str(path)))
     return model.eval()

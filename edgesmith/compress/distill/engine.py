@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import math
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from edgesmith.compress.distill.progress import Progress
 from edgesmith.compress.distill.targets import HeldOut, check_labels, label_loss, output_task, soft_loss
 from edgesmith.compress.distill.topkld import topk_kld
 from edgesmith.errors import ConfigError, InputError
+from edgesmith.terminal import say
 
 Loss = Literal["auto", "kd", "topkld", "hint", "mse", "ce", "bpkd"]
 
@@ -294,7 +294,7 @@ def fit(
         best_step, best_state = int(saved["best_step"]), saved["best"]
         best_pair = (float(saved["best_pair"][0]), float(saved["best_pair"][1])) if saved["best_pair"] else None
         drops = int(saved.get("drops", 0))
-        print(f"{label}: resuming from {checkpoint.path} at step {step}", file=sys.stderr, flush=True)
+        say(f"{label}: resuming from {checkpoint.path} at step {step}", err=True)
     started = time.time() - done_before
     last_eval_t = time.time()
 
@@ -371,21 +371,20 @@ def fit(
                 # pruned EasyOCR recognizer the run stopped at 551 s of a 20-min budget with 75% of lines read alike
                 drops, bad = drops + 1, 0
                 student.load_state_dict(best_state)
-                print(
+                say(
                     f"{label}: no improvement in {cfg.patience} evaluations: from the best checkpoint (step {best_step}) at 1/{10**drops} of the rate",
-                    file=sys.stderr,
-                    flush=True,
+                    err=True,
                 )
             elif cfg.patience is not None and bad >= cfg.patience:
                 stopped = f"early stop: no improvement in {cfg.patience} evaluations" + (f" ({drops} rate drops)" if drops else "")
                 break
     except Diverged as exc:
         stopped = f"diverged: {exc}; the best checkpoint (step {best_step}) is kept"
-        print(f"{label}: {stopped}", file=sys.stderr, flush=True)
+        say(f"{label}: {stopped}", err=True)
     except KeyboardInterrupt:
         if checkpoint is not None and step > 0:
             checkpoint.save(state())
-            print(f"{label}: interrupted at step {step}; checkpoint saved to {checkpoint.path} (rerun with --resume to continue)", file=sys.stderr, flush=True)
+            say(f"{label}: interrupted at step {step}; checkpoint saved to {checkpoint.path} (rerun with --resume to continue)", err=True)
         raise
     finally:
         bar.close()

@@ -10,6 +10,8 @@ from __future__ import annotations
 import sys
 import time
 
+from edgesmith.terminal import say
+
 
 def _clock(seconds: float) -> str:
     s = int(max(0, seconds))
@@ -58,7 +60,7 @@ class Progress:
             return
         if evaluated or time.time() - self.last >= self.every_s:
             self.last = time.time()
-            print(self.line(step, loss, score, name), file=sys.stderr, flush=True)
+            say(self.line(step, loss, score, name), err=True)
 
     def close(self) -> None:
         if self.bar is not None:
