@@ -597,3 +597,11 @@ def test_a_terminal_escape_in_a_file_name_never_reaches_the_terminal(cli, tmp_pa
     for args in (("bench", name, "--iterations", "3", "--warmup", "1"), ("compare", name, name, "--rounds", "2", "--per-round", "1")):
         r = cli(*args)
         assert r.code == 0 and not any(c in r.stdout + r.stderr for c in "\x1b\x07") and "m.onnx" in r.stdout + r.stderr, (args, r.stdout[-600:])
+
+
+def test_an_openvino_ir_without_inputs_is_refused_by_name(cli, tmp_path):
+    """An IR with no Parameter reached the bench worker with no feeds (StopIteration, exit 3)."""
+    pytest.importorskip("openvino")
+    (tmp_path / "m.xml").write_text('<?xml version="1.0"?><net name="x" version="11"><layers/></net>')
+    r = cli("bench", "m.xml", "--iterations", "3")
+    assert r.code == 2 and "m.xml has no inputs: there is nothing to feed it" in r.stderr, r.stderr[-500:]

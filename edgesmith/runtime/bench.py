@@ -319,6 +319,8 @@ def artifact_for(path: Path, input_shapes: list[dict] | None = None, backend_nam
     name = backend_name or backend_for_artifact(path)
     backend = get_backend(name)
     declared = backend.input_specs(path)
+    if not declared:
+        raise InputError(f"{path.name} has no inputs: there is nothing to feed it", hint="give a model that takes at least one input tensor")
     specs = [InputSpec.model_validate(s) for s in (input_shapes or declared)]
     check_specs_against_onnx(specs, declared)
     options = backend.default_options()
