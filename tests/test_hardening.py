@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import stat
 import subprocess
 import sys
-import shutil
 import time
 from pathlib import Path
 
