@@ -414,8 +414,8 @@ def self_contained(path: Path) -> Path:
             f"{path.name} and its external data hold {size / 2**30:.1f} GB: edgesmith takes ONNX models up to 2 GB",
             hint="a model this size is not an edge model; compress it before export (or export a smaller variant)",
         )
-    folder = tempfile.mkdtemp(prefix="edgesmith-onnx-")
-    atexit.register(shutil.rmtree, folder, True)
+    folder, owner = tempfile.mkdtemp(prefix="edgesmith-onnx-"), os.getpid()
+    atexit.register(lambda: shutil.rmtree(folder, True) if os.getpid() == owner else None)  # NOTE: not by a forked trial worker
     copy = Path(folder) / path.name
     onnx.save(onnx.load(str(path)), str(copy))
     return copy
