@@ -180,3 +180,17 @@ def test_the_default_digits_data_that_does_not_fit_the_model_says_so():
     """A recipe that names no data gets the bundled digits: the error says so, not 'reshape your data'."""
     with pytest.raises(InputError, match=r"the evaluation data is the bundled digits .*does not fit input 'line'.*hint: give your own data: `-d FOLDER`"):
         load_dataset("digits", [InputSpec(name="line", shape=["batch", 1, 64, 256])], role="evaluation")
+
+
+def test_an_npz_that_unpacks_past_the_machines_memory_is_refused_from_its_headers(tmp_path):
+    """A few KB whose header promises 244 GiB (a compressed npz bomb unpacks the same way): refused before numpy
+    allocates it — a real one was answered by the kernel's OOM killer."""
+    import io
+    import zipfile
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (1_000_000, 1, 256, 256)})
+    with zipfile.ZipFile(tmp_path / "bomb.npz", "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("input.npy", header.getvalue() + b"\0" * 1000)
+    with pytest.raises(InputError, match=r"bomb.npz unpacks to 244.1 GiB of arrays, more than half of this machine's"):
+        load_dataset(str(tmp_path / "bomb.npz"), [InputSpec(name="input", shape=["batch", 1, 256, 256])], role="calibration")

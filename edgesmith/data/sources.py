@@ -7,6 +7,9 @@ labels under ``labels`` or ``y``), or ``package.module:function`` returning an i
 
 from __future__ import annotations
 
+import math
+import os
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -151,8 +154,11 @@ def _from_npz(path: Path, names: Sequence[str]) -> tuple[dict[str, np.ndarray], 
     if not path.is_file():
         raise InputError(f"data file not found: {path}", hint="give an existing .npz file, `digits`, or module:function")
     try:
+        _check_npz_fits(path)
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
+    except InputError:
+        raise
     except Exception as exc:
         raise InputError(f"cannot read {path} as .npz ({type(exc).__name__}: {exc})", hint="write it with numpy.savez; object arrays are refused") from exc
     labels = next((arrays.pop(k) for k in LABEL_KEYS if k in arrays), None)
@@ -167,6 +173,30 @@ def _from_npz(path: Path, names: Sequence[str]) -> tuple[dict[str, np.ndarray], 
         f"{path} has arrays {sorted(arrays)}; the model's inputs are {list(names)}",
         hint="name each array after a model input (np.savez(f, **{name: array}, labels=y))",
     )
+
+
+def _check_npz_fits(path: Path) -> None:
+    """The arrays' sizes from their headers, before numpy allocates them: a 20 MB compressed .npz can unpack to
+    tens of GB (an npz bomb, or simply too much data), which the kernel's OOM killer answered with SIGKILL."""
+    total = 0
+    with zipfile.ZipFile(path) as z:
+        for member in z.namelist():
+            if not member.endswith(".npy"):
+                continue
+            with z.open(member) as f:
+                version = np.lib.format.read_magic(f)
+                read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                shape, _, dtype = read(f)
+                total += math.prod(shape) * dtype.itemsize
+    try:
+        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # NOTE: not every platform reports it; numpy then decides
+        return
+    if total > memory // 2:
+        raise InputError(
+            f"{path.name} unpacks to {total / 2**30:.1f} GiB of arrays, more than half of this machine's {memory / 2**30:.1f} GiB",
+            hint="give fewer samples in the .npz, or a source that streams (an image folder, CSV/JSONL/parquet)",
+        )
 
 
 def _from_callable(ref: str, names: Sequence[str]) -> list[Batch]:
