@@ -82,6 +82,14 @@ def env_number(name: str, default: float, *, whole: bool, minimum: float = 0, ma
     return value
 
 
+def physical_memory() -> int | None:
+    """This machine's RAM in bytes; None where the platform does not report it (callers then let numpy decide)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 MAX_KERNEL_THREADS = 1024  # the native kernels' OpenMP teams: more is a typo, not a machine
 
 

@@ -269,7 +269,8 @@ def _build(
     if calib_src or eval_src:
         data = {"calibration": {"source": calib_src or eval_src}, "evaluation": {"source": eval_src or calib_src}}
     elif stop_after not in ("export", "compile"):  # as on the command line: no toy data set stands in for the user's
-        data = model_defaults(str(model)).get("data") or {} if isinstance(model, (str, Path)) else {}
+        own = model_defaults(str(model)) if isinstance(model, (str, Path)) else {}  # a zoo model brings its own
+        data = own.get("data") or {}
         if not data:
             raise ConfigError(
                 f"{name}: the model needs data to calibrate and evaluate with, and none was given",

@@ -8,7 +8,6 @@ labels under ``labels`` or ``y``), or ``package.module:function`` returning an i
 from __future__ import annotations
 
 import math
-import os
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ import numpy as np
 
 from edgesmith.data.digits import load_digits_split
 from edgesmith.data.records import is_record_source
+from edgesmith.environment import physical_memory
 from edgesmith.errors import ConfigError, InputError
 from edgesmith.memory import is_memory_ref
 from edgesmith.model_io import import_object
@@ -188,11 +188,8 @@ def _check_npz_fits(path: Path) -> None:
                 read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
                 shape, _, dtype = read(f)
                 total += math.prod(shape) * dtype.itemsize
-    try:
-        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):  # NOTE: not every platform reports it; numpy then decides
-        return
-    if total > memory // 2:
+    memory = physical_memory()
+    if memory is not None and total > memory // 2:
         raise InputError(
             f"{path.name} unpacks to {total / 2**30:.1f} GiB of arrays, more than half of this machine's {memory / 2**30:.1f} GiB",
             hint="give fewer samples in the .npz, or a source that streams (an image folder, CSV/JSONL/parquet)",

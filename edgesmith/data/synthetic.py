@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from edgesmith.environment import physical_memory
 from edgesmith.errors import InputError
 
 EXAMPLE_BATCH = 2  # NOTE: not 1 — torch.export specialises size-1 dimensions to static
@@ -33,11 +33,8 @@ def example_inputs(input_specs: Sequence[Any], batch: int = EXAMPLE_BATCH, seed:
 def _check_fits(name: str, shape: list[int], dtype: np.dtype) -> None:
     """An input whose fixed sizes ask for more than half this machine's memory is refused before numpy tries."""
     need = math.prod(shape) * max(dtype.itemsize, 4)  # float16 and integers are drawn as 4-byte values first
-    try:
-        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):  # NOTE: not every platform reports it; numpy then decides
-        return
-    if need > total // 2:
+    total = physical_memory()
+    if total is not None and need > total // 2:
         raise InputError(
             f"an example of input {name!r} with shape {shape} needs {need / 2**30:.1f} GiB, more than half of this machine's {total / 2**30:.1f} GiB",
             hint="check the input's fixed dimensions (in the model or `inputs:`); a smaller --batch helps only when the batch is the large one",
